@@ -1,0 +1,297 @@
+"""The ``gateway`` command: run the daemon, feed it mail, look at tickets.
+
+Every error is one line on stderr with a non-zero exit, never a traceback:
+an admin or an MTA reads these, not a developer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from routing.config import GatewayConfig, default_config_path, load_config
+from routing.errors import ConfigError
+
+__all__ = ["main"]
+
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_CONFIG = 78
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $GATEWAY_CONFIG, then ./gateway.toml)",
+    )
+    p = argparse.ArgumentParser(prog="gateway", description="Email-first helpdesk gateway")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common], help="run the daemon")
+
+    pp = sub.add_parser("parse", parents=[common], help="show what the parser sees in a file")
+    pp.add_argument("file", type=Path)
+    pp.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+
+    pi = sub.add_parser("ingest", parents=[common], help="deliver one message from stdin")
+    pi.add_argument("--tenant-address", required=True, action="append", metavar="ADDR")
+    pi.add_argument("--sender", default=None, help="envelope sender (default: Return-Path)")
+
+    pt = sub.add_parser("tickets", parents=[common], help="list, show or dump tickets")
+    tsub = pt.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
+    pl = tsub.add_parser("list", parents=[common])
+    pl.add_argument("--tenant", default=None, metavar="SLUG")
+    pl.add_argument("--json", action="store_true")
+    ps = tsub.add_parser("show", parents=[common])
+    ps.add_argument("ref")
+    ps.add_argument("--json", action="store_true")
+    tsub.add_parser("dump", parents=[common])
+
+    pc = sub.add_parser("config", parents=[common], help="check the config file")
+    csub = pc.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    pcc = csub.add_parser("check", parents=[common])
+    pcc.add_argument("path", nargs="?", type=Path)
+
+    pd = sub.add_parser("db", parents=[common], help="database maintenance")
+    dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dsub.add_parser("upgrade", parents=[common])
+    return p
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(args.config or default_config_path())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"gateway: config error: {problem}", file=sys.stderr)
+        return EX_CONFIG
+    except CliError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # last resort: one line, never a traceback
+        print(f"gateway: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from gateway.logs import setup_logging
+
+    if args.command == "parse":
+        return _parse(args.file)
+    if args.command == "config":
+        cfg = load_config(args.path or args.config or default_config_path())
+        n_addr = sum(len(t.addresses) for t in cfg.tenants)
+        print(f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses")
+        return 0
+    config = _config(args)
+    # One-shot commands speak through their exit code and one stderr line (a
+    # Postfix pipe returns stderr in its bounce); only the daemon logs events.
+    setup_logging(config.log_format, logging.INFO if args.command == "run" else logging.WARNING)
+    if args.command == "run":
+        from gateway.daemon import run_daemon
+
+        return asyncio.run(run_daemon(config.path))
+    if args.command == "ingest":
+        return asyncio.run(_ingest(config, args.tenant_address, args.sender))
+    if args.command == "tickets":
+        return asyncio.run(_tickets(config, args))
+    if args.command == "db":
+        return asyncio.run(_db_upgrade(config))
+    raise CliError(f"unknown command {args.command}", EX_USAGE)
+
+
+def _parse(path: Path) -> int:
+    from parsers import parse
+    from parsers.errors import ParseError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}", EX_NOINPUT) from None
+    try:
+        parsed = parse(data)
+    except ParseError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise CliError(f"{path}: unreadable message: {reason}", EX_DATAERR) from None
+    print(json.dumps(parsed_to_json(parsed), ensure_ascii=False, indent=2))
+    return 0
+
+
+def parsed_to_json(parsed: Any) -> dict[str, Any]:
+    return {
+        "message_id": parsed.message_id,
+        "subject": parsed.subject,
+        "from": parsed.from_addr,
+        "from_name": parsed.from_name,
+        "to": list(parsed.to),
+        "cc": list(parsed.cc),
+        "date": parsed.date,
+        "kind": parsed.kind,
+        "text": parsed.text,
+        "reply_text": parsed.reply_text,
+        "html": parsed.html,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in parsed.attachments
+        ],
+        "thread_hints": dataclasses.asdict(parsed.thread_hints)
+        | {"references": list(parsed.thread_hints.references)},
+        "defects": list(parsed.defects),
+    }
+
+
+async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | None) -> int:
+    """The MTA pipe (like rt-mailgate): exit 0 committed, 75 retry, 65/67/69 refused."""
+    from gateway.daemon import open_services
+    from gateway.replies import exit_code
+    from parsers.types import Envelope, RawMessage
+    from routing.verdicts import Accepted
+
+    data = sys.stdin.buffer.read()
+    if sender is None:
+        sender = _return_path(data)
+    raw = RawMessage(Envelope(mail_from=sender, rcpt_tos=tuple(addresses)), data, "ingest")
+    try:
+        async with open_services(config) as services:
+            outcome = await services.pipeline.process(raw)
+    except OSError as exc:
+        raise CliError(f"storage unavailable: {exc.strerror or exc}", EX_TEMPFAIL) from None
+    if isinstance(outcome, Accepted):
+        refs = [s.ticket_ref or "-" for s in outcome.stored]
+        dup = all(s.duplicate for s in outcome.stored)
+        print(("duplicate " if dup else "stored ") + " ".join(refs))
+    else:
+        print(f"gateway: {outcome.code} {outcome.enhanced} {outcome.text}", file=sys.stderr)
+    return exit_code(outcome)
+
+
+def _return_path(data: bytes) -> str:
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    head = BytesHeaderParser().parsebytes(data[:65536])
+    rp = head.get("Return-Path")
+    if rp is not None:
+        return parseaddr(str(rp))[1]
+    return parseaddr(str(head.get("From", "")))[1]
+
+
+def _open_read(config: GatewayConfig):  # type: ignore[no-untyped-def]
+    from store.db import create_engine
+
+    db = config.database_url
+    if db.startswith("sqlite") and not os.path.exists(db.split("///", 1)[-1]):
+        raise CliError(f"no database yet at {db.split('///', 1)[-1]}", EX_NOINPUT)
+    return create_engine(db)
+
+
+async def _tickets(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from store.queries import list_tickets, ticket_detail
+
+    engine = _open_read(config)
+    try:
+        async with engine.connect() as conn:
+            if args.tickets_command == "list":
+                slugs = [args.tenant] if args.tenant else [t.slug for t in config.tenants]
+                if args.tenant and config.tenant(args.tenant) is None:
+                    raise CliError(f"unknown tenant {args.tenant!r}", EX_USAGE)
+                rows = [row for s in slugs for row in await list_tickets(conn, s)]
+                if args.json:
+                    print(json.dumps(rows, ensure_ascii=False, indent=2))
+                else:
+                    for r in rows:
+                        print(
+                            f"{r['ref']:<14} {r['status']:<8} {r['created_at'][:19]}  "
+                            f"{r['subject']}"
+                        )
+                return 0
+            if args.tickets_command == "show":
+                tenant = _tenant_of_ref(config, args.ref)
+                detail = await ticket_detail(conn, tenant, args.ref.upper())
+                if detail is None:
+                    raise CliError(f"no ticket {args.ref}", EX_NOINPUT)
+                if args.json:
+                    print(json.dumps(detail, ensure_ascii=False, indent=2))
+                else:
+                    _print_ticket(detail)
+                return 0
+            everything = []
+            for t in config.tenants:
+                for row in await list_tickets(conn, t.slug):
+                    everything.append(await ticket_detail(conn, t.slug, row["ref"]))
+            print(json.dumps(everything, ensure_ascii=False, indent=2))
+            return 0
+    finally:
+        await engine.dispose()
+
+
+def _tenant_of_ref(config: GatewayConfig, ref: str) -> str:
+    prefix = ref.rsplit("-", 1)[0].upper()
+    for t in config.tenants:
+        if t.tag_prefix == prefix:
+            return t.slug
+    raise CliError(f"no tenant uses the ticket prefix {prefix!r}", EX_USAGE)
+
+
+def _print_ticket(d: dict[str, Any]) -> None:
+    print(f"{d['ref']}  [{d['status']}]  {d['subject']}")
+    print(f"tenant: {d['tenant']}   opened: {d['created_at']}")
+    print("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in d["participants"]))
+    for m in d["messages"]:
+        print(f"\n--- {m['direction']} {m['kind']} from {m['from']}  {m['date'] or ''}")
+        print(f"    Message-ID: {m['message_id']}")
+        for a in m["attachments"]:
+            print(
+                f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
+                f"sha256 {a['sha256']})"
+            )
+        print()
+        print(m.get("text", "").rstrip())
+
+
+async def _db_upgrade(config: GatewayConfig) -> int:
+    from gateway.daemon import open_services
+
+    async with open_services(config):
+        pass
+    print("ok: schema is current")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

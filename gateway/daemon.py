@@ -1,0 +1,98 @@
+"""The daemon: builds the services from the config and owns their lifetimes.
+
+SIGTERM/SIGINT stop accepting, let messages in flight finish (their senders
+get a real answer, not a dropped connection) and exit 0. SIGHUP re-reads the
+config; an invalid file is refused and the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import structlog
+
+from gateway.pipeline import Pipeline
+from gateway.smtp_intake import IntakeHandler, start_smtp
+from routing.config import GatewayConfig, load_config
+from routing.errors import ConfigError
+from store.blobs import BlobStore
+from store.db import create_engine, upgrade
+from store.writer import Writer
+
+__all__ = ["Services", "open_services", "run_daemon"]
+
+log = structlog.get_logger("gateway.daemon")
+
+
+class Services:
+    """Engine, writer, blob store and pipeline: what every intake needs."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.engine = create_engine(config.database_url)
+        self.writer = Writer(self.engine)
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.pipeline = Pipeline(config, self.writer, self.blobs)
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: GatewayConfig):  # type: ignore[no-untyped-def]
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(config)
+    try:
+        await upgrade(services.engine)
+        yield services
+    finally:
+        await services.close()
+
+
+async def run_daemon(config_path: Path) -> int:
+    config = load_config(config_path)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    generation = 1
+    async with open_services(config) as services:
+        handler = IntakeHandler(services.pipeline)
+        server = await start_smtp(
+            handler,
+            config.smtp.host,
+            config.smtp.port,
+            hostname=config.hostname,
+            max_size=config.smtp.max_message_size,
+        )
+        host, port = server.sockets[0].getsockname()[:2]
+        log.info("smtp.listening", host=host, port=port, tenants=len(config.tenants))
+
+        def reload() -> None:
+            nonlocal generation
+            try:
+                new = load_config(config_path)
+            except ConfigError as exc:
+                log.error("config.reload_refused", problems=exc.problems)
+                return
+            services.pipeline.configure(new)
+            generation += 1
+            log.info("config.reloaded", generation=generation)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        await stop.wait()
+
+        log.info("shutdown.draining", in_flight=handler.in_flight)
+        handler.draining = True
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
+                await handler.idle.wait()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    log.info("shutdown.done")
+    return 0

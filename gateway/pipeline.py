@@ -1,0 +1,302 @@
+"""The one path every message takes: parse, route, classify, scan, thread, commit.
+
+Each stage is a plain call; this module only runs them in order and turns
+what they say into an Outcome. The commit is the moment of acceptance: a
+message is answered 250 (or left the IMAP folder) only after its rows are in
+one committed transaction and its blobs are fsynced before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.replies import EX_NOUSER, outcome_for_exception
+from outbound.compose import acknowledgement
+from parsers import Limits, parse
+from parsers.types import ParsedMessage, RawMessage
+from routing.classify import speaker
+from routing.config import GatewayConfig, Tenant
+from routing.tenants import AddressIndex, Recipient
+from routing.threader import find_ticket
+from routing.tokens import make_token
+from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
+from store import repos
+from store.blobs import BlobStore
+from store.faults import crash_point
+from store.writer import Writer
+
+__all__ = ["Pipeline"]
+
+log = structlog.get_logger("gateway.pipeline")
+_INLINE_PARSE_BYTES = 256 * 1024  # bigger mail is parsed off the event loop
+
+
+@dataclass
+class _TenantJob:
+    recipient: Recipient
+    tokens: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        writer: Writer,
+        blobs: BlobStore,
+        scanner: Any = None,
+    ) -> None:
+        self.writer = writer
+        self.blobs = blobs
+        self.scanner = scanner
+        self.configure(config)
+
+    def configure(self, config: GatewayConfig) -> None:
+        """Swap in a new config; messages already running keep their snapshot."""
+        self.config = config
+        self.index = AddressIndex(config)
+        self.limits = Limits(
+            max_header_bytes=config.limits.max_header_bytes,
+            max_mime_depth=config.limits.max_mime_depth,
+            max_parts=config.limits.max_parts,
+        )
+
+    async def process(self, raw: RawMessage) -> Outcome:
+        """Never raises: every fault is an Outcome (a timeout is a Defer)."""
+        started = time.perf_counter()
+        config, index, limits = self.config, self.index, self.limits
+        ctx: dict[str, Any] = {"source": raw.source, "size": len(raw.data)}
+        try:
+            async with asyncio.timeout(config.smtp.pipeline_timeout):
+                outcome = await self._process(raw, config, index, limits, ctx)
+        except Exception as exc:  # every fault is an answer, never a traceback
+            outcome = outcome_for_exception(exc)
+            ctx["error"] = type(exc).__name__
+            if isinstance(outcome, Defer):
+                log.warning("pipeline_fault", error=type(exc).__name__, detail=str(exc)[:200])
+        ctx["ms"] = round((time.perf_counter() - started) * 1000, 2)
+        _log_outcome(outcome, ctx)
+        return outcome
+
+    async def _process(
+        self,
+        raw: RawMessage,
+        config: GatewayConfig,
+        index: AddressIndex,
+        limits: Limits,
+        ctx: dict[str, Any],
+    ) -> Outcome:
+        jobs: dict[str, _TenantJob] = {}
+        for rcpt in raw.envelope.rcpt_tos:
+            r = index.lookup(rcpt)
+            if r is None:
+                continue
+            job = jobs.setdefault(r.tenant.slug, _TenantJob(r))
+            if r.token:
+                job.tokens.append(r.token)
+        if not jobs:
+            return Reject(550, "5.1.1", "No such recipient here", EX_NOUSER)
+        ctx["tenants"] = sorted(jobs)
+        if len(raw.data) > config.smtp.max_message_size:
+            return Reject(552, "5.3.4", "Message too big for system")
+
+        if len(raw.data) > _INLINE_PARSE_BYTES:
+            parsed = await asyncio.to_thread(parse, raw.data, limits=limits)
+        else:
+            parsed = parse(raw.data, limits=limits)
+        ctx["kind"] = parsed.kind
+        ctx["attachments"] = len(parsed.attachments)
+        if parsed.received_count > config.smtp.max_received:
+            return Reject(554, "5.4.0", "Too many hops, mail loop suspected")
+
+        # scan goes here (issue 3): nothing with an attachment is stored unscanned
+
+        raw_sha = hashlib.sha256(raw.data).hexdigest()
+        await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
+
+        async def work(conn: AsyncConnection) -> list[Stored]:
+            return [
+                await _commit_one(conn, config, job, raw, parsed, raw_sha) for job in jobs.values()
+            ]
+
+        stored = await self.writer.submit(work)
+        crash_point("after_commit_before_reply")
+        return Accepted(tuple(stored))
+
+
+async def _commit_one(
+    conn: AsyncConnection,
+    config: GatewayConfig,
+    job: _TenantJob,
+    raw: RawMessage,
+    parsed: ParsedMessage,
+    raw_sha: str,
+) -> Stored:
+    tenant: Tenant = job.recipient.tenant
+    slug = tenant.slug
+    flags: list[str] = []
+
+    key = parsed.message_id or f"sha256:{raw_sha}"
+    existing = await repos.find_message(conn, slug, key)
+    if existing is not None and parsed.message_id:
+        if existing == raw_sha:
+            return Stored(slug, None, "none", duplicate=True)
+        # Same Message-ID, other bytes: keep it, flagged (GLPI mailanalyzer #64).
+        key = f"{parsed.message_id}#{raw_sha}"
+        flags.append("message-id-reused")
+        existing = await repos.find_message(conn, slug, key)
+    if existing is not None:
+        return Stored(slug, None, "none", duplicate=True)
+
+    sender = parsed.from_addr or raw.envelope.mail_from.lower()
+    match = await find_ticket(
+        conn,
+        tenant,
+        config.secret,
+        parsed.thread_hints,
+        envelope_token=job.tokens[0] if job.tokens else None,
+        sender=sender,
+    )
+    role, _agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+
+    ticket_id = match.ticket_id
+    thread_by = match.by
+    ref: str | None = None
+    created = False
+    if ticket_id is None and role != "machine":
+        subject = parsed.subject.strip() or "(no subject)"
+        ticket_id, ref = await repos.new_ticket(conn, slug, tenant.tag_prefix, subject)
+        created, thread_by = True, "new"
+    elif ticket_id is not None:
+        ref = await repos.ticket_ref(conn, slug, ticket_id)
+        await repos.touch_ticket(conn, slug, ticket_id)
+
+    row = await repos.insert_message(
+        conn,
+        slug,
+        ticket_id=ticket_id,
+        message_key=key,
+        message_id=parsed.message_id,
+        direction="in",
+        kind=parsed.kind,
+        sender_role=role,
+        from_addr=sender,
+        from_name=parsed.from_name,
+        to_addrs=list(parsed.to),
+        cc_addrs=list(parsed.cc),
+        subject=parsed.subject,
+        date=parsed.date,
+        text=parsed.text,
+        reply_text=parsed.reply_text,
+        html=parsed.html,
+        raw_sha256=raw_sha,
+        raw_size=len(raw.data),
+        defects=list(parsed.defects),
+        flags=flags,
+        thread_by=thread_by,
+        envelope_from=raw.envelope.mail_from.lower(),
+        source=raw.source,
+    )
+    await repos.insert_attachments(
+        conn,
+        slug,
+        row,
+        [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "inline": a.inline,
+                "content_id": a.content_id,
+            }
+            for a in parsed.attachments
+        ],
+    )
+    detail: dict[str, Any] = {"message": row, "kind": parsed.kind, "by": thread_by}
+    if ticket_id is None:
+        await repos.add_audit(conn, slug, "message.recorded", actor=sender, detail=detail)
+        return Stored(slug, None, "none", flagged=tuple(flags))
+
+    if parsed.message_id:
+        await repos.record_message_id(conn, slug, parsed.message_id, ticket_id, "in")
+    if role != "machine":
+        await repos.add_participant(
+            conn, slug, ticket_id, sender, parsed.from_name, "client" if created else "cc"
+        )
+        if created:
+            for addr in parsed.cc:
+                if addr != sender and not _is_ours(config, addr):
+                    await repos.add_participant(conn, slug, ticket_id, addr, "", "cc")
+    await repos.add_audit(
+        conn,
+        slug,
+        "ticket.created" if created else "message.added",
+        actor=sender,
+        ticket_id=ticket_id,
+        detail=detail,
+    )
+    if created and role == "client" and tenant.acknowledge and ref is not None:
+        await _acknowledge(conn, config, job, parsed, ticket_id, ref, sender)
+    return Stored(slug, ref, thread_by, flagged=tuple(flags))
+
+
+def _is_ours(config: GatewayConfig, address: str) -> bool:
+    domain_addr = address.split("+", 1)[0] + "@" + address.rsplit("@", 1)[-1]
+    return any(address in t.addresses or domain_addr in t.addresses for t in config.tenants)
+
+
+async def _acknowledge(
+    conn: AsyncConnection,
+    config: GatewayConfig,
+    job: _TenantJob,
+    parsed: ParsedMessage,
+    ticket_id: int,
+    ref: str,
+    sender: str,
+) -> None:
+    tenant = job.recipient.tenant
+    number = int(ref.rsplit("-", 1)[1])
+    local, domain = job.recipient.address.split("@")
+    token = make_token(config.secret, tenant.slug, number)
+    mail = acknowledgement(
+        tenant=tenant,
+        hostname=config.hostname,
+        ref=ref,
+        subject=parsed.subject or "(no subject)",
+        to_addr=sender,
+        to_name=parsed.from_name,
+        reply_address=f"{local}+{token}@{domain}",
+        in_reply_to=parsed.message_id,
+        now=repos.now(),
+    )
+    await repos.enqueue_outbox(
+        conn,
+        tenant.slug,
+        kind="ack",
+        ticket_id=ticket_id,
+        message_id=mail.message_id,
+        mail_from=mail.mail_from,
+        rcpt_tos=mail.rcpt_tos,
+        body=mail.body,
+    )
+    await repos.record_message_id(conn, tenant.slug, mail.message_id, ticket_id, "out")
+
+
+def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:
+    if isinstance(outcome, Accepted):
+        ctx["result"] = "accepted"
+        ctx["tickets"] = [s.ticket_ref for s in outcome.stored]
+        ctx["by"] = [s.thread_by for s in outcome.stored]
+        ctx["duplicate"] = [s.duplicate for s in outcome.stored]
+    elif isinstance(outcome, Reject):
+        ctx.update(result="rejected", code=f"{outcome.code} {outcome.enhanced}")
+    else:
+        ctx.update(result="deferred", code=f"{outcome.code} {outcome.enhanced}")
+    log.info("message", **ctx)

@@ -1,0 +1,162 @@
+"""SMTP intake: aiosmtpd's protocol in the daemon's own event loop.
+
+Unknown recipients are refused at RCPT (never accept-then-bounce: that is
+backscatter); the reply to DATA is the pipeline's outcome, so 250 means
+committed. ``handle_exception`` cannot raise and answers 451: aiosmtpd's own
+default is a permanent 500, which would make the sender bounce the mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.pipeline import Pipeline
+from gateway.replies import enhance, smtp_reply
+from parsers.types import Envelope as MailEnvelope
+from parsers.types import RawMessage
+
+__all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
+
+log = structlog.get_logger("gateway.smtp")
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with enhanced status codes on every reply it writes."""
+
+    # Lines over 998 octets break RFC 5321 but real mailers send them; Postfix
+    # accepts and chops at 2048. We keep them whole: data_size_limit remains
+    # the memory bound (aiosmtpd docs' escape hatch).
+    line_length_limit = 64 * 1024
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = enhance(status, self.hostname)
+        await super().push(status)
+
+    def eof_received(self) -> bool | None:
+        """Answer what was sent before the client's FIN, as Postfix does.
+
+        aiosmtpd cancels the session at EOF, so a client that pipelines
+        ``DATA ... . QUIT`` and half-closes (RFC 2920 allows it) would lose
+        the reply to a DATA we may already have committed. Instead the reader
+        gets EOF; buffered commands run, then ``handle_exception`` closes.
+        """
+        if self.session is not None and self.session.ssl is not None:
+            return super().eof_received()
+        return asyncio.StreamReaderProtocol.eof_received(self)  # feeds EOF, skips the cancel
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, asyncio.IncompleteReadError):
+            if self.transport is not None:
+                self.transport.close()
+            return "421 4.4.2 Connection closed by client"
+        return await super().handle_exception(error)
+
+
+class IntakeHandler:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.in_flight = 0
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.draining:
+            return "421 4.3.2 Service shutting down, try again later"
+        if any(c in address for c in "\r\n\x00"):
+            return "553 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self.draining:
+            return "421 4.3.2 Service shutting down, try again later"
+        if len(envelope.rcpt_tos) >= 100:
+            return "452 4.5.3 Too many recipients"
+        if self.pipeline.index.lookup(address) is None:
+            return "550 5.1.1 No such recipient here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+            raw = RawMessage(
+                envelope=MailEnvelope(
+                    mail_from=_reverse_path(envelope.mail_from),
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    peer=str(peer),
+                ),
+                data=bytes(envelope.original_content or b""),
+                source="smtp",
+            )
+            return smtp_reply(await self.pipeline.process(raw))
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def handle_exception(self, error: Exception) -> str:
+        try:
+            log.warning("smtp_session_error", error=type(error).__name__)
+        except Exception:
+            pass
+        return "451 4.3.0 Temporary failure, try again later"
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
+async def start_smtp(
+    handler: IntakeHandler, host: str, port: int, *, hostname: str, max_size: int
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    def factory() -> GatewaySMTP:
+        return GatewaySMTP(
+            handler,
+            data_size_limit=max_size,
+            hostname=hostname,
+            ident="helpdesk-gateway",
+            timeout=300,
+            decode_data=False,
+            enable_SMTPUTF8=True,
+        )
+
+    return await loop.create_server(factory, host=host, port=port)
+
+
+def _reverse_path(address: str | None) -> str:
+    """aiosmtpd keeps the null reverse-path (bounces) as "<>"; we store it as ""."""
+    return "" if address is None or address.strip() in ("", "<>") else address

@@ -1,0 +1,262 @@
+"""Walk the MIME tree: the body texts, the first HTML part, every attachment.
+
+A leaf is body when it is text/plain or text/html without an attachment
+disposition and without a filename; report parts (delivery-status, returned
+headers) are kept apart for the bounce logic; everything else is an
+attachment, however deeply it sits inside forwarded messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+
+from parsers.mime import decode_bytes, decode_words
+from parsers.types import Attachment
+
+__all__ = ["HtmlToText", "Walk", "walk"]
+
+HtmlToText = Callable[[str, list[str]], str]
+
+_REPORT = {
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "text/rfc822-headers",
+    "message/disposition-notification",
+    "message/feedback-report",
+    "message/global-headers",
+}
+_CTE = {
+    "7bit",
+    "8bit",
+    "binary",
+    "quoted-printable",
+    "base64",
+    "x-uuencode",
+    "uuencode",
+    "uue",
+    "x-uue",
+}
+_EXT = {
+    "application/pdf": ".pdf",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "text/csv": ".csv",
+    "message/rfc822": ".eml",
+    "application/zip": ".zip",
+    "image/webp": ".webp",
+}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class Walk:
+    """What the walk found, in document order."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)  # ("plain"|"html", text)
+    html: str | None = None  # first text/html body, decoded, unsanitised
+    attachments: list[Attachment] = field(default_factory=list)
+    returned: list[Message] = field(default_factory=list)  # headers of enclosed messages
+    part_types: set[str] = field(default_factory=set)
+    related_cids: set[str] = field(default_factory=set)
+    leaves: int = 0
+
+    def absorb(self, other: Walk, *, texts: bool) -> None:
+        if texts:
+            self.texts.extend(other.texts)
+        if self.html is None:
+            self.html = other.html
+        self.attachments.extend(other.attachments)
+        self.returned.extend(other.returned)
+        self.part_types |= other.part_types
+        self.related_cids |= other.related_cids
+        self.leaves = max(self.leaves, other.leaves)
+
+
+def walk(msg: Message, defects: list[str], html_to_text: HtmlToText) -> Walk:
+    """Collect bodies and attachments of ``msg``; ``html_to_text`` renders HTML bodies."""
+    acc = Walk()
+    _visit(msg, acc, defects, html_to_text, in_related=False, in_report=False)
+    return acc
+
+
+def _visit(
+    part: Message,
+    acc: Walk,
+    defects: list[str],
+    h2t: HtmlToText,
+    *,
+    in_related: bool,
+    in_report: bool,
+) -> None:
+    ctype = part.get_content_type()
+    acc.part_types.add(ctype)
+    for d in part.defects:
+        defects.append(type(d).__name__)
+    payload = part.get_payload()
+    if ctype.startswith("multipart/") and isinstance(payload, list):
+        if ctype == "multipart/alternative":
+            _alternative(payload, acc, defects, h2t, in_related, in_report)
+            return
+        for child in payload:
+            _visit(
+                child,
+                acc,
+                defects,
+                h2t,
+                in_related=ctype == "multipart/related",
+                in_report=in_report or ctype == "multipart/report",
+            )
+        return
+    if ctype in _REPORT:
+        if ctype in ("text/rfc822-headers", "message/global-headers"):
+            acc.returned.append(_returned_headers(part, defects))
+        return
+    if part.get_content_maintype() == "message" and isinstance(payload, list):
+        for inner in payload:  # forwarded or returned message: its attachments count
+            if isinstance(inner, Message):
+                acc.returned.append(inner)
+                sub = Walk(leaves=acc.leaves)
+                _visit(inner, sub, defects, h2t, in_related=False, in_report=in_report)
+                if not in_report and sub.texts:  # a forwarded mail's text is part of the body
+                    acc.texts.append(("plain", _forward_header(inner, defects)))
+                acc.absorb(sub, texts=not in_report)
+        return
+    acc.leaves += 1
+    if _is_body(part, ctype):
+        text = _text_of(part, defects)
+        if ctype == "text/html":
+            if acc.html is None:
+                acc.html = text
+            acc.texts.append(("html", h2t(text, defects)))
+        else:
+            acc.texts.append(("plain", text))
+        return
+    acc.attachments.append(_attachment(part, ctype, acc.leaves, in_related, defects, acc))
+
+
+def _alternative(
+    children: list[Message],
+    acc: Walk,
+    defects: list[str],
+    h2t: HtmlToText,
+    in_related: bool,
+    in_report: bool,
+) -> None:
+    """One rendering for ``text`` (plain preferred), the first HTML, all attachments."""
+    subs: list[Walk] = []
+    for child in children:
+        sub = Walk(leaves=acc.leaves)
+        _visit(child, sub, defects, h2t, in_related=in_related, in_report=in_report)
+        acc.leaves = sub.leaves
+        subs.append(sub)
+    chosen = next((s for s in subs if any(k == "plain" for k, _ in s.texts)), None)
+    if chosen is None:
+        chosen = next((s for s in subs if s.texts), None)
+    for sub in subs:
+        acc.absorb(sub, texts=sub is chosen)
+
+
+def _forward_header(inner: Message, defects: list[str]) -> str:
+    from parsers.mime import header_text
+
+    lines = ["---------- Forwarded message ----------"]
+    for name in ("From", "Date", "Subject", "To"):
+        value = inner.get(name)
+        if value is not None:
+            lines.append(f"{name}: {decode_words(header_text(value, defects), defects).strip()}")
+    return "\n".join(lines) + "\n"
+
+
+def _is_body(part: Message, ctype: str) -> bool:
+    if ctype not in ("text/plain", "text/html"):
+        return False
+    disposition = (part.get_content_disposition() or "").lower()
+    return disposition != "attachment" and not part.get_filename()
+
+
+def _decoded(part: Message, defects: list[str]) -> bytes:
+    cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    if cte not in _CTE:
+        defects.append("unknown-cte")
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # uu decoding and friends can still raise
+        defects.append("bad-transfer-encoding")
+        raw = part.get_payload()
+        data = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
+    for d in part.defects:  # base64 decoding reports its defects onto the part
+        name = type(d).__name__
+        if name not in defects:
+            defects.append(name)
+    return data if isinstance(data, bytes) else b""
+
+
+def _text_of(part: Message, defects: list[str]) -> str:
+    raw = _decoded(part, defects)
+    charset = part.get_param("charset")
+    if isinstance(charset, tuple):  # RFC 2231-encoded parameter
+        charset = charset[2]
+    text = decode_bytes(raw, str(charset) if charset else None, defects)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _returned_headers(part: Message, defects: list[str]) -> Message:
+    from parsers.mime import parse_header_block
+
+    return parse_header_block(_decoded(part, defects).lstrip(b"\r\n"))
+
+
+def _attachment(
+    part: Message, ctype: str, index: int, in_related: bool, defects: list[str], acc: Walk
+) -> Attachment:
+    data = _decoded(part, defects)
+    cid = _content_id(part)
+    if cid and in_related:
+        acc.related_cids.add(cid)
+    disposition = (part.get_content_disposition() or "").lower()
+    return Attachment(
+        filename=_filename(part, ctype, index, defects),
+        content_type=ctype,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        inline=disposition == "inline" or bool(cid and in_related),
+        content_id=cid,
+        data=data,
+    )
+
+
+def _content_id(part: Message) -> str | None:
+    raw = part.get("Content-ID")
+    if raw is None:
+        return None
+    cid = "".join(str(raw).split()).strip("<>")
+    cid = _UNSAFE.sub("", cid)
+    return cid or None
+
+
+def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
+    """Display name only: decoded, path components and control characters removed."""
+    try:
+        name = part.get_filename()
+    except Exception:  # malformed RFC 2231 continuations
+        defects.append("bad-filename")
+        name = None
+    if isinstance(name, str) and name:
+        from parsers.mime import header_text
+
+        name = decode_words(header_text(name, defects), defects)
+        name = _UNSAFE.sub("", name).replace("\\", "/").rsplit("/", 1)[-1]
+        name = re.sub(r"^[A-Za-z]:", "", name).strip()
+        if name.strip("."):
+            return name[:255]
+    return f"part-{index}{_EXT.get(ctype, '.bin')}"

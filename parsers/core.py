@@ -1,0 +1,199 @@
+"""``parse``: raw bytes in, one frozen ParsedMessage out, or a ParseError.
+
+Order matters: limits are checked on the raw bytes first (bounded time and
+memory), then the full parse runs; anything unexpected from the libraries
+falls back to a headers-and-raw-text view so a strange message is still
+stored, and only input with nothing in it is Unreadable.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+from email.utils import parsedate_to_datetime
+
+from parsers.addresses import normalise_msg_id, parse_address, parse_address_list, split_list
+from parsers.autoreply import classify
+from parsers.body import walk
+from parsers.errors import ParseError, Unreadable
+from parsers.html import html_to_text, sanitise
+from parsers.limits import Limits, prescan
+from parsers.mime import decode_bytes, decode_words, header_text, parse_tree
+from parsers.quotes import reply_text
+from parsers.thread_hints import build_hints
+from parsers.types import Attachment, ParsedMessage
+
+__all__ = ["parse"]
+
+_DEFAULT_LIMITS = Limits()
+_BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+_BLANKS = re.compile(r"[\r\n\t]+")
+
+
+def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
+    """Parse one raw message; raises only ParseError subclasses."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise Unreadable("input is not bytes")
+    data = bytes(data)
+    if not data.strip():
+        raise Unreadable("empty message")
+    prescan(data, limits or _DEFAULT_LIMITS)
+    try:
+        return _parse(data, [])
+    except ParseError:
+        raise
+    except RecursionError as exc:  # cannot happen within the limits; never crash intake
+        raise Unreadable("structure too complex") from exc
+    except Exception as exc:
+        try:
+            return _fallback(data, f"parser-fallback:{type(exc).__name__}")
+        except Exception as exc2:
+            raise Unreadable(f"unreadable message: {type(exc).__name__}") from exc2
+
+
+def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
+    msg = parse_tree(data)
+    if not msg.keys() and not str(msg.get_payload() or "").strip():
+        raise Unreadable("no headers and no body")
+    found = walk(msg, defects, html_to_text)
+    text = "\n".join(t for _, t in found.texts if t)
+    html = sanitise(found.html) if found.html is not None else None
+    attachments = found.attachments
+    if found.html is not None and any(a.content_id for a in attachments):
+        attachments = [_mark_referenced(a, found.html) for a in attachments]
+    return _assemble(msg, defects, text, html, tuple(attachments), found.part_types, found.returned)
+
+
+def _mark_referenced(att: Attachment, html: str) -> Attachment:
+    """A part whose Content-ID the HTML shows (cid:) is inline even outside multipart/related."""
+    if att.inline or not att.content_id or f"cid:{att.content_id}" not in html:
+        return att
+    from dataclasses import replace
+
+    return replace(att, inline=True)
+
+
+def _assemble(
+    msg: Message,
+    defects: list[str],
+    text: str,
+    html: str | None,
+    attachments: tuple,
+    part_types: set[str],
+    returned: list[Message],
+) -> ParsedMessage:
+    def hdr(name: str) -> str:
+        return decode_words(header_text(msg.get(name), defects), defects)
+
+    subject = " ".join(_BLANKS.sub(" ", hdr("Subject")).split(" ")).strip()
+    from_list = split_list(header_text(msg.get("From"), defects))
+    from_name, from_addr = parse_address(from_list[0], defects) if from_list else ("", "")
+    if len(from_list) > 1:
+        defects.append("multiple-from")
+    if not from_addr:
+        defects.append("no-from")
+    message_id = normalise_msg_id(header_text(msg.get("Message-ID"), defects))
+    if message_id is None:
+        defects.append("no-message-id")
+    kind = classify(msg, from_addr, part_types)
+    recipients = [
+        header_text(v, defects)
+        for name in ("To", "Cc", "Delivered-To")
+        for v in (msg.get_all(name) or [])
+    ]
+    bounce_sources = []
+    if kind == "bounce":
+        for r in returned:
+            subject_back = decode_words(header_text(r.get("Subject"), defects), [])
+            bounce_sources.append((r, subject_back.strip()))
+    hints = build_hints(
+        in_reply_to=header_text(msg.get("In-Reply-To"), defects),
+        references=" ".join(header_text(v, defects) for v in msg.get_all("References") or []),
+        subject=subject,
+        recipients=recipients,
+        returned=bounce_sources,
+    )
+    auto = msg.get("Auto-Submitted")
+    clean = _Cleaner(defects)
+    text = clean(text)
+    result = ParsedMessage(
+        message_id=message_id,
+        subject=clean(subject),
+        from_addr=clean(from_addr),
+        from_name=clean(" ".join(from_name.split())),
+        to=tuple(clean(a) for a in _addresses(msg, "To", defects)),
+        cc=tuple(clean(a) for a in _addresses(msg, "Cc", defects)),
+        reply_to=tuple(clean(a) for a in _addresses(msg, "Reply-To", defects)),
+        date=_date(header_text(msg.get("Date"), defects), defects),
+        kind=kind,
+        text=text,
+        reply_text=clean(reply_text(text)),
+        html=clean(html) if html is not None else None,
+        attachments=tuple(
+            a if a.filename == clean(a.filename) else _rename(a, clean) for a in attachments
+        ),
+        thread_hints=hints,
+        defects=(),
+        received_count=len(msg.get_all("Received") or []),
+        auto_submitted=clean(header_text(auto, defects).strip().lower())
+        if auto is not None
+        else None,
+        loop_markers=tuple(
+            clean(header_text(v, defects).strip().lower()) for v in msg.get_all("X-Loop") or []
+        ),
+    )
+    from dataclasses import replace
+
+    return replace(result, defects=tuple(dict.fromkeys(defects)))
+
+
+class _Cleaner:
+    """No NUL and no lone surrogate may reach the store (PostgreSQL rejects NUL)."""
+
+    def __init__(self, defects: list[str]) -> None:
+        self.defects = defects
+
+    def __call__(self, s: str) -> str:
+        if not _BAD_CHARS.search(s):
+            return s
+        if "\x00" in s:
+            self.defects.append("nul-bytes")
+        if re.search(r"[\ud800-\udfff]", s):
+            self.defects.append("lone-surrogates")
+        return _BAD_CHARS.sub("\ufffd", s)
+
+
+def _rename(att: Attachment, clean: _Cleaner) -> Attachment:
+    from dataclasses import replace
+
+    return replace(att, filename=clean(att.filename))
+
+
+def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for value in msg.get_all(name) or []:
+        for a in parse_address_list(header_text(value, defects), defects):
+            if a not in out:
+                out.append(a)
+    return tuple(out)
+
+
+def _date(value: str, defects: list[str]) -> str | None:
+    if not value.strip():
+        return None
+    try:
+        return parsedate_to_datetime(value.strip()).isoformat()
+    except (ValueError, TypeError, IndexError, OverflowError):
+        defects.append("bad-date")
+        return None
+
+
+def _fallback(data: bytes, reason: str) -> ParsedMessage:
+    """Headers as far as they parse, the rest as UTF-8 text: better stored than lost."""
+    defects = [reason]
+    head, sep, body = data.replace(b"\r\n", b"\n").partition(b"\n\n")
+    if not sep:
+        head, body = b"", data
+    msg = parse_tree(head + b"\n\n")
+    text = decode_bytes(body, "utf-8", defects)
+    return _assemble(msg, defects, text, None, (), set(), [])

@@ -1,0 +1,80 @@
+"""Plain value types that flow from the parser to every later stage.
+
+They are frozen so a stage can never change what an earlier stage saw; the
+store, routing and the CLI all read these and nothing else of the parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Attachment", "Envelope", "Kind", "ParsedMessage", "RawMessage", "ThreadHints"]
+
+Kind = Literal["normal", "auto_reply", "bounce", "list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the SMTP conversation (or the MTA pipe, or IMAP) told us.
+
+    Routing trusts only this, never the headers: a ``To:`` can say anything.
+    """
+
+    mail_from: str  # "" for the null reverse-path
+    rcpt_tos: tuple[str, ...]
+    peer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    envelope: Envelope
+    data: bytes
+    source: str = "smtp"  # smtp | ingest | imap
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    inline: bool
+    content_id: str | None
+    data: bytes = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadHints:
+    """Every clue the message carries about the ticket it continues.
+
+    The parser only extracts; ``routing.threader`` decides, scoped by tenant.
+    Message-IDs are normalised to ``<local@domain>`` with whitespace removed.
+    """
+
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    subject_tag: str | None = None  # "ACME-12" from "[ACME-12]"; brackets dropped
+    reply_token: str | None = None  # the part after "+" in a recipient local part
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    message_id: str | None  # normalised "<id>", or None when absent/unusable
+    subject: str  # decoded, folded onto one line
+    from_addr: str  # lower-cased addr-spec, "" when unreadable
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    reply_to: tuple[str, ...]
+    date: str | None  # ISO 8601, or None when absent/unreadable
+    kind: Kind
+    text: str  # whole body as text (HTML converted); LF line ends
+    reply_text: str  # only what the sender wrote this time
+    html: str | None  # sanitised with nh3, or None when there was no HTML part
+    attachments: tuple[Attachment, ...]
+    thread_hints: ThreadHints
+    defects: tuple[str, ...]
+    received_count: int = 0  # Received: headers, for loop detection
+    auto_submitted: str | None = None  # raw header value, lower-cased
+    loop_markers: tuple[str, ...] = ()  # X-Loop values, lower-cased

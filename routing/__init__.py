@@ -1,0 +1,1 @@
+"""Config, tenant lookup, tokens, and the threading decision."""

@@ -1,0 +1,343 @@
+"""gateway.toml -> a frozen, validated GatewayConfig.
+
+The whole file is checked before anything uses it, and every error names the
+file, line and key path, so an admin never meets a traceback and a bad reload
+can be refused while the running config stays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from routing.errors import ConfigError
+
+__all__ = [
+    "Agent",
+    "GatewayConfig",
+    "LimitsConfig",
+    "ScannerSettings",
+    "SmtpSettings",
+    "Tenant",
+    "default_config_path",
+    "load_config",
+]
+
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
+_ADDR = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    address: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    slug: str
+    name: str
+    addresses: tuple[str, ...]
+    tag_prefix: str
+    agents: tuple[Agent, ...] = ()
+    acknowledge: bool = True
+
+    def agent(self, address: str) -> Agent | None:
+        for a in self.agents:
+            if a.address == address:
+                return a
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_size: int = 25 * 1024 * 1024
+    pipeline_timeout: float = 120.0
+    max_received: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ScannerSettings:
+    address: str = "127.0.0.1:3310"
+    deadline: float = 60.0
+    probe_interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_header_bytes: int = 256 * 1024
+    max_mime_depth: int = 50
+    max_parts: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    path: Path
+    hostname: str
+    data_dir: Path
+    database_url: str
+    secret: bytes = field(repr=False)
+    smtp: SmtpSettings
+    scanner: ScannerSettings
+    limits: LimitsConfig
+    tenants: tuple[Tenant, ...]
+    log_format: str = "json"
+
+    def tenant(self, slug: str) -> Tenant | None:
+        for t in self.tenants:
+            if t.slug == slug:
+                return t
+        return None
+
+
+def default_config_path() -> Path:
+    """`GATEWAY_CONFIG`, else ./gateway.toml: the order every command follows."""
+    return Path(os.environ.get("GATEWAY_CONFIG") or "gateway.toml")
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map key paths such as ``tenants[1].addresses`` to 1-based line numbers.
+
+    tomllib reports lines only for syntax errors; a validation error must
+    still point at its line, so we walk the table headers and keys ourselves.
+    """
+    index: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    prefix = ""
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("[["):
+            name = line[2:].split("]]", 1)[0].strip()
+            parent, _, leaf = name.rpartition(".")
+            base = _resolve(parent, counters) if parent else ""
+            key = f"{base}.{leaf}" if base else leaf
+            counters[key] = counters.get(key, -1) + 1
+            prefix = f"{key}[{counters[key]}]"
+            index.setdefault(prefix, n)
+        elif line.startswith("["):
+            name = line[1:].split("]", 1)[0].strip()
+            prefix = _resolve(name, counters)
+            index.setdefault(prefix, n)
+        elif "=" in line and not line.startswith("#"):
+            key = line.split("=", 1)[0].strip().strip('"')
+            index.setdefault(f"{prefix}.{key}" if prefix else key, n)
+    return index
+
+
+def _resolve(name: str, counters: dict[str, int]) -> str:
+    out = ""
+    for part in name.split("."):
+        out = f"{out}.{part}" if out else part
+        if out in counters:
+            out = f"{out}[{counters[out]}]"
+    return out
+
+
+class _Checker:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = _line_index(text)
+        self.problems: list[str] = []
+
+    def error(self, key: str, message: str) -> None:
+        probe = key
+        while probe and probe not in self.lines:
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        line = self.lines.get(probe, 0)
+        self.problems.append(f"{self.path}:{line}: {key}: {message}")
+
+    def take(self, table: dict[str, Any], key: str, base: str, kind: type, default: Any) -> Any:
+        value = table.get(key, default)
+        if value is default:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.error(f"{base}.{key}" if base else key, f"expected {kind.__name__}")
+            return default
+        return value
+
+    def unknown(self, table: dict[str, Any], allowed: set[str], base: str) -> None:
+        for key in table:
+            if key not in allowed:
+                self.error(f"{base}.{key}" if base else key, "unknown key")
+
+
+def load_config(path: Path | str | None = None) -> GatewayConfig:
+    """Read and validate a config file; raise ConfigError naming every problem."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: cannot read config: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}:0: config is not UTF-8"]) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column \d+\)", msg)
+        line = m.group(1) if m else "0"
+        raise ConfigError([f"{path}:{line}: syntax: {msg.split(' (at line')[0]}"]) from None
+    return _build(path, text, doc)
+
+
+def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
+    c = _Checker(path, text)
+    base_dir = path.resolve().parent
+    c.unknown(doc, {"gateway", "smtp", "scanner", "limits", "tenants"}, "")
+
+    g = doc.get("gateway", {})
+    c.unknown(g, {"hostname", "data_dir", "database_url", "secret_file", "log_format"}, "gateway")
+    hostname = c.take(g, "hostname", "gateway", str, "helpdesk.localhost")
+    data_dir = base_dir / c.take(g, "data_dir", "gateway", str, "var")
+    default_db = f"sqlite+aiosqlite:///{data_dir / 'gateway.db'}"
+    database_url = c.take(g, "database_url", "gateway", str, default_db)
+    if database_url.startswith("sqlite+aiosqlite:///") and not database_url.startswith(
+        "sqlite+aiosqlite:////"
+    ):
+        rel = database_url.removeprefix("sqlite+aiosqlite:///")
+        database_url = f"sqlite+aiosqlite:///{base_dir / rel}"
+    log_format = c.take(g, "log_format", "gateway", str, "json")
+    if log_format not in ("json", "console"):
+        c.error("gateway.log_format", "must be 'json' or 'console'")
+    secret_file = base_dir / c.take(g, "secret_file", "gateway", str, str(data_dir / "secret.key"))
+
+    s = doc.get("smtp", {})
+    c.unknown(s, {"listen", "max_message_size", "pipeline_timeout", "max_received"}, "smtp")
+    listen = c.take(s, "listen", "smtp", str, "127.0.0.1:2525")
+    host, _, port_s = listen.rpartition(":")
+    if not host or not port_s.isdigit() or not 0 <= int(port_s) < 65536:
+        c.error("smtp.listen", "expected HOST:PORT")
+        host, port_s = "127.0.0.1", "2525"
+    smtp = SmtpSettings(
+        host=host.strip("[]"),
+        port=int(port_s),
+        max_message_size=c.take(s, "max_message_size", "smtp", int, SmtpSettings.max_message_size),
+        pipeline_timeout=c.take(s, "pipeline_timeout", "smtp", float, 120.0),
+        max_received=c.take(s, "max_received", "smtp", int, 50),
+    )
+
+    sc = doc.get("scanner", {})
+    c.unknown(sc, {"address", "deadline", "probe_interval"}, "scanner")
+    scanner = ScannerSettings(
+        address=c.take(sc, "address", "scanner", str, ScannerSettings.address),
+        deadline=c.take(sc, "deadline", "scanner", float, ScannerSettings.deadline),
+        probe_interval=c.take(sc, "probe_interval", "scanner", float, 30.0),
+    )
+
+    li = doc.get("limits", {})
+    c.unknown(li, {"max_header_bytes", "max_mime_depth", "max_parts"}, "limits")
+    limits = LimitsConfig(
+        max_header_bytes=c.take(li, "max_header_bytes", "limits", int, 256 * 1024),
+        max_mime_depth=c.take(li, "max_mime_depth", "limits", int, 50),
+        max_parts=c.take(li, "max_parts", "limits", int, 1000),
+    )
+
+    tenants = _tenants(c, doc.get("tenants", []))
+    if c.problems:
+        raise ConfigError(c.problems)
+    return GatewayConfig(
+        path=path,
+        hostname=hostname,
+        data_dir=data_dir,
+        database_url=database_url,
+        secret=_secret(secret_file),
+        smtp=smtp,
+        scanner=scanner,
+        limits=limits,
+        tenants=tenants,
+        log_format=log_format,
+    )
+
+
+def _tenants(c: _Checker, raw: Any) -> tuple[Tenant, ...]:
+    if not isinstance(raw, list):
+        c.error("tenants", "expected [[tenants]] tables")
+        return ()
+    out: list[Tenant] = []
+    seen_addr: dict[str, str] = {}
+    seen_slug: set[str] = set()
+    seen_prefix: set[str] = set()
+    for i, t in enumerate(raw):
+        base = f"tenants[{i}]"
+        c.unknown(t, {"slug", "name", "addresses", "tag_prefix", "agents", "acknowledge"}, base)
+        slug = c.take(t, "slug", base, str, "")
+        if not _SLUG.match(slug):
+            c.error(f"{base}.slug", "required: lower-case letters, digits and '-'")
+        elif slug in seen_slug:
+            c.error(f"{base}.slug", f"duplicate tenant {slug!r}")
+        seen_slug.add(slug)
+        prefix = c.take(t, "tag_prefix", base, str, slug.upper().replace("-", ""))
+        if not _PREFIX.match(prefix) and (_SLUG.match(slug) or "tag_prefix" in t):
+            c.error(f"{base}.tag_prefix", "upper-case letters and digits, starting with a letter")
+        elif prefix in seen_prefix:
+            c.error(f"{base}.tag_prefix", f"duplicate tag prefix {prefix!r}")
+        seen_prefix.add(prefix)
+        addresses = c.take(t, "addresses", base, list, [])
+        clean: list[str] = []
+        for j, a in enumerate(addresses):
+            if not isinstance(a, str) or not _ADDR.match(a):
+                c.error(f"{base}.addresses", f"entry {j + 1} is not a plain address (no '+')")
+                continue
+            a = a.lower()
+            if a in seen_addr:
+                c.error(f"{base}.addresses", f"{a} is already an address of {seen_addr[a]!r}")
+            seen_addr[a] = slug
+            clean.append(a)
+        if not clean:
+            c.error(f"{base}.addresses", "at least one address is required")
+        agents: list[Agent] = []
+        for j, a in enumerate(c.take(t, "agents", base, list, [])):
+            abase = f"{base}.agents[{j}]"
+            if not isinstance(a, dict):
+                c.error(abase, "expected a table")
+                continue
+            c.unknown(a, {"address", "name"}, abase)
+            addr = c.take(a, "address", abase, str, "")
+            if not _ADDR.match(addr):
+                c.error(f"{abase}.address", "required: a plain address")
+            agents.append(Agent(address=addr.lower(), name=c.take(a, "name", abase, str, "")))
+        out.append(
+            Tenant(
+                slug=slug,
+                name=c.take(t, "name", base, str, slug),
+                addresses=tuple(clean),
+                tag_prefix=prefix,
+                agents=tuple(agents),
+                acknowledge=c.take(t, "acknowledge", base, bool, True),
+            )
+        )
+    return tuple(out)
+
+
+def _secret(path: Path) -> bytes:
+    """The HMAC key for reply tokens, made on first start so a demo just runs.
+
+    It lives in its own 0600 file, apart from the config, so sharing or
+    versioning gateway.toml never leaks it.
+    """
+    try:
+        data = path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigError([f"{path}:0: gateway.secret_file: cannot read: {exc.strerror}"]) from None
+    if len(data) < 32:
+        raise ConfigError([f"{path}:0: gateway.secret_file: secret must be at least 32 bytes"])
+    return data

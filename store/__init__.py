@@ -1,0 +1,1 @@
+"""Durable state: SQL rows through SQLAlchemy Core, blobs on disk."""

@@ -1,0 +1,65 @@
+"""Engine set-up and migrations.
+
+SQLite is opened in WAL mode with ``synchronous=FULL``: the 250 after DATA is
+a promise that must survive a power cut, and NORMAL may roll back a commit on
+power loss (RELIABILITY.md finding 4). PostgreSQL needs no pragmas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["create_engine", "upgrade"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # We emit BEGIN ourselves (below), so the driver must not.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # The writer asks for IMMEDIATE: it takes the write lock before its
+            # first read, so a decision read in the transaction cannot go stale
+            # while another process (``gateway ingest``) writes. Readers stay
+            # DEFERRED and never block anyone in WAL mode.
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest migration; every start runs it."""
+    from alembic import command
+    from alembic.config import Config
+
+    def run(sync_conn: Connection) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = sync_conn
+        command.upgrade(cfg, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)

@@ -1,0 +1,115 @@
+"""Read-side queries for the CLI and the web: tickets with their messages.
+
+Like the repositories, every function is scoped by tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from store.models import attachments, messages, participants, tickets
+
+__all__ = ["list_tickets", "tenants_in_store", "ticket_detail"]
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def tenants_in_store(conn: AsyncConnection) -> list[str]:
+    """Admin scope only: which tenants have rows at all."""
+    rows = await conn.execute(select(tickets.c.tenant).distinct().order_by(tickets.c.tenant))
+    return [r for (r,) in rows]
+
+
+async def list_tickets(conn: AsyncConnection, tenant: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(tickets).where(tickets.c.tenant == tenant).order_by(tickets.c.number)
+    )
+    return [
+        {
+            "id": r.id,
+            "ref": r.ref,
+            "tenant": r.tenant,
+            "subject": r.subject,
+            "status": r.status,
+            "queue": r.queue,
+            "created_at": _iso(r.created_at),
+            "updated_at": _iso(r.updated_at),
+        }
+        for r in rows
+    ]
+
+
+async def ticket_detail(
+    conn: AsyncConnection, tenant: str, ref: str, *, with_text: bool = True
+) -> dict[str, Any] | None:
+    t = (
+        await conn.execute(select(tickets).where(tickets.c.tenant == tenant, tickets.c.ref == ref))
+    ).first()
+    if t is None:
+        return None
+    people = await conn.execute(
+        select(participants.c.address, participants.c.name, participants.c.role)
+        .where(participants.c.tenant == tenant, participants.c.ticket_id == t.id)
+        .order_by(participants.c.id)
+    )
+    msgs = (
+        await conn.execute(
+            select(messages)
+            .where(messages.c.tenant == tenant, messages.c.ticket_id == t.id)
+            .order_by(messages.c.id)
+        )
+    ).all()
+    atts: dict[int, list[dict[str, Any]]] = {}
+    if msgs:
+        rows = await conn.execute(
+            select(attachments)
+            .where(
+                attachments.c.tenant == tenant,
+                attachments.c.message_id.in_([m.id for m in msgs]),
+            )
+            .order_by(attachments.c.message_id, attachments.c.position)
+        )
+        for a in rows:
+            atts.setdefault(a.message_id, []).append(
+                {
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "inline": a.inline,
+                }
+            )
+    out_msgs = []
+    for m in msgs:
+        item: dict[str, Any] = {
+            "message_id": m.message_id,
+            "from": m.from_addr,
+            "kind": m.kind,
+            "direction": m.direction,
+            "sender_role": m.sender_role,
+            "subject": m.subject,
+            "date": m.date,
+            "thread_by": m.thread_by,
+            "flags": m.flags,
+            "created_at": _iso(m.created_at),
+            "attachments": atts.get(m.id, []),
+        }
+        if with_text:
+            item["text"] = m.text
+        out_msgs.append(item)
+    return {
+        "ref": t.ref,
+        "tenant": t.tenant,
+        "subject": t.subject,
+        "status": t.status,
+        "queue": t.queue,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+        "participants": [{"address": a, "name": n, "role": r} for a, n, r in people],
+        "messages": out_msgs,
+    }

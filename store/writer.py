@@ -1,0 +1,108 @@
+"""One writer task that commits whatever is queued, in one transaction.
+
+SQLite has a single writer; many sessions fighting for it sleep in its busy
+handler (PERF.md: ~106 ms p99). One task that takes every queued unit of work
+and commits them together costs one fsync per batch instead of per message,
+and never waits for a batch to fill (a lone sender is not slowed down).
+
+A unit of work is an async function of a connection. If a batch fails, each
+unit is retried alone, so one poison message cannot fail its neighbours and
+a unique-index race (a second instance on PostgreSQL) surfaces only to the
+unit that lost it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from store.errors import StoreUnavailable
+from store.faults import crash_point
+
+__all__ = ["Work", "Writer"]
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[T]]
+log = structlog.get_logger("store.writer")
+
+
+class Writer:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 64) -> None:
+        self.engine = engine
+        self._tx_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Work[Any], asyncio.Future[Any]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.units = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run ``work`` inside a committed transaction; return its result."""
+        if self._closing:
+            raise StoreUnavailable("writer is shutting down")
+        self.start()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put((work, fut))
+        return await fut
+
+    async def close(self) -> None:
+        """Stop taking work, finish what is queued."""
+        self._closing = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [(w, f) for w, f in batch if not f.cancelled()]
+            try:
+                if live:
+                    await self._commit(live)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[tuple[Work[Any], asyncio.Future[Any]]]) -> None:
+        if len(batch) > 1:
+            try:
+                results = await self._transaction([w for w, _ in batch])
+            except Exception as exc:  # retry alone, below
+                log.warning("batch_failed", size=len(batch), error=type(exc).__name__)
+            else:
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+                return
+        for work, fut in batch:
+            try:
+                (result,) = await self._transaction([work])
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def _transaction(self, works: list[Work[Any]]) -> list[Any]:
+        async with self._tx_engine.begin() as conn:
+            results = [await w(conn) for w in works]
+            crash_point("before_commit")
+        self.batches += 1
+        self.units += len(works)
+        return results

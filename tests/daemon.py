@@ -1,0 +1,173 @@
+"""A real gateway daemon in a subprocess, for tests that speak real SMTP to it.
+
+The daemon is started exactly as an admin would (``python -m gateway run``),
+on 127.0.0.1 port 0; the port is read from its "smtp.listening" log line. It
+is stopped by pid. Assertions read the store with the stdlib sqlite3 module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """
+[gateway]
+hostname = "gw.test"
+data_dir = "var"
+database_url = "sqlite+aiosqlite:///var/gateway.db"
+log_format = "json"
+
+[smtp]
+listen = "127.0.0.1:0"
+max_message_size = {max_size}
+pipeline_timeout = {timeout}
+
+[limits]
+max_header_bytes = 262144
+
+[[tenants]]
+slug = "acme"
+name = "Acme Support"
+addresses = ["support@acme.test", "billing@acme.test"]
+tag_prefix = "ACME"
+
+[[tenants.agents]]
+address = "alice@acme.test"
+name = "Alice Agent"
+
+[[tenants]]
+slug = "globex"
+name = "Globex Helpdesk"
+addresses = ["help@globex.test"]
+tag_prefix = "GLOBEX"
+{extra}
+"""
+
+
+class Daemon:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        env: dict[str, str] | None = None,
+        max_size: int = 10 * 1024 * 1024,
+        timeout: float = 60,
+        extra: str = "",
+    ) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.config = home / "gateway.toml"
+        self.config.write_text(
+            CONFIG.format(max_size=max_size, timeout=timeout, extra=extra), encoding="utf-8"
+        )
+        self.env = {k: v for k, v in os.environ.items() if k != "GATEWAY_TEST_CRASH_AT"}
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path = home / "daemon.log"
+
+    # lifetime ---------------------------------------------------------------
+    def start(self, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
+        run_env = {**self.env, **(env or {})}
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+            cwd=self.home,
+            env=run_env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_bytes()[offset:].splitlines():
+                if b'"smtp.listening"' in line:
+                    self.port = json.loads(line)["port"]
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_text()}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"daemon did not start: {self.log_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    # talking to it ------------------------------------------------------------
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.test", timeout=60)
+
+    def send(
+        self, data: bytes, to: list[str] | str = "support@acme.test", sender: str = "c@x.test"
+    ) -> tuple[int, str]:
+        """One SMTP transaction; the reply to DATA as (code, text)."""
+        rcpts = [to] if isinstance(to, str) else to
+        with self.smtp() as s:
+            s.ehlo()
+            code, msg = s.mail(sender)
+            assert code == 250, (code, msg)
+            for r in rcpts:
+                code, msg = s.rcpt(r)
+                if code != 250:
+                    return code, msg.decode()
+            code, msg = s.data(data)
+            return code, msg.decode()
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "--config", str(self.config)],
+            cwd=self.home,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def dump(self) -> list[dict[str, Any]]:
+        out = self.cli("tickets", "dump")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self.home / 'var' / 'gateway.db'}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        with self.db() as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

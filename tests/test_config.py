@@ -1,0 +1,115 @@
+"""Config errors name file, line and key; `gateway config check` answers in one line each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from routing.config import load_config
+from routing.errors import ConfigError
+from routing.tenants import AddressIndex
+from routing.tokens import make_token, read_token
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "gateway.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_shipped_config_is_valid(tmp_path: Path) -> None:
+    text = (ROOT / "gateway.toml").read_text()
+    cfg = load_config(_write(tmp_path, text))
+    assert [t.slug for t in cfg.tenants] == ["acme", "globex"]
+    assert cfg.smtp.port == 2525 and cfg.smtp.host == "127.0.0.1"
+    assert cfg.database_url.startswith("sqlite+aiosqlite:////")
+    assert (tmp_path / "var" / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_errors_name_line_and_key_all_at_once(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path,
+        """[gateway]
+hostname = "h.test"
+colour = "blue"
+
+[smtp]
+listen = "nowhere"
+
+[[tenants]]
+slug = "acme"
+addresses = ["support@acme.test"]
+
+[[tenants]]
+slug = "Bad Slug"
+addresses = ["support@acme.test", "not-an-address"]
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    problems = info.value.problems
+    assert f"{p}:3: gateway.colour: unknown key" in problems
+    assert f"{p}:6: smtp.listen: expected HOST:PORT" in problems
+    assert any(x.startswith(f"{p}:13: tenants[1].slug:") for x in problems)
+    assert any(x.startswith(f"{p}:14: tenants[1].addresses:") and "already" in x for x in problems)
+    assert any("entry 2" in x for x in problems)
+    assert not any("tag_prefix" in x for x in problems)  # no echo of the bad slug
+
+
+def test_syntax_error_names_the_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, '[gateway]\nhostname = "x"\nbroken = \n')
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.problems[0].startswith(f"{p}:3: syntax:")
+
+
+def test_config_check_cli(tmp_path: Path) -> None:
+    good = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(ROOT / "gateway.toml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert good.returncode == 0 and good.stdout.startswith("ok:")
+    bad = _write(tmp_path, "[smtp]\nlisten = 5\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"gateway: config error: {bad}:2: smtp.listen: expected str"
+    ]
+
+
+def test_address_index_splits_plus_tokens_and_ignores_case(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, (ROOT / "gateway.toml").read_text()))
+    idx = AddressIndex(cfg)
+    r = idx.lookup("<Support+T12-abc@ACME.Test>")
+    assert r is not None and (r.tenant.slug, r.address, r.token) == (
+        "acme",
+        "support@acme.test",
+        "t12-abc",
+    )
+    for bad in ("support@acme.test.evil", "a\r\nb@acme.test", "support@acme.test,x@y", ""):
+        assert idx.lookup(bad) is None
+
+
+def test_tokens_are_bound_to_tenant_ticket_and_agent() -> None:
+    key = b"k" * 32
+    tok = make_token(key, "acme", 42)
+    assert read_token(key, "acme", tok).ticket_number == 42  # type: ignore[union-attr]
+    assert read_token(key, "globex", tok) is None
+    assert read_token(b"x" * 32, "acme", tok) is None
+    forged = tok.replace("t42-", "t43-")
+    assert read_token(key, "acme", forged) is None
+    agent = make_token(key, "acme", 42, "alice@acme.test")
+    claim = read_token(key, "acme", agent.upper())
+    assert claim is not None and claim.agent_code is not None
