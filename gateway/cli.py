@@ -24,6 +24,7 @@ __all__ = ["main"]
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     pcc = csub.add_parser("check", parents=[common])
     pcc.add_argument("path", nargs="?", type=Path)
 
+    pst = sub.add_parser(
+        "status", parents=[common], help="is the scanner reachable, is the store ready"
+    )
+    pst.add_argument("--json", action="store_true")
+
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
@@ -114,7 +120,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = _config(args)
     # One-shot commands speak through their exit code and one stderr line (a
     # Postfix pipe returns stderr in its bounce); only the daemon logs events.
-    setup_logging(config.log_format, logging.INFO if args.command == "run" else logging.WARNING)
+    setup_logging(config.log_format, logging.INFO if args.command == "run" else logging.ERROR)
     if args.command == "run":
         from gateway.daemon import run_daemon
 
@@ -125,6 +131,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_tickets(config, args))
     if args.command == "db":
         return asyncio.run(_db_upgrade(config))
+    if args.command == "status":
+        return asyncio.run(_status(config, args.json))
     raise CliError(f"unknown command {args.command}", EX_USAGE)
 
 
@@ -198,6 +206,59 @@ async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | Non
     else:
         print(f"gateway: {outcome.code} {outcome.enhanced} {outcome.text}", file=sys.stderr)
     return exit_code(outcome)
+
+
+async def _status(config: GatewayConfig, as_json: bool) -> int:
+    """Exit 0 when mail with attachments can be accepted now, 69 when it would be deferred."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from gateway.daemon import make_scanner
+
+    scanner = make_scanner(config)
+    reachable = await scanner.ping()
+    checked = datetime.fromtimestamp(scanner.last_checked or 0, UTC).isoformat(timespec="seconds")
+    schema: str | None = None
+    store_error: str | None = None
+    try:
+        engine = _open_read(config)
+        try:
+            async with engine.connect() as conn:
+                schema = (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar()
+        finally:
+            await engine.dispose()
+    except CliError as exc:
+        store_error = str(exc)
+    except Exception as exc:
+        store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    report = {
+        "scanner": {
+            "address": config.scanner.address,
+            "reachable": reachable,
+            "checked_at": checked,
+        },
+        "store": {"url": _safe_url(config.database_url), "schema": schema, "error": store_error},
+    }
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        state = "reachable" if reachable else "UNREACHABLE (mail with attachments is deferred)"
+        print(f"scanner  {config.scanner.address}  {state}  (checked {checked})")
+        print(
+            f"store    {report['store']['url']}  "
+            + (f"schema {schema}" if schema else f"NOT READY: {store_error}")
+        )
+    return 0 if reachable and schema else EX_UNAVAILABLE
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _return_path(data: bytes) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from gateway.pipeline import Pipeline
+from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
@@ -22,24 +23,37 @@ from store.blobs import BlobStore
 from store.db import create_engine, upgrade
 from store.writer import Writer
 
-__all__ = ["Services", "open_services", "run_daemon"]
+__all__ = ["Services", "make_scanner", "open_services", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 
 
 class Services:
-    """Engine, writer, blob store and pipeline: what every intake needs."""
+    """Engine, writer, blob store, scanner and pipeline: what every intake needs."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.engine = create_engine(config.database_url)
         self.writer = Writer(self.engine)
         self.blobs = BlobStore(config.data_dir / "blobs")
-        self.pipeline = Pipeline(config, self.writer, self.blobs)
+        self.scanner = make_scanner(config)
+        self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
 
     async def close(self) -> None:
         await self.writer.close()
         await self.engine.dispose()
+
+
+def make_scanner(config: GatewayConfig) -> Scanner:
+    sc = config.scanner
+    return Scanner(
+        ScannerConfig(
+            address=sc.address,
+            deadline=sc.deadline,
+            max_stream=sc.max_stream or None,
+            ping_timeout=min(5.0, sc.deadline),
+        )
+    )
 
 
 @contextlib.asynccontextmanager
@@ -69,6 +83,9 @@ async def run_daemon(config_path: Path) -> int:
         )
         host, port = server.sockets[0].getsockname()[:2]
         log.info("smtp.listening", host=host, port=port, tenants=len(config.tenants))
+        probe = asyncio.create_task(
+            services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
+        )
 
         def reload() -> None:
             nonlocal generation
@@ -92,6 +109,9 @@ async def run_daemon(config_path: Path) -> int:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
                 await handler.idle.wait()
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("shutdown.done")

@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.replies import EX_NOUSER, outcome_for_exception
+from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
+from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
 from outbound.compose import acknowledgement
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
@@ -50,7 +51,7 @@ class Pipeline:
         config: GatewayConfig,
         writer: Writer,
         blobs: BlobStore,
-        scanner: Any = None,
+        scanner: Scanner | None,
     ) -> None:
         self.writer = writer
         self.blobs = blobs
@@ -115,9 +116,12 @@ class Pipeline:
         if parsed.received_count > config.smtp.max_received:
             return Reject(554, "5.4.0", "Too many hops, mail loop suspected")
 
-        # scan goes here (issue 3): nothing with an attachment is stored unscanned
-
         raw_sha = hashlib.sha256(raw.data).hexdigest()
+        if needs_scan(parsed):
+            verdict = await self._scan(raw, parsed)
+            ctx["scan"] = type(verdict).__name__.lower()
+            if not isinstance(verdict, Clean):
+                return await self._refuse(verdict, jobs, raw, parsed, raw_sha, ctx)
         await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
 
         async def work(conn: AsyncConnection) -> list[Stored]:
@@ -128,6 +132,87 @@ class Pipeline:
         stored = await self.writer.submit(work)
         crash_point("after_commit_before_reply")
         return Accepted(tuple(stored))
+
+
+    async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> Verdict:
+        """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as
+        we decoded it, so a MIME trick that clamd reads differently from us hides nothing
+        we store. One absolute deadline covers all of it."""
+        if self.scanner is None:
+            return Unavailable("no scanner configured")
+        streams: dict[str, bytes] = {"raw": raw.data}
+        for a in parsed.attachments:
+            streams.setdefault(a.sha256, a.data)  # identical parts are scanned once
+        return await self.scanner.scan_many(streams.values())
+
+    async def _refuse(
+        self,
+        verdict: Verdict,
+        jobs: dict[str, _TenantJob],
+        raw: RawMessage,
+        parsed: ParsedMessage,
+        raw_sha: str,
+        ctx: dict[str, Any],
+    ) -> Outcome:
+        """Nothing of the message is stored; an infected one leaves an audit event per tenant."""
+        if isinstance(verdict, Infected):
+            ctx["signature"] = verdict.signature
+            await self._audit_infected(verdict, jobs, raw, parsed, raw_sha)
+            if verdict.limits_exceeded:
+                text = "Message content rejected: too complex to scan"
+            else:
+                text = f"Message content rejected: virus found ({verdict.signature})"
+            return Reject(554, "5.7.1", text, EX_UNAVAILABLE)
+        if isinstance(verdict, Unscannable):
+            ctx["scan_detail"] = verdict.reason
+            return Reject(552, "5.3.4", "Message too big to be scanned", EX_UNAVAILABLE)
+        assert isinstance(verdict, Unavailable)
+        ctx["scan_detail"] = verdict.reason
+        log.warning("scanner.unavailable", reason=verdict.reason, tenants=sorted(jobs))
+        return Defer("Virus scanner unavailable, try again later", 451, "4.7.1")
+
+    async def _audit_infected(
+        self,
+        verdict: Infected,
+        jobs: dict[str, _TenantJob],
+        raw: RawMessage,
+        parsed: ParsedMessage,
+        raw_sha: str,
+    ) -> None:
+        sender = parsed.from_addr or raw.envelope.mail_from.lower()
+        detail = {
+            "signature": verdict.signature,
+            "sha256": raw_sha,
+            "size": len(raw.data),
+            "envelope_from": raw.envelope.mail_from.lower(),
+            "message_id": parsed.message_id,
+            "attachments": [
+                {"filename": a.filename, "sha256": a.sha256, "size": a.size}
+                for a in parsed.attachments
+            ],
+            "source": raw.source,
+        }
+
+        async def work(conn: AsyncConnection) -> None:
+            for slug in jobs:
+                await repos.add_audit(conn, slug, "message.infected", actor=sender, detail=detail)
+
+        try:
+            await self.writer.submit(work)
+        except Exception as exc:  # the 554 stands; the refusal must not wait on the store
+            log.error("audit.write_failed", action="message.infected", error=type(exc).__name__)
+
+
+def needs_scan(parsed: ParsedMessage) -> bool:
+    """Any attachment (inline included) or enclosed message means clamd must see it first."""
+    return bool(parsed.attachments) or any(
+        t.startswith("message/") and t not in _REPORT_TYPES for t in parsed.content_types
+    )
+
+
+_REPORT_TYPES = {"message/delivery-status", "message/global-delivery-status",
+                 "message/disposition-notification", "message/feedback-report",
+                 "message/global-headers"}
 
 
 async def _commit_one(

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import socket
 import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import structlog
 
 __all__ = [
     "Clean",
@@ -49,7 +50,7 @@ __all__ = [
     "parse_reply",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("gateway.scan")
 
 #: clamd's reply when the stream is longer than its ``StreamMaxLength`` (clamd(8)). It is sent and
 #: then the connection is closed, usually while we are still sending, so the reply is read
@@ -269,7 +270,7 @@ class Scanner:
                     sock.close()
             ok = raw == b"PONG\0" or raw == b"PONG\n"
         except (OSError, TimeoutError, _ProtocolError) as exc:
-            log.debug("clamd ping failed: %r", exc)
+            log.debug("scanner.ping_failed", error=repr(exc))
             ok = False
         self._mark(ok)
         return ok
@@ -283,7 +284,7 @@ class Scanner:
             try:
                 await self.ping()
             except Exception:  # ping() should not raise; a probe loop must not die if it does
-                log.exception("clamd probe failed unexpectedly")
+                log.exception("scanner.probe_failed")
                 self._mark(False)
             await asyncio.sleep(interval)
 
@@ -292,12 +293,8 @@ class Scanner:
     def _mark(self, reachable: bool) -> None:
         """Record the outcome of a contact attempt; log only transitions, not every scan."""
         if reachable != self.reachable:
-            log.log(
-                logging.INFO if reachable else logging.WARNING,
-                "clamd at %s is %s",
-                self.config.address,
-                "reachable" if reachable else "unreachable",
-            )
+            event = "scanner.reachable" if reachable else "scanner.unreachable"
+            (log.info if reachable else log.warning)(event, address=self.config.address)
         self.reachable = reachable
         self.last_checked = time.time()
 

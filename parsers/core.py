@@ -141,6 +141,7 @@ def _assemble(
         loop_markers=tuple(
             clean(header_text(v, defects).strip().lower()) for v in msg.get_all("X-Loop") or []
         ),
+        content_types=tuple(sorted(clean(t) for t in part_types)),
     )
     from dataclasses import replace
 

@@ -78,3 +78,4 @@ class ParsedMessage:
     received_count: int = 0  # Received: headers, for loop detection
     auto_submitted: str | None = None  # raw header value, lower-cased
     loop_markers: tuple[str, ...] = ()  # X-Loop values, lower-cased
+    content_types: tuple[str, ...] = ()  # every MIME type in the tree, sorted (scan policy)

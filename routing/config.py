@@ -31,6 +31,7 @@ __all__ = [
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 _ADDR = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
+_SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,12 @@ class SmtpSettings:
 
 @dataclass(frozen=True, slots=True)
 class ScannerSettings:
+    """Where clamd listens; mail with attachments is deferred when it does not answer."""
+
     address: str = "127.0.0.1:3310"
     deadline: float = 60.0
     probe_interval: float = 30.0
+    max_stream: int = 0  # clamd's StreamMaxLength; 0 = let clamd say it
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,18 +225,26 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     smtp = SmtpSettings(
         host=host.strip("[]"),
         port=int(port_s),
-        max_message_size=c.take(s, "max_message_size", "smtp", int, SmtpSettings.max_message_size),
+        max_message_size=c.take(s, "max_message_size", "smtp", int, 25 * 1024 * 1024),
         pipeline_timeout=c.take(s, "pipeline_timeout", "smtp", float, 120.0),
         max_received=c.take(s, "max_received", "smtp", int, 50),
     )
 
     sc = doc.get("scanner", {})
-    c.unknown(sc, {"address", "deadline", "probe_interval"}, "scanner")
+    c.unknown(sc, {"address", "deadline", "probe_interval", "max_stream"}, "scanner")
     scanner = ScannerSettings(
-        address=c.take(sc, "address", "scanner", str, ScannerSettings.address),
-        deadline=c.take(sc, "deadline", "scanner", float, ScannerSettings.deadline),
+        address=c.take(sc, "address", "scanner", str, "127.0.0.1:3310"),
+        deadline=c.take(sc, "deadline", "scanner", float, 60.0),
         probe_interval=c.take(sc, "probe_interval", "scanner", float, 30.0),
+        max_stream=c.take(sc, "max_stream", "scanner", int, 0),
     )
+    if not _SCANNER_ADDRESS.fullmatch(scanner.address):
+        c.error("scanner.address", "expected host:port, unix:/path or an absolute socket path")
+    for key in ("deadline", "probe_interval"):
+        if not getattr(scanner, key) > 0:
+            c.error(f"scanner.{key}", "must be greater than 0")
+    if scanner.max_stream < 0:
+        c.error("scanner.max_stream", "must be 0 (ask clamd) or a size in bytes")
 
     li = doc.get("limits", {})
     c.unknown(li, {"max_header_bytes", "max_mime_depth", "max_parts"}, "limits")

@@ -5,13 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.clamd_harness import Clamd, clamd, clamd_factory  # noqa: F401  (fixtures)
 from tests.daemon import Daemon
 
 
 @pytest.fixture(scope="session")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One running gateway shared by tests that use unique Message-IDs and senders."""
-    d = Daemon(tmp_path_factory.mktemp("gw")).start()
+def daemon(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> Iterator[Daemon]:  # noqa: F811
+    """One running gateway, scanning with the session's real clamd, shared by tests that
+    use unique Message-IDs and senders."""
+    d = Daemon(tmp_path_factory.mktemp("gw"), scanner=clamd.address).start()
     yield d
     d.stop()
 

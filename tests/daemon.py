@@ -32,6 +32,11 @@ listen = "127.0.0.1:0"
 max_message_size = {max_size}
 pipeline_timeout = {timeout}
 
+[scanner]
+address = "{scanner}"
+deadline = {scan_deadline}
+probe_interval = 1
+
 [limits]
 max_header_bytes = 262144
 
@@ -63,12 +68,22 @@ class Daemon:
         max_size: int = 10 * 1024 * 1024,
         timeout: float = 60,
         extra: str = "",
+        scanner: str = "127.0.0.1:9",
+        scan_deadline: float = 30,
     ) -> None:
+        """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
+        points where nothing answers, so mail with attachments is deferred."""
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"
         self.config.write_text(
-            CONFIG.format(max_size=max_size, timeout=timeout, extra=extra), encoding="utf-8"
+            CONFIG.format(
+                max_size=max_size,
+                timeout=timeout,
+                extra=extra,
+                scanner=scanner,
+                scan_deadline=scan_deadline,
+            ), encoding="utf-8"
         )
         self.env = {k: v for k, v in os.environ.items() if k != "GATEWAY_TEST_CRASH_AT"}
         self.env.update(env or {})

@@ -8,12 +8,14 @@ import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
 
 GEN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gen_corpus.py"
@@ -35,10 +37,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
 
 @pytest.fixture(scope="module")
 def delivered(
-    corpus: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Daemon, dict[str, Any], dict[str, dict[str, Any]]]:
+    corpus: tuple[Path, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+    clamd: Clamd,
+) -> Iterator[tuple[Daemon, dict[str, Any], dict[str, dict[str, Any]]]]:
     folder, exp = corpus
-    d = Daemon(tmp_path_factory.mktemp("gw-corpus")).start()
+    d = Daemon(tmp_path_factory.mktemp("gw-corpus"), scanner=clamd.address).start()
     thread_ref: dict[str, str] = {}
     by_file = {m["file"]: m for m in exp["messages"]}
     sent: dict[str, dict[str, Any]] = {}

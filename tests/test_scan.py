@@ -29,7 +29,7 @@ from gateway.scan import (
     Unscannable,
     parse_reply,
 )
-from tests.clamd_harness import EICAR, Clamd, clamd, clamd_factory  # noqa: F401
+from tests.clamd_harness import EICAR, Clamd
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ def refused_address() -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def test_clean_bytes_are_clean(clamd: Clamd) -> None:  # noqa: F811
+def test_clean_bytes_are_clean(clamd: Clamd) -> None:
     s = scanner(clamd.address)
     before = time.time()
     assert run(s.scan(b"Hello, helpdesk.\r\n")) == Clean()
@@ -71,7 +71,7 @@ def test_clean_bytes_are_clean(clamd: Clamd) -> None:  # noqa: F811
 
 
 @pytest.mark.parametrize("form", ["unix:", "path"])
-def test_unix_socket_address(clamd: Clamd, form: str) -> None:  # noqa: F811
+def test_unix_socket_address(clamd: Clamd, form: str) -> None:
     assert clamd.socket_path is not None
     address = f"unix:{clamd.socket_path}" if form == "unix:" else str(clamd.socket_path)
     s = scanner(address)
@@ -79,11 +79,11 @@ def test_unix_socket_address(clamd: Clamd, form: str) -> None:  # noqa: F811
     assert isinstance(run(s.scan(EICAR)), Infected)
 
 
-def test_empty_stream_is_clean(clamd: Clamd) -> None:  # noqa: F811
+def test_empty_stream_is_clean(clamd: Clamd) -> None:
     assert run(scanner(clamd.address).scan(b"")) == Clean()
 
 
-def test_eicar_is_infected(clamd: Clamd) -> None:  # noqa: F811
+def test_eicar_is_infected(clamd: Clamd) -> None:
     verdict = run(scanner(clamd.address).scan(EICAR))
     assert isinstance(verdict, Infected)
     # .hdb signatures come back with clamd's ".UNOFFICIAL" suffix.
@@ -91,13 +91,13 @@ def test_eicar_is_infected(clamd: Clamd) -> None:  # noqa: F811
     assert not verdict.limits_exceeded
 
 
-def test_eicar_inside_zip_is_infected(clamd: Clamd) -> None:  # noqa: F811
+def test_eicar_inside_zip_is_infected(clamd: Clamd) -> None:
     verdict = run(scanner(clamd.address).scan(zip_of("invoice.txt", EICAR)))
     assert isinstance(verdict, Infected)
     assert verdict.signature.startswith("Eicar-Test-Signature")
 
 
-def test_eicar_base64_attachment_in_email_is_infected(clamd: Clamd) -> None:  # noqa: F811
+def test_eicar_base64_attachment_in_email_is_infected(clamd: Clamd) -> None:
     msg = EmailMessage()
     msg["From"] = "customer@example.org"
     msg["To"] = "support@tenant.example"
@@ -114,7 +114,7 @@ def test_eicar_base64_attachment_in_email_is_infected(clamd: Clamd) -> None:  # 
     assert verdict.signature.startswith("Eicar-Test-Signature")
 
 
-def test_nested_zip_over_max_recursion_is_not_clean(clamd: Clamd) -> None:  # noqa: F811
+def test_nested_zip_over_max_recursion_is_not_clean(clamd: Clamd) -> None:
     # Unique innermost content: clamd caches clean results by hash, so inner layers that an
     # earlier scan saw (at a shallower depth) would be skipped and the reply would be OK.
     data = f"harmless {uuid.uuid4()}".encode()
@@ -127,7 +127,7 @@ def test_nested_zip_over_max_recursion_is_not_clean(clamd: Clamd) -> None:  # no
     assert verdict.limits_exceeded
 
 
-def test_scan_many_first_non_clean_wins(clamd: Clamd) -> None:  # noqa: F811
+def test_scan_many_first_non_clean_wins(clamd: Clamd) -> None:
     s = scanner(clamd.address)
     assert run(s.scan_many([])) == Clean()
     assert run(s.scan_many([b"a", b"b", b"c"])) == Clean()
@@ -135,7 +135,7 @@ def test_scan_many_first_non_clean_wins(clamd: Clamd) -> None:  # noqa: F811
     assert isinstance(verdict, Infected)
 
 
-def test_ping_live_clamd(clamd: Clamd) -> None:  # noqa: F811
+def test_ping_live_clamd(clamd: Clamd) -> None:
     s = scanner(clamd.address)
     assert s.reachable is None and s.last_checked is None
     assert run(s.ping()) is True
@@ -147,7 +147,7 @@ def test_ping_live_clamd(clamd: Clamd) -> None:  # noqa: F811
 # --------------------------------------------------------------------------------------------
 
 
-def test_instream_size_limit_is_unscannable(clamd_factory: Callable[..., Clamd]) -> None:  # noqa: F811
+def test_instream_size_limit_is_unscannable(clamd_factory: Callable[..., Clamd]) -> None:
     small = clamd_factory(stream_max_length="1M")
     one_mib = 1024 * 1024
 
@@ -183,7 +183,7 @@ def test_max_stream_is_unscannable_without_contacting_clamd() -> None:
 
 
 def test_stopped_clamd_is_unavailable_then_recovers(
-    clamd_factory: Callable[..., Clamd],  # noqa: F811
+    clamd_factory: Callable[..., Clamd],
 ) -> None:
     private = clamd_factory()
     s = scanner(private.address, deadline=5.0)
@@ -204,7 +204,7 @@ def test_stopped_clamd_is_unavailable_then_recovers(
     assert s.reachable is True
 
 
-def test_probe_forever_tracks_reachability(clamd_factory: Callable[..., Clamd]) -> None:  # noqa: F811
+def test_probe_forever_tracks_reachability(clamd_factory: Callable[..., Clamd]) -> None:
     private = clamd_factory()
     s = scanner(private.address, ping_timeout=1.0)
     interval = 0.1
@@ -233,7 +233,7 @@ def test_probe_forever_tracks_reachability(clamd_factory: Callable[..., Clamd]) 
     run(main())
 
 
-def test_frozen_clamd_is_unavailable_at_the_deadline(clamd: Clamd) -> None:  # noqa: F811
+def test_frozen_clamd_is_unavailable_at_the_deadline(clamd: Clamd) -> None:
     # SIGSTOP is a real hang: the kernel still accepts connections and buffers our upload,
     # clamd never answers. The bounds check the deadline's correctness, not speed.
     s = scanner(clamd.address, deadline=1.0, ping_timeout=0.5)

@@ -1,0 +1,274 @@
+"""Attachments through the whole gateway, scanned by a real clamd (issue 3's proof).
+
+Every case speaks SMTP to a real daemon and reads the store afterwards: an infected
+message leaves no message row and no blob, only an audit event; a scanner that is
+down, frozen or too small defers or refuses, and never lets anything in unscanned.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import threading
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.clamd_harness import EICAR, Clamd
+from tests.daemon import Daemon
+from tests.mail import make_mail
+
+SIGNATURE = "Eicar-Test-Signature"
+
+
+def _who() -> str:
+    return f"u{uuid.uuid4().hex[:10]}@client.test"
+
+
+def _zip(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _forwarded(who: str, inner: bytes) -> bytes:
+    return (
+        (
+            f"From: {who}\r\nTo: support@acme.test\r\nSubject: Fwd: look at this\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+            "--outer\r\nContent-Type: text/plain\r\n\r\nSee the forwarded mail.\r\n"
+            "--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + inner
+        + b"\r\n--outer--\r\n"
+    )
+
+
+def _inline_base64(who: str, data: bytes) -> bytes:
+    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: {who}\r\nTo: support@acme.test\r\nSubject: inline part\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/related; boundary="r"\r\n\r\n'
+            '--r\r\nContent-Type: text/html\r\n\r\n<p>picture: <img src="cid:p1@x"></p>\r\n'
+            "--r\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\n"
+            "Content-ID: <p1@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + body
+        + b"--r--\r\n"
+    )
+
+
+def _infected(who: str) -> dict[str, bytes]:
+    inner = make_mail(
+        sender="someone@else.test",
+        subject="the file",
+        attachments=[("eicar.com", "application/octet-stream", EICAR)],
+    )
+    return {
+        "plain": make_mail(
+            sender=who, attachments=[("eicar.com", "application/octet-stream", EICAR)]
+        ),
+        "zipped": make_mail(
+            sender=who, attachments=[("eicar.zip", "application/zip", _zip("eicar.com", EICAR))]
+        ),
+        "forwarded": _forwarded(who, inner),
+        "inline-base64": _inline_base64(who, EICAR),
+    }
+
+
+def _blob_names(d: Daemon) -> set[str]:
+    root = d.home / "var" / "blobs"
+    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
+
+
+def _rows_from(d: Daemon, who: str) -> int:
+    return d.query("SELECT count(*) FROM messages WHERE from_addr = ?", who)[0][0]
+
+
+def _pdf(size: int = 100 * 1024) -> bytes:
+    return b"%PDF-1.4\n" + uuid.uuid4().bytes * (size // 16)
+
+
+# ------------------------------------------------------------------------------------------
+# With the shared daemon and the session clamd
+# ------------------------------------------------------------------------------------------
+
+
+def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
+    who, pdf = _who(), _pdf()
+    code, text = daemon.send(
+        make_mail(sender=who, attachments=[("report.pdf", "application/pdf", pdf)]), sender=who
+    )
+    assert code == 250, text
+    (att,) = daemon.query(
+        "SELECT a.filename, a.size, a.sha256 FROM attachments a "
+        "JOIN messages m ON m.id = a.message_id WHERE m.from_addr = ?",
+        who,
+    )
+    sha = hashlib.sha256(pdf).hexdigest()
+    assert (att["filename"], att["size"], att["sha256"]) == ("report.pdf", len(pdf), sha)
+    blob = daemon.home / "var" / "blobs" / sha[:2] / sha[2:4] / sha
+    assert blob.read_bytes() == pdf
+
+
+@pytest.mark.parametrize("variant", ["plain", "zipped", "forwarded", "inline-base64"])
+def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
+    daemon: Daemon, variant: str
+) -> None:
+    who = _who()
+    data = _infected(who)[variant]
+    blobs_before = _blob_names(daemon)
+    code, text = daemon.send(data, sender=who)
+    assert (code, text.split()[0]) == (554, "5.7.1"), text
+    assert SIGNATURE in text
+    assert _rows_from(daemon, who) == 0
+    raw_sha = hashlib.sha256(data).hexdigest()
+    new_blobs = _blob_names(daemon) - blobs_before
+    assert raw_sha not in new_blobs
+    assert hashlib.sha256(EICAR).hexdigest() not in _blob_names(daemon)
+    events = daemon.query(
+        "SELECT tenant, actor, detail FROM audit_events WHERE action = 'message.infected' "
+        "AND actor = ?",
+        who,
+    )
+    assert len(events) == 1
+    detail = json.loads(events[0]["detail"])
+    assert events[0]["tenant"] == "acme"
+    assert detail["signature"].startswith(SIGNATURE) and detail["sha256"] == raw_sha
+
+
+def test_infected_mail_to_two_tenants_is_audited_in_each(daemon: Daemon) -> None:
+    who = _who()
+    code, _ = daemon.send(
+        _infected(who)["plain"], to=["support@acme.test", "help@globex.test"], sender=who
+    )
+    assert code == 554
+    rows = daemon.query(
+        "SELECT tenant FROM audit_events WHERE action = 'message.infected' AND actor = ? "
+        "ORDER BY tenant",
+        who,
+    )
+    assert [r["tenant"] for r in rows] == ["acme", "globex"]
+    assert _rows_from(daemon, who) == 0
+
+
+def test_ingest_gives_the_same_verdicts(daemon: Daemon, tmp_path: Path) -> None:
+    who = _who()
+    bad = daemon.cli(
+        "ingest", "--tenant-address", "support@acme.test", stdin=_infected(who)["plain"]
+    )
+    assert bad.returncode == 69, bad.stderr
+    assert bad.stderr.decode().splitlines() == [
+        f"gateway: 554 5.7.1 Message content rejected: virus found ({SIGNATURE}.UNOFFICIAL)"
+    ]
+    # The same pipe with the scanner gone: retry later, nothing stored.
+    down = Daemon(tmp_path / "down")  # default scanner address: nothing listens
+    data = make_mail(sender=who, attachments=[("a.pdf", "application/pdf", _pdf(2048))])
+    out = down.cli("ingest", "--tenant-address", "support@acme.test", stdin=data)
+    assert out.returncode == 75, out.stderr
+    assert b"451 4.7.1" in out.stderr
+    assert not (tmp_path / "down" / "var" / "blobs").exists() or not _blob_names(down)
+
+
+def test_status_reports_the_scanner(daemon: Daemon, tmp_path: Path) -> None:
+    up = daemon.cli("status", "--json")
+    assert up.returncode == 0, up.stderr
+    report = json.loads(up.stdout)
+    assert report["scanner"]["reachable"] is True
+    assert report["store"]["schema"]
+    down = Daemon(tmp_path / "down").cli("status")
+    assert down.returncode == 69
+    assert b"UNREACHABLE" in down.stdout
+
+
+# ------------------------------------------------------------------------------------------
+# A daemon of its own, with a clamd of its own that the test stops, freezes or shrinks
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private(tmp_path: Path, clamd_factory) -> Iterator[tuple[Daemon, Clamd]]:  # type: ignore[no-untyped-def]
+    scanner = clamd_factory()
+    d = Daemon(tmp_path / "gw", scanner=scanner.address, scan_deadline=3).start()
+    try:
+        yield d, scanner
+    finally:
+        d.kill()
+
+
+def test_scanner_down_defers_attachments_while_plain_mail_flows(
+    private: tuple[Daemon, Clamd],
+) -> None:
+    d, scanner = private
+    who = _who()
+    with_att = [
+        make_mail(
+            sender=who, subject=f"file {i}", attachments=[("f.pdf", "application/pdf", _pdf(4096))]
+        )
+        for i in range(3)
+    ]
+    scanner.stop()
+    for data in with_att:
+        code, text = d.send(data, sender=who)
+        assert (code, text.split()[0]) == (451, "4.7.1"), text
+    code, text = d.send(make_mail(sender=who, subject="no attachment"), sender=who)
+    assert code == 250, text
+    assert d.query("SELECT count(*) FROM messages")[0][0] == 1
+    assert d.query("SELECT count(*) FROM attachments")[0][0] == 0
+
+    scanner.start()
+    for data in with_att + with_att:  # the retries, and a second retry of each
+        assert d.send(data, sender=who)[0] == 250
+    assert d.query("SELECT count(*) FROM messages")[0][0] == 4
+    assert d.query("SELECT count(*) FROM attachments")[0][0] == 3
+    assert d.query("SELECT count(*) FROM tickets")[0][0] == 4
+
+
+def test_frozen_scanner_defers_at_the_deadline_and_the_loop_keeps_serving(
+    private: tuple[Daemon, Clamd],
+) -> None:
+    d, scanner = private
+    who = _who()
+    data = make_mail(sender=who, attachments=[("f.pdf", "application/pdf", _pdf(4096))])
+    result: dict[str, tuple[int, str]] = {}
+    scanner.freeze()
+    try:
+        t = threading.Thread(target=lambda: result.update(att=d.send(data, sender=who)))
+        t.start()
+        # While the scan hangs, plain mail is answered: the event loop is not blocked.
+        plain = d.send(make_mail(sender=who, subject="plain while frozen"), sender=who)
+        assert plain[0] == 250, plain
+        assert t.is_alive(), "the scan must still be waiting on the frozen clamd"
+        t.join(60)
+        assert not t.is_alive()
+    finally:
+        scanner.thaw()
+    code, text = result["att"]
+    assert (code, text.split()[0]) == (451, "4.7.1"), text
+    assert d.query("SELECT count(*) FROM attachments")[0][0] == 0
+    assert d.send(data, sender=who)[0] == 250  # thawed: the retry goes in
+
+
+def test_attachment_over_the_scanner_stream_limit_is_refused(tmp_path: Path, clamd_factory) -> None:  # type: ignore[no-untyped-def]
+    small = clamd_factory(stream_max_length="64K")
+    d = Daemon(tmp_path / "gw", scanner=small.address, scan_deadline=10).start()
+    try:
+        who = _who()
+        big = make_mail(sender=who, attachments=[("big.pdf", "application/pdf", _pdf(256 * 1024))])
+        code, text = d.send(big, sender=who)
+        assert (code, text.split()[0]) == (552, "5.3.4"), text
+        assert d.query("SELECT count(*) FROM messages")[0][0] == 0
+        assert not _blob_names(d)
+        small_one = make_mail(sender=who, attachments=[("s.pdf", "application/pdf", _pdf(2048))])
+        assert d.send(small_one, sender=who)[0] == 250
+    finally:
+        d.kill()
