@@ -20,7 +20,7 @@ from gateway.smtp_intake import IntakeHandler, start_smtp
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
 from store.blobs import BlobStore
-from store.db import create_engine, upgrade
+from store.db import create_engine, create_writer_engine, upgrade
 from store.writer import Writer
 
 __all__ = ["Services", "make_scanner", "open_services", "run_daemon"]
@@ -34,7 +34,7 @@ class Services:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.engine = create_engine(config.database_url)
-        self.writer = Writer(self.engine)
+        self.writer = Writer(create_writer_engine(config.database_url))
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.scanner = make_scanner(config)
         self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
 from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
@@ -124,15 +124,12 @@ class Pipeline:
                 return await self._refuse(verdict, jobs, raw, parsed, raw_sha, ctx)
         await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
 
-        async def work(conn: AsyncConnection) -> list[Stored]:
-            return [
-                await _commit_one(conn, config, job, raw, parsed, raw_sha) for job in jobs.values()
-            ]
+        def work(conn: Connection) -> list[Stored]:
+            return [_commit_one(conn, config, job, raw, parsed, raw_sha) for job in jobs.values()]
 
         stored = await self.writer.submit(work)
         crash_point("after_commit_before_reply")
         return Accepted(tuple(stored))
-
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> Verdict:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as
@@ -193,9 +190,9 @@ class Pipeline:
             "source": raw.source,
         }
 
-        async def work(conn: AsyncConnection) -> None:
+        def work(conn: Connection) -> None:
             for slug in jobs:
-                await repos.add_audit(conn, slug, "message.infected", actor=sender, detail=detail)
+                repos.add_audit(conn, slug, "message.infected", actor=sender, detail=detail)
 
         try:
             await self.writer.submit(work)
@@ -210,13 +207,17 @@ def needs_scan(parsed: ParsedMessage) -> bool:
     )
 
 
-_REPORT_TYPES = {"message/delivery-status", "message/global-delivery-status",
-                 "message/disposition-notification", "message/feedback-report",
-                 "message/global-headers"}
+_REPORT_TYPES = {
+    "message/delivery-status",
+    "message/global-delivery-status",
+    "message/disposition-notification",
+    "message/feedback-report",
+    "message/global-headers",
+}
 
 
-async def _commit_one(
-    conn: AsyncConnection,
+def _commit_one(
+    conn: Connection,
     config: GatewayConfig,
     job: _TenantJob,
     raw: RawMessage,
@@ -228,19 +229,19 @@ async def _commit_one(
     flags: list[str] = []
 
     key = parsed.message_id or f"sha256:{raw_sha}"
-    existing = await repos.find_message(conn, slug, key)
+    existing = repos.find_message(conn, slug, key)
     if existing is not None and parsed.message_id:
         if existing == raw_sha:
             return Stored(slug, None, "none", duplicate=True)
         # Same Message-ID, other bytes: keep it, flagged (GLPI mailanalyzer #64).
         key = f"{parsed.message_id}#{raw_sha}"
         flags.append("message-id-reused")
-        existing = await repos.find_message(conn, slug, key)
+        existing = repos.find_message(conn, slug, key)
     if existing is not None:
         return Stored(slug, None, "none", duplicate=True)
 
     sender = parsed.from_addr or raw.envelope.mail_from.lower()
-    match = await find_ticket(
+    match = find_ticket(
         conn,
         tenant,
         config.secret,
@@ -256,13 +257,13 @@ async def _commit_one(
     created = False
     if ticket_id is None and role != "machine":
         subject = parsed.subject.strip() or "(no subject)"
-        ticket_id, ref = await repos.new_ticket(conn, slug, tenant.tag_prefix, subject)
+        ticket_id, ref = repos.new_ticket(conn, slug, tenant.tag_prefix, subject)
         created, thread_by = True, "new"
     elif ticket_id is not None:
-        ref = await repos.ticket_ref(conn, slug, ticket_id)
-        await repos.touch_ticket(conn, slug, ticket_id)
+        ref = repos.ticket_ref(conn, slug, ticket_id)
+        repos.touch_ticket(conn, slug, ticket_id)
 
-    row = await repos.insert_message(
+    row = repos.insert_message(
         conn,
         slug,
         ticket_id=ticket_id,
@@ -288,7 +289,7 @@ async def _commit_one(
         envelope_from=raw.envelope.mail_from.lower(),
         source=raw.source,
     )
-    await repos.insert_attachments(
+    repos.insert_attachments(
         conn,
         slug,
         row,
@@ -306,20 +307,20 @@ async def _commit_one(
     )
     detail: dict[str, Any] = {"message": row, "kind": parsed.kind, "by": thread_by}
     if ticket_id is None:
-        await repos.add_audit(conn, slug, "message.recorded", actor=sender, detail=detail)
+        repos.add_audit(conn, slug, "message.recorded", actor=sender, detail=detail)
         return Stored(slug, None, "none", flagged=tuple(flags))
 
     if parsed.message_id:
-        await repos.record_message_id(conn, slug, parsed.message_id, ticket_id, "in")
+        repos.record_message_id(conn, slug, parsed.message_id, ticket_id, "in")
     if role != "machine":
-        await repos.add_participant(
+        repos.add_participant(
             conn, slug, ticket_id, sender, parsed.from_name, "client" if created else "cc"
         )
         if created:
             for addr in parsed.cc:
                 if addr != sender and not _is_ours(config, addr):
-                    await repos.add_participant(conn, slug, ticket_id, addr, "", "cc")
-    await repos.add_audit(
+                    repos.add_participant(conn, slug, ticket_id, addr, "", "cc")
+    repos.add_audit(
         conn,
         slug,
         "ticket.created" if created else "message.added",
@@ -328,7 +329,7 @@ async def _commit_one(
         detail=detail,
     )
     if created and role == "client" and tenant.acknowledge and ref is not None:
-        await _acknowledge(conn, config, job, parsed, ticket_id, ref, sender)
+        _acknowledge(conn, config, job, parsed, ticket_id, ref, sender)
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
 
 
@@ -337,8 +338,8 @@ def _is_ours(config: GatewayConfig, address: str) -> bool:
     return any(address in t.addresses or domain_addr in t.addresses for t in config.tenants)
 
 
-async def _acknowledge(
-    conn: AsyncConnection,
+def _acknowledge(
+    conn: Connection,
     config: GatewayConfig,
     job: _TenantJob,
     parsed: ParsedMessage,
@@ -361,7 +362,7 @@ async def _acknowledge(
         in_reply_to=parsed.message_id,
         now=repos.now(),
     )
-    await repos.enqueue_outbox(
+    repos.enqueue_outbox(
         conn,
         tenant.slug,
         kind="ack",
@@ -371,7 +372,7 @@ async def _acknowledge(
         rcpt_tos=mail.rcpt_tos,
         body=mail.body,
     )
-    await repos.record_message_id(conn, tenant.slug, mail.message_id, ticket_id, "out")
+    repos.record_message_id(conn, tenant.slug, mail.message_id, ticket_id, "out")
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:

@@ -91,29 +91,53 @@ def reply_text(text: str) -> str:
 
 
 def _history_start(lines: list[str]) -> int:
-    """Index of the first line of quoted history, or len(lines)."""
+    """Index of the first line of quoted history, or len(lines).
+
+    Each regex runs only on lines that contain what it needs (a keyword, a
+    ">" or a leading "-_#"): unanchored searches over every line of a long
+    mail were most of the parser's time.
+    """
     forwarded = False
     n = len(lines)
     for i, line in enumerate(lines):
         s = line.strip()
         if not s:
             continue
-        if _FORWARD.search(s):
+        low = s.lower()
+        if any(k in low for k in _FORWARD_HINTS) and _FORWARD.search(s):
             forwarded = True  # everything below is forwarded content, keep it
             continue
         if forwarded:
             continue
-        if _SEPARATOR.match(s) and i > 0:
+        if s[0] in "-_#" and _SEPARATOR.match(s) and i > 0:
             return i
-        if len(s) < 600 and _KEYWORD.search(s):
+        if len(s) < 600 and any(k in low for k in _KEYWORD_HINTS) and _KEYWORD.search(s):
             start = _attribution_start(lines, i)
             if start is not None:
                 return start
-        if _ATTRIBUTION_INLINE.match(s):
+        if ">" in s and _ATTRIBUTION_INLINE.match(s):
             return i
-        if _FROM.match(s) and _outlook_block(lines, i):
+        if ":" in s[:16] and _FROM.match(s) and _outlook_block(lines, i):
             return i
     return n
+
+
+# Lower-case words without which _FORWARD / _KEYWORD cannot match.
+_FORWARD_HINTS = ("forward", "weitergeleitet", "transféré")
+_KEYWORD_HINTS = (
+    "wrote",
+    "schrieb",
+    "écrit",
+    "escribió",
+    "schreef",
+    "scritto",
+    "escreveu",
+    "skrev",
+    "napisał",
+    "пишет",
+    "написал",
+    "のメッセージ",
+)
 
 
 def _attribution_start(lines: list[str], i: int) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from parsers.types import ThreadHints
 from routing.config import Tenant
@@ -29,8 +29,8 @@ class ThreadMatch:
     claim: TokenClaim | None = None
 
 
-async def find_ticket(
-    conn: AsyncConnection,
+def find_ticket(
+    conn: Connection,
     tenant: Tenant,
     secret: bytes,
     hints: ThreadHints,
@@ -44,7 +44,7 @@ async def find_ticket(
         claim = read_token(secret, tenant.slug, token)
         if claim is None:
             continue
-        ticket = await repos.ticket_by_number(conn, tenant.slug, claim.ticket_number)
+        ticket = repos.ticket_by_number(conn, tenant.slug, claim.ticket_number)
         if ticket is not None:
             return ThreadMatch(ticket, "token", claim)
 
@@ -53,7 +53,7 @@ async def find_ticket(
         wanted.append(hints.in_reply_to)
     wanted.extend(r for r in reversed(hints.references) if r not in wanted)
     if wanted:
-        known = await repos.tickets_for_message_ids(conn, tenant.slug, wanted)
+        known = repos.tickets_for_message_ids(conn, tenant.slug, wanted)
         for mid in wanted:
             if mid in known:
                 return ThreadMatch(known[mid], "references")
@@ -61,7 +61,7 @@ async def find_ticket(
     if hints.subject_tag and sender:
         prefix, _, number = hints.subject_tag.partition("-")
         if prefix.upper() == tenant.tag_prefix and number.isdigit():
-            ticket = await repos.ticket_by_number(conn, tenant.slug, int(number))
-            if ticket is not None and await repos.is_participant(conn, tenant.slug, ticket, sender):
+            ticket = repos.ticket_by_number(conn, tenant.slug, int(number))
+            if ticket is not None and repos.is_participant(conn, tenant.slug, ticket, sender):
                 return ThreadMatch(ticket, "tag")
     return ThreadMatch(None, "none")

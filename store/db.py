@@ -10,44 +10,80 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine as create_sync
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "upgrade"]
+__all__ = ["create_engine", "create_writer_engine", "upgrade"]
+
+# The writer's driver for each async driver a URL may name.
+_SYNC_DRIVERS = {"aiosqlite": "pysqlite", "asyncpg": "psycopg", "psycopg_async": "psycopg"}
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
+    """The async engine readers use (CLI queries, migrations, later the web side)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _mkdir(parsed.database)
         engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # We emit BEGIN ourselves (below), so the driver must not.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Connection) -> None:
-            # The writer asks for IMMEDIATE: it takes the write lock before its
-            # first read, so a decision read in the transaction cannot go stale
-            # while another process (``gateway ingest``) writes. Readers stay
-            # DEFERRED and never block anyone in WAL mode.
-            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
-
+        _sqlite_session(engine.sync_engine, busy_timeout_ms)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
+    """A synchronous engine for the writer's own thread.
+
+    Why not the async engine: through SQLAlchemy async + aiosqlite every
+    statement costs about three event-loop/thread hand-offs; a message's
+    transaction (dedupe, threading, ticket, message, participants, audit,
+    acknowledgement) made ~48 of them and capped the gateway near 70 msg/s.
+    The writer now runs a whole batch in one hop (see BENCHMARKS.md).
+    """
+    parsed = make_url(url)
+    sync_driver = _SYNC_DRIVERS.get(parsed.get_driver_name(), parsed.get_driver_name())
+    parsed = parsed.set(drivername=f"{parsed.get_backend_name()}+{sync_driver}")
+    if parsed.get_backend_name() == "sqlite":
+        _mkdir(parsed.database)
+        engine = create_sync(
+            parsed,
+            connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+        )
+        _sqlite_session(engine, busy_timeout_ms)
+        return engine
+    return create_sync(parsed, pool_pre_ping=True)
+
+
+def _mkdir(database: str | None) -> None:
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, FULL, busy timeout, foreign keys, and BEGIN under our control."""
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below), so the driver must not.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # The writer asks for IMMEDIATE: it takes the write lock before its
+        # first read, so a decision read in the transaction cannot go stale
+        # while another process (``gateway ingest``) writes. Readers stay
+        # DEFERRED and never block anyone in WAL mode.
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 async def upgrade(engine: AsyncEngine) -> None:

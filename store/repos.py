@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from store.models import (
     attachments,
@@ -44,13 +44,35 @@ __all__ = [
 ]
 
 
+# Statements built once: building an insert with .values() per call cost more
+# than running it (SQLAlchemy coerces every value into the construct).
+_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
+_INSERT_TICKET = insert(tickets).returning(tickets.c.id)
+
+
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
+def _insert_ignore(conn: Connection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike."""
+    key = (conn.dialect.name, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        if key[0] == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
+    return stmt
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def find_message(conn: AsyncConnection, tenant: str, key: str) -> str | None:
+def find_message(conn: Connection, tenant: str, key: str) -> str | None:
     """The raw sha256 of the message stored under this dedupe key, if any."""
-    row = await conn.execute(
+    row = conn.execute(
         select(messages.c.raw_sha256).where(
             messages.c.tenant == tenant, messages.c.message_key == key
         )
@@ -58,12 +80,10 @@ async def find_message(conn: AsyncConnection, tenant: str, key: str) -> str | No
     return row.scalar_one_or_none()
 
 
-async def tickets_for_message_ids(
-    conn: AsyncConnection, tenant: str, ids: Sequence[str]
-) -> dict[str, int]:
+def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
     if not ids:
         return {}
-    rows = await conn.execute(
+    rows = conn.execute(
         select(message_ids.c.message_id, message_ids.c.ticket_id).where(
             message_ids.c.tenant == tenant, message_ids.c.message_id.in_(list(ids))
         )
@@ -71,36 +91,34 @@ async def tickets_for_message_ids(
     return {m: t for m, t in rows}
 
 
-async def ticket_by_number(conn: AsyncConnection, tenant: str, number: int) -> int | None:
-    row = await conn.execute(
+def ticket_by_number(conn: Connection, tenant: str, number: int) -> int | None:
+    row = conn.execute(
         select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.number == number)
     )
     return row.scalar_one_or_none()
 
 
-async def ticket_by_ref(conn: AsyncConnection, tenant: str, ref: str) -> int | None:
-    row = await conn.execute(
-        select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.ref == ref)
-    )
+def ticket_by_ref(conn: Connection, tenant: str, ref: str) -> int | None:
+    row = conn.execute(select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.ref == ref))
     return row.scalar_one_or_none()
 
 
-async def ticket_ref(conn: AsyncConnection, tenant: str, ticket_id: int) -> str | None:
-    row = await conn.execute(
+def ticket_ref(conn: Connection, tenant: str, ticket_id: int) -> str | None:
+    row = conn.execute(
         select(tickets.c.ref).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
     )
     return row.scalar_one_or_none()
 
 
-async def ticket_exists(conn: AsyncConnection, tenant: str, ticket_id: int) -> bool:
-    row = await conn.execute(
+def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
+    row = conn.execute(
         select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
     )
     return row.scalar_one_or_none() is not None
 
 
-async def is_participant(conn: AsyncConnection, tenant: str, ticket_id: int, address: str) -> bool:
-    row = await conn.execute(
+def is_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
+    row = conn.execute(
         select(participants.c.id).where(
             participants.c.tenant == tenant,
             participants.c.ticket_id == ticket_id,
@@ -110,11 +128,11 @@ async def is_participant(conn: AsyncConnection, tenant: str, ticket_id: int, add
     return row.first() is not None
 
 
-async def new_ticket(
-    conn: AsyncConnection, tenant: str, prefix: str, subject: str, queue: str = "default"
+def new_ticket(
+    conn: Connection, tenant: str, prefix: str, subject: str, queue: str = "default"
 ) -> tuple[int, str]:
     """Allocate the tenant's next number and create the ticket; (id, ref)."""
-    res = await conn.execute(
+    res = conn.execute(
         update(ticket_counters)
         .where(ticket_counters.c.tenant == tenant)
         .values(last_number=ticket_counters.c.last_number + 1)
@@ -122,68 +140,67 @@ async def new_ticket(
     )
     number = res.scalar_one_or_none()
     if number is None:
-        start = await conn.execute(
+        start = conn.execute(
             select(func.coalesce(func.max(tickets.c.number), 0)).where(tickets.c.tenant == tenant)
         )
         number = int(start.scalar_one()) + 1
-        await conn.execute(insert(ticket_counters).values(tenant=tenant, last_number=number))
+        conn.execute(insert(ticket_counters).values(tenant=tenant, last_number=number))
     ref = f"{prefix}-{number}"
     ts = now()
-    res = await conn.execute(
-        insert(tickets)
-        .values(
-            tenant=tenant,
-            number=number,
-            ref=ref,
-            subject=subject,
-            status="open",
-            queue=queue,
-            created_at=ts,
-            updated_at=ts,
-        )
-        .returning(tickets.c.id)
+    res = conn.execute(
+        _INSERT_TICKET,
+        {
+            "tenant": tenant,
+            "number": number,
+            "ref": ref,
+            "subject": subject,
+            "status": "open",
+            "queue": queue,
+            "created_at": ts,
+            "updated_at": ts,
+        },
     )
     return res.scalar_one(), ref
 
 
-async def touch_ticket(conn: AsyncConnection, tenant: str, ticket_id: int) -> None:
-    await conn.execute(
+def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> None:
+    conn.execute(
         update(tickets)
         .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
         .values(updated_at=now())
     )
 
 
-async def add_participant(
-    conn: AsyncConnection, tenant: str, ticket_id: int, address: str, name: str, role: str
+def add_participant(
+    conn: Connection, tenant: str, ticket_id: int, address: str, name: str, role: str
 ) -> bool:
-    if not address or await is_participant(conn, tenant, ticket_id, address):
+    """True if the address was new on the ticket (a unique index decides, in one statement)."""
+    if not address:
         return False
-    await conn.execute(
-        insert(participants).values(
-            tenant=tenant,
-            ticket_id=ticket_id,
-            address=address,
-            name=name,
-            role=role,
-            created_at=now(),
-        )
+    res = conn.execute(
+        _insert_ignore(conn, participants),
+        {
+            "tenant": tenant,
+            "ticket_id": ticket_id,
+            "address": address,
+            "name": name,
+            "role": role,
+            "created_at": now(),
+        },
     )
-    return True
+    return bool(res.rowcount)
 
 
-async def insert_message(conn: AsyncConnection, tenant: str, **values: Any) -> int:
-    res = await conn.execute(
-        insert(messages).values(tenant=tenant, created_at=now(), **values).returning(messages.c.id)
-    )
+def insert_message(conn: Connection, tenant: str, **values: Any) -> int:
+    res = conn.execute(_INSERT_MESSAGE, {"tenant": tenant, "created_at": now(), **values})
     return res.scalar_one()
 
 
-async def insert_attachments(
-    conn: AsyncConnection, tenant: str, message_row: int, items: Sequence[dict[str, Any]]
+def insert_attachments(
+    conn: Connection, tenant: str, message_row: int, items: Sequence[dict[str, Any]]
 ) -> None:
     if items:
-        await conn.execute(
+        conn.execute(
             insert(attachments),
             [
                 {"tenant": tenant, "message_id": message_row, "position": i, **item}
@@ -192,21 +209,18 @@ async def insert_attachments(
         )
 
 
-async def record_message_id(
-    conn: AsyncConnection, tenant: str, message_id: str, ticket_id: int, origin: str
+def record_message_id(
+    conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
 ) -> None:
     """Remember an id for threading; the first ticket to claim an id keeps it."""
-    known = await tickets_for_message_ids(conn, tenant, [message_id])
-    if message_id not in known:
-        await conn.execute(
-            insert(message_ids).values(
-                tenant=tenant, message_id=message_id, ticket_id=ticket_id, origin=origin
-            )
-        )
+    conn.execute(
+        _insert_ignore(conn, message_ids),
+        {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
+    )
 
 
-async def add_audit(
-    conn: AsyncConnection,
+def add_audit(
+    conn: Connection,
     tenant: str,
     action: str,
     *,
@@ -214,20 +228,21 @@ async def add_audit(
     ticket_id: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        insert(audit_events).values(
-            tenant=tenant,
-            ticket_id=ticket_id,
-            actor=actor,
-            action=action,
-            detail=detail or {},
-            created_at=now(),
-        )
+    conn.execute(
+        insert(audit_events),
+        {
+            "tenant": tenant,
+            "ticket_id": ticket_id,
+            "actor": actor,
+            "action": action,
+            "detail": detail or {},
+            "created_at": now(),
+        },
     )
 
 
-async def enqueue_outbox(
-    conn: AsyncConnection,
+def enqueue_outbox(
+    conn: Connection,
     tenant: str,
     *,
     kind: str,
@@ -238,18 +253,19 @@ async def enqueue_outbox(
     body: bytes,
 ) -> None:
     ts = now()
-    await conn.execute(
-        insert(outbox).values(
-            tenant=tenant,
-            ticket_id=ticket_id,
-            kind=kind,
-            message_id=message_id,
-            mail_from=mail_from,
-            rcpt_tos=list(rcpt_tos),
-            body=body,
-            status="pending",
-            attempts=0,
-            next_attempt_at=ts,
-            created_at=ts,
-        )
+    conn.execute(
+        insert(outbox),
+        {
+            "tenant": tenant,
+            "ticket_id": ticket_id,
+            "kind": kind,
+            "message_id": message_id,
+            "mail_from": mail_from,
+            "rcpt_tos": list(rcpt_tos),
+            "body": body,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": ts,
+            "created_at": ts,
+        },
     )

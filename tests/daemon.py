@@ -83,7 +83,8 @@ class Daemon:
                 extra=extra,
                 scanner=scanner,
                 scan_deadline=scan_deadline,
-            ), encoding="utf-8"
+            ),
+            encoding="utf-8",
         )
         self.env = {k: v for k, v in os.environ.items() if k != "GATEWAY_TEST_CRASH_AT"}
         self.env.update(env or {})
