@@ -24,7 +24,9 @@ class BlobStore:
         self.root = root
 
     def path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        # One level of 256 folders: a second level (65,536) made almost every new
+        # blob create and fsync a folder of its own for the first 100k messages.
+        return self.root / sha256[:2] / sha256
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
@@ -67,7 +69,7 @@ class BlobStore:
     def sweep(self, named: set[str]) -> int:
         """Delete blobs no row names (left by a crash before commit)."""
         removed = 0
-        for p in self.root.glob("??/??/*"):
+        for p in self.root.glob("??/*"):
             if p.name.startswith(".tmp.") or p.name not in named:
                 p.unlink(missing_ok=True)
                 removed += 1

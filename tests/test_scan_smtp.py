@@ -116,7 +116,7 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
     )
     sha = hashlib.sha256(pdf).hexdigest()
     assert (att["filename"], att["size"], att["sha256"]) == ("report.pdf", len(pdf), sha)
-    blob = daemon.home / "var" / "blobs" / sha[:2] / sha[2:4] / sha
+    blob = daemon.home / "var" / "blobs" / sha[:2] / sha
     assert blob.read_bytes() == pdf
 
 
