@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from store.blobs import BlobStore
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -116,7 +117,7 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
     )
     sha = hashlib.sha256(pdf).hexdigest()
     assert (att["filename"], att["size"], att["sha256"]) == ("report.pdf", len(pdf), sha)
-    blob = daemon.home / "var" / "blobs" / sha[:2] / sha
+    blob = BlobStore(daemon.home / "var" / "blobs").path(sha)
     assert blob.read_bytes() == pdf
 
 
