@@ -33,7 +33,8 @@ test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/smtp_ingest.py
+	$(BIN)/python bench/smtp_ingest.py --write
+	$(BIN)/python bench/smtp_ingest.py --scan --count 400 --concurrency 1,8 --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
