@@ -19,14 +19,14 @@ from sqlalchemy.engine import Connection
 
 from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
 from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
-from outbound.compose import acknowledgement
+from outbound.compose import Templates
+from outbound.reactions import Event, is_ours, react
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
 from routing.classify import speaker
 from routing.config import GatewayConfig, Tenant
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
-from routing.tokens import make_token
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
 from store import repos
 from store.blobs import BlobStore
@@ -67,6 +67,7 @@ class Pipeline:
             max_mime_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_parts,
         )
+        self.templates = Templates(config.outbound.templates)
 
     async def process(self, raw: RawMessage) -> Outcome:
         """Never raises: every fault is an Outcome (a timeout is a Defer)."""
@@ -93,6 +94,7 @@ class Pipeline:
         limits: Limits,
         ctx: dict[str, Any],
     ) -> Outcome:
+        templates = self.templates
         jobs: dict[str, _TenantJob] = {}
         for rcpt in raw.envelope.rcpt_tos:
             r = index.lookup(rcpt)
@@ -125,7 +127,10 @@ class Pipeline:
         await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
 
         def work(conn: Connection) -> list[Stored]:
-            return [_commit_one(conn, config, job, raw, parsed, raw_sha) for job in jobs.values()]
+            return [
+                _commit_one(conn, config, templates, job, raw, parsed, raw_sha)
+                for job in jobs.values()
+            ]
 
         stored = await self.writer.submit(work)
         crash_point("after_commit_before_reply")
@@ -219,6 +224,7 @@ _REPORT_TYPES = {
 def _commit_one(
     conn: Connection,
     config: GatewayConfig,
+    templates: Templates,
     job: _TenantJob,
     raw: RawMessage,
     parsed: ParsedMessage,
@@ -249,7 +255,11 @@ def _commit_one(
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=sender,
     )
-    role, _agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+    role, agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+    if role == "agent" and (agent is None or agent.address != sender):
+        # An agent's token with someone else's From: kept for agents to see, never relayed.
+        role, agent = "client", None
+        flags.append("agent-token-from-mismatch")
 
     ticket_id = match.ticket_id
     thread_by = match.by
@@ -312,13 +322,13 @@ def _commit_one(
 
     if parsed.message_id:
         repos.record_message_id(conn, slug, parsed.message_id, ticket_id, "in")
-    if role != "machine":
+    if role == "client":
         repos.add_participant(
             conn, slug, ticket_id, sender, parsed.from_name, "client" if created else "cc"
         )
         if created:
             for addr in parsed.cc:
-                if addr != sender and not _is_ours(config, addr):
+                if addr != sender and not is_ours(config, addr):
                     repos.add_participant(conn, slug, ticket_id, addr, "", "cc")
     repos.add_audit(
         conn,
@@ -328,51 +338,20 @@ def _commit_one(
         ticket_id=ticket_id,
         detail=detail,
     )
-    if created and role == "client" and tenant.acknowledge and ref is not None:
-        _acknowledge(conn, config, job, parsed, ticket_id, ref, sender)
+    if role != "machine" and ref is not None:
+        event = Event(
+            tenant=tenant,
+            address=job.recipient.address,
+            ticket_id=ticket_id,
+            ref=ref,
+            created=created,
+            role=role,
+            agent=agent,
+            parsed=parsed,
+            sender=sender,
+        )
+        react(conn, config, event, templates, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
-
-
-def _is_ours(config: GatewayConfig, address: str) -> bool:
-    domain_addr = address.split("+", 1)[0] + "@" + address.rsplit("@", 1)[-1]
-    return any(address in t.addresses or domain_addr in t.addresses for t in config.tenants)
-
-
-def _acknowledge(
-    conn: Connection,
-    config: GatewayConfig,
-    job: _TenantJob,
-    parsed: ParsedMessage,
-    ticket_id: int,
-    ref: str,
-    sender: str,
-) -> None:
-    tenant = job.recipient.tenant
-    number = int(ref.rsplit("-", 1)[1])
-    local, domain = job.recipient.address.split("@")
-    token = make_token(config.secret, tenant.slug, number)
-    mail = acknowledgement(
-        tenant=tenant,
-        hostname=config.hostname,
-        ref=ref,
-        subject=parsed.subject or "(no subject)",
-        to_addr=sender,
-        to_name=parsed.from_name,
-        reply_address=f"{local}+{token}@{domain}",
-        in_reply_to=parsed.message_id,
-        now=repos.now(),
-    )
-    repos.enqueue_outbox(
-        conn,
-        tenant.slug,
-        kind="ack",
-        ticket_id=ticket_id,
-        message_id=mail.message_id,
-        mail_from=mail.mail_from,
-        rcpt_tos=mail.rcpt_tos,
-        body=mail.body,
-    )
-    repos.record_message_id(conn, tenant.slug, mail.message_id, ticket_id, "out")
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:

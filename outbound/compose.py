@@ -1,32 +1,47 @@
 """Builds the mails the gateway sends, with their Message-ID fixed at once.
 
 The Message-ID is made here, stored with the outbox row and recorded for
-threading in the same transaction, so a client's reply to an acknowledgement
-threads even if it arrives before the acknowledgement is delivered, and a
-retried delivery is the same mail, never a second one.
+threading in the same transaction, so a reply to anything we sent threads
+even if it arrives before our mail is delivered, and a retried delivery is the
+same mail, never a second one.
+
+Every mail carries our loop marker (``X-Loop``), a Message-ID in our domain,
+``In-Reply-To``/``References`` that keep the client's thread, the subject tag,
+and Outlook's ``Thread-Topic``/``Thread-Index``. Machine-made mail says
+``Auto-Submitted`` (RFC 3834) so robots do not answer it; an agent's relayed
+reply is a person speaking and does not.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
+from pathlib import Path
 
 import jinja2
 
-from routing.config import Tenant
+from routing.config import Agent, Tenant
 
-__all__ = ["Composed", "acknowledgement", "new_message_id"]
+__all__ = [
+    "Composed",
+    "Templates",
+    "acknowledgement",
+    "agent_notice",
+    "failure_notice",
+    "new_message_id",
+    "relay",
+]
 
-_env = jinja2.Environment(
-    autoescape=False, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
-)
-
-ACK_TEXT = _env.from_string(
-    """Hello{% if name %} {{ name }}{% endif %},
+_BUILTIN = {
+    "ack.txt.j2": """Hello{% if name %} {{ name }}{% endif %},
 
 we have received your message and opened ticket {{ ref }}:
 
@@ -36,8 +51,50 @@ Simply reply to this mail to add to it; please keep [{{ ref }}] in the subject.
 
 --
 {{ tenant_name }}
-"""
-)
+""",
+    "notice.txt.j2": """{% if event == "new" %}New ticket {{ ref }}{% else %}New message on {{ ref }}{% endif %} from {{ client }}:
+
+{{ text }}
+
+--
+Reply to this mail to answer the client; your reply is sent from {{ tenant_address }}.
+Commands on the first lines of a reply: #note (internal, nothing is sent), #close, #open,
+#assign <agent address>, #priority <low|normal|high|urgent>.
+""",  # noqa: E501
+    "failure.txt.j2": """A mail for ticket {{ ref }} could not be delivered to {{ recipients }}.
+
+Reason: {{ reason }}
+
+The gateway has stopped trying. Subject of the undelivered mail: {{ subject }}
+""",
+}
+
+
+class Templates:
+    """jinja2 templates: ``<folder>/<tenant slug>/<name>``, then ``<folder>/<name>``, then ours.
+
+    Admins override wording per tenant without touching code; a missing
+    variable is an error at render time (StrictUndefined), never a blank.
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if folder is not None:
+            loaders.append(jinja2.FileSystemLoader(str(folder)))
+        loaders.append(jinja2.DictLoader(_BUILTIN))
+        self.env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=False,
+            keep_trailing_newline=True,
+            undefined=jinja2.StrictUndefined,
+        )
+
+    def render(self, tenant: str, template_name: str, **context: object) -> str:
+        template = self.env.select_template([f"{tenant}/{template_name}", template_name])
+        return template.render(**context)
+
+
+_DEFAULT_TEMPLATES = Templates()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +114,66 @@ def _clean(value: str) -> str:
     return " ".join(value.replace("\x00", " ").split())
 
 
+_UTF8 = Charset("utf-8")
+_UTF8.body_encoding = QP
+
+
+def _header(value: str) -> str | Header:
+    """ASCII stays as written; anything else becomes RFC 2047 encoded words."""
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def thread_index(tenant: str, ref: str) -> str:
+    """Outlook's Thread-Index: 22 bytes, the same for every mail of a ticket.
+
+    Outlook groups a conversation by this header and Thread-Topic, not by
+    References; a stable value per ticket keeps the whole ticket together.
+    """
+    return base64.b64encode(hashlib.sha256(f"{tenant}/{ref}".encode()).digest()[:22]).decode()
+
+
+def _build(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    kind: str,
+    ref: str,
+    subject: str,
+    from_name: str,
+    to: Sequence[tuple[str, str]],
+    text: str,
+    reply_to: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    auto_submitted: str | None,
+    now: datetime,
+) -> tuple[str, bytes]:
+    # compat32 building blocks: the header-object policy costs ~1 ms per mail,
+    # and acknowledgements are built inside the writer's transaction.
+    msg = MIMEText(text, "plain", _UTF8)
+    mid = new_message_id(kind, hostname)
+    topic = _clean(subject)
+    msg["Message-ID"] = mid
+    msg["Date"] = format_datetime(now)
+    msg["From"] = formataddr((_clean(from_name), tenant.from_address), "utf-8")
+    msg["To"] = ", ".join(formataddr((_clean(n), a), "utf-8") for n, a in to)
+    msg["Reply-To"] = reply_to
+    msg["Subject"] = _header(f"[{ref}] {topic}" if f"[{ref}]" not in topic else topic)
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    refs = [r for r in references if r] or ([in_reply_to] if in_reply_to else [])
+    if refs:
+        msg["References"] = " ".join(dict.fromkeys(refs[-20:]))
+    msg["Thread-Topic"] = _header(topic)
+    msg["Thread-Index"] = thread_index(tenant.slug, ref)
+    if auto_submitted:
+        msg["Auto-Submitted"] = auto_submitted
+        msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Loop"] = hostname
+    body = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return mid, body
+
+
 def acknowledgement(
     *,
     tenant: Tenant,
@@ -67,40 +184,170 @@ def acknowledgement(
     to_name: str,
     reply_address: str,
     in_reply_to: str | None,
-    now: object,
+    now: datetime,
+    templates: Templates = _DEFAULT_TEMPLATES,
 ) -> Composed:
     """The automatic answer to a client who opened a ticket.
 
     Marked ``Auto-Submitted: auto-replied`` and sent from the null sender, so
     no well-behaved robot answers it, and it carries our X-Loop.
     """
-    text = ACK_TEXT.render(
-        name=_clean(to_name), ref=ref, subject=_clean(subject), tenant_name=tenant.name
+    text = templates.render(
+        tenant.slug,
+        "ack.txt.j2",
+        name=_clean(to_name),
+        ref=ref,
+        subject=_clean(subject),
+        tenant_name=tenant.name,
     )
-    # compat32 building blocks: the header-object policy costs ~1 ms per mail
-    # and this runs inside the writer's transaction.
-    msg = MIMEText(text, "plain", _UTF8)
-    mid = new_message_id("ack", hostname)
-    msg["Message-ID"] = mid
-    msg["Date"] = format_datetime(now)  # type: ignore[arg-type]
-    msg["From"] = formataddr((_clean(tenant.name), tenant.addresses[0]), "utf-8")
-    msg["To"] = formataddr((_clean(to_name), to_addr), "utf-8")
-    msg["Reply-To"] = reply_address
-    msg["Subject"] = _header(f"[{ref}] {_clean(subject)}")
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = hostname
-    body = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    mid, body = _build(
+        tenant=tenant,
+        hostname=hostname,
+        kind="ack",
+        ref=ref,
+        subject=subject,
+        from_name=tenant.name,
+        to=[(to_name, to_addr)],
+        text=text,
+        reply_to=reply_address,
+        in_reply_to=in_reply_to,
+        references=[],
+        auto_submitted="auto-replied",
+        now=now,
+    )
     return Composed(message_id=mid, mail_from="", rcpt_tos=(to_addr,), body=body)
 
 
-_UTF8 = Charset("utf-8")
-_UTF8.body_encoding = QP
+def agent_notice(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agent: Agent,
+    event: str,
+    ref: str,
+    subject: str,
+    client: str,
+    text: str,
+    reply_address: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    now: datetime,
+    templates: Templates = _DEFAULT_TEMPLATES,
+) -> Composed:
+    """What an agent gets for a new ticket or a client's follow-up; replying answers the client.
+
+    ``Reply-To`` carries a token bound to this ticket and this agent, so the
+    agent's reply is recognised by the token, never by its ``From`` alone.
+    """
+    body_text = templates.render(
+        tenant.slug,
+        "notice.txt.j2",
+        event=event,
+        ref=ref,
+        client=client,
+        text=text,
+        subject=_clean(subject),
+        tenant_address=tenant.from_address,
+        tenant_name=tenant.name,
+    )
+    mid, body = _build(
+        tenant=tenant,
+        hostname=hostname,
+        kind="notice",
+        ref=ref,
+        subject=subject,
+        from_name=f"{client} via {tenant.name}",
+        to=[(agent.name, agent.address)],
+        text=body_text,
+        reply_to=reply_address,
+        in_reply_to=in_reply_to,
+        references=references,
+        auto_submitted="auto-generated",
+        now=now,
+    )
+    return Composed(
+        message_id=mid, mail_from=tenant.from_address, rcpt_tos=(agent.address,), body=body
+    )
 
 
-def _header(value: str) -> str | Header:
-    """ASCII stays as written; anything else becomes RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, "utf-8", header_name="Subject")
+def relay(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agent: Agent,
+    ref: str,
+    subject: str,
+    to: Sequence[tuple[str, str]],
+    text: str,
+    reply_address: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    now: datetime,
+) -> Composed:
+    """An agent's answer, sent to the client from the tenant's address, in the client's thread."""
+    name = f"{agent.name} ({tenant.name})" if agent.name else tenant.name
+    mid, body = _build(
+        tenant=tenant,
+        hostname=hostname,
+        kind="reply",
+        ref=ref,
+        subject=subject,
+        from_name=name,
+        to=to,
+        text=text.rstrip() + "\n",
+        reply_to=reply_address,
+        in_reply_to=in_reply_to,
+        references=references,
+        auto_submitted=None,
+        now=now,
+    )
+    return Composed(
+        message_id=mid,
+        mail_from=tenant.from_address,
+        rcpt_tos=tuple(a for _, a in to),
+        body=body,
+    )
+
+
+def failure_notice(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agents: Sequence[Agent],
+    ref: str,
+    subject: str,
+    recipients: Sequence[str],
+    reason: str,
+    now: datetime,
+    templates: Templates = _DEFAULT_TEMPLATES,
+) -> Composed:
+    """Tells the agents a mail was given up on; never sent about another failure notice."""
+    text = templates.render(
+        tenant.slug,
+        "failure.txt.j2",
+        ref=ref,
+        subject=_clean(subject),
+        recipients=", ".join(recipients),
+        reason=_clean(reason)[:500],
+    )
+    mid, body = _build(
+        tenant=tenant,
+        hostname=hostname,
+        kind="failure",
+        ref=ref,
+        subject=f"Undelivered: {subject}",
+        from_name=tenant.name,
+        to=[(a.name, a.address) for a in agents],
+        text=text,
+        reply_to=tenant.from_address,
+        in_reply_to=None,
+        references=[],
+        auto_submitted="auto-generated",
+        now=now,
+    )
+    return Composed(
+        message_id=mid,
+        mail_from="",
+        rcpt_tos=tuple(a.address for a in agents),
+        body=body,
+    )

@@ -21,6 +21,8 @@ __all__ = [
     "Agent",
     "GatewayConfig",
     "LimitsConfig",
+    "OutboundAccount",
+    "OutboundSettings",
     "ScannerSettings",
     "SmtpSettings",
     "Tenant",
@@ -41,6 +43,18 @@ class Agent:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundAccount:
+    """The tenant's own SMTP account: every mail for this tenant leaves through it."""
+
+    host: str
+    port: int = 587
+    security: str = "starttls"  # starttls | tls | none
+    username: str = ""
+    password: str = field(default="", repr=False)  # decrypted at load; never logged
+    from_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     slug: str
     name: str
@@ -48,6 +62,13 @@ class Tenant:
     tag_prefix: str
     agents: tuple[Agent, ...] = ()
     acknowledge: bool = True
+    outbound: OutboundAccount | None = None
+
+    @property
+    def from_address(self) -> str:
+        if self.outbound is not None and self.outbound.from_address:
+            return self.outbound.from_address
+        return self.addresses[0]
 
     def agent(self, address: str) -> Agent | None:
         for a in self.agents:
@@ -76,6 +97,20 @@ class ScannerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """Delivery policy shared by every tenant's account."""
+
+    ack_limit: int = 10  # acknowledgements per sender per window (RFC 3834 section 2)
+    ack_window: float = 3 * 3600.0
+    max_age: float = 4 * 24 * 3600.0  # give up on a mail after this long
+    retry_base: float = 30.0  # first retry after about this, doubling, jittered
+    retry_max: float = 3600.0
+    poll_interval: float = 1.0
+    timeout: float = 60.0  # one delivery attempt, connect to final reply
+    templates: Path | None = None  # folder with <slug>/<name>.txt.j2 overrides
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_header_bytes: int = 256 * 1024
     max_mime_depth: int = 50
@@ -94,6 +129,8 @@ class GatewayConfig:
     limits: LimitsConfig
     tenants: tuple[Tenant, ...]
     log_format: str = "json"
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    key_file: Path | None = None
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -197,10 +234,14 @@ def load_config(path: Path | str | None = None) -> GatewayConfig:
 def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     c = _Checker(path, text)
     base_dir = path.resolve().parent
-    c.unknown(doc, {"gateway", "smtp", "scanner", "limits", "tenants"}, "")
+    c.unknown(doc, {"gateway", "smtp", "scanner", "limits", "outbound", "tenants"}, "")
 
     g = doc.get("gateway", {})
-    c.unknown(g, {"hostname", "data_dir", "database_url", "secret_file", "log_format"}, "gateway")
+    c.unknown(
+        g,
+        {"hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file"},
+        "gateway",
+    )
     hostname = c.take(g, "hostname", "gateway", str, "helpdesk.localhost")
     data_dir = base_dir / c.take(g, "data_dir", "gateway", str, "var")
     default_db = f"sqlite+aiosqlite:///{data_dir / 'gateway.db'}"
@@ -214,6 +255,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     if log_format not in ("json", "console"):
         c.error("gateway.log_format", "must be 'json' or 'console'")
     secret_file = base_dir / c.take(g, "secret_file", "gateway", str, str(data_dir / "secret.key"))
+    key_file = base_dir / c.take(g, "key_file", "gateway", str, str(data_dir / "keys.toml"))
 
     s = doc.get("smtp", {})
     c.unknown(s, {"listen", "max_message_size", "pipeline_timeout", "max_received"}, "smtp")
@@ -254,7 +296,8 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         max_parts=c.take(li, "max_parts", "limits", int, 1000),
     )
 
-    tenants = _tenants(c, doc.get("tenants", []))
+    outbound = _outbound(c, doc.get("outbound", {}), base_dir)
+    tenants = _tenants(c, doc.get("tenants", []), key_file)
     if c.problems:
         raise ConfigError(c.problems)
     return GatewayConfig(
@@ -268,10 +311,80 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         limits=limits,
         tenants=tenants,
         log_format=log_format,
+        outbound=outbound,
+        key_file=key_file,
     )
 
 
-def _tenants(c: _Checker, raw: Any) -> tuple[Tenant, ...]:
+def _outbound(c: _Checker, o: dict[str, Any], base_dir: Path) -> OutboundSettings:
+    d = OutboundSettings()
+    floats = ("ack_window", "max_age", "retry_base", "retry_max", "poll_interval", "timeout")
+    c.unknown(o, {"ack_limit", "templates", *floats}, "outbound")
+    values: dict[str, Any] = {"ack_limit": c.take(o, "ack_limit", "outbound", int, d.ack_limit)}
+    if values["ack_limit"] < 0:
+        c.error("outbound.ack_limit", "must be 0 or more")
+    for key in floats:
+        values[key] = c.take(o, key, "outbound", float, getattr(OutboundSettings(), key))
+        if not values[key] > 0:
+            c.error(f"outbound.{key}", "must be greater than 0")
+    templates = c.take(o, "templates", "outbound", str, "")
+    if templates:
+        folder = base_dir / templates
+        if not folder.is_dir():
+            c.error("outbound.templates", f"no such folder: {folder}")
+        values["templates"] = folder
+    return OutboundSettings(**values)
+
+
+def _account(c: _Checker, raw: Any, base: str, slug: str, key_file: Path) -> OutboundAccount | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        c.error(base, "expected a table")
+        return None
+    c.unknown(raw, {"host", "port", "security", "username", "password", "from_address"}, base)
+    host = c.take(raw, "host", base, str, "")
+    if not host:
+        c.error(f"{base}.host", "required")
+    security = c.take(raw, "security", base, str, "starttls")
+    if security not in ("starttls", "tls", "none"):
+        c.error(f"{base}.security", "must be 'starttls', 'tls' or 'none'")
+    default_port = {"tls": 465, "none": 25}.get(security, 587)
+    port = c.take(raw, "port", base, int, default_port)
+    if not 0 < port < 65536:
+        c.error(f"{base}.port", "must be 1-65535")
+    from_address = c.take(raw, "from_address", base, str, "").lower()
+    if from_address and not _ADDR.match(from_address):
+        c.error(f"{base}.from_address", "must be a plain address")
+    password = ""
+    stored = c.take(raw, "password", base, str, "")
+    if stored:
+        password = _decrypt(c, stored, f"{base}.password", slug, key_file)
+    return OutboundAccount(
+        host=host,
+        port=port,
+        security=security,
+        username=c.take(raw, "username", base, str, ""),
+        password=password,
+        from_address=from_address,
+    )
+
+
+def _decrypt(c: _Checker, stored: str, key: str, slug: str, key_file: Path) -> str:
+    """Only encrypted passwords are accepted; the error names the key and line, never the value."""
+    from routing.secrets import SecretError, is_encrypted, load_keyring
+
+    if not is_encrypted(stored):
+        c.error(key, f"must be encrypted: run gateway secrets encrypt --tenant {slug}")
+        return ""
+    try:
+        return load_keyring(key_file, create=False).decrypt(stored, tenant=slug, field="password")
+    except SecretError as exc:
+        c.error(key, str(exc))
+        return ""
+
+
+def _tenants(c: _Checker, raw: Any, key_file: Path) -> tuple[Tenant, ...]:
     if not isinstance(raw, list):
         c.error("tenants", "expected [[tenants]] tables")
         return ()
@@ -281,7 +394,11 @@ def _tenants(c: _Checker, raw: Any) -> tuple[Tenant, ...]:
     seen_prefix: set[str] = set()
     for i, t in enumerate(raw):
         base = f"tenants[{i}]"
-        c.unknown(t, {"slug", "name", "addresses", "tag_prefix", "agents", "acknowledge"}, base)
+        c.unknown(
+            t,
+            {"slug", "name", "addresses", "tag_prefix", "agents", "acknowledge", "outbound"},
+            base,
+        )
         slug = c.take(t, "slug", base, str, "")
         if not _SLUG.match(slug):
             c.error(f"{base}.slug", "required: lower-case letters, digits and '-'")
@@ -326,6 +443,7 @@ def _tenants(c: _Checker, raw: Any) -> tuple[Tenant, ...]:
                 tag_prefix=prefix,
                 agents=tuple(agents),
                 acknowledge=c.take(t, "acknowledge", base, bool, True),
+                outbound=_account(c, t.get("outbound"), f"{base}.outbound", slug, key_file),
             )
         )
     return tuple(out)

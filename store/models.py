@@ -26,6 +26,7 @@ from sqlalchemy import (
 __all__ = [
     "attachments",
     "audit_events",
+    "bouncing",
     "message_ids",
     "messages",
     "metadata",
@@ -63,6 +64,8 @@ tickets = Table(
     Column("queue", String(64), nullable=False, default="default"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("priority", String(16), nullable=False, server_default="normal"),
+    Column("assignee", String(320), nullable=True),
     UniqueConstraint("tenant", "number"),
     UniqueConstraint("tenant", "ref"),
 )
@@ -175,6 +178,23 @@ outbox = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("to_addr", String(320), nullable=False, server_default=""),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("message_id"),
     Index(None, "status", "next_attempt_at"),
+    Index(None, "tenant", "kind", "to_addr", "created_at"),
+)
+
+# Addresses whose mail from us bounced permanently (5.x.x): not mailed again
+# until they write to us themselves.
+bouncing = Table(
+    "bouncing",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "address"),
 )

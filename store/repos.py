@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from store.models import (
     attachments,
     audit_events,
+    bouncing,
     message_ids,
     messages,
     outbox,
@@ -25,22 +26,30 @@ from store.models import (
 )
 
 __all__ = [
+    "acks_since",
     "add_audit",
     "add_participant",
+    "bouncing_among",
+    "clear_bouncing",
     "enqueue_outbox",
     "find_message",
     "insert_attachments",
     "insert_message",
     "is_participant",
+    "mark_bouncing",
     "new_ticket",
     "now",
+    "participants_of",
     "record_message_id",
+    "thread_ids",
     "ticket_by_number",
     "ticket_by_ref",
     "ticket_exists",
     "ticket_ref",
+    "ticket_row",
     "tickets_for_message_ids",
     "touch_ticket",
+    "update_ticket",
 ]
 
 
@@ -267,5 +276,100 @@ def enqueue_outbox(
             "attempts": 0,
             "next_attempt_at": ts,
             "created_at": ts,
+            "to_addr": (rcpt_tos[0] if rcpt_tos else "").lower(),
         },
     )
+
+
+def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(tickets).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def update_ticket(conn: Connection, tenant: str, ticket_id: int, **values: Any) -> None:
+    """Status, priority or assignee; always scoped by tenant."""
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+        .values(updated_at=now(), **values)
+    )
+
+
+def participants_of(conn: Connection, tenant: str, ticket_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(participants.c.address, participants.c.name, participants.c.role)
+        .where(participants.c.tenant == tenant, participants.c.ticket_id == ticket_id)
+        .order_by(participants.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def thread_ids(
+    conn: Connection, tenant: str, ticket_id: int, *, role: str | None = None, limit: int = 20
+) -> list[str]:
+    """Message-IDs of the ticket, oldest first: the References of a mail we send on it."""
+    where = [
+        messages.c.tenant == tenant,
+        messages.c.ticket_id == ticket_id,
+        messages.c.message_id.is_not(None),
+    ]
+    if role is not None:
+        where.append(messages.c.sender_role == role)
+    rows = conn.execute(
+        select(messages.c.message_id)
+        .where(*where)
+        .order_by(messages.c.id.desc())
+        .limit(limit)
+    )
+    return [r[0] for r in rows][::-1]
+
+
+def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> int:
+    """Acknowledgements queued for this address since ``since`` (the RFC 3834 rate limit)."""
+    row = conn.execute(
+        select(func.count())
+        .select_from(outbox)
+        .where(
+            outbox.c.tenant == tenant,
+            outbox.c.kind == "ack",
+            outbox.c.to_addr == address.lower(),
+            outbox.c.created_at >= since,
+        )
+    )
+    return int(row.scalar_one())
+
+
+def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:
+    if not addresses:
+        return set()
+    rows = conn.execute(
+        select(bouncing.c.address).where(
+            bouncing.c.tenant == tenant, bouncing.c.address.in_([a.lower() for a in addresses])
+        )
+    )
+    return {r[0] for r in rows}
+
+
+def mark_bouncing(conn: Connection, tenant: str, address: str, status: str, reason: str) -> bool:
+    res = conn.execute(
+        _insert_ignore(conn, bouncing),
+        {
+            "tenant": tenant,
+            "address": address.lower(),
+            "status": status,
+            "reason": reason[:1000],
+            "since": now(),
+        },
+    )
+    return bool(res.rowcount)
+
+
+def clear_bouncing(conn: Connection, tenant: str, address: str) -> bool:
+    from sqlalchemy import delete
+
+    res = conn.execute(
+        delete(bouncing).where(bouncing.c.tenant == tenant, bouncing.c.address == address.lower())
+    )
+    return bool(res.rowcount)

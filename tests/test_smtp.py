@@ -25,7 +25,9 @@ def _ref(reply: str) -> str:
 
 def _ack(d: Daemon, ref: str):  # type: ignore[no-untyped-def]
     rows = d.query(
-        "SELECT o.* FROM outbox o JOIN tickets t ON t.id = o.ticket_id WHERE t.ref = ?", ref
+        "SELECT o.* FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+        "WHERE t.ref = ? AND o.kind = 'ack'",
+        ref,
     )
     assert len(rows) == 1, f"expected one ack for {ref}, got {len(rows)}"
     return message_from_bytes(rows[0]["body"], policy=default), rows[0]
@@ -188,7 +190,7 @@ def test_auto_replies_and_bounces_open_no_ticket_and_get_no_ack(daemon: Daemon) 
     assert sorted(r[0] for r in rows) == ["client"] + ["machine"] * 5
     t = daemon.query("SELECT id FROM tickets WHERE ref = ?", ref)[0][0]
     assert sum(1 for r in rows if r[1] == t) == 2  # the first mail and the threaded auto-reply
-    assert len(daemon.query("SELECT id FROM outbox WHERE ticket_id = ?", t)) == 1
+    assert len(daemon.query("SELECT id FROM outbox WHERE ticket_id = ? AND kind = 'ack'", t)) == 1
 
 
 def test_too_many_received_headers_is_a_loop(daemon: Daemon) -> None:

@@ -1,0 +1,199 @@
+"""What the gateway sends because a message was stored, queued in the same transaction.
+
+A client's new ticket gets an acknowledgement (rate-limited per sender, RFC
+3834) and the agents a notice; a client's follow-up notifies the agents; an
+agent's reply (recognised by its token and its From) acts on its leading
+commands and is relayed to the ticket's clients. Machines get nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.engine import Connection
+
+from outbound.compose import Composed, Templates, acknowledgement, agent_notice, relay
+from parsers.types import ParsedMessage
+from routing.commands import split_commands
+from routing.config import Agent, GatewayConfig, Tenant
+from routing.tokens import make_token
+from store import repos
+
+__all__ = ["Event", "is_ours", "queue", "react"]
+
+_NO_ANSWER_LOCALPARTS = {"mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored message, as the reactions see it."""
+
+    tenant: Tenant
+    address: str  # the tenant address it came to (replies go to its plus form)
+    ticket_id: int
+    ref: str
+    created: bool
+    role: str  # client | agent
+    agent: Agent | None
+    parsed: ParsedMessage
+    sender: str
+
+
+def react(
+    conn: Connection, config: GatewayConfig, ev: Event, templates: Templates, now: datetime
+) -> list[str]:
+    """Queue what this message calls for; return the kinds queued (for the log line)."""
+    if ev.role == "agent" and ev.agent is not None:
+        return _agent_reply(conn, config, ev, ev.agent, now)
+    queued: list[str] = []
+    slug = ev.tenant.slug
+    if repos.clear_bouncing(conn, slug, ev.sender):
+        repos.add_audit(conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id)
+    if ev.created and _may_acknowledge(conn, config, ev, now):
+        mail = acknowledgement(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            ref=ev.ref,
+            subject=ev.parsed.subject or "(no subject)",
+            to_addr=ev.sender,
+            to_name=ev.parsed.from_name,
+            reply_address=_reply_address(config, ev),
+            in_reply_to=ev.parsed.message_id,
+            now=now,
+            templates=templates,
+        )
+        queue(conn, slug, "ack", ev.ticket_id, mail)
+        queued.append("ack")
+    bouncing = repos.bouncing_among(conn, slug, [a.address for a in ev.tenant.agents])
+    refs = repos.thread_ids(conn, slug, ev.ticket_id)
+    for agent in ev.tenant.agents:
+        if agent.address in bouncing or agent.address == ev.sender:
+            continue
+        mail = agent_notice(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            agent=agent,
+            event="new" if ev.created else "followup",
+            ref=ev.ref,
+            subject=_ticket_subject(conn, ev),
+            client=ev.parsed.from_name or ev.sender,
+            text=ev.parsed.reply_text or ev.parsed.text,
+            reply_address=_reply_address(config, ev, agent),
+            in_reply_to=ev.parsed.message_id,
+            references=refs,
+            now=now,
+            templates=templates,
+        )
+        queue(conn, slug, "notice", ev.ticket_id, mail)
+        queued.append("notice")
+    return queued
+
+
+def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:
+    """The outbox row and its Message-ID, so a reply to it threads before it is even sent."""
+    repos.enqueue_outbox(
+        conn,
+        tenant,
+        kind=kind,
+        ticket_id=ticket_id,
+        message_id=mail.message_id,
+        mail_from=mail.mail_from,
+        rcpt_tos=mail.rcpt_tos,
+        body=mail.body,
+    )
+    if ticket_id is not None:
+        repos.record_message_id(conn, tenant, mail.message_id, ticket_id, "out")
+
+
+def _agent_reply(
+    conn: Connection, config: GatewayConfig, ev: Event, agent: Agent, now: datetime
+) -> list[str]:
+    slug = ev.tenant.slug
+    commands, text = split_commands(ev.parsed.reply_text)
+    changes: dict[str, str | None] = {}
+    if commands.status:
+        changes["status"] = commands.status
+    if commands.priority:
+        changes["priority"] = commands.priority
+    problems = list(commands.problems)
+    if commands.assign:
+        if ev.tenant.agent(commands.assign) is not None:
+            changes["assignee"] = commands.assign
+        else:
+            problems.append(f"#assign: {commands.assign} is not an agent of this tenant")
+    if changes:
+        repos.update_ticket(conn, slug, ev.ticket_id, **changes)
+    if changes or problems:
+        repos.add_audit(
+            conn,
+            slug,
+            "ticket.commands",
+            actor=agent.address,
+            ticket_id=ev.ticket_id,
+            detail={"changes": changes, "problems": problems, "note": commands.note},
+        )
+    if commands.note or not text.strip():
+        return ["note"] if commands.note else []
+    ours = {a.address for a in ev.tenant.agents} | set(ev.tenant.addresses)
+    clients = [
+        p
+        for p in repos.participants_of(conn, slug, ev.ticket_id)
+        if p["role"] in ("client", "cc") and p["address"] not in ours
+    ]
+    bouncing = repos.bouncing_among(conn, slug, [p["address"] for p in clients])
+    to = [(p["name"], p["address"]) for p in clients if p["address"] not in bouncing]
+    if not to:
+        return []
+    client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
+    mail = relay(
+        tenant=ev.tenant,
+        hostname=config.hostname,
+        agent=agent,
+        ref=ev.ref,
+        subject=_ticket_subject(conn, ev),
+        to=to,
+        text=text,
+        reply_address=_reply_address(config, ev),
+        in_reply_to=client_ids[-1] if client_ids else None,
+        references=client_ids,
+        now=now,
+    )
+    queue(conn, slug, "relay", ev.ticket_id, mail)
+    return ["relay"]
+
+
+def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: datetime) -> bool:
+    """Never to robots, ourselves or a bouncing address; at most N per sender per window."""
+    if not ev.tenant.acknowledge or not ev.sender or "@" not in ev.sender:
+        return False
+    local = ev.sender.split("@", 1)[0].split("+", 1)[0]
+    if local in _NO_ANSWER_LOCALPARTS or is_ours(config, ev.sender):
+        return False
+    if repos.bouncing_among(conn, ev.tenant.slug, [ev.sender]):
+        return False
+    limit = config.outbound.ack_limit
+    since = now - timedelta(seconds=config.outbound.ack_window)
+    return repos.acks_since(conn, ev.tenant.slug, ev.sender, since) < limit
+
+
+def is_ours(config: GatewayConfig, address: str) -> bool:
+    """One of our tenant addresses (plus forms included) or agents: never a client."""
+    local, _, domain = address.partition("@")
+    bare = f"{local.split('+', 1)[0]}@{domain}"
+    return any(
+        bare in t.addresses or bare == t.from_address or t.agent(bare) is not None
+        for t in config.tenants
+    )
+
+
+def _reply_address(config: GatewayConfig, ev: Event, agent: Agent | None = None) -> str:
+    number = int(ev.ref.rsplit("-", 1)[1])
+    token = make_token(config.secret, ev.tenant.slug, number, agent.address if agent else None)
+    local, _, domain = ev.address.partition("@")
+    return f"{local}+{token}@{domain}"
+
+
+def _ticket_subject(conn: Connection, ev: Event) -> str:
+    row = repos.ticket_row(conn, ev.tenant.slug, ev.ticket_id)
+    return str(row["subject"]) if row else (ev.parsed.subject or "(no subject)")

@@ -1,0 +1,65 @@
+"""Commands an agent writes on the first lines of a reply: ``#note``, ``#close`` ...
+
+Only leading lines count, so a ``#close`` quoted further down, or a hashtag in
+the middle of an answer, never acts on the ticket. An unknown ``#word`` ends
+the command block and stays in the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PRIORITIES", "Commands", "split_commands"]
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+
+@dataclass(frozen=True, slots=True)
+class Commands:
+    note: bool = False
+    status: str | None = None  # "open" | "closed"
+    assign: str | None = None
+    priority: str | None = None
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def any(self) -> bool:
+        return bool(self.note or self.status or self.assign or self.priority)
+
+
+def split_commands(text: str) -> tuple[Commands, str]:
+    """(the commands, the text without its command lines)."""
+    lines = text.split("\n")
+    i = 0
+    note = False
+    status = assign = priority = None
+    problems: list[str] = []
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+            continue
+        if not line.startswith("#"):
+            break
+        word, _, arg = line[1:].partition(" ")
+        word, arg = word.lower(), arg.strip()
+        if word == "note":
+            note = True
+        elif word == "close":
+            status = "closed"
+        elif word in ("open", "reopen"):
+            status = "open"
+        elif word == "assign":
+            assign = arg.lower() or None
+            if not assign:
+                problems.append("#assign needs an agent address")
+        elif word == "priority":
+            if arg.lower() in PRIORITIES:
+                priority = arg.lower()
+            else:
+                problems.append(f"#priority must be one of {', '.join(PRIORITIES)}")
+        else:
+            break
+        i += 1
+    rest = "\n".join(lines[i:]).strip("\n")
+    return Commands(note, status, assign, priority, tuple(problems)), rest
