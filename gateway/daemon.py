@@ -17,6 +17,7 @@ import structlog
 from gateway.pipeline import Pipeline
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
+from outbound.delivery import Delivery
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
 from store.blobs import BlobStore
@@ -38,6 +39,8 @@ class Services:
         self.blobs = BlobStore(config.data_dir / "blobs")
         self.scanner = make_scanner(config)
         self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
+        self.delivery = Delivery(config, self.writer)
+        self.pipeline.after_commit = self.delivery.wake
 
     async def close(self) -> None:
         await self.writer.close()
@@ -86,6 +89,7 @@ async def run_daemon(config_path: Path) -> int:
         probe = asyncio.create_task(
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
+        delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
 
         def reload() -> None:
             nonlocal generation
@@ -95,6 +99,7 @@ async def run_daemon(config_path: Path) -> int:
                 log.error("config.reload_refused", problems=exc.problems)
                 return
             services.pipeline.configure(new)
+            services.delivery.configure(new)
             generation += 1
             log.info("config.reloaded", generation=generation)
 
@@ -109,9 +114,10 @@ async def run_daemon(config_path: Path) -> int:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
                 await handler.idle.wait()
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
+        for task in (probe, delivery):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("shutdown.done")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class Pipeline:
         self.writer = writer
         self.blobs = blobs
         self.scanner = scanner
+        self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -133,6 +135,8 @@ class Pipeline:
             ]
 
         stored = await self.writer.submit(work)
+        if self.after_commit is not None:
+            self.after_commit()
         crash_point("after_commit_before_reply")
         return Accepted(tuple(stored))
 

@@ -52,6 +52,7 @@ class OutboundAccount:
     username: str = ""
     password: str = field(default="", repr=False)  # decrypted at load; never logged
     from_address: str = ""
+    ca_file: Path | None = None  # a private CA to trust for this server's certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +298,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     )
 
     outbound = _outbound(c, doc.get("outbound", {}), base_dir)
-    tenants = _tenants(c, doc.get("tenants", []), key_file)
+    tenants = _tenants(c, doc.get("tenants", []), key_file, base_dir)
     if c.problems:
         raise ConfigError(c.problems)
     return GatewayConfig(
@@ -336,13 +337,17 @@ def _outbound(c: _Checker, o: dict[str, Any], base_dir: Path) -> OutboundSetting
     return OutboundSettings(**values)
 
 
-def _account(c: _Checker, raw: Any, base: str, slug: str, key_file: Path) -> OutboundAccount | None:
+def _account(
+    c: _Checker, raw: Any, base: str, slug: str, key_file: Path, base_dir: Path
+) -> OutboundAccount | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
         c.error(base, "expected a table")
         return None
-    c.unknown(raw, {"host", "port", "security", "username", "password", "from_address"}, base)
+    c.unknown(
+        raw, {"host", "port", "security", "username", "password", "from_address", "ca_file"}, base
+    )
     host = c.take(raw, "host", base, str, "")
     if not host:
         c.error(f"{base}.host", "required")
@@ -360,7 +365,11 @@ def _account(c: _Checker, raw: Any, base: str, slug: str, key_file: Path) -> Out
     stored = c.take(raw, "password", base, str, "")
     if stored:
         password = _decrypt(c, stored, f"{base}.password", slug, key_file)
+    ca_file = c.take(raw, "ca_file", base, str, "")
+    if ca_file and not (base_dir / ca_file).is_file():
+        c.error(f"{base}.ca_file", f"no such file: {base_dir / ca_file}")
     return OutboundAccount(
+        ca_file=base_dir / ca_file if ca_file else None,
         host=host,
         port=port,
         security=security,
@@ -384,7 +393,7 @@ def _decrypt(c: _Checker, stored: str, key: str, slug: str, key_file: Path) -> s
         return ""
 
 
-def _tenants(c: _Checker, raw: Any, key_file: Path) -> tuple[Tenant, ...]:
+def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Tenant, ...]:
     if not isinstance(raw, list):
         c.error("tenants", "expected [[tenants]] tables")
         return ()
@@ -443,7 +452,9 @@ def _tenants(c: _Checker, raw: Any, key_file: Path) -> tuple[Tenant, ...]:
                 tag_prefix=prefix,
                 agents=tuple(agents),
                 acknowledge=c.take(t, "acknowledge", base, bool, True),
-                outbound=_account(c, t.get("outbound"), f"{base}.outbound", slug, key_file),
+                outbound=_account(
+                    c, t.get("outbound"), f"{base}.outbound", slug, key_file, base_dir
+                ),
             )
         )
     return tuple(out)

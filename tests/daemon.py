@@ -49,6 +49,7 @@ tag_prefix = "ACME"
 [[tenants.agents]]
 address = "alice@acme.test"
 name = "Alice Agent"
+{acme_extra}
 
 [[tenants]]
 slug = "globex"
@@ -70,6 +71,7 @@ class Daemon:
         extra: str = "",
         scanner: str = "127.0.0.1:9",
         scan_deadline: float = 30,
+        acme_extra: str = "",
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred."""
@@ -83,6 +85,7 @@ class Daemon:
                 extra=extra,
                 scanner=scanner,
                 scan_deadline=scan_deadline,
+                acme_extra=acme_extra,
             ),
             encoding="utf-8",
         )

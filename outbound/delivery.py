@@ -1,0 +1,255 @@
+"""Delivers the outbox through each tenant's own SMTP account (aiosmtplib).
+
+At-least-once, never more than needed: a row is claimed (``sending``), sent,
+then marked ``sent``; a crash in between leaves it ``sending``, and the next
+start puts it back to ``pending``, so the same bytes with the same
+Message-ID go out again (the receiver can tell it is the same mail).
+Temporary failures (4xx, network, timeouts) retry with jittered exponential
+backoff until ``max_age``; a 5xx, or that age, gives up with an audit event
+and a notice to the tenant's agents (never a notice about a notice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiosmtplib
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from outbound.compose import failure_notice
+from outbound.reactions import queue
+from routing.config import GatewayConfig, OutboundAccount, Tenant
+from store import repos
+from store.models import outbox
+from store.writer import Writer
+
+__all__ = ["Attempt", "Delivery"]
+
+log = structlog.get_logger("outbound.delivery")
+
+_NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one delivery attempt came to: sent, retry later, or give up."""
+
+    result: str  # sent | retry | failed
+    detail: str = ""
+    code: int | None = None
+
+
+class Delivery:
+    """The outbox worker of one gateway process; ``wake()`` after queueing mail."""
+
+    def __init__(self, config: GatewayConfig, writer: Writer, *, concurrency: int = 4) -> None:
+        self.config = config
+        self.writer = writer
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.failed = 0
+
+    def configure(self, config: GatewayConfig) -> None:
+        self.config = config
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; only CancelledError leaves."""
+        await self.writer.submit(_release_claims)
+        sem = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    rows = await self.writer.submit(
+                        lambda conn: _claim(conn, repos.now(), 4 * self.concurrency)
+                    )
+                except Exception as exc:  # the store is busy or down: try again soon
+                    log.warning("outbox.claim_failed", error=type(exc).__name__)
+                    rows = []
+                for row in rows:
+                    await sem.acquire()
+                    task = asyncio.create_task(self._deliver(row))
+                    running.add(task)
+                    task.add_done_callback(lambda t: (running.discard(t), sem.release()))
+                if not rows:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.config.outbound.poll_interval):
+                            await self._wake.wait()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        config = self.config
+        tenant = config.tenant(row["tenant"])
+        attempt = await send_one(config, tenant, row)
+        try:
+            await self.writer.submit(lambda conn: _record(conn, config, tenant, row, attempt))
+        except Exception as exc:  # stays "sending": released and sent again at next start
+            log.error("outbox.record_failed", id=row["id"], error=type(exc).__name__)
+            return
+        if attempt.result == "sent":
+            self.sent += 1
+        elif attempt.result == "failed":
+            self.failed += 1
+            self.wake()  # a failure notice may have been queued
+        log.info(
+            "outbox.attempt",
+            id=row["id"],
+            tenant=row["tenant"],
+            kind=row["kind"],
+            result=attempt.result,
+            code=attempt.code,
+            attempts=row["attempts"] + 1,
+        )
+
+
+async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, Any]) -> Attempt:
+    """One SMTP transaction; every outcome is an Attempt, nothing raises but cancellation."""
+    account = tenant.outbound if tenant is not None else None
+    if account is None:
+        return Attempt("retry", "no outbound account configured for this tenant")
+    try:
+        errors, response = await aiosmtplib.send(
+            row["body"],
+            sender=row["mail_from"],
+            recipients=list(row["rcpt_tos"]),
+            hostname=account.host,
+            port=account.port,
+            username=account.username or None,
+            password=account.password or None,
+            use_tls=account.security == "tls",
+            start_tls=True if account.security == "starttls" else False,
+            tls_context=_tls_context(account),
+            local_hostname=config.hostname,
+            timeout=config.outbound.timeout,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [e.code for e in exc.recipients]
+        permanent = all(c >= 500 for c in codes)
+        detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
+        return Attempt("failed" if permanent else "retry", detail[:1000], min(codes, default=None))
+    except aiosmtplib.SMTPResponseException as exc:
+        permanent = 500 <= exc.code < 600
+        return Attempt("failed" if permanent else "retry", f"{exc.code} {exc.message}", exc.code)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
+    if errors:  # some recipients refused, the others accepted: done, refusals noted
+        refused = "; ".join(f"{r}: {e.code} {e.message}" for r, e in errors.items())
+        return Attempt("sent", f"partly refused: {refused}"[:1000])
+    return Attempt("sent", response[:200])
+
+
+def _tls_context(account: OutboundAccount) -> ssl.SSLContext | None:
+    if account.ca_file is None:
+        return None
+    return ssl.create_default_context(cafile=str(account.ca_file))
+
+
+def _release_claims(conn: Connection) -> int:
+    """Rows a crash left ``sending`` are sent again: at least once, never lost."""
+    res = conn.execute(update(outbox).where(outbox.c.status == "sending").values(status="pending"))
+    return res.rowcount
+
+
+def _claim(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+    rows = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(outbox)
+            .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        )
+    ]
+    if rows:
+        conn.execute(
+            update(outbox).where(outbox.c.id.in_([r["id"] for r in rows])).values(status="sending")
+        )
+    return rows
+
+
+def _record(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    attempt: Attempt,
+) -> None:
+    now = repos.now()
+    attempts = row["attempts"] + 1
+    where = outbox.c.id == row["id"]
+    if attempt.result == "sent":
+        conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="sent", attempts=attempts, sent_at=now, last_error=attempt.detail or None
+            )
+        )
+        return
+    created = row["created_at"]
+    if created.tzinfo is None:  # SQLite hands back naive UTC
+        created = created.replace(tzinfo=now.tzinfo)
+    too_old = (now - created).total_seconds() > config.outbound.max_age
+    if attempt.result == "retry" and not too_old:
+        o = config.outbound
+        delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
+        delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
+        conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="pending",
+                attempts=attempts,
+                next_attempt_at=now + timedelta(seconds=delay),
+                last_error=attempt.detail,
+            )
+        )
+        return
+    reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
+    conn.execute(
+        update(outbox).where(where).values(status="failed", attempts=attempts, last_error=reason)
+    )
+    repos.add_audit(
+        conn,
+        row["tenant"],
+        "outbox.failed",
+        actor="gateway",
+        ticket_id=row["ticket_id"],
+        detail={
+            "message_id": row["message_id"],
+            "kind": row["kind"],
+            "recipients": list(row["rcpt_tos"]),
+            "reason": reason[:500],
+            "attempts": attempts,
+        },
+    )
+    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
+        return
+    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
+    mail = failure_notice(
+        tenant=tenant,
+        hostname=config.hostname,
+        agents=tenant.agents,
+        ref=str(ticket["ref"]) if ticket else "-",
+        subject=str(ticket["subject"]) if ticket else "(no ticket)",
+        recipients=list(row["rcpt_tos"]),
+        reason=reason,
+        now=now,
+    )
+    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
