@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
 from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
 from outbound.compose import Templates
-from outbound.reactions import Event, is_ours, react
+from outbound.reactions import Event, bounced, is_ours, react
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
 from routing.classify import speaker
@@ -355,6 +355,8 @@ def _commit_one(
             sender=sender,
         )
         react(conn, config, event, templates, repos.now())
+    elif parsed.kind == "bounce" and parsed.dsn:
+        bounced(conn, config, tenant, ticket_id, parsed, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
 
 

@@ -13,14 +13,21 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
-from outbound.compose import Composed, Templates, acknowledgement, agent_notice, relay
+from outbound.compose import (
+    Composed,
+    Templates,
+    acknowledgement,
+    agent_notice,
+    failure_notice,
+    relay,
+)
 from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import repos
 
-__all__ = ["Event", "is_ours", "queue", "react"]
+__all__ = ["Event", "bounced", "is_ours", "queue", "react"]
 
 _NO_ANSWER_LOCALPARTS = {"mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"}
 
@@ -88,6 +95,58 @@ def react(
         queue(conn, slug, "notice", ev.ticket_id, mail)
         queued.append("notice")
     return queued
+
+
+def bounced(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant,
+    ticket_id: int,
+    parsed: ParsedMessage,
+    now: datetime,
+) -> list[str]:
+    """A DSN about mail we sent: permanent failures stop our mail to that address.
+
+    Only a bounce that names one of our own Message-IDs counts, so a forged
+    DSN about someone else's mail cannot silence a client. A later mail from
+    the address clears the mark (see ``react``).
+    """
+    hints = parsed.thread_hints
+    ours = repos.sent_by_us(
+        conn, tenant.slug, [i for i in (hints.in_reply_to, *hints.references) if i]
+    )
+    if not ours:
+        return []
+    marked: list[str] = []
+    for address, action, status in parsed.dsn:
+        if action == "failed" and status.startswith("5.") and not is_ours(config, address):
+            if repos.mark_bouncing(
+                conn, tenant.slug, address, status, f"DSN {status} for {ours[0]}"
+            ):
+                marked.append(address)
+                repos.add_audit(
+                    conn,
+                    tenant.slug,
+                    "address.bouncing",
+                    actor=address,
+                    ticket_id=ticket_id,
+                    detail={"status": status, "message_id": ours[0]},
+                )
+    if marked and tenant.agents:
+        row = repos.ticket_row(conn, tenant.slug, ticket_id)
+        mail = failure_notice(
+            tenant=tenant,
+            hostname=config.hostname,
+            agents=tenant.agents,
+            ref=str(row["ref"]) if row else "-",
+            subject=str(row["subject"]) if row else "(no subject)",
+            recipients=marked,
+            reason="the receiving server bounced our mail permanently; no more mail is sent "
+            "to this address until it writes to us again",
+            now=now,
+        )
+        queue(conn, tenant.slug, "failure", ticket_id, mail)
+    return marked
 
 
 def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:

@@ -64,6 +64,7 @@ class Walk:
     html: str | None = None  # first text/html body, decoded, unsanitised
     attachments: list[Attachment] = field(default_factory=list)
     returned: list[Message] = field(default_factory=list)  # headers of enclosed messages
+    dsn: list[tuple[str, str, str]] = field(default_factory=list)  # (recipient, action, status)
     part_types: set[str] = field(default_factory=set)
     related_cids: set[str] = field(default_factory=set)
     leaves: int = 0
@@ -75,6 +76,7 @@ class Walk:
             self.html = other.html
         self.attachments.extend(other.attachments)
         self.returned.extend(other.returned)
+        self.dsn.extend(other.dsn)
         self.part_types |= other.part_types
         self.related_cids |= other.related_cids
         self.leaves = max(self.leaves, other.leaves)
@@ -118,6 +120,8 @@ def _visit(
     if ctype in _REPORT:
         if ctype in ("text/rfc822-headers", "message/global-headers"):
             acc.returned.append(_returned_headers(part, defects))
+        elif ctype in ("message/delivery-status", "message/global-delivery-status"):
+            acc.dsn.extend(_delivery_status(part))
         return
     if part.get_content_maintype() == "message" and isinstance(payload, list):
         for inner in payload:  # forwarded or returned message: its attachments count
@@ -208,6 +212,23 @@ def _text_of(part: Message, defects: list[str]) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+def _delivery_status(part: Message) -> list[tuple[str, str, str]]:
+    """(recipient, action, status) per recipient block of a DSN (RFC 3464)."""
+    payload = part.get_payload()
+    blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
+    out: list[tuple[str, str, str]] = []
+    for block in blocks:
+        rcpt = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+        if not rcpt:
+            continue
+        address = rcpt.split(";", 1)[-1].strip().strip("<>").lower()
+        action = str(block.get("Action", "")).strip().lower()
+        status = str(block.get("Status", "")).split("(", 1)[0].strip()
+        if address and len(address) <= 320:
+            out.append((address, action[:32], status[:16]))
+    return out
 
 
 def _returned_headers(part: Message, defects: list[str]) -> Message:

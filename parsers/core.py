@@ -9,6 +9,7 @@ stored, and only input with nothing in it is Unreadable.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
@@ -61,15 +62,16 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     attachments = found.attachments
     if found.html is not None and any(a.content_id for a in attachments):
         attachments = [_mark_referenced(a, found.html) for a in attachments]
-    return _assemble(msg, defects, text, html, tuple(attachments), found.part_types, found.returned)
+    result = _assemble(
+        msg, defects, text, html, tuple(attachments), found.part_types, found.returned
+    )
+    return replace(result, dsn=tuple(found.dsn)) if found.dsn else result
 
 
 def _mark_referenced(att: Attachment, html: str) -> Attachment:
     """A part whose Content-ID the HTML shows (cid:) is inline even outside multipart/related."""
     if att.inline or not att.content_id or f"cid:{att.content_id}" not in html:
         return att
-    from dataclasses import replace
-
     return replace(att, inline=True)
 
 
@@ -143,8 +145,6 @@ def _assemble(
         ),
         content_types=tuple(sorted(clean(t) for t in part_types)),
     )
-    from dataclasses import replace
-
     return replace(result, defects=tuple(dict.fromkeys(defects)))
 
 
@@ -165,8 +165,6 @@ class _Cleaner:
 
 
 def _rename(att: Attachment, clean: _Cleaner) -> Attachment:
-    from dataclasses import replace
-
     return replace(att, filename=clean(att.filename))
 
 

@@ -79,3 +79,4 @@ class ParsedMessage:
     auto_submitted: str | None = None  # raw header value, lower-cased
     loop_markers: tuple[str, ...] = ()  # X-Loop values, lower-cased
     content_types: tuple[str, ...] = ()  # every MIME type in the tree, sorted (scan policy)
+    dsn: tuple[tuple[str, str, str], ...] = ()  # bounces: (recipient, action, status) per block

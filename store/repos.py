@@ -41,6 +41,7 @@ __all__ = [
     "now",
     "participants_of",
     "record_message_id",
+    "sent_by_us",
     "thread_ids",
     "ticket_by_number",
     "ticket_by_ref",
@@ -318,10 +319,7 @@ def thread_ids(
     if role is not None:
         where.append(messages.c.sender_role == role)
     rows = conn.execute(
-        select(messages.c.message_id)
-        .where(*where)
-        .order_by(messages.c.id.desc())
-        .limit(limit)
+        select(messages.c.message_id).where(*where).order_by(messages.c.id.desc()).limit(limit)
     )
     return [r[0] for r in rows][::-1]
 
@@ -373,3 +371,17 @@ def clear_bouncing(conn: Connection, tenant: str, address: str) -> bool:
         delete(bouncing).where(bouncing.c.tenant == tenant, bouncing.c.address == address.lower())
     )
     return bool(res.rowcount)
+
+
+def sent_by_us(conn: Connection, tenant: str, ids: Sequence[str]) -> list[str]:
+    """Which of these Message-IDs are mails the gateway sent for this tenant."""
+    if not ids:
+        return []
+    rows = conn.execute(
+        select(message_ids.c.message_id).where(
+            message_ids.c.tenant == tenant,
+            message_ids.c.origin == "out",
+            message_ids.c.message_id.in_(list(ids)),
+        )
+    )
+    return [r[0] for r in rows]

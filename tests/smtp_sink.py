@@ -46,7 +46,7 @@ class _Handler:
 
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, _o: Any
-    ) -> str:  # noqa: E501
+    ) -> str:
         refusal = self.sink.refuse.get(address.lower())
         if refusal:
             return refusal
@@ -88,7 +88,7 @@ class Sink:
 
     def _auth(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
-    ) -> AuthResult:  # noqa: E501
+    ) -> AuthResult:
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
             self.user.encode(),
             self.password.encode(),
