@@ -96,7 +96,11 @@ class Delivery:
     async def _deliver(self, row: dict[str, Any]) -> None:
         config = self.config
         tenant = config.tenant(row["tenant"])
-        attempt = await send_one(config, tenant, row)
+        try:
+            attempt = await send_one(config, tenant, row)
+        except Exception as exc:  # a bug must not leave the row claimed until restart
+            log.exception("outbox.send_crashed", id=row["id"])
+            attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
         try:
             await self.writer.submit(lambda conn: _record(conn, config, tenant, row, attempt))
         except Exception as exc:  # stays "sending": released and sent again at next start
@@ -123,21 +127,25 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
     account = tenant.outbound if tenant is not None else None
     if account is None:
         return Attempt("retry", "no outbound account configured for this tenant")
+    # The SMTP client, not aiosmtplib.send(): send() refuses the null sender
+    # that acknowledgements must use (RFC 3834 section 3).
+    client = aiosmtplib.SMTP(
+        hostname=account.host,
+        port=account.port,
+        username=account.username or None,
+        password=account.password or None,
+        use_tls=account.security == "tls",
+        start_tls=account.security == "starttls",
+        tls_context=_tls_context(account),
+        local_hostname=config.hostname,
+        timeout=config.outbound.timeout,
+    )
     try:
-        errors, response = await aiosmtplib.send(
-            row["body"],
-            sender=row["mail_from"],
-            recipients=list(row["rcpt_tos"]),
-            hostname=account.host,
-            port=account.port,
-            username=account.username or None,
-            password=account.password or None,
-            use_tls=account.security == "tls",
-            start_tls=True if account.security == "starttls" else False,
-            tls_context=_tls_context(account),
-            local_hostname=config.hostname,
-            timeout=config.outbound.timeout,
-        )
+        async with asyncio.timeout(config.outbound.timeout * 2):
+            async with client:
+                errors, response = await client.sendmail(
+                    row["mail_from"], list(row["rcpt_tos"]), row["body"]
+                )
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [e.code for e in exc.recipients]
         permanent = all(c >= 500 for c in codes)

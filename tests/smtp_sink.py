@@ -68,8 +68,16 @@ class _Handler:
 
 
 class Sink:
-    def __init__(self, folder: Path, *, user: str = "acme", password: str = "s3cret!") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        user: str = "acme",
+        password: str = "s3cret!",
+        require_auth: bool = True,
+    ) -> None:
         self.user, self.password = user, password
+        self.require_auth = require_auth
         self.received: list[Received] = []
         self.refuse: dict[str, str] = {}
         self.data_script: list[str] = []
@@ -108,7 +116,7 @@ class Sink:
                 require_starttls=True,
                 authenticator=self._auth,
                 auth_require_tls=True,
-                auth_required=True,
+                auth_required=self.require_auth,
             )
 
         async def serve() -> None:
