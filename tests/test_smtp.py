@@ -46,7 +46,8 @@ def test_new_mail_makes_a_ticket_with_everything_committed(daemon: Daemon) -> No
     audit = daemon.query("SELECT action FROM audit_events WHERE ticket_id = ?", t["id"])
     assert [a["action"] for a in audit] == ["ticket.created"]
     ack, row = _ack(daemon, ref)
-    assert row["mail_from"] == "" and row["status"] == "pending"
+    # queued; this test tenant has no outbound account, so it waits (the worker may hold it)
+    assert row["mail_from"] == "" and row["status"] in ("pending", "sending")
     assert ack["Auto-Submitted"] == "auto-replied"
     assert ack["Subject"].startswith(f"[{ref}]")
     assert ack["To"].addresses[0].addr_spec == who
