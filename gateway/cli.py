@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
+    from gateway.secrets_cli import add_parser as secrets_parser
+
+    secrets_parser(sub, common)
     return p
 
 
@@ -117,6 +120,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         n_addr = sum(len(t.addresses) for t in cfg.tenants)
         print(f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses")
         return 0
+    if args.command == "secrets":  # reads the file itself: a bad secret must not stop it
+        from gateway import secrets_cli
+
+        return secrets_cli.run(args, args.config or default_config_path())
     config = _config(args)
     # One-shot commands speak through their exit code and one stderr line (a
     # Postfix pipe returns stderr in its bounce); only the daemon logs events.

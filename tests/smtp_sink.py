@@ -135,6 +135,7 @@ class Sink:
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def wait_for(
         self, pred: Callable[[Received], bool], count: int = 1, timeout: float = 30
