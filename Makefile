@@ -35,6 +35,7 @@ test: $(STAMP) system-deps lint
 bench: $(STAMP)
 	$(BIN)/python bench/smtp_ingest.py --write
 	$(BIN)/python bench/smtp_ingest.py --scan --count 400 --concurrency 1,8 --write
+	$(BIN)/python bench/outbox.py --write
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

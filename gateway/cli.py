@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config",
         type=Path,
-        default=None,
+        # SUPPRESS: a nested parser (tickets list) must not reset a --config given above it
+        default=argparse.SUPPRESS,
         help="config file (default: $GATEWAY_CONFIG, then ./gateway.toml)",
     )
     p = argparse.ArgumentParser(prog="gateway", description="Email-first helpdesk gateway")
@@ -92,6 +93,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
     try:
         return _dispatch(args)
     except ConfigError as exc:
