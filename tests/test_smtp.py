@@ -303,3 +303,23 @@ def test_ambiguous_from_does_not_break_intake(daemon: Daemon) -> None:
     for frm in ("alice@acme.test<mallory@evil.test>", '"support@acme.test"@evil.test', "<>"):
         code, _ = daemon.send(make_mail(sender=frm), sender="mallory@evil.test")
         assert code == 250, frm
+
+
+def test_no_acknowledgement_to_daemons_and_noreply_senders(daemon: Daemon) -> None:
+    for local in ("postmaster", "MAILER-DAEMON", "no-reply"):
+        who = f"{local}@{uuid.uuid4().hex[:8]}.test"
+        code, text = daemon.send(make_mail(sender=who), sender=who)
+        assert code == 250, text
+        ref = _ref(text)
+        acks = daemon.query(
+            "SELECT o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+            "WHERE t.ref = ? AND o.kind = 'ack'",
+            ref,
+        )
+        assert acks == [], local
+        notices = daemon.query(
+            "SELECT o.id FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+            "WHERE t.ref = ? AND o.kind = 'notice'",
+            ref,
+        )
+        assert len(notices) == 1  # the agents still hear of it
