@@ -120,7 +120,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         cfg = load_config(args.path or args.config or default_config_path())
         n_addr = sum(len(t.addresses) for t in cfg.tenants)
-        print(f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses")
+        n_box = sum(len(t.imap) for t in cfg.tenants)
+        print(f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses, {n_box} mailboxes")
         return 0
     if args.command == "secrets":  # reads the file itself: a bad secret must not stop it
         from gateway import secrets_cli
@@ -243,7 +244,9 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
         store_error = str(exc)
     except Exception as exc:
         store_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    daemon = _daemon_status(config)
     report = {
+        "daemon": daemon,
         "scanner": {
             "address": config.scanner.address,
             "reachable": reachable,
@@ -260,7 +263,40 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
             f"store    {report['store']['url']}  "
             + (f"schema {schema}" if schema else f"NOT READY: {store_error}")
         )
+        _print_daemon(daemon)
     return 0 if reachable and schema else EX_UNAVAILABLE
+
+
+def _print_daemon(daemon: dict[str, Any] | None) -> None:
+    if daemon is None:
+        print("daemon   not running (no fresh status file)")
+        return
+    err = daemon.get("last_config_error")
+    print(
+        f"daemon   pid {daemon['pid']}, config generation {daemon['config_generation']}"
+        + (f", last reload refused: {err}" if err else "")
+    )
+    for m in daemon.get("mailboxes", []):
+        state = "idling" if m["idling"] else "connected" if m["connected"] else "DOWN"
+        print(
+            f"imap     {m['tenant']} {m['mailbox']}  {state}, backlog {m['backlog']}, "
+            f"committed {m['committed']}, quarantined {m['quarantined']}"
+            + (f", last error: {m['last_error']}" if m["last_error"] else "")
+        )
+
+
+def _daemon_status(config: GatewayConfig) -> dict[str, Any] | None:
+    """What the running daemon last wrote (it rewrites it every second), if fresh."""
+    import time
+
+    path = config.data_dir / "status.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or time.time() - float(data.get("written_at", 0)) > 10:
+        return None
+    return data
 
 
 def _safe_url(url: str) -> str:

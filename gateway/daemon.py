@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
+from gateway.imap_intake import MailboxWorker
 from gateway.pipeline import Pipeline
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
@@ -70,6 +75,18 @@ async def open_services(config: GatewayConfig):  # type: ignore[no-untyped-def]
         await services.close()
 
 
+async def write_status(path: Path, snapshot: Callable[[], dict[str, object]]) -> None:
+    """The daemon's state for ``gateway status`` (another process): a file, renamed in whole."""
+    tmp = path.with_suffix(".tmp")
+    while True:
+        try:
+            tmp.write_text(json.dumps(snapshot(), indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("status.write_failed", error=str(exc))
+        await asyncio.sleep(1.0)
+
+
 async def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
     loop = asyncio.get_running_loop()
@@ -90,6 +107,33 @@ async def run_daemon(config_path: Path) -> int:
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
+        mailboxes = [
+            MailboxWorker(config, tenant, box, services.pipeline, services.writer)
+            for tenant in config.tenants
+            for box in tenant.imap
+        ]
+        imap_tasks = [asyncio.create_task(m.run(), name=f"imap:{m.box.key}") for m in mailboxes]
+        last_error: list[str] = []
+
+        def snapshot() -> dict[str, object]:
+            return {
+                "pid": os.getpid(),
+                "written_at": time.time(),
+                "config_generation": generation,
+                "last_config_error": last_error[0] if last_error else None,
+                "smtp": {"host": host, "port": port},
+                "scanner": {
+                    "address": services.scanner.config.address,
+                    "reachable": services.scanner.reachable,
+                    "last_checked": services.scanner.last_checked,
+                },
+                "outbox": {"sent": services.delivery.sent, "failed": services.delivery.failed},
+                "mailboxes": [m.state.as_dict() for m in mailboxes],
+            }
+
+        status = asyncio.create_task(
+            write_status(config.data_dir / "status.json", snapshot), name="status-file"
+        )
 
         def reload() -> None:
             nonlocal generation
@@ -97,7 +141,9 @@ async def run_daemon(config_path: Path) -> int:
                 new = load_config(config_path)
             except ConfigError as exc:
                 log.error("config.reload_refused", problems=exc.problems)
+                last_error[:] = ["; ".join(exc.problems)[:2000]]
                 return
+            last_error.clear()
             services.pipeline.configure(new)
             services.delivery.configure(new)
             generation += 1
@@ -114,7 +160,7 @@ async def run_daemon(config_path: Path) -> int:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
                 await handler.idle.wait()
-        for task in (probe, delivery):
+        for task in (probe, delivery, status, *imap_tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

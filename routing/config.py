@@ -20,6 +20,7 @@ from routing.errors import ConfigError
 __all__ = [
     "Agent",
     "GatewayConfig",
+    "ImapMailbox",
     "LimitsConfig",
     "OutboundAccount",
     "OutboundSettings",
@@ -56,6 +57,30 @@ class OutboundAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapMailbox:
+    """A support mailbox at the tenant's provider that the gateway drains."""
+
+    host: str
+    username: str
+    port: int = 993
+    security: str = "tls"  # tls | none (plain only to 127.0.0.1)
+    password: str = field(default="", repr=False)
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    idle: bool = True
+    poll_interval: float = 60.0
+    address: str = ""  # the tenant address this mailbox receives for
+    timeout: float = 30.0  # every IMAP command
+    max_failures: int = 5  # deferrals of one message before it is quarantined
+    ca_file: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}/{self.folder}"
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     slug: str
     name: str
@@ -64,6 +89,7 @@ class Tenant:
     agents: tuple[Agent, ...] = ()
     acknowledge: bool = True
     outbound: OutboundAccount | None = None
+    imap: tuple[ImapMailbox, ...] = ()
 
     @property
     def from_address(self) -> str:
@@ -379,6 +405,74 @@ def _account(
     )
 
 
+def _mailboxes(
+    c: _Checker,
+    raw: Any,
+    base: str,
+    slug: str,
+    addresses: list[str],
+    key_file: Path,
+    base_dir: Path,
+) -> tuple[ImapMailbox, ...]:
+    if not isinstance(raw, list):
+        c.error(f"{base}.imap", "expected [[tenants.imap]] tables")
+        return ()
+    out: list[ImapMailbox] = []
+    keys = {
+        "host", "port", "security", "username", "password", "folder", "processed_folder",
+        "quarantine_folder", "idle", "poll_interval", "address", "timeout", "max_failures",
+        "ca_file",
+    }  # fmt: skip
+    for i, m in enumerate(raw):
+        mb = f"{base}.imap[{i}]"
+        if not isinstance(m, dict):
+            c.error(mb, "expected a table")
+            continue
+        c.unknown(m, keys, mb)
+        d = ImapMailbox(host="", username="")
+        host = c.take(m, "host", mb, str, "")
+        username = c.take(m, "username", mb, str, "")
+        for key, value in (("host", host), ("username", username)):
+            if not value:
+                c.error(f"{mb}.{key}", "required")
+        security = c.take(m, "security", mb, str, "tls")
+        if security not in ("tls", "none"):
+            c.error(f"{mb}.security", "must be 'tls' or 'none' (STARTTLS is not supported yet)")
+        if security == "none" and host not in ("127.0.0.1", "::1", "localhost"):
+            c.error(f"{mb}.security", "plain IMAP only to 127.0.0.1; use 'tls'")
+        stored = c.take(m, "password", mb, str, "")
+        password = _decrypt(c, stored, f"{mb}.password", slug, key_file) if stored else ""
+        address = c.take(m, "address", mb, str, addresses[0] if addresses else "").lower()
+        if addresses and address not in addresses:
+            c.error(f"{mb}.address", f"must be one of the tenant's addresses {addresses}")
+        ca_file = c.take(m, "ca_file", mb, str, "")
+        values: dict[str, Any] = {
+            "port": c.take(m, "port", mb, int, 993 if security == "tls" else 143),
+            "folder": c.take(m, "folder", mb, str, d.folder),
+            "processed_folder": c.take(m, "processed_folder", mb, str, d.processed_folder),
+            "quarantine_folder": c.take(m, "quarantine_folder", mb, str, d.quarantine_folder),
+            "idle": c.take(m, "idle", mb, bool, True),
+            "poll_interval": c.take(m, "poll_interval", mb, float, d.poll_interval),
+            "timeout": c.take(m, "timeout", mb, float, d.timeout),
+            "max_failures": c.take(m, "max_failures", mb, int, d.max_failures),
+        }
+        for key in ("poll_interval", "timeout", "max_failures"):
+            if not values[key] > 0:
+                c.error(f"{mb}.{key}", "must be greater than 0")
+        out.append(
+            ImapMailbox(
+                host=host,
+                username=username,
+                security=security,
+                password=password,
+                address=address,
+                ca_file=base_dir / ca_file if ca_file else None,
+                **values,
+            )
+        )
+    return tuple(out)
+
+
 def _decrypt(c: _Checker, stored: str, key: str, slug: str, key_file: Path) -> str:
     """Only encrypted passwords are accepted; the error names the key and line, never the value."""
     from routing.secrets import SecretError, is_encrypted, load_keyring
@@ -405,7 +499,16 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
         base = f"tenants[{i}]"
         c.unknown(
             t,
-            {"slug", "name", "addresses", "tag_prefix", "agents", "acknowledge", "outbound"},
+            {
+                "slug",
+                "name",
+                "addresses",
+                "tag_prefix",
+                "agents",
+                "acknowledge",
+                "outbound",
+                "imap",
+            },
             base,
         )
         slug = c.take(t, "slug", base, str, "")
@@ -455,6 +558,7 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                 outbound=_account(
                     c, t.get("outbound"), f"{base}.outbound", slug, key_file, base_dir
                 ),
+                imap=_mailboxes(c, t.get("imap", []), base, slug, clean, key_file, base_dir),
             )
         )
     return tuple(out)

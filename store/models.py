@@ -27,6 +27,7 @@ __all__ = [
     "attachments",
     "audit_events",
     "bouncing",
+    "imap_state",
     "message_ids",
     "messages",
     "metadata",
@@ -183,6 +184,20 @@ outbox = Table(
     UniqueConstraint("message_id"),
     Index(None, "status", "next_attempt_at"),
     Index(None, "tenant", "kind", "to_addr", "created_at"),
+)
+
+# Where each IMAP mailbox stands: a changed UIDVALIDITY means a full resync,
+# which the dedupe keys make harmless.
+imap_state = Table(
+    "imap_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("mailbox", String(512), nullable=False),
+    Column("uidvalidity", Integer, nullable=False),
+    Column("last_uid", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("tenant", "mailbox"),
 )
 
 # Addresses whose mail from us bounced permanently (5.x.x): not mailed again

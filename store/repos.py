@@ -17,6 +17,7 @@ from store.models import (
     attachments,
     audit_events,
     bouncing,
+    imap_state,
     message_ids,
     messages,
     outbox,
@@ -33,6 +34,7 @@ __all__ = [
     "clear_bouncing",
     "enqueue_outbox",
     "find_message",
+    "imap_position",
     "insert_attachments",
     "insert_message",
     "is_participant",
@@ -41,6 +43,7 @@ __all__ = [
     "now",
     "participants_of",
     "record_message_id",
+    "save_imap_position",
     "sent_by_us",
     "thread_ids",
     "ticket_by_number",
@@ -385,3 +388,26 @@ def sent_by_us(conn: Connection, tenant: str, ids: Sequence[str]) -> list[str]:
         )
     )
     return [r[0] for r in rows]
+
+
+def imap_position(conn: Connection, tenant: str, mailbox: str) -> tuple[int, int] | None:
+    """(UIDVALIDITY, last committed UID) of a mailbox, if it was ever drained."""
+    row = conn.execute(
+        select(imap_state.c.uidvalidity, imap_state.c.last_uid).where(
+            imap_state.c.tenant == tenant, imap_state.c.mailbox == mailbox
+        )
+    ).first()
+    return (int(row[0]), int(row[1])) if row is not None else None
+
+
+def save_imap_position(
+    conn: Connection, tenant: str, mailbox: str, uidvalidity: int, last_uid: int
+) -> None:
+    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now()}
+    res = conn.execute(
+        update(imap_state)
+        .where(imap_state.c.tenant == tenant, imap_state.c.mailbox == mailbox)
+        .values(**values)
+    )
+    if not res.rowcount:
+        conn.execute(insert(imap_state), {"tenant": tenant, "mailbox": mailbox, **values})

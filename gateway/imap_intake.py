@@ -1,0 +1,349 @@
+"""IMAP intake: drain a tenant's mailbox through the same pipeline as SMTP, pushed by IDLE.
+
+The mailbox is the queue. A message leaves its folder (MOVE, or COPY +
+\\Deleted + UID EXPUNGE) only after the pipeline committed it, so a crash at
+any point leaves it where it was and the next session offers it again; the
+dedupe keys make that second pass harmless. A temporary verdict leaves it in
+place; a permanent refusal, or ``max_failures`` deferrals of the same
+message, moves it to the quarantine folder with an audit event, so one bad
+message never blocks the rest. Every IMAP command has a timeout (a server
+that vanishes during IDLE would otherwise hang us), and a lost session
+reconnects with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import Any
+
+import aioimaplib
+import structlog
+from sqlalchemy.engine import Connection
+
+from gateway.pipeline import Pipeline
+from parsers.types import Envelope, RawMessage
+from routing.config import GatewayConfig, ImapMailbox, Tenant
+from routing.verdicts import Accepted, Defer, Outcome, Reject
+from store import repos
+from store.faults import crash_point
+from store.writer import Writer
+
+__all__ = ["MailboxState", "MailboxWorker"]
+
+log = structlog.get_logger("gateway.imap")
+
+_IDLE_RENEW = 25 * 60  # RFC 2177: re-issue before the server's 30-minute cut
+_IDLE_CHECK = 30.0  # wake from IDLE this often to check the session is alive
+_BATCH = 50  # UIDs whose sizes are fetched at once; bodies go one at a time
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_FETCH_SIZE = re.compile(rb"UID (\d+).*RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+).*UID (\d+)")
+
+
+class SessionLost(Exception):
+    """The server went away or said something we cannot go on from."""
+
+
+@dataclass
+class MailboxState:
+    """What ``gateway status`` shows for a mailbox."""
+
+    tenant: str
+    mailbox: str
+    connected: bool = False
+    idling: bool = False
+    last_success: float | None = None
+    backlog: int = 0
+    last_error: str | None = None
+    committed: int = 0
+    quarantined: int = 0
+    failures: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "mailbox": self.mailbox,
+            "connected": self.connected,
+            "idling": self.idling,
+            "last_success": self.last_success,
+            "backlog": self.backlog,
+            "last_error": self.last_error,
+            "committed": self.committed,
+            "quarantined": self.quarantined,
+        }
+
+
+class MailboxWorker:
+    """One task per configured mailbox: connect, drain, IDLE, repeat; never raises."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        tenant: Tenant,
+        box: ImapMailbox,
+        pipeline: Pipeline,
+        writer: Writer,
+    ) -> None:
+        self.config = config
+        self.tenant = tenant
+        self.box = box
+        self.pipeline = pipeline
+        self.writer = writer
+        self.state = MailboxState(tenant.slug, box.key)
+        self.max_size = config.smtp.max_message_size
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every fault ends the session; we come back
+                self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning(
+                    "imap.session_lost",
+                    tenant=self.tenant.slug,
+                    mailbox=self.box.key,
+                    error=self.state.last_error,
+                )
+            self.state.connected = self.state.idling = False
+            if self.state.last_success and time.time() - self.state.last_success < 60:
+                delay = 1.0  # it worked a moment ago: come back fast
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 300.0)
+
+    # -- one session ---------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        box = self.box
+        lost = asyncio.Event()
+        imap = self._client(lambda _exc: lost.set())
+        try:
+            await imap.wait_hello_from_server()
+            _ok(await imap.login(box.username, box.password), "LOGIN")
+            self.state.connected = True
+            for folder in (box.processed_folder, box.quarantine_folder):
+                await imap.create(folder)  # NO [ALREADYEXISTS] is fine
+            selected = _ok(await imap.select(box.folder), "SELECT")
+            uidvalidity = _uidvalidity(selected)
+            await self._check_uidvalidity(uidvalidity)
+            self.state.last_error = None
+            while True:
+                if lost.is_set():
+                    raise SessionLost("connection lost")
+                deferred = await self._drain(imap, uidvalidity)
+                self.state.last_success = time.time()
+                if deferred:  # something must be retried: do not spin on it
+                    await asyncio.sleep(min(box.poll_interval, 5.0))
+                    continue
+                if box.idle and imap.has_capability("IDLE"):
+                    await self._idle(imap, lost)
+                else:
+                    await asyncio.sleep(box.poll_interval)
+                    _ok(await imap.noop(), "NOOP")
+        finally:
+            self.state.connected = self.state.idling = False
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await imap.logout()
+
+    def _client(self, on_lost: Any) -> aioimaplib.IMAP4:
+        box = self.box
+        if box.security == "tls":
+            context = ssl.create_default_context(
+                cafile=str(box.ca_file) if box.ca_file is not None else None
+            )
+            client = aioimaplib.IMAP4_SSL(
+                box.host, box.port, timeout=box.timeout, ssl_context=context
+            )
+            client.protocol.conn_lost_cb = on_lost
+            return client
+        return aioimaplib.IMAP4(box.host, box.port, timeout=box.timeout, conn_lost_cb=on_lost)
+
+    async def _check_uidvalidity(self, uidvalidity: int) -> None:
+        slug, key = self.tenant.slug, self.box.key
+
+        def work(conn: Connection) -> None:
+            known = repos.imap_position(conn, slug, key)
+            if known is not None and known[0] != uidvalidity:
+                repos.add_audit(
+                    conn,
+                    slug,
+                    "imap.uidvalidity_changed",
+                    actor=key,
+                    detail={"old": known[0], "new": uidvalidity},
+                )
+                repos.save_imap_position(conn, slug, key, uidvalidity, 0)
+            elif known is None:
+                repos.save_imap_position(conn, slug, key, uidvalidity, 0)
+
+        await self.writer.submit(work)
+
+    async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
+        """Wait for the server to say something changed, for at most _IDLE_RENEW."""
+        started = time.monotonic()
+        idle = await imap.idle_start(timeout=_IDLE_RENEW)
+        self.state.idling = True
+        try:
+            while time.monotonic() - started < _IDLE_RENEW:
+                if lost.is_set():
+                    raise SessionLost("connection lost while idling")
+                try:
+                    push = await imap.wait_server_push(timeout=_IDLE_CHECK)
+                except TimeoutError:
+                    continue
+                if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                lines = [bytes(x) for x in push] if isinstance(push, list) else []
+                if any(line.startswith(b"BYE") or b" BYE " in line for line in lines):
+                    raise SessionLost("server said BYE")
+                if any(line.endswith(b"EXISTS") or b"RECENT" in line for line in lines):
+                    break
+        finally:
+            self.state.idling = False
+            if imap.has_pending_idle():
+                imap.idle_done()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.box.timeout):
+                        await idle
+
+    # -- draining --------------------------------------------------------------------------
+
+    async def _drain(self, imap: aioimaplib.IMAP4, uidvalidity: int) -> int:
+        """Offer every message in the folder to the pipeline; return how many were deferred."""
+        resp = _ok(await imap.uid_search("ALL", charset=None), "UID SEARCH")
+        uids = sorted(
+            {int(x) for line in resp.lines[:1] for x in bytes(line).split() if x.isdigit()}
+        )
+        self.state.backlog = len(uids)
+        deferred = 0
+        for start in range(0, len(uids), _BATCH):
+            batch = uids[start : start + _BATCH]
+            sizes = await self._sizes(imap, batch)
+            for uid in batch:
+                if not await self._one(imap, uid, sizes.get(uid, 0), uidvalidity):
+                    deferred += 1
+                self.state.backlog -= 1
+        return deferred
+
+    async def _sizes(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
+        resp = _ok(await imap.uid("fetch", ",".join(map(str, uids)), "(RFC822.SIZE)"), "FETCH")
+        out: dict[int, int] = {}
+        for line in resp.lines:
+            m = _FETCH_SIZE.search(bytes(line)) if isinstance(line, bytes | bytearray) else None
+            if m:
+                uid, size = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+                out[int(uid)] = int(size)
+        return out
+
+    async def _one(self, imap: aioimaplib.IMAP4, uid: int, size: int, uidvalidity: int) -> bool:
+        """True when the message left the folder (committed or quarantined)."""
+        if size > self.max_size:
+            outcome: Outcome = Reject(552, "5.3.4", f"message of {size} bytes is over the limit")
+        else:
+            resp = _ok(await imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
+            data = _literal(resp)
+            if data is None:
+                raise SessionLost(f"no body in FETCH of UID {uid}")
+            outcome = await self.pipeline.process(self._raw(data))
+        if isinstance(outcome, Accepted):
+            crash_point("imap_after_commit_before_move")
+            await self._move(imap, uid, self.box.processed_folder)
+            await self._advance(uidvalidity, uid)
+            self.state.committed += 1
+            self.state.failures.pop(uid, None)
+            return True
+        if isinstance(outcome, Defer):
+            n = self.state.failures[uid] = self.state.failures.get(uid, 0) + 1
+            if n < self.box.max_failures:
+                return False
+            reason = f"deferred {n} times: {outcome.code} {outcome.enhanced} {outcome.text}"
+        else:
+            reason = f"{outcome.code} {outcome.enhanced} {outcome.text}"
+        await self._quarantine(imap, uid, reason)
+        self.state.failures.pop(uid, None)
+        return True
+
+    def _raw(self, data: bytes) -> RawMessage:
+        """The envelope IMAP lost: Return-Path as sender, Delivered-To (plus-token kept) if ours."""
+        head = BytesHeaderParser().parsebytes(data[:65536])
+        sender = getaddresses([str(head.get("Return-Path", "") or head.get("From", ""))])
+        rcpt = self.box.address
+        for value in head.get_all("Delivered-To") or []:
+            addr = getaddresses([str(value)])[0][1].lower()
+            local, _, domain = addr.partition("@")
+            if f"{local.split('+', 1)[0]}@{domain}" == self.box.address:
+                rcpt = addr
+                break
+        envelope = Envelope(
+            mail_from=sender[0][1] if sender else "",
+            rcpt_tos=(rcpt,),
+            peer=f"imap:{self.box.host}",
+        )
+        return RawMessage(envelope, data, "imap")
+
+    async def _quarantine(self, imap: aioimaplib.IMAP4, uid: int, reason: str) -> None:
+        await self._move(imap, uid, self.box.quarantine_folder)
+        self.state.quarantined += 1
+        slug, key = self.tenant.slug, self.box.key
+
+        def work(conn: Connection) -> None:
+            repos.add_audit(
+                conn, slug, "imap.quarantined", actor=key, detail={"uid": uid, "reason": reason}
+            )
+
+        await self.writer.submit(work)
+        log.warning("imap.quarantined", tenant=slug, mailbox=key, uid=uid, reason=reason)
+
+    async def _move(self, imap: aioimaplib.IMAP4, uid: int, folder: str) -> None:
+        if imap.has_capability("MOVE"):
+            _ok(await imap.uid("move", str(uid), folder), "UID MOVE")
+            return
+        _ok(await imap.uid("copy", str(uid), folder), "UID COPY")
+        _ok(await imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        if imap.has_capability("UIDPLUS"):
+            _ok(await imap.uid("expunge", str(uid)), "UID EXPUNGE")
+        else:
+            _ok(await imap.expunge(), "EXPUNGE")
+
+    async def _advance(self, uidvalidity: int, uid: int) -> None:
+        slug, key = self.tenant.slug, self.box.key
+
+        def work(conn: Connection) -> None:
+            known = repos.imap_position(conn, slug, key)
+            if known is None or known[1] < uid:
+                repos.save_imap_position(conn, slug, key, uidvalidity, uid)
+
+        await self.writer.submit(work)
+
+
+def _ok(resp: Any, what: str) -> Any:
+    if getattr(resp, "result", None) != "OK":
+        lines = getattr(resp, "lines", [])
+        detail = bytes(lines[-1]).decode("utf-8", "replace")[:200] if lines else ""
+        raise SessionLost(f"{what} failed: {getattr(resp, 'result', '?')} {detail}")
+    return resp
+
+
+def _uidvalidity(resp: Any) -> int:
+    for line in resp.lines:
+        m = _UIDVALIDITY.search(bytes(line))
+        if m:
+            return int(m.group(1))
+    raise SessionLost("SELECT gave no UIDVALIDITY")
+
+
+def _literal(resp: Any) -> bytes | None:
+    """The message bytes of a one-message FETCH BODY[] response."""
+    for line in resp.lines:
+        if isinstance(line, bytearray):
+            return bytes(line)
+    return None
