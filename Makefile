@@ -15,14 +15,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway run --config gateway.toml
 
-# Debian packages the tests run for real (clamd). Needs root; skipped when present.
+# Debian packages the tests run for real (clamd, Dovecot). Needs root; skipped when present.
+DEBS := clamav-daemon dovecot-imapd
 system-deps:
-	@if ! command -v clamd >/dev/null 2>&1 && [ ! -x /usr/sbin/clamd ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clamav-daemon >/dev/null; \
-	  else \
-	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clamav-daemon >/dev/null; \
-	  fi; \
+	@if [ ! -x /usr/sbin/clamd ] || [ ! -x /usr/sbin/dovecot ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	fi
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ import random
 import re
 import ssl
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
@@ -98,10 +99,12 @@ class MailboxWorker:
         self.writer = writer
         self.state = MailboxState(tenant.slug, box.key)
         self.max_size = config.smtp.max_message_size
+        self._lost = asyncio.Event()
 
     async def run(self) -> None:
         delay = 1.0
         while True:
+            before = self.state.committed + self.state.quarantined
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -115,8 +118,8 @@ class MailboxWorker:
                     error=self.state.last_error,
                 )
             self.state.connected = self.state.idling = False
-            if self.state.last_success and time.time() - self.state.last_success < 60:
-                delay = 1.0  # it worked a moment ago: come back fast
+            if self.state.committed + self.state.quarantined > before:
+                delay = 1.0  # the session got work done: come back fast
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, 300.0)
 
@@ -124,15 +127,15 @@ class MailboxWorker:
 
     async def _session(self) -> None:
         box = self.box
-        lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         imap = self._client(lambda _exc: lost.set())
         try:
-            await imap.wait_hello_from_server()
-            _ok(await imap.login(box.username, box.password), "LOGIN")
+            await self._call(imap.wait_hello_from_server(), "greeting", check=False)
+            await self._call(imap.login(box.username, box.password), "LOGIN")
             self.state.connected = True
             for folder in (box.processed_folder, box.quarantine_folder):
-                await imap.create(folder)  # NO [ALREADYEXISTS] is fine
-            selected = _ok(await imap.select(box.folder), "SELECT")
+                await self._call(imap.create(folder), "CREATE", check=False)  # may exist
+            selected = await self._call(imap.select(box.folder), "SELECT")
             uidvalidity = _uidvalidity(selected)
             await self._check_uidvalidity(uidvalidity)
             self.state.last_error = None
@@ -148,12 +151,39 @@ class MailboxWorker:
                     await self._idle(imap, lost)
                 else:
                     await asyncio.sleep(box.poll_interval)
-                    _ok(await imap.noop(), "NOOP")
+                    await self._call(imap.noop(), "NOOP")
         finally:
             self.state.connected = self.state.idling = False
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await imap.logout()
+            if not lost.is_set():  # a polite LOGOUT, but never a wait on a dead session
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await imap.logout()
+            transport = getattr(imap.protocol, "transport", None)
+            if transport is not None:
+                transport.close()
+
+    async def _call(self, aw: Awaitable[Any], what: str, *, check: bool = True) -> Any:
+        """One IMAP command under our own deadline, abandoned at once if the session dies.
+
+        aioimaplib drops its timeout for UID MOVE/COPY/STORE/EXPUNGE, and a
+        command in flight when the server goes away never completes.
+        """
+        cmd = asyncio.ensure_future(aw)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {cmd, lost}, timeout=self.box.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+        if cmd in done:
+            return _ok(cmd.result(), what) if check else cmd.result()
+        # Not awaited: aioimaplib may sit out its own timeout before it notices.
+        cmd.add_done_callback(_consume)
+        cmd.cancel()
+        if self._lost.is_set():
+            raise SessionLost(f"{what}: connection lost")
+        raise SessionLost(f"{what}: no answer in {self.box.timeout:g}s")
 
     def _client(self, on_lost: Any) -> aioimaplib.IMAP4:
         box = self.box
@@ -190,14 +220,22 @@ class MailboxWorker:
     async def _idle(self, imap: aioimaplib.IMAP4, lost: asyncio.Event) -> None:
         """Wait for the server to say something changed, for at most _IDLE_RENEW."""
         started = time.monotonic()
-        idle = await imap.idle_start(timeout=_IDLE_RENEW)
+        async with asyncio.timeout(self.box.timeout):
+            idle = await imap.idle_start(timeout=_IDLE_RENEW)
         self.state.idling = True
         try:
             while time.monotonic() - started < _IDLE_RENEW:
                 if lost.is_set():
                     raise SessionLost("connection lost while idling")
+                waiter = asyncio.ensure_future(imap.wait_server_push(timeout=_IDLE_CHECK))
+                gone = asyncio.ensure_future(lost.wait())
+                await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                gone.cancel()
+                if not waiter.done():
+                    waiter.cancel()
+                    raise SessionLost("connection lost while idling")
                 try:
-                    push = await imap.wait_server_push(timeout=_IDLE_CHECK)
+                    push = waiter.result()
                 except TimeoutError:
                     continue
                 if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
@@ -219,7 +257,7 @@ class MailboxWorker:
 
     async def _drain(self, imap: aioimaplib.IMAP4, uidvalidity: int) -> int:
         """Offer every message in the folder to the pipeline; return how many were deferred."""
-        resp = _ok(await imap.uid_search("ALL", charset=None), "UID SEARCH")
+        resp = await self._call(imap.uid_search("ALL", charset=None), "UID SEARCH")
         uids = sorted(
             {int(x) for line in resp.lines[:1] for x in bytes(line).split() if x.isdigit()}
         )
@@ -235,7 +273,9 @@ class MailboxWorker:
         return deferred
 
     async def _sizes(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
-        resp = _ok(await imap.uid("fetch", ",".join(map(str, uids)), "(RFC822.SIZE)"), "FETCH")
+        resp = await self._call(
+            imap.uid("fetch", ",".join(map(str, uids)), "(RFC822.SIZE)"), "FETCH"
+        )
         out: dict[int, int] = {}
         for line in resp.lines:
             m = _FETCH_SIZE.search(bytes(line)) if isinstance(line, bytes | bytearray) else None
@@ -249,7 +289,7 @@ class MailboxWorker:
         if size > self.max_size:
             outcome: Outcome = Reject(552, "5.3.4", f"message of {size} bytes is over the limit")
         else:
-            resp = _ok(await imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
+            resp = await self._call(imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
             data = _literal(resp)
             if data is None:
                 raise SessionLost(f"no body in FETCH of UID {uid}")
@@ -305,14 +345,14 @@ class MailboxWorker:
 
     async def _move(self, imap: aioimaplib.IMAP4, uid: int, folder: str) -> None:
         if imap.has_capability("MOVE"):
-            _ok(await imap.uid("move", str(uid), folder), "UID MOVE")
+            await self._call(imap.uid("move", str(uid), folder), "UID MOVE")
             return
-        _ok(await imap.uid("copy", str(uid), folder), "UID COPY")
-        _ok(await imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+        await self._call(imap.uid("copy", str(uid), folder), "UID COPY")
+        await self._call(imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
         if imap.has_capability("UIDPLUS"):
-            _ok(await imap.uid("expunge", str(uid)), "UID EXPUNGE")
+            await self._call(imap.uid("expunge", str(uid)), "UID EXPUNGE")
         else:
-            _ok(await imap.expunge(), "EXPUNGE")
+            await self._call(imap.expunge(), "EXPUNGE")
 
     async def _advance(self, uidvalidity: int, uid: int) -> None:
         slug, key = self.tenant.slug, self.box.key
@@ -323,6 +363,12 @@ class MailboxWorker:
                 repos.save_imap_position(conn, slug, key, uidvalidity, uid)
 
         await self.writer.submit(work)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned command's outcome so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _ok(resp: Any, what: str) -> Any:

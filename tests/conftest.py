@@ -7,6 +7,7 @@ import pytest
 
 from tests.clamd_harness import Clamd, clamd, clamd_factory  # noqa: F401  (fixtures)
 from tests.daemon import Daemon
+from tests.dovecot_harness import dovecot, dovecot_factory  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")
