@@ -100,6 +100,7 @@ class MailboxWorker:
         self.state = MailboxState(tenant.slug, box.key)
         self.max_size = config.smtp.max_message_size
         self._lost = asyncio.Event()
+        self._arrived = False
 
     async def run(self) -> None:
         delay = 1.0
@@ -142,8 +143,11 @@ class MailboxWorker:
             while True:
                 if lost.is_set():
                     raise SessionLost("connection lost")
+                self._arrived = False
                 deferred = await self._drain(imap, uidvalidity)
                 self.state.last_success = time.time()
+                if self._arrived:  # IDLE would not announce it again: drain now
+                    continue
                 if deferred:  # something must be retried: do not spin on it
                     await asyncio.sleep(min(box.poll_interval, 5.0))
                     continue
@@ -177,7 +181,10 @@ class MailboxWorker:
         finally:
             lost.cancel()
         if cmd in done:
-            return _ok(cmd.result(), what) if check else cmd.result()
+            resp = cmd.result()
+            if any(bytes(x).endswith(b"EXISTS") for x in getattr(resp, "lines", [])[:-1]):
+                self._arrived = True  # new mail announced inside another command's answer
+            return _ok(resp, what) if check else resp
         # Not awaited: aioimaplib may sit out its own timeout before it notices.
         cmd.add_done_callback(_consume)
         cmd.cancel()

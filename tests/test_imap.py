@@ -8,6 +8,7 @@ SIGKILL of the gateway between the commit and the MOVE.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -188,5 +189,77 @@ def test_infected_goes_to_quarantine_and_scanner_down_leaves_it_in_place(
         assert imap.count(USER) == 1 and _messages(d) == 0  # deferred: left where it was
         scanner.start()
         assert _wait(lambda: _messages(d) == 1 and imap.count(USER) == 0, timeout=30), d.log_text()
+    finally:
+        d.kill()
+
+
+def test_corpus_through_imap_scores_as_through_smtp(
+    tmp_path: Path,
+    dovecot_factory,
+    clamd: Clamd,  # type: ignore[no-untyped-def]
+) -> None:
+    """200 generated messages, wave by wave, into each tenant's own mailbox."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_corpus import GEN, TAG, assert_every_class_right
+
+    out = tmp_path / "corpus"
+    subprocess.run(
+        [sys.executable, str(GEN), str(out), "--count", "200", "--seed", "3"],
+        check=True,
+        capture_output=True,
+    )
+    exp = json.loads((out / "expectations.json").read_text())
+    server = dovecot_factory({"support": PASSWORD, "help": PASSWORD})
+    keys = load_keyring(tmp_path / "gw" / "var" / "keys.toml")
+    box = (
+        '[[tenants.imap]]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        'username = "{user}"\npassword = "{pw}"\npoll_interval = 1\ntimeout = 10\n'
+    )
+    d = Daemon(
+        tmp_path / "gw",
+        scanner=clamd.address,
+        acme_extra=box.format(
+            port=server.port,
+            user="support",
+            pw=keys.encrypt(PASSWORD, tenant="acme", field="password"),
+        ),
+        extra=box.format(
+            port=server.port,
+            user="help",
+            pw=keys.encrypt(PASSWORD, tenant="globex", field="password"),
+        ),
+    )
+    user_of = {"support@acme.test": "support", "help@globex.test": "help"}
+    by_file = {m["file"]: m for m in exp["messages"]}
+    root_thread = {t["root_file"]: tid for tid, t in exp["threads"].items()}
+    thread_ref: dict[str, str] = {}
+    sent: dict[str, bytes] = {}
+    try:
+        d.start()
+        for wave in range(exp["waves"]):
+            names = sorted(f for f in by_file if f.startswith(f"w{wave:02d}-"))
+            for name in names:
+                raw = (out / name).read_bytes()
+                raw = TAG.sub(lambda g: thread_ref.get(g.group(1).decode(), "x").encode(), raw)
+                sent[name] = raw
+                server.save(user_of[by_file[name]["to"]], raw)
+            assert _wait(
+                lambda: server.count("support") == 0 and server.count("help") == 0, timeout=120
+            ), d.log_text()
+            for name in names:
+                if name in root_thread:
+                    sha = hashlib.sha256(sent[name]).hexdigest()
+                    rows = d.query(
+                        "SELECT t.ref FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+                        "WHERE m.raw_sha256 = ?",
+                        sha,
+                    )
+                    if rows:
+                        thread_ref[root_thread[name]] = rows[0][0]
+        assert server.count("support", "Quarantine") + server.count("help", "Quarantine") == 0
+        assert_every_class_right(d, exp, sent)
     finally:
         d.kill()
