@@ -18,20 +18,24 @@ from pathlib import Path
 
 import structlog
 
+from gateway import metrics
 from gateway.imap_intake import MailboxWorker
 from gateway.pipeline import Pipeline
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
+from gateway.web import make_app, start_http
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
 from store.blobs import BlobStore
 from store.db import create_engine, create_writer_engine, upgrade
+from store.queries import store_status
 from store.writer import Writer
 
 __all__ = ["Services", "make_scanner", "open_services", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
+__version__ = "0.1.0"
 
 
 class Services:
@@ -134,6 +138,38 @@ async def run_daemon(config_path: Path) -> int:
         status = asyncio.create_task(
             write_status(config.data_dir / "status.json", snapshot), name="status-file"
         )
+        started = time.time()
+
+        async def full_status() -> dict[str, object]:
+            store = await store_status(services.engine)
+            return {
+                "version": __version__,
+                "uptime_seconds": round(time.time() - started, 1),
+                **snapshot(),
+                "outbox": {
+                    "sent": services.delivery.sent,
+                    "failed": services.delivery.failed,
+                    **store["outbox"],
+                },
+                "tenants": store["tenants"],
+            }
+
+        async def refresh_gauges() -> None:
+            store = await store_status(services.engine)
+            metrics.OUTBOX_PENDING.set(store["outbox"]["pending"])
+            metrics.OUTBOX_OLDEST.set(store["outbox"]["oldest_age_seconds"] or 0)
+            for m in mailboxes:
+                labels = (m.tenant.slug, m.box.key)
+                metrics.IMAP_BACKLOG.labels(*labels).set(m.state.backlog)
+                metrics.IMAP_CONNECTED.labels(*labels).set(int(m.state.connected))
+
+        http_runner = None
+        if config.http.enabled:
+            app = make_app(
+                config.http, full_status, refresh_gauges, lambda: dict(services.delivery.attempts)
+            )
+            http_runner, http_port = await start_http(app, config.http.host, config.http.port)
+            log.info("http.listening", host=config.http.host, port=http_port)
 
         def reload() -> None:
             nonlocal generation
@@ -160,6 +196,8 @@ async def run_daemon(config_path: Path) -> int:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
                 await handler.idle.wait()
+        if http_runner is not None:
+            await http_runner.cleanup()
         for task in (probe, delivery, status, *imap_tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

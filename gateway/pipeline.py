@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import Connection
 
+from gateway import metrics
 from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
 from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
 from outbound.compose import Templates
@@ -361,6 +362,17 @@ def _commit_one(
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:
+    source = str(ctx.get("source", ""))
+    if "scan" in ctx:
+        metrics.SCAN_VERDICTS.labels(ctx["scan"]).inc()
+    if isinstance(outcome, Accepted):
+        metrics.MESSAGES.labels(source, "accepted", "250").inc()
+        for s in outcome.stored:
+            if s.thread_by == "new":
+                metrics.TICKETS_OPENED.labels(s.tenant).inc()
+    else:
+        result = "rejected" if isinstance(outcome, Reject) else "deferred"
+        metrics.MESSAGES.labels(source, result, str(outcome.code)).inc()
     if isinstance(outcome, Accepted):
         ctx["result"] = "accepted"
         ctx["tickets"] = [s.ticket_ref for s in outcome.stored]

@@ -57,6 +57,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self.sent = 0
         self.failed = 0
+        self.attempts: dict[tuple[str, str], int] = {}  # (kind, result) -> count, for /metrics
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -106,6 +107,9 @@ class Delivery:
         except Exception as exc:  # stays "sending": released and sent again at next start
             log.error("outbox.record_failed", id=row["id"], error=type(exc).__name__)
             return
+        self.attempts[(row["kind"], attempt.result)] = (
+            self.attempts.get((row["kind"], attempt.result), 0) + 1
+        )
         if attempt.result == "sent":
             self.sent += 1
         elif attempt.result == "failed":

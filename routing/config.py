@@ -20,6 +20,7 @@ from routing.errors import ConfigError
 __all__ = [
     "Agent",
     "GatewayConfig",
+    "HttpSettings",
     "ImapMailbox",
     "LimitsConfig",
     "OutboundAccount",
@@ -114,6 +115,18 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The web side: health, status and metrics (and, later, the clients' pages)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    enabled: bool = True
+    # bcrypt hash; when set, /status and /metrics need HTTP Basic "admin:<password>"
+    # from anywhere; when empty they answer loopback clients only.
+    admin_password_hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ScannerSettings:
     """Where clamd listens; mail with attachments is deferred when it does not answer."""
 
@@ -158,6 +171,7 @@ class GatewayConfig:
     log_format: str = "json"
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     key_file: Path | None = None
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -261,7 +275,7 @@ def load_config(path: Path | str | None = None) -> GatewayConfig:
 def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     c = _Checker(path, text)
     base_dir = path.resolve().parent
-    c.unknown(doc, {"gateway", "smtp", "scanner", "limits", "outbound", "tenants"}, "")
+    c.unknown(doc, {"gateway", "smtp", "http", "scanner", "limits", "outbound", "tenants"}, "")
 
     g = doc.get("gateway", {})
     c.unknown(
@@ -283,6 +297,23 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         c.error("gateway.log_format", "must be 'json' or 'console'")
     secret_file = base_dir / c.take(g, "secret_file", "gateway", str, str(data_dir / "secret.key"))
     key_file = base_dir / c.take(g, "key_file", "gateway", str, str(data_dir / "keys.toml"))
+
+    h = doc.get("http", {})
+    c.unknown(h, {"listen", "enabled", "admin_password_hash"}, "http")
+    http_listen = c.take(h, "listen", "http", str, "127.0.0.1:8080")
+    http_host, _, http_port = http_listen.rpartition(":")
+    if not http_host or not http_port.isdigit() or not 0 <= int(http_port) < 65536:
+        c.error("http.listen", "expected HOST:PORT")
+        http_host, http_port = "127.0.0.1", "8080"
+    admin_hash = c.take(h, "admin_password_hash", "http", str, "")
+    if admin_hash and not admin_hash.startswith(("$2b$", "$2a$", "$2y$")):
+        c.error("http.admin_password_hash", "expected a bcrypt hash ($2b$...)")
+    http = HttpSettings(
+        host=http_host,
+        port=int(http_port),
+        enabled=c.take(h, "enabled", "http", bool, True),
+        admin_password_hash=admin_hash,
+    )
 
     s = doc.get("smtp", {})
     c.unknown(s, {"listen", "max_message_size", "pipeline_timeout", "max_received"}, "smtp")
@@ -340,6 +371,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         log_format=log_format,
         outbound=outbound,
         key_file=key_file,
+        http=http,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.models import attachments, messages, participants, tickets
 
@@ -112,4 +112,44 @@ async def ticket_detail(
         "updated_at": _iso(t.updated_at),
         "participants": [{"address": a, "name": n, "role": r} for a, n, r in people],
         "messages": out_msgs,
+    }
+
+
+async def store_status(engine: AsyncEngine) -> dict[str, Any]:
+    """Outbox depth and oldest waiting mail, tickets per tenant: for /status and /metrics."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func
+
+    from store.models import outbox, tickets
+
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.status.in_(("pending", "sending"))
+                )
+            )
+        ).one()
+        per_tenant = (
+            await conn.execute(
+                select(tickets.c.tenant, tickets.c.status, func.count()).group_by(
+                    tickets.c.tenant, tickets.c.status
+                )
+            )
+        ).all()
+    oldest = row[1]
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    counts: dict[str, dict[str, int]] = {}
+    for tenant, status, n in per_tenant:
+        counts.setdefault(tenant, {})[status] = int(n)
+    return {
+        "outbox": {
+            "pending": int(row[0]),
+            "oldest_age_seconds": (
+                round((datetime.now(UTC) - oldest).total_seconds(), 1) if oldest else None
+            ),
+        },
+        "tenants": counts,
     }

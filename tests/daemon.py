@@ -32,6 +32,10 @@ listen = "127.0.0.1:0"
 max_message_size = {max_size}
 pipeline_timeout = {timeout}
 
+[http]
+listen = "127.0.0.1:0"
+{http_extra}
+
 [scanner]
 address = "{scanner}"
 deadline = {scan_deadline}
@@ -72,6 +76,7 @@ class Daemon:
         scanner: str = "127.0.0.1:9",
         scan_deadline: float = 30,
         acme_extra: str = "",
+        http_extra: str = "",
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred."""
@@ -86,6 +91,7 @@ class Daemon:
                 scanner=scanner,
                 scan_deadline=scan_deadline,
                 acme_extra=acme_extra,
+                http_extra=http_extra,
             ),
             encoding="utf-8",
         )
@@ -93,11 +99,13 @@ class Daemon:
         self.env.update(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.http_port = 0
         self.log_path = home / "daemon.log"
 
     # lifetime ---------------------------------------------------------------
     def start(self, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
         run_env = {**self.env, **(env or {})}
+        self.port = self.http_port = 0
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -111,9 +119,12 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log_path.read_bytes()[offset:].splitlines():
+                if b'"http.listening"' in line:
+                    self.http_port = json.loads(line)["port"]
                 if b'"smtp.listening"' in line:
                     self.port = json.loads(line)["port"]
-                    return self
+            if self.port and self.http_port:
+                return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_text()}")
             time.sleep(0.05)
