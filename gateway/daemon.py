@@ -79,6 +79,18 @@ async def open_services(config: GatewayConfig):  # type: ignore[no-untyped-def]
         await services.close()
 
 
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """Unretrieved task errors as one structured line, not a traceback on stderr.
+
+    aioimaplib leaves a timed-out command's task behind when a session dies;
+    that is expected and already handled (the session reconnects).
+    """
+    exc = context.get("exception")
+    name = type(exc).__name__ if exc is not None else "-"
+    level = log.debug if name in ("CommandTimeout", "Abort") else log.warning
+    level("loop.exception", error=name, message=str(context.get("message", ""))[:200])
+
+
 async def write_status(path: Path, snapshot: Callable[[], dict[str, object]]) -> None:
     """The daemon's state for ``gateway status`` (another process): a file, renamed in whole."""
     tmp = path.with_suffix(".tmp")
@@ -94,6 +106,7 @@ async def write_status(path: Path, snapshot: Callable[[], dict[str, object]]) ->
 async def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_exception)
     stop = asyncio.Event()
     generation = 1
     async with open_services(config) as services:
