@@ -24,6 +24,7 @@ from gateway.pipeline import Pipeline
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
 from gateway.web import make_app, start_http
+from gateway.web_client import ClientSite
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
@@ -177,9 +178,16 @@ async def run_daemon(config_path: Path) -> int:
                 metrics.IMAP_CONNECTED.labels(*labels).set(int(m.state.connected))
 
         http_runner = None
+        site = ClientSite(
+            config, services.writer, services.pipeline, services.blobs, services.delivery.wake
+        )
         if config.http.enabled:
             app = make_app(
-                config.http, full_status, refresh_gauges, lambda: dict(services.delivery.attempts)
+                config.http,
+                full_status,
+                refresh_gauges,
+                lambda: dict(services.delivery.attempts),
+                site.routes,
             )
             http_runner, http_port = await start_http(app, config.http.host, config.http.port)
             log.info("http.listening", host=config.http.host, port=http_port)
@@ -195,6 +203,7 @@ async def run_daemon(config_path: Path) -> int:
             last_error.clear()
             services.pipeline.configure(new)
             services.delivery.configure(new)
+            site.configure(new)
             generation += 1
             log.info("config.reloaded", generation=generation)
 

@@ -354,6 +354,7 @@ def _commit_one(
             agent=agent,
             parsed=parsed,
             sender=sender,
+            message_row=row,
         )
         react(conn, config, event, templates, repos.now())
     elif parsed.kind == "bounce" and parsed.dsn:

@@ -103,6 +103,7 @@ def make_app(
     status: StatusSource,
     refresh_gauges: Callable[[], Awaitable[None]],
     outbox_counts: Callable[[], dict[tuple[str, str], int]],
+    more_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     admin = _Admin(settings)
     collector = _OutboxCollector(outbox_counts)
@@ -133,6 +134,8 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status_view)
     app.router.add_get("/metrics", metrics_view)
+    if more_routes is not None:
+        more_routes(app)
     app.on_cleanup.append(unregister)
     return app
 

@@ -36,6 +36,7 @@ __all__ = [
     "acknowledgement",
     "agent_notice",
     "failure_notice",
+    "magic_link_mail",
     "new_message_id",
     "relay",
 ]
@@ -351,3 +352,27 @@ def failure_notice(
         rcpt_tos=tuple(a.address for a in agents),
         body=body,
     )
+
+
+def magic_link_mail(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    to_addr: str,
+    subject: str,
+    text: str,
+    now: datetime,
+) -> Composed:
+    """The sign-in link a client asked for; automatic, so robots leave it alone."""
+    msg = MIMEText(text, "plain", _UTF8)
+    mid = new_message_id("link", hostname)
+    msg["Message-ID"] = mid
+    msg["Date"] = format_datetime(now)
+    msg["From"] = formataddr((_clean(tenant.name), tenant.from_address), "utf-8")
+    msg["To"] = to_addr
+    msg["Subject"] = _header(_clean(subject))
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Loop"] = hostname
+    body = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return Composed(message_id=mid, mail_from="", rcpt_tos=(to_addr,), body=body)

@@ -45,6 +45,7 @@ class Event:
     agent: Agent | None
     parsed: ParsedMessage
     sender: str
+    message_row: int = 0  # the stored message, so a #note can be marked internal
 
 
 def react(
@@ -192,8 +193,12 @@ def _agent_reply(
             ticket_id=ev.ticket_id,
             detail={"changes": changes, "problems": problems, "note": commands.note},
         )
-    if commands.note or not text.strip():
-        return ["note"] if commands.note else []
+    if commands.note:
+        if ev.message_row:
+            repos.add_message_flag(conn, slug, ev.message_row, "internal")
+        return ["note"]
+    if not text.strip():
+        return []
     ours = {a.address for a in ev.tenant.agents} | set(ev.tenant.addresses)
     clients = [
         p

@@ -124,6 +124,13 @@ class HttpSettings:
     # bcrypt hash; when set, /status and /metrics need HTTP Basic "admin:<password>"
     # from anywhere; when empty they answer loopback clients only.
     admin_password_hash: str = field(default="", repr=False)
+    public_url: str = ""  # how clients reach us, for the links we mail; default http://listen
+    # Cookies without Secure, for plain-http development on loopback only.
+    insecure_cookies: bool = False
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +306,9 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     key_file = base_dir / c.take(g, "key_file", "gateway", str, str(data_dir / "keys.toml"))
 
     h = doc.get("http", {})
-    c.unknown(h, {"listen", "enabled", "admin_password_hash"}, "http")
+    c.unknown(
+        h, {"listen", "enabled", "admin_password_hash", "public_url", "insecure_cookies"}, "http"
+    )
     http_listen = c.take(h, "listen", "http", str, "127.0.0.1:8080")
     http_host, _, http_port = http_listen.rpartition(":")
     if not http_host or not http_port.isdigit() or not 0 <= int(http_port) < 65536:
@@ -308,11 +317,19 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     admin_hash = c.take(h, "admin_password_hash", "http", str, "")
     if admin_hash and not admin_hash.startswith(("$2b$", "$2a$", "$2y$")):
         c.error("http.admin_password_hash", "expected a bcrypt hash ($2b$...)")
+    public_url = c.take(h, "public_url", "http", str, "")
+    if public_url and not public_url.startswith(("https://", "http://")):
+        c.error("http.public_url", "expected an http:// or https:// URL")
+    insecure = c.take(h, "insecure_cookies", "http", bool, False)
+    if insecure and http_host not in ("127.0.0.1", "::1", "localhost"):
+        c.error("http.insecure_cookies", "only allowed when listening on loopback")
     http = HttpSettings(
         host=http_host,
         port=int(http_port),
         enabled=c.take(h, "enabled", "http", bool, True),
         admin_password_hash=admin_hash,
+        public_url=public_url,
+        insecure_cookies=insecure,
     )
 
     s = doc.get("smtp", {})

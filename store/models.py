@@ -26,8 +26,10 @@ from sqlalchemy import (
 __all__ = [
     "attachments",
     "audit_events",
+    "auth_events",
     "bouncing",
     "imap_state",
+    "link_tokens",
     "message_ids",
     "messages",
     "metadata",
@@ -35,6 +37,7 @@ __all__ = [
     "participants",
     "ticket_counters",
     "tickets",
+    "web_sessions",
 ]
 
 metadata = MetaData(
@@ -198,6 +201,48 @@ imap_state = Table(
     Column("last_uid", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant", "mailbox"),
+)
+
+# Magic links: the selector finds the row, only the SHA-256 of the verifier
+# is stored, and a single UPDATE ... WHERE used_at IS NULL spends it.
+link_tokens = Table(
+    "link_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("selector", String(32), nullable=False),
+    Column("verifier_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("selector"),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("token_hash"),
+)
+
+# Failed sign-ins and link requests, counted on the server (lockout, rate limits).
+auth_events = Table(
+    "auth_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # failure | request
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index(None, "tenant", "kind", "address", "at"),
+    Index(None, "tenant", "kind", "source", "at"),
 )
 
 # Addresses whose mail from us bounced permanently (5.x.x): not mailed again

@@ -29,6 +29,7 @@ from store.models import (
 __all__ = [
     "acks_since",
     "add_audit",
+    "add_message_flag",
     "add_participant",
     "bouncing_among",
     "clear_bouncing",
@@ -411,3 +412,15 @@ def save_imap_position(
     )
     if not res.rowcount:
         conn.execute(insert(imap_state), {"tenant": tenant, "mailbox": mailbox, **values})
+
+
+def add_message_flag(conn: Connection, tenant: str, message_row: int, flag: str) -> None:
+    row = conn.execute(
+        select(messages.c.flags).where(messages.c.tenant == tenant, messages.c.id == message_row)
+    ).first()
+    if row is not None and flag not in (row[0] or []):
+        conn.execute(
+            update(messages)
+            .where(messages.c.tenant == tenant, messages.c.id == message_row)
+            .values(flags=[*(row[0] or []), flag])
+        )

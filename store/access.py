@@ -1,0 +1,263 @@
+"""Web access for clients: magic links, sessions, lockout counts, and what a client may see.
+
+Every function takes the tenant and filters on it, and every read of tickets
+also filters on the client's address being a participant: a session of one
+client cannot reach another's ticket or attachment by guessing a URL.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from store.models import (
+    attachments,
+    auth_events,
+    link_tokens,
+    messages,
+    participants,
+    tickets,
+    web_sessions,
+)
+
+__all__ = [
+    "SpentLink",
+    "add_event",
+    "client_attachment",
+    "client_ticket",
+    "client_tickets",
+    "count_events",
+    "end_session",
+    "is_client",
+    "new_link",
+    "new_session",
+    "session_address",
+    "spend_link",
+]
+
+_CLIENT_ROLES = ("client", "cc")
+
+
+def add_event(
+    conn: Connection, tenant: str, kind: str, address: str, source: str, at: datetime
+) -> None:
+    conn.execute(
+        insert(auth_events),
+        {"tenant": tenant, "kind": kind, "address": address, "source": source[:64], "at": at},
+    )
+
+
+def count_events(
+    conn: Connection,
+    tenant: str,
+    kind: str,
+    since: datetime,
+    *,
+    address: str | None = None,
+    source: str | None = None,
+) -> int:
+    where = [auth_events.c.tenant == tenant, auth_events.c.kind == kind, auth_events.c.at >= since]
+    if address is not None:
+        where.append(auth_events.c.address == address)
+    if source is not None:
+        where.append(auth_events.c.source == source)
+    return int(
+        conn.execute(select(func.count()).select_from(auth_events).where(*where)).scalar_one()
+    )
+
+
+def is_client(conn: Connection, tenant: str, address: str) -> bool:
+    row = conn.execute(
+        select(participants.c.id)
+        .where(
+            participants.c.tenant == tenant,
+            participants.c.address == address,
+            participants.c.role.in_(_CLIENT_ROLES),
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
+def new_link(
+    conn: Connection,
+    tenant: str,
+    address: str,
+    selector: str,
+    verifier_hash: str,
+    now: datetime,
+    ttl: timedelta,
+) -> None:
+    conn.execute(
+        insert(link_tokens),
+        {
+            "tenant": tenant,
+            "address": address,
+            "selector": selector,
+            "verifier_hash": verifier_hash,
+            "created_at": now,
+            "expires_at": now + ttl,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpentLink:
+    ok: bool
+    address: str | None  # whom a failure counts against, when the selector was ours
+
+
+def spend_link(
+    conn: Connection, tenant: str, selector: str, verifier_hash: str, now: datetime
+) -> SpentLink:
+    """Single use by one atomic UPDATE; a wrong, expired or used token spends nothing."""
+    row = conn.execute(
+        select(link_tokens).where(
+            link_tokens.c.tenant == tenant, link_tokens.c.selector == selector
+        )
+    ).first()
+    if row is None:
+        return SpentLink(False, None)
+    address = str(row.address)
+    expires = _aware(row.expires_at, now)
+    if not hmac.compare_digest(str(row.verifier_hash), verifier_hash) or expires <= now:
+        return SpentLink(False, address)
+    res = conn.execute(
+        update(link_tokens)
+        .where(link_tokens.c.id == row.id, link_tokens.c.used_at.is_(None))
+        .values(used_at=now)
+    )
+    return SpentLink(res.rowcount == 1, address)
+
+
+def new_session(
+    conn: Connection, tenant: str, address: str, token_hash: str, now: datetime, ttl: timedelta
+) -> None:
+    conn.execute(
+        insert(web_sessions),
+        {
+            "tenant": tenant,
+            "address": address,
+            "token_hash": token_hash,
+            "created_at": now,
+            "expires_at": now + ttl,
+        },
+    )
+
+
+def session_address(conn: Connection, tenant: str, token_hash: str, now: datetime) -> str | None:
+    """The session's client, while the server-side expiry has not passed."""
+    row = conn.execute(
+        select(web_sessions.c.address, web_sessions.c.expires_at).where(
+            web_sessions.c.tenant == tenant, web_sessions.c.token_hash == token_hash
+        )
+    ).first()
+    if row is None or _aware(row.expires_at, now) <= now:
+        return None
+    return str(row.address)
+
+
+def end_session(conn: Connection, tenant: str, token_hash: str) -> None:
+    conn.execute(
+        delete(web_sessions).where(
+            web_sessions.c.tenant == tenant, web_sessions.c.token_hash == token_hash
+        )
+    )
+
+
+def _visible(tenant: str, address: str) -> Any:
+    """Ticket ids in which this address is a client-side participant."""
+    return select(participants.c.ticket_id).where(
+        participants.c.tenant == tenant,
+        participants.c.address == address,
+        participants.c.role.in_(_CLIENT_ROLES),
+    )
+
+
+def client_tickets(conn: Connection, tenant: str, address: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tickets.c.ref, tickets.c.subject, tickets.c.status, tickets.c.updated_at)
+        .where(tickets.c.tenant == tenant, tickets.c.id.in_(_visible(tenant, address)))
+        .order_by(tickets.c.updated_at.desc())
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def client_ticket(
+    conn: Connection, tenant: str, address: str, ref: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The ticket and its messages a client may read: no internal notes, no machine mail."""
+    row = conn.execute(
+        select(tickets).where(
+            tickets.c.tenant == tenant,
+            tickets.c.ref == ref,
+            tickets.c.id.in_(_visible(tenant, address)),
+        )
+    ).first()
+    if row is None:
+        return None
+    ticket = dict(row._mapping)
+    msgs = [
+        dict(m._mapping)
+        for m in conn.execute(
+            select(
+                messages.c.id,
+                messages.c.from_addr,
+                messages.c.from_name,
+                messages.c.sender_role,
+                messages.c.date,
+                messages.c.created_at,
+                messages.c.text,
+                messages.c.reply_text,
+                messages.c.flags,
+            )
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.ticket_id == ticket["id"],
+                messages.c.sender_role.in_(("client", "agent")),
+            )
+            .order_by(messages.c.id)
+        )
+    ]
+    msgs = [m for m in msgs if "internal" not in (m["flags"] or [])]
+    ids = [m["id"] for m in msgs]
+    files: dict[int, list[dict[str, Any]]] = {}
+    if ids:
+        for a in conn.execute(
+            select(
+                attachments.c.message_id,
+                attachments.c.filename,
+                attachments.c.size,
+                attachments.c.sha256,
+                attachments.c.content_type,
+            )
+            .where(attachments.c.tenant == tenant, attachments.c.message_id.in_(ids))
+            .order_by(attachments.c.message_id, attachments.c.position)
+        ):
+            files.setdefault(a.message_id, []).append(dict(a._mapping))
+    for m in msgs:
+        m["attachments"] = files.get(m["id"], [])
+    return ticket, msgs
+
+
+def client_attachment(
+    conn: Connection, tenant: str, address: str, ref: str, sha256: str
+) -> dict[str, Any] | None:
+    """An attachment of a visible ticket's visible message, or None."""
+    found = client_ticket(conn, tenant, address, ref)
+    if found is None:
+        return None
+    for m in found[1]:
+        for a in m["attachments"]:
+            if a["sha256"] == sha256:
+                return a
+    return None
+
+
+def _aware(value: datetime, now: datetime) -> datetime:
+    return value.replace(tzinfo=now.tzinfo) if value.tzinfo is None else value

@@ -1,0 +1,215 @@
+"""Clients reading their tickets through magic links, over real HTTP to a running daemon.
+
+A cookie-keeping HTTP client (the standard library's) plays the browser; the
+link is read from the outbox row the gateway queued. The clock is moved by
+the test through $GATEWAY_TEST_CLOCK_FILE, because 15 minutes cannot be waited.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import Daemon
+from tests.mail import make_mail
+
+
+class Browser:
+    def __init__(self, d: Daemon) -> None:
+        self.base = f"http://127.0.0.1:{d.http_port}"
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
+        )
+
+    def get(self, path: str) -> tuple[int, str, dict[str, str]]:
+        return self._open(urllib.request.Request(self.base + path))
+
+    def post(
+        self, path: str, fields: dict[str, str], **headers: str
+    ) -> tuple[int, str, dict[str, str]]:
+        data = urllib.parse.urlencode(fields).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers=headers)
+        return self._open(req)
+
+    def csrf(self, path: str) -> str:
+        _, html, _ = self.get(path)
+        m = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert m, html
+        return m.group(1)
+
+    def _open(self, req: urllib.request.Request) -> tuple[int, str, dict[str, str]]:
+        try:
+            with self.opener.open(req, timeout=30) as r:
+                return r.status, r.read().decode(), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace"), dict(e.headers)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Daemon:
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    d = Daemon(
+        tmp_path / "gw",
+        http_extra="insecure_cookies = true",
+        env={"GATEWAY_TEST_CLOCK_FILE": str(clock)},
+    ).start()
+    d.clock = clock  # type: ignore[attr-defined]
+    yield d
+    d.kill()
+
+
+def _ticket(d: Daemon, who: str, subject: str) -> str:
+    code, text = d.send(make_mail(sender=who, subject=subject), sender=who)
+    assert code == 250, text
+    return re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+
+
+def _link(d: Daemon, who: str) -> str:
+    rows = d.query("SELECT body FROM outbox WHERE kind = 'link' ORDER BY id DESC")
+    for row in rows:
+        msg = message_from_bytes(row[0], policy=default)
+        if msg["To"] == who:
+            m = re.search(r"https?://\S+", msg.get_content())
+            assert m
+            return m.group(0)
+    raise AssertionError(f"no link mailed to {who}")
+
+
+def _request_link(b: Browser, who: str) -> tuple[int, str]:
+    csrf = b.csrf("/t/acme/")
+    code, html, _ = b.post("/t/acme/link", {"email": who, "csrf": csrf})
+    return code, html
+
+
+def _sign_in(b: Browser, link: str) -> tuple[int, dict[str, str]]:
+    path = urllib.parse.urlsplit(link)
+    code, html, _ = b.get(f"{path.path}?{path.query}")
+    assert (code == 200 and "Continue" in html) or "continue" in html.lower(), html
+    fields = dict(re.findall(r'name="(s|v|csrf)" value="([^"]*)"', html))
+    code, _, headers = b.post(path.path, fields)
+    return code, headers
+
+
+def test_a_client_signs_in_reads_and_replies(site: Daemon) -> None:
+    carol, dave = "carol@client.test", "dave@client.test"
+    ref = _ticket(site, carol, "Printer jammed")
+    other = _ticket(site, dave, "Secret of Dave")
+    b = Browser(site)
+    code, html = _request_link(b, carol)
+    assert code == 200
+    link = _link(site, carol)
+    code, headers = _sign_in(b, link)
+    assert code == 303 and headers["Location"].endswith("/t/acme/tickets")
+    cookie = next(c for c in b.jar if c.name == "gw_session")
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.path == "/t/acme/"
+
+    code, html, _ = b.get("/t/acme/tickets")
+    assert code == 200 and ref in html and "Printer jammed" in html
+    assert other not in html and "Secret of Dave" not in html
+    assert b.get(f"/t/acme/tickets/{other}")[0] == 404  # guessing a URL shows nothing
+
+    code, html, headers = b.get(f"/t/acme/tickets/{ref}")
+    assert code == 200 and "floor 3" in html
+    assert "script-src" not in headers["Content-Security-Policy"]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+    code, _, _ = b.post(f"/t/acme/tickets/{ref}/reply", {"text": "Still jammed!", "csrf": csrf})
+    assert code == 303
+    rows = site.query(
+        "SELECT m.source, m.sender_role FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+        "WHERE t.ref = ? ORDER BY m.id",
+        ref,
+    )
+    assert [tuple(r) for r in rows] == [("smtp", "client"), ("web", "client")]
+    viewed = site.query("SELECT count(*) FROM audit_events WHERE action = 'web.ticket_viewed'")
+    assert viewed[0][0] >= 1
+
+    # The link is spent; a CSRF-less post is refused.
+    b2 = Browser(site)
+    assert _sign_in(b2, link)[0] == 403
+    assert b.post(f"/t/acme/tickets/{ref}/reply", {"text": "x"})[0] == 403
+
+
+def test_same_answer_for_known_and_unknown_addresses(site: Daemon) -> None:
+    _ticket(site, "erin@client.test", "Hello")
+    b = Browser(site)
+    _, known = _request_link(b, "erin@client.test")
+    _, unknown = _request_link(b, "nobody@client.test")
+    assert known.replace("erin@client.test", "X") == unknown.replace("nobody@client.test", "X")
+    assert site.query("SELECT count(*) FROM outbox WHERE kind = 'link'")[0][0] == 1
+
+
+def test_links_are_tenant_bound_and_expire(site: Daemon) -> None:
+    _ticket(site, "finn@client.test", "Hello")
+    b = Browser(site)
+    _request_link(b, "finn@client.test")
+    link = _link(site, "finn@client.test")
+    elsewhere = link.replace("/t/acme/", "/t/globex/")
+    assert _sign_in(Browser(site), elsewhere)[0] == 403
+    tampered = re.sub(r"v=[^&]+", "v=AAAA", link)
+    assert _sign_in(Browser(site), tampered)[0] == 403
+    site.clock.write_text(str(16 * 60))  # type: ignore[attr-defined]
+    assert _sign_in(Browser(site), link)[0] == 403  # expired
+
+
+def test_lockout_after_five_failures_and_release_after_fifteen_minutes(site: Daemon) -> None:
+    who = "gina@client.test"
+    _ticket(site, who, "Hello")
+    b = Browser(site)
+    _request_link(b, who)
+    good = _link(site, who)
+    bad = re.sub(r"v=[^&]+", "v=wrong", good)
+    for _ in range(5):
+        assert _sign_in(Browser(site), bad)[0] == 403
+    assert _sign_in(Browser(site), good)[0] == 403  # locked: even the good link fails
+    site.clock.write_text(str(16 * 60))  # type: ignore[attr-defined]
+    _request_link(Browser(site), who)
+    fresh = _link(site, who)
+    assert fresh != good
+    assert _sign_in(Browser(site), fresh)[0] == 303
+
+
+def test_cross_site_posts_are_refused(site: Daemon) -> None:
+    _ticket(site, "hana@client.test", "Hello")
+    b = Browser(site)
+    csrf = b.csrf("/t/acme/")
+    code, _, _ = b.post(
+        "/t/acme/link",
+        {"email": "hana@client.test", "csrf": csrf},
+        Origin="https://evil.test",
+    )
+    assert code == 403
+    code, _, _ = b.post(
+        "/t/acme/link",
+        {"email": "hana@client.test", "csrf": csrf},
+        **{"Sec-Fetch-Site": "cross-site"},
+    )
+    assert code == 403
+    assert site.query("SELECT count(*) FROM outbox WHERE kind = 'link'")[0][0] == 0
+
+
+def test_without_a_session_every_page_sends_you_to_the_form(site: Daemon) -> None:
+    ref = _ticket(site, "ivy@client.test", "Hello")
+    b = Browser(site)
+    for path in (
+        "/t/acme/tickets",
+        f"/t/acme/tickets/{ref}",
+        f"/t/acme/tickets/{ref}/files/{'0' * 64}",
+    ):
+        code, _, headers = b.get(path)
+        assert code == 303 and headers["Location"] == "/t/acme/", path
+    assert b.get("/t/nosuch/")[0] == 404
