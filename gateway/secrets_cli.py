@@ -17,13 +17,20 @@ import getpass
 import os
 import re
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from routing.secrets import ENV_VAR, Keyring, SecretError, add_key, is_encrypted, load_keyring
+from routing.secrets import (
+    ENV_VAR,
+    Keyring,
+    SecretError,
+    add_key,
+    is_encrypted,
+    load_keyring,
+    replace_file,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -352,18 +359,4 @@ def _verify(path: Path, new_text: str, ring: Keyring, plain: dict[int, str]) -> 
 def _replace_file(path: Path, text: str) -> None:
     """Swap the config in one step, keeping its mode, so a crash never leaves half a file."""
     path = path.resolve()  # a symlinked config stays a symlink
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_file(path, text, path.stat().st_mode & 0o7777)

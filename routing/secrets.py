@@ -278,9 +278,14 @@ def _create_key_file(key_file: Path, kid: str, key: bytes) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Replace a 0600 file atomically: a crash leaves the old keys or the new, never half."""
+    replace_file(path, text, 0o600)
+
+
+def replace_file(path: Path, text: str, mode: int) -> None:
+    """Write a sibling temp file, fsync it, rename it over ``path``: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
             f.flush()
