@@ -42,7 +42,10 @@ __all__ = ["MailboxState", "MailboxWorker"]
 log = structlog.get_logger("gateway.imap")
 
 _IDLE_RENEW = 25 * 60  # RFC 2177: re-issue before the server's 30-minute cut
-_IDLE_CHECK = 30.0  # wake from IDLE this often to check the session is alive
+# Leave IDLE this often and look at the folder anyway: a server may announce a
+# new message only once, inside the answer to some earlier command, and then
+# never again during IDLE; a missed push then costs at most this long.
+_IDLE_CHECK = 30.0
 _BATCH = 50  # UIDs whose sizes are fetched at once; bodies go one at a time
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_SIZE = re.compile(rb"UID (\d+).*RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+).*UID (\d+)")
@@ -234,7 +237,8 @@ class MailboxWorker:
             while time.monotonic() - started < _IDLE_RENEW:
                 if lost.is_set():
                     raise SessionLost("connection lost while idling")
-                waiter = asyncio.ensure_future(imap.wait_server_push(timeout=_IDLE_CHECK))
+                wait = min(self.box.poll_interval, _IDLE_CHECK)
+                waiter = asyncio.ensure_future(imap.wait_server_push(timeout=wait))
                 gone = asyncio.ensure_future(lost.wait())
                 await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
                 gone.cancel()
@@ -244,7 +248,7 @@ class MailboxWorker:
                 try:
                     push = waiter.result()
                 except TimeoutError:
-                    continue
+                    break  # quiet for a while: re-read the folder, then IDLE again
                 if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     break
                 lines = [bytes(x) for x in push] if isinstance(push, list) else []
