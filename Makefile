@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway run --config gateway.toml
 
-# Debian packages the tests run for real (clamd, Dovecot). Needs root; skipped when present.
-DEBS := clamav-daemon dovecot-imapd
+# Debian packages the tests run for real (clamd, Dovecot, Chromium). Needs root;
+# skipped when present.
+DEBS := clamav-daemon dovecot-imapd chromium
 system-deps:
-	@if [ ! -x /usr/sbin/clamd ] || [ ! -x /usr/sbin/dovecot ]; then \
+	@if [ ! -x /usr/sbin/clamd ] || [ ! -x /usr/sbin/dovecot ] || [ ! -x /usr/bin/chromium ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \

@@ -190,6 +190,9 @@ async def run_daemon(config_path: Path) -> int:
                 site.routes,
             )
             http_runner, http_port = await start_http(app, config.http.host, config.http.port)
+            site.base_url = (
+                config.http.public_url.rstrip("/") or f"http://{config.http.host}:{http_port}"
+            )
             log.info("http.listening", host=config.http.host, port=http_port)
 
         def reload() -> None:

@@ -93,6 +93,8 @@ class ClientSite:
         self.blobs = blobs
         self.wake = wake
         self.clock = clock or test_clock()
+        # Set by the daemon once the listener is bound (port 0 picks one).
+        self.base_url = config.http.base_url
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
             autoescape=True,
@@ -261,7 +263,7 @@ class ClientSite:
             now,
             LINK_TTL,
         )
-        link = f"{self.config.http.base_url}/t/{slug}/login?s={selector}&v={quote(verifier)}"
+        link = f"{self.base_url}/t/{slug}/login?s={selector}&v={quote(verifier)}"
         mail = magic_link_mail(
             tenant=tenant,
             hostname=self.config.hostname,
