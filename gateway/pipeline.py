@@ -32,7 +32,7 @@ from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
 from store import repos
 from store.blobs import BlobStore
-from store.faults import crash_point
+from store.faults import crash_point, message_commit
 from store.writer import Writer
 
 __all__ = ["Pipeline"]
@@ -135,7 +135,7 @@ class Pipeline:
                 for job in jobs.values()
             ]
 
-        stored = await self.writer.submit(work)
+        stored = await self.writer.submit(message_commit(work))
         if self.after_commit is not None:
             self.after_commit()
         crash_point("after_commit_before_reply")
