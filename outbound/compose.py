@@ -49,7 +49,10 @@ we have received your message and opened ticket {{ ref }}:
     {{ subject }}
 
 Simply reply to this mail to add to it; please keep [{{ ref }}] in the subject.
-
+{% if portal %}
+You can also read and answer your tickets in the browser: {{ portal }}
+(you get a sign-in link by mail; no password).
+{% endif %}
 --
 {{ tenant_name }}
 """,
@@ -187,8 +190,13 @@ def acknowledgement(
     in_reply_to: str | None,
     now: datetime,
     templates: Templates = _DEFAULT_TEMPLATES,
+    portal: str = "",
 ) -> Composed:
     """The automatic answer to a client who opened a ticket.
+
+    ``portal`` is the tenant's page where a client asks for a sign-in link;
+    the link itself is never put in an acknowledgement, because it would have
+    to live longer than 15 minutes to be of use there.
 
     Marked ``Auto-Submitted: auto-replied`` and sent from the null sender, so
     no well-behaved robot answers it, and it carries our X-Loop.
@@ -200,6 +208,7 @@ def acknowledgement(
         ref=ref,
         subject=_clean(subject),
         tenant_name=tenant.name,
+        portal=portal,
     )
     mid, body = _build(
         tenant=tenant,

@@ -70,6 +70,9 @@ def react(
             in_reply_to=ev.parsed.message_id,
             now=now,
             templates=templates,
+            portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
+            if config.http.public_url
+            else "",
         )
         queue(conn, slug, "ack", ev.ticket_id, mail)
         queued.append("ack")

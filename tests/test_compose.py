@@ -66,3 +66,23 @@ def test_commands_only_count_on_leading_lines() -> None:
     assert not cmds.any and text == "#hashtag first\nhello"
     cmds, _ = split_commands("#priority whenever")
     assert cmds.priority is None and cmds.problems
+
+
+def test_the_ack_points_to_the_portal_only_when_there_is_one() -> None:
+    def text(portal: str) -> str:
+        mail = acknowledgement(
+            tenant=ACME,
+            hostname="gw.test",
+            ref="ACME-7",
+            subject="Hi",
+            to_addr="zoe@client.test",
+            to_name="",
+            reply_address="support+t7-abc@acme.test",
+            in_reply_to=None,
+            now=datetime(2026, 11, 23, tzinfo=UTC),
+            portal=portal,
+        )
+        return message_from_bytes(mail.body, policy=default).get_content()
+
+    assert "https://help.acme.test/t/acme/" in text("https://help.acme.test/t/acme/")
+    assert "browser" not in text("")
