@@ -239,3 +239,56 @@ def test_known_and_unknown_addresses_take_the_same_time(site: Daemon) -> None:
     assert site.query("SELECT count(*) FROM outbox WHERE kind = 'link'")[0][0] == 9
     known, unknown = statistics.median(times["known"]), statistics.median(times["unknown"])
     assert abs(known - unknown) < 0.025, (known, unknown)
+
+
+def test_attachments_only_for_their_client_and_sessions_expire(
+    tmp_path: Path,
+    clamd,  # type: ignore[no-untyped-def]
+) -> None:
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    d = Daemon(
+        tmp_path / "gw",
+        scanner=clamd.address,
+        http_extra="insecure_cookies = true",
+        env={"GATEWAY_TEST_CLOCK_FILE": str(clock)},
+    ).start()
+    try:
+        mine, theirs = b"%PDF-1.4 mine " * 50, b"%PDF-1.4 theirs " * 50
+        a, b_addr = "jo@client.test", "kim@client.test"
+        ref_a = re.search(  # type: ignore[union-attr]
+            r"ACME-\d+",
+            d.send(
+                make_mail(sender=a, attachments=[("Prüfbericht 1.pdf", "application/pdf", mine)]),
+                sender=a,
+            )[1],
+        ).group(0)
+        ref_b = re.search(  # type: ignore[union-attr]
+            r"ACME-\d+",
+            d.send(
+                make_mail(sender=b_addr, attachments=[("x.pdf", "application/pdf", theirs)]),
+                sender=b_addr,
+            )[1],
+        ).group(0)
+        sha = {
+            r["filename"]: r["sha256"] for r in d.query("SELECT filename, sha256 FROM attachments")
+        }
+        browser = Browser(d)
+        _request_link(browser, a)
+        assert _sign_in(browser, _link(d, a))[0] == 303
+
+        code, body, headers = browser.get(
+            f"/t/acme/tickets/{ref_a}/files/{sha['Prüfbericht 1.pdf']}"
+        )
+        assert code == 200 and body.encode("latin-1", "replace")[:8] == b"%PDF-1.4"
+        assert headers["Content-Disposition"].startswith("attachment;")
+        assert "filename*=UTF-8''Pr%C3%BCfbericht%201.pdf" in headers["Content-Disposition"]
+        # B's attachment, by its own ticket or smuggled under A's ticket: nothing.
+        assert browser.get(f"/t/acme/tickets/{ref_b}/files/{sha['x.pdf']}")[0] == 404
+        assert browser.get(f"/t/acme/tickets/{ref_a}/files/{sha['x.pdf']}")[0] == 404
+
+        clock.write_text(str(8 * 86400))  # the cookie may live on; the server says no
+        code, _, headers = browser.get("/t/acme/tickets")
+        assert code == 303 and headers["Location"] == "/t/acme/"
+    finally:
+        d.kill()
