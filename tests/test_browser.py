@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
-from email import message_from_bytes
-from email.policy import default
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.daemon import Daemon
 from tests.mail import make_mail
+from tests.test_web_client import _link
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
@@ -42,14 +41,6 @@ def browser() -> Iterator[Browser]:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield b
         b.close()
-
-
-def _link(d: Daemon, who: str) -> str:
-    for row in d.query("SELECT body FROM outbox WHERE kind = 'link' ORDER BY id DESC"):
-        msg = message_from_bytes(row[0], policy=default)
-        if msg["To"] == who:
-            return re.search(r"https?://\S+", msg.get_content()).group(0)  # type: ignore[union-attr]
-    raise AssertionError(f"no link for {who}")
 
 
 def test_sign_in_read_and_reply_in_chromium(tmp_path: Path, browser: Browser) -> None:
