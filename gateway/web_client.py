@@ -302,7 +302,7 @@ class ClientSite:
             spent = (
                 access.spend_link(conn, tenant.slug, selector, digest, now)
                 if csrf_ok
-                else access.SpentLink(False, _owner(conn, tenant.slug, selector))
+                else access.SpentLink(False, access.link_owner(conn, tenant.slug, selector))
             )
             address = spent.address
             if address is not None:
@@ -458,19 +458,6 @@ class ClientSite:
             f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
         )
         return response
-
-
-def _owner(conn: Connection, tenant: str, selector: str) -> str | None:
-    from sqlalchemy import select
-
-    from store.models import link_tokens
-
-    row = conn.execute(
-        select(link_tokens.c.address).where(
-            link_tokens.c.tenant == tenant, link_tokens.c.selector == selector
-        )
-    ).first()
-    return str(row[0]) if row is not None else None
 
 
 def _agent_text(message: dict[str, Any]) -> str:

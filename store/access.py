@@ -34,6 +34,7 @@ __all__ = [
     "count_events",
     "end_session",
     "is_client",
+    "link_owner",
     "new_link",
     "new_session",
     "session_address",
@@ -110,6 +111,16 @@ def new_link(
 class SpentLink:
     ok: bool
     address: str | None  # whom a failure counts against, when the selector was ours
+
+
+def link_owner(conn: Connection, tenant: str, selector: str) -> str | None:
+    """Whom a link belongs to, so a failure with it counts against that address."""
+    row = conn.execute(
+        select(link_tokens.c.address).where(
+            link_tokens.c.tenant == tenant, link_tokens.c.selector == selector
+        )
+    ).first()
+    return str(row[0]) if row is not None else None
 
 
 def spend_link(
