@@ -27,6 +27,8 @@ from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
 from routing.classify import speaker
 from routing.config import GatewayConfig, Tenant
+from routing.rules import Decision, Facts, evaluate
+from routing.rules import Reject as RuleReject
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
@@ -45,6 +47,14 @@ _INLINE_PARSE_BYTES = 256 * 1024  # bigger mail is parsed off the event loop
 class _TenantJob:
     recipient: Recipient
     tokens: list[str] = field(default_factory=list)
+
+
+class RuleRejected(Exception):
+    """A tenant's rule refuses the message: raised inside the commit so nothing is kept."""
+
+    def __init__(self, tenant: str, rule: str, reject: RuleReject) -> None:
+        super().__init__(f"{tenant}: rule {rule!r}")
+        self.tenant, self.rule, self.reject = tenant, rule, reject
 
 
 class Pipeline:
@@ -70,7 +80,7 @@ class Pipeline:
             max_mime_depth=config.limits.max_mime_depth,
             max_parts=config.limits.max_parts,
         )
-        self.templates = Templates(config.outbound.templates)
+        self.templates = Templates.of(config)
 
     async def process(self, raw: RawMessage) -> Outcome:
         """Never raises: every fault is an Outcome (a timeout is a Defer)."""
@@ -135,7 +145,13 @@ class Pipeline:
                 for job in jobs.values()
             ]
 
-        stored = await self.writer.submit(message_commit(work))
+        try:
+            stored = await self.writer.submit(message_commit(work))
+        except RuleRejected as exc:
+            ctx["rule"] = exc.rule
+            await self._audit_refusal("message.rejected", exc.tenant, raw, parsed, raw_sha, exc)
+            r = exc.reject
+            return Reject(r.code, r.enhanced, r.text, EX_UNAVAILABLE)
         if self.after_commit is not None:
             self.after_commit()
         crash_point("after_commit_before_reply")
@@ -177,6 +193,34 @@ class Pipeline:
         ctx["scan_detail"] = verdict.reason
         log.warning("scanner.unavailable", reason=verdict.reason, tenants=sorted(jobs))
         return Defer("Virus scanner unavailable, try again later", 451, "4.7.1")
+
+    async def _audit_refusal(
+        self,
+        action: str,
+        tenant: str,
+        raw: RawMessage,
+        parsed: ParsedMessage,
+        raw_sha: str,
+        exc: RuleRejected,
+    ) -> None:
+        sender = parsed.from_addr or raw.envelope.mail_from.lower()
+        detail = {
+            "rule": exc.rule,
+            "reply": f"{exc.reject.code} {exc.reject.enhanced} {exc.reject.text}",
+            "sha256": raw_sha,
+            "size": len(raw.data),
+            "message_id": parsed.message_id,
+            "subject": parsed.subject[:200],
+            "source": raw.source,
+        }
+
+        def work(conn: Connection) -> None:
+            repos.add_audit(conn, tenant, action, actor=sender, detail=detail)
+
+        try:
+            await self.writer.submit(work)
+        except Exception as exc2:  # the refusal stands; it must not wait on the store
+            log.error("audit.write_failed", action=action, error=type(exc2).__name__)
 
     async def _audit_infected(
         self,
@@ -234,7 +278,9 @@ def _commit_one(
     raw: RawMessage,
     parsed: ParsedMessage,
     raw_sha: str,
+    trace: dict[str, Any] | None = None,
 ) -> Stored:
+    """Store one message for one tenant; ``trace`` (explain) receives the decisions."""
     tenant: Tenant = job.recipient.tenant
     slug = tenant.slug
     flags: list[str] = []
@@ -267,16 +313,49 @@ def _commit_one(
         flags.append("agent-token-from-mismatch")
 
     ticket_id = match.ticket_id
+    facts = Facts(
+        parsed=parsed,
+        recipient=job.recipient.address,
+        size=len(raw.data),
+        now=repos.now(),
+        new_ticket=ticket_id is None and role != "machine",
+    )
+    decision = evaluate(tenant.rules, facts)
+    if trace is not None:
+        trace.update(match=match, role=role, agent=agent, decision=decision)
+    if decision.reject is not None:
+        raise RuleRejected(slug, *decision.reject)
+    if decision.drop is not None:
+        repos.add_audit(
+            conn,
+            slug,
+            "message.dropped",
+            actor=sender,
+            ticket_id=ticket_id,
+            detail={
+                "rule": decision.drop,
+                "sha256": raw_sha,
+                "message_id": parsed.message_id,
+                "subject": parsed.subject[:200],
+                "source": raw.source,
+            },
+        )
+        return Stored(slug, None, "dropped")
+
     thread_by = match.by
     ref: str | None = None
     created = False
     if ticket_id is None and role != "machine":
         subject = parsed.subject.strip() or "(no subject)"
-        ticket_id, ref = repos.new_ticket(conn, slug, tenant.tag_prefix, subject)
+        ticket_id, ref = repos.new_ticket(
+            conn, slug, tenant.tag_prefix, subject, queue=decision.queue or tenant.default_queue
+        )
         created, thread_by = True, "new"
+        _apply_rules(conn, slug, ticket_id, decision, created=True)
     elif ticket_id is not None:
         ref = repos.ticket_ref(conn, slug, ticket_id)
         repos.touch_ticket(conn, slug, ticket_id)
+        _apply_rules(conn, slug, ticket_id, decision, created=False)
 
     row = repos.insert_message(
         conn,
@@ -303,6 +382,7 @@ def _commit_one(
         thread_by=thread_by,
         envelope_from=raw.envelope.mail_from.lower(),
         source=raw.source,
+        rules=decision.matched,
     )
     repos.insert_attachments(
         conn,
@@ -321,6 +401,8 @@ def _commit_one(
         ],
     )
     detail: dict[str, Any] = {"message": row, "kind": parsed.kind, "by": thread_by}
+    if decision.matched:
+        detail["rules"] = decision.matched
     if ticket_id is None:
         repos.add_audit(conn, slug, "message.recorded", actor=sender, detail=detail)
         return Stored(slug, None, "none", flagged=tuple(flags))
@@ -355,11 +437,45 @@ def _commit_one(
             parsed=parsed,
             sender=sender,
             message_row=row,
+            acknowledge=decision.acknowledge,
+            notify=_queue_agents(conn, tenant, ticket_id),
         )
         react(conn, config, event, templates, repos.now())
     elif parsed.kind == "bounce" and parsed.dsn:
         bounced(conn, config, tenant, ticket_id, parsed, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
+
+
+def _apply_rules(
+    conn: Connection, slug: str, ticket_id: int, decision: Decision, *, created: bool
+) -> None:
+    """A rule's ticket actions; on a follow-up only what a rule names changes."""
+    changes: dict[str, Any] = {}
+    if decision.queue and not created:
+        changes["queue"] = decision.queue
+    for key in ("priority", "category"):
+        if getattr(decision, key):
+            changes[key] = getattr(decision, key)
+    if decision.assign:
+        changes["assignee"] = decision.assign
+    if decision.tags:
+        row = repos.ticket_row(conn, slug, ticket_id) or {}
+        have = list(row.get("tags") or [])
+        if any(t not in have for t in decision.tags):
+            changes["tags"] = have + [t for t in decision.tags if t not in have]
+    if changes:
+        repos.update_ticket(conn, slug, ticket_id, **changes)
+
+
+def _queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Any, ...] | None:
+    """The agents a ticket's queue names, or None when its queue names none (all hear)."""
+    if not any(q.agents for q in tenant.queues):
+        return None
+    row = repos.ticket_row(conn, tenant.slug, ticket_id) or {}
+    q = tenant.queue(row.get("queue"))
+    if q is None or not q.agents:
+        return None
+    return tuple(a for a in tenant.agents if a.address in q.agents)
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:

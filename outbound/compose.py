@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jinja2
 
-from routing.config import Agent, Tenant
+from routing.config import Agent, GatewayConfig, Tenant
 
 __all__ = [
     "Composed",
@@ -75,14 +75,23 @@ The gateway has stopped trying. Subject of the undelivered mail: {{ subject }}
 
 
 class Templates:
-    """jinja2 templates: ``<folder>/<tenant slug>/<name>``, then ``<folder>/<name>``, then ours.
+    """jinja2 templates: the tenant's own folder (``templates`` in its table), then
+    ``<folder>/<tenant slug>/<name>``, then ``<folder>/<name>``, then ours.
 
     Admins override wording per tenant without touching code; a missing
     variable is an error at render time (StrictUndefined), never a blank.
     """
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(
+        self, folder: Path | None = None, tenant_folders: Mapping[str, Path] | None = None
+    ) -> None:
         loaders: list[jinja2.BaseLoader] = []
+        if tenant_folders:
+            loaders.append(
+                jinja2.PrefixLoader(
+                    {slug: jinja2.FileSystemLoader(str(f)) for slug, f in tenant_folders.items()}
+                )
+            )
         if folder is not None:
             loaders.append(jinja2.FileSystemLoader(str(folder)))
         loaders.append(jinja2.DictLoader(_BUILTIN))
@@ -91,6 +100,13 @@ class Templates:
             autoescape=False,
             keep_trailing_newline=True,
             undefined=jinja2.StrictUndefined,
+        )
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> Templates:
+        return cls(
+            config.outbound.templates,
+            {t.slug: t.templates for t in config.tenants if t.templates is not None},
         )
 
     def render(self, tenant: str, template_name: str, **context: object) -> str:

@@ -46,6 +46,8 @@ class Event:
     parsed: ParsedMessage
     sender: str
     message_row: int = 0  # the stored message, so a #note can be marked internal
+    acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
+    notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
 
 
 def react(
@@ -76,9 +78,10 @@ def react(
         )
         queue(conn, slug, "ack", ev.ticket_id, mail)
         queued.append("ack")
-    bouncing = repos.bouncing_among(conn, slug, [a.address for a in ev.tenant.agents])
+    agents = ev.tenant.agents if ev.notify is None else ev.notify
+    bouncing = repos.bouncing_among(conn, slug, [a.address for a in agents])
     refs = repos.thread_ids(conn, slug, ev.ticket_id)
-    for agent in ev.tenant.agents:
+    for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
         mail = agent_notice(
@@ -232,15 +235,18 @@ def _agent_reply(
 
 def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: datetime) -> bool:
     """Never to robots, ourselves or a bouncing address; at most N per sender per window."""
-    if not ev.tenant.acknowledge or not ev.sender or "@" not in ev.sender:
+    wanted = ev.tenant.acknowledge if ev.acknowledge is None else ev.acknowledge
+    if not wanted or not ev.sender or "@" not in ev.sender:
         return False
     local = ev.sender.split("@", 1)[0].split("+", 1)[0]
     if local in _NO_ANSWER_LOCALPARTS or is_ours(config, ev.sender):
         return False
     if repos.bouncing_among(conn, ev.tenant.slug, [ev.sender]):
         return False
-    limit = config.outbound.ack_limit
-    since = now - timedelta(seconds=config.outbound.ack_window)
+    t = ev.tenant
+    limit = config.outbound.ack_limit if t.ack_limit is None else t.ack_limit
+    window = config.outbound.ack_window if t.ack_window is None else t.ack_window
+    since = now - timedelta(seconds=window)
     return repos.acks_since(conn, ev.tenant.slug, ev.sender, since) < limit
 
 

@@ -144,8 +144,23 @@ def _assemble(
             clean(header_text(v, defects).strip().lower()) for v in msg.get_all("X-Loop") or []
         ),
         content_types=tuple(sorted(clean(t) for t in part_types)),
+        headers=_headers(msg, clean),
     )
     return replace(result, defects=tuple(dict.fromkeys(defects)))
+
+
+_MAX_HEADERS = 200
+_MAX_HEADER_VALUE = 2000
+
+
+def _headers(msg: Message, clean: _Cleaner) -> tuple[tuple[str, str], ...]:
+    """Decoded, one line each, bounded: a rule's regex must never meet a megabyte header."""
+    out: list[tuple[str, str]] = []
+    for name, value in msg.items()[:_MAX_HEADERS]:
+        text = decode_words(header_text(value, []), [])
+        text = " ".join(text.split())[:_MAX_HEADER_VALUE]
+        out.append((clean(str(name)).strip().lower(), clean(text)))
+    return tuple(out)
 
 
 class _Cleaner:

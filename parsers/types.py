@@ -80,3 +80,5 @@ class ParsedMessage:
     loop_markers: tuple[str, ...] = ()  # X-Loop values, lower-cased
     content_types: tuple[str, ...] = ()  # every MIME type in the tree, sorted (scan policy)
     dsn: tuple[tuple[str, str, str], ...] = ()  # bounces: (recipient, action, status) per block
+    # Top-level headers as (lower-cased name, decoded value), bounded: what routing rules read.
+    headers: tuple[tuple[str, str], ...] = ()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from routing.errors import ConfigError
+from routing.rules import Rule, build_rules
 
 __all__ = [
     "Agent",
@@ -25,6 +26,7 @@ __all__ = [
     "LimitsConfig",
     "OutboundAccount",
     "OutboundSettings",
+    "Queue",
     "ScannerSettings",
     "SmtpSettings",
     "Tenant",
@@ -35,6 +37,8 @@ __all__ = [
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 _ADDR = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
+# The languages the gateway speaks (web pages, sign-in mail); gateway.i18n holds the texts.
+LANGUAGES = ("en", "de", "tr")
 _SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
 
 
@@ -82,6 +86,14 @@ class ImapMailbox:
 
 
 @dataclass(frozen=True, slots=True)
+class Queue:
+    """A named line of work; when it names agents, only they hear of its tickets."""
+
+    name: str
+    agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     slug: str
     name: str
@@ -91,6 +103,19 @@ class Tenant:
     acknowledge: bool = True
     outbound: OutboundAccount | None = None
     imap: tuple[ImapMailbox, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    default_queue: str = "default"
+    rules: tuple[Rule, ...] = ()
+    languages: tuple[str, ...] = ("en",)  # the first is the default
+    templates: Path | None = None  # this tenant's template overrides
+    ack_limit: int | None = None  # None: [outbound] ack_limit
+    ack_window: float | None = None
+
+    def queue(self, name: str | None) -> Queue | None:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        return None
 
     @property
     def from_address(self) -> str:
@@ -546,20 +571,7 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
     seen_prefix: set[str] = set()
     for i, t in enumerate(raw):
         base = f"tenants[{i}]"
-        c.unknown(
-            t,
-            {
-                "slug",
-                "name",
-                "addresses",
-                "tag_prefix",
-                "agents",
-                "acknowledge",
-                "outbound",
-                "imap",
-            },
-            base,
-        )
+        c.unknown(t, _TENANT_KEYS, base)
         slug = c.take(t, "slug", base, str, "")
         if not _SLUG.match(slug):
             c.error(f"{base}.slug", "required: lower-case letters, digits and '-'")
@@ -596,6 +608,8 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
             if not _ADDR.match(addr):
                 c.error(f"{abase}.address", "required: a plain address")
             agents.append(Agent(address=addr.lower(), name=c.take(a, "name", abase, str, "")))
+        agent_addrs = tuple(a.address for a in agents)
+        queues, default_queue = _queues(c, t, base, agent_addrs)
         out.append(
             Tenant(
                 slug=slug,
@@ -608,9 +622,90 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                     c, t.get("outbound"), f"{base}.outbound", slug, key_file, base_dir
                 ),
                 imap=_mailboxes(c, t.get("imap", []), base, slug, clean, key_file, base_dir),
+                queues=queues,
+                default_queue=default_queue,
+                rules=build_rules(
+                    c,
+                    t.get("rules", []),
+                    base,
+                    addresses=tuple(clean),
+                    queues=tuple(q.name for q in queues),
+                    agents=agent_addrs,
+                ),
+                **_tenant_settings(c, t, base, base_dir),
             )
         )
     return tuple(out)
+
+
+_TENANT_KEYS = {
+    "slug", "name", "addresses", "tag_prefix", "agents", "acknowledge", "outbound", "imap",
+    "queues", "default_queue", "rules", "languages", "templates", "ack_limit", "ack_window",
+}  # fmt: skip
+_QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _queues(
+    c: _Checker, t: dict[str, Any], base: str, agents: tuple[str, ...]
+) -> tuple[tuple[Queue, ...], str]:
+    """Queues named in the file, plus the default one every unrouted ticket lands in."""
+    raw = t.get("queues", [])
+    out: list[Queue] = []
+    if not isinstance(raw, list):
+        c.error(f"{base}.queues", "expected [[tenants.queues]] tables")
+        raw = []
+    for i, q in enumerate(raw):
+        qb = f"{base}.queues[{i}]"
+        if not isinstance(q, dict):
+            c.error(qb, "expected a table")
+            continue
+        c.unknown(q, {"name", "agents"}, qb)
+        name = c.take(q, "name", qb, str, "")
+        if not _QUEUE_NAME.match(name):
+            c.error(f"{qb}.name", "required: lower-case letters, digits, '-' and '_'")
+            continue
+        if any(x.name == name for x in out):
+            c.error(f"{qb}.name", f"duplicate queue {name!r}")
+        members: list[str] = []
+        for a in c.take(q, "agents", qb, list, []):
+            addr = a.lower() if isinstance(a, str) else ""
+            if addr not in agents:
+                c.error(f"{qb}.agents", f"{a!r} is not an agent of this tenant")
+            members.append(addr)
+        out.append(Queue(name=name, agents=tuple(members)))
+    default = c.take(t, "default_queue", base, str, out[0].name if out else "default")
+    if not any(q.name == default for q in out):
+        if "default_queue" in t and out:
+            c.error(f"{base}.default_queue", f"unknown queue {default!r}")
+        out.insert(0, Queue(name=default))
+    return tuple(out), default
+
+
+def _tenant_settings(
+    c: _Checker, t: dict[str, Any], base: str, base_dir: Path
+) -> dict[str, Any]:
+    """The per-tenant overrides of gateway-wide settings."""
+    out: dict[str, Any] = {}
+    langs = c.take(t, "languages", base, list, ["en"])
+    if not langs or not all(isinstance(x, str) and x in LANGUAGES for x in langs):
+        c.error(f"{base}.languages", f"expected a non-empty list from {list(LANGUAGES)}")
+    else:
+        out["languages"] = tuple(dict.fromkeys(langs))
+    templates = c.take(t, "templates", base, str, "")
+    if templates:
+        folder = base_dir / templates
+        if not folder.is_dir():
+            c.error(f"{base}.templates", f"no such folder: {folder}")
+        out["templates"] = folder
+    if "ack_limit" in t:
+        out["ack_limit"] = c.take(t, "ack_limit", base, int, None)
+        if out["ack_limit"] is not None and out["ack_limit"] < 0:
+            c.error(f"{base}.ack_limit", "must be 0 or more")
+    if "ack_window" in t:
+        out["ack_window"] = c.take(t, "ack_window", base, float, None)
+        if out["ack_window"] is not None and not out["ack_window"] > 0:
+            c.error(f"{base}.ack_window", "must be greater than 0")
+    return out
 
 
 def _secret(path: Path) -> bytes:

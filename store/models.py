@@ -70,6 +70,8 @@ tickets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("priority", String(16), nullable=False, server_default="normal"),
     Column("assignee", String(320), nullable=True),
+    Column("category", String(64), nullable=True),
+    Column("tags", JSON, nullable=False, server_default="[]"),
     UniqueConstraint("tenant", "number"),
     UniqueConstraint("tenant", "ref"),
 )
@@ -114,6 +116,7 @@ messages = Table(
     Column("raw_size", Integer, nullable=False),
     Column("defects", JSON, nullable=False),
     Column("flags", JSON, nullable=False),  # e.g. ["message-id-reused"]
+    Column("rules", JSON, nullable=False, server_default="[]"),  # names of the rules that matched
     Column("thread_by", String(16), nullable=False),  # token|references|tag|new|none
     Column("envelope_from", String(320), nullable=False),
     Column("source", String(8), nullable=False),
