@@ -73,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     pcc = csub.add_parser("check", parents=[common])
     pcc.add_argument("path", nargs="?", type=Path)
 
+    pr = sub.add_parser("route", parents=[common], help="explain how a message would be routed")
+    rsub = pr.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    pre = rsub.add_parser(
+        "explain",
+        parents=[common],
+        help="tenant, queue, rules, threading and replies; stores nothing",
+    )
+    pre.add_argument("file", type=Path)
+    pre.add_argument("--to", action="append", metavar="ADDR", help="envelope recipient")
+    pre.add_argument("--json", action="store_true")
+
     pst = sub.add_parser(
         "status", parents=[common], help="is the scanner reachable, is the store ready"
     )
@@ -118,11 +129,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "parse":
         return _parse(args.file)
     if args.command == "config":
-        cfg = load_config(args.path or args.config or default_config_path())
-        n_addr = sum(len(t.addresses) for t in cfg.tenants)
-        n_box = sum(len(t.imap) for t in cfg.tenants)
-        print(f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses, {n_box} mailboxes")
-        return 0
+        return _config_check(args.path or args.config or default_config_path())
     if args.command == "secrets":  # reads the file itself: a bad secret must not stop it
         from gateway import secrets_cli
 
@@ -143,7 +150,42 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_db_upgrade(config))
     if args.command == "status":
         return asyncio.run(_status(config, args.json))
+    if args.command == "route":
+        return _explain(config, args)
     raise CliError(f"unknown command {args.command}", EX_USAGE)
+
+
+def _config_check(path: Path) -> int:
+    """Exit 0 and one summary line, or every problem (file:line: key: message) and exit 1."""
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"gateway: config error: {problem}", file=sys.stderr)
+        return 1
+    n_addr = sum(len(t.addresses) for t in cfg.tenants)
+    n_box = sum(len(t.imap) for t in cfg.tenants)
+    n_rules = sum(len(t.rules) for t in cfg.tenants)
+    n_queues = sum(len(t.queues) for t in cfg.tenants)
+    print(
+        f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses, {n_box} mailboxes, "
+        f"{n_queues} queues, {n_rules} rules"
+    )
+    return 0
+
+
+def _explain(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from gateway.explain import ExplainError, as_json, explain, render
+    from parsers.errors import ParseError
+
+    try:
+        report = explain(config, args.file, args.to)
+    except ExplainError as exc:
+        raise CliError(str(exc), EX_NOINPUT if "No such file" in str(exc) else EX_DATAERR) from None
+    except ParseError as exc:
+        raise CliError(f"{args.file}: unreadable message: {exc}", EX_DATAERR) from None
+    print(as_json(report) if args.json else render(report))
+    return 0
 
 
 def _parse(path: Path) -> int:

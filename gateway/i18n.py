@@ -16,12 +16,13 @@ Security-relevant wording is deliberate and must stay that way in every language
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+
+from routing.config import LANGUAGES
 
 __all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "MESSAGES", "pick_language", "translate", "translator"]
 
-LANGUAGES = ("en", "de", "tr")
 DEFAULT_LANGUAGE = "en"
 
 # An Accept-Language header is attacker-controlled input: look at a bounded prefix only,
@@ -219,30 +220,33 @@ def _quality(params: str) -> float:
     return 1.0
 
 
-def pick_language(cookie: str | None, accept_language: str | None) -> str:
-    """Choose the page language: an explicit choice (the cookie) beats the browser's
-    guess (Accept-Language), which beats English.
+def pick_language(
+    cookie: str | None, accept_language: str | None, offered: Sequence[str] = LANGUAGES
+) -> str:
+    """Choose the page language among those the tenant offers: an explicit choice (the
+    cookie) beats the browser's guess (Accept-Language), which beats the tenant's first.
 
     Only primary tags count (``de-CH`` means ``de``): we have one German, not several.
     Among equal q-values the entry listed first wins, as the browser ordered them.
     """
+    default = offered[0] if offered else DEFAULT_LANGUAGE
     if cookie:
         chosen = cookie.strip().lower()
-        if chosen in LANGUAGES:
+        if chosen in offered:
             return chosen
     if accept_language:
-        best, best_q = DEFAULT_LANGUAGE, 0.0
+        best, best_q = default, 0.0
         entries = accept_language[:_MAX_HEADER_CHARS].split(",")[:_MAX_HEADER_ITEMS]
         for entry in entries:
             tag, _, params = entry.partition(";")
             primary = tag.strip().split("-", 1)[0].lower()
-            if primary not in LANGUAGES:
+            if primary not in offered:
                 continue
             q = _quality(params)
             if q > best_q:
                 best, best_q = primary, q
         return best
-    return DEFAULT_LANGUAGE
+    return default
 
 
 def translate(lang: str, key: str, **kwargs: object) -> str:

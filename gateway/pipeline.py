@@ -108,14 +108,7 @@ class Pipeline:
         ctx: dict[str, Any],
     ) -> Outcome:
         templates = self.templates
-        jobs: dict[str, _TenantJob] = {}
-        for rcpt in raw.envelope.rcpt_tos:
-            r = index.lookup(rcpt)
-            if r is None:
-                continue
-            job = jobs.setdefault(r.tenant.slug, _TenantJob(r))
-            if r.token:
-                job.tokens.append(r.token)
+        jobs = _jobs(index, raw.envelope.rcpt_tos)
         if not jobs:
             return Reject(550, "5.1.1", "No such recipient here", EX_NOUSER)
         ctx["tenants"] = sorted(jobs)
@@ -252,6 +245,55 @@ class Pipeline:
             await self.writer.submit(work)
         except Exception as exc:  # the 554 stands; the refusal must not wait on the store
             log.error("audit.write_failed", action="message.infected", error=type(exc).__name__)
+
+
+def _jobs(index: AddressIndex, rcpt_tos: tuple[str, ...]) -> dict[str, _TenantJob]:
+    """One job per tenant the envelope names, with the reply tokens its recipients carry."""
+    jobs: dict[str, _TenantJob] = {}
+    for rcpt in rcpt_tos:
+        r = index.lookup(rcpt)
+        if r is None:
+            continue
+        job = jobs.setdefault(r.tenant.slug, _TenantJob(r))
+        if r.token:
+            job.tokens.append(r.token)
+    return jobs
+
+
+def explain_commit(
+    conn: Connection, config: GatewayConfig, raw: RawMessage, parsed: ParsedMessage
+) -> list[dict[str, Any]]:
+    """Run the real commit path for each tenant and say what it did; the caller rolls back.
+
+    ``gateway route explain`` uses this so that what it shows is what the
+    pipeline does, not a second description of it that could drift.
+    """
+    out: list[dict[str, Any]] = []
+    raw_sha = hashlib.sha256(raw.data).hexdigest()
+    templates = Templates.of(config)
+    for slug, job in _jobs(AddressIndex(config), raw.envelope.rcpt_tos).items():
+        trace: dict[str, Any] = {}
+        item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
+        last = repos.outbox_last_id(conn)
+        nested = conn.begin_nested()
+        try:
+            stored = _commit_one(conn, config, templates, job, raw, parsed, raw_sha, trace)
+        except RuleRejected as exc:
+            r = exc.reject
+            item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": exc.rule}
+            nested.rollback()
+        else:
+            item["result"] = {
+                "ticket": stored.ticket_ref,
+                "thread_by": stored.thread_by,
+                "duplicate": stored.duplicate,
+                "flags": list(stored.flagged),
+            }
+            item["outbox"] = repos.outbox_after(conn, slug, last)
+            nested.commit()
+        item["trace"] = trace
+        out.append(item)
+    return out
 
 
 def needs_scan(parsed: ParsedMessage) -> bool:

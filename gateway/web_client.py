@@ -125,9 +125,11 @@ class ClientSite:
         return tenant
 
     def _lang(self, request: web.Request) -> str:
+        tenant = self.config.tenant(request.match_info.get("slug", ""))
         return pick_language(
             request.query.get("lang") or request.cookies.get("gw_lang"),
             request.headers.get("Accept-Language"),
+            tenant.languages if tenant is not None else LANGUAGES,
         )
 
     def _render(
@@ -138,6 +140,7 @@ class ClientSite:
         html = self.env.get_template(name).render(
             t=lambda key, **kw: translate(lang, key, **kw),
             lang=lang,
+            languages=tenant.languages,
             tenant_name=tenant.name,
             tenant_slug=tenant.slug,
             csrf=csrf,
@@ -150,7 +153,7 @@ class ClientSite:
             "frame-ancestors 'none'; base-uri 'none'"
         )
         self._cookie(response, tenant, "gw_csrf", csrf, http_only=True)
-        if request.query.get("lang") in LANGUAGES:
+        if request.query.get("lang") in tenant.languages:
             self._cookie(response, tenant, "gw_lang", lang, http_only=False, days=365)
         return response
 

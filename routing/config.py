@@ -106,7 +106,7 @@ class Tenant:
     queues: tuple[Queue, ...] = ()
     default_queue: str = "default"
     rules: tuple[Rule, ...] = ()
-    languages: tuple[str, ...] = ("en",)  # the first is the default
+    languages: tuple[str, ...] = LANGUAGES  # the first is the default
     templates: Path | None = None  # this tenant's template overrides
     ack_limit: int | None = None  # None: [outbound] ack_limit
     ack_window: float | None = None
@@ -686,7 +686,7 @@ def _tenant_settings(
 ) -> dict[str, Any]:
     """The per-tenant overrides of gateway-wide settings."""
     out: dict[str, Any] = {}
-    langs = c.take(t, "languages", base, list, ["en"])
+    langs = c.take(t, "languages", base, list, list(LANGUAGES))
     if not langs or not all(isinstance(x, str) and x in LANGUAGES for x in langs):
         c.error(f"{base}.languages", f"expected a non-empty list from {list(LANGUAGES)}")
     else:

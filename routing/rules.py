@@ -447,7 +447,7 @@ def _show(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return repr(v).replace("'", '"') if not v.startswith('"') else v
+        return f'"{v}"'
     return str(v)
 
 

@@ -255,6 +255,20 @@ def add_audit(
     )
 
 
+def outbox_last_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(outbox.c.id), 0))).scalar_one())
+
+
+def outbox_after(conn: Connection, tenant: str, after_id: int) -> list[dict[str, Any]]:
+    """Rows queued since ``after_id``: what a dry run would have sent."""
+    rows = conn.execute(
+        select(outbox.c.kind, outbox.c.rcpt_tos, outbox.c.mail_from, outbox.c.body)
+        .where(outbox.c.tenant == tenant, outbox.c.id > after_id)
+        .order_by(outbox.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
 def enqueue_outbox(
     conn: Connection,
     tenant: str,

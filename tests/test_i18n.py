@@ -27,7 +27,7 @@ CSS = ROOT / "gateway" / "static" / "gateway.css"
 
 EVIL = "<script>alert(1)</script>"
 
-BASE_VARS = {"t", "lang", "tenant_name", "css_href"}
+BASE_VARS = {"t", "lang", "languages", "tenant_name", "css_href"}
 # The exact variables each page uses, on top of base.html's: web_client.py relies on this.
 PAGE_VARS: dict[str, set[str]] = {
     "form.html": {"tenant_slug", "csrf"},
@@ -73,6 +73,15 @@ PAGE_VARS: dict[str, set[str]] = {
 )
 def test_pick_language(cookie: str | None, header: str | None, expected: str) -> None:
     assert pick_language(cookie, header) == expected
+
+
+def test_pick_language_only_among_the_tenants_languages() -> None:
+    """A tenant with languages = ["de", "en"] speaks German unless asked for English."""
+    offered = ("de", "en")
+    assert pick_language(None, None, offered) == "de"
+    assert pick_language("tr", "tr", offered) == "de"
+    assert pick_language(None, "tr, en;q=0.5", offered) == "en"
+    assert pick_language("en", "de", offered) == "en"
 
 
 # --- messages ---------------------------------------------------------------------------
@@ -145,6 +154,7 @@ def _context(name: str, lang: str) -> dict[str, Any]:
     ctx: dict[str, Any] = {
         "t": translator(lang),
         "lang": lang,
+        "languages": LANGUAGES,
         "tenant_name": f"Acme {EVIL}",
         "css_href": "/static/gateway.css",
     }
