@@ -58,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("--tenant-address", required=True, action="append", metavar="ADDR")
     pi.add_argument("--sender", default=None, help="envelope sender (default: Return-Path)")
 
+    pim = sub.add_parser(
+        "import", parents=[common], help="bring in a mailbox's history (mbox, Maildir, .eml)"
+    )
+    pim.add_argument("path", type=Path, help="an mbox file, a Maildir, a folder of .eml, an .eml")
+    pim.add_argument("--tenant", required=True, metavar="SLUG")
+    pim.add_argument(
+        "--to", default=None, metavar="ADDR", help="the tenant address (default: its first)"
+    )
+    pim.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
     pt = sub.add_parser("tickets", parents=[common], help="list, show or dump tickets")
     tsub = pt.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
     pl = tsub.add_parser("list", parents=[common])
@@ -144,6 +154,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_daemon(config.path))
     if args.command == "ingest":
         return asyncio.run(_ingest(config, args.tenant_address, args.sender))
+    if args.command == "import":
+        return asyncio.run(_import(config, args))
     if args.command == "tickets":
         return asyncio.run(_tickets(config, args))
     if args.command == "db":
@@ -238,13 +250,14 @@ def parsed_to_json(parsed: Any) -> dict[str, Any]:
 async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | None) -> int:
     """The MTA pipe (like rt-mailgate): exit 0 committed, 75 retry, 65/67/69 refused."""
     from gateway.daemon import open_services
+    from gateway.mail_sources import envelope_sender
     from gateway.replies import exit_code
     from parsers.types import Envelope, RawMessage
     from routing.verdicts import Accepted
 
     data = sys.stdin.buffer.read()
     if sender is None:
-        sender = _return_path(data)
+        sender = envelope_sender(data)
     raw = RawMessage(Envelope(mail_from=sender, rcpt_tos=tuple(addresses)), data, "ingest")
     try:
         async with open_services(config) as services:
@@ -258,6 +271,39 @@ async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | Non
     else:
         print(f"gateway: {outcome.code} {outcome.enhanced} {outcome.text}", file=sys.stderr)
     return exit_code(outcome)
+
+
+async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
+    """Exit 0 when every message was imported, duplicate or refused; 75 when some were
+    deferred, so a script reruns it (dedupe makes the rerun harmless)."""
+    from gateway.importer import BarProgress, Progress, run_import
+    from gateway.mail_sources import SourceError, open_source
+
+    tenant = config.tenant(args.tenant)
+    if tenant is None:
+        raise CliError(f"unknown tenant {args.tenant!r}", EX_USAGE)
+    rcpt = (args.to or tenant.addresses[0]).lower()
+    if rcpt not in tenant.addresses:
+        raise CliError(f"{args.to} is not an address of tenant {tenant.slug!r}", EX_USAGE)
+    try:
+        source = open_source(args.path)
+    except SourceError as exc:
+        raise CliError(str(exc), exc.code) from None
+    progress = BarProgress() if sys.stderr.isatty() else Progress()
+    try:
+        summary = await run_import(config, source, tenant.slug, rcpt, progress)
+    except SourceError as exc:
+        raise CliError(str(exc), exc.code) from None
+    except OSError as exc:
+        raise CliError(f"storage unavailable: {exc.strerror or exc}", EX_TEMPFAIL) from None
+    finally:
+        progress.close()
+        source.close()
+    if args.json:
+        print(json.dumps(summary.as_json(), ensure_ascii=False))
+    else:
+        print("\n".join(summary.lines()))
+    return EX_TEMPFAIL if summary.deferred else 0
 
 
 async def _status(config: GatewayConfig, as_json: bool) -> int:
@@ -346,17 +392,6 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _return_path(data: bytes) -> str:
-    from email.parser import BytesHeaderParser
-    from email.utils import parseaddr
-
-    head = BytesHeaderParser().parsebytes(data[:65536])
-    rp = head.get("Return-Path")
-    if rp is not None:
-        return parseaddr(str(rp))[1]
-    return parseaddr(str(head.get("From", "")))[1]
 
 
 def _open_read(config: GatewayConfig):  # type: ignore[no-untyped-def]

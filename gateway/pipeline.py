@@ -467,6 +467,8 @@ def _commit_one(
         ticket_id=ticket_id,
         detail=detail,
     )
+    if raw.source == "import":  # history: it must not email anyone or mark an address bouncing
+        return Stored(slug, ref, thread_by, flagged=tuple(flags))
     if role != "machine" and ref is not None:
         event = Event(
             tenant=tenant,

@@ -30,7 +30,7 @@ class Envelope:
 class RawMessage:
     envelope: Envelope
     data: bytes
-    source: str = "smtp"  # smtp | ingest | imap
+    source: str = "smtp"  # smtp | ingest | imap | import
 
 
 @dataclass(frozen=True, slots=True)

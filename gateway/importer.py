@@ -1,0 +1,249 @@
+"""``gateway import``: a support mailbox's history, through the same pipeline as live mail.
+
+The same pipeline means the same dedupe, scanning and threading, so an
+import that stops halfway (Ctrl-C, a deferred message) is finished by running
+it again. What differs is only that history never emails anyone (the
+pipeline checks ``source == "import"``) and that messages go in parents
+first (``mail_sources.import_order``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.mail_sources import Entry, MailSource, envelope_sender, import_order, index
+from parsers.types import Envelope, RawMessage
+from routing.config import GatewayConfig
+from routing.verdicts import Accepted, Defer, Outcome, Reject
+
+__all__ = ["BarProgress", "Progress", "Summary", "run_import"]
+
+WAITS_FOR_PARENT = "waits for a deferred message it answers"
+
+
+@dataclass
+class Summary:
+    """Every message read lands in exactly one count, so the counts add up to ``read``."""
+
+    path: str
+    format: str
+    tenant: str
+    read: int = 0
+    opened: int = 0
+    threaded: Counter[str] = field(default_factory=Counter)  # by token | references | tag
+    recorded: int = 0  # machine mail kept without a ticket
+    duplicates: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # by reply text
+    deferred: Counter[str] = field(default_factory=Counter)
+    flagged: Counter[str] = field(default_factory=Counter)  # notes, not a count of their own
+    seconds: float = 0.0
+
+    def count(self, outcome: Outcome) -> str | None:
+        """Add one message; return the problem text for a refused or deferred one."""
+        if isinstance(outcome, Accepted):
+            for stored in outcome.stored[:1]:  # one recipient, one tenant
+                self.flagged.update(stored.flagged)
+                if stored.duplicate:
+                    self.duplicates += 1
+                elif stored.thread_by == "new":
+                    self.opened += 1
+                elif stored.ticket_ref is None:
+                    self.recorded += 1
+                else:
+                    self.threaded[stored.thread_by] += 1
+            return None
+        reason = f"{outcome.code} {outcome.enhanced} {outcome.text}"
+        (self.refused if isinstance(outcome, Reject) else self.deferred)[reason] += 1
+        return reason
+
+    @property
+    def accounted(self) -> int:
+        return (
+            self.opened
+            + self.threaded.total()
+            + self.recorded
+            + self.duplicates
+            + self.refused.total()
+            + self.deferred.total()
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "tenant": self.tenant,
+            "messages_read": self.read,
+            "tickets_opened": self.opened,
+            "replies_threaded": self.threaded.total(),
+            "threaded_by": dict(sorted(self.threaded.items())),
+            "recorded_without_ticket": self.recorded,
+            "duplicates": self.duplicates,
+            "refused": self.refused.total(),
+            "refused_by_reason": dict(self.refused.most_common()),
+            "deferred": self.deferred.total(),
+            "deferred_by_reason": dict(self.deferred.most_common()),
+            "flagged": dict(sorted(self.flagged.items())),
+            "seconds": round(self.seconds, 2),
+            "messages_per_second": round(self.read / self.seconds, 1) if self.seconds else None,
+        }
+
+    def lines(self) -> list[str]:
+        rate = f", {self.read / self.seconds:.0f} msg/s" if self.seconds else ""
+        by = ", ".join(f"{k} {v}" for k, v in sorted(self.threaded.items()))
+        out = [
+            f"imported {self.path} ({self.format}) into {self.tenant} "
+            f"in {self.seconds:.1f} s{rate}",
+            f"  messages read            {self.read:>7}",
+            f"  tickets opened           {self.opened:>7}",
+            f"  replies threaded         {self.threaded.total():>7}" + (f"  ({by})" if by else ""),
+            f"  recorded without ticket  {self.recorded:>7}  (auto-replies, bounces)",
+            f"  duplicates               {self.duplicates:>7}  (already present)",
+            f"  refused                  {self.refused.total():>7}",
+            *(f"    {n:>5}  {reason}" for reason, n in self.refused.most_common()),
+            f"  deferred                 {self.deferred.total():>7}"
+            + ("  (run the same import again to finish)" if self.deferred else ""),
+            *(f"    {n:>5}  {reason}" for reason, n in self.deferred.most_common()),
+        ]
+        out += [f"  flagged {what}: {n}" for what, n in sorted(self.flagged.items())]
+        return out
+
+
+class Progress:
+    """What ``run_import`` reports as it goes: problems as plain stderr lines, no bar
+    (a cron job or a pipe wants lines it can grep, not redrawn bars)."""
+
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+    def problem(self, text: str) -> None:
+        print(f"gateway: import: {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress(Progress):
+    """A rich progress bar on stderr, for a person at a terminal; problems print above it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            TextColumn("{task.description:<16}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._bar.start()
+        self._task: Any = None
+
+    def phase(self, name: str, total: int) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, completed=self._bar.tasks[-1].total)
+        self._task = self._bar.add_task(name, total=total)
+
+    def advance(self) -> None:
+        self._bar.advance(self._task)
+
+    def problem(self, text: str) -> None:
+        self._bar.console.print(f"gateway: import: {text}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+async def run_import(
+    config: GatewayConfig,
+    source: MailSource,
+    tenant: str,
+    rcpt: str,
+    progress: Progress | None = None,
+) -> Summary:
+    """Import in parents-first order, one message at a time.
+
+    One at a time keeps ticket numbers in date order. Eight at a time, each
+    waiting for its parents, measured only ~20% faster on the 2,000-message
+    corpus (285 -> 350 msg/s, 2 shared cores): not worth numbers out of order.
+    """
+    from gateway.daemon import open_services
+
+    progress = progress or Progress()
+    started = time.perf_counter()
+    summary = Summary(str(source.path), source.kind, tenant)
+    locators = source.locators()
+    progress.phase("reading headers", len(locators))
+    entries: list[Entry] = []
+    for entry in index(source, locators):
+        entries.append(entry)
+        progress.advance()
+    order = import_order(entries)
+    progress.phase("importing", len(order))
+    async with open_services(config) as services:
+        run = _Run(source, rcpt, services.pipeline.process, summary, progress)
+        for entry in order:
+            await run.one(entry)
+            progress.advance()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+class _Run:
+    def __init__(
+        self,
+        source: MailSource,
+        rcpt: str,
+        process: Callable[[RawMessage], Awaitable[Outcome]],
+        summary: Summary,
+        progress: Progress,
+    ) -> None:
+        self.source = source
+        self.rcpt = rcpt
+        self.process = process
+        self.summary = summary
+        self.progress = progress
+        self.held: set[int] = set()  # positions deferred, directly or through a parent
+
+    async def one(self, entry: Entry) -> None:
+        """A message whose parent was deferred is deferred too: imported now, it would open
+        a ticket of its own, and the rerun that brings the parent could no longer move it
+        (it would be a duplicate by then)."""
+        self.summary.read += 1
+        if any(p in self.held for p in entry.parents):
+            self._defer(entry, WAITS_FOR_PARENT)
+            return
+        try:
+            data = self.source.read(entry.locator)
+        except (OSError, KeyError) as exc:
+            self._defer(entry, f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+            return
+        envelope = Envelope(mail_from=envelope_sender(data), rcpt_tos=(self.rcpt,))
+        outcome = await self.process(RawMessage(envelope, data, "import"))
+        if isinstance(outcome, Defer):
+            self.held.add(entry.position)
+        reason = self.summary.count(outcome)
+        if reason is not None:
+            verb = "deferred" if isinstance(outcome, Defer) else "refused"
+            self.progress.problem(f"{self.source.name(entry.locator)}: {verb}: {reason}")
+
+    def _defer(self, entry: Entry, reason: str) -> None:
+        self.held.add(entry.position)
+        self.summary.deferred[reason] += 1
+        self.progress.problem(f"{self.source.name(entry.locator)}: deferred: {reason}")
