@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from gateway.smtp_intake import IntakeHandler, start_smtp
 from gateway.web import make_app, start_http
 from gateway.web_client import ClientSite
 from outbound.delivery import Delivery
-from routing.config import GatewayConfig, load_config
+from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.blobs import BlobStore
 from store.db import create_engine, create_writer_engine, upgrade
@@ -104,6 +105,44 @@ async def write_status(path: Path, snapshot: Callable[[], dict[str, object]]) ->
         await asyncio.sleep(1.0)
 
 
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+async def watch_file(path: Path, on_change: Callable[[], None], debounce_ms: int = 500) -> None:
+    """Call ``on_change`` when the file changes, debounced: an editor's save is often
+    several writes and a rename, and one reload should follow it, not three.
+
+    The folder is watched, not the file, because a save by rename replaces the
+    inode a file watch would hold. Where inotify is unavailable we poll.
+    """
+    from watchfiles import awatch
+
+    name = path.name
+
+    def only_ours(_change: object, changed: str) -> bool:
+        return Path(changed).name == name
+
+    for force_polling in (False, True):
+        try:
+            async for _ in awatch(
+                path.parent,
+                watch_filter=only_ours,
+                debounce=debounce_ms,
+                recursive=False,
+                force_polling=force_polling,
+                poll_delay_ms=500,
+            ):
+                on_change()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # no inotify here: fall back to polling, once
+            log.warning("config.watch_failed", error=f"{type(exc).__name__}: {exc}")
+
+
 async def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
     loop = asyncio.get_running_loop()
@@ -125,12 +164,22 @@ async def run_daemon(config_path: Path) -> int:
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
-        mailboxes = [
-            MailboxWorker(config, tenant, box, services.pipeline, services.writer)
-            for tenant in config.tenants
-            for box in tenant.imap
-        ]
-        imap_tasks = [asyncio.create_task(m.run(), name=f"imap:{m.box.key}") for m in mailboxes]
+        workers: dict[tuple[str, ImapMailbox], tuple[MailboxWorker, asyncio.Task[None]]] = {}
+
+        def start_mailboxes(cfg: GatewayConfig) -> None:
+            """A worker per configured mailbox: new ones start, removed or changed ones
+            stop (their committed state stays in the store), unchanged ones go on."""
+            wanted = {(t.slug, box): t for t in cfg.tenants for box in t.imap}
+            for key in [k for k in workers if k not in wanted]:
+                workers.pop(key)[1].cancel()
+            for key, tenant in wanted.items():
+                if key not in workers:
+                    w = MailboxWorker(cfg, tenant, key[1], services.pipeline, services.writer)
+                    workers[key] = (w, asyncio.create_task(w.run(), name=f"imap:{w.box.key}"))
+            mailboxes[:] = [w for w, _ in workers.values()]
+
+        mailboxes: list[MailboxWorker] = []
+        start_mailboxes(config)
         last_error: list[str] = []
 
         def snapshot() -> dict[str, object]:
@@ -195,25 +244,41 @@ async def run_daemon(config_path: Path) -> int:
             )
             log.info("http.listening", host=config.http.host, port=http_port)
 
-        def reload() -> None:
+        loaded = [_digest(config_path)]
+
+        def reload(trigger: str = "sighup") -> None:
+            """Swap in the file's config for messages that start from now on; a bad
+            file is refused whole and the running config stays."""
             nonlocal generation
+            digest = _digest(config_path)
+            if trigger == "watch" and digest == loaded[0]:
+                return  # touched, or rewritten with the same bytes
+            loaded[0] = digest
             try:
                 new = load_config(config_path)
             except ConfigError as exc:
-                log.error("config.reload_refused", problems=exc.problems)
+                log.error("config.reload_refused", trigger=trigger, problems=exc.problems)
                 last_error[:] = ["; ".join(exc.problems)[:2000]]
                 return
             last_error.clear()
             services.pipeline.configure(new)
             services.delivery.configure(new)
             site.configure(new)
+            start_mailboxes(new)
             generation += 1
-            log.info("config.reloaded", generation=generation)
+            log.info("config.reloaded", trigger=trigger, generation=generation)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
+        watcher = (
+            asyncio.create_task(watch_file(config_path, lambda: reload("watch")), name="watch")
+            if config.watch_config
+            else None
+        )
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
 
         log.info("shutdown.draining", in_flight=handler.in_flight)
         handler.draining = True
@@ -223,7 +288,7 @@ async def run_daemon(config_path: Path) -> int:
                 await handler.idle.wait()
         if http_runner is not None:
             await http_runner.cleanup()
-        for task in (probe, delivery, status, *imap_tasks):
+        for task in (probe, delivery, status, *(t for _, t in workers.values())):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

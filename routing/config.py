@@ -204,6 +204,7 @@ class GatewayConfig:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     key_file: Path | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
+    watch_config: bool = True  # reload when the file changes, not only on SIGHUP
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -304,6 +305,12 @@ def load_config(path: Path | str | None = None) -> GatewayConfig:
     return _build(path, text, doc)
 
 
+_GATEWAY_KEYS = {
+    "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
+    "watch_config",
+}  # fmt: skip
+
+
 def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     c = _Checker(path, text)
     base_dir = path.resolve().parent
@@ -312,7 +319,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     g = doc.get("gateway", {})
     c.unknown(
         g,
-        {"hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file"},
+        _GATEWAY_KEYS,
         "gateway",
     )
     hostname = c.take(g, "hostname", "gateway", str, "helpdesk.localhost")
@@ -414,6 +421,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         outbound=outbound,
         key_file=key_file,
         http=http,
+        watch_config=c.take(g, "watch_config", "gateway", bool, True),
     )
 
 
