@@ -237,6 +237,7 @@ def _line_index(text: str) -> dict[str, int]:
             counters[key] = counters.get(key, -1) + 1
             prefix = f"{key}[{counters[key]}]"
             index.setdefault(prefix, n)
+            index.setdefault(key, n)  # "expected a table, not [[...]]" points here
         elif line.startswith("["):
             name = line[1:].split("]", 1)[0].strip()
             prefix = _resolve(name, counters)
@@ -336,6 +337,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         c.error("gateway.log_format", "must be 'json' or 'console'")
     secret_file = base_dir / c.take(g, "secret_file", "gateway", str, str(data_dir / "secret.key"))
     key_file = base_dir / c.take(g, "key_file", "gateway", str, str(data_dir / "keys.toml"))
+    watch_config = c.take(g, "watch_config", "gateway", bool, True)
 
     h = doc.get("http", {})
     c.unknown(
@@ -421,7 +423,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         outbound=outbound,
         key_file=key_file,
         http=http,
-        watch_config=c.take(g, "watch_config", "gateway", bool, True),
+        watch_config=watch_config,
     )
 
 

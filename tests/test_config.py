@@ -68,6 +68,64 @@ def test_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert info.value.problems[0].startswith(f"{p}:3: syntax:")
 
 
+def test_each_error_class_names_its_line(tmp_path: Path) -> None:
+    """Wrong types, bad values, unknown keys, cross-tenant duplicates, references to
+    unknown queues or agents and an unreadable key file, each at its own line."""
+    p = _write(
+        tmp_path,
+        """[gateway]
+key_file = "missing/keys.toml"
+watch_config = "yes"
+
+[smtp]
+max_message_size = "big"
+
+[[tenants]]
+slug = "acme"
+addresses = ["a@acme.test"]
+tag_prefix = "ACME"
+languages = ["klingon"]
+
+[[tenants.queues]]
+name = "Bad Name"
+
+[[tenants.outbound]]
+host = "smtp.acme.test"
+
+[[tenants]]
+slug = "beta"
+addresses = ["a@acme.test"]
+tag_prefix = "ACME"
+
+[tenants.outbound]
+host = "smtp.beta.test"
+password = "enc:v1:k1:AAAA"
+
+[[tenants.rules]]
+when = { subject = "x" }
+then = { assign = "nobody@beta.test" }
+""",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    got = {x.split(": ", 2)[1]: x for x in info.value.problems}
+    want = {
+        "gateway.watch_config": 3,
+        "smtp.max_message_size": 6,
+        "tenants[0].languages": 12,
+        "tenants[0].queues[0].name": 15,
+        "tenants[0].outbound": 17,
+        "tenants[1].addresses": 22,
+        "tenants[1].tag_prefix": 23,
+        "tenants[1].outbound.password": 27,
+        "tenants[1].rules[0].then.assign": 31,
+    }
+    for key, line in want.items():
+        assert key in got, (key, info.value.problems)
+        assert got[key].startswith(f"{p}:{line}: "), got[key]
+    assert "keys.toml" in got["tenants[1].outbound.password"]
+
+
 def test_config_check_cli(tmp_path: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "gateway", "config", "check", str(ROOT / "gateway.toml")],
