@@ -25,6 +25,7 @@ __all__ = [
     "LimitsConfig",
     "OutboundAccount",
     "OutboundSettings",
+    "Retention",
     "ScannerSettings",
     "SmtpSettings",
     "Tenant",
@@ -82,6 +83,15 @@ class ImapMailbox:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a tenant's data is kept, in days; 0 keeps it for ever (docs/privacy.md)."""
+
+    closed_tickets_days: int = 365  # a closed ticket, its messages and attachments
+    raw_messages_days: int = 90  # the raw mail as received, and copies of mail we sent
+    audit_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     slug: str
     name: str
@@ -91,6 +101,8 @@ class Tenant:
     acknowledge: bool = True
     outbound: OutboundAccount | None = None
     imap: tuple[ImapMailbox, ...] = ()
+    retention: Retention = Retention()
+    log_addresses: bool = False  # False: addresses reach the logs only as keyed hashes
 
     @property
     def from_address(self) -> str:
@@ -557,6 +569,8 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                 "acknowledge",
                 "outbound",
                 "imap",
+                "retention",
+                "log_addresses",
             },
             base,
         )
@@ -608,9 +622,25 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                     c, t.get("outbound"), f"{base}.outbound", slug, key_file, base_dir
                 ),
                 imap=_mailboxes(c, t.get("imap", []), base, slug, clean, key_file, base_dir),
+                retention=_retention(c, t.get("retention", {}), f"{base}.retention"),
+                log_addresses=c.take(t, "log_addresses", base, bool, False),
             )
         )
     return tuple(out)
+
+
+def _retention(c: _Checker, raw: Any, base: str) -> Retention:
+    if not isinstance(raw, dict):
+        c.error(base, "expected a table")
+        return Retention()
+    d = Retention()
+    keys = ("closed_tickets_days", "raw_messages_days", "audit_days")
+    c.unknown(raw, set(keys), base)
+    values = {k: c.take(raw, k, base, int, getattr(d, k)) for k in keys}
+    for k, v in values.items():
+        if v < 0:
+            c.error(f"{base}.{k}", "must be 0 (keep for ever) or a number of days")
+    return Retention(**values)
 
 
 def _secret(path: Path) -> bytes:
