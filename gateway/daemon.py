@@ -20,11 +20,13 @@ import structlog
 
 from gateway import metrics
 from gateway.imap_intake import MailboxWorker
+from gateway.logs import set_log_privacy
 from gateway.pipeline import Pipeline
+from gateway.privacy import retention_daily
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
 from gateway.web import make_app, start_http
-from gateway.web_client import ClientSite
+from gateway.web_client import ClientSite, test_clock
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
@@ -106,6 +108,7 @@ async def write_status(path: Path, snapshot: Callable[[], dict[str, object]]) ->
 
 async def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
+    set_log_privacy(config)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
     stop = asyncio.Event()
@@ -125,6 +128,10 @@ async def run_daemon(config_path: Path) -> int:
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
+        retention = asyncio.create_task(
+            retention_daily(services, lambda: services.pipeline.config, test_clock()),
+            name="retention",
+        )
         mailboxes = [
             MailboxWorker(config, tenant, box, services.pipeline, services.writer)
             for tenant in config.tenants
@@ -205,6 +212,7 @@ async def run_daemon(config_path: Path) -> int:
                 return
             last_error.clear()
             services.pipeline.configure(new)
+            set_log_privacy(new)
             services.delivery.configure(new)
             site.configure(new)
             generation += 1
@@ -223,7 +231,7 @@ async def run_daemon(config_path: Path) -> int:
                 await handler.idle.wait()
         if http_runner is not None:
             await http_runner.cleanup()
-        for task in (probe, delivery, status, *imap_tasks):
+        for task in (probe, delivery, retention, status, *imap_tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
