@@ -29,7 +29,7 @@ from store.redact import pseudonym
 __all__ = ["set_log_privacy", "setup_logging"]
 
 _REDACT = ("password", "secret", "token", "authorization", "cookie", "session", "csrf", "verifier")
-_BODIES = {"body", "text", "html", "reply_text", "content", "raw", "data", "payload", "quote"}
+_BODIES = {"body", "text", "html", "reply_text", "subject", "content", "raw", "data", "payload"}
 _KEEP = {"timestamp", "level", "logger"}
 
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*/=?^_`{|}~+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
