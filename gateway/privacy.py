@@ -310,10 +310,8 @@ async def retention_daily(services: Any, config: Callable[[], GatewayConfig], cl
     while True:
         try:
             results = await purge_tenants(services, config(), clock(), dry_run=False)
-            log.info(
-                "retention.purged",
-                **{slug: r.counts() for slug, r in results.items() if r},
-            )
+            purged = {slug: r.counts() for slug, r in results.items() if r}
+            log.info("retention.purged", purged=purged)
         except Exception as exc:  # a bad day must not stop tomorrow's purge
             log.warning("retention.failed", error=type(exc).__name__, detail=str(exc)[:200])
         await asyncio.sleep(PURGE_EVERY)
