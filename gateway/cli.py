@@ -102,9 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
+    from gateway.privacy_cli import add_parser as privacy_parser
     from gateway.secrets_cli import add_parser as secrets_parser
 
     secrets_parser(sub, common)
+    privacy_parser(sub, common)
     return p
 
 
@@ -164,6 +166,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_status(config, args.json))
     if args.command == "route":
         return _explain(config, args)
+    if args.command in ("gdpr", "purge"):
+        from gateway import privacy_cli
+
+        return privacy_cli.run(args, config)
     raise CliError(f"unknown command {args.command}", EX_USAGE)
 
 

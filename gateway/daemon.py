@@ -21,11 +21,13 @@ import structlog
 
 from gateway import metrics
 from gateway.imap_intake import MailboxWorker
+from gateway.logs import set_log_privacy
 from gateway.pipeline import Pipeline
+from gateway.privacy import retention_daily
 from gateway.scan import Scanner, ScannerConfig
 from gateway.smtp_intake import IntakeHandler, start_smtp
 from gateway.web import make_app, start_http
-from gateway.web_client import ClientSite
+from gateway.web_client import ClientSite, test_clock
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
@@ -128,6 +130,9 @@ async def watch_file(path: Path, on_change: Callable[[], None], debounce_ms: int
 
     for force_polling in (False, True):
         try:
+            on_change()  # a change made while the watch was being set up
+            # Every 2 s without an event we yield anyway and on_change compares the
+            # file's digest: a safety net for events the kernel did not deliver.
             async for _ in awatch(
                 path.parent,
                 watch_filter=only_ours,
@@ -135,6 +140,8 @@ async def watch_file(path: Path, on_change: Callable[[], None], debounce_ms: int
                 recursive=False,
                 force_polling=force_polling,
                 poll_delay_ms=500,
+                rust_timeout=2000,
+                yield_on_timeout=True,
             ):
                 on_change()
         except asyncio.CancelledError:
@@ -145,6 +152,7 @@ async def watch_file(path: Path, on_change: Callable[[], None], debounce_ms: int
 
 async def run_daemon(config_path: Path) -> int:
     config = load_config(config_path)
+    set_log_privacy(config)
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception)
     stop = asyncio.Event()
@@ -164,6 +172,10 @@ async def run_daemon(config_path: Path) -> int:
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
+        retention = asyncio.create_task(
+            retention_daily(services, lambda: services.pipeline.config, test_clock()),
+            name="retention",
+        )
         workers: dict[tuple[str, ImapMailbox], tuple[MailboxWorker, asyncio.Task[None]]] = {}
 
         def start_mailboxes(cfg: GatewayConfig) -> None:
@@ -262,6 +274,7 @@ async def run_daemon(config_path: Path) -> int:
                 return
             last_error.clear()
             services.pipeline.configure(new)
+            set_log_privacy(new)
             services.delivery.configure(new)
             site.configure(new)
             start_mailboxes(new)
@@ -288,7 +301,7 @@ async def run_daemon(config_path: Path) -> int:
                 await handler.idle.wait()
         if http_runner is not None:
             await http_runner.cleanup()
-        for task in (probe, delivery, status, *(t for _, t in workers.values())):
+        for task in (probe, delivery, retention, status, *(t for _, t in workers.values())):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -2,25 +2,114 @@
 
 aiosmtpd logs every DATA line at DEBUG on ``mail.log``; that logger is pinned
 at INFO so bodies can never reach the logs, whatever the root level is.
+
+Two processors keep the privacy policy (docs/privacy.md) in the logs too:
+``_drop_bodies`` removes any field that could hold mail content, and
+``_scrub`` redacts secrets (by key: tokens, passwords, cookies, sessions; by
+value: ``enc:`` ciphertexts, reply tokens in plus addresses, magic-link
+verifiers) and replaces every address by its pseudonym unless each tenant
+the event names allows addresses in logs (``log_addresses``). They run after
+the traceback is formatted, so an exception's text is scrubbed as well.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import sys
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-__all__ = ["setup_logging"]
+from store.redact import pseudonym
 
-_REDACT = ("password", "secret", "token", "authorization")
+__all__ = ["set_log_privacy", "setup_logging"]
+
+_REDACT = ("password", "secret", "token", "authorization", "cookie", "session", "csrf", "verifier")
+_BODIES = {"body", "text", "html", "reply_text", "subject", "content", "raw", "data", "payload"}
+_KEEP = {"timestamp", "level", "logger"}
+
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*/=?^_`{|}~+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_ENC = re.compile(r"enc:v\d+:[A-Za-z0-9_=:.+/-]+")
+_URL_SECRET = re.compile(r"([?&](?:v|s|token|verifier|session)=)[^&\s\"'#]+")
+_PLUS = re.compile(r"\+[A-Za-z0-9_-]{8,}@")
 
 
-def _redact(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
-    for key in list(event):
-        if any(word in key.lower() for word in _REDACT):
-            event[key] = "[redacted]"
+@dataclass(frozen=True)
+class _Policy:
+    key: bytes
+    open_tenants: frozenset[str]  # tenants whose events may show addresses
+    ours: frozenset[str]  # the tenants' own support addresses: not personal, kept
+
+
+_policy = _Policy(secrets.token_bytes(32), frozenset(), frozenset())
+
+
+def set_log_privacy(config: Any) -> None:
+    """Take the key and each tenant's ``log_addresses`` from the (re)loaded config."""
+    global _policy
+    _policy = _Policy(
+        key=config.secret,
+        open_tenants=frozenset(t.slug for t in config.tenants if t.log_addresses),
+        ours=frozenset(a for t in config.tenants for a in t.addresses),
+    )
+
+
+def _drop_bodies(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
+    for key in [k for k in event if k.lower() in _BODIES]:
+        del event[key]
     return event
+
+
+def _scrub(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
+    policy = _policy
+    named = event.get("tenants", event.get("tenant"))
+    slugs = (
+        {named}
+        if isinstance(named, str)
+        else set(named or ())
+        if isinstance(named, list)
+        else set()
+    )
+    show = bool(slugs) and slugs <= policy.open_tenants
+    for key in list(event):
+        if key in _KEEP:
+            continue
+        if any(word in key.lower() for word in _REDACT) and key != "event":
+            event[key] = "[redacted]"
+        else:
+            event[key] = _clean(event[key], policy, show)
+    return event
+
+
+def _clean(value: Any, policy: _Policy, show: bool) -> Any:
+    if isinstance(value, str):
+        return _clean_text(value, policy, show)
+    if isinstance(value, list | tuple):
+        return [_clean(v, policy, show) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v, policy, show) for k, v in value.items()}
+    return value
+
+
+def _clean_text(text: str, policy: _Policy, show: bool) -> str:
+    if "@" not in text and ":" not in text and "=" not in text:
+        return text
+    text = _ENC.sub("enc:[redacted]", text)
+    text = _URL_SECRET.sub(r"\1[redacted]", text)
+    text = _PLUS.sub("+[redacted]@", text)
+
+    def address(m: re.Match[str]) -> str:
+        a = m.group(0)
+        bare = a.lower()
+        if show or bare in policy.ours or bare.replace("+[redacted]", "") in policy.ours:
+            return a
+        return pseudonym(policy.key, bare)
+
+    return _ADDRESS.sub(address, text)
 
 
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
@@ -34,8 +123,9 @@ def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
             structlog.processors.format_exc_info,
+            _drop_bodies,
+            _scrub,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

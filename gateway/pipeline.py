@@ -34,6 +34,7 @@ from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
 from store import repos
 from store.blobs import BlobStore
+from store.errors import StoreUnavailable
 from store.faults import crash_point, message_commit
 from store.writer import Writer
 
@@ -95,9 +96,35 @@ class Pipeline:
             ctx["error"] = type(exc).__name__
             if isinstance(outcome, Defer):
                 log.warning("pipeline_fault", error=type(exc).__name__, detail=str(exc)[:200])
+        if isinstance(outcome, Reject) and ctx.get("tenants") and ctx.get("scan") != "infected":
+            await self._audit_refusal(outcome, ctx["tenants"], raw, ctx.get("rule"))
         ctx["ms"] = round((time.perf_counter() - started) * 1000, 2)
         _log_outcome(outcome, ctx)
         return outcome
+
+    async def _audit_refusal(
+        self, outcome: Reject, tenants: list[str], raw: RawMessage, rule: str | None
+    ) -> None:
+        """Every refusal of mail meant for a tenant is on its audit log (too big, loop,
+        unreadable, a rule's reject), like an infected one (which has its own event);
+        nothing of it is stored."""
+        detail = {
+            "rule": rule,
+            "reply": f"{outcome.code} {outcome.enhanced} {outcome.text}",
+            "sha256": hashlib.sha256(raw.data).hexdigest(),
+            "size": len(raw.data),
+            "source": raw.source,
+        }
+        sender = raw.envelope.mail_from.lower() or "<>"
+
+        def work(conn: Connection) -> None:
+            for slug in tenants:
+                repos.add_audit(conn, slug, "message.rejected", actor=sender, detail=detail)
+
+        try:
+            await self.writer.submit(work)
+        except Exception as exc:  # the refusal stands; it must not wait on the store
+            log.error("audit.write_failed", action="message.rejected", error=type(exc).__name__)
 
     async def _process(
         self,
@@ -130,9 +157,13 @@ class Pipeline:
             ctx["scan"] = type(verdict).__name__.lower()
             if not isinstance(verdict, Clean):
                 return await self._refuse(verdict, jobs, raw, parsed, raw_sha, ctx)
-        await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
+        shas = await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
 
         def work(conn: Connection) -> list[Stored]:
+            # A purge may have collected an identical blob between our write and this
+            # lock (store/retention.py); answer 451 and the retry writes it again.
+            if not all(self.blobs.exists(sha) for sha in shas):
+                raise StoreUnavailable("a blob was collected before its commit")
             return [
                 _commit_one(conn, config, templates, job, raw, parsed, raw_sha)
                 for job in jobs.values()
@@ -141,8 +172,9 @@ class Pipeline:
         try:
             stored = await self.writer.submit(message_commit(work))
         except RuleRejected as exc:
-            ctx["rule"] = exc.rule
-            await self._audit_refusal("message.rejected", exc.tenant, raw, parsed, raw_sha, exc)
+            # Audited (in process) on the rejecting tenant's log only: the other
+            # recipients' tenants must not learn another tenant's rule names.
+            ctx["rule"], ctx["tenants"] = exc.rule, [exc.tenant]
             r = exc.reject
             return Reject(r.code, r.enhanced, r.text, EX_UNAVAILABLE)
         if self.after_commit is not None:
@@ -186,34 +218,6 @@ class Pipeline:
         ctx["scan_detail"] = verdict.reason
         log.warning("scanner.unavailable", reason=verdict.reason, tenants=sorted(jobs))
         return Defer("Virus scanner unavailable, try again later", 451, "4.7.1")
-
-    async def _audit_refusal(
-        self,
-        action: str,
-        tenant: str,
-        raw: RawMessage,
-        parsed: ParsedMessage,
-        raw_sha: str,
-        exc: RuleRejected,
-    ) -> None:
-        sender = parsed.from_addr or raw.envelope.mail_from.lower()
-        detail = {
-            "rule": exc.rule,
-            "reply": f"{exc.reject.code} {exc.reject.enhanced} {exc.reject.text}",
-            "sha256": raw_sha,
-            "size": len(raw.data),
-            "message_id": parsed.message_id,
-            "subject": parsed.subject[:200],
-            "source": raw.source,
-        }
-
-        def work(conn: Connection) -> None:
-            repos.add_audit(conn, tenant, action, actor=sender, detail=detail)
-
-        try:
-            await self.writer.submit(work)
-        except Exception as exc2:  # the refusal stands; it must not wait on the store
-            log.error("audit.write_failed", action=action, error=type(exc2).__name__)
 
     async def _audit_infected(
         self,

@@ -336,6 +336,13 @@ def _rotate(path: Path) -> int:
     _replace_file(path, new_text)
 
     print(f"rotated {len(entries)} secrets to key {kid}")
+    from gateway.privacy import record_admin_event
+
+    problem = record_admin_event(
+        path, "secrets.rotated", sorted({e.slug for e in entries}), {"key_id": kid}
+    )
+    if problem:
+        print(f"note: the rotation is not in the audit log: {problem}", file=sys.stderr)
     print(
         f"old keys are still in {key_file}: remove them once every instance runs this config",
         file=sys.stderr,

@@ -448,9 +448,25 @@ class ClientSite:
         if address is None:
             raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
         ref, sha = request.match_info["ref"], request.match_info["sha"]
-        att = await self.writer.submit(
-            lambda conn: access.client_attachment(conn, tenant.slug, address, ref, sha)
-        )
+
+        def work(conn: Connection) -> dict[str, Any] | None:
+            att = access.client_attachment(conn, tenant.slug, address, ref, sha)
+            if att is not None:
+                repos.add_audit(
+                    conn,
+                    tenant.slug,
+                    "web.attachment_downloaded",
+                    actor=address,
+                    ticket_id=repos.ticket_by_ref(conn, tenant.slug, ref),
+                    detail={
+                        "sha256": sha,
+                        "filename": att["filename"],
+                        "source": self._source(request),
+                    },
+                )
+            return att
+
+        att = await self.writer.submit(work)
         if att is None or not self.blobs.exists(sha):
             return self._error(request, tenant, "error.notfound", 404)
         name = str(att["filename"])

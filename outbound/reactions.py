@@ -29,6 +29,11 @@ from store import repos
 
 __all__ = ["Event", "bounced", "is_ours", "queue", "react"]
 
+_CHANGE_ACTIONS = {
+    "status": "ticket.status",
+    "priority": "ticket.priority",
+    "assignee": "ticket.assigned",
+}
 _NO_ANSWER_LOCALPARTS = {"mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"}
 
 
@@ -189,7 +194,17 @@ def _agent_reply(
         else:
             problems.append(f"#assign: {commands.assign} is not an agent of this tenant")
     if changes:
+        before = repos.ticket_row(conn, slug, ev.ticket_id) or {}
         repos.update_ticket(conn, slug, ev.ticket_id, **changes)
+        for key, value in changes.items():  # one audit event per change, old and new value
+            repos.add_audit(
+                conn,
+                slug,
+                _CHANGE_ACTIONS[key],
+                actor=agent.address,
+                ticket_id=ev.ticket_id,
+                detail={"from": before.get(key), "to": value},
+            )
     if changes or problems:
         repos.add_audit(
             conn,

@@ -27,6 +27,7 @@ __all__ = [
     "OutboundAccount",
     "OutboundSettings",
     "Queue",
+    "Retention",
     "ScannerSettings",
     "SmtpSettings",
     "Tenant",
@@ -94,6 +95,15 @@ class Queue:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long a tenant's data is kept, in days; 0 keeps it for ever (docs/privacy.md)."""
+
+    closed_tickets_days: int = 365  # a closed ticket, its messages and attachments
+    raw_messages_days: int = 90  # the raw mail as received, and copies of mail we sent
+    audit_days: int = 365
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     slug: str
     name: str
@@ -103,6 +113,8 @@ class Tenant:
     acknowledge: bool = True
     outbound: OutboundAccount | None = None
     imap: tuple[ImapMailbox, ...] = ()
+    retention: Retention = Retention()
+    log_addresses: bool = False  # False: addresses reach the logs only as keyed hashes
     queues: tuple[Queue, ...] = ()
     default_queue: str = "default"
     rules: tuple[Rule, ...] = ()
@@ -643,6 +655,8 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                     agents=agent_addrs,
                 ),
                 **_tenant_settings(c, t, base, base_dir),
+                retention=_retention(c, t.get("retention", {}), f"{base}.retention"),
+                log_addresses=c.take(t, "log_addresses", base, bool, False),
             )
         )
     return tuple(out)
@@ -651,6 +665,7 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
 _TENANT_KEYS = {
     "slug", "name", "addresses", "tag_prefix", "agents", "acknowledge", "outbound", "imap",
     "queues", "default_queue", "rules", "languages", "templates", "ack_limit", "ack_window",
+    "retention", "log_addresses",
 }  # fmt: skip
 _QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -716,6 +731,20 @@ def _tenant_settings(
         if out["ack_window"] is not None and not out["ack_window"] > 0:
             c.error(f"{base}.ack_window", "must be greater than 0")
     return out
+
+
+def _retention(c: _Checker, raw: Any, base: str) -> Retention:
+    if not isinstance(raw, dict):
+        c.error(base, "expected a table")
+        return Retention()
+    d = Retention()
+    keys = ("closed_tickets_days", "raw_messages_days", "audit_days")
+    c.unknown(raw, set(keys), base)
+    values = {k: c.take(raw, k, base, int, getattr(d, k)) for k in keys}
+    for k, v in values.items():
+        if v < 0:
+            c.error(f"{base}.{k}", "must be 0 (keep for ever) or a number of days")
+    return Retention(**values)
 
 
 def _secret(path: Path) -> bytes:

@@ -140,7 +140,11 @@ def spend_link(
         return SpentLink(False, address)
     res = conn.execute(
         update(link_tokens)
-        .where(link_tokens.c.id == row.id, link_tokens.c.used_at.is_(None))
+        .where(
+            link_tokens.c.tenant == tenant,
+            link_tokens.c.id == row.id,
+            link_tokens.c.used_at.is_(None),
+        )
         .values(used_at=now)
     )
     return SpentLink(res.rowcount == 1, address)

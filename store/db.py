@@ -63,7 +63,7 @@ def _mkdir(database: str | None) -> None:
 
 
 def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
-    """WAL, FULL, busy timeout, foreign keys, and BEGIN under our control."""
+    """WAL, FULL, busy timeout, foreign keys, secure delete, and BEGIN under our control."""
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -74,6 +74,9 @@ def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free pages: an
+        # erasure or a purge must not be undone by reading the file (docs/privacy.md).
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -26,6 +26,7 @@ from sqlalchemy import (
 __all__ = [
     "attachments",
     "audit_events",
+    "audit_unlock",
     "auth_events",
     "bouncing",
     "imap_state",
@@ -121,6 +122,9 @@ messages = Table(
     Column("envelope_from", String(320), nullable=False),
     Column("source", String(8), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Set when retention or an erasure deleted the raw blob; raw_sha256 stays
+    # as the dedupe fingerprint, but it no longer keeps the blob alive.
+    Column("raw_purged_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("tenant", "message_key"),
     Index(None, "ticket_id"),
     Index(None, "tenant", "message_id"),
@@ -167,6 +171,17 @@ audit_events = Table(
     Column("detail", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index(None, "tenant", "created_at"),
+)
+
+# The audit log is append-only: on SQLite a trigger (migration 0006) refuses
+# UPDATE and DELETE on audit_events unless this table has a row. Only an
+# erasure or a retention purge inserts one, inside its own transaction, and
+# deletes it before committing, so no other transaction ever sees it.
+audit_unlock = Table(
+    "audit_unlock",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("reason", String(64), nullable=False),
 )
 
 outbox = Table(

@@ -1,0 +1,186 @@
+"""``gateway gdpr export|erase|hash`` and ``gateway purge``: the privacy policy's commands.
+
+Which command serves which right is in docs/privacy.md. Each prints what it
+did (or, for ``purge --dry-run``, what it would do) and leaves an audit
+entry; errors are one line with a non-zero exit, as everywhere in the CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from routing.config import GatewayConfig, Tenant
+from store.redact import pseudonym
+
+__all__ = ["add_parser", "run"]
+
+EX_USAGE = 64
+EX_NOINPUT = 66
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``gdpr`` with its actions, and ``purge``; every level accepts --config (see secrets_cli)."""
+    pg = sub.add_parser("gdpr", parents=[common], help="export or erase one person's data")
+    gsub = pg.add_subparsers(dest="gdpr_command", required=True, metavar="ACTION")
+    pe = gsub.add_parser("export", help="everything held about EMAIL in a tenant (JSON or zip)")
+    pe.add_argument("--out", type=Path, default=None, help="write a zip archive with the files")
+    pr = gsub.add_parser("erase", help="erase EMAIL from a tenant; leaves a hashed tombstone")
+    pr.add_argument(
+        "--no-verify", action="store_true", help="skip searching the data directory afterwards"
+    )
+    ph = gsub.add_parser("hash", help="the pseudonym of EMAIL in tombstones and logs")
+    for p in (pe, pr, ph):
+        p.add_argument("email")
+        if p is not ph:
+            p.add_argument("--tenant", required=True, metavar="SLUG")
+    pp = sub.add_parser("purge", parents=[common], help="apply every tenant's retention now")
+    pp.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
+    pp.add_argument("--tenant", default=None, metavar="SLUG")
+    for p in (pe, pr, ph):
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=argparse.SUPPRESS,
+            help="config file (default: $GATEWAY_CONFIG, then ./gateway.toml)",
+        )
+
+
+def run(args: argparse.Namespace, config: GatewayConfig) -> int:
+    try:
+        if args.command == "purge":
+            if args.tenant is not None:
+                _tenant(config, args.tenant)
+            return asyncio.run(_purge(config, args.dry_run, args.tenant))
+        email = _address(args.email)
+        if args.gdpr_command == "hash":
+            print(pseudonym(config.secret, email))
+            return 0
+        tenant = _tenant(config, args.tenant)
+        if args.gdpr_command == "export":
+            return asyncio.run(_export(config, tenant, email, args.out))
+        if email in tenant.addresses:
+            raise _Fail(f"{email} is an address of tenant {tenant.slug!r}, not a person", EX_USAGE)
+        return asyncio.run(_erase(config, tenant, email, verify=not args.no_verify))
+    except _Fail as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def _address(value: str) -> str:
+    email = value.strip().lower()
+    local, at, domain = email.partition("@")
+    if not (local and at and domain) or any(c.isspace() for c in email):
+        raise _Fail(f"not an email address: {value!r}", EX_USAGE)
+    return email
+
+
+def _tenant(config: GatewayConfig, slug: str) -> Tenant:
+    tenant = config.tenant(slug)
+    if tenant is None:
+        known = ", ".join(t.slug for t in config.tenants)
+        raise _Fail(f"unknown tenant {slug!r} (tenants: {known})", EX_USAGE)
+    return tenant
+
+
+def _services(config: GatewayConfig) -> Any:
+    from gateway.daemon import open_services
+
+    db = config.database_url
+    if db.startswith("sqlite") and not Path(db.split("///", 1)[-1]).exists():
+        raise _Fail(f"no database yet at {db.split('///', 1)[-1]}", EX_NOINPUT)
+    return open_services(config)
+
+
+def _now() -> Any:
+    from gateway.web_client import test_clock  # the real clock unless a test shifts it
+
+    return test_clock()()
+
+
+async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path | None) -> int:
+    from gateway.privacy import blob_reader, export, export_archive
+
+    async with _services(config) as services:
+        data = await export(services, config, tenant, email)
+        if out is None:
+            print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+            return 0
+        try:
+            files = await asyncio.to_thread(export_archive, data, blob_reader(services), out)
+        except OSError as exc:
+            raise _Fail(f"{out}: cannot write: {exc.strerror or exc}", EX_CANTCREAT) from None
+    print(
+        f"wrote {out}: {len(data['tickets'])} tickets, {len(data['messages'])} messages, "
+        f"{len(data['audit_events'])} audit entries, {files} files"
+    )
+    return 0
+
+
+async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: bool) -> int:
+    from gateway.privacy import erase
+
+    async with _services(config) as services:
+        report = await erase(services, config, tenant, email, _now(), verify=verify)
+    e = report.erasure
+    print(f"erased {email} from {tenant.slug}; tombstone {report.pseudonym}")
+    print(f"  their messages emptied: {e.their_messages} (bodies, attachments, raw mail)")
+    print(f"  tickets deleted (no one else on them): {', '.join(e.tickets_deleted) or '-'}")
+    print(f"  tickets kept for other participants: {', '.join(e.tickets_kept) or '-'}")
+    print(
+        f"  other people's messages redacted: {e.messages_redacted} "
+        f"(raw copies re-stored: {e.raw_copies_redacted})"
+    )
+    print(
+        f"  sent mail deleted: {e.outbox_deleted}, queued mail redacted: {e.outbox_redacted}, "
+        f"sign-in rows deleted: {e.web_rows_deleted}, audit entries pseudonymised: "
+        f"{e.audit_redacted}, blobs deleted: {report.blobs_deleted}"
+    )
+    if not report.compacted:
+        raise _Fail(
+            "erased, but the database was busy and still holds deleted pages: run the "
+            "same command again",
+            EX_TEMPFAIL,
+        )
+    if not verify:
+        return 0
+    if report.mentions_left:
+        print(
+            f"  still found under {config.data_dir} (other tenants' data, or another "
+            f"person's attachment; see docs/privacy.md): {', '.join(report.mentions_left)}"
+        )
+    else:
+        print(f"  no file under {config.data_dir} contains the address any more")
+    return 0
+
+
+async def _purge(config: GatewayConfig, dry_run: bool, only: str | None) -> int:
+    from gateway.privacy import admin_actor, purge_tenants
+
+    async with _services(config) as services:
+        results = await purge_tenants(
+            services, config, _now(), dry_run=dry_run, actor=admin_actor(), only=only
+        )
+    verb = "would delete" if dry_run else "deleted"
+    for slug, r in results.items():
+        c = r.counts()
+        tickets = f" ({', '.join(r.closed_tickets)})" if r.closed_tickets else ""
+        print(
+            f"{slug}: {verb} {c['closed_tickets']} closed tickets{tickets}, "
+            f"{c['raw_messages']} raw messages, {c['sent_mail']} sent mails, "
+            f"{c['audit_events']} audit entries, {c['link_tokens']} expired links, "
+            f"{c['web_sessions']} expired sessions, {c['auth_events']} sign-in events"
+        )
+    return 0

@@ -1,0 +1,477 @@
+"""GDPR access (Art. 15/20) and erasure (Art. 17) for one address in one tenant.
+
+Every function takes the tenant first and touches only that tenant's rows:
+the same person writing to two vendors is two data subjects, each vendor
+answering for its own. What is kept and what goes is explained in
+docs/privacy.md; this module is that text, executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from store.models import (
+    attachments,
+    audit_events,
+    audit_unlock,
+    auth_events,
+    bouncing,
+    link_tokens,
+    message_ids,
+    messages,
+    outbox,
+    participants,
+    tickets,
+    web_sessions,
+)
+from store.redact import Redactor
+
+__all__ = [
+    "Erasure",
+    "collect_subject",
+    "delete_tickets",
+    "erase_subject",
+    "names_of",
+    "raw_mentions",
+    "unlocked_audit",
+]
+
+_CLIENT_ROLES = ("client", "cc")
+ReadBlob = Callable[[str], bytes | None]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _row(r: Any, *cols: str) -> dict[str, Any]:
+    m = r._mapping
+    return {c: _iso(m[c]) for c in cols}
+
+
+def _lower(values: Iterable[Any]) -> list[str]:
+    return [str(v).lower() for v in values or []]
+
+
+def names_of(conn: Connection, tenant: str, address: str) -> set[str]:
+    """Display names this address used with the tenant: erased along with it."""
+    names = {
+        str(n)
+        for (n,) in conn.execute(
+            select(participants.c.name).where(
+                participants.c.tenant == tenant, participants.c.address == address
+            )
+        )
+    }
+    names |= {
+        str(n)
+        for (n,) in conn.execute(
+            select(messages.c.from_name).where(
+                messages.c.tenant == tenant, messages.c.from_addr == address
+            )
+        )
+    }
+    return {n for n in names if n.strip()}
+
+
+def _their_tickets(conn: Connection, tenant: str, address: str) -> set[int]:
+    ids = {
+        int(t)
+        for (t,) in conn.execute(
+            select(participants.c.ticket_id).where(
+                participants.c.tenant == tenant, participants.c.address == address
+            )
+        )
+    }
+    ids |= {
+        int(t)
+        for (t,) in conn.execute(
+            select(messages.c.ticket_id).where(
+                messages.c.tenant == tenant,
+                messages.c.from_addr == address,
+                messages.c.ticket_id.is_not(None),
+            )
+        )
+    }
+    return ids
+
+
+def collect_subject(conn: Connection, tenant: str, address: str) -> dict[str, Any]:
+    """Everything held about ``address`` in ``tenant``, as JSON-ready data.
+
+    Messages: those they wrote, those addressed to them, and the messages of
+    their tickets a client may read (the web pages' rule: no internal notes,
+    no machine mail). Blobs are named by sha256; the caller adds the files.
+    """
+    address = address.strip().lower()
+    ticket_ids = _their_tickets(conn, tenant, address)
+    refs = {
+        int(r.id): r
+        for r in conn.execute(
+            select(tickets).where(tickets.c.tenant == tenant, tickets.c.id.in_(ticket_ids))
+        )
+    }
+    out_tickets = [
+        _row(r, "ref", "subject", "status", "priority", "queue", "created_at", "updated_at")
+        for r in sorted(refs.values(), key=lambda r: int(r.number))
+    ]
+    participation = [
+        {"ticket": refs[int(r.ticket_id)].ref, **_row(r, "name", "role", "created_at")}
+        for r in conn.execute(
+            select(participants).where(
+                participants.c.tenant == tenant, participants.c.address == address
+            )
+        )
+        if int(r.ticket_id) in refs
+    ]
+    msgs = []
+    for m in conn.execute(
+        select(messages).where(
+            messages.c.tenant == tenant,
+            or_(messages.c.ticket_id.in_(ticket_ids), messages.c.from_addr == address),
+        )
+    ):
+        mine = m.from_addr == address or m.envelope_from == address
+        to_them = address in _lower(m.to_addrs) + _lower(m.cc_addrs)
+        visible = (
+            m.ticket_id in refs
+            and m.sender_role in (*_CLIENT_ROLES, "agent")
+            and "internal" not in (m.flags or [])
+        )
+        if mine or to_them or visible:
+            msgs.append((m, mine))
+    # Mail addressed to them that sits on nobody's ticket (machine mail, none of theirs).
+    files: dict[int, list[dict[str, Any]]] = {}
+    ids = [m.id for m, _ in msgs]
+    for a in conn.execute(
+        select(attachments).where(attachments.c.tenant == tenant, attachments.c.message_id.in_(ids))
+    ):
+        files.setdefault(int(a.message_id), []).append(
+            _row(a, "filename", "content_type", "size", "sha256", "inline")
+        )
+    out_msgs = []
+    for m, mine in sorted(msgs, key=lambda x: int(x[0].id)):
+        item = _row(
+            m, "id", "message_id", "direction", "kind", "sender_role", "from_addr", "from_name",
+            "to_addrs", "cc_addrs", "subject", "date", "text", "html", "created_at",
+        )  # fmt: skip
+        item["ticket"] = refs[int(m.ticket_id)].ref if m.ticket_id in refs else None
+        item["written_by_them"] = mine
+        # Their own mail as received; other people's raw mail carries other people's headers.
+        item["raw_sha256"] = m.raw_sha256 if mine and m.raw_purged_at is None else None
+        item["attachments"] = files.get(int(m.id), [])
+        out_msgs.append(item)
+    sent = [
+        {**_row(r, "kind", "message_id", "status", "created_at", "sent_at"), "body": r.body}
+        for r in conn.execute(select(outbox).where(outbox.c.tenant == tenant))
+        if r.to_addr == address or address in _lower(r.rcpt_tos)
+    ]
+    redactor = Redactor(b"", address)
+    audit = [
+        _row(r, "action", "actor", "ticket_id", "detail", "created_at")
+        for r in conn.execute(
+            select(audit_events).where(audit_events.c.tenant == tenant).order_by(audit_events.c.id)
+        )
+        if r.actor == address or redactor.mentions(r.detail)
+    ]
+
+    def rows(table: Any, *cols: str) -> list[dict[str, Any]]:
+        where = [table.c.tenant == tenant, table.c.address == address]
+        return [_row(r, *cols) for r in conn.execute(select(table).where(*where))]
+
+    return {
+        "subject": address,
+        "tenant": tenant,
+        "tickets": out_tickets,
+        "participation": participation,
+        "messages": out_msgs,
+        "mail_sent_to_them": sent,
+        "audit_events": audit,
+        "sign_in_links": rows(link_tokens, "created_at", "expires_at", "used_at"),
+        "web_sessions": rows(web_sessions, "created_at", "expires_at"),
+        "sign_in_events": rows(auth_events, "kind", "source", "at"),
+        "bouncing": rows(bouncing, "status", "reason", "since"),
+    }
+
+
+def raw_mentions(
+    conn: Connection, tenant: str, redactor: Redactor, read: ReadBlob
+) -> dict[int, tuple[str, bytes]]:
+    """Other people's raw mail naming the address: message row -> (old sha256, redacted copy).
+
+    Runs outside the write transaction (it reads every raw blob of the
+    tenant); the erasure then checks each row still names the same blob.
+    """
+    found: dict[int, tuple[str, bytes]] = {}
+    for row_id, sha in conn.execute(
+        select(messages.c.id, messages.c.raw_sha256).where(
+            messages.c.tenant == tenant,
+            messages.c.raw_purged_at.is_(None),
+            messages.c.from_addr != redactor.address,
+        )
+    ):
+        data = read(sha)
+        if data is None:
+            continue
+        copy = redactor.mail(data)
+        if copy is not None:
+            found[int(row_id)] = (str(sha), copy)
+    return found
+
+
+@dataclass
+class Erasure:
+    """What an erasure did, for the tombstone and the command's report."""
+
+    their_messages: int = 0
+    tickets_deleted: list[str] = field(default_factory=list)
+    tickets_kept: list[str] = field(default_factory=list)
+    messages_redacted: int = 0
+    raw_copies_redacted: int = 0
+    outbox_deleted: int = 0
+    outbox_redacted: int = 0
+    audit_redacted: int = 0
+    web_rows_deleted: int = 0
+    blob_candidates: set[str] = field(default_factory=set)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "their_messages": self.their_messages,
+            "tickets_deleted": len(self.tickets_deleted),
+            "tickets_kept": len(self.tickets_kept),
+            "messages_redacted": self.messages_redacted,
+            "raw_copies_redacted": self.raw_copies_redacted,
+            "outbox_deleted": self.outbox_deleted,
+            "outbox_redacted": self.outbox_redacted,
+            "audit_redacted": self.audit_redacted,
+            "web_rows_deleted": self.web_rows_deleted,
+        }
+
+
+@contextlib.contextmanager
+def unlocked_audit(conn: Connection, reason: str) -> Iterator[None]:
+    """Lets this transaction change audit rows: the trigger's one exception (see models)."""
+    conn.execute(insert(audit_unlock), {"reason": reason})
+    try:
+        yield
+    finally:
+        conn.execute(delete(audit_unlock))
+
+
+def delete_tickets(conn: Connection, tenant: str, ticket_ids: Iterable[int]) -> set[str]:
+    """Tickets with everything on them; returns the blobs they named (to collect)."""
+    ids = list(ticket_ids)
+    if not ids:
+        return set()
+    msg_ids = select(messages.c.id).where(
+        messages.c.tenant == tenant, messages.c.ticket_id.in_(ids)
+    )
+    shas = {
+        str(s)
+        for (s,) in conn.execute(
+            select(attachments.c.sha256).where(
+                attachments.c.tenant == tenant, attachments.c.message_id.in_(msg_ids)
+            )
+        )
+    }
+    shas |= {
+        str(s)
+        for (s,) in conn.execute(
+            select(messages.c.raw_sha256).where(
+                messages.c.tenant == tenant, messages.c.ticket_id.in_(ids)
+            )
+        )
+    }
+    conn.execute(
+        delete(attachments).where(
+            attachments.c.tenant == tenant, attachments.c.message_id.in_(msg_ids)
+        )
+    )
+    for table in (messages, participants, message_ids, outbox):
+        conn.execute(delete(table).where(table.c.tenant == tenant, table.c.ticket_id.in_(ids)))
+    conn.execute(delete(tickets).where(tickets.c.tenant == tenant, tickets.c.id.in_(ids)))
+    return shas
+
+
+def erase_subject(
+    conn: Connection,
+    tenant: str,
+    redactor: Redactor,
+    raw_copies: dict[int, tuple[str, str, int]],
+    now: datetime,
+) -> Erasure:
+    """Remove one person from one tenant, in one transaction (docs/privacy.md, "Erasure").
+
+    ``raw_copies``: message row -> (old sha256, new sha256, new size) of
+    redacted raw copies already written as blobs by the caller.
+    """
+    address = redactor.address
+    token = redactor.token
+    done = Erasure()
+    ticket_ids = _their_tickets(conn, tenant, address)
+
+    # 1. Their tickets that nobody else (client side) is on go as a whole.
+    others = {
+        int(t)
+        for (t,) in conn.execute(
+            select(participants.c.ticket_id).where(
+                participants.c.tenant == tenant,
+                participants.c.ticket_id.in_(ticket_ids),
+                participants.c.address != address,
+                participants.c.role.in_(_CLIENT_ROLES),
+            )
+        )
+    }
+    gone = ticket_ids - others
+    refs = dict(
+        conn.execute(
+            select(tickets.c.id, tickets.c.ref).where(
+                tickets.c.tenant == tenant, tickets.c.id.in_(ticket_ids)
+            )
+        ).all()
+    )
+    done.tickets_deleted = sorted(refs[t] for t in gone if t in refs)
+    done.tickets_kept = sorted(refs[t] for t in others if t in refs)
+    done.blob_candidates |= delete_tickets(conn, tenant, gone)
+
+    # 2. Their own messages elsewhere: bodies, attachments and raw mail go; a shell stays
+    # so the other participants' thread still reads in order. Off-ticket ones go whole.
+    theirs = select(messages.c.id).where(
+        messages.c.tenant == tenant,
+        or_(messages.c.from_addr == address, messages.c.envelope_from == address),
+    )
+    done.blob_candidates |= {
+        str(s)
+        for (s,) in conn.execute(
+            select(attachments.c.sha256).where(
+                attachments.c.tenant == tenant, attachments.c.message_id.in_(theirs)
+            )
+        )
+    }
+    conn.execute(
+        delete(attachments).where(
+            attachments.c.tenant == tenant, attachments.c.message_id.in_(theirs)
+        )
+    )
+    for m in conn.execute(select(messages).where(messages.c.id.in_(theirs))).all():
+        done.their_messages += 1
+        done.blob_candidates.add(str(m.raw_sha256))
+        if m.ticket_id is None:
+            conn.execute(delete(messages).where(messages.c.tenant == tenant, messages.c.id == m.id))
+            continue
+        conn.execute(
+            update(messages)
+            .where(messages.c.tenant == tenant, messages.c.id == m.id)
+            .values(
+                from_addr=token,
+                from_name="",
+                envelope_from=token,
+                subject="",
+                text="",
+                reply_text="",
+                html=None,
+                to_addrs=redactor.value(m.to_addrs),
+                cc_addrs=redactor.value(m.cc_addrs),
+                message_id=redactor.value(m.message_id),
+                message_key=redactor.value(m.message_key),
+                flags=[*(m.flags or []), "erased"],
+                raw_purged_at=now,
+            )
+        )
+
+    # 3. Other people's messages that name them: the address becomes its pseudonym.
+    fields = ("subject", "text", "reply_text", "html", "to_addrs", "cc_addrs", "from_name")
+    for m in conn.execute(
+        select(messages.c.id, *(messages.c[f] for f in fields), messages.c.raw_sha256).where(
+            messages.c.tenant == tenant,
+            messages.c.from_addr != token,
+        )
+    ).all():
+        changes = {f: redactor.value(m._mapping[f]) for f in fields}
+        changes = {f: v for f, v in changes.items() if v != m._mapping[f]}
+        copy = raw_copies.get(int(m.id))
+        if copy is not None and copy[0] == m.raw_sha256:
+            changes.update(raw_sha256=copy[1], raw_size=copy[2])
+            done.blob_candidates.add(copy[0])
+            done.raw_copies_redacted += 1
+        if changes:
+            done.messages_redacted += 1
+            conn.execute(
+                update(messages)
+                .where(messages.c.tenant == tenant, messages.c.id == m.id)
+                .values(**changes)
+            )
+
+    # 4. Where they sat: participation, tickets' subjects and assignee, threading ids.
+    conn.execute(
+        delete(participants).where(
+            participants.c.tenant == tenant, participants.c.address == address
+        )
+    )
+    for t in conn.execute(
+        select(tickets.c.id, tickets.c.subject, tickets.c.assignee).where(
+            tickets.c.tenant == tenant
+        )
+    ).all():
+        subject, assignee = redactor.value(t.subject), redactor.value(t.assignee)
+        if (subject, assignee) != (t.subject, t.assignee):
+            conn.execute(
+                update(tickets)
+                .where(tickets.c.tenant == tenant, tickets.c.id == t.id)
+                .values(subject=subject, assignee=assignee)
+            )
+    for mid_row, mid in conn.execute(
+        select(message_ids.c.id, message_ids.c.message_id).where(message_ids.c.tenant == tenant)
+    ).all():
+        if redactor.mentions(mid):
+            conn.execute(
+                update(message_ids)
+                .where(message_ids.c.tenant == tenant, message_ids.c.id == mid_row)
+                .values(message_id=redactor.value(mid))
+            )
+
+    # 5. Mail we sent or will send: to them, deleted; naming them, deleted once sent,
+    # redacted while it still waits (the agent still gets the notice).
+    for r in conn.execute(select(outbox).where(outbox.c.tenant == tenant)).all():
+        to_them = r.to_addr == address or address in _lower(r.rcpt_tos)
+        copy = None if to_them else redactor.mail(bytes(r.body))
+        if not to_them and copy is None and not redactor.mentions(r.mail_from):
+            continue
+        where = (outbox.c.tenant == tenant, outbox.c.id == r.id)
+        if to_them or r.status in ("sent", "failed"):
+            conn.execute(delete(outbox).where(*where))
+            done.outbox_deleted += 1
+        else:
+            conn.execute(update(outbox).where(*where).values(body=copy or bytes(r.body)))
+            done.outbox_redacted += 1
+
+    # 6. Sign-in links, sessions, counters, bounce marks: all keyed by the address.
+    for table in (link_tokens, web_sessions, auth_events, bouncing):
+        res = conn.execute(
+            delete(table).where(table.c.tenant == tenant, table.c.address == address)
+        )
+        done.web_rows_deleted += int(res.rowcount or 0)
+
+    # 7. The audit log keeps what happened, with the pseudonym for who.
+    with unlocked_audit(conn, "gdpr.erase"):
+        for r in conn.execute(
+            select(audit_events.c.id, audit_events.c.actor, audit_events.c.detail).where(
+                audit_events.c.tenant == tenant
+            )
+        ).all():
+            actor, detail = redactor.value(r.actor), redactor.value(r.detail)
+            if (actor, detail) != (r.actor, r.detail):
+                conn.execute(
+                    update(audit_events)
+                    .where(audit_events.c.tenant == tenant, audit_events.c.id == r.id)
+                    .values(actor=actor, detail=detail)
+                )
+                done.audit_redacted += 1
+    return done
