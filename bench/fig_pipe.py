@@ -1,0 +1,95 @@
+"""Figure 3: ``gateway ingest`` (the MTA pipe, one process per message) messages per second.
+
+An MTA's pipe transport starts one process per message, so the figure is
+dominated by start-up: interpreter, imports, opening the store, migrations
+check. The ceiling measured beside it in the same run is the bare interpreter
+start (``python -c pass``) run the same number of times; their ratio says how
+much of the per-message time is ours. Messages: the first M of the text-only
+corpus mix, delivered one after the other (the MTA's default of one pipe at
+a time per recipient), each into the same store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.common import PY, ROOT, corpus, count_rows, summary, workdir
+from tests.daemon import Daemon
+
+
+def _ingest_all(cfg: Path, home: Path, mails: list[Any]) -> tuple[float, Counter[int]]:
+    codes: Counter[int] = Counter()
+    t0 = time.perf_counter()
+    for m in mails:
+        out = subprocess.run(
+            [
+                PY,
+                "-m",
+                "gateway",
+                "ingest",
+                "--config",
+                str(cfg),
+                "--tenant-address",
+                m.rcpt,
+                "--sender",
+                "load@bench.client.test",
+            ],
+            input=m.data,
+            cwd=home,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        codes[out.returncode] += 1
+    return time.perf_counter() - t0, codes
+
+
+def _bare(n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        subprocess.run([PY, "-c", "pass"], cwd=ROOT, check=True, timeout=60)
+    return time.perf_counter() - t0
+
+
+def fig3(count: int, per_run: int, runs: int) -> dict[str, Any]:
+    with workdir("fig3") as tmp:
+        mails = [m for m in corpus(count, tmp) if not m.scan]
+        raw = []
+        for r in range(runs):
+            chunk = mails[(r * per_run) % len(mails) :][:per_run]
+            bare = _bare(len(chunk))
+            d = Daemon(tmp / f"gw-{r}")  # only its config and home; no daemon runs
+            secs, codes = _ingest_all(d.config, d.home, chunk)
+            rows = count_rows(d.home / "var" / "gateway.db")
+            res = {
+                "messages": len(chunk),
+                "rate": codes.get(0, 0) / secs,
+                "ms_per_msg": secs / len(chunk) * 1000,
+                "bare_rate": len(chunk) / bare,
+                "bare_ms": bare / len(chunk) * 1000,
+                "exit_codes": {str(k): v for k, v in codes.items()},
+                "rows": rows,
+            }
+            raw.append(res)
+            print(
+                f"  run {r + 1}: ingest {res['rate']:.1f} msg/s ({res['ms_per_msg']:.0f} ms), "
+                f"python -c pass {res['bare_rate']:.1f}/s, exits {res['exit_codes']}",
+                flush=True,
+            )
+    exits: Counter[str] = Counter()
+    for x in raw:
+        exits.update(x["exit_codes"])
+    return {
+        "rate": summary([x["rate"] for x in raw]),
+        "ms_per_msg": summary([x["ms_per_msg"] for x in raw]),
+        "bare_rate": summary([x["bare_rate"] for x in raw]),
+        "bare_ms": summary([x["bare_ms"] for x in raw]),
+        "ratio_ingest_bare": summary([x["rate"] / x["bare_rate"] for x in raw]),
+        "exit_codes": dict(exits),
+        "per_run": per_run,
+        "raw": raw,
+    }

@@ -1,0 +1,321 @@
+"""Figures 1 and 2: SMTP ingest against the bare aiosmtpd ceiling and Postfix, in one run.
+
+Figure 1 is the corpus mix without the messages the gateway would hand to
+clamd (attachments, enclosed messages): without a scanner those are deferred
+with 451, which measures nothing. Figure 2 is the whole mix with a real clamd
+in the path. For each run and each K the servers run in turn (sink, gateway,
+Postfix), each a fresh process, the gateway with a fresh store; the load
+generator is its own process (bench/smtp_client.py). Reported per cell: the
+median and spread of msg/s (250s only), p50/p99 from the end of DATA to the
+reply, and the median of the per-run ratios gateway/sink and postfix/sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import postfix as pf
+from bench.common import (
+    PY,
+    ROOT,
+    Mail,
+    Sink,
+    corpus,
+    count_rows,
+    cpu_seconds,
+    run_load,
+    summary,
+    workdir,
+    write_load,
+)
+from tests.daemon import Daemon
+
+
+def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict[str, Any]:
+    """One fresh server of ``kind``, one load run at K, the server stopped again."""
+    if kind == "sink":
+        sink = Sink()
+        try:
+            cpu0 = cpu_seconds(sink.proc.pid)
+            res = run_load(sink.port, load, k)
+            res["server_cpu_s"] = cpu_seconds(sink.proc.pid) - cpu0
+        finally:
+            sink.stop()
+        return res
+    if kind == "postfix":
+        server = pf.Postfix(work).start()
+        try:
+            return run_load(server.port, load, k)
+        finally:
+            server.stop()
+    gw = Daemon(work, scanner=scanner or "127.0.0.1:9").start()
+    try:
+        assert gw.proc is not None
+        cpu0 = cpu_seconds(gw.proc.pid)
+        res = run_load(gw.port, load, k)
+        res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
+    finally:
+        gw.stop()
+    res["rows"] = count_rows(work / "var" / "gateway.db")
+    return res
+
+
+def _cells(
+    load: Path, levels: list[int], runs: int, kinds: list[str], scanner: str | None, tmp: Path
+) -> dict[str, Any]:
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+        str(k): {kind: [] for kind in kinds} for k in levels
+    }
+    n = 0
+    for r in range(runs):
+        for k in levels:
+            for kind in kinds:  # interleaved: sink, gateway, postfix, sink, gateway, ...
+                n += 1
+                res = _one(kind, load, k, tmp / f"{kind}-{r}-{k}-{n}", scanner)
+                raw[str(k)][kind].append(res)
+                print(
+                    f"  run {r + 1} K={k} {kind}: {res['rate']:.0f} msg/s "
+                    f"p50 {res['p50_ms'] or 0:.1f} p99 {res['p99_ms'] or 0:.1f} ms "
+                    f"codes {res['codes']}",
+                    flush=True,
+                )
+    cells: dict[str, Any] = {}
+    for k, by_kind in raw.items():
+        cell: dict[str, Any] = {}
+        for kind, rs in by_kind.items():
+            codes: Counter[str] = Counter()
+            for x in rs:
+                codes.update(x["codes"])
+            cell[kind] = {
+                "rate": summary([x["rate"] for x in rs]),
+                "p50_ms": summary([x["p50_ms"] for x in rs if x["p50_ms"] is not None]),
+                "p99_ms": summary([x["p99_ms"] for x in rs if x["p99_ms"] is not None]),
+                "codes": dict(codes),
+                "sent": sum(x["sent"] for x in rs),
+            }
+            cpu = [
+                x["server_cpu_s"] / x["accepted"] * 1e6
+                for x in rs
+                if x.get("accepted") and "server_cpu_s" in x
+            ]
+            if cpu:
+                cell[kind]["server_cpu_us_per_msg"] = summary(cpu)
+            if kind == "gateway":
+                cell[kind]["rows"] = [x["rows"] for x in rs]
+        for kind in kinds[1:]:
+            cell[f"ratio_{kind}_sink"] = summary(
+                [g["rate"] / s["rate"] for g, s in zip(by_kind[kind], by_kind["sink"], strict=True)]
+            )
+        if "postfix" in kinds:
+            cell["ratio_gateway_postfix"] = summary(
+                [
+                    g["rate"] / p["rate"]
+                    for g, p in zip(by_kind["gateway"], by_kind["postfix"], strict=True)
+                ]
+            )
+        cells[k] = cell
+    return {"cells": cells, "raw": raw}
+
+
+def _mix(mails: list[Mail]) -> dict[str, Any]:
+    sizes = sorted(len(m.data) for m in mails)
+    return {
+        "messages": len(mails),
+        "waves": len({m.wave for m in mails}),
+        "bytes_total": sum(sizes),
+        "bytes_median": sizes[len(sizes) // 2] if sizes else 0,
+        "with_attachments": sum(m.scan for m in mails),
+    }
+
+
+def fig1(count: int, levels: list[int], runs: int, results: Path, profile: bool) -> dict[str, Any]:
+    """SMTP ingest without a scanner: text-only part of the mix; plus Postfix and a profile."""
+    with workdir("fig1") as tmp:
+        mails = corpus(count, tmp)
+        text_only = [m for m in mails if not m.scan]
+        load = write_load(text_only, tmp / "load.pkl")
+        why_not = pf.available()
+        kinds = ["sink", "gateway"] + ([] if why_not else ["postfix"])
+        out = _cells(load, levels, runs, kinds, None, tmp)
+        out["mix"] = _mix(text_only)
+        out["mix"]["left_out_for_scanning"] = len(mails) - len(text_only)
+        out["corpus_count"] = count
+        out["skipped"] = {"postfix": why_not} if why_not else {}
+        if profile:
+            out["profile"] = profile_gateway(load, max(levels), tmp, results)
+    return out
+
+
+def fig2(count: int, levels: list[int], runs: int) -> dict[str, Any]:
+    """The whole mix, attachments scanned by a real clamd (one clamd for the figure)."""
+    from tests.clamd_harness import running_clamd
+
+    with workdir("fig2") as tmp, running_clamd(tmp / "clamd") as clamd:
+        mails = corpus(count, tmp)
+        load = write_load(mails, tmp / "load.pkl")
+        out = _cells(load, levels, runs, ["sink", "gateway"], clamd.address, tmp)
+        out["mix"] = _mix(mails)
+        out["corpus_count"] = count
+        out["skipped"] = {}
+    return out
+
+
+def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, Any]:
+    """py-spy on the gateway during one extra figure-1 run at K: a flame graph and a
+    top-functions summary, saved under ``results`` (not counted in the figures)."""
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    if not Path(spy).exists():
+        return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
+    results.mkdir(parents=True, exist_ok=True)
+    files = {"flamegraph": results / "fig1-profile.svg", "raw": tmp / "fig1-profile.txt"}
+    rates = {}
+    for fmt, dest in files.items():
+        gw = Daemon(tmp / f"profile-{fmt}").start()
+        assert gw.proc is not None
+        spy_proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(gw.proc.pid),
+                "--threads",
+                "--rate",
+                "250",
+                "--format",
+                fmt,
+                "-o",
+                str(dest),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(1.0)  # py-spy attaches
+            rates[fmt] = run_load(gw.port, load, k)["rate"]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spy_proc.pid, signal.SIGINT)
+            try:
+                spy_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                spy_proc.kill()
+                spy_proc.wait()
+            gw.stop()
+    top = top_functions(files["raw"]) if files["raw"].exists() else "(no samples)"
+    text_path = results / "fig1-profile-top.txt"
+    text_path.write_text(top, encoding="utf-8")
+    return {
+        "k": k,
+        "rate_under_profiler": rates,
+        "svg": _rel(files["flamegraph"]) if files["flamegraph"].exists() else None,
+        "top": _rel(text_path),
+        "summary": top_summary(files["raw"]) if files["raw"].exists() else {},
+    }
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+#: Leaf frames where a thread waits rather than works (a queue get, the selector, a
+#: condition); py-spy does not recognise these C-level waits as idle.
+IDLE_LEAVES = (
+    "_worker (",
+    "WorkerThread.run (",
+    "_connection_worker_thread (",
+    "EpollSelector.select (",
+    "Condition.wait (",
+    "Event.wait (",
+)
+
+
+def _stacks(raw: Path, busy_only: bool = True) -> list[tuple[list[str], int]]:
+    """Collapsed stacks (thread first), without the waiting ones when ``busy_only``."""
+    out = []
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not (stack and n.isdigit()):
+            continue
+        frames = stack.split(";")
+        if busy_only and frames[-1].startswith(IDLE_LEAVES):
+            continue
+        out.append((frames, int(n)))
+    return out
+
+
+def _fn(frame: str) -> str:
+    """``name (path/to/file.py:123)`` -> ``name (file.py)``: lines vary, functions do not."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    short = "/".join(parts[-2:]) if len(parts) > 1 else where
+    return f"{name} ({short})" if where else name
+
+
+def top_summary(raw: Path) -> dict[str, Any]:
+    """Shares of samples by thread and by area (our packages, SQLite, aiosmtpd, ...)."""
+    stacks = _stacks(raw)
+    total = sum(n for _, n in stacks) or 1
+    threads: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    for frames, n in stacks:
+        threads[frames[0].split(" (")[0][:60]] += n
+        seen = set()
+        for f in frames[1:]:
+            for area, needle in _AREAS:
+                if needle in f and area not in seen:
+                    seen.add(area)
+                    areas[area] += n
+    return {
+        "samples": total,
+        "threads": {k: v / total for k, v in threads.most_common(6)},
+        "areas_inclusive": {k: v / total for k, v in areas.most_common()},
+    }
+
+
+_AREAS = [
+    ("aiosmtpd (SMTP protocol)", "aiosmtpd/"),
+    ("parsers/ (MIME parse, body, quotes)", "parsers/"),
+    ("routing/ (tenants, rules, threading)", "routing/"),
+    ("store/ (writer thread, repos)", "store/"),
+    ("outbound/ (acknowledgements)", "outbound/"),
+    ("sqlalchemy", "sqlalchemy/"),
+    ("sqlite3 execute/commit", "sqlite3"),
+    ("structlog (logging)", "structlog/"),
+    ("flanker", "flanker/"),
+    ("stdlib email", "email/"),
+    ("asyncio event loop", "asyncio/"),
+]
+
+
+def top_functions(raw: Path, n: int = 30) -> str:
+    """Self and inclusive sample shares of the hottest functions, as plain text."""
+    stacks = _stacks(raw)
+    total = sum(c for _, c in stacks) or 1
+    self_c: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    for frames, c in stacks:
+        fns = [_fn(f) for f in frames[1:]] or ["(thread idle)"]
+        self_c[fns[-1]] += c
+        for f in set(fns):
+            incl[f] += c
+    waiting = sum(c for _, c in _stacks(raw, busy_only=False)) - total
+    lines = [
+        f"py-spy samples: {total} busy (250 Hz, gateway process, all threads); "
+        f"{waiting} more were threads waiting in a queue get, the selector or a "
+        "condition, left out below",
+        "",
+    ]
+    lines.append("self %   function")
+    lines += [f"{v / total * 100:6.1f}   {k}" for k, v in self_c.most_common(n)]
+    lines += ["", "incl %   function"]
+    lines += [f"{v / total * 100:6.1f}   {k}" for k, v in incl.most_common(n)]
+    return "\n".join(lines) + "\n"
