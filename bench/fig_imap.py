@@ -26,6 +26,7 @@ from bench.common import (
     Mail,
     corpus,
     count_rows,
+    cpu_seconds,
     peak_rss,
     percentile,
     run_load,
@@ -225,8 +226,10 @@ def backlog_memory(count: int, window: float, runs: int) -> dict[str, Any]:
                     start_rss = peak_rss(d.proc.pid)
                     _wait_first_row(db, t0 + 600)
                     first = time.monotonic() - t0
+                    cpu0 = cpu_seconds(d.proc.pid)
                     time.sleep(window)
                     rss = peak_rss(d.proc.pid)
+                    cpu = (cpu_seconds(d.proc.pid) - cpu0) / window
                     rows = count_rows(db)
                 finally:
                     d.stop()
@@ -239,6 +242,7 @@ def backlog_memory(count: int, window: float, runs: int) -> dict[str, Any]:
                 "rss_after_start": start_rss,
                 "first_commit_s": first,
                 "drained_in_window": rows,
+                "gateway_cores_in_window": cpu,
             }
             raw.append(res)
             print(
@@ -254,5 +258,6 @@ def backlog_memory(count: int, window: float, runs: int) -> dict[str, Any]:
         "rss_after_start": summary([x["rss_after_start"] for x in raw]),
         "first_commit_s": summary([x["first_commit_s"] for x in raw]),
         "drained_in_window": summary([x["drained_in_window"] for x in raw]),
+        "gateway_cores_in_window": summary([x["gateway_cores_in_window"] for x in raw]),
         "raw": raw,
     }

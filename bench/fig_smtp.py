@@ -175,7 +175,10 @@ def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, A
     if not Path(spy).exists():
         return {"skipped": "py-spy not installed (pip install -e '.[bench]')"}
     results.mkdir(parents=True, exist_ok=True)
-    files = {"flamegraph": results / "fig1-profile.svg", "raw": tmp / "fig1-profile.txt"}
+    files = {
+        "flamegraph": results / "fig1-profile.svg",
+        "raw": results / "fig1-profile.collapsed.txt",
+    }
     rates = {}
     for fmt, dest in files.items():
         gw = Daemon(tmp / f"profile-{fmt}").start()
@@ -217,6 +220,7 @@ def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, A
         "rate_under_profiler": rates,
         "svg": _rel(files["flamegraph"]) if files["flamegraph"].exists() else None,
         "top": _rel(text_path),
+        "collapsed": _rel(files["raw"]) if files["raw"].exists() else None,
         "summary": top_summary(files["raw"]) if files["raw"].exists() else {},
     }
 
@@ -260,6 +264,16 @@ def _fn(frame: str) -> str:
     return f"{name} ({short})" if where else name
 
 
+def _thread_role(frames: list[str]) -> str:
+    """Name a sample's thread by what it runs (py-spy labels threads by id only)."""
+    text = ";".join(frames)
+    if "store/writer.py" in text:
+        return "writer thread"
+    if "futures/thread.py" in text or "threading.py" in text:
+        return "other threads (asyncio.to_thread: blobs, big parses)"
+    return "event loop (main thread)"
+
+
 def top_summary(raw: Path) -> dict[str, Any]:
     """Shares of samples by thread and by area (our packages, SQLite, aiosmtpd, ...)."""
     stacks = _stacks(raw)
@@ -267,15 +281,19 @@ def top_summary(raw: Path) -> dict[str, Any]:
     threads: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     for frames, n in stacks:
-        threads[frames[0].split(" (")[0][:60]] += n
+        threads[_thread_role(frames)] += n
         seen = set()
         for f in frames[1:]:
             for area, needle in _AREAS:
                 if needle in f and area not in seen:
                     seen.add(area)
                     areas[area] += n
+    self_c: Counter[str] = Counter()
+    for frames, n in stacks:
+        self_c[_fn(frames[-1])] += n
     return {
         "samples": total,
+        "top_self": {k: v / total for k, v in self_c.most_common(8)},
         "threads": {k: v / total for k, v in threads.most_common(6)},
         "areas_inclusive": {k: v / total for k, v in areas.most_common()},
     }

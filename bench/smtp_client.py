@@ -27,6 +27,7 @@ from collections import Counter
 
 async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dict[str, object]:
     lat: list[float] = []
+    tx: list[float] = []  # MAIL FROM to the reply after DATA, for comparison with PERF.md
     codes: Counter[str] = Counter()
     sessions = []
 
@@ -52,6 +53,7 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
         r, w = rw
         while queue:
             rcpt, payload = queue.pop()
+            t_mail = time.perf_counter()
             w.write(b"MAIL FROM:<load@bench.client.test>\r\n")
             line = await reply(r)
             if not line.startswith(b"250"):
@@ -79,7 +81,9 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
             code = line[:3].decode()
             codes[code] += 1
             if code == "250":
-                lat.append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                lat.append(t1 - t0)
+                tx.append(t1 - t_mail)
 
     for _ in range(conc):
         sessions.append(await opened())
@@ -94,11 +98,12 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
         w.write(b"QUIT\r\n")
         w.close()
     lat.sort()
+    tx.sort()
 
-    def pct(q: float) -> float | None:
-        if not lat:
+    def pct(q: float, values: list[float] = lat) -> float | None:
+        if not values:
             return None
-        return lat[min(len(lat) - 1, max(0, round(q * len(lat) + 0.5) - 1))] * 1000
+        return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))] * 1000
 
     accepted = codes.get("250", 0)
     return {
@@ -110,6 +115,8 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": lat[-1] * 1000 if lat else None,
+        "tx_p50_ms": pct(0.50, tx),
+        "tx_p99_ms": pct(0.99, tx),
     }
 
 
