@@ -308,12 +308,18 @@ def _fig4(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
         f"| ratio IMAP / SMTP | {fmt(f['ratio_imap_smtp'], 2)} |",
         f"| APPEND to committed row under IDLE, p50 | {fmt(f['idle_p50_ms'])} ms |",
         f"| the same, p99 | {fmt(f['idle_p99_ms'])} ms |",
+        f"| ceiling: APPEND to `EXISTS` pushed to a bare IDLE client, p50 / p99 | "
+        f"{fmt(f.get('bare_idle_p50_ms'))} / {fmt(f.get('bare_idle_p99_ms'))} ms |",
         "",
         f"**Reading.** One mailbox drains at {fmt(f['ratio_imap_smtp'], 2)} of one SMTP "
         "session's rate on the same mail: each message costs its own FETCH, commit, MOVE "
         "and position update, in sequence, plus Dovecot's own work on the same 2 cores. "
         "Prefetching the next bodies while one commits and moving in batches would lift it. "
-        f"Under IDLE a new message is a committed ticket in {fmt(f['idle_p50_ms'])} ms (p50).",
+        f"Under IDLE a new message is a committed ticket in {fmt(f['idle_p50_ms'])} ms (p50); "
+        f"a bare IDLE client hears of it after {fmt(f.get('bare_idle_p50_ms'))} ms, because "
+        "Dovecot batches mailbox change notifications for 500 ms (NOTIFY_DELAY_MSECS in its "
+        "mailbox-watch.c), so the IDLE latency is Dovecot's, and the gateway's own share is "
+        "the difference.",
         "",
     ]
 
