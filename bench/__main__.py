@@ -101,13 +101,40 @@ def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]
     raise ValueError(name)
 
 
+def _json_path(out: Path) -> Path:
+    return (
+        out / "bench" / "results" / "benchmarks.json"
+        if out == ROOT
+        else out / "results" / ("benchmarks.json")
+    )
+
+
+def render_only(out: Path) -> int:
+    """BENCHMARKS.md from the JSON already there: the figures stay those of the run."""
+    from bench.report import render
+
+    json_path = _json_path(out)
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    (out / "BENCHMARKS.md").write_text(render(doc, json_path.relative_to(out)), encoding="utf-8")
+    print(f"wrote {out / 'BENCHMARKS.md'} from {json_path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 5; smoke 1)")
     ap.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures")
     ap.add_argument("--smoke", action="store_true", help="tiny counts, 1 run, temp output")
     ap.add_argument("--out", type=Path, default=None, help="folder for BENCHMARKS.md + JSON")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: write BENCHMARKS.md again from the JSON in --out (after a "
+        "change to bench/report.py)",
+    )
     args = ap.parse_args(argv)
+    if args.render:
+        return render_only(args.out or ROOT)
     only = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = set(only) - set(FIGURES)
     if unknown:
@@ -122,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     json_path = results / "benchmarks.json"
     doc: dict[str, Any] = {
-        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": shlex.join(
+            ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "smoke": args.smoke,
         "runs": runs,
