@@ -107,7 +107,33 @@ def machine() -> dict[str, Any]:
         "packages": versions,
         "tools": tools,
         "loadavg_at_start": os.getloadavg(),
+        "git": _git(),
     }
+
+
+def _git() -> str | None:
+    """The commit measured, with ``-dirty`` when the tree has changes: the figures belong
+    to that code."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
 
 
 def _tool_version(cmd: list[str]) -> str | None:

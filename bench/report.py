@@ -45,7 +45,8 @@ def render(doc: dict[str, Any], json_rel: Path) -> str:
         "",
         f"- Command: `{doc['command'].strip()}` (`make bench` installs what it needs and runs "
         "it; `python -m bench --render` rewrites this file from the JSON)",
-        f"- Date: {doc['started']} to {doc.get('finished', '?')}",
+        f"- Date: {doc['started']} to {doc.get('finished', '?')}"
+        + (f"; code measured: commit {m['git']}" if m.get("git") else ""),
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram_bytes'] / 2**30:.1f} GiB RAM, "
         f"Linux {m['kernel']}, Python {m['python']}, SQLite {m['tools'].get('sqlite')}; "
         f"load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}",
