@@ -63,9 +63,14 @@ def react(
         return _agent_reply(conn, config, ev, ev.agent, now)
     queued: list[str] = []
     slug = ev.tenant.slug
-    if repos.clear_bouncing(conn, slug, ev.sender):
+    agents = ev.tenant.agents if ev.notify is None else ev.notify
+    # One look at the bouncing marks for the sender and every agent: a client who
+    # writes to us is reachable again, so their mark goes.
+    bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
+    if ev.sender.lower() in bouncing and repos.clear_bouncing(conn, slug, ev.sender):
         repos.add_audit(conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id)
-    if ev.created and _may_acknowledge(conn, config, ev, now):
+        bouncing.discard(ev.sender.lower())
+    if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
         mail = acknowledgement(
             tenant=ev.tenant,
             hostname=config.hostname,
@@ -83,9 +88,12 @@ def react(
         )
         queue(conn, slug, "ack", ev.ticket_id, mail)
         queued.append("ack")
-    agents = ev.tenant.agents if ev.notify is None else ev.notify
-    bouncing = repos.bouncing_among(conn, slug, [a.address for a in agents])
-    refs = repos.thread_ids(conn, slug, ev.ticket_id)
+    if ev.created:  # the ticket holds just this message: no need to ask the store
+        refs = [ev.parsed.message_id] if ev.parsed.message_id else []
+        subject = ev.parsed.subject.strip() or "(no subject)"
+    else:
+        refs = repos.thread_ids(conn, slug, ev.ticket_id)
+        subject = _ticket_subject(conn, ev)
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -95,7 +103,7 @@ def react(
             agent=agent,
             event="new" if ev.created else "followup",
             ref=ev.ref,
-            subject=_ticket_subject(conn, ev),
+            subject=subject,
             client=ev.parsed.from_name or ev.sender,
             text=ev.parsed.reply_text or ev.parsed.text,
             reply_address=_reply_address(config, ev, agent),
@@ -248,7 +256,9 @@ def _agent_reply(
     return ["relay"]
 
 
-def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: datetime) -> bool:
+def _may_acknowledge(
+    conn: Connection, config: GatewayConfig, ev: Event, now: datetime, bouncing: set[str]
+) -> bool:
     """Never to robots, ourselves or a bouncing address; at most N per sender per window."""
     wanted = ev.tenant.acknowledge if ev.acknowledge is None else ev.acknowledge
     if not wanted or not ev.sender or "@" not in ev.sender:
@@ -256,7 +266,7 @@ def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: da
     local = ev.sender.split("@", 1)[0].split("+", 1)[0]
     if local in _NO_ANSWER_LOCALPARTS or is_ours(config, ev.sender):
         return False
-    if repos.bouncing_among(conn, ev.tenant.slug, [ev.sender]):
+    if ev.sender.lower() in bouncing:
         return False
     t = ev.tenant
     limit = config.outbound.ack_limit if t.ack_limit is None else t.ack_limit
