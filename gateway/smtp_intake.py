@@ -9,6 +9,7 @@ default is a permanent 500, which would make the sender bounce the mail.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import structlog
@@ -24,6 +25,14 @@ __all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
 log = structlog.get_logger("gateway.smtp")
 
 
+# A dot-atom local part and a domain of letters, digits, '-' and '.', in angle brackets.
+_SIMPLE_PATH = re.compile(
+    r"\s*<((?=[^>]{1,320}>)([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)\Z",
+    re.DOTALL,
+)
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's SMTP with enhanced status codes on every reply it writes."""
 
@@ -31,6 +40,15 @@ class GatewaySMTP(SMTP):
     # accepts and chops at 2048. We keep them whole: data_size_limit remains
     # the memory bound (aiosmtpd docs' escape hatch).
     line_length_limit = 64 * 1024
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The common ``<local@domain> PARAMS`` without aiosmtpd's RFC 5322 token parser,
+        which cost ~5% of the server's time per MAIL and RCPT; anything else (quoted
+        local parts, comments, source routes, ``<>``) still goes through it."""
+        m = _SIMPLE_PATH.match(arg)
+        if m is None or (self.local_part_limit and len(m.group(2)) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return m.group(1), m.group(3).lstrip()
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
