@@ -390,17 +390,17 @@ def _commit_one(
 
     thread_by = match.by
     ref: str | None = None
+    ticket_subject = ""
     created = False
     if ticket_id is None and role != "machine":
-        subject = parsed.subject.strip() or "(no subject)"
+        subject = ticket_subject = parsed.subject.strip() or "(no subject)"
         ticket_id, ref = repos.new_ticket(
             conn, slug, tenant.tag_prefix, subject, queue=decision.queue or tenant.default_queue
         )
         created, thread_by = True, "new"
         _apply_rules(conn, slug, ticket_id, decision, created=True)
     elif ticket_id is not None:
-        ref = repos.ticket_ref(conn, slug, ticket_id)
-        repos.touch_ticket(conn, slug, ticket_id)
+        ref, ticket_subject = repos.touch_ticket(conn, slug, ticket_id) or (None, "")
         _apply_rules(conn, slug, ticket_id, decision, created=False)
 
     row = repos.insert_message(
@@ -487,6 +487,7 @@ def _commit_one(
             message_row=row,
             acknowledge=decision.acknowledge,
             notify=_queue_agents(conn, tenant, ticket_id),
+            subject=ticket_subject,
         )
         react(conn, config, event, templates, repos.now())
     elif parsed.kind == "bounce" and parsed.dsn:

@@ -53,6 +53,7 @@ class Event:
     message_row: int = 0  # the stored message, so a #note can be marked internal
     acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
     notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
+    subject: str = ""  # the ticket's subject, when the caller has it at hand
 
 
 def react(
@@ -61,7 +62,7 @@ def react(
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
         return _agent_reply(conn, config, ev, ev.agent, now)
-    queued: list[str] = []
+    outgoing: list[tuple[str, Composed]] = []
     slug = ev.tenant.slug
     agents = ev.tenant.agents if ev.notify is None else ev.notify
     # One look at the bouncing marks for the sender and every agent: a client who
@@ -86,14 +87,12 @@ def react(
             if config.http.public_url
             else "",
         )
-        queue(conn, slug, "ack", ev.ticket_id, mail)
-        queued.append("ack")
+        outgoing.append(("ack", mail))
     if ev.created:  # the ticket holds just this message: no need to ask the store
         refs = [ev.parsed.message_id] if ev.parsed.message_id else []
-        subject = ev.parsed.subject.strip() or "(no subject)"
     else:
         refs = repos.thread_ids(conn, slug, ev.ticket_id)
-        subject = _ticket_subject(conn, ev)
+    subject = ev.subject or _ticket_subject(conn, ev)
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -112,9 +111,9 @@ def react(
             now=now,
             templates=templates,
         )
-        queue(conn, slug, "notice", ev.ticket_id, mail)
-        queued.append("notice")
-    return queued
+        outgoing.append(("notice", mail))
+    queue_all(conn, slug, ev.ticket_id, outgoing)
+    return [kind for kind, _ in outgoing]
 
 
 def bounced(
@@ -171,18 +170,18 @@ def bounced(
 
 def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:
     """The outbox row and its Message-ID, so a reply to it threads before it is even sent."""
-    repos.enqueue_outbox(
+    queue_all(conn, tenant, ticket_id, [(kind, mail)])
+
+
+def queue_all(
+    conn: Connection, tenant: str, ticket_id: int | None, mails: list[tuple[str, Composed]]
+) -> None:
+    """Several mails of one event in two statements, not two each."""
+    repos.enqueue_many(
         conn,
         tenant,
-        kind=kind,
-        ticket_id=ticket_id,
-        message_id=mail.message_id,
-        mail_from=mail.mail_from,
-        rcpt_tos=mail.rcpt_tos,
-        body=mail.body,
+        [(kind, ticket_id, m.message_id, m.mail_from, m.rcpt_tos, m.body) for kind, m in mails],
     )
-    if ticket_id is not None:
-        repos.record_message_id(conn, tenant, mail.message_id, ticket_id, "out")
 
 
 def _agent_reply(

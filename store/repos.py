@@ -33,6 +33,7 @@ __all__ = [
     "add_participant",
     "bouncing_among",
     "clear_bouncing",
+    "enqueue_many",
     "enqueue_outbox",
     "find_message",
     "imap_position",
@@ -84,6 +85,7 @@ _TOUCH_TICKET = (
     update(tickets)
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("ts"))
+    .returning(tickets.c.ref, tickets.c.subject)
 )
 _NEXT_NUMBER = (
     update(ticket_counters)
@@ -216,8 +218,11 @@ def new_ticket(
     return res.scalar_one(), ref
 
 
-def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> None:
-    conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now()})
+def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> tuple[str, str] | None:
+    """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
+    row = conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now()})
+    found = row.first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def add_participant(
@@ -315,24 +320,46 @@ def enqueue_outbox(
     rcpt_tos: Sequence[str],
     body: bytes,
 ) -> None:
+    enqueue_many(conn, tenant, [(kind, ticket_id, message_id, mail_from, rcpt_tos, body)])
+
+
+def enqueue_many(
+    conn: Connection,
+    tenant: str,
+    mails: Sequence[tuple[str, int | None, str, str, Sequence[str], bytes]],
+) -> None:
+    """Outbox rows (kind, ticket, Message-ID, sender, recipients, body) in one statement;
+    each Message-ID that belongs to a ticket is remembered for threading in another."""
+    if not mails:
+        return
     ts = now()
     conn.execute(
         _INSERT_OUTBOX,
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "kind": kind,
-            "message_id": message_id,
-            "mail_from": mail_from,
-            "rcpt_tos": list(rcpt_tos),
-            "body": body,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": ts,
-            "created_at": ts,
-            "to_addr": (rcpt_tos[0] if rcpt_tos else "").lower(),
-        },
+        [
+            {
+                "tenant": tenant,
+                "ticket_id": ticket_id,
+                "kind": kind,
+                "message_id": message_id,
+                "mail_from": mail_from,
+                "rcpt_tos": list(rcpt_tos),
+                "body": body,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": ts,
+                "created_at": ts,
+                "to_addr": (rcpt_tos[0] if rcpt_tos else "").lower(),
+            }
+            for kind, ticket_id, message_id, mail_from, rcpt_tos, body in mails
+        ],
     )
+    ids = [
+        {"tenant": tenant, "message_id": mid, "ticket_id": tid, "origin": "out"}
+        for _, tid, mid, *_ in mails
+        if tid is not None
+    ]
+    if ids:
+        conn.execute(_insert_ignore(conn, message_ids), ids)
 
 
 def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
