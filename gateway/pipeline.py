@@ -32,7 +32,7 @@ from routing.rules import Reject as RuleReject
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
-from store import repos
+from store import clocks, repos
 from store.blobs import BlobStore
 from store.faults import crash_point, message_commit
 from store.writer import Writer
@@ -484,7 +484,11 @@ def _commit_one(
             acknowledge=decision.acknowledge,
             notify=_queue_agents(conn, tenant, ticket_id),
         )
-        react(conn, config, event, templates, repos.now())
+        kinds = react(conn, config, event, templates, repos.now())
+        clocks.on_message(
+            conn, slug, ticket_id, role=role, answered="relay" in kinds, sender=sender,
+            now=repos.now(),
+        )  # fmt: skip
     elif parsed.kind == "bounce" and parsed.dsn:
         bounced(conn, config, tenant, ticket_id, parsed, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
