@@ -102,9 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
+    from gateway.ops_cli import add_parsers as ops_parsers
     from gateway.secrets_cli import add_parser as secrets_parser
 
     secrets_parser(sub, common)
+    ops_parsers(sub, common)
     return p
 
 
@@ -164,6 +166,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_status(config, args.json))
     if args.command == "route":
         return _explain(config, args)
+    if args.command in ("report", "backup", "restore"):
+        from gateway import ops_cli
+
+        try:
+            return ops_cli.run(args, config)
+        except ops_cli.OpsCliError as exc:
+            raise CliError(str(exc), exc.code) from None
     raise CliError(f"unknown command {args.command}", EX_USAGE)
 
 
