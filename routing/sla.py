@@ -191,10 +191,12 @@ def assess(
     cal = policy.calendar
     out: list[ClockState] = []
     if policy.first_response is not None:
+        # Closing a ticket without a word to the client (spam, a duplicate) stops this
+        # clock too; it is late only if it was late when closed.
         out.append(
             _state(
                 "first_response", policy.first_response, policy.warn_before, cal, created_at,
-                first_response_at, now, (),
+                first_response_at or resolved_at, now, (),
             )
         )  # fmt: skip
     if policy.resolution is not None:

@@ -14,10 +14,11 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from store.clocks import aware, pauses_of
-from store.models import messages, reports, tickets
+from store.models import audit_events, messages, reports, tickets
 
 __all__ = [
     "add_report",
+    "agent_closes",
     "agent_replies",
     "client_message_times",
     "expired_reports",
@@ -93,6 +94,23 @@ def agent_replies(conn: Connection, tenant: str, start: datetime, end: datetime)
     out: dict[str, int] = {}
     for (addr,) in rows:
         out[addr] = out.get(addr, 0) + 1
+    return out
+
+
+def agent_closes(conn: Connection, tenant: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Tickets each agent closed (``#close``) in the month, from the audit log."""
+    rows = conn.execute(
+        select(audit_events.c.actor, audit_events.c.detail).where(
+            audit_events.c.tenant == tenant,
+            audit_events.c.action == "ticket.commands",
+            audit_events.c.created_at >= start,
+            audit_events.c.created_at < end,
+        )
+    )
+    out: dict[str, int] = {}
+    for actor, detail in rows:
+        if ((detail or {}).get("changes") or {}).get("status") == "closed":
+            out[actor] = out.get(actor, 0) + 1
     return out
 
 
