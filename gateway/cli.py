@@ -326,8 +326,11 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
     scanner = make_scanner(config)
     reachable = await scanner.ping()
     checked = datetime.fromtimestamp(scanner.last_checked or 0, UTC).isoformat(timespec="seconds")
+    from gateway.status_view import collect_extra, render_extra
+
     schema: str | None = None
     store_error: str | None = None
+    extra: dict[str, Any] = {}
     try:
         engine = _open_read(config)
         try:
@@ -335,6 +338,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
                 schema = (
                     await conn.execute(text("SELECT version_num FROM alembic_version"))
                 ).scalar()
+            extra = await collect_extra(config, engine, schema)
         finally:
             await engine.dispose()
     except CliError as exc:
@@ -350,6 +354,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
             "checked_at": checked,
         },
         "store": {"url": _safe_url(config.database_url), "schema": schema, "error": store_error},
+        **(extra or await collect_extra(config, None, schema)),
     }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -361,6 +366,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
             + (f"schema {schema}" if schema else f"NOT READY: {store_error}")
         )
         _print_daemon(daemon)
+        print("\n".join(render_extra(report)))
     return 0 if reachable and schema else EX_UNAVAILABLE
 
 
