@@ -65,8 +65,16 @@ CHUNK = 1 << 20
 KEY_BYTES = 32
 ARCHIVE_NAME = re.compile(r"^gateway-backup-(\d{8}T\d{6}Z)\.hgbk$")
 _SKIP = {"status.json", "status.tmp"}  # the daemon's live state, not data
-# Every blob a row names: each message's raw bytes and each attachment.
-_NAMED = "SELECT sha256 FROM attachments UNION SELECT raw_sha256 FROM messages"
+
+
+def _named(conn: sqlite3.Connection) -> set[str]:
+    """Every blob a row names: each attachment, and each message's raw bytes unless a
+    retention purge already let them go (``raw_purged_at``, where the schema has it)."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
+    raw = "SELECT raw_sha256 FROM messages"
+    if "raw_purged_at" in columns:
+        raw += " WHERE raw_purged_at IS NULL"
+    return {r[0] for r in conn.execute(f"SELECT sha256 FROM attachments UNION {raw}")}
 
 
 class BackupError(Exception):
@@ -294,7 +302,7 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
         finally:
             src.close()
         try:
-            named = {r[0] for r in dst.execute(_NAMED)}
+            named = _named(dst)
             tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
             messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
         finally:
@@ -444,7 +452,7 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             raise BackupError(f"the restored database fails its integrity check: {ok}", 65)
-        named = [r[0] for r in conn.execute(_NAMED)]
+        named = sorted(_named(conn))
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
     finally:
