@@ -463,31 +463,29 @@ def report_mail(
     pdf: bytes,
     now: datetime,
 ) -> Composed:
-    """The monthly report as a PDF attachment, to the tenant's report recipients."""
-    from email.mime.application import MIMEApplication
-    from email.mime.multipart import MIMEMultipart
+    """The monthly report as a PDF attachment, to the tenant's report recipients.
 
-    msg = MIMEMultipart()
+    Built with the stdlib's EmailMessage: it is made once a month, outside the
+    message path, so the generator's cost does not matter here.
+    """
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    msg = EmailMessage(policy=SMTP)
     mid = new_message_id("report", hostname)
     msg["Message-ID"] = mid
     msg["Date"] = format_datetime(now)
-    msg["From"] = formataddr((_clean(tenant.name), tenant.from_address), "utf-8")
+    msg["From"] = formataddr((_clean(tenant.name), tenant.from_address))
     msg["To"] = ", ".join(to)
-    msg["Subject"] = _header(f"{_clean(tenant.name)}: support report for {month}")
+    msg["Subject"] = f"{_clean(tenant.name)}: support report for {month}"
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
     msg["X-Loop"] = hostname
-    msg.attach(
-        MIMEText(
-            f"Attached: the support report of {tenant.name} for {month} (PDF).\n\n"
-            "Tickets opened and closed, response and resolution times, SLA attainment,\n"
-            "busiest hours, per queue and per agent.\n",
-            "plain",
-            _UTF8,
-        )
+    msg.set_content(
+        f"Attached: the support report of {tenant.name} for {month} (PDF).\n\n"
+        "Tickets opened and closed, response and resolution times, SLA attainment,\n"
+        "busiest hours, per queue and per agent.\n"
     )
-    part = MIMEApplication(pdf, "pdf")
-    part.add_header("Content-Disposition", "attachment", filename=filename)
-    msg.attach(part)
-    body = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
+    body = msg.as_bytes()
     return Composed(message_id=mid, mail_from="", rcpt_tos=tuple(to), body=body)
