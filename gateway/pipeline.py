@@ -32,7 +32,7 @@ from routing.rules import Reject as RuleReject
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
-from store import repos
+from store import clocks, repos
 from store.blobs import BlobStore
 from store.errors import StoreUnavailable
 from store.faults import crash_point, message_commit
@@ -489,7 +489,11 @@ def _commit_one(
             notify=_queue_agents(conn, tenant, ticket_id),
             subject=ticket_subject,
         )
-        react(conn, config, event, templates, repos.now())
+        kinds = react(conn, config, event, templates, repos.now())
+        clocks.on_message(
+            conn, slug, ticket_id, role=role, answered="relay" in kinds, sender=sender,
+            now=repos.now(),
+        )  # fmt: skip
     elif parsed.kind == "bounce" and parsed.dsn:
         bounced(conn, config, tenant, ticket_id, parsed, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from gateway.pipeline import Pipeline
 from gateway.replies import enhance, smtp_reply
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
+from routing.config import SmtpSettings
 
 __all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
 
@@ -156,10 +158,30 @@ class IntakeHandler:
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
 
 
+def tls_context(settings: SmtpSettings | None) -> ssl.SSLContext | None:
+    """The listener's certificate for STARTTLS (TLS 1.2 or newer), or None without one."""
+    if settings is None or settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
 async def start_smtp(
-    handler: IntakeHandler, host: str, port: int, *, hostname: str, max_size: int
+    handler: IntakeHandler,
+    host: str,
+    port: int,
+    *,
+    hostname: str,
+    max_size: int,
+    tls: SmtpSettings | None = None,
 ) -> asyncio.Server:
+    """``tls``: offer STARTTLS with its certificate, and with ``require_tls`` refuse
+    mail (530) until the client has started TLS."""
     loop = asyncio.get_running_loop()
+    context = tls_context(tls)
+    require = bool(context is not None and tls is not None and tls.require_tls)
 
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
@@ -170,6 +192,8 @@ async def start_smtp(
             timeout=300,
             decode_data=False,
             enable_SMTPUTF8=True,
+            tls_context=context,
+            require_starttls=require,
         )
 
     return await loop.create_server(factory, host=host, port=port)

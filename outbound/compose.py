@@ -38,6 +38,8 @@ __all__ = [
     "magic_link_mail",
     "new_message_id",
     "relay",
+    "report_mail",
+    "sla_notice",
 ]
 
 _BUILTIN = {
@@ -63,6 +65,17 @@ You can also read and answer your tickets in the browser: {{ portal }}
 Reply to this mail to answer the client; your reply is sent from {{ tenant_address }}.
 Commands on the first lines of a reply: #note (internal, nothing is sent), #close, #open,
 #assign <agent address>, #priority <low|normal|high|urgent>.
+""",  # noqa: E501
+    "sla.txt.j2": """{% if state == "breached" %}SLA BREACHED{% else %}SLA warning{% endif %}: ticket {{ ref }}, {{ clock }}.
+
+    {{ subject }}
+
+Target: {{ target }} ({{ calendar }}). Counted so far: {{ elapsed }}.
+{% if due %}Due: {{ due }}.
+{% endif %}{% if state == "breached" %}The target has been missed; the breach is in the audit log.
+{% else %}Answer before it is due to keep within the target.
+{% endif %}
+Reply to this mail to answer the client, as with any notice.
 """,  # noqa: E501
     "failure.txt.j2": """A mail for ticket {{ ref }} could not be delivered to {{ recipients }}.
 
@@ -435,3 +448,78 @@ def magic_link_mail(
         text,
     )
     return Composed(message_id=mid, mail_from="", rcpt_tos=(to_addr,), body=body)
+
+
+def sla_notice(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agents: Sequence[Agent],
+    ref: str,
+    subject: str,
+    reply_to: Mapping[str, str],
+    values: Mapping[str, str],
+    now: datetime,
+    templates: Templates = _DEFAULT_TEMPLATES,
+) -> list[Composed]:
+    """A warning before, or the news of, a missed SLA target: one mail per agent, each
+    with that agent's reply address so answering it reaches the client."""
+    text = templates.render(tenant.slug, "sla.txt.j2", ref=ref, subject=_clean(subject), **values)
+    label = "SLA breached" if values.get("state") == "breached" else "SLA warning"
+    out: list[Composed] = []
+    for agent in agents:
+        mid, body = _build(
+            tenant=tenant,
+            hostname=hostname,
+            kind="sla",
+            ref=ref,
+            subject=f"{label}: {subject}",
+            from_name=tenant.name,
+            to=[(agent.name, agent.address)],
+            text=text,
+            reply_to=reply_to.get(agent.address, tenant.from_address),
+            in_reply_to=None,
+            references=[],
+            auto_submitted="auto-generated",
+            now=now,
+        )
+        out.append(Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body))
+    return out
+
+
+def report_mail(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    to: Sequence[str],
+    month: str,
+    filename: str,
+    pdf: bytes,
+    now: datetime,
+) -> Composed:
+    """The monthly report as a PDF attachment, to the tenant's report recipients.
+
+    Built with the stdlib's EmailMessage: it is made once a month, outside the
+    message path, so the generator's cost does not matter here.
+    """
+    from email.message import EmailMessage
+    from email.policy import SMTP
+
+    msg = EmailMessage(policy=SMTP)
+    mid = new_message_id("report", hostname)
+    msg["Message-ID"] = mid
+    msg["Date"] = format_datetime(now)
+    msg["From"] = formataddr((_clean(tenant.name), tenant.from_address))
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = f"{_clean(tenant.name)}: support report for {month}"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["X-Loop"] = hostname
+    msg.set_content(
+        f"Attached: the support report of {tenant.name} for {month} (PDF).\n\n"
+        "Tickets opened and closed, response and resolution times, SLA attainment,\n"
+        "busiest hours, per queue and per agent.\n"
+    )
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
+    body = msg.as_bytes()
+    return Composed(message_id=mid, mail_from="", rcpt_tos=tuple(to), body=body)
