@@ -492,7 +492,7 @@ def _commit_one(
         kinds = react(conn, config, event, templates, repos.now())
         clocks.on_message(
             conn, slug, ticket_id, role=role, answered="relay" in kinds, sender=sender,
-            now=repos.now(),
+            now=repos.now(), created=created,
         )  # fmt: skip
     elif parsed.kind == "bounce" and parsed.dsn:
         bounced(conn, config, tenant, ticket_id, parsed, repos.now())

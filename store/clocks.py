@@ -103,16 +103,22 @@ def on_message(
     answered: bool,
     sender: str,
     now: datetime,
+    created: bool = False,
 ) -> None:
     """Move the clocks for a message just stored (after the agent's commands ran).
 
     ``answered``: an agent's reply was relayed to the client in this transaction.
+    A client's new ticket starts with every clock at rest, so it costs no statement;
+    otherwise the row is written only when a clock moved.
     """
+    if created and role == "client":
+        return
     t = ticket_clocks(conn, tenant, ticket_id)
     if t is None:
         return
     now = now.astimezone(UTC)
     pauses = t["pauses"]
+    before = (_raw(pauses), list(t["sla_notified"]))
     waiting = bool(pauses) and pauses[-1][1] is None
     values: dict[str, Any] = {}
     notified = t["sla_notified"]
@@ -134,6 +140,8 @@ def on_message(
         pauses.append((t["resolved_at"], now))
         values["resolved_at"] = None
         notified = [n for n in notified if not n.startswith("resolution:")]
+    if not values and (_raw(pauses), notified) == before:
+        return
     values["sla_pauses"] = _raw(pauses)
     values["sla_notified"] = notified
     conn.execute(
