@@ -77,7 +77,8 @@ def reply_text(text: str) -> str:
     lines = text.split("\n")
     cut = _history_start(lines)
     kept = lines[:cut]
-    kept = [ln for ln in kept if not ln.lstrip().startswith(">")]
+    if ">" in "\n".join(kept):  # one C-level scan instead of a strip per line
+        kept = [ln for ln in kept if not ln.lstrip().startswith(">")]
     for i, ln in enumerate(kept):
         if _SIGNATURE.match(ln) and any(x.strip() for x in kept[:i]):
             kept = kept[:i]
