@@ -45,6 +45,7 @@ from sqlalchemy.engine import make_url
 
 from routing.config import GatewayConfig
 from routing.ops_config import BACKUP_KEY_ENV
+from store.blobs import fsync_dir
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -332,7 +333,7 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
                 70,
             )
         os.replace(part, final)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     return BackupResult(
         path=final,
         size=final.stat().st_size,
@@ -473,11 +474,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
