@@ -521,14 +521,16 @@ def _apply_rules(
 
 
 def _queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Any, ...] | None:
-    """The agents a ticket's queue names, or None when its queue names none (all hear)."""
+    """The agents a ticket's queue names, and its assignee; None when its queue names
+    none (then every agent hears)."""
     if not any(q.agents for q in tenant.queues):
         return None
     row = repos.ticket_row(conn, tenant.slug, ticket_id) or {}
     q = tenant.queue(row.get("queue"))
     if q is None or not q.agents:
         return None
-    return tuple(a for a in tenant.agents if a.address in q.agents)
+    wanted = {*q.agents, row.get("assignee")}
+    return tuple(a for a in tenant.agents if a.address in wanted)
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:
