@@ -297,6 +297,10 @@ RULES = """
 address = "bob@acme.test"
 name = "Bob Billing"
 
+[[tenants.agents]]
+address = "carol@acme.test"
+name = "Carol General"
+
 [[tenants.queues]]
 name = "general"
 
@@ -362,7 +366,7 @@ def test_rules_act_on_real_mail(tmp_path: Path) -> None:
     assert acks == ["client@example.com"]
     assert len(d.query("SELECT 1 FROM outbox WHERE kind = 'ack'")) == 1
     # the billing queue names Bob: he and the assignee hear of its ticket, and the
-    # general queue's ticket reaches every agent
+    # general queue's ticket reaches every agent (Carol only hears of that one)
     notices = d.query(
         "SELECT t.subject, o.to_addr FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
         "WHERE o.kind = 'notice' ORDER BY o.to_addr"
@@ -372,5 +376,5 @@ def test_rules_act_on_real_mail(tmp_path: Path) -> None:
         by.setdefault(r["subject"], []).append(r["to_addr"])
     assert by == {
         "Invoice 42 is wrong": ["alice@acme.test", "bob@acme.test"],
-        "Printer": ["alice@acme.test", "bob@acme.test"],
+        "Printer": ["alice@acme.test", "bob@acme.test", "carol@acme.test"],
     }
