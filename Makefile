@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway run --config gateway.toml
 
-# Debian packages the tests run for real (clamd, Dovecot, Chromium). Needs root;
-# skipped when present.
-DEBS := clamav-daemon dovecot-imapd chromium
+# Debian packages the tests run for real (clamd, Dovecot, Chromium, poppler's
+# pdftoppm/pdftotext for the report PDF, systemd-analyze for the unit file), each
+# as package:the file it installs. Needs root; only the missing ones are installed.
+DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot \
+        chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
+        systemd:/usr/bin/systemd-analyze
 system-deps:
-	@if [ ! -x /usr/sbin/clamd ] || [ ! -x /usr/sbin/dovecot ] || [ ! -x /usr/bin/chromium ]; then \
+	@missing=$$(for d in $(DEBS); do [ -x "$${d#*:}" ] || echo "$${d%%:*}"; done); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: $(STAMP)

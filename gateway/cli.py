@@ -102,11 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
+    from gateway.ops_cli import add_parsers as ops_parsers
     from gateway.privacy_cli import add_parser as privacy_parser
     from gateway.secrets_cli import add_parser as secrets_parser
 
     secrets_parser(sub, common)
     privacy_parser(sub, common)
+    ops_parsers(sub, common)
     return p
 
 
@@ -170,6 +172,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway import privacy_cli
 
         return privacy_cli.run(args, config)
+    if args.command in ("report", "backup", "restore"):
+        from gateway import ops_cli
+
+        try:
+            return ops_cli.run(args, config)
+        except ops_cli.OpsCliError as exc:
+            raise CliError(str(exc), exc.code) from None
     raise CliError(f"unknown command {args.command}", EX_USAGE)
 
 
@@ -323,8 +332,11 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
     scanner = make_scanner(config)
     reachable = await scanner.ping()
     checked = datetime.fromtimestamp(scanner.last_checked or 0, UTC).isoformat(timespec="seconds")
+    from gateway.status_view import collect_extra, render_extra
+
     schema: str | None = None
     store_error: str | None = None
+    extra: dict[str, Any] = {}
     try:
         engine = _open_read(config)
         try:
@@ -332,6 +344,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
                 schema = (
                     await conn.execute(text("SELECT version_num FROM alembic_version"))
                 ).scalar()
+            extra = await collect_extra(config, engine, schema)
         finally:
             await engine.dispose()
     except CliError as exc:
@@ -347,6 +360,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
             "checked_at": checked,
         },
         "store": {"url": _safe_url(config.database_url), "schema": schema, "error": store_error},
+        **(extra or await collect_extra(config, None, schema)),
     }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -358,6 +372,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
             + (f"schema {schema}" if schema else f"NOT READY: {store_error}")
         )
         _print_daemon(daemon)
+        print("\n".join(render_extra(report)))
     return 0 if reachable and schema else EX_UNAVAILABLE
 
 

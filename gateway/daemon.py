@@ -22,6 +22,7 @@ import structlog
 from gateway import metrics
 from gateway.imap_intake import MailboxWorker
 from gateway.logs import set_log_privacy
+from gateway.ops import OpsState, run_ops
 from gateway.pipeline import Pipeline
 from gateway.privacy import retention_daily
 from gateway.scan import Scanner, ScannerConfig
@@ -165,6 +166,7 @@ async def run_daemon(config_path: Path) -> int:
             config.smtp.port,
             hostname=config.hostname,
             max_size=config.smtp.max_message_size,
+            tls=config.smtp,
         )
         host, port = server.sockets[0].getsockname()[:2]
         log.info("smtp.listening", host=host, port=port, tenants=len(config.tenants))
@@ -193,6 +195,18 @@ async def run_daemon(config_path: Path) -> int:
         mailboxes: list[MailboxWorker] = []
         start_mailboxes(config)
         last_error: list[str] = []
+        ops_state = OpsState()
+        ops = asyncio.create_task(
+            run_ops(
+                lambda: services.pipeline.config,
+                services.engine,
+                services.writer,
+                services.delivery.wake,
+                test_clock(),
+                ops_state,
+            ),
+            name="ops",
+        )
 
         def snapshot() -> dict[str, object]:
             return {
@@ -200,7 +214,15 @@ async def run_daemon(config_path: Path) -> int:
                 "written_at": time.time(),
                 "config_generation": generation,
                 "last_config_error": last_error[0] if last_error else None,
-                "smtp": {"host": host, "port": port},
+                "version": __version__,
+                "smtp": {
+                    "host": host,
+                    "port": port,
+                    "starttls": config.smtp.tls_cert is not None,
+                    "require_tls": config.smtp.require_tls,
+                },
+                "http": {"host": config.http.host, "port": http_port} if http_runner else None,
+                "ops": ops_state.as_dict(),
                 "scanner": {
                     "address": services.scanner.config.address,
                     "reachable": services.scanner.reachable,
@@ -210,6 +232,8 @@ async def run_daemon(config_path: Path) -> int:
                 "mailboxes": [m.state.as_dict() for m in mailboxes],
             }
 
+        http_runner = None
+        http_port = 0
         status = asyncio.create_task(
             write_status(config.data_dir / "status.json", snapshot), name="status-file"
         )
@@ -238,7 +262,6 @@ async def run_daemon(config_path: Path) -> int:
                 metrics.IMAP_BACKLOG.labels(*labels).set(m.state.backlog)
                 metrics.IMAP_CONNECTED.labels(*labels).set(int(m.state.connected))
 
-        http_runner = None
         site = ClientSite(
             config, services.writer, services.pipeline, services.blobs, services.delivery.wake
         )
@@ -301,7 +324,7 @@ async def run_daemon(config_path: Path) -> int:
                 await handler.idle.wait()
         if http_runner is not None:
             await http_runner.cleanup()
-        for task in (probe, delivery, retention, status, *(t for _, t in workers.values())):
+        for task in (probe, delivery, retention, status, ops, *(t for _, t in workers.values())):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -32,7 +32,7 @@ from routing.rules import Reject as RuleReject
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
-from store import repos
+from store import clocks, repos
 from store.blobs import BlobStore
 from store.errors import StoreUnavailable
 from store.faults import crash_point, message_commit
@@ -390,17 +390,17 @@ def _commit_one(
 
     thread_by = match.by
     ref: str | None = None
+    ticket_subject = ""
     created = False
     if ticket_id is None and role != "machine":
-        subject = parsed.subject.strip() or "(no subject)"
+        subject = ticket_subject = parsed.subject.strip() or "(no subject)"
         ticket_id, ref = repos.new_ticket(
             conn, slug, tenant.tag_prefix, subject, queue=decision.queue or tenant.default_queue
         )
         created, thread_by = True, "new"
         _apply_rules(conn, slug, ticket_id, decision, created=True)
     elif ticket_id is not None:
-        ref = repos.ticket_ref(conn, slug, ticket_id)
-        repos.touch_ticket(conn, slug, ticket_id)
+        ref, ticket_subject = repos.touch_ticket(conn, slug, ticket_id) or (None, "")
         _apply_rules(conn, slug, ticket_id, decision, created=False)
 
     row = repos.insert_message(
@@ -487,8 +487,13 @@ def _commit_one(
             message_row=row,
             acknowledge=decision.acknowledge,
             notify=_queue_agents(conn, tenant, ticket_id),
+            subject=ticket_subject,
         )
-        react(conn, config, event, templates, repos.now())
+        kinds = react(conn, config, event, templates, repos.now())
+        clocks.on_message(
+            conn, slug, ticket_id, role=role, answered="relay" in kinds, sender=sender,
+            now=repos.now(), created=created,
+        )  # fmt: skip
     elif parsed.kind == "bounce" and parsed.dsn:
         bounced(conn, config, tenant, ticket_id, parsed, repos.now())
     return Stored(slug, ref, thread_by, flagged=tuple(flags))
@@ -516,14 +521,16 @@ def _apply_rules(
 
 
 def _queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Any, ...] | None:
-    """The agents a ticket's queue names, or None when its queue names none (all hear)."""
+    """The agents a ticket's queue names, and its assignee; None when its queue names
+    none (then every agent hears)."""
     if not any(q.agents for q in tenant.queues):
         return None
     row = repos.ticket_row(conn, tenant.slug, ticket_id) or {}
     q = tenant.queue(row.get("queue"))
     if q is None or not q.agents:
         return None
-    return tuple(a for a in tenant.agents if a.address in q.agents)
+    wanted = {*q.agents, row.get("assignee")}
+    return tuple(a for a in tenant.agents if a.address in wanted)
 
 
 def _log_outcome(outcome: Outcome, ctx: dict[str, Any]) -> None:

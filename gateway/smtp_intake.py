@@ -9,6 +9,8 @@ default is a permanent 500, which would make the sender bounce the mail.
 from __future__ import annotations
 
 import asyncio
+import re
+import ssl
 from typing import Any
 
 import structlog
@@ -18,10 +20,19 @@ from gateway.pipeline import Pipeline
 from gateway.replies import enhance, smtp_reply
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
+from routing.config import SmtpSettings
 
 __all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
 
 log = structlog.get_logger("gateway.smtp")
+
+
+# A dot-atom local part and a domain of letters, digits, '-' and '.', in angle brackets.
+_SIMPLE_PATH = re.compile(
+    r"\s*<((?=[^>]{1,320}>)([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)>(.*)\Z",
+    re.DOTALL,
+)
 
 
 class GatewaySMTP(SMTP):
@@ -31,6 +42,15 @@ class GatewaySMTP(SMTP):
     # accepts and chops at 2048. We keep them whole: data_size_limit remains
     # the memory bound (aiosmtpd docs' escape hatch).
     line_length_limit = 64 * 1024
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The common ``<local@domain> PARAMS`` without aiosmtpd's RFC 5322 token parser,
+        which cost ~5% of the server's time per MAIL and RCPT; anything else (quoted
+        local parts, comments, source routes, ``<>``) still goes through it."""
+        m = _SIMPLE_PATH.match(arg)
+        if m is None or (self.local_part_limit and len(m.group(2)) > self.local_part_limit):
+            return super()._getaddr(arg)
+        return m.group(1), m.group(3).lstrip()
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -138,10 +158,30 @@ class IntakeHandler:
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
 
 
+def tls_context(settings: SmtpSettings | None) -> ssl.SSLContext | None:
+    """The listener's certificate for STARTTLS (TLS 1.2 or newer), or None without one."""
+    if settings is None or settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx
+
+
 async def start_smtp(
-    handler: IntakeHandler, host: str, port: int, *, hostname: str, max_size: int
+    handler: IntakeHandler,
+    host: str,
+    port: int,
+    *,
+    hostname: str,
+    max_size: int,
+    tls: SmtpSettings | None = None,
 ) -> asyncio.Server:
+    """``tls``: offer STARTTLS with its certificate, and with ``require_tls`` refuse
+    mail (530) until the client has started TLS."""
     loop = asyncio.get_running_loop()
+    context = tls_context(tls)
+    require = bool(context is not None and tls is not None and tls.require_tls)
 
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
@@ -152,6 +192,8 @@ async def start_smtp(
             timeout=300,
             decode_data=False,
             enable_SMTPUTF8=True,
+            tls_context=context,
+            require_starttls=require,
         )
 
     return await loop.create_server(factory, host=host, port=port)

@@ -53,6 +53,7 @@ class Event:
     message_row: int = 0  # the stored message, so a #note can be marked internal
     acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
     notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
+    subject: str = ""  # the ticket's subject, when the caller has it at hand
 
 
 def react(
@@ -61,11 +62,16 @@ def react(
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
         return _agent_reply(conn, config, ev, ev.agent, now)
-    queued: list[str] = []
+    outgoing: list[tuple[str, Composed]] = []
     slug = ev.tenant.slug
-    if repos.clear_bouncing(conn, slug, ev.sender):
+    agents = ev.tenant.agents if ev.notify is None else ev.notify
+    # One look at the bouncing marks for the sender and every agent: a client who
+    # writes to us is reachable again, so their mark goes.
+    bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
+    if ev.sender.lower() in bouncing and repos.clear_bouncing(conn, slug, ev.sender):
         repos.add_audit(conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id)
-    if ev.created and _may_acknowledge(conn, config, ev, now):
+        bouncing.discard(ev.sender.lower())
+    if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
         mail = acknowledgement(
             tenant=ev.tenant,
             hostname=config.hostname,
@@ -81,11 +87,12 @@ def react(
             if config.http.public_url
             else "",
         )
-        queue(conn, slug, "ack", ev.ticket_id, mail)
-        queued.append("ack")
-    agents = ev.tenant.agents if ev.notify is None else ev.notify
-    bouncing = repos.bouncing_among(conn, slug, [a.address for a in agents])
-    refs = repos.thread_ids(conn, slug, ev.ticket_id)
+        outgoing.append(("ack", mail))
+    if ev.created:  # the ticket holds just this message: no need to ask the store
+        refs = [ev.parsed.message_id] if ev.parsed.message_id else []
+    else:
+        refs = repos.thread_ids(conn, slug, ev.ticket_id)
+    subject = ev.subject or _ticket_subject(conn, ev)
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -95,7 +102,7 @@ def react(
             agent=agent,
             event="new" if ev.created else "followup",
             ref=ev.ref,
-            subject=_ticket_subject(conn, ev),
+            subject=subject,
             client=ev.parsed.from_name or ev.sender,
             text=ev.parsed.reply_text or ev.parsed.text,
             reply_address=_reply_address(config, ev, agent),
@@ -104,9 +111,9 @@ def react(
             now=now,
             templates=templates,
         )
-        queue(conn, slug, "notice", ev.ticket_id, mail)
-        queued.append("notice")
-    return queued
+        outgoing.append(("notice", mail))
+    queue_all(conn, slug, ev.ticket_id, outgoing)
+    return [kind for kind, _ in outgoing]
 
 
 def bounced(
@@ -163,18 +170,18 @@ def bounced(
 
 def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:
     """The outbox row and its Message-ID, so a reply to it threads before it is even sent."""
-    repos.enqueue_outbox(
+    queue_all(conn, tenant, ticket_id, [(kind, mail)])
+
+
+def queue_all(
+    conn: Connection, tenant: str, ticket_id: int | None, mails: list[tuple[str, Composed]]
+) -> None:
+    """Several mails of one event in two statements, not two each."""
+    repos.enqueue_many(
         conn,
         tenant,
-        kind=kind,
-        ticket_id=ticket_id,
-        message_id=mail.message_id,
-        mail_from=mail.mail_from,
-        rcpt_tos=mail.rcpt_tos,
-        body=mail.body,
+        [(kind, ticket_id, m.message_id, m.mail_from, m.rcpt_tos, m.body) for kind, m in mails],
     )
-    if ticket_id is not None:
-        repos.record_message_id(conn, tenant, mail.message_id, ticket_id, "out")
 
 
 def _agent_reply(
@@ -248,7 +255,9 @@ def _agent_reply(
     return ["relay"]
 
 
-def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: datetime) -> bool:
+def _may_acknowledge(
+    conn: Connection, config: GatewayConfig, ev: Event, now: datetime, bouncing: set[str]
+) -> bool:
     """Never to robots, ourselves or a bouncing address; at most N per sender per window."""
     wanted = ev.tenant.acknowledge if ev.acknowledge is None else ev.acknowledge
     if not wanted or not ev.sender or "@" not in ev.sender:
@@ -256,7 +265,7 @@ def _may_acknowledge(conn: Connection, config: GatewayConfig, ev: Event, now: da
     local = ev.sender.split("@", 1)[0].split("+", 1)[0]
     if local in _NO_ANSWER_LOCALPARTS or is_ours(config, ev.sender):
         return False
-    if repos.bouncing_among(conn, ev.tenant.slug, [ev.sender]):
+    if ev.sender.lower() in bouncing:
         return False
     t = ev.tenant
     limit = config.outbound.ack_limit if t.ack_limit is None else t.ack_limit

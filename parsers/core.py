@@ -170,8 +170,8 @@ class _Cleaner:
         self.defects = defects
 
     def __call__(self, s: str) -> str:
-        if not _BAD_CHARS.search(s):
-            return s
+        if "\x00" not in s and (s.isascii() or not _BAD_CHARS.search(s)):
+            return s  # isascii is a C loop: most text never meets the regex
         if "\x00" in s:
             self.defects.append("nul-bytes")
         if re.search(r"[\ud800-\udfff]", s):

@@ -162,7 +162,7 @@ def header_text(value: str | None, defects: list[str]) -> str:
         return ""
     if not isinstance(value, str):  # compat32 may hand back a Header object
         value = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not value.isascii() and any("\udc80" <= ch <= "\udcff" for ch in value):
         raw = value.encode("ascii", "surrogateescape")
         try:
             value = raw.decode("utf-8")

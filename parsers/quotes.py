@@ -77,7 +77,8 @@ def reply_text(text: str) -> str:
     lines = text.split("\n")
     cut = _history_start(lines)
     kept = lines[:cut]
-    kept = [ln for ln in kept if not ln.lstrip().startswith(">")]
+    if ">" in "\n".join(kept):  # one C-level scan instead of a strip per line
+        kept = [ln for ln in kept if not ln.lstrip().startswith(">")]
     for i, ln in enumerate(kept):
         if _SIGNATURE.match(ln) and any(x.strip() for x in kept[:i]):
             kept = kept[:i]
@@ -99,25 +100,35 @@ def _history_start(lines: list[str]) -> int:
     """
     forwarded = False
     n = len(lines)
+    # The same tests on the whole text first: a mail without any of these marks (most
+    # new tickets) skips the walk, and each test below runs only when it can match.
+    whole = "\n".join(lines)
+    low_all = whole.lower()
+    fwd = any(k in low_all for k in _FORWARD_HINTS)
+    kw = any(k in low_all for k in _KEYWORD_HINTS)
+    gt, colon = ">" in whole, ":" in whole
+    sep = "-" in whole or "_" in whole or "#" in whole
+    if not (fwd or kw or gt or colon or sep):
+        return n
     for i, line in enumerate(lines):
         s = line.strip()
         if not s:
             continue
-        low = s.lower()
-        if any(k in low for k in _FORWARD_HINTS) and _FORWARD.search(s):
+        low = s.lower() if fwd or kw else ""
+        if fwd and any(k in low for k in _FORWARD_HINTS) and _FORWARD.search(s):
             forwarded = True  # everything below is forwarded content, keep it
             continue
         if forwarded:
             continue
-        if s[0] in "-_#" and _SEPARATOR.match(s) and i > 0:
+        if sep and s[0] in "-_#" and _SEPARATOR.match(s) and i > 0:
             return i
-        if len(s) < 600 and any(k in low for k in _KEYWORD_HINTS) and _KEYWORD.search(s):
+        if kw and len(s) < 600 and any(k in low for k in _KEYWORD_HINTS) and _KEYWORD.search(s):
             start = _attribution_start(lines, i)
             if start is not None:
                 return start
-        if ">" in s and _ATTRIBUTION_INLINE.match(s):
+        if gt and ">" in s and _ATTRIBUTION_INLINE.match(s):
             return i
-        if ":" in s[:16] and _FROM.match(s) and _outlook_block(lines, i):
+        if colon and ":" in s[:16] and _FROM.match(s) and _outlook_block(lines, i):
             return i
     return n
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from routing.errors import ConfigError
+from routing.ops_config import (
+    BackupSettings,
+    ReportSettings,
+    TenantReports,
+    parse_backup,
+    parse_reports,
+    parse_tenant_reports,
+)
 from routing.rules import Rule, build_rules
+from routing.sla import SlaSettings, parse_sla
 
 __all__ = [
     "Agent",
@@ -122,6 +131,8 @@ class Tenant:
     templates: Path | None = None  # this tenant's template overrides
     ack_limit: int | None = None  # None: [outbound] ack_limit
     ack_window: float | None = None
+    sla: SlaSettings | None = None  # None: no SLA clocks for this tenant
+    reports: TenantReports = field(default_factory=TenantReports)
 
     def queue(self, name: str | None) -> Queue | None:
         for q in self.queues:
@@ -149,6 +160,9 @@ class SmtpSettings:
     max_message_size: int = 25 * 1024 * 1024
     pipeline_timeout: float = 120.0
     max_received: int = 50
+    tls_cert: Path | None = None  # STARTTLS is offered when a certificate is set
+    tls_key: Path | None = None
+    require_tls: bool = False  # refuse MAIL FROM before STARTTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +231,8 @@ class GatewayConfig:
     key_file: Path | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
     watch_config: bool = True  # reload when the file changes, not only on SIGHUP
+    backup: BackupSettings = field(default_factory=BackupSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -327,7 +343,8 @@ _GATEWAY_KEYS = {
 def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     c = _Checker(path, text)
     base_dir = path.resolve().parent
-    c.unknown(doc, {"gateway", "smtp", "http", "scanner", "limits", "outbound", "tenants"}, "")
+    c.unknown(doc, {"gateway", "smtp", "http", "scanner", "limits", "outbound", "tenants",
+                    "backup", "reports"}, "")  # fmt: skip
 
     g = doc.get("gateway", {})
     c.unknown(
@@ -379,7 +396,9 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     )
 
     s = doc.get("smtp", {})
-    c.unknown(s, {"listen", "max_message_size", "pipeline_timeout", "max_received"}, "smtp")
+    c.unknown(
+        s, {"listen", "max_message_size", "pipeline_timeout", "max_received", *_TLS_KEYS}, "smtp"
+    )
     listen = c.take(s, "listen", "smtp", str, "127.0.0.1:2525")
     host, _, port_s = listen.rpartition(":")
     if not host or not port_s.isdigit() or not 0 <= int(port_s) < 65536:
@@ -391,6 +410,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         max_message_size=c.take(s, "max_message_size", "smtp", int, 25 * 1024 * 1024),
         pipeline_timeout=c.take(s, "pipeline_timeout", "smtp", float, 120.0),
         max_received=c.take(s, "max_received", "smtp", int, 50),
+        **_smtp_tls(c, s, base_dir),
     )
 
     sc = doc.get("scanner", {})
@@ -419,6 +439,8 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
 
     outbound = _outbound(c, doc.get("outbound", {}), base_dir)
     tenants = _tenants(c, doc.get("tenants", []), key_file, base_dir)
+    backup = parse_backup(c, doc.get("backup", {}), base_dir, data_dir)
+    reports = parse_reports(c, doc.get("reports", {}), base_dir)
     if c.problems:
         raise ConfigError(c.problems)
     return GatewayConfig(
@@ -436,6 +458,8 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         key_file=key_file,
         http=http,
         watch_config=watch_config,
+        backup=backup,
+        reports=reports,
     )
 
 
@@ -657,6 +681,7 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
                 **_tenant_settings(c, t, base, base_dir),
                 retention=_retention(c, t.get("retention", {}), f"{base}.retention"),
                 log_addresses=c.take(t, "log_addresses", base, bool, False),
+                **_tenant_ops(c, t, base, queues),
             )
         )
     return tuple(out)
@@ -665,7 +690,7 @@ def _tenants(c: _Checker, raw: Any, key_file: Path, base_dir: Path) -> tuple[Ten
 _TENANT_KEYS = {
     "slug", "name", "addresses", "tag_prefix", "agents", "acknowledge", "outbound", "imap",
     "queues", "default_queue", "rules", "languages", "templates", "ack_limit", "ack_window",
-    "retention", "log_addresses",
+    "retention", "log_addresses", "sla", "reports",
 }  # fmt: skip
 _QUEUE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -745,6 +770,48 @@ def _retention(c: _Checker, raw: Any, base: str) -> Retention:
         if v < 0:
             c.error(f"{base}.{k}", "must be 0 (keep for ever) or a number of days")
     return Retention(**values)
+
+
+_TLS_KEYS = {"tls_cert", "tls_key", "require_tls"}
+
+
+def _smtp_tls(c: _Checker, s: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """STARTTLS on the listener: a certificate and key that load now, not at the first EHLO."""
+    cert = c.take(s, "tls_cert", "smtp", str, "")
+    key = c.take(s, "tls_key", "smtp", str, "")
+    require = c.take(s, "require_tls", "smtp", bool, False)
+    if bool(cert) != bool(key):
+        c.error("smtp.tls_key" if cert else "smtp.tls_cert", "tls_cert and tls_key go together")
+    if require and not cert:
+        c.error("smtp.require_tls", "needs smtp.tls_cert and smtp.tls_key")
+    out: dict[str, Any] = {"require_tls": require}
+    if cert and key:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                base_dir / cert, base_dir / key
+            )
+        except (OSError, ssl.SSLError) as exc:
+            c.error("smtp.tls_cert", f"cannot load the certificate and key: {exc}")
+        out.update(tls_cert=base_dir / cert, tls_key=base_dir / key)
+    return out
+
+
+def _tenant_ops(
+    c: _Checker, t: dict[str, Any], base: str, queues: tuple[Queue, ...]
+) -> dict[str, Any]:
+    """``[tenants.sla]`` and ``[tenants.reports]`` (routing/sla.py, routing/ops_config.py)."""
+    from routing.commands import PRIORITIES
+
+    out: dict[str, Any] = {}
+    if "sla" in t:
+        out["sla"] = parse_sla(
+            c, t["sla"], f"{base}.sla", queues=[q.name for q in queues], priorities=PRIORITIES
+        )
+    if "reports" in t:
+        out["reports"] = parse_tenant_reports(c, t["reports"], base)
+    return out
 
 
 def _secret(path: Path) -> bytes:

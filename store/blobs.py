@@ -16,7 +16,7 @@ from pathlib import Path
 
 from store.faults import crash_point
 
-__all__ = ["BlobStore"]
+__all__ = ["BlobStore", "fsync_dir"]
 
 
 class BlobStore:
@@ -52,7 +52,7 @@ class BlobStore:
             os.close(fd)
         os.replace(tmp, final)
         for d in [final.parent, *made]:
-            _fsync_dir(d)
+            fsync_dir(d)
         return digest
 
     async def put_many(self, items: Iterable[bytes]) -> list[str]:
@@ -93,7 +93,8 @@ def _makedirs(path: Path) -> list[Path]:
     return changed
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a new or renamed entry in ``path`` durable (a file's own fsync does not)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

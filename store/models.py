@@ -36,6 +36,7 @@ __all__ = [
     "metadata",
     "outbox",
     "participants",
+    "reports",
     "ticket_counters",
     "tickets",
     "web_sessions",
@@ -73,6 +74,14 @@ tickets = Table(
     Column("assignee", String(320), nullable=True),
     Column("category", String(64), nullable=True),
     Column("tags", JSON, nullable=False, server_default="[]"),
+    # SLA clocks (store/clocks.py): the first agent reply the client received, the
+    # moment it was closed, the periods spent waiting on the client, and which
+    # warnings/breaches the agents were already told about.
+    Column("first_response_at", DateTime(timezone=True), nullable=True),
+    Column("first_response_by", String(320), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("sla_pauses", JSON, nullable=False, server_default="[]"),
+    Column("sla_notified", JSON, nullable=False, server_default="[]"),
     UniqueConstraint("tenant", "number"),
     UniqueConstraint("tenant", "ref"),
 )
@@ -275,4 +284,20 @@ bouncing = Table(
     Column("reason", Text, nullable=False),
     Column("since", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant", "address"),
+)
+
+# Monthly report files: one per tenant and month, deleted (file and path) a
+# fixed time after they were made, as the privacy policy promises.
+reports = Table(
+    "reports",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant", String(40), nullable=False),
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("path", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("tenant", "month"),
 )

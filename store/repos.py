@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from store.models import (
@@ -33,6 +33,7 @@ __all__ = [
     "add_participant",
     "bouncing_among",
     "clear_bouncing",
+    "enqueue_many",
     "enqueue_outbox",
     "find_message",
     "imap_position",
@@ -60,8 +61,66 @@ __all__ = [
 
 # Statements built once: building an insert with .values() per call cost more
 # than running it (SQLAlchemy coerces every value into the construct).
+# Lookups on the per-message path are prebuilt with bind parameters for the same
+# reason: building a select() per call (coercion, cache key) cost about as much as
+# SQLite running it.
 _INSERT_MESSAGE = insert(messages).returning(messages.c.id)
 _INSERT_TICKET = insert(tickets).returning(tickets.c.id)
+_INSERT_AUDIT = insert(audit_events)
+_INSERT_OUTBOX = insert(outbox)
+_TENANT = bindparam("tenant")
+_FIND_MESSAGE = select(messages.c.raw_sha256).where(
+    messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key")
+)
+_TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).where(
+    message_ids.c.tenant == _TENANT,
+    message_ids.c.message_id.in_(bindparam("ids", expanding=True)),
+)
+_TICKET_REF = select(tickets.c.ref).where(
+    tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
+)
+_TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
+# (an UPDATE's WHERE may not reuse a column's name as a parameter name)
+_TOUCH_TICKET = (
+    update(tickets)
+    .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
+    .values(updated_at=bindparam("ts"))
+    .returning(tickets.c.ref, tickets.c.subject)
+)
+_NEXT_NUMBER = (
+    update(ticket_counters)
+    .where(ticket_counters.c.tenant == bindparam("w_tenant"))
+    .values(last_number=ticket_counters.c.last_number + 1)
+    .returning(ticket_counters.c.last_number)
+)
+_THREAD_IDS = {
+    role: select(messages.c.message_id)
+    .where(
+        messages.c.tenant == _TENANT,
+        messages.c.ticket_id == bindparam("id"),
+        messages.c.message_id.is_not(None),
+        *([messages.c.sender_role == bindparam("role")] if role else []),
+    )
+    .order_by(messages.c.id.desc())
+    .limit(bindparam("limit"))
+    for role in (False, True)
+}
+_ACKS_SINCE = (
+    select(func.count())
+    .select_from(outbox)
+    .where(
+        outbox.c.tenant == _TENANT,
+        outbox.c.kind == "ack",
+        outbox.c.to_addr == bindparam("address"),
+        outbox.c.created_at >= bindparam("since"),
+    )
+)
+_BOUNCING_AMONG = select(bouncing.c.address).where(
+    bouncing.c.tenant == _TENANT, bouncing.c.address.in_(bindparam("addrs", expanding=True))
+)
+_CLEAR_BOUNCING = delete(bouncing).where(
+    bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("address")
+)
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}
@@ -86,22 +145,13 @@ def now() -> datetime:
 
 def find_message(conn: Connection, tenant: str, key: str) -> str | None:
     """The raw sha256 of the message stored under this dedupe key, if any."""
-    row = conn.execute(
-        select(messages.c.raw_sha256).where(
-            messages.c.tenant == tenant, messages.c.message_key == key
-        )
-    )
-    return row.scalar_one_or_none()
+    return conn.execute(_FIND_MESSAGE, {"tenant": tenant, "key": key}).scalar_one_or_none()
 
 
 def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
     if not ids:
         return {}
-    rows = conn.execute(
-        select(message_ids.c.message_id, message_ids.c.ticket_id).where(
-            message_ids.c.tenant == tenant, message_ids.c.message_id.in_(list(ids))
-        )
-    )
+    rows = conn.execute(_TICKETS_FOR_IDS, {"tenant": tenant, "ids": list(ids)})
     return {m: t for m, t in rows}
 
 
@@ -118,10 +168,7 @@ def ticket_by_ref(conn: Connection, tenant: str, ref: str) -> int | None:
 
 
 def ticket_ref(conn: Connection, tenant: str, ticket_id: int) -> str | None:
-    row = conn.execute(
-        select(tickets.c.ref).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-    )
-    return row.scalar_one_or_none()
+    return conn.execute(_TICKET_REF, {"tenant": tenant, "id": ticket_id}).scalar_one_or_none()
 
 
 def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
@@ -146,13 +193,7 @@ def new_ticket(
     conn: Connection, tenant: str, prefix: str, subject: str, queue: str = "default"
 ) -> tuple[int, str]:
     """Allocate the tenant's next number and create the ticket; (id, ref)."""
-    res = conn.execute(
-        update(ticket_counters)
-        .where(ticket_counters.c.tenant == tenant)
-        .values(last_number=ticket_counters.c.last_number + 1)
-        .returning(ticket_counters.c.last_number)
-    )
-    number = res.scalar_one_or_none()
+    number = conn.execute(_NEXT_NUMBER, {"w_tenant": tenant}).scalar_one_or_none()
     if number is None:
         start = conn.execute(
             select(func.coalesce(func.max(tickets.c.number), 0)).where(tickets.c.tenant == tenant)
@@ -177,12 +218,11 @@ def new_ticket(
     return res.scalar_one(), ref
 
 
-def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> None:
-    conn.execute(
-        update(tickets)
-        .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-        .values(updated_at=now())
-    )
+def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> tuple[str, str] | None:
+    """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
+    row = conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now()})
+    found = row.first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def add_participant(
@@ -243,7 +283,7 @@ def add_audit(
     detail: dict[str, Any] | None = None,
 ) -> None:
     conn.execute(
-        insert(audit_events),
+        _INSERT_AUDIT,
         {
             "tenant": tenant,
             "ticket_id": ticket_id,
@@ -280,30 +320,50 @@ def enqueue_outbox(
     rcpt_tos: Sequence[str],
     body: bytes,
 ) -> None:
+    enqueue_many(conn, tenant, [(kind, ticket_id, message_id, mail_from, rcpt_tos, body)])
+
+
+def enqueue_many(
+    conn: Connection,
+    tenant: str,
+    mails: Sequence[tuple[str, int | None, str, str, Sequence[str], bytes]],
+) -> None:
+    """Outbox rows (kind, ticket, Message-ID, sender, recipients, body) in one statement;
+    each Message-ID that belongs to a ticket is remembered for threading in another."""
+    if not mails:
+        return
     ts = now()
     conn.execute(
-        insert(outbox),
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "kind": kind,
-            "message_id": message_id,
-            "mail_from": mail_from,
-            "rcpt_tos": list(rcpt_tos),
-            "body": body,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": ts,
-            "created_at": ts,
-            "to_addr": (rcpt_tos[0] if rcpt_tos else "").lower(),
-        },
+        _INSERT_OUTBOX,
+        [
+            {
+                "tenant": tenant,
+                "ticket_id": ticket_id,
+                "kind": kind,
+                "message_id": message_id,
+                "mail_from": mail_from,
+                "rcpt_tos": list(rcpt_tos),
+                "body": body,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": ts,
+                "created_at": ts,
+                "to_addr": (rcpt_tos[0] if rcpt_tos else "").lower(),
+            }
+            for kind, ticket_id, message_id, mail_from, rcpt_tos, body in mails
+        ],
     )
+    ids = [
+        {"tenant": tenant, "message_id": mid, "ticket_id": tid, "origin": "out"}
+        for _, tid, mid, *_ in mails
+        if tid is not None
+    ]
+    if ids:
+        conn.execute(_insert_ignore(conn, message_ids), ids)
 
 
 def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(tickets).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-    ).first()
+    row = conn.execute(_TICKET_ROW, {"tenant": tenant, "id": ticket_id}).first()
     return dict(row._mapping) if row is not None else None
 
 
@@ -329,31 +389,16 @@ def thread_ids(
     conn: Connection, tenant: str, ticket_id: int, *, role: str | None = None, limit: int = 20
 ) -> list[str]:
     """Message-IDs of the ticket, oldest first: the References of a mail we send on it."""
-    where = [
-        messages.c.tenant == tenant,
-        messages.c.ticket_id == ticket_id,
-        messages.c.message_id.is_not(None),
-    ]
+    params: dict[str, Any] = {"tenant": tenant, "id": ticket_id, "limit": limit}
     if role is not None:
-        where.append(messages.c.sender_role == role)
-    rows = conn.execute(
-        select(messages.c.message_id).where(*where).order_by(messages.c.id.desc()).limit(limit)
-    )
+        params["role"] = role
+    rows = conn.execute(_THREAD_IDS[role is not None], params)
     return [r[0] for r in rows][::-1]
 
 
 def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> int:
     """Acknowledgements queued for this address since ``since`` (the RFC 3834 rate limit)."""
-    row = conn.execute(
-        select(func.count())
-        .select_from(outbox)
-        .where(
-            outbox.c.tenant == tenant,
-            outbox.c.kind == "ack",
-            outbox.c.to_addr == address.lower(),
-            outbox.c.created_at >= since,
-        )
-    )
+    row = conn.execute(_ACKS_SINCE, {"tenant": tenant, "address": address.lower(), "since": since})
     return int(row.scalar_one())
 
 
@@ -361,9 +406,7 @@ def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> s
     if not addresses:
         return set()
     rows = conn.execute(
-        select(bouncing.c.address).where(
-            bouncing.c.tenant == tenant, bouncing.c.address.in_([a.lower() for a in addresses])
-        )
+        _BOUNCING_AMONG, {"tenant": tenant, "addrs": [a.lower() for a in addresses]}
     )
     return {r[0] for r in rows}
 
@@ -383,11 +426,7 @@ def mark_bouncing(conn: Connection, tenant: str, address: str, status: str, reas
 
 
 def clear_bouncing(conn: Connection, tenant: str, address: str) -> bool:
-    from sqlalchemy import delete
-
-    res = conn.execute(
-        delete(bouncing).where(bouncing.c.tenant == tenant, bouncing.c.address == address.lower())
-    )
+    res = conn.execute(_CLEAR_BOUNCING, {"tenant": tenant, "address": address.lower()})
     return bool(res.rowcount)
 
 

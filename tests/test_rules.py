@@ -293,11 +293,20 @@ def test_queue_and_setting_errors(tmp_path: Path) -> None:
 # -- real mail through a running daemon ---------------------------------------
 
 RULES = """
+[[tenants.agents]]
+address = "bob@acme.test"
+name = "Bob Billing"
+
+[[tenants.agents]]
+address = "carol@acme.test"
+name = "Carol General"
+
 [[tenants.queues]]
 name = "general"
 
 [[tenants.queues]]
 name = "billing"
+agents = ["bob@acme.test"]
 
 [[tenants.rules]]
 name = "spam"
@@ -356,3 +365,16 @@ def test_rules_act_on_real_mail(tmp_path: Path) -> None:
     acks = [r["to_addr"] for r in d.query("SELECT to_addr FROM outbox WHERE kind = 'ack'")]
     assert acks == ["client@example.com"]
     assert len(d.query("SELECT 1 FROM outbox WHERE kind = 'ack'")) == 1
+    # the billing queue names Bob: he and the assignee hear of its ticket, and the
+    # general queue's ticket reaches every agent (Carol only hears of that one)
+    notices = d.query(
+        "SELECT t.subject, o.to_addr FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+        "WHERE o.kind = 'notice' ORDER BY o.to_addr"
+    )
+    by = {}
+    for r in notices:
+        by.setdefault(r["subject"], []).append(r["to_addr"])
+    assert by == {
+        "Invoice 42 is wrong": ["alice@acme.test", "bob@acme.test"],
+        "Printer": ["alice@acme.test", "bob@acme.test", "carol@acme.test"],
+    }

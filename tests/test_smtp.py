@@ -323,3 +323,29 @@ def test_no_acknowledgement_to_daemons_and_noreply_senders(daemon: Daemon) -> No
             ref,
         )
         assert len(notices) == 1  # the agents still hear of it
+
+
+def test_fast_address_path_agrees_with_aiosmtpd() -> None:
+    """The shortcut for plain <local@domain> must answer exactly as aiosmtpd's parser."""
+    from aiosmtpd.smtp import SMTP
+
+    from gateway.smtp_intake import GatewaySMTP
+
+    class Handler:
+        pass
+
+    ours, theirs = GatewaySMTP(Handler()), SMTP(Handler())
+    for arg in [
+        "<a@b.c>",
+        " <x.y+z@ex-ample.com> SIZE=123",
+        "<a@b.c>  BODY=8BITMIME SMTPUTF8 ",
+        "<A.B@Example.COM>\tSIZE=1",
+        '<"q q"@b.c>',
+        "<>",
+        "a@b.c",
+        "<@relay:a@b.c>",
+        "<a@b.c",
+        "<ä@b.c>",
+        "<" + "x" * 70 + "@b.c>",
+    ]:
+        assert ours._getaddr(arg) == theirs._getaddr(arg), arg

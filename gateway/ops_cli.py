@@ -1,0 +1,165 @@
+"""``gateway report``, ``gateway backup`` and ``gateway restore``.
+
+Like every command: one line on stderr and a sysexits code on failure, never a
+traceback. ``backup`` and ``restore`` print what the archive holds, so an
+operator sees at once that a restore brought back what was expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from routing.config import GatewayConfig
+
+__all__ = ["add_parsers", "run"]
+
+EX_USAGE = 64
+EX_NOINPUT = 66
+
+
+class OpsCliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    pr = sub.add_parser(
+        "report", parents=[common], help="a tenant's monthly report as PDF (figures and charts)"
+    )
+    pr.add_argument("--tenant", required=True, metavar="SLUG")
+    pr.add_argument("--month", required=True, metavar="YYYY-MM")
+    pr.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write here (default: the reports folder, deleted after [reports] keep_days)",
+    )
+    pb = sub.add_parser(
+        "backup", parents=[common], help="an encrypted archive of the database and blobs"
+    )
+    pb.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="folder (default: [backup] dir)"
+    )
+    pb.add_argument(
+        "--new-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="make a new backup key file (0600) instead, outside the data directory",
+    )
+    pb.add_argument("--json", action="store_true")
+    ps = sub.add_parser(
+        "restore", parents=[common], help="unpack a backup into an empty data directory"
+    )
+    ps.add_argument("archive", type=Path)
+    ps.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace, config: GatewayConfig) -> int:
+    """Dispatch; raises OpsCliError for the CLI's one-line answer."""
+    from gateway.backup import BackupError
+    from gateway.report import ReportError
+
+    try:
+        if args.command == "report":
+            return asyncio.run(_report(config, args))
+        if args.command == "backup":
+            return _backup(config, args)
+        return _restore(config, args)
+    except (BackupError, ReportError) as exc:
+        raise OpsCliError(str(exc), getattr(exc, "code", EX_USAGE)) from None
+
+
+async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from gateway.daemon import open_services
+    from gateway.ops import make_report, store_report
+    from gateway.report import MONTH, write_atomic
+    from gateway.web_client import test_clock
+
+    tenant = config.tenant(args.tenant)
+    if tenant is None:
+        raise OpsCliError(f"unknown tenant {args.tenant!r}", EX_USAGE)
+    if not MONTH.match(args.month):
+        raise OpsCliError(f"--month {args.month!r}: expected YYYY-MM", EX_USAGE)
+    now = test_clock()()
+    async with open_services(config) as services:
+        pdf = await make_report(config, services.engine, tenant, args.month, now)
+        if args.out is not None:
+            try:
+                await asyncio.to_thread(write_atomic, args.out, pdf)
+            except OSError as exc:
+                raise OpsCliError(f"{args.out}: {exc.strerror or exc}", 73) from None
+            path = args.out
+        else:
+            path = await store_report(
+                config, services.writer, tenant, args.month, pdf, now, mail=False
+            )
+    print(f"report {tenant.slug} {args.month}: {path} ({len(pdf)} bytes)")
+    return 0
+
+
+def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from gateway.backup import load_backup_key, make_backup, new_key_file
+
+    if args.new_key is not None:
+        kid = new_key_file(args.new_key, config)
+        print(f"new backup key {kid} in {args.new_key} (mode 0600); keep a copy off this machine")
+        return 0
+    out = args.out or config.backup.dir
+    if out is None:
+        raise OpsCliError("no folder: give --out DIR or set [backup] dir", EX_USAGE)
+    result = make_backup(config, out, load_backup_key(config), datetime.now(UTC))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "path": str(result.path),
+                    "size": result.size,
+                    "tickets": result.tickets,
+                    "messages": result.messages,
+                    "blobs": result.blobs,
+                    "key_id": result.key_id,
+                }
+            )
+        )
+    else:
+        print(
+            f"backup {result.path} ({result.size} bytes): {result.tickets} tickets, "
+            f"{result.messages} messages, {result.blobs} blobs; key {result.key_id}"
+        )
+    return 0
+
+
+def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from gateway.backup import load_backup_key, restore
+
+    if not args.archive.is_file():
+        raise OpsCliError(f"{args.archive}: no such file", EX_NOINPUT)
+    result = restore(config, args.archive, load_backup_key(config))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "database": str(result.database),
+                    "data_dir": str(result.data_dir),
+                    "tickets": result.tickets,
+                    "messages": result.messages,
+                    "blobs": result.blobs,
+                    "created": result.created,
+                }
+            )
+        )
+    else:
+        print(
+            f"restored backup of {result.created} into {result.data_dir}: {result.tickets} "
+            f"tickets, {result.messages} messages, {result.blobs} blobs verified"
+        )
+        print("next: gateway db upgrade (if this version is newer), then start the daemon")
+    return 0

@@ -1,0 +1,159 @@
+"""A ticket's SLA clocks, kept in the same transaction as the message that moves them.
+
+The rules (Zammad's "pending" states, without asking the agent to set one):
+
+- First response: the first agent reply that was relayed to the client. A
+  ``#note`` or a bare ``#close`` sends the client nothing, so it is no response.
+- Waiting on the client: from an agent's relayed reply on an open ticket until
+  the client writes again. That period is paused on the resolution clock.
+- Resolution: the moment the ticket is closed. Reopened, the clock goes on
+  where it stopped; the time it was closed does not count (a pause).
+
+Timestamps are stored in UTC; ``sla_pauses`` is a list of ``[start, end]`` ISO
+strings, the last one possibly open (``end`` null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from store.models import tickets
+
+__all__ = ["aware", "on_message", "open_tickets", "pauses_of", "set_notified", "ticket_clocks"]
+
+_CLOCK_COLUMNS = (
+    tickets.c.id,
+    tickets.c.ref,
+    tickets.c.subject,
+    tickets.c.status,
+    tickets.c.queue,
+    tickets.c.priority,
+    tickets.c.assignee,
+    tickets.c.created_at,
+    tickets.c.first_response_at,
+    tickets.c.first_response_by,
+    tickets.c.resolved_at,
+    tickets.c.sla_pauses,
+    tickets.c.sla_notified,
+)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def pauses_of(raw: Sequence[Sequence[str | None]] | None) -> list[tuple[datetime, datetime | None]]:
+    out: list[tuple[datetime, datetime | None]] = []
+    for start, end in raw or []:
+        if start is None:
+            continue
+        out.append(
+            (
+                datetime.fromisoformat(start).astimezone(UTC),
+                datetime.fromisoformat(end).astimezone(UTC) if end else None,
+            )
+        )
+    return out
+
+
+def _raw(pauses: list[tuple[datetime, datetime | None]]) -> list[list[str | None]]:
+    return [[a.isoformat(), b.isoformat() if b else None] for a, b in pauses]
+
+
+def ticket_clocks(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(*_CLOCK_COLUMNS).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+    ).first()
+    return _row(row._mapping) if row is not None else None
+
+
+def open_tickets(conn: Connection, tenant: str) -> list[dict[str, Any]]:
+    """Tickets whose clocks may still run: open ones (closed clocks have stopped)."""
+    rows = conn.execute(
+        select(*_CLOCK_COLUMNS)
+        .where(tickets.c.tenant == tenant, tickets.c.status == "open")
+        .order_by(tickets.c.id)
+    )
+    return [_row(r._mapping) for r in rows]
+
+
+def _row(m: Any) -> dict[str, Any]:
+    d = dict(m)
+    for key in ("created_at", "first_response_at", "resolved_at"):
+        d[key] = aware(d[key])
+    d["pauses"] = pauses_of(d.pop("sla_pauses"))
+    d["sla_notified"] = list(d["sla_notified"] or [])
+    return d
+
+
+def on_message(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    *,
+    role: str,
+    answered: bool,
+    sender: str,
+    now: datetime,
+    created: bool = False,
+) -> None:
+    """Move the clocks for a message just stored (after the agent's commands ran).
+
+    ``answered``: an agent's reply was relayed to the client in this transaction.
+    A client's new ticket starts with every clock at rest, so it costs no statement;
+    otherwise the row is written only when a clock moved.
+    """
+    if created and role == "client":
+        return
+    t = ticket_clocks(conn, tenant, ticket_id)
+    if t is None:
+        return
+    now = now.astimezone(UTC)
+    pauses = t["pauses"]
+    before = (_raw(pauses), list(t["sla_notified"]))
+    waiting = bool(pauses) and pauses[-1][1] is None
+    values: dict[str, Any] = {}
+    notified = t["sla_notified"]
+    if role == "agent" and answered:
+        if t["first_response_at"] is None:
+            values.update(first_response_at=now, first_response_by=sender)
+        if t["status"] == "open" and not waiting:
+            pauses.append((now, None))
+            waiting = True
+    elif role == "client" and waiting:
+        pauses[-1] = (pauses[-1][0], now)
+        waiting = False
+    if t["status"] == "closed" and t["resolved_at"] is None:
+        values["resolved_at"] = now
+        if waiting:
+            pauses[-1] = (pauses[-1][0], now)
+    elif t["status"] == "open" and t["resolved_at"] is not None:
+        # Reopened: the closed time is a pause, and its resolution warnings may come again.
+        pauses.append((t["resolved_at"], now))
+        values["resolved_at"] = None
+        notified = [n for n in notified if not n.startswith("resolution:")]
+    if not values and (_raw(pauses), notified) == before:
+        return
+    values["sla_pauses"] = _raw(pauses)
+    values["sla_notified"] = notified
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+        .values(**values)
+    )
+
+
+def set_notified(conn: Connection, tenant: str, ticket_id: int, notified: list[str]) -> None:
+    conn.execute(
+        update(tickets)
+        .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+        .values(sla_notified=notified)
+    )

@@ -1,0 +1,113 @@
+"""The parser on hostile and odd input: it answers with a ParseError or a clean
+ParsedMessage, never anything else, and the limits act before the real parse.
+
+The large hostile messages are built at test time (tests/parser_fixtures.py),
+one per row of RELIABILITY.md §2; the small real ones are in fixtures/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parsers import HeaderTooLarge, Limits, ParsedMessage, ParseError, StructureTooDeep, parse
+from tests import parser_fixtures as hostile
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = sorted((ROOT / "fixtures").glob("*.eml"))
+_BAD = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _clean(p: ParsedMessage) -> None:
+    """What may reach the store: no NUL, no lone surrogate, in any text field."""
+    for value in (p.subject, p.from_addr, p.from_name, p.text, p.reply_text, p.html or ""):
+        assert not _BAD.search(value)
+    for a in p.attachments:
+        assert not _BAD.search(a.filename)
+    for name, value in p.headers:
+        assert not _BAD.search(name) and not _BAD.search(value)
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: hostile.deep_nest(10_000), StructureTooDeep),
+        (lambda: hostile.many_parts(100_000), StructureTooDeep),
+        (lambda: hostile.deep_rfc822(10_000), StructureTooDeep),
+        (lambda: hostile.huge_to(5 * 1024 * 1024), HeaderTooLarge),
+    ],
+    ids=["10000-deep-multipart", "100000-parts", "10000-deep-rfc822", "5MB-To"],
+)
+def test_bombs_are_refused_by_the_prescan(build, error) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error):
+        parse(build())
+
+
+def test_limits_are_the_configured_ones() -> None:
+    nest = hostile.deep_nest(60)
+    with pytest.raises(StructureTooDeep):
+        parse(nest)  # default depth 50
+    parsed = parse(nest, limits=Limits(max_mime_depth=100, max_parts=200))
+    assert "bottom" not in parsed.text and parsed.text.strip() == "hi"
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
+def test_fixtures_parse_clean(path: Path) -> None:
+    parsed = parse(path.read_bytes())
+    _clean(parsed)
+    assert parsed.message_id and parsed.from_addr and parsed.subject
+
+
+def test_the_stdlibs_own_test_messages_never_break_the_parser() -> None:
+    """CPython ships ~60 odd messages for its own email tests (broken boundaries,
+    8-bit headers, nested message/rfc822, bad encodings)."""
+    try:
+        import test.test_email as stdlib_tests
+    except ImportError:
+        pytest.skip("this Python has no test package")
+    folder = Path(os.path.dirname(stdlib_tests.__file__)) / "data"
+    files = sorted(folder.glob("msg_*.txt"))
+    assert len(files) > 30
+    parsed = 0
+    for f in files:
+        try:
+            _clean(parse(f.read_bytes()))
+            parsed += 1
+        except ParseError:
+            pass
+    assert parsed >= len(files) - 3  # at most a few are not messages at all
+
+
+_SEED = (ROOT / "fixtures" / "invoice-with-pdf.eml").read_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cuts=st.lists(st.tuples(st.integers(0, len(_SEED)), st.binary(max_size=12)), max_size=6),
+)
+def test_mutated_mail_is_parsed_or_refused_never_raises_otherwise(
+    cuts: list[tuple[int, bytes]],
+) -> None:
+    data = bytearray(_SEED)
+    for pos, junk in cuts:  # splice random bytes in (boundaries, headers, base64 all get hit)
+        data[pos : pos + len(junk) // 2] = junk
+    try:
+        parsed = parse(bytes(data))
+    except ParseError:
+        return
+    _clean(parsed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=2000))
+def test_random_bytes_are_parsed_or_refused(data: bytes) -> None:
+    try:
+        parsed = parse(data)
+    except ParseError:
+        return
+    _clean(parsed)
