@@ -87,16 +87,15 @@ def test_every_class_is_right(delivered) -> None:  # type: ignore[no-untyped-def
 
 def assert_every_class_right(d: Daemon, exp: dict[str, Any], sent: dict[str, bytes]) -> None:
     """Score what the gateway stored against the corpus expectations (any intake)."""
-    db = d.db()
-    tickets = {r["id"]: dict(r) for r in db.execute("SELECT * FROM tickets")}
+    tickets = {r["id"]: dict(r) for r in d.query("SELECT * FROM tickets")}
     rows_by_sha = defaultdict(list)
-    for r in db.execute("SELECT * FROM messages"):
+    for r in d.query("SELECT * FROM messages"):
         rows_by_sha[r["raw_sha256"]].append(dict(r))
     atts = defaultdict(list)
-    for a in db.execute("SELECT * FROM attachments ORDER BY message_id, position"):
+    for a in d.query("SELECT * FROM attachments ORDER BY message_id, position"):
         atts[a["message_id"]].append(dict(a))
     acks = Counter(
-        r["ticket_id"] for r in db.execute("SELECT ticket_id FROM outbox WHERE kind = 'ack'")
+        r["ticket_id"] for r in d.query("SELECT ticket_id FROM outbox WHERE kind = 'ack'")
     )
 
     # the ticket of each thread = the ticket of its root message
