@@ -32,6 +32,7 @@ hostname = "gw.test"
 data_dir = "var"
 database_url = "{database_url}"
 log_format = "json"
+{gateway_extra}
 
 [smtp]
 listen = "127.0.0.1:0"
@@ -83,6 +84,8 @@ class Daemon:
         scan_deadline: float = 30,
         acme_extra: str = "",
         http_extra: str = "",
+        gateway_extra: str = "",
+        database_url: str | None = None,
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred."""
@@ -90,8 +93,11 @@ class Daemon:
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"
         self.pg_database: str | None = None
-        database_url = "sqlite+aiosqlite:///var/gateway.db"
-        if use_postgresql():
+        if database_url is not None:  # several instances on one database (a PostgreSQL one)
+            self.pg_database = database_url.rsplit("/", 1)[-1]
+        elif not use_postgresql():
+            database_url = "sqlite+aiosqlite:///var/gateway.db"
+        else:
             cluster = session_cluster()
             self.pg_database = cluster.new_database()
             database_url = cluster.url(self.pg_database)
@@ -106,6 +112,7 @@ class Daemon:
                 acme_extra=acme_extra,
                 http_extra=http_extra,
                 database_url=database_url,
+                gateway_extra=gateway_extra,
             ),
             encoding="utf-8",
         )
