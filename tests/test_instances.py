@@ -152,3 +152,35 @@ def test_concurrent_claims_skip_each_others_rows_on_postgresql(pg: Engine) -> No
     with pg.connect() as conn:
         owners = dict(conn.execute(select(outbox.c.id, outbox.c.claimed_by)).all())
     assert sorted(owners.values()) == ["a"] * 4 + ["b"] * 2
+
+
+def test_instances_starting_together_migrate_one_after_the_other(tmp_path: Path) -> None:
+    """Three instances' first start on one empty PostgreSQL database: all come up."""
+    url = _url(tmp_path, postgresql=True)
+
+    async def one() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    async def together() -> None:
+        async with asyncio.timeout(60):
+            await asyncio.gather(one(), one(), one())
+
+    asyncio.run(together())
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from store.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    e = create_writer_engine(url)
+    try:
+        with e.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head,)]
+    finally:
+        e.dispose()
