@@ -16,11 +16,13 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from gateway import metrics
 from gateway.imap_intake import MailboxWorker
+from gateway.leases import hold
 from gateway.logs import set_log_privacy
 from gateway.ops import OpsState, run_ops
 from gateway.pipeline import Pipeline
@@ -174,8 +176,18 @@ async def run_daemon(config_path: Path) -> int:
             services.scanner.probe_forever(config.scanner.probe_interval), name="scanner-probe"
         )
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
+        # Duties one instance at a time does, whichever holds the lease (docs/scaling.md):
+        # each mailbox's poller and the periodic jobs. One instance alone always holds them.
+        me, ttl = config.instance, config.lease_seconds
+
+        def leased(name: str, duty: Callable[[], Any]) -> Any:
+            return hold(services.writer, name, me, ttl, duty)
+
         retention = asyncio.create_task(
-            retention_daily(services, lambda: services.pipeline.config, test_clock()),
+            leased(
+                "jobs:retention",
+                lambda: retention_daily(services, lambda: services.pipeline.config, test_clock()),
+            ),
             name="retention",
         )
         workers: dict[tuple[str, ImapMailbox], tuple[MailboxWorker, asyncio.Task[None]]] = {}
@@ -189,7 +201,9 @@ async def run_daemon(config_path: Path) -> int:
             for key, tenant in wanted.items():
                 if key not in workers:
                     w = MailboxWorker(cfg, tenant, key[1], services.pipeline, services.writer)
-                    workers[key] = (w, asyncio.create_task(w.run(), name=f"imap:{w.box.key}"))
+                    lease = f"imap:{tenant.slug}:{w.box.key}"
+                    task = asyncio.create_task(leased(lease, w.run), name=f"imap:{w.box.key}")
+                    workers[key] = (w, task)
             mailboxes[:] = [w for w, _ in workers.values()]
 
         mailboxes: list[MailboxWorker] = []
@@ -197,13 +211,16 @@ async def run_daemon(config_path: Path) -> int:
         last_error: list[str] = []
         ops_state = OpsState()
         ops = asyncio.create_task(
-            run_ops(
-                lambda: services.pipeline.config,
-                services.engine,
-                services.writer,
-                services.delivery.wake,
-                test_clock(),
-                ops_state,
+            leased(
+                "jobs:ops",
+                lambda: run_ops(
+                    lambda: services.pipeline.config,
+                    services.engine,
+                    services.writer,
+                    services.delivery.wake,
+                    test_clock(),
+                    ops_state,
+                ),
             ),
             name="ops",
         )

@@ -196,8 +196,27 @@ async def compact(services: Any, *, vacuum: bool) -> bool:
     secure_delete (store/db.py) already zeroes freed space; VACUUM also drops
     what an older database freed before that pragma was on. False when a busy
     daemon kept either from finishing: the erasure stands, the bytes wait.
+
+    PostgreSQL: a plain VACUUM (no table lock, other instances keep working)
+    removes the dead row versions so their space is reused; the bytes leave
+    the server's files when that space is overwritten, and its WAL and
+    backups age out on their own schedule (docs/scaling.md says so).
     """
     engine = services.writer.engine
+    if engine.dialect.name == "postgresql":
+        if not vacuum:
+            return True
+
+        def pg_work() -> bool:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM")
+            return True
+
+        try:
+            return await asyncio.to_thread(pg_work)
+        except Exception as exc:
+            log.warning("store.compact_failed", error=type(exc).__name__, detail=str(exc)[:200])
+            return False
     if engine.dialect.name != "sqlite":
         return True
 

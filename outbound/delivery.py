@@ -1,9 +1,13 @@
 """Delivers the outbox through each tenant's own SMTP account (aiosmtplib).
 
-At-least-once, never more than needed: a row is claimed (``sending``), sent,
-then marked ``sent``; a crash in between leaves it ``sending``, and the next
-start puts it back to ``pending``, so the same bytes with the same
-Message-ID go out again (the receiver can tell it is the same mail).
+At-least-once, never more than needed: a row is claimed (``sending``, with
+this instance's name and a lease), sent, then marked ``sent``; a crash in
+between leaves it ``sending``, and this instance's next start puts it back to
+``pending``, or, if it never comes back, another instance takes it over once
+the lease has run out: the same bytes with the same Message-ID go out again
+(the receiver can tell it is the same mail). Several instances on one
+PostgreSQL claim with ``FOR UPDATE SKIP LOCKED``, so no row is claimed by
+two; on SQLite the writer's IMMEDIATE transaction serializes the claims.
 Temporary failures (4xx, network, timeouts) retry with jittered exponential
 backoff until ``max_age``; a 5xx, or that age, gives up with an audit event
 and a notice to the tenant's agents (never a notice about a notice).
@@ -21,7 +25,7 @@ from typing import Any
 
 import aiosmtplib
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
@@ -53,6 +57,7 @@ class Delivery:
     def __init__(self, config: GatewayConfig, writer: Writer, *, concurrency: int = 4) -> None:
         self.config = config
         self.writer = writer
+        self.instance = config.instance
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self.sent = 0
@@ -67,24 +72,33 @@ class Delivery:
 
     async def run(self) -> None:
         """Deliver until cancelled; only CancelledError leaves."""
-        await self.writer.submit(_release_claims)
-        sem = asyncio.Semaphore(self.concurrency)
+        me = self.instance
+        await self.writer.submit(lambda conn: _release_claims(conn, me))
         running: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._wake.set()  # a slot is free: claim the next row
+
         try:
             while True:
                 self._wake.clear()
-                try:
-                    rows = await self.writer.submit(
-                        lambda conn: _claim(conn, repos.now(), 4 * self.concurrency)
-                    )
-                except Exception as exc:  # the store is busy or down: try again soon
-                    log.warning("outbox.claim_failed", error=type(exc).__name__)
-                    rows = []
+                # Only as many rows as there are free slots: a claimed row's lease
+                # starts now, so it must not wait behind other sends.
+                free = self.concurrency - len(running)
+                rows: list[dict[str, Any]] = []
+                if free > 0:
+                    lease = self.config.outbound.claim_lease
+                    try:
+                        rows = await self.writer.submit(
+                            lambda conn, n=free, ttl=lease: _claim(conn, repos.now(), n, me, ttl)
+                        )
+                    except Exception as exc:  # the store is busy or down: try again soon
+                        log.warning("outbox.claim_failed", error=type(exc).__name__)
                 for row in rows:
-                    await sem.acquire()
                     task = asyncio.create_task(self._deliver(row))
                     running.add(task)
-                    task.add_done_callback(lambda t: (running.discard(t), sem.release()))
+                    task.add_done_callback(done)
                 if not rows:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.config.outbound.poll_interval):
@@ -102,10 +116,16 @@ class Delivery:
         except Exception as exc:  # a bug must not leave the row claimed until restart
             log.exception("outbox.send_crashed", id=row["id"])
             attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
+        me = self.instance
         try:
-            await self.writer.submit(lambda conn: _record(conn, config, tenant, row, attempt))
-        except Exception as exc:  # stays "sending": released and sent again at next start
+            kept = await self.writer.submit(
+                lambda conn: _record(conn, config, tenant, row, attempt, me)
+            )
+        except Exception as exc:  # stays "sending": released at next start or taken over
             log.error("outbox.record_failed", id=row["id"], error=type(exc).__name__)
+            return
+        if not kept:  # the lease ran out mid-send and another instance has the row now
+            log.warning("outbox.claim_lost", id=row["id"], result=attempt.result)
             return
         self.attempts[(row["kind"], attempt.result)] = (
             self.attempts.get((row["kind"], attempt.result), 0) + 1
@@ -172,26 +192,55 @@ def _tls_context(account: OutboundAccount) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=str(account.ca_file))
 
 
-def _release_claims(conn: Connection) -> int:
-    """Rows a crash left ``sending`` are sent again: at least once, never lost."""
-    res = conn.execute(update(outbox).where(outbox.c.status == "sending").values(status="pending"))
+def _release_claims(conn: Connection, instance: str) -> int:
+    """Rows this instance's crash left ``sending`` are sent again: at least once, never
+    lost. Another live instance's claims are its own; a dead one's pass on by lease."""
+    res = conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.status == "sending",
+            or_(outbox.c.claimed_by == instance, outbox.c.claimed_by.is_(None)),
+        )
+        .values(status="pending", claimed_by=None, claimed_until=None)
+    )
     return res.rowcount
 
 
-def _claim(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
+def _claim(
+    conn: Connection, now: datetime, limit: int, instance: str, lease: float
+) -> list[dict[str, Any]]:
+    """Due rows, and rows whose claimer's lease ran out, now this instance's.
+
+    SKIP LOCKED: rows another instance is claiming in this very moment are
+    passed over, not waited for, so claims never queue behind each other.
+    """
+    due = or_(
+        and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+        and_(outbox.c.status == "sending", outbox.c.claimed_until < now),
+    )
     rows = [
         dict(r._mapping)
         for r in conn.execute(
             select(outbox)
-            .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+            .where(due)
             .order_by(outbox.c.next_attempt_at, outbox.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     ]
     if rows:
         conn.execute(
-            update(outbox).where(outbox.c.id.in_([r["id"] for r in rows])).values(status="sending")
+            update(outbox)
+            .where(outbox.c.id.in_([r["id"] for r in rows]))
+            .values(
+                status="sending",
+                claimed_by=instance,
+                claimed_until=now + timedelta(seconds=lease),
+            )
         )
+    for r in rows:
+        if r["status"] == "sending":
+            log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
     return rows
 
 
@@ -201,19 +250,29 @@ def _record(
     tenant: Tenant | None,
     row: dict[str, Any],
     attempt: Attempt,
-) -> None:
+    instance: str,
+) -> bool:
+    """Write the attempt's outcome; False (and nothing written) when the row is no
+    longer this instance's claim, so a late answer never undoes a peer's."""
     now = repos.now()
     attempts = row["attempts"] + 1
-    where = outbox.c.id == row["id"]
+    where = and_(
+        outbox.c.id == row["id"], outbox.c.status == "sending", outbox.c.claimed_by == instance
+    )
+    done = {"claimed_by": None, "claimed_until": None}
     if attempt.result == "sent":
-        conn.execute(
+        res = conn.execute(
             update(outbox)
             .where(where)
             .values(
-                status="sent", attempts=attempts, sent_at=now, last_error=attempt.detail or None
+                status="sent",
+                attempts=attempts,
+                sent_at=now,
+                last_error=attempt.detail or None,
+                **done,
             )
         )
-        return
+        return res.rowcount == 1
     created = row["created_at"]
     if created.tzinfo is None:  # SQLite hands back naive UTC
         created = created.replace(tzinfo=now.tzinfo)
@@ -222,7 +281,7 @@ def _record(
         o = config.outbound
         delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
         delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
-        conn.execute(
+        res = conn.execute(
             update(outbox)
             .where(where)
             .values(
@@ -230,13 +289,18 @@ def _record(
                 attempts=attempts,
                 next_attempt_at=now + timedelta(seconds=delay),
                 last_error=attempt.detail,
+                **done,
             )
         )
-        return
+        return res.rowcount == 1
     reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
-    conn.execute(
-        update(outbox).where(where).values(status="failed", attempts=attempts, last_error=reason)
+    res = conn.execute(
+        update(outbox)
+        .where(where)
+        .values(status="failed", attempts=attempts, last_error=reason, **done)
     )
+    if res.rowcount != 1:
+        return False
     repos.add_audit(
         conn,
         row["tenant"],
@@ -252,7 +316,7 @@ def _record(
         },
     )
     if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
-        return
+        return True
     ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
     mail = failure_notice(
         tenant=tenant,
@@ -265,3 +329,4 @@ def _record(
         now=now,
     )
     queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
+    return True

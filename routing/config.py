@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,6 +207,9 @@ class OutboundSettings:
     poll_interval: float = 1.0
     timeout: float = 60.0  # one delivery attempt, connect to final reply
     templates: Path | None = None  # folder with <slug>/<name>.txt.j2 overrides
+    # How long a claimed (``sending``) row stays this instance's; after that another
+    # instance takes it over. Longer than one attempt can last (2 x timeout).
+    claim_lease: float = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +237,11 @@ class GatewayConfig:
     watch_config: bool = True  # reload when the file changes, not only on SIGHUP
     backup: BackupSettings = field(default_factory=BackupSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
+    # This instance's name among several on one database (docs/scaling.md): the
+    # holder of its leases and outbox claims. Distinct per instance; the host
+    # name by default, so a restarted instance gets its own claims back at once.
+    instance: str = ""
+    lease_seconds: float = 30.0  # IMAP mailbox and periodic-job leases
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -336,7 +345,7 @@ def load_config(path: Path | str | None = None) -> GatewayConfig:
 
 _GATEWAY_KEYS = {
     "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
-    "watch_config",
+    "watch_config", "instance", "lease_seconds",
 }  # fmt: skip
 
 
@@ -367,6 +376,12 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     secret_file = base_dir / c.take(g, "secret_file", "gateway", str, str(data_dir / "secret.key"))
     key_file = base_dir / c.take(g, "key_file", "gateway", str, str(data_dir / "keys.toml"))
     watch_config = c.take(g, "watch_config", "gateway", bool, True)
+    instance = c.take(g, "instance", "gateway", str, "") or socket.gethostname()
+    if len(instance) > 128:
+        c.error("gateway.instance", "at most 128 characters")
+    lease_seconds = c.take(g, "lease_seconds", "gateway", float, 30.0)
+    if not lease_seconds >= 3:
+        c.error("gateway.lease_seconds", "must be 3 or more")
 
     h = doc.get("http", {})
     c.unknown(
@@ -460,13 +475,15 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         watch_config=watch_config,
         backup=backup,
         reports=reports,
+        instance=instance,
+        lease_seconds=lease_seconds,
     )
 
 
 def _outbound(c: _Checker, o: dict[str, Any], base_dir: Path) -> OutboundSettings:
     d = OutboundSettings()
     floats = ("ack_window", "max_age", "retry_base", "retry_max", "poll_interval", "timeout")
-    c.unknown(o, {"ack_limit", "templates", *floats}, "outbound")
+    c.unknown(o, {"ack_limit", "templates", "claim_lease", *floats}, "outbound")
     values: dict[str, Any] = {"ack_limit": c.take(o, "ack_limit", "outbound", int, d.ack_limit)}
     if values["ack_limit"] < 0:
         c.error("outbound.ack_limit", "must be 0 or more")
@@ -480,6 +497,12 @@ def _outbound(c: _Checker, o: dict[str, Any], base_dir: Path) -> OutboundSetting
         if not folder.is_dir():
             c.error("outbound.templates", f"no such folder: {folder}")
         values["templates"] = folder
+    # Default: one attempt's longest time (2 x timeout) and a minute to spare.
+    values["claim_lease"] = c.take(
+        o, "claim_lease", "outbound", float, 2 * values["timeout"] + 60
+    )
+    if not values["claim_lease"] > 2 * values["timeout"]:
+        c.error("outbound.claim_lease", "must be longer than 2 x outbound.timeout")
     return OutboundSettings(**values)
 
 

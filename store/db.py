@@ -89,8 +89,17 @@ def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# Any constant: instances starting together on one PostgreSQL migrate one at a time.
+_MIGRATION_LOCK = 0x6777_0001
+
+
 async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration; every start runs it."""
+    """Bring the schema to the newest migration; every start runs it.
+
+    On PostgreSQL a transaction-scoped advisory lock comes first: several
+    instances starting at once would otherwise race to create the same tables,
+    and the losers would exit. The later ones wait, then find the schema current.
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -101,4 +110,6 @@ async def upgrade(engine: AsyncEngine) -> None:
         command.upgrade(cfg, "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         await conn.run_sync(run)

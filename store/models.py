@@ -30,6 +30,7 @@ __all__ = [
     "auth_events",
     "bouncing",
     "imap_state",
+    "leases",
     "link_tokens",
     "message_ids",
     "messages",
@@ -211,6 +212,10 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("to_addr", String(320), nullable=False, server_default=""),
     Column("sent_at", DateTime(timezone=True), nullable=True),
+    # Which gateway instance is sending the row, and until when: another
+    # instance takes a ``sending`` row over only after the lease has run out.
+    Column("claimed_by", String(128), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
     UniqueConstraint("message_id"),
     Index(None, "status", "next_attempt_at"),
     Index(None, "tenant", "kind", "to_addr", "created_at"),
@@ -228,6 +233,19 @@ imap_state = Table(
     Column("last_uid", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("tenant", "mailbox"),
+)
+
+# Leases between gateway instances on one database: an IMAP mailbox is polled,
+# and the periodic jobs are run, only by the instance holding its row; a holder
+# renews it well before ``expires_at``, and a dead holder's row is taken over
+# once that moment has passed. Not tenant data: the names are config keys.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(600), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
 )
 
 # Magic links: the selector finds the row, only the SHA-256 of the verifier

@@ -8,6 +8,53 @@ import pytest
 from tests.clamd_harness import Clamd, clamd, clamd_factory  # noqa: F401  (fixtures)
 from tests.daemon import Daemon
 from tests.dovecot_harness import dovecot, dovecot_factory  # noqa: F401  (fixtures)
+from tests.pg_harness import stop_session_cluster, use_postgresql
+
+# With GATEWAY_TEST_DB=postgresql (the second pass of `make test`) only the tests that
+# exercise the store run again, on PostgreSQL; these files stay SQLite-only, each for
+# its reason. A new test file runs on both unless it is named here.
+SQLITE_ONLY = {
+    "test_backup.py": "the online backup is SQLite's; PostgreSQL is backed up with pg_dump",
+    "test_faults.py": "kills and corrupts the SQLite file and its WAL",
+    "test_report.py": "reads the SQLite file directly; the report queries are engine-neutral",
+    "test_retention.py": "time budget: its store calls also run in test_privacy on PostgreSQL",
+    "test_sla.py": "time budget: the SLA clock writes also run through test_outbound",
+    "test_sla_watch.py": "time budget: the SLA clock writes also run through test_outbound",
+    "test_rules.py": "time budget: routing rules do not depend on the engine",
+    "test_import.py": "time budget: the importer commits through the same writer as SMTP",
+    "test_explain.py": "opens the SQLite file read-only by path",
+    "test_reload.py": "config reloads do not touch the engine",
+    "test_scan.py": "no store",
+    "test_scan_smtp.py": "time budget: a scan verdict is stored as in test_smtp",
+    "test_browser.py": "time budget: the web store calls run in test_web_client",
+    "test_starttls.py": "no store beyond test_smtp's",
+    "test_web.py": "status endpoints; the counts run in test_outbound's store",
+    "test_cli.py": "command-line parsing",
+    "test_compose.py": "no store",
+    "test_config.py": "no store",
+    "test_deploy.py": "no store",
+    "test_dovecot_harness.py": "the harness itself",
+    "test_i18n.py": "no store",
+    "test_logs.py": "no store",
+    "test_ops_status.py": "reads the status file",
+    "test_secrets.py": "no store",
+}
+
+
+# And these run only in the PostgreSQL pass: several instances need a shared server.
+POSTGRESQL_ONLY = {
+    "test_multi_instance.py": "three gateway processes on one database",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = SQLITE_ONLY if use_postgresql() else POSTGRESQL_ONLY
+    keep, drop = [], []
+    for item in items:
+        (drop if item.path.name in skip else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +72,12 @@ def fresh_daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path / "gw")
     yield d
     d.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pg_session() -> Iterator[None]:
+    """With GATEWAY_TEST_DB=postgresql, the session's private cluster (tests/pg_harness.py)
+    is started by the first gateway that needs it and stopped here, after every other
+    session fixture (an autouse session fixture is set up first, torn down last)."""
+    yield
+    stop_session_cluster()

@@ -2,7 +2,11 @@
 
 The daemon is started exactly as an admin would (``python -m gateway run``),
 on 127.0.0.1 port 0; the port is read from its "smtp.listening" log line. It
-is stopped by pid. Assertions read the store with the stdlib sqlite3 module.
+is stopped by pid. Assertions read the store through ``Daemon.query``: the
+stdlib sqlite3 module, or psycopg when ``GATEWAY_TEST_DB=postgresql`` puts
+this gateway's store in its own database of the session's private cluster
+(tests/pg_harness.py). Rows answer to an index and to a column name alike, and
+JSON columns come back as text on both, so one test reads either store.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.pg_harness import pg_reader, session_cluster, use_postgresql
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """
 [gateway]
 hostname = "gw.test"
 data_dir = "var"
-database_url = "sqlite+aiosqlite:///var/gateway.db"
+database_url = "{database_url}"
 log_format = "json"
+{gateway_extra}
 
 [smtp]
 listen = "127.0.0.1:0"
@@ -77,12 +84,24 @@ class Daemon:
         scan_deadline: float = 30,
         acme_extra: str = "",
         http_extra: str = "",
+        gateway_extra: str = "",
+        database_url: str | None = None,
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred."""
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"
+        self.pg_database: str | None = None
+        if database_url is not None:  # several instances on one database (a PostgreSQL one)
+            self.pg_database = database_url.rsplit("/", 1)[-1]
+        elif not use_postgresql():
+            database_url = "sqlite+aiosqlite:///var/gateway.db"
+        else:
+            cluster = session_cluster()
+            self.pg_database = cluster.new_database()
+            database_url = cluster.url(self.pg_database)
+        self.database_url = database_url
         self.config.write_text(
             CONFIG.format(
                 max_size=max_size,
@@ -92,6 +111,8 @@ class Daemon:
                 scan_deadline=scan_deadline,
                 acme_extra=acme_extra,
                 http_extra=http_extra,
+                database_url=database_url,
+                gateway_extra=gateway_extra,
             ),
             encoding="utf-8",
         )
@@ -185,12 +206,19 @@ class Daemon:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Any:
+        """A connection to this gateway's store (sqlite3, or psycopg on PostgreSQL)."""
+        if self.pg_database is not None:
+            return pg_reader(session_cluster(), self.pg_database)
         conn = sqlite3.connect(f"file:{self.home / 'var' / 'gateway.db'}?mode=ro", uri=True)
         conn.row_factory = sqlite3.Row
         return conn
 
-    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+    def query(self, sql: str, *params: Any) -> list[Any]:
+        """Rows of ``sql`` (``?`` placeholders) from whichever store this gateway uses."""
+        if self.pg_database is not None:
+            with self.db() as conn:
+                return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
         with self.db() as conn:
             return conn.execute(sql, params).fetchall()
 

@@ -43,6 +43,7 @@ from routing.tokens import make_token
 from routing.verdicts import Accepted
 from store import access, privacy, repos
 from tests.mail import make_mail
+from tests.pg_harness import pg_reader, session_cluster, use_postgresql
 
 TENANTS = {"acme": ("support@acme.test", "ACME"), "globex": ("help@globex.test", "GLOBEX")}
 AGENT = "alice@agents.test"  # an agent of both vendors
@@ -93,11 +94,16 @@ def test_every_store_function_takes_the_tenant_first() -> None:
 
 
 class Store:
-    """A real pipeline and writer on a real SQLite file, and the SQL they ran."""
+    """A real pipeline and writer on a real store (a SQLite file, or a database of the
+    session's PostgreSQL cluster with GATEWAY_TEST_DB=postgresql), and the SQL they ran."""
 
     def __init__(self, home: Path) -> None:
         home.mkdir(parents=True, exist_ok=True)
-        (home / "gateway.toml").write_text(CONFIG, encoding="utf-8")
+        self.pg_database = session_cluster().new_database() if use_postgresql() else None
+        url = session_cluster().url(self.pg_database) if self.pg_database else None
+        line = f'database_url = "{url}"\n' if url else ""
+        config = CONFIG.replace("[scanner]", f"{line}[scanner]")
+        (home / "gateway.toml").write_text(config, encoding="utf-8")
         self.config = load_config(home / "gateway.toml")
         self.db = home / "var" / "gateway.db"
         self.loop = asyncio.new_event_loop()
@@ -122,7 +128,10 @@ class Store:
     def run(self, fn: Any) -> Any:
         return self.loop.run_until_complete(self.services.writer.submit(fn))
 
-    def rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        if self.pg_database is not None:
+            with pg_reader(session_cluster(), self.pg_database) as pg:
+                return pg.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
         with sqlite3.connect(self.db) as conn:
             conn.row_factory = sqlite3.Row
             return conn.execute(sql, params).fetchall()

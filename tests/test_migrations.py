@@ -1,22 +1,37 @@
-"""The migrations build exactly the schema the models describe, and the audit log is append-only."""
+"""The migrations build exactly the schema the models describe, and the audit log is append-only.
+
+Each test runs on the store of the run: a SQLite file, or a database of its own in the
+session's PostgreSQL cluster with GATEWAY_TEST_DB=postgresql.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from store.db import create_engine, upgrade
+from store.db import create_engine, create_writer_engine, upgrade
 from store.models import metadata
+from tests.pg_harness import session_cluster, use_postgresql
 
 
-def _migrate(path: Path) -> None:
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A database URL for an empty store."""
+    if use_postgresql():
+        cluster = session_cluster()
+        return cluster.url(cluster.new_database("mig"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+
+
+def _migrate(url: str) -> None:
     async def go() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        engine = create_engine(url)
         try:
             await upgrade(engine)
         finally:
@@ -25,12 +40,11 @@ def _migrate(path: Path) -> None:
     asyncio.run(go())
 
 
-def test_migrations_match_the_models(tmp_path: Path) -> None:
-    db = tmp_path / "g.db"
+def test_migrations_match_the_models(db: str) -> None:
     _migrate(db)
 
     async def diff() -> list[object]:
-        engine = create_engine(f"sqlite+aiosqlite:///{db}")
+        engine = create_engine(db)
         try:
             async with engine.connect() as conn:
                 return await conn.run_sync(
@@ -42,39 +56,42 @@ def test_migrations_match_the_models(tmp_path: Path) -> None:
     assert asyncio.run(diff()) == []
 
 
-def test_audit_rows_cannot_be_changed_or_deleted_without_the_unlock(tmp_path: Path) -> None:
-    db = tmp_path / "g.db"
+def test_audit_rows_cannot_be_changed_or_deleted_without_the_unlock(db: str) -> None:
     _migrate(db)
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute(
-        "INSERT INTO audit_events (tenant, actor, action, detail, created_at) "
-        "VALUES ('acme', 'a@x.test', 'ticket.created', '{}', '2024-01-01')"
-    )
-    for sql in ("UPDATE audit_events SET actor = 'b@x.test'", "DELETE FROM audit_events"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            conn.execute(sql)
-    # The documented exception: erasure and purge unlock inside their own transaction.
-    conn.execute("BEGIN")
-    conn.execute("INSERT INTO audit_unlock (reason) VALUES ('erase')")
-    conn.execute("UPDATE audit_events SET actor = 'erased'")
-    conn.execute("DELETE FROM audit_unlock")
-    conn.execute("COMMIT")
-    assert conn.execute("SELECT actor FROM audit_events").fetchall() == [("erased",)]
-    with pytest.raises(sqlite3.IntegrityError):
-        conn.execute("DELETE FROM audit_events")
-    conn.close()
+    engine = create_writer_engine(db)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_events (tenant, actor, action, detail, created_at) "
+                    "VALUES ('acme', 'a@x.test', 'ticket.created', '{}', '2024-01-01')"
+                )
+            )
+        for sql in ("UPDATE audit_events SET actor = 'b@x.test'", "DELETE FROM audit_events"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+                conn.execute(text(sql))
+        # The documented exception: erasure and purge unlock inside their own transaction.
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO audit_unlock (reason) VALUES ('erase')"))
+            conn.execute(text("UPDATE audit_events SET actor = 'erased'"))
+            conn.execute(text("DELETE FROM audit_unlock"))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT actor FROM audit_events")).all() == [("erased",)]
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_events"))
+    finally:
+        engine.dispose()
 
 
-def test_downgrade_to_base_and_up_again(tmp_path: Path) -> None:
+def test_downgrade_to_base_and_up_again(db: str) -> None:
     """Every migration's downgrade runs, and the way back up lands on the same schema."""
     from alembic import command
     from alembic.config import Config
 
-    from store.db import MIGRATIONS, create_writer_engine
+    from store.db import MIGRATIONS
 
-    db = tmp_path / "d.db"
     _migrate(db)
-    engine = create_writer_engine(f"sqlite+aiosqlite:///{db}")
+    engine = create_writer_engine(db)
     try:
         with engine.connect() as conn:
             cfg = Config()

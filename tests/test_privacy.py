@@ -136,10 +136,22 @@ def _fill(d: Daemon) -> dict[str, str]:
 
 
 def _mentions(d: Daemon, needle: bytes) -> list[str]:
-    """Every file under the data folder, and the daemon's log, that contains ``needle``."""
+    """Every file under the data folder, and the daemon's log, that contains ``needle``;
+    on PostgreSQL (whose files are the server's) also ``var/gateway.db`` when a live row
+    of any table does, so the erasure is checked at the row level there."""
     rx = re.compile(re.escape(needle), re.I)
     files = [p for p in (d.home / "var").rglob("*") if p.is_file()] + [d.log_path]
-    return sorted(str(p.relative_to(d.home)) for p in files if rx.search(p.read_bytes()))
+    found = sorted(str(p.relative_to(d.home)) for p in files if rx.search(p.read_bytes()))
+    if d.pg_database is not None:
+        like = f"%{needle.decode()}%"
+        checks = [
+            f"SELECT 1 FROM {r[0]} x WHERE x::text ILIKE ? LIMIT 1"
+            for r in d.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]  # a row as text shows bytea as hex: the outbox's mail bodies are read as text too
+        checks.append("SELECT 1 FROM outbox WHERE encode(body, 'escape') ILIKE ? LIMIT 1")
+        if any(d.query(sql, like) for sql in checks):
+            found = sorted([*found, "var/gateway.db"])
+    return found
 
 
 def test_export_erase_and_nothing_left(gw: Daemon, tmp_path: Path) -> None:

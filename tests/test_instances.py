@@ -1,0 +1,186 @@
+"""Several instances on one database: leases and outbox claims, at the store level.
+
+The lease and takeover tests run on the store of the run (SQLite, or PostgreSQL with
+GATEWAY_TEST_DB=postgresql). The SKIP LOCKED test always runs on the session's
+PostgreSQL cluster: it is PostgreSQL's row locking that keeps two instances'
+claims apart, and only a real server can show that a second claim passes over the
+rows of an open first one instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.engine import Engine
+
+from outbound.delivery import Attempt, _claim, _record, _release_claims
+from routing.config import GatewayConfig, load_config
+from store import leases
+from store.db import create_engine, create_writer_engine, upgrade
+from store.models import outbox
+from tests.pg_harness import session_cluster, use_postgresql
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def _migrated(url: str) -> Engine:
+    async def go() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    return create_writer_engine(url)
+
+
+def _url(tmp_path: Path, *, postgresql: bool) -> str:
+    if postgresql:
+        cluster = session_cluster()
+        return cluster.url(cluster.new_database("inst"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    e = _migrated(_url(tmp_path, postgresql=use_postgresql()))
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Engine]:
+    e = _migrated(_url(tmp_path, postgresql=True))
+    yield e
+    e.dispose()
+
+
+def _queue(engine: Engine, n: int) -> None:
+    with engine.begin() as conn:
+        for i in range(n):
+            conn.execute(
+                insert(outbox).values(
+                    tenant="acme",
+                    ticket_id=None,
+                    kind="ack",
+                    message_id=f"<m{i}@gw.test>",
+                    mail_from="",
+                    rcpt_tos=json.loads('["c@x.test"]'),
+                    body=b"x",
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=T0,
+                    created_at=T0,
+                    to_addr="c@x.test",
+                )
+            )
+
+
+def test_a_lease_has_one_holder_and_passes_on_when_it_runs_out(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert leases.acquire(conn, "imap:acme:box", "a", T0, 30)
+        assert not leases.acquire(conn, "imap:acme:box", "b", T0 + timedelta(seconds=10), 30)
+        assert leases.acquire(conn, "imap:acme:box", "a", T0 + timedelta(seconds=20), 30)  # renew
+        # a's renewal at +20 s holds until +50 s: b still waits at +45 s ...
+        assert not leases.acquire(conn, "imap:acme:box", "b", T0 + timedelta(seconds=45), 30)
+        assert leases.holders(conn)["imap:acme:box"][0] == "a"
+        # ... and takes over once a is silent past it.
+        assert leases.acquire(conn, "imap:acme:box", "b", T0 + timedelta(seconds=51), 30)
+        assert not leases.acquire(conn, "imap:acme:box", "a", T0 + timedelta(seconds=52), 30)
+        assert leases.holders(conn)["imap:acme:box"][0] == "b"
+        # A clean stop releases: a gets it back at once, without waiting for it to run out.
+        leases.release(conn, "imap:acme:box", "b")
+        assert leases.acquire(conn, "imap:acme:box", "a", T0 + timedelta(seconds=53), 30)
+        # Another name is another lease.
+        assert leases.acquire(conn, "jobs:ops", "b", T0 + timedelta(seconds=53), 30)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> GatewayConfig:
+    """A config for _record's retry policy; no tenant is needed for a ``sent``."""
+    (tmp_path / "gateway.toml").write_text(
+        '[gateway]\nhostname = "gw.test"\n[[tenants]]\nslug = "acme"\n'
+        'addresses = ["support@acme.test"]\n',
+        encoding="utf-8",
+    )
+    return load_config(tmp_path / "gateway.toml")
+
+
+def test_a_dead_instances_claims_are_taken_over_after_the_lease(
+    engine: Engine, config: GatewayConfig
+) -> None:
+    _queue(engine, 3)
+    with engine.begin() as conn:
+        first = _claim(conn, T0, 10, "a", 60)
+    assert len(first) == 3
+    with engine.begin() as conn:
+        # b sees nothing while a's lease lasts, and its restart releases only its own.
+        assert _claim(conn, T0 + timedelta(seconds=59), 10, "b", 60) == []
+        assert _release_claims(conn, "b") == 0
+        taken = _claim(conn, T0 + timedelta(seconds=61), 10, "b", 60)
+    assert sorted(r["id"] for r in taken) == sorted(r["id"] for r in first)
+    with engine.begin() as conn:
+        # a wakes up late: its answer no longer counts, b's claim stands.
+        assert not _record(conn, config, None, first[0], Attempt("sent"), "a")
+        assert _record(conn, config, None, taken[0], Attempt("sent"), "b")
+        rows = {r.id: r for r in conn.execute(select(outbox))}
+    assert rows[taken[0]["id"]].status == "sent" and rows[taken[0]["id"]].claimed_by is None
+    assert {rows[r["id"]].claimed_by for r in taken[1:]} == {"b"}
+    with engine.begin() as conn:  # b restarts: its own claims go back to pending at once
+        assert _release_claims(conn, "b") == 2
+
+
+def test_concurrent_claims_skip_each_others_rows_on_postgresql(pg: Engine) -> None:
+    _queue(pg, 6)
+    with pg.connect() as a, pg.connect() as b:
+        ta = a.begin()
+        mine = _claim(a, T0, 4, "a", 60)  # a's transaction is still open: rows locked
+        tb = b.begin()
+        b.execute(text("SET LOCAL lock_timeout = '3s'"))  # waiting would fail, not hang
+        theirs = _claim(b, T0, 4, "b", 60)
+        tb.commit()
+        ta.commit()
+    assert len(mine) == 4 and len(theirs) == 2
+    assert not {r["id"] for r in mine} & {r["id"] for r in theirs}
+    with pg.connect() as conn:
+        owners = dict(conn.execute(select(outbox.c.id, outbox.c.claimed_by)).all())
+    assert sorted(owners.values()) == ["a"] * 4 + ["b"] * 2
+
+
+def test_instances_starting_together_migrate_one_after_the_other(tmp_path: Path) -> None:
+    """Three instances' first start on one empty PostgreSQL database: all come up."""
+    url = _url(tmp_path, postgresql=True)
+
+    async def one() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    async def together() -> None:
+        async with asyncio.timeout(60):
+            await asyncio.gather(one(), one(), one())
+
+    asyncio.run(together())
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from store.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    e = create_writer_engine(url)
+    try:
+        with e.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head,)]
+    finally:
+        e.dispose()
