@@ -16,7 +16,6 @@ import pickle
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -156,12 +155,6 @@ def skipped_by_env(tool: str) -> bool:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_pid(proc: subprocess.Popen[Any], timeout: float = 15) -> None:

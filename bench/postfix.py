@@ -20,7 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import free_port, skipped_by_env, stop_pid
+from bench.common import skipped_by_env, stop_pid
+from tests.ports import free_port
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 __all__ = [
     "CLAMD_BINARY",
     "EICAR",
@@ -60,13 +62,6 @@ class ClamdStartError(RuntimeError):
     """clamd did not come up; the message carries its log."""
 
 
-def _free_port() -> int:
-    """A port that was free a moment ago (clamd binds it itself; the race is acceptable)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Clamd:
     """One clamd process with its own config, database, sockets and log under ``workdir``.
 
@@ -93,7 +88,7 @@ class Clamd:
         self.log_path = self.workdir / "clamd.log"
         self.out_path = self.workdir / "clamd.out"
         self.socket_path = self.workdir / "clamd.sock" if unix else None
-        self.port = _free_port() if tcp else None
+        self.port = free_port() if tcp else None
         self.extra_config = extra_config
         self.start_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None

@@ -221,11 +221,3 @@ class Daemon:
                 return conn.execute(sql.replace("%", "%%").replace("?", "%s"), params).fetchall()
         with self.db() as conn:
             return conn.execute(sql, params).fetchall()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 __all__ = [
     "DOVEADM_BINARY",
     "DOVECOT_BINARY",
@@ -70,13 +72,6 @@ class DovecotStartError(RuntimeError):
 
 class DovecotError(RuntimeError):
     """A ``doveadm`` command failed; the message carries its output."""
-
-
-def _free_port() -> int:
-    """A port that was free a moment ago (Dovecot binds it itself; the race is acceptable)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _make_traversable(path: Path) -> None:
@@ -133,7 +128,7 @@ class Dovecot:
         for name, password in self.users.items():
             if not name or any(c in name for c in ":/\n") or ":" in password or "\n" in password:
                 raise ValueError(f"user name or password unusable in a passwd-file: {name!r}")
-        self.port = _free_port()
+        self.port = free_port()
         self.instance_name = f"helpdesk-test-{uuid.uuid4().hex[:12]}"
         self.base_dir = self.workdir / "run"
         self.state_dir = self.workdir / "state"

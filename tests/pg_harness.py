@@ -19,13 +19,14 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.ports import free_port
 
 __all__ = [
     "Cluster",
@@ -57,19 +58,13 @@ def pg_bin() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
     """One ``postgres`` server of our own; ``durable=False`` trades fsync for test speed."""
 
     def __init__(self, *, durable: bool = False, max_connections: int = 300) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.durable = durable
         self.max_connections = max_connections
         self._seq = 0
