@@ -53,17 +53,14 @@ def fill_outbox(d: Daemon, n: int) -> None:
     config = load_config(d.config)
     engine = create_writer_engine(config.database_url)
     with engine.begin() as conn:
-        for i in range(n):
-            repos.enqueue_outbox(
-                conn,
-                "acme",
-                kind="ack",
-                ticket_id=None,
-                message_id=f"<bench.{i}@gw.test>",
-                mail_from="",
-                rcpt_tos=[f"c{i}@client.test"],
-                body=_mail(i),
-            )
+        repos.enqueue_many(
+            conn,
+            "acme",
+            [
+                ("ack", None, f"<bench.{i}@gw.test>", "", [f"c{i}@client.test"], _mail(i))
+                for i in range(n)
+            ],
+        )
     engine.dispose()
 
 

@@ -34,7 +34,6 @@ __all__ = [
     "bouncing_among",
     "clear_bouncing",
     "enqueue_many",
-    "enqueue_outbox",
     "find_message",
     "imap_position",
     "insert_attachments",
@@ -307,20 +306,6 @@ def outbox_after(conn: Connection, tenant: str, after_id: int) -> list[dict[str,
         .order_by(outbox.c.id)
     )
     return [dict(r._mapping) for r in rows]
-
-
-def enqueue_outbox(
-    conn: Connection,
-    tenant: str,
-    *,
-    kind: str,
-    ticket_id: int | None,
-    message_id: str,
-    mail_from: str,
-    rcpt_tos: Sequence[str],
-    body: bytes,
-) -> None:
-    enqueue_many(conn, tenant, [(kind, ticket_id, message_id, mail_from, rcpt_tos, body)])
 
 
 def enqueue_many(
