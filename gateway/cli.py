@@ -154,8 +154,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(config.log_format, logging.INFO if args.command == "run" else logging.ERROR)
     if args.command == "run":
         from gateway.daemon import run_daemon
+        from gateway.leases import InstanceInUse
 
-        return asyncio.run(run_daemon(config.path))
+        try:
+            return asyncio.run(run_daemon(config.path))
+        except InstanceInUse as exc:
+            raise CliError(str(exc), EX_CONFIG) from None
     if args.command == "ingest":
         return asyncio.run(_ingest(config, args.tenant_address, args.sender))
     if args.command == "import":

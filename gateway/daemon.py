@@ -22,7 +22,7 @@ import structlog
 
 from gateway import metrics
 from gateway.imap_intake import MailboxWorker
-from gateway.leases import hold
+from gateway.leases import claim_instance, hold
 from gateway.logs import set_log_privacy
 from gateway.ops import OpsState, run_ops
 from gateway.pipeline import Pipeline
@@ -161,6 +161,14 @@ async def run_daemon(config_path: Path) -> int:
     stop = asyncio.Event()
     generation = 1
     async with open_services(config) as services:
+        # Before anything acts under this instance's name (the outbox releases the
+        # name's claims at start): refuse if a live gateway already uses it.
+        me, ttl = config.instance, config.lease_seconds
+        identity_lease, identity = await claim_instance(services.writer, me, ttl)
+        identity_task = asyncio.create_task(
+            hold(services.writer, identity_lease, identity, ttl, asyncio.Event().wait),
+            name="instance-identity",
+        )
         handler = IntakeHandler(services.pipeline)
         server = await start_smtp(
             handler,
@@ -178,7 +186,6 @@ async def run_daemon(config_path: Path) -> int:
         delivery = asyncio.create_task(services.delivery.run(), name="outbox-delivery")
         # Duties one instance at a time does, whichever holds the lease (docs/scaling.md):
         # each mailbox's poller and the periodic jobs. One instance alone always holds them.
-        me, ttl = config.instance, config.lease_seconds
 
         def leased(name: str, duty: Callable[[], Any]) -> Any:
             return hold(services.writer, name, me, ttl, duty)
@@ -345,6 +352,9 @@ async def run_daemon(config_path: Path) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        identity_task.cancel()  # last: the name is free only once nothing acts under it
+        with contextlib.suppress(asyncio.CancelledError):
+            await identity_task
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
     log.info("shutdown.done")

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import structlog
 
@@ -22,7 +26,7 @@ from store import leases
 from store.repos import now
 from store.writer import Writer
 
-__all__ = ["hold"]
+__all__ = ["InstanceInUse", "claim_instance", "hold"]
 
 log = structlog.get_logger("gateway.leases")
 
@@ -61,7 +65,7 @@ async def hold(
                 await task
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
-                    await writer.submit(lambda conn: leases.release(conn, name, holder))
+                    await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
             raise
         task.cancel()
         with contextlib.suppress(BaseException):
@@ -79,3 +83,65 @@ async def _acquire(writer: Writer, name: str, holder: str, ttl: float) -> bool:
     except Exception as exc:  # the store is busy or down: not held, try again
         log.warning("lease.check_failed", lease=name, error=type(exc).__name__)
         return False
+
+
+class InstanceInUse(Exception):
+    """Another live gateway runs under this ``[gateway] instance`` name."""
+
+
+def _me() -> str:
+    # host:pid:nonce -- the nonce tells a restarted process from its predecessor
+    # even when the pid is reused.
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _dead_here(holder: str) -> bool:
+    """True if ``holder`` was a process on this host that no longer runs: its
+    identity can be taken at once instead of waiting out the lease."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname()[:80] or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+async def claim_instance(writer: Writer, instance: str, ttl: float) -> tuple[str, str]:
+    """Make sure no other live gateway uses ``instance``, before this one releases the
+    name's outbox claims and takes its leases; return (lease name, holder) to keep
+    renewing with :func:`hold`.
+
+    Two live instances under one name would release each other's claims and share
+    leases, so each running gateway holds the lease ``instance:<name>``. A
+    predecessor on this host whose pid is gone (a crash, ``systemctl restart``)
+    is replaced at once; one elsewhere is waited out for one lease; if its lease
+    is renewed meanwhile, it is alive and we refuse to start.
+    """
+    name, me = f"instance:{instance}", _me()
+    seen: datetime | None = None
+    while True:
+        if await writer.submit(lambda conn: leases.acquire(conn, name, me, now(), ttl)):
+            return name, me
+        held = await writer.submit(lambda conn: leases.holder_of(conn, name))
+        if held is None:
+            continue
+        holder, until = held
+        until = until.replace(tzinfo=UTC) if until.tzinfo is None else until
+        if _dead_here(holder):
+            log.info("instance.replacing", instance=instance, previous=holder)
+            await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
+            continue
+        if seen is not None and until > seen:
+            raise InstanceInUse(
+                f"[gateway] instance {instance!r} is in use by a running gateway "
+                f"({holder}); give each instance its own name"
+            )
+        seen = until
+        wait = max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.5
+        log.warning("instance.waiting", instance=instance, holder=holder, seconds=round(wait, 1))
+        await asyncio.sleep(wait)

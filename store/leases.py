@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from store.models import leases
 
-__all__ = ["acquire", "holders", "release"]
+__all__ = ["acquire", "holder_of", "holders", "release"]
 
 
 def _insert(conn: Connection) -> Any:
@@ -66,6 +66,14 @@ def _keep_if_same_holder(excluded: Any) -> Any:
 def release(conn: Connection, name: str, holder: str) -> None:
     """Give ``name`` up at a clean stop, so another instance need not wait for it to run out."""
     conn.execute(delete(leases).where(leases.c.name == name, leases.c.holder == holder))
+
+
+def holder_of(conn: Connection, name: str) -> tuple[str, datetime] | None:
+    """Who holds ``name`` and until when (expired or not), or None if nobody has it."""
+    row = conn.execute(
+        select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+    ).first()
+    return None if row is None else (row.holder, row.expires_at)
 
 
 def holders(conn: Connection) -> dict[str, tuple[str, datetime]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +26,7 @@ from routing.config import GatewayConfig, load_config
 from store import leases
 from store.db import create_engine, create_writer_engine, upgrade
 from store.models import outbox
+from tests.daemon import Daemon
 from tests.pg_harness import session_cluster, use_postgresql
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -184,3 +187,65 @@ def test_instances_starting_together_migrate_one_after_the_other(tmp_path: Path)
             assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(head,)]
     finally:
         e.dispose()
+
+
+# --- one name, one live instance ---------------------------------------------------
+
+
+def _twin(home: Path, url: str) -> Daemon:
+    return Daemon(
+        home, database_url=url, gateway_extra='instance = "twin"\nlease_seconds = 3'
+    )
+
+
+def _shared_url(tmp_path: Path) -> str:
+    if use_postgresql():
+        cluster = session_cluster()
+        return cluster.url(cluster.new_database("twin"))
+    return f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+
+
+def test_a_second_live_instance_under_one_name_is_refused(tmp_path: Path) -> None:
+    """Two live gateways under one name would release each other's outbox claims:
+    the second one waits out one lease, sees it renewed, and exits 78 with one line."""
+    url = _shared_url(tmp_path)
+    first = _twin(tmp_path / "a", url).start()
+    try:
+        second = _twin(tmp_path / "b", url)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--config", str(second.config)],
+            cwd=second.home,
+            env=second.env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 78, proc.stderr
+        lines = proc.stderr.decode().strip().splitlines()
+        assert lines[-1].startswith("gateway: [gateway] instance 'twin' is in use"), lines
+        assert "Traceback" not in proc.stderr.decode()
+        assert first.proc is not None and first.proc.poll() is None  # the first goes on
+    finally:
+        first.stop()
+
+
+def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> None:
+    """The predecessor's pid is gone on this host: no waiting out its lease. A holder
+    on another host that stops renewing is waited out for one lease, then replaced."""
+    url = _shared_url(tmp_path)
+    gw = _twin(tmp_path / "a", url).start()
+    gw.kill()
+    gw.start()
+    assert '"instance.replacing"' in gw.log_text()
+    assert '"instance.waiting"' not in gw.log_text()
+    gw.stop()
+    # A clean stop released the name; now pretend a host elsewhere held it and died.
+    engine = create_writer_engine(url)
+    try:
+        with engine.begin() as conn:
+            leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 2)
+    finally:
+        engine.dispose()
+    gw.start()
+    log = gw.log_text()
+    assert '"instance.waiting"' in log and "elsewhere:1:00" in log
+    gw.stop()
