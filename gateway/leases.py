@@ -19,6 +19,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
@@ -108,7 +109,11 @@ def _dead_here(holder: str) -> bool:
         return True
     except OSError:  # alive, another user's
         return False
-    return False
+    try:  # a zombie (exited, not yet reaped by its parent) answers signal 0 too
+        stat = Path(f"/proc/{pid_text}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 async def claim_instance(writer: Writer, instance: str, ttl: float) -> tuple[str, str]:
