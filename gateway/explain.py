@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine as create_sync
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 from gateway.pipeline import explain_commit, needs_scan
@@ -95,11 +96,15 @@ def _delivered_to(parsed: ParsedMessage) -> list[str]:
 
 def _engine(config: GatewayConfig) -> tuple[Engine, bool]:
     url = config.database_url
-    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
-        engine = create_sync("sqlite://")
-        metadata.create_all(engine)
-        return engine, False
-    return create_writer_engine(url), True
+    if not url.startswith("sqlite") or Path(url.split("///", 1)[-1]).exists():
+        live = create_writer_engine(url)
+        # A PostgreSQL database the gateway has not run on yet has no tables.
+        if inspect(live).has_table("messages"):
+            return live, True
+        live.dispose()
+    engine = create_sync("sqlite://")
+    metadata.create_all(engine)
+    return engine, False
 
 
 def _ticket(conn: Any, item: dict[str, Any]) -> dict[str, Any] | None:

@@ -93,8 +93,9 @@ class Daemon:
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"
         self.pg_database: str | None = None
-        if database_url is not None:  # several instances on one database (a PostgreSQL one)
-            self.pg_database = database_url.rsplit("/", 1)[-1]
+        if database_url is not None:  # several instances on one database, or a restart on it
+            if database_url.startswith("postgresql"):
+                self.pg_database = database_url.rsplit("/", 1)[-1]
         elif not use_postgresql():
             database_url = "sqlite+aiosqlite:///var/gateway.db"
         else:
@@ -210,7 +211,8 @@ class Daemon:
         """A connection to this gateway's store (sqlite3, or psycopg on PostgreSQL)."""
         if self.pg_database is not None:
             return pg_reader(session_cluster(), self.pg_database)
-        conn = sqlite3.connect(f"file:{self.home / 'var' / 'gateway.db'}?mode=ro", uri=True)
+        path = self.home / self.database_url.split("///", 1)[1]  # an absolute one wins
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         conn.row_factory = sqlite3.Row
         return conn
 
