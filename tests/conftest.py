@@ -14,7 +14,7 @@ from tests.pg_harness import stop_session_cluster, use_postgresql
 # exercise the store run again, on PostgreSQL; these files stay SQLite-only, each for
 # its reason. A new test file runs on both unless it is named here.
 SQLITE_ONLY = {
-    "test_backup.py": "the online backup is SQLite's; PostgreSQL is backed up with pg_dump",
+    "test_backup.py": "SQLite's archive (online backup API); test_backup_pg.py has pg_dump's",
     "test_faults.py": "kills and corrupts the SQLite file and its WAL",
     "test_report.py": "reads the SQLite file directly; the report queries are engine-neutral",
     "test_retention.py": "time budget: its store calls also run in test_privacy on PostgreSQL",
@@ -46,6 +46,7 @@ SQLITE_ONLY = {
 # And these run only in the PostgreSQL pass: several instances need a shared server.
 POSTGRESQL_ONLY = {
     "test_multi_instance.py": "three gateway processes on one database",
+    "test_backup_pg.py": "pg_dump and pg_restore against the session's PostgreSQL cluster",
 }
 
 
