@@ -274,6 +274,48 @@ def test_the_password_reaches_pg_dump_in_the_environment_only(
     assert "password authentication failed" in _one_line(wrong)
 
 
+def test_a_backup_taken_under_load_restores_exactly_its_snapshot(tmp_path: Path) -> None:
+    """Mail keeps arriving while pg_dump runs. The manifest's counts and named blobs come
+    from the dump's own snapshot, and the restore checks the restored rows against them:
+    with a query of its own before or after the dump this would fail under load."""
+    key = _key()
+    cluster = session_cluster()
+    d = Daemon(
+        tmp_path / "src",
+        env={"GATEWAY_BACKUP_KEY": key},
+        database_url=cluster.url(cluster.new_database("load")),
+    ).start()
+    sent: list[int] = []
+    done = threading.Event()
+
+    def flow() -> None:
+        i = 0
+        while not done.is_set():
+            code, _ = d.send(make_mail(subject=f"During the backup {i}", sender=f"l{i}@x.test"))
+            sent.append(code)
+            i += 1
+
+    worker = threading.Thread(target=flow)
+    worker.start()
+    try:
+        assert _wait(lambda: len(sent) >= 5, 30)
+        made = [d.cli("backup", "--out", str(tmp_path / "b"), "--json") for _ in range(3)]
+    finally:
+        done.set()
+        worker.join(60)
+        d.stop()
+    assert all(c == 250 for c in sent) and len(sent) > 5
+    for out in made:
+        assert out.returncode == 0, out.stderr
+    last = json.loads(made[-1].stdout)
+    assert 5 <= last["tickets"] <= len(sent)
+    target = _fresh(tmp_path / "restored", key)
+    out = target.cli("restore", last["path"], "--json")
+    assert out.returncode == 0, out.stderr
+    restored = json.loads(out.stdout)
+    assert (restored["tickets"], restored["messages"]) == (last["tickets"], last["messages"])
+
+
 def test_a_stopping_daemon_ends_the_dump_and_keeps_no_part(
     pg_archive: dict[str, Any], tmp_path: Path
 ) -> None:
