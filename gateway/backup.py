@@ -1,12 +1,20 @@
 """``gateway backup`` and ``gateway restore``: one encrypted archive of everything the
 gateway keeps (database, blobs, its own secrets), and the way back.
 
-Consistency: the database is copied with SQLite's online backup API, a
-snapshot of one committed state while the daemon goes on writing. Blobs are
-written and fsynced *before* the commit that names them, so every blob the
-snapshot names already exists when the snapshot is taken; the folder is copied
-after it, and the archive is checked to hold every blob the snapshot names (a
-retention purge in between would otherwise go unnoticed).
+Consistency: the database is copied as one committed state while the daemon goes
+on writing: SQLite's online backup API, or on PostgreSQL ``pg_dump`` of an
+exported snapshot (gateway/backup_pg.py). Blobs are written and fsynced *before*
+the commit that names them, so every blob the snapshot names already exists
+when the snapshot is taken; the folder is copied after it, and the archive is
+checked to hold every blob the snapshot names (a retention purge in between
+would otherwise go unnoticed). Blobs written after the snapshot come along as
+extras no row names; the orphan sweep removes them after a restore.
+
+The header records the engine (``"engine"``: ``sqlite``, the default of older
+archives, or ``postgresql``); an archive is restored only into a config of the
+same engine. A PostgreSQL archive holds ``manifest.json`` (counts and the
+blobs the dump names, so a restore is verified before the database is touched),
+then the dump in ``database.pgdump/NNNNNN`` pieces, then the data directory.
 
 Encryption: AES-256-GCM in 1 MiB chunks (the STREAM construction: a random
 nonce prefix, a chunk counter and a last-chunk flag in each nonce, the header
@@ -33,7 +41,9 @@ import stat
 import struct
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +53,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import make_url
 
+from gateway import backup_pg
 from routing.config import GatewayConfig
 from routing.ops_config import BACKUP_KEY_ENV
 from store.blobs import fsync_dir
@@ -52,6 +63,7 @@ __all__ = [
     "BackupError",
     "BackupResult",
     "RestoreResult",
+    "archive_stream",
     "key_id",
     "list_backups",
     "load_backup_key",
@@ -65,6 +77,7 @@ MAGIC = b"HGWBACKUP1\n"
 CHUNK = 1 << 20
 KEY_BYTES = 32
 ARCHIVE_NAME = re.compile(r"^gateway-backup-(\d{8}T\d{6}Z)\.hgbk$")
+MANIFEST = "manifest.json"  # PostgreSQL archives: counts and the blobs the dump names
 _SKIP = {"status.json", "status.tmp"}  # the daemon's live state, not data
 
 
@@ -238,6 +251,12 @@ def _opens(aead: AESGCM, nonce: bytes, chunk: bytes, aad: bytes) -> bool:
     return True
 
 
+def archive_stream(f: BinaryIO, key: bytes) -> BinaryIO:
+    """The archive's plaintext (a tar stream), each chunk authenticated before it is
+    handed out: a reader sees only bytes the key holder wrote, in their order."""
+    return io.BufferedReader(_Opener(_opened(f, key)), buffer_size=CHUNK)
+
+
 class _Opener(io.RawIOBase):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self.chunks = chunks
@@ -269,23 +288,57 @@ class BackupResult:
     blobs: int
     key_id: str
     created_at: datetime
+    engine: str = "sqlite"
+
+
+ENGINES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def _engine(config: GatewayConfig) -> str:
+    """The store's engine: it decides what the archive holds and where it may be restored."""
+    name = make_url(config.database_url).get_backend_name()
+    if name not in ENGINES:
+        raise BackupError(f"gateway backup handles SQLite and PostgreSQL stores, not {name}", 69)
+    return name
 
 
 def _sqlite_path(config: GatewayConfig) -> Path:
     url = make_url(config.database_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        raise BackupError(
-            "gateway backup handles the SQLite store; for PostgreSQL use pg_dump "
-            "(see docs/deploy.md) and back up the data directory's blobs",
-            69,
-        )
+    if not url.database:
+        raise BackupError("database_url names no SQLite file", 78)
     return Path(url.database)
 
 
-def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime) -> BackupResult:
-    """Write ``gateway-backup-<UTC time>.hgbk`` into ``out_dir``; return what it holds."""
-    db = _sqlite_path(config)
-    if not db.exists():
+@contextmanager
+def _pg_errors() -> Iterator[None]:
+    """backup_pg speaks PgError (it cannot import this module); callers see BackupError."""
+    try:
+        yield
+    except backup_pg.PgError as exc:
+        raise BackupError(str(exc), exc.code) from None
+
+
+def make_backup(
+    config: GatewayConfig,
+    out_dir: Path,
+    key: bytes,
+    now: datetime,
+    stop: threading.Event | None = None,
+) -> BackupResult:
+    """Write ``gateway-backup-<UTC time>.hgbk`` into ``out_dir``; return what it holds.
+
+    ``stop`` lets a stopping daemon end a long copy early (the thread running it cannot
+    be cancelled); the unfinished archive is then removed, as after any failure."""
+    with _pg_errors():
+        return _make_backup(config, out_dir, key, now, stop)
+
+
+def _make_backup(
+    config: GatewayConfig, out_dir: Path, key: bytes, now: datetime, stop: threading.Event | None
+) -> BackupResult:
+    engine = _engine(config)
+    db = _sqlite_path(config) if engine == "sqlite" else None
+    if db is not None and not db.exists():
         raise BackupError(f"no database at {db}", 66)
     data_dir = config.data_dir.resolve()
     out_dir = out_dir.resolve()
@@ -294,46 +347,33 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = out_dir / f"gateway-backup-{stamp}.hgbk"
-    with tempfile.TemporaryDirectory(prefix="gw-backup-") as tmp:
-        snap = Path(tmp) / "gateway.db"
-        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        dst = sqlite3.connect(snap)
-        try:
-            src.backup(dst)  # the online backup API: one consistent committed state
-        finally:
-            src.close()
-        try:
-            named = _named(dst)
-            tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
-            messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
-        finally:
-            dst.close()
-        part = out_dir / f".{final.name}.part"
-        blobs: set[str] = set()
-        with open(part, "wb") as f:
-            sealer = _Sealer(
-                f, key, {"created": now.astimezone(UTC).isoformat(), "format": "tar", "v": 1}
-            )
+    part = out_dir / f".{final.name}.part"
+    meta = {"created": now.astimezone(UTC).isoformat(), "engine": engine, "format": "tar", "v": 1}
+    try:
+        with tempfile.TemporaryDirectory(prefix="gw-backup-") as tmp, open(part, "wb") as f:
+            sealer = _Sealer(f, key, meta)
             with tarfile.open(fileobj=sealer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                tar.add(snap, arcname="gateway.db")
-                for path in _data_files(data_dir, db, out_dir):
-                    rel = path.relative_to(data_dir)
-                    tar.add(path, arcname=f"data/{rel.as_posix()}", recursive=False)
-                    if rel.parts[0] == "blobs" and len(rel.parts) == 3:
-                        blobs.add(rel.parts[2])
+                if db is not None:
+                    named, tickets, messages = _sqlite_into(tar, db, Path(tmp))
+                else:
+                    named, tickets, messages = _postgresql_into(tar, config, stop)
+                # The folder is copied after the snapshot: see the module docstring.
+                blobs = _add_data_dir(tar, data_dir, out_dir, _sqlite_files(db), stop)
             sealer.finish()
             f.flush()
             os.fsync(f.fileno())
         missing = named - blobs
         if missing:
-            part.unlink(missing_ok=True)
             raise BackupError(
                 f"{len(missing)} blobs named by the database are missing from the data "
                 f"directory (first: {sorted(missing)[0]}); the backup was not kept",
                 70,
             )
         os.replace(part, final)
-        fsync_dir(out_dir)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    fsync_dir(out_dir)
     return BackupResult(
         path=final,
         size=final.stat().st_size,
@@ -342,15 +382,86 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
         blobs=len(blobs),
         key_id=key_id(key),
         created_at=now,
+        engine=engine,
     )
 
 
-def _data_files(data_dir: Path, db: Path, out_dir: Path) -> Iterator[Path]:
-    """Every regular file of the data directory but the live database and the daemon's state."""
-    skip = {
+def _sqlite_into(tar: tarfile.TarFile, db: Path, tmp: Path) -> tuple[set[str], int, int]:
+    """SQLite's online backup into a temporary file, added as ``gateway.db``."""
+    snap = tmp / "gateway.db"
+    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    dst = sqlite3.connect(snap)
+    try:
+        src.backup(dst)  # the online backup API: one consistent committed state
+    finally:
+        src.close()
+    try:
+        named = _named(dst)
+        tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
+        messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        dst.close()
+    tar.add(snap, arcname="gateway.db")
+    return named, tickets, messages
+
+
+def _postgresql_into(
+    tar: tarfile.TarFile, config: GatewayConfig, stop: threading.Event | None
+) -> tuple[set[str], int, int]:
+    """The manifest, then pg_dump of the same exported snapshot, streamed."""
+    lp = backup_pg.libpq(config.database_url)
+    with backup_pg.exported_snapshot(lp) as snap:
+        manifest = {
+            "engine": "postgresql",
+            "server_version": snap.server_version,
+            "tickets": snap.tickets,
+            "messages": snap.messages,
+            "named_blobs": sorted(snap.named),
+        }
+        body = json.dumps(manifest).encode()
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mode = len(body), 0o600
+        tar.addfile(info, io.BytesIO(body))
+        backup_pg.dump_into(tar, lp, snap.id, stop)
+    return snap.named, snap.tickets, snap.messages
+
+
+def _sqlite_files(db: Path | None) -> set[Path]:
+    """The live SQLite database and its journals: copied by the backup API, never as files."""
+    if db is None:
+        return set()
+    return {
         db.resolve(),
         *(db.with_name(db.name + s).resolve() for s in ("-wal", "-shm", "-journal")),
     }
+
+
+def _add_data_dir(
+    tar: tarfile.TarFile,
+    data_dir: Path,
+    out_dir: Path,
+    skip: set[Path],
+    stop: threading.Event | None,
+) -> set[str]:
+    """Copy the data directory (blob folder, secret.key, keys.toml, reports) as
+    ``data/...``; return the blob names copied. The one place the blob folder is
+    read: a store that keeps blobs elsewhere changes this function only."""
+    blobs: set[str] = set()
+    for path in _data_files(data_dir, skip, out_dir):
+        if stop is not None and stop.is_set():
+            raise BackupError("the backup was cancelled (the daemon is stopping)", 75)
+        rel = path.relative_to(data_dir)
+        try:
+            tar.add(path, arcname=f"data/{rel.as_posix()}", recursive=False)
+        except FileNotFoundError:  # deleted since the listing (a purge): the check says if
+            continue  # the snapshot still names it
+        if rel.parts[0] == "blobs" and len(rel.parts) == 3:
+            blobs.add(rel.parts[2])
+    return blobs
+
+
+def _data_files(data_dir: Path, skip: set[Path], out_dir: Path) -> Iterator[Path]:
+    """Every regular file of the data directory but ``skip`` and the daemon's state."""
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not (here / d).resolve().is_relative_to(out_dir))
@@ -363,7 +474,11 @@ def _data_files(data_dir: Path, db: Path, out_dir: Path) -> Iterator[Path]:
                 or name.endswith(".tmp")
             ):
                 continue
-            if stat.S_ISREG(p.lstat().st_mode):
+            try:
+                regular = stat.S_ISREG(p.lstat().st_mode)
+            except FileNotFoundError:
+                continue
+            if regular:
                 yield p
 
 
@@ -388,63 +503,160 @@ def prune_backups(folder: Path, keep: int) -> list[Path]:
 
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
-    database: Path
+    database: str  # the SQLite file, or host:port/dbname
     data_dir: Path
     tickets: int
     messages: int
     blobs: int
     created: str
+    engine: str = "sqlite"
 
 
 def restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
-    """Unpack into the configured (empty) data directory and database path, then verify:
-    SQLite's integrity check, every blob a row names present, every blob's hash."""
-    db = _sqlite_path(config)
-    data_dir = config.data_dir
-    if db.exists():
-        raise BackupError(f"{db} exists: restore never overwrites a database", 73)
-    # Loading the config makes a reply-token secret when there is none; in a data
-    # directory without a database it guards nothing yet and the archive's replaces it.
-    fresh = config.data_dir / "secret.key"
-    present = [p for p in data_dir.iterdir()] if data_dir.exists() else []
-    if [p for p in present if p != fresh]:
-        raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory", 73)
+    """Unpack into the configured empty data directory and database, verified first.
+
+    SQLite: no database file at the configured path; the integrity check, every blob
+    a row names present and every blob's hash, before anything is moved into place.
+    PostgreSQL: no other session on the database and no tickets in it; the blobs
+    checked against the manifest, then pg_restore (all or nothing), then the restored
+    counts against the manifest, then the data directory."""
+    with _pg_errors():
+        return _restore(config, archive, key)
+
+
+def _restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
+    engine = _engine(config)
     try:
         f = open(archive, "rb")
     except OSError as exc:
         raise BackupError(f"{archive}: {exc.strerror or exc}", 66) from None
     with f:
         head, _ = read_header(f)
+    made = str(head.get("engine", "sqlite"))  # archives before PostgreSQL were all SQLite
+    if made != engine:
+        raise BackupError(
+            f"{archive.name} holds a {ENGINES.get(made, made)} database but database_url "
+            f"names {ENGINES[engine]}: restore it with a config for {ENGINES.get(made, made)}",
+            78,
+        )
     if head.get("kid") != key_id(key):  # before anything is written
         raise BackupError(
             f"wrong backup key: this archive was made with key {head.get('kid')}, "
             f"the key given is {key_id(key)}",
             77,
         )
-    f = open(archive, "rb")
+    db = _sqlite_path(config) if engine == "sqlite" else None
+    lp = backup_pg.libpq(config.database_url) if db is None else None
+    if db is not None and db.exists():
+        raise BackupError(f"{db} exists: restore never overwrites a database", 73)
+    data_dir = config.data_dir
+    if not _empty(data_dir):
+        raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory", 73)
+    if lp is not None:
+        backup_pg.check_target(lp)
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))
     try:
-        with f:
-            meta, _ = read_header(f)
-            f.seek(0)
-            stream = io.BufferedReader(_Opener(_opened(f, key)), buffer_size=CHUNK)
-            try:
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
-                    tar.extractall(staging, filter="data")
-            except tarfile.TarError as exc:
-                raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
-        snap = staging / "gateway.db"
-        if not snap.is_file():
-            raise BackupError("the archive holds no database", 65)
-        tickets, messages, blobs = _verify(snap, staging / "data" / "blobs")
-        for item in sorted((staging / "data").iterdir()) if (staging / "data").exists() else []:
-            os.replace(item, data_dir / item.name)  # secret.key included: old tokens stay valid
-        db.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(snap, db)
+        _unpack(archive, key, staging)
+        if db is not None:
+            snap = staging / "gateway.db"
+            if not snap.is_file():
+                raise BackupError("the archive holds no database", 65)
+            tickets, messages, blobs = _verify(snap, staging / "data" / "blobs")
+            _place(staging / "data", data_dir)
+            db.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(snap, db)
+            where = str(db)
+        else:
+            assert lp is not None
+            tickets, messages, blobs = _restore_postgresql(lp, staging)
+            _place(staging / "data", data_dir)
+            where = lp.label
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return RestoreResult(db, data_dir, tickets, messages, blobs, str(meta.get("created", "")))
+    return RestoreResult(
+        where, data_dir, tickets, messages, blobs, str(head.get("created", "")), engine
+    )
+
+
+def _empty(data_dir: Path) -> bool:
+    """Nothing but empty folders (a shared blob folder's mount point) and the fresh
+    reply-token secret loading the config made: it guards nothing yet, the archive's
+    replaces it."""
+    if not data_dir.exists():
+        return True
+    fresh = data_dir / "secret.key"
+    for p in data_dir.iterdir():
+        if p == fresh or (p.is_dir() and not p.is_symlink() and not any(p.iterdir())):
+            continue
+        return False
+    return True
+
+
+def _unpack(archive: Path, key: bytes, staging: Path) -> None:
+    """Decrypt and unpack into ``staging``; the dump's pieces are joined into one file
+    (pg_restore wants a seekable file). Every chunk is authenticated before use."""
+    dump = None
+    n = 0
+    try:
+        with open(archive, "rb") as f:
+            with tarfile.open(fileobj=archive_stream(f, key), mode="r|") as tar:
+                for member in tar:
+                    if not member.name.startswith(f"{backup_pg.DUMP_MEMBER}/"):
+                        tar.extract(member, staging, filter="data")
+                        continue
+                    if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
+                        raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
+                    if dump is None:
+                        dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
+                    piece = tar.extractfile(member)
+                    assert piece is not None
+                    shutil.copyfileobj(piece, dump, CHUNK)
+                    n += 1
+    except tarfile.TarError as exc:
+        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
+    finally:
+        if dump is not None:
+            dump.close()
+
+
+def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, int]:
+    try:
+        manifest = json.loads((staging / MANIFEST).read_bytes())
+        named = set(manifest["named_blobs"])
+        expected = (int(manifest["tickets"]), int(manifest["messages"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BackupError("the archive holds no readable manifest", 65) from None
+    dump = staging / backup_pg.DUMP_MEMBER
+    if not dump.is_file():
+        raise BackupError("the archive holds no database dump", 65)
+    blobs = _check_blobs(named, staging / "data" / "blobs")
+    backup_pg.check_target(lp)  # again: unpacking a large archive takes a while
+    backup_pg.pg_restore(lp, dump)
+    tickets, messages, restored = backup_pg.counts(lp)
+    if (tickets, messages) != expected or restored != named:
+        raise BackupError(
+            f"the restored database ({tickets} tickets, {messages} messages, {len(restored)} "
+            f"blobs named) differs from the archive's manifest ({expected[0]} tickets, "
+            f"{expected[1]} messages, {len(named)} blobs); the data directory was not written",
+            70,
+        )
+    return tickets, messages, blobs
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move the archive's data files in (secret.key included: old reply tokens stay
+    valid). Into an existing folder, such as a shared blob folder's mount point, entry
+    by entry; shutil.move copies where a rename cannot cross file systems."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        target = dst / item.name
+        if item.is_dir() and target.is_dir():
+            _place(item, target)
+        else:
+            shutil.move(item, target)
 
 
 def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
@@ -453,19 +665,24 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             raise BackupError(f"the restored database fails its integrity check: {ok}", 65)
-        named = sorted(_named(conn))
+        named = _named(conn)
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
     finally:
         conn.close()
-    for sha in named:
+    return tickets, messages, _check_blobs(named, blobs)
+
+
+def _check_blobs(named: set[str], blobs: Path) -> int:
+    """Every named blob present, every blob's bytes hashing to its name; how many."""
+    for sha in sorted(named):
         if not (blobs / sha[:2] / sha).is_file():
             raise BackupError(f"blob {sha} is named by the database but not in the archive", 65)
     files = sorted(blobs.glob("??/*")) if blobs.is_dir() else []
     for p in files:  # content-addressed: a blob's name is the hash of its bytes
         if _sha256(p) != p.name:
             raise BackupError(f"blob {p.name} was altered (its bytes hash otherwise)", 65)
-    return tickets, messages, len(files)
+    return len(files)
 
 
 def _sha256(path: Path) -> str:

@@ -10,6 +10,7 @@ next round; it never takes the daemon down.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -214,17 +215,28 @@ def backup_due(config: GatewayConfig, now: datetime) -> bool:
 
 
 async def daily_backup(config: GatewayConfig, now: datetime) -> backups.BackupResult | None:
+    """The day's archive, SQLite or PostgreSQL alike. With several instances only the
+    holder of ``jobs:ops`` runs this; ``[backup] dir`` is best a folder they all mount,
+    so a new holder sees the archives (the schedule) and prunes them (docs/scaling.md)."""
     if not backup_due(config, now):
         return None
     assert config.backup.dir is not None
     key = backups.load_backup_key(config)
-    result = await asyncio.to_thread(backups.make_backup, config, config.backup.dir, key, now)
+    stop = threading.Event()
+    try:
+        result = await asyncio.to_thread(
+            backups.make_backup, config, config.backup.dir, key, now, stop
+        )
+    except asyncio.CancelledError:
+        stop.set()  # the lease passed on or the daemon stops: end the copy, drop the part
+        raise
     gone = backups.prune_backups(config.backup.dir, config.backup.keep)
     log.info(
         "backup.done",
         path=str(result.path),
         size=result.size,
         tickets=result.tickets,
+        engine=result.engine,
         pruned=[p.name for p in gone],
     )
     return result
@@ -284,6 +296,7 @@ async def _slow(
                 "path": str(result.path),
                 "size": result.size,
                 "tickets": result.tickets,
+                "engine": result.engine,
             }
     except Exception as exc:
         state.error("backup", exc, now)

@@ -42,7 +42,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="write here (default: the reports folder, deleted after [reports] keep_days)",
     )
     pb = sub.add_parser(
-        "backup", parents=[common], help="an encrypted archive of the database and blobs"
+        "backup",
+        parents=[common],
+        help="an encrypted archive of the database (SQLite, or pg_dump on PostgreSQL) and blobs",
     )
     pb.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="folder (default: [backup] dir)"
@@ -56,7 +58,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     pb.add_argument("--json", action="store_true")
     ps = sub.add_parser(
-        "restore", parents=[common], help="unpack a backup into an empty data directory"
+        "restore",
+        parents=[common],
+        help="unpack a backup into an empty data directory and database (every instance stopped)",
     )
     ps.add_argument("archive", type=Path)
     ps.add_argument("--json", action="store_true")
@@ -126,6 +130,7 @@ def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
                     "messages": result.messages,
                     "blobs": result.blobs,
                     "key_id": result.key_id,
+                    "engine": result.engine,
                 }
             )
         )
@@ -147,7 +152,8 @@ def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "database": str(result.database),
+                    "database": result.database,
+                    "engine": result.engine,
                     "data_dir": str(result.data_dir),
                     "tickets": result.tickets,
                     "messages": result.messages,
@@ -158,8 +164,9 @@ def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"restored backup of {result.created} into {result.data_dir}: {result.tickets} "
-            f"tickets, {result.messages} messages, {result.blobs} blobs verified"
+            f"restored backup of {result.created} into {result.database} and "
+            f"{result.data_dir}: {result.tickets} tickets, {result.messages} messages, "
+            f"{result.blobs} blobs verified"
         )
         print("next: gateway db upgrade (if this version is newer), then start the daemon")
     return 0

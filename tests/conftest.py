@@ -14,7 +14,7 @@ from tests.pg_harness import stop_session_cluster, use_postgresql
 # exercise the store run again, on PostgreSQL; these files stay SQLite-only, each for
 # its reason. A new test file runs on both unless it is named here.
 SQLITE_ONLY = {
-    "test_backup.py": "the online backup is SQLite's; PostgreSQL is backed up with pg_dump",
+    "test_backup.py": "SQLite's archive (online backup API); test_backup_pg.py has pg_dump's",
     "test_faults.py": "kills and corrupts the SQLite file and its WAL",
     "test_sla.py": "time budget: the SLA clock writes also run through test_sla_watch",
     "test_rules.py": "time budget: routing rules do not depend on the engine",
@@ -41,6 +41,7 @@ SQLITE_ONLY = {
 # And these run only in the PostgreSQL pass: several instances need a shared server.
 POSTGRESQL_ONLY = {
     "test_multi_instance.py": "three gateway processes on one database",
+    "test_backup_pg.py": "pg_dump and pg_restore against the session's PostgreSQL cluster",
 }
 
 
