@@ -268,9 +268,9 @@ def parsed_to_json(parsed: Any) -> dict[str, Any]:
 
 async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | None) -> int:
     """The MTA pipe (like rt-mailgate): exit 0 committed, 75 retry, 65/67/69 refused."""
-    from gateway.daemon import open_services
     from gateway.mail_sources import envelope_sender
     from gateway.replies import exit_code
+    from gateway.services import open_services
     from parsers.types import Envelope, RawMessage
     from routing.verdicts import Accepted
 
@@ -331,7 +331,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
 
     from sqlalchemy import text
 
-    from gateway.daemon import make_scanner
+    from gateway.services import make_scanner
 
     scanner = make_scanner(config)
     reachable = await scanner.ping()
@@ -493,7 +493,7 @@ def _print_ticket(d: dict[str, Any]) -> None:
 
 
 async def _db_upgrade(config: GatewayConfig) -> int:
-    from gateway.daemon import open_services
+    from gateway.services import open_services
 
     async with open_services(config):
         pass

@@ -25,65 +25,19 @@ from gateway.imap_intake import MailboxWorker
 from gateway.leases import claim_instance, hold
 from gateway.logs import set_log_privacy
 from gateway.ops import OpsState, run_ops
-from gateway.pipeline import Pipeline
 from gateway.privacy import retention_daily
-from gateway.scan import Scanner, ScannerConfig
+from gateway.services import open_services
 from gateway.smtp_intake import IntakeHandler, start_smtp
 from gateway.web import make_app, start_http
 from gateway.web_client import ClientSite, test_clock
-from outbound.delivery import Delivery
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
-from store.blobs import BlobStore
-from store.db import create_engine, create_writer_engine, upgrade
 from store.queries import store_status
-from store.writer import Writer
 
-__all__ = ["Services", "make_scanner", "open_services", "run_daemon"]
+__all__ = ["run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 __version__ = "0.1.0"
-
-
-class Services:
-    """Engine, writer, blob store, scanner and pipeline: what every intake needs."""
-
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self.engine = create_engine(config.database_url)
-        self.writer = Writer(create_writer_engine(config.database_url))
-        self.blobs = BlobStore(config.data_dir / "blobs")
-        self.scanner = make_scanner(config)
-        self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
-        self.delivery = Delivery(config, self.writer)
-        self.pipeline.after_commit = self.delivery.wake
-
-    async def close(self) -> None:
-        await self.writer.close()
-        await self.engine.dispose()
-
-
-def make_scanner(config: GatewayConfig) -> Scanner:
-    sc = config.scanner
-    return Scanner(
-        ScannerConfig(
-            address=sc.address,
-            deadline=sc.deadline,
-            max_stream=sc.max_stream or None,
-            ping_timeout=min(5.0, sc.deadline),
-        )
-    )
-
-
-@contextlib.asynccontextmanager
-async def open_services(config: GatewayConfig):  # type: ignore[no-untyped-def]
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    services = Services(config)
-    try:
-        await upgrade(services.engine)
-        yield services
-    finally:
-        await services.close()
 
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:

@@ -183,7 +183,7 @@ async def run_import(
     waiting for its parents, measured only ~20% faster on the 2,000-message
     corpus (285 -> 350 msg/s, 2 shared cores): not worth numbers out of order.
     """
-    from gateway.daemon import open_services
+    from gateway.services import open_services
 
     progress = progress or Progress()
     started = time.perf_counter()

@@ -82,9 +82,9 @@ def run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.daemon import open_services
     from gateway.ops import make_report, store_report
     from gateway.report import MONTH, write_atomic
+    from gateway.services import open_services
     from gateway.web_client import test_clock
 
     tenant = config.tenant(args.tenant)

@@ -247,7 +247,7 @@ def record_admin_event(
 ) -> str | None:
     """An audit entry per tenant for something done to the config (a key rotation);
     returns why it could not be written, for the command to say so."""
-    from gateway.daemon import open_services
+    from gateway.services import open_services
     from routing.config import load_config
     from routing.errors import ConfigError
 

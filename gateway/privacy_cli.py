@@ -96,7 +96,7 @@ def _tenant(config: GatewayConfig, slug: str) -> Tenant:
 
 
 def _services(config: GatewayConfig) -> Any:
-    from gateway.daemon import open_services
+    from gateway.services import open_services
 
     db = config.database_url
     if db.startswith("sqlite") and not Path(db.split("///", 1)[-1]).exists():

@@ -36,7 +36,7 @@ import store.privacy
 import store.queries
 import store.repos
 import store.retention
-from gateway.daemon import Services, open_services
+from gateway.services import Services, open_services
 from parsers.types import Envelope, RawMessage
 from routing.config import load_config
 from routing.tokens import make_token

@@ -113,7 +113,7 @@ def month(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> Iterator[di
     cfg_path = home / "gateway.toml"
     cfg_path.write_text(CONFIG.format(scanner=clamd.address), encoding="utf-8")
 
-    from gateway.daemon import open_services
+    from gateway.services import open_services
     from parsers.types import Envelope, RawMessage
     from routing.config import load_config
     from routing.tokens import make_token
@@ -288,8 +288,8 @@ def test_report_command_errors_are_one_line(month: dict[str, Any]) -> None:
 
 
 def test_monthly_report_is_mailed_once_and_deleted_after_90_days(month: dict[str, Any]) -> None:
-    from gateway.daemon import open_services
     from gateway.ops import delete_expired_reports, monthly_reports
+    from gateway.services import open_services
     from routing.config import load_config
 
     config = load_config(month["config"])

@@ -1,0 +1,62 @@
+"""What every way in (the daemon, ``gateway ingest``, ``import``, the one-shot
+commands) needs: the engine, the writer, the blob store, the scanner and the
+pipeline. Apart from the daemon so that a one-shot command, such as an MTA's
+pipe running ``gateway ingest`` once per message, does not import the web
+side, IMAP and the periodic jobs it never runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from gateway.pipeline import Pipeline
+from gateway.scan import Scanner, ScannerConfig
+from outbound.delivery import Delivery
+from routing.config import GatewayConfig
+from store.blobs import BlobStore
+from store.db import create_engine, create_writer_engine, upgrade
+from store.writer import Writer
+
+__all__ = ["Services", "make_scanner", "open_services"]
+
+
+class Services:
+    """Engine, writer, blob store, scanner and pipeline: what every intake needs."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.engine = create_engine(config.database_url)
+        self.writer = Writer(create_writer_engine(config.database_url))
+        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.scanner = make_scanner(config)
+        self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
+        self.delivery = Delivery(config, self.writer)
+        self.pipeline.after_commit = self.delivery.wake
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await self.engine.dispose()
+
+
+def make_scanner(config: GatewayConfig) -> Scanner:
+    sc = config.scanner
+    return Scanner(
+        ScannerConfig(
+            address=sc.address,
+            deadline=sc.deadline,
+            max_stream=sc.max_stream or None,
+            ping_timeout=min(5.0, sc.deadline),
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(config)
+    try:
+        await upgrade(services.engine)
+        yield services
+    finally:
+        await services.close()
