@@ -36,7 +36,7 @@ from store import clocks, repos
 from store.blobs import BlobStore
 from store.errors import StoreUnavailable
 from store.faults import crash_point, message_commit
-from store.writer import Writer
+from store.writer import Writer, for_tenants
 
 __all__ = ["Pipeline"]
 
@@ -170,7 +170,7 @@ class Pipeline:
             ]
 
         try:
-            stored = await self.writer.submit(message_commit(work))
+            stored = await self.writer.submit(message_commit(for_tenants(work, jobs)))
         except RuleRejected as exc:
             # Audited (in process) on the rejecting tenant's log only: the other
             # recipients' tenants must not learn another tenant's rule names.

@@ -9,29 +9,65 @@ A unit of work is a plain (synchronous) function of a connection; a batch
 runs in the writer's own thread on a synchronous engine, one hand-off per
 batch instead of several per statement (store/db.py says why). If a batch
 fails, each unit is retried alone, so one poison message cannot fail its
-neighbours and a unique-index race (a second instance on PostgreSQL)
-surfaces only to the unit that lost it.
+neighbours.
+
+Several instances on one PostgreSQL (docs/scaling.md) commit concurrently.
+Two batches that create tickets for two tenants in opposite orders would
+deadlock on the tenants' ``ticket_counters`` rows, and PostgreSQL breaks a
+deadlock only after ``deadlock_timeout`` (1 s): figure 9 of BENCHMARKS.md
+measured 16 such stalls a run with three instances. So a unit names the
+tenants it may number tickets for (:func:`for_tenants`), and on PostgreSQL a
+batch first locks those counter rows in one global order. A unit retried
+alone that still meets a transient conflict (a deadlock, a serialization
+failure, or a unique-index race another instance won, such as the same mail
+delivered to two MX hosts) runs again, up to :data:`ATTEMPTS` times, and the
+next run finds the winner's rows instead of answering the sender 451.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from store.errors import StoreUnavailable
 from store.faults import crash_point, is_message_commit
+from store.models import ticket_counters
 
-__all__ = ["Work", "Writer"]
+__all__ = ["ATTEMPTS", "Work", "Writer", "for_tenants"]
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
 log = structlog.get_logger("store.writer")
+
+ATTEMPTS = 4  # runs of a unit alone that meets a transient conflict
+# deadlock_detected, serialization_failure, unique_violation
+_TRANSIENT = {"40P01", "40001", "23505"}
+_TENANTS = "_gateway_tenants"
+_LOCK_COUNTERS = (
+    select(ticket_counters.c.tenant)
+    .where(ticket_counters.c.tenant.in_(bindparam("tenants", expanding=True)))
+    .order_by(ticket_counters.c.tenant)
+    .with_for_update()
+)
+
+
+def for_tenants(work: Work[T], tenants: Iterable[str]) -> Work[T]:
+    """Mark ``work`` as one that may number tickets for ``tenants`` (see the module doc)."""
+    setattr(work, _TENANTS, tuple(tenants))
+    return work
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT
 
 
 class Writer:
@@ -45,6 +81,7 @@ class Writer:
         self._closing = False
         self.batches = 0
         self.units = 0
+        self.retries = 0  # units run again after a transient conflict
 
     def start(self) -> None:
         if self._task is None:
@@ -96,14 +133,21 @@ class Writer:
                         fut.set_result(result)
                 return
         for work, fut in batch:
-            try:
-                (result,) = await self._transaction([work])
-            except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    (result,) = await self._transaction([work])
+                except Exception as exc:
+                    if attempt < ATTEMPTS and _transient(exc):
+                        self.retries += 1
+                        log.info("unit_retried", attempt=attempt, error=type(exc.orig).__name__)  # type: ignore[union-attr]
+                        await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+                        continue
+                    if not fut.done():
+                        fut.set_exception(exc)
+                else:
+                    if not fut.done():
+                        fut.set_result(result)
+                break
 
     async def _transaction(self, works: list[Work[Any]]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -111,6 +155,10 @@ class Writer:
 
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         with self._tx_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                tenants = sorted({t for w in works for t in getattr(w, _TENANTS, ())})
+                if tenants:
+                    conn.execute(_LOCK_COUNTERS, {"tenants": tenants})
             results = [w(conn) for w in works]
             if any(is_message_commit(w) for w in works):
                 crash_point("before_commit")

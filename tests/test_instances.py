@@ -10,22 +10,25 @@ rows of an open first one instead of waiting for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from outbound.delivery import Attempt, _claim, _record, _release_claims
 from routing.config import GatewayConfig, load_config
-from store import leases
+from store import leases, repos
 from store.db import create_engine, create_writer_engine, upgrade
 from store.models import outbox
+from store.writer import Work, Writer, for_tenants
 from tests.daemon import Daemon
 from tests.pg_harness import session_cluster, use_postgresql
 
@@ -249,3 +252,57 @@ def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> 
     log = gw.log_text()
     assert '"instance.waiting"' in log and "elsewhere:1:00" in log
     gw.stop()
+
+
+# --- two instances numbering tickets for the same tenants ---------------------------
+
+
+def _crossed_tickets(url: str, *, ordered: bool) -> tuple[int, list[tuple[str, int]]]:
+    """Two writers (two instances' worth) each number a ticket for tenant a and one for
+    b, in opposite orders, meeting in the middle: the classic lock-order deadlock."""
+    meet = threading.Barrier(2)
+
+    def crossed(first: str, second: str) -> Work[None]:
+        def work(conn: Connection) -> None:
+            repos.new_ticket(conn, first, first.upper(), "crossed")
+            with contextlib.suppress(threading.BrokenBarrierError):
+                meet.wait(timeout=2)  # the other holds its first counter now, unless ordered
+            repos.new_ticket(conn, second, second.upper(), "crossed")
+
+        return for_tenants(work, ["a", "b"]) if ordered else work
+
+    async def go() -> int:
+        writers = [Writer(create_writer_engine(url)) for _ in range(2)]
+        try:
+            for t in ("a", "b"):  # the counters exist (a tenant's first ticket makes its row)
+                await writers[0].submit(lambda c, t=t: repos.new_ticket(c, t, t.upper(), "x"))
+            await asyncio.gather(
+                writers[0].submit(crossed("a", "b")), writers[1].submit(crossed("b", "a"))
+            )
+            return sum(w.retries for w in writers)
+        finally:
+            for w in writers:
+                await w.close()
+
+    retries = asyncio.run(go())
+    engine = create_writer_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT tenant, number FROM tickets ORDER BY 1, 2"))
+            return retries, [(r[0], r[1]) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_crossed_ticket_numbering_does_not_deadlock_on_postgresql(tmp_path: Path) -> None:
+    """Marked units lock the tenants' counters in one order first: no deadlock, so no
+    one-second stall (deadlock_timeout) and no retry. Unmarked, the same units deadlock,
+    and the loser is run again rather than failed: every ticket is made either way."""
+    want = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+    cluster = session_cluster()
+    for ordered in (False, True):
+        url = cluster.url(cluster.new_database("cross"))
+        _migrated(url).dispose()
+        retries, rows = _crossed_tickets(url, ordered=ordered)
+        assert rows == want
+        assert (retries == 0) if ordered else (retries >= 1), (ordered, retries)
