@@ -124,6 +124,7 @@ def fig9(count: int, levels: list[int], instances: list[int], runs: int) -> dict
             "raw": raw,
             "mix": _mix(mails),
             "corpus_count": count,
+            "runs": runs,
             "levels": levels,
             "instances": [n for e, n in cases if e == "pg"],
             "pg_settings": PG_SETTINGS if not skipped else {},
@@ -276,8 +277,14 @@ def _faults(gws: list[Daemon]) -> dict[str, int]:
                     rec = json.loads(line)
                 except ValueError:
                     continue
-                m = re.search(r'constraint "([^"]+)"', str(rec.get("detail", "")))
-                found[f"{rec.get('error')}" + (f" on {m.group(1)}" if m else "")] += 1
+                detail = str(rec.get("detail", ""))
+                kind = re.search(r"\(psycopg\.errors\.(\w+)\)", detail)
+                on = re.search(r'constraint "([^"]+)"', detail)
+                found[
+                    str(rec.get("error"))
+                    + (f" ({kind.group(1)})" if kind else "")
+                    + (f" on {on.group(1)}" if on else "")
+                ] += 1
     return dict(found)
 
 

@@ -81,7 +81,7 @@ def render(doc: dict[str, Any], json_rel: Path) -> str:
             lines = writer(figs[name], doc)
             merged = doc.get("merged", {}).get(name)
             if merged:
-                lines[2:2] = [_merged_note(merged), ""]
+                lines[2:2] = [_merged_note(merged, figs[name]), ""]
             out += lines
         elif name in doc.get("errors", {}):
             last = doc["errors"][name].strip().splitlines()[-1]
@@ -493,7 +493,7 @@ def _fig8(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     ]
 
 
-def _merged_note(m: dict[str, Any]) -> str:
+def _merged_note(m: dict[str, Any], fig: dict[str, Any]) -> str:
     """A figure measured in a later run than the header's (``--merge``) says so: its
     numbers belong to that run's code and that run's load on the machine."""
     mach = m.get("machine", {})
@@ -503,7 +503,7 @@ def _merged_note(m: dict[str, Any]) -> str:
         f"{m['started']} to {m.get('finished', '?')}"
         + (f", commit {mach['git']}" if mach.get("git") else "")
         + (f", load average at start {load}" if load else "")
-        + f", {m['runs']} runs."
+        + f", {fig.get('runs', m['runs'])} runs."
     )
 
 
@@ -595,13 +595,19 @@ def _fig9_checks(f: dict[str, Any]) -> list[str]:
             + ", ".join(f"{name} ×{n}" for name, n in sorted(faults.items()))
             + "."
         )
+        if any("DeadlockDetected" in name for name in faults):
+            text += (
+                " The `DeadlockDetected` ones are units caught in a deadlock alone (a batch "
+                "of one), or again when the writer retried a broken batch's units one by one."
+            )
         if any("ticket_counters" in name for name in faults):
             text += (
-                " The `ticket_counters` ones are the first ticket of a tenant on a fresh "
-                "database raced by two instances (`store/repos.new_ticket` inserts the "
-                "tenant's counter row when it is missing; the loser's lone transaction is not "
-                "retried): a 451 the sender retries, nothing lost, once per tenant in the life "
-                "of a database, and only because every case here starts on an empty one."
+                " The `UniqueViolation` ones on `ticket_counters` are the first ticket of a "
+                "tenant on a fresh database raced by two instances (`store/repos.new_ticket` "
+                "inserts the tenant's counter row when it is missing, and a unit that loses "
+                "that race alone is not retried): a 451 the sender retries, nothing lost, "
+                "once per tenant in the life of a database, seen here only because every case "
+                "starts on an empty one."
             )
     skipped = f.get("skipped") or {}
     for part, why in skipped.items():
@@ -684,8 +690,9 @@ def _reading_fig9(f: dict[str, Any]) -> list[str]:
             "only looks for a deadlock after a lock wait has lasted that long, and both "
             "batches stall meanwhile. "
             f"With {n_last} instances the figure's own processes kept only "
-            f"{fmt(_ours(cell[last]), 2)} of {cores} cores busy (the whole machine "
-            f"{busy}, others' work included), so they were waiting, not computing."
+            f"{fmt(_ours(cell[last]), 2)} of {cores} cores busy, against "
+            f"{fmt(_ours(one), 2)} with one instance under the same conditions (the whole "
+            f"machine: {busy}, others' work included), so they were mostly waiting."
         )
         if "ticket_counters" in rels:
             text += (
