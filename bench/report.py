@@ -679,6 +679,7 @@ def _reading_fig9(f: dict[str, Any]) -> list[str]:
     for case in pg:
         rels.update(cell[case].get("deadlocks_by_relation", {}))
     busy = fmt(cell[last].get("cores_machine"), 2)
+    timeout_s = _seconds(f.get("pg_effective", {}).get("deadlock_timeout", "1s"))
     if any(dl[c] for c in pg[1:]):
         rel = ", ".join(f"`{r}`" for r in sorted(rels)) or "?"
         text = (
@@ -686,9 +687,18 @@ def _reading_fig9(f: dict[str, Any]) -> list[str]:
             "PostgreSQL detected and broke "
             + ", ".join(f"{_n(dl[c])} with {c.split('-')[1]}" for c in pg)
             + f" deadlocks per run (median, K={top}), on {rel}; the p99 is about "
-            "`deadlock_timeout` (1 s, the default) and its multiples, because PostgreSQL "
-            "only looks for a deadlock after a lock wait has lasted that long, and both "
-            "batches stall meanwhile. "
+            f"`deadlock_timeout` ({timeout_s:g} s, the default) and its multiples, because "
+            "PostgreSQL only looks for a deadlock after a lock wait has lasted that long, and "
+            "both batches stall meanwhile. Seconds lost to deadlock detection per second of "
+            "run (deadlocks × `deadlock_timeout` / run length, median of runs; stalls of "
+            "different pairs of instances overlap, so it can pass 1): "
+            + ", ".join(
+                f"{c.split('-')[1]} instances at K={k} {share:.2f}"
+                for k in cells
+                for c in pg[1:]
+                if (share := _stall_share(f, k, c, timeout_s)) is not None
+            )
+            + ". "
             f"With {n_last} instances the figure's own processes kept only "
             f"{fmt(_ours(cell[last]), 2)} of {cores} cores busy, against "
             f"{fmt(_ours(one), 2)} with one instance under the same conditions (the whole "
@@ -729,6 +739,23 @@ def _reading_fig9(f: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _seconds(setting: str) -> float:
+    """A PostgreSQL time setting as SHOW prints it (``1s``, ``500ms``, ``1min``)."""
+    for unit, scale in (("ms", 1e-3), ("min", 60.0), ("s", 1.0), ("h", 3600.0)):
+        if setting.endswith(unit):
+            return float(setting[: -len(unit)]) * scale
+    return float(setting) * 1e-3  # a bare number is milliseconds
+
+
+def _stall_share(f: dict[str, Any], k: str, case: str, timeout_s: float) -> float | None:
+    """Seconds of batch stalls (deadlock_timeout each) per second of the case's load run."""
+    runs = f.get("raw", {}).get(k, {}).get(case, [])
+    shares = [
+        sum(r.get("deadlocks", {}).values()) * timeout_s / r["secs"] for r in runs if r["secs"]
+    ]
+    return med(_as_summary(shares))
 
 
 def _as_summary(values: list[float] | None) -> dict[str, Any]:
