@@ -4,6 +4,7 @@
     python -m bench --only fig1,fig5     # some figures (the files then hold only those)
     python -m bench --smoke              # tiny counts, 1 run, into a temp dir (CI)
     python -m bench --runs 7 --out DIR
+    python -m bench --only fig9 --merge  # one figure again; the others stay from their run
 
 Why one entry point: the figures are only comparable, and only reproducible,
 if one command measures all of them the same way on the same machine. The
@@ -26,7 +27,7 @@ from typing import Any
 
 from bench.common import ROOT, machine
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Counts:
     fig7_mails: int = 1000
     fig8_conc: int = 8
     fig8_secs: float = 10.0
+    fig9_corpus: int = 600
+    fig9_max_runs: int = 3  # 4 cases x 2 levels per run, ~90 s a run: 3 keep it near 5 min
+    fig9_levels: list[int] = field(default_factory=lambda: [8, 32])
+    fig9_instances: list[int] = field(default_factory=lambda: [1, 2, 3])
 
 
 SMOKE = Counts(
@@ -73,11 +78,23 @@ SMOKE = Counts(
     fig7_mails=20,
     fig8_conc=4,
     fig8_secs=1.0,
+    fig9_corpus=40,
+    fig9_levels=[4],
+    fig9_instances=[1, 2],
 )
 
 
 def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]:
-    from bench import fig_imap, fig_memory, fig_outbox, fig_pipe, fig_smtp, fig_threading, fig_web
+    from bench import (
+        fig_imap,
+        fig_instances,
+        fig_memory,
+        fig_outbox,
+        fig_pipe,
+        fig_smtp,
+        fig_threading,
+        fig_web,
+    )
 
     if name == "fig1":
         return fig_smtp.fig1(c.fig1_corpus, c.fig1_levels, runs, results, c.fig1_profile)
@@ -98,6 +115,10 @@ def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]
         return fig_outbox.fig7(c.fig7_mails, runs)
     if name == "fig8":
         return fig_web.fig8(c.fig8_conc, c.fig8_secs, runs)
+    if name == "fig9":
+        return fig_instances.fig9(
+            c.fig9_corpus, c.fig9_levels, c.fig9_instances, min(runs, c.fig9_max_runs)
+        )
     raise ValueError(name)
 
 
@@ -132,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measure nothing: write BENCHMARKS.md again from the JSON in --out (after a "
         "change to bench/report.py)",
     )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other figures of the JSON already in --out and replace only the "
+        "measured ones (each merged figure says when and on what it was measured)",
+    )
     args = ap.parse_args(argv)
     if args.render:
         return render_only(args.out or ROOT)
@@ -148,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     results = out / "bench" / "results" if out == ROOT else out / "results"
     results.mkdir(parents=True, exist_ok=True)
     json_path = results / "benchmarks.json"
+    command = shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])])
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     doc: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": command,
+        "started": started,
         "smoke": args.smoke,
         "runs": runs,
         "counts": asdict(counts),
@@ -160,6 +187,22 @@ def main(argv: list[str] | None = None) -> int:
         "figures": {},
         "errors": {},
     }
+    if args.merge and json_path.exists():
+        # The header (command, date, machine) stays that of the run that measured the
+        # other figures; each figure measured now carries its own in "merged".
+        this_run = doc
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        doc.setdefault("merged", {})
+        for name in only:
+            doc["merged"][name] = {
+                "command": command,
+                "started": started,
+                "runs": runs,
+                "counts": {k: v for k, v in this_run["counts"].items() if k.startswith(name)},
+                "machine": this_run["machine"],
+            }
+            doc["figures"].pop(name, None)
+            doc["errors"].pop(name, None)
     for name in only:
         print(f"== {name}", flush=True)
         t0 = time.monotonic()
@@ -169,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # one broken figure must not lose the others
             doc["errors"][name] = traceback.format_exc()[-4000:]
             print(doc["errors"][name], file=sys.stderr, flush=True)
-        doc["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        if args.merge and name in doc.get("merged", {}):
+            doc["merged"][name]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        else:
+            doc["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         json_path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     from bench.report import render
 

@@ -279,10 +279,20 @@ def dot_stuff(data: bytes) -> bytes:
     return body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
-def run_load(port: int, load: Path, conc: int, timeout: float = 900) -> dict[str, Any]:
-    """Run the load generator (bench/smtp_client.py) in its own process; its JSON result."""
+def run_load(
+    port: int | Sequence[int], load: Path, conc: int, timeout: float = 900
+) -> dict[str, Any]:
+    """Run the load generator (bench/smtp_client.py) in its own process; its JSON result.
+    Several ports spread the ``conc`` sessions round-robin across them (several instances)."""
+    ports = [port] if isinstance(port, int) else list(port)
     out = subprocess.run(
-        [PY, str(ROOT / "bench" / "smtp_client.py"), str(port), str(load), str(conc)],
+        [
+            PY,
+            str(ROOT / "bench" / "smtp_client.py"),
+            ",".join(map(str, ports)),
+            str(load),
+            str(conc),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -74,10 +74,15 @@ def render(doc: dict[str, Any], json_rel: Path) -> str:
         ("fig6", _fig6),
         ("fig7", _fig7),
         ("fig8", _fig8),
+        ("fig9", _fig9),
     ]
     for name, writer in writers:
         if name in figs:
-            out += writer(figs[name], doc)
+            lines = writer(figs[name], doc)
+            merged = doc.get("merged", {}).get(name)
+            if merged:
+                lines[2:2] = [_merged_note(merged, figs[name]), ""]
+            out += lines
         elif name in doc.get("errors", {}):
             last = doc["errors"][name].strip().splitlines()[-1]
             out += [f"## {name}: failed in this run", "", f"    {last}", ""]
@@ -486,6 +491,277 @@ def _fig8(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
         "figure would).",
         "",
     ]
+
+
+def _merged_note(m: dict[str, Any], fig: dict[str, Any]) -> str:
+    """A figure measured in a later run than the header's (``--merge``) says so: its
+    numbers belong to that run's code and that run's load on the machine."""
+    mach = m.get("machine", {})
+    load = ", ".join(f"{x:.2f}" for x in mach.get("loadavg_at_start", []))
+    return (
+        f"*Measured in a separate run, merged into this file:* `{m['command']}`, "
+        f"{m['started']} to {m.get('finished', '?')}"
+        + (f", commit {mach['git']}" if mach.get("git") else "")
+        + (f", load average at start {load}" if load else "")
+        + f", {fig.get('runs', m['runs'])} runs."
+    )
+
+
+_FIG9_CASES = {
+    "sqlite-1": "SQLite, 1 gateway",
+    "pg-1": "PostgreSQL, 1 instance",
+    "pg-2": "PostgreSQL, 2 instances",
+    "pg-3": "PostgreSQL, 3 instances",
+}
+
+
+def _fig9_label(case: str) -> str:
+    engine, n = case.split("-")
+    return _FIG9_CASES.get(case, f"{'PostgreSQL' if engine == 'pg' else engine}, {n}")
+
+
+def _fig9(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+    mix = f["mix"]
+    settings = ", ".join(f"`{k}={v}`" for k, v in f.get("pg_settings", {}).items())
+    lines = [
+        "## 9. Several gateway instances on one PostgreSQL, beside one on SQLite (issue #11)",
+        "",
+        f"The whole corpus mix (`--count {f['corpus_count']} --seed 7`): {mix['messages']} "
+        f"messages in {mix['waves']} waves, {mix['with_attachments']} scanned by one real "
+        "clamd shared by all instances. K sessions **in total**, opened round-robin across the "
+        "instances (as senders spread over equal-preference MX hosts), reused, raw asyncio "
+        "client in its own process. Each instance is a `gateway run` process configured as "
+        "docs/scaling.md says (own `[gateway] instance`, one secret and key file, one shared "
+        "blob folder, one `database_url`). Every case is fresh processes on a fresh database "
+        "(PostgreSQL: dropped after the case and a CHECKPOINT forced); cases in the order of "
+        "the table within each run. PostgreSQL "
+        f"{f.get('pg_version') or '(not run)'}, a private cluster on 127.0.0.1 with the "
+        f"durability of production: {settings or '–'}; everything else default "
+        + (
+            "(as read back: "
+            + ", ".join(f"`{k}` {v}" for k, v in f["pg_effective"].items())
+            + "). "
+            if f.get("pg_effective")
+            else ". "
+        )
+        + "SQLite: WAL, `synchronous=FULL`, as in figure 1.",
+        "",
+    ]
+    for k, cell in f["cells"].items():
+        lines += [
+            f"**K = {k}**",
+            "",
+            "| store, instances | msg/s | p50 / p99 ms | / SQLite 1 | CPU µs per message: "
+            "gateways · PostgreSQL · clamd · client | cores busy: ours · whole machine "
+            "| accepted of sent | stored once |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for case, c in cell.items():
+            cpu = " · ".join(
+                fmt(c.get(f"cpu_us_per_msg_{p}"))
+                for p in ("gateways", "postgresql", "clamd", "client")
+            )
+            lines.append(
+                f"| {_fig9_label(case)} | {fmt(c['rate'])} | {fmt(c['p50_ms'], 1)} / "
+                f"{fmt(c['p99_ms'], 1)} | {fmt(c['ratio_to_sqlite1'], 2)} | {cpu} | "
+                f"{fmt(_ours(c), 2)} · {fmt(c.get('cores_machine'), 2)} | "
+                f"{c['codes'].get('250', 0)} of {c['sent']} | "
+                f"{'yes' if c['exactly_once'] else '**NO**'} |"
+            )
+        lines.append("")
+    lines += _fig9_checks(f)
+    lines += _reading_fig9(f)
+    return lines
+
+
+def _fig9_checks(f: dict[str, Any]) -> list[str]:
+    rows = []
+    faults: dict[str, int] = {}
+    for k, cell in f["cells"].items():
+        for case, c in cell.items():
+            rows.append(f"K={k} {case} {c['rows']}")
+            for name, n in c.get("faults", {}).items():
+                faults[name] = faults.get(name, 0) + n
+    text = (
+        "Stored message rows after each case (the corpus repeats some mails, stored once): "
+        + "; ".join(rows)
+        + ". *Stored once* means: no `(tenant, message_key)` twice, and as many rows as the "
+        "SQLite gateway stored from the same mail in the same run, less at most one per "
+        "message not accepted (a 4xx stores nothing and the sender retries)."
+    )
+    if faults:
+        text += (
+            " Deferred (451) by the gateways, from their `pipeline_fault` log lines: "
+            + ", ".join(f"{name} ×{n}" for name, n in sorted(faults.items()))
+            + "."
+        )
+        if any("DeadlockDetected" in name for name in faults):
+            text += (
+                " The `DeadlockDetected` ones are units caught in a deadlock alone (a batch "
+                "of one), or again when the writer retried a broken batch's units one by one."
+            )
+        if any("ticket_counters" in name for name in faults):
+            text += (
+                " The `UniqueViolation` ones on `ticket_counters` are the first ticket of a "
+                "tenant on a fresh database raced by two instances (`store/repos.new_ticket` "
+                "inserts the tenant's counter row when it is missing, and a unit that loses "
+                "that race alone is not retried): a 451 the sender retries, nothing lost, "
+                "once per tenant in the life of a database, seen here only because every case "
+                "starts on an empty one."
+            )
+    skipped = f.get("skipped") or {}
+    for part, why in skipped.items():
+        text += f" Skipped: {part}: {why}."
+    return [text, ""]
+
+
+def _ours(c: dict[str, Any]) -> dict[str, Any]:
+    """Cores the figure's own processes kept busy, per run (gateways + PostgreSQL + clamd +
+    load client)."""
+    from bench.common import summary
+
+    parts = [c[f"cores_{p}"]["runs"] for p in ("gateways", "postgresql", "clamd", "client")]
+    return summary([sum(v) for v in zip(*parts, strict=True)])
+
+
+def _cpu_total(c: dict[str, Any]) -> float:
+    parts = ("gateways", "postgresql", "clamd", "client")
+    return sum(med(c.get(f"cpu_us_per_msg_{p}")) or 0 for p in parts)
+
+
+def _reading_fig9(f: dict[str, Any]) -> list[str]:
+    cells = f["cells"]
+    top = list(cells)[-1]
+    cell = cells[top]
+    pg = [c for c in cell if c.startswith("pg-")]
+    if not pg:
+        return [
+            "**Reading.** PostgreSQL was not run (see *Skipped*), so this run has no figure "
+            "for several instances.",
+            "",
+        ]
+    first, last = pg[0], pg[-1]
+    n_last = last.split("-")[1]
+    ratios = ", ".join(
+        f"{case.split('-')[1]}: {fmt(cell[case]['ratio_to_sqlite1'], 2)}" for case in pg
+    )
+    cores = 2  # this machine's; the header names it
+    one = cell[first]
+    lines = [
+        "**Reading.** At K="
+        f"{top} the rate relative to one SQLite gateway ({fmt(cell['sqlite-1']['rate'])} "
+        f"msg/s) is, by number of PostgreSQL instances, {ratios}. "
+        f"All instances share this machine's {cores} cores with each other, with PostgreSQL, "
+        "with clamd and with the load client, so the figure shows what the multi-instance "
+        "setup costs and where one machine's ceiling is, not the capacity of several "
+        "machines.",
+        "",
+        f"**One instance on PostgreSQL** against one on SQLite: the gateway process spends "
+        f"{fmt(one.get('cpu_us_per_msg_gateways'))} µs of CPU per message against "
+        f"{fmt(cell['sqlite-1'].get('cpu_us_per_msg_gateways'))} µs, and PostgreSQL another "
+        f"{fmt(one.get('cpu_us_per_msg_postgresql'))} µs; all parties together "
+        f"{_n(_cpu_total(one))} against {_n(_cpu_total(cell['sqlite-1']))} µs. The gateway "
+        f"process keeps {fmt(one.get('cores_gateways'), 2)} of a core busy (SQLite: "
+        f"{fmt(cell['sqlite-1'].get('cores_gateways'), 2)}): "
+        + (
+            "one instance is bound by its own process (one event loop and one writer thread "
+            "under one GIL), and on PostgreSQL it also waits for each batch's round trips "
+            "and commit."
+            if (med(one.get("cores_gateways")) or 0) >= 0.8
+            else "it is not CPU-bound on its own; it waits, for each batch's round trips and "
+            "commit to the server, or for the cores the rest of the machine holds (busy "
+            f"{fmt(one.get('cores_machine'), 2)} of {cores})."
+        ),
+        "",
+    ]
+    dl = {case: med(_as_summary(cell[case].get("deadlocks"))) or 0 for case in pg}
+    rels = {}
+    for case in pg:
+        rels.update(cell[case].get("deadlocks_by_relation", {}))
+    busy = fmt(cell[last].get("cores_machine"), 2)
+    timeout_s = _seconds(f.get("pg_effective", {}).get("deadlock_timeout", "1s"))
+    if any(dl[c] for c in pg[1:]):
+        rel = ", ".join(f"`{r}`" for r in sorted(rels)) or "?"
+        text = (
+            "**What bounds two and more instances: row-lock deadlocks, not the CPU.** "
+            "PostgreSQL detected and broke "
+            + ", ".join(f"{_n(dl[c])} with {c.split('-')[1]}" for c in pg)
+            + f" deadlocks per run (median, K={top}), on {rel}; the p99 is about "
+            f"`deadlock_timeout` ({timeout_s:g} s, the default) and its multiples, because "
+            "PostgreSQL only looks for a deadlock after a lock wait has lasted that long, and "
+            "both batches stall meanwhile. Seconds lost to deadlock detection per second of "
+            "run (deadlocks × `deadlock_timeout` / run length, median of runs; stalls of "
+            "different pairs of instances overlap, so it can pass 1): "
+            + ", ".join(
+                f"{c.split('-')[1]} instances at K={k} {share:.2f}"
+                for k in cells
+                for c in pg[1:]
+                if (share := _stall_share(f, k, c, timeout_s)) is not None
+            )
+            + ". "
+            f"With {n_last} instances the figure's own processes kept only "
+            f"{fmt(_ours(cell[last]), 2)} of {cores} cores busy, against "
+            f"{fmt(_ours(one), 2)} with one instance under the same conditions (the whole "
+            f"machine: {busy}, others' work included), so they were mostly waiting."
+        )
+        if "ticket_counters" in rels:
+            text += (
+                " The cause is in the store: each gateway commits a batch of messages in one "
+                "transaction, and every new ticket increments its tenant's row in "
+                "`ticket_counters` (`store/repos.new_ticket`), holding that row's lock until "
+                "the batch commits. Two instances whose batches create tickets for two "
+                "tenants in opposite orders wait for each other; even without a deadlock, "
+                "the instances take turns on each tenant's counter row, one batch at a time. "
+                "Taking the counters in one fixed order per batch (or numbering tickets "
+                "outside the batch's transaction) would remove the deadlocks; the turn-taking "
+                "on one row per tenant would remain the ceiling of shared ingest."
+            )
+        lines += [text, ""]
+    else:
+        total = _cpu_total(cell[last])
+        saturated = (med(cell[last].get("cores_machine")) or 0) >= 0.9 * cores
+        lines += [
+            "**What bounds two and more instances.** "
+            + (
+                f"The CPU: the whole machine was busy {busy} of {cores} cores during the "
+                f"{n_last}-instance runs, {fmt(_ours(cell[last]), 2)} of them the figure's own "
+                "processes (the rest is whatever else ran on the machine meanwhile). "
+                if saturated
+                else f"Not the CPU alone: the whole machine was busy only {busy} of {cores} "
+                f"cores during the {n_last}-instance runs ({fmt(_ours(cell[last]), 2)} of them "
+                "the figure's processes), so the instances also wait (commits, row locks). "
+            )
+            + f"All parties together spend {_n(total)} µs of CPU per message with {n_last} "
+            f"instances, so {cores} cores cap the rate near "
+            f"{_n(cores * 1e6 / (total or 1))} msg/s even with the machine to themselves. "
+            "More instances add per-process overhead and split the K sessions, so each "
+            "instance's group commit gathers fewer messages per transaction.",
+            "",
+        ]
+    return lines
+
+
+def _seconds(setting: str) -> float:
+    """A PostgreSQL time setting as SHOW prints it (``1s``, ``500ms``, ``1min``)."""
+    for unit, scale in (("ms", 1e-3), ("min", 60.0), ("s", 1.0), ("h", 3600.0)):
+        if setting.endswith(unit):
+            return float(setting[: -len(unit)]) * scale
+    return float(setting) * 1e-3  # a bare number is milliseconds
+
+
+def _stall_share(f: dict[str, Any], k: str, case: str, timeout_s: float) -> float | None:
+    """Seconds of batch stalls (deadlock_timeout each) per second of the case's load run."""
+    runs = f.get("raw", {}).get(k, {}).get(case, [])
+    shares = [
+        sum(r.get("deadlocks", {}).values()) * timeout_s / r["secs"] for r in runs if r["secs"]
+    ]
+    return med(_as_summary(shares))
+
+
+def _as_summary(values: list[float] | None) -> dict[str, Any]:
+    from bench.common import summary
+
+    return summary(values or [])
 
 
 def _targets(figs: dict[str, Any]) -> list[str]:

@@ -4,12 +4,15 @@ Why raw and separate: PERF.md measured aiosmtplib's client CPU per message at
 about the server's own, so a client sharing the server's core or loop halves
 what is measured. This one costs ~150 µs per message.
 
-    python bench/smtp_client.py PORT LOADFILE K
+    python bench/smtp_client.py PORT[,PORT...] LOADFILE K
 
 LOADFILE is a pickle of waves, each a list of (rcpt, dot-stuffed payload).
 Waves are delivered in order, each fully answered before the next starts
 (the corpus's delivery contract); inside a wave K sessions (reused
-connections) take the next message from a shared queue. Latency is from the
+connections) take the next message from a shared queue. With several ports
+(several gateway instances, as a sender sees several MX hosts) the K
+sessions are opened round-robin across them and the 250s are also counted
+per port. Latency is from the
 end of DATA (the payload and its final ".") to the reply. Only 250 counts as
 accepted; other codes are counted by class. Prints one JSON object.
 Stdlib only, bounded by a 600 s overall timeout.
@@ -25,18 +28,21 @@ import time
 from collections import Counter
 
 
-async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dict[str, object]:
+async def run(
+    ports: list[int], waves: list[list[tuple[str, bytes]]], conc: int
+) -> dict[str, object]:
     lat: list[float] = []
     tx: list[float] = []  # MAIL FROM to the reply after DATA, for comparison with PERF.md
     codes: Counter[str] = Counter()
+    per_port: Counter[str] = Counter()
     sessions = []
 
-    async def opened() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def opened(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
         r, w = await asyncio.open_connection("127.0.0.1", port)
         await reply(r)
         w.write(b"EHLO bench.client.test\r\n")
         await reply(r)
-        return r, w
+        return r, w, port
 
     async def reply(r: asyncio.StreamReader) -> bytes:
         while True:
@@ -47,10 +53,10 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
                 return line
 
     async def worker(
-        rw: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        rw: tuple[asyncio.StreamReader, asyncio.StreamWriter, int],
         queue: list[tuple[str, bytes]],
     ) -> None:
-        r, w = rw
+        r, w, port = rw
         while queue:
             rcpt, payload = queue.pop()
             t_mail = time.perf_counter()
@@ -82,11 +88,12 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
             codes[code] += 1
             if code == "250":
                 t1 = time.perf_counter()
+                per_port[str(port)] += 1
                 lat.append(t1 - t0)
                 tx.append(t1 - t_mail)
 
-    for _ in range(conc):
-        sessions.append(await opened())
+    for i in range(conc):
+        sessions.append(await opened(ports[i % len(ports)]))
     t0 = time.perf_counter()
     sent = 0
     for wave in waves:
@@ -94,7 +101,7 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
         sent += len(wave)
         await asyncio.gather(*(worker(s, queue) for s in sessions))
     secs = time.perf_counter() - t0
-    for _, w in sessions:
+    for _, w, _ in sessions:
         w.write(b"QUIT\r\n")
         w.close()
     lat.sort()
@@ -110,6 +117,7 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
         "sent": sent,
         "accepted": accepted,
         "codes": dict(codes),
+        "accepted_per_port": dict(per_port),
         "secs": secs,
         "rate": accepted / secs if secs else 0.0,
         "p50_ms": pct(0.50),
@@ -121,10 +129,11 @@ async def run(port: int, waves: list[list[tuple[str, bytes]]], conc: int) -> dic
 
 
 def main() -> int:
-    port, path, conc = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    ports = [int(p) for p in sys.argv[1].split(",")]
+    path, conc = sys.argv[2], int(sys.argv[3])
     with open(path, "rb") as f:
         waves = pickle.load(f)
-    result = asyncio.run(asyncio.wait_for(run(port, waves, conc), 600))
+    result = asyncio.run(asyncio.wait_for(run(ports, waves, conc), 600))
     print(json.dumps(result))
     return 0
 

@@ -59,14 +59,24 @@ def pg_bin() -> Path:
 
 
 class Cluster:
-    """One ``postgres`` server of our own; ``durable=False`` trades fsync for test speed."""
+    """One ``postgres`` server of our own; ``durable=False`` trades fsync for test speed.
 
-    def __init__(self, *, durable: bool = False, max_connections: int = 300) -> None:
+    ``settings`` are more ``-c name=value`` server settings (the benchmark states its
+    tuning this way rather than keeping a second copy of this harness)."""
+
+    def __init__(
+        self,
+        *,
+        durable: bool = False,
+        max_connections: int = 300,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
         self.durable = durable
         self.max_connections = max_connections
+        self.settings = dict(settings or {})
         self._seq = 0
 
     def _as_postgres(self, *args: str, timeout: float = START_TIMEOUT) -> None:
@@ -96,6 +106,7 @@ class Cluster:
         ]
         if not self.durable:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        opts += [f"-c {name}={value}" for name, value in self.settings.items()]
         self._as_postgres(
             str(binary / "pg_ctl"), "-D", str(self.data), "-o", " ".join(opts),
             "-l", str(self.dir / "log"), "-w", "-t", str(int(START_TIMEOUT)), "start",
