@@ -34,13 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from store.errors import StoreUnavailable
 from store.faults import crash_point, is_message_commit
-from store.models import ticket_counters
+from store.models import ticket_counters, tickets
 
 __all__ = ["ATTEMPTS", "Work", "Writer", "for_tenants"]
 
@@ -64,6 +64,30 @@ def for_tenants(work: Work[T], tenants: Iterable[str]) -> Work[T]:
     """Mark ``work`` as one that may number tickets for ``tenants`` (see the module doc)."""
     setattr(work, _TENANTS, tuple(tenants))
     return work
+
+
+def _lock_counters(conn: Connection, tenants: list[str]) -> None:
+    """Lock the tenants' counter rows in sorted order, making the missing ones first
+    (a tenant's first ticket on a new database), also in sorted order: two instances
+    inserting two new tenants' rows crosswise would deadlock just the same."""
+    if not tenants:
+        return
+    found = set(conn.execute(_LOCK_COUNTERS, {"tenants": tenants}).scalars())
+    missing = [t for t in tenants if t not in found]
+    if not missing:
+        return
+    from sqlalchemy.dialects.postgresql import insert
+
+    for tenant in missing:
+        start = select(func.coalesce(func.max(tickets.c.number), 0)).where(
+            tickets.c.tenant == tenant
+        )
+        conn.execute(
+            insert(ticket_counters)
+            .values(tenant=tenant, last_number=start.scalar_subquery())
+            .on_conflict_do_nothing(index_elements=[ticket_counters.c.tenant])
+        )
+    conn.execute(_LOCK_COUNTERS, {"tenants": missing})
 
 
 def _transient(exc: BaseException) -> bool:
@@ -156,9 +180,7 @@ class Writer:
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         with self._tx_engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                tenants = sorted({t for w in works for t in getattr(w, _TENANTS, ())})
-                if tenants:
-                    conn.execute(_LOCK_COUNTERS, {"tenants": tenants})
+                _lock_counters(conn, sorted({t for w in works for t in getattr(w, _TENANTS, ())}))
             results = [w(conn) for w in works]
             if any(is_message_commit(w) for w in works):
                 crash_point("before_commit")

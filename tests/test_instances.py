@@ -259,7 +259,8 @@ def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> 
 
 def _crossed_tickets(url: str, *, ordered: bool) -> tuple[int, list[tuple[str, int]]]:
     """Two writers (two instances' worth) each number a ticket for tenant a and one for
-    b, in opposite orders, meeting in the middle: the classic lock-order deadlock."""
+    b, in opposite orders, meeting in the middle: the classic lock-order deadlock. On a
+    new database, so the counter rows are made on the way (their inserts cross too)."""
     meet = threading.Barrier(2)
 
     def crossed(first: str, second: str) -> Work[None]:
@@ -274,8 +275,6 @@ def _crossed_tickets(url: str, *, ordered: bool) -> tuple[int, list[tuple[str, i
     async def go() -> int:
         writers = [Writer(create_writer_engine(url)) for _ in range(2)]
         try:
-            for t in ("a", "b"):  # the counters exist (a tenant's first ticket makes its row)
-                await writers[0].submit(lambda c, t=t: repos.new_ticket(c, t, t.upper(), "x"))
             await asyncio.gather(
                 writers[0].submit(crossed("a", "b")), writers[1].submit(crossed("b", "a"))
             )
@@ -298,7 +297,7 @@ def test_crossed_ticket_numbering_does_not_deadlock_on_postgresql(tmp_path: Path
     """Marked units lock the tenants' counters in one order first: no deadlock, so no
     one-second stall (deadlock_timeout) and no retry. Unmarked, the same units deadlock,
     and the loser is run again rather than failed: every ticket is made either way."""
-    want = [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+    want = [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
     cluster = session_cluster()
     for ordered in (False, True):
         url = cluster.url(cluster.new_database("cross"))
