@@ -9,6 +9,10 @@ message, moves it to the quarantine folder with an audit event, so one bad
 message never blocks the rest. Every IMAP command has a timeout (a server
 that vanishes during IDLE would otherwise hang us), and a lost session
 reconnects with jittered exponential backoff.
+
+TLS fails closed (``gateway/imap_tls.py``): with ``tls`` or ``starttls`` nothing is
+logged in or fetched until the server's certificate is verified, and a refusal shows
+as the mailbox's ``last_error`` on /status and as an ``imap.tls_refused`` error log.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import asyncio
 import contextlib
 import random
 import re
-import ssl
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ import aioimaplib
 import structlog
 from sqlalchemy.engine import Connection
 
+from gateway.imap_tls import describe_failure, starttls, tls_context
 from gateway.pipeline import Pipeline
 from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig, ImapMailbox, Tenant
@@ -114,9 +118,11 @@ class MailboxWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every fault ends the session; we come back
-                self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning(
-                    "imap.session_lost",
+                tls = describe_failure(exc)
+                self.state.last_error = (tls or f"{type(exc).__name__}: {exc}")[:300]
+                # A TLS refusal will not cure itself: an error, not the warning of a blip.
+                (log.error if tls else log.warning)(
+                    "imap.tls_refused" if tls else "imap.session_lost",
                     tenant=self.tenant.slug,
                     mailbox=self.box.key,
                     error=self.state.last_error,
@@ -135,6 +141,10 @@ class MailboxWorker:
         imap = self._client(lambda _exc: lost.set())
         try:
             await self._call(imap.wait_hello_from_server(), "greeting", check=False)
+            if box.security == "starttls":
+                await self._call(
+                    starttls(imap, tls_context(box), box.host), "STARTTLS", check=False
+                )
             await self._call(imap.login(box.username, box.password), "LOGIN")
             self.state.connected = True
             for folder in (box.processed_folder, box.quarantine_folder):
@@ -198,14 +208,12 @@ class MailboxWorker:
     def _client(self, on_lost: Any) -> aioimaplib.IMAP4:
         box = self.box
         if box.security == "tls":
-            context = ssl.create_default_context(
-                cafile=str(box.ca_file) if box.ca_file is not None else None
-            )
             client = aioimaplib.IMAP4_SSL(
-                box.host, box.port, timeout=box.timeout, ssl_context=context
+                box.host, box.port, timeout=box.timeout, ssl_context=tls_context(box)
             )
             client.protocol.conn_lost_cb = on_lost
             return client
+        # "starttls" starts here too, in plaintext; _session upgrades it before LOGIN.
         return aioimaplib.IMAP4(box.host, box.port, timeout=box.timeout, conn_lost_cb=on_lost)
 
     async def _check_uidvalidity(self, uidvalidity: int) -> None:

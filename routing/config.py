@@ -79,7 +79,7 @@ class ImapMailbox:
     host: str
     username: str
     port: int = 993
-    security: str = "tls"  # tls | none (plain only to 127.0.0.1)
+    security: str = "tls"  # tls | starttls | none (plain only to 127.0.0.1)
     password: str = field(default="", repr=False)
     folder: str = "INBOX"
     processed_folder: str = "Processed"
@@ -578,17 +578,22 @@ def _mailboxes(
         for key, value in (("host", host), ("username", username)):
             if not value:
                 c.error(f"{mb}.{key}", "required")
+        # Implicit TLS is the default, as RFC 8314 recommends; STARTTLS for servers without it.
         security = c.take(m, "security", mb, str, "tls")
-        if security not in ("tls", "none"):
-            c.error(f"{mb}.security", "must be 'tls' or 'none' (STARTTLS is not supported yet)")
+        if security not in ("tls", "starttls", "none"):
+            c.error(f"{mb}.security", "must be 'tls', 'starttls' or 'none'")
         if security == "none" and host not in ("127.0.0.1", "::1", "localhost"):
-            c.error(f"{mb}.security", "plain IMAP only to 127.0.0.1; use 'tls'")
+            c.error(f"{mb}.security", "plain IMAP only to 127.0.0.1; use 'tls' or 'starttls'")
         stored = c.take(m, "password", mb, str, "")
         password = _decrypt(c, stored, f"{mb}.password", slug, key_file) if stored else ""
         address = c.take(m, "address", mb, str, addresses[0] if addresses else "").lower()
         if addresses and address not in addresses:
             c.error(f"{mb}.address", f"must be one of the tenant's addresses {addresses}")
         ca_file = c.take(m, "ca_file", mb, str, "")
+        if ca_file and security == "none":
+            c.error(f"{mb}.ca_file", "only used with security 'tls' or 'starttls'")
+        elif ca_file and not (base_dir / ca_file).is_file():
+            c.error(f"{mb}.ca_file", f"no such file: {base_dir / ca_file}")
         values: dict[str, Any] = {
             "port": c.take(m, "port", mb, int, 993 if security == "tls" else 143),
             "folder": c.take(m, "folder", mb, str, d.folder),

@@ -29,6 +29,7 @@ SQLITE_ONLY = {
     "test_config.py": "no store",
     "test_deploy.py": "no store",
     "test_dovecot_harness.py": "the harness itself",
+    "test_imap_tls.py": "TLS does not touch the engine",
     "test_i18n.py": "no store",
     "test_logs.py": "no store",
     "test_ops_status.py": "reads the status file",

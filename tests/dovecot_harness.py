@@ -3,8 +3,15 @@
 The IMAP poller must be tested against a server that really does IDLE, MOVE, UIDPLUS,
 disconnects and UIDVALIDITY changes, which no fake does faithfully. The config follows
 REAL-PARTS.md section "Dovecot IMAP" (as root in a sandbox): everything Dovecot writes lives
-under ``workdir``, it listens on 127.0.0.1 only, plaintext LOGIN without TLS, maildirs owned by
-``nobody:nogroup``. Mail is placed, counted and disturbed with ``doveadm -c <conf>``, which
+under ``workdir``, it listens on 127.0.0.1 only, maildirs owned by ``nobody:nogroup``.
+
+TLS is real too: a private CA and a server certificate for ``127.0.0.1`` / ``localhost`` are made
+once per test session (``cryptography``, EC P-256: milliseconds, so start time does not grow),
+Dovecot runs with ``ssl = yes`` and offers STARTTLS on ``port`` and implicit TLS on
+``imaps_port``; ``ca_file`` is the CA a client must trust. TLS is offered, not required: plaintext
+LOGIN on ``port`` stays allowed, as the plain tests need. ``Dovecot(..., tls=False)`` runs with
+``ssl = no`` (no STARTTLS advertised, no imaps listener), which is what a server that cannot
+do TLS looks like. Mail is placed, counted and disturbed with ``doveadm -c <conf>``, which
 works on the same config and therefore on the same instance.
 
 Use the ``dovecot`` session fixture (users ``support`` and ``help``, password ``secret``) for a
@@ -26,6 +33,9 @@ Re-export in ``tests/conftest.py``::
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
+import ipaddress
 import os
 import re
 import shutil
@@ -40,6 +50,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.ports import free_port
 
@@ -49,8 +63,10 @@ __all__ = [
     "Dovecot",
     "DovecotError",
     "DovecotStartError",
+    "SessionPKI",
     "dovecot",
     "dovecot_factory",
+    "session_pki",
 ]
 
 DOVECOT_BINARY = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -72,6 +88,86 @@ class DovecotStartError(RuntimeError):
 
 class DovecotError(RuntimeError):
     """A ``doveadm`` command failed; the message carries its output."""
+
+
+class SessionPKI:
+    """PEM bytes of a private CA and of a server certificate it signed (127.0.0.1, localhost)."""
+
+    def __init__(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        self.ca_pem, self.cert_pem, self.key_pem = ca_pem, cert_pem, key_pem
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = (
+            builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                critical=False,
+            )
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+@functools.cache
+def session_pki() -> SessionPKI:
+    """The session's CA and server certificate, made on first use and shared by every instance.
+
+    Python 3.13's default context sets VERIFY_X509_STRICT, so the CA has key usage and both
+    certificates have key identifiers: a certificate without them would fail for the wrong
+    reason.
+    """
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("helpdesk-test CA", ca_key, None, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate("127.0.0.1", key, ca.subject, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    return SessionPKI(
+        ca.public_bytes(pem),
+        cert.public_bytes(pem),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
 
 
 def _make_traversable(path: Path) -> None:
@@ -122,13 +218,17 @@ class Dovecot:
 
     host: str = "127.0.0.1"
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, users: dict[str, str] | None = None, *, tls: bool = True
+    ) -> None:
         self.workdir = Path(workdir)
+        self.tls = tls
         self.users = dict(users if users is not None else {"support": "secret"})
         for name, password in self.users.items():
             if not name or any(c in name for c in ":/\n") or ":" in password or "\n" in password:
                 raise ValueError(f"user name or password unusable in a passwd-file: {name!r}")
-        self.port = free_port()
+        self.port = free_port()  # plaintext, STARTTLS offered when ``tls``
+        self.imaps_port = free_port() if tls else 0  # implicit TLS; 0: no listener
         self.instance_name = f"helpdesk-test-{uuid.uuid4().hex[:12]}"
         self.base_dir = self.workdir / "run"
         self.state_dir = self.workdir / "state"
@@ -138,6 +238,9 @@ class Dovecot:
         self.log_path = self.workdir / "dovecot.log"
         self.out_path = self.workdir / "dovecot.out"
         self.pid_path = self.base_dir / "master.pid"
+        self.ca_file = self.workdir / "ca.pem"  # what a client trusts to verify this server
+        self.cert_path = self.workdir / "server.pem"
+        self.key_path = self.workdir / "server.key"
         self.start_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -150,6 +253,13 @@ class Dovecot:
 
     def config_text(self) -> str:
         """The dovecot.conf we run with (complete: nothing from /etc/dovecot is included)."""
+        if self.tls:
+            # ssl = yes offers TLS without requiring it (that would be ssl = required);
+            # no ssl_dh: the ECDHE suites need none, and Dovecot 2.3 starts without it.
+            ssl = f"ssl = yes\nssl_cert = <{self.cert_path}\nssl_key = <{self.key_path}"
+            imaps_ssl = "\n    ssl = yes"
+        else:
+            ssl, imaps_ssl = "ssl = no", ""
         return f"""\
 # Written by tests/dovecot_harness.py (REAL-PARTS.md, "Dovecot IMAP")
 base_dir = {self.base_dir}
@@ -157,7 +267,7 @@ state_dir = {self.state_dir}
 instance_name = {self.instance_name}
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 log_path = {self.log_path}
@@ -178,7 +288,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.imaps_port}{imaps_ssl}
   }}
   chroot =
 }}
@@ -202,6 +313,13 @@ service anvil {{
             "".join(f"{name}:{{PLAIN}}{pw}::::::\n" for name, pw in self.users.items())
         )
         self.users_path.chmod(0o644)
+        if self.tls:
+            pki = session_pki()
+            self.ca_file.write_bytes(pki.ca_pem)
+            self.ca_file.chmod(0o644)
+            self.cert_path.write_bytes(pki.cert_pem)
+            self.key_path.write_bytes(pki.key_pem)
+            self.key_path.chmod(0o600)  # read by Dovecot's config process, which runs as root
         self.conf_path.write_text(self.config_text())
         self.conf_path.chmod(0o644)
         for name in self.users:
@@ -432,12 +550,12 @@ def dovecot() -> Iterator[Dovecot]:
 
 @pytest.fixture
 def dovecot_factory() -> Iterator[Callable[..., Dovecot]]:
-    """Start private Dovecot instances (``dovecot_factory({"u": "pw"})``); each is stopped by
-    pid at the end of the test, whatever the test did to it."""
+    """Start private Dovecot instances (``dovecot_factory({"u": "pw"})``, ``tls=False`` for one
+    without TLS); each is stopped by pid at the end of the test, whatever the test did to it."""
     started: list[Dovecot] = []
 
-    def factory(users: dict[str, str] | None = None) -> Dovecot:
-        instance = Dovecot(_workdir(), users)
+    def factory(users: dict[str, str] | None = None, *, tls: bool = True) -> Dovecot:
+        instance = Dovecot(_workdir(), users, tls=tls)
         started.append(instance)
         return _start_or_fail(instance)
 

@@ -171,3 +171,55 @@ def test_tokens_are_bound_to_tenant_ticket_and_agent() -> None:
     agent = make_token(key, "acme", 42, "alice@acme.test")
     claim = read_token(key, "acme", agent.upper())
     assert claim is not None and claim.agent_code is not None
+
+
+IMAP_BOXES = """[gateway]
+hostname = "h.test"
+
+[[tenants]]
+slug = "acme"
+addresses = ["support@acme.test"]
+{boxes}"""
+
+
+def _box(username: str, host: str = "imap.acme.test", **keys: str) -> str:
+    return f'\n[[tenants.imap]]\nhost = "{host}"\nusername = "{username}"\n' + "".join(
+        f'{k} = "{v}"\n' for k, v in keys.items()
+    )
+
+
+def test_imap_security_defaults_to_implicit_tls_and_allows_starttls(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("")
+    boxes = (
+        _box("a")
+        + _box("b", security="starttls", ca_file="ca.pem")
+        + _box("c", security="tls", ca_file="ca.pem")
+        + _box("d", host="127.0.0.1", security="none")
+    )
+    cfg = load_config(_write(tmp_path, IMAP_BOXES.format(boxes=boxes)))
+    got = [(m.username, m.security, m.port, m.ca_file) for m in cfg.tenants[0].imap]
+    assert got == [
+        ("a", "tls", 993, None),  # RFC 8314: implicit TLS unless told otherwise
+        ("b", "starttls", 143, tmp_path / "ca.pem"),
+        ("c", "tls", 993, tmp_path / "ca.pem"),
+        ("d", "none", 143, None),
+    ]
+
+
+def test_imap_security_errors_name_their_lines(tmp_path: Path) -> None:
+    boxes = (
+        _box("a", security="none")  # plaintext to a remote server
+        + _box("b", security="ssl")
+        + _box("c", host="127.0.0.1", security="none", ca_file="ca.pem")
+        + _box("d", security="starttls", ca_file="missing.pem")
+    )
+    p = _write(tmp_path, IMAP_BOXES.format(boxes=boxes))
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.problems == [
+        f"{p}:11: tenants[0].imap[0].security: plain IMAP only to 127.0.0.1; use 'tls' or "
+        "'starttls'",
+        f"{p}:16: tenants[0].imap[1].security: must be 'tls', 'starttls' or 'none'",
+        f"{p}:22: tenants[0].imap[2].ca_file: only used with security 'tls' or 'starttls'",
+        f"{p}:28: tenants[0].imap[3].ca_file: no such file: {tmp_path / 'missing.pem'}",
+    ]

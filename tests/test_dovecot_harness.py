@@ -1,6 +1,6 @@
 """The Dovecot harness against the stdlib imaplib: the poller's tests trust these behaviours
-(login, delivery, capabilities, UID MOVE, disconnects, UIDVALIDITY changes, clean stop), so
-they are checked here on the real server rather than assumed."""
+(login, delivery, capabilities, UID MOVE, disconnects, UIDVALIDITY changes, clean stop, TLS
+with the session's CA), so they are checked here on the real server rather than assumed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import imaplib
 import os
 import pwd
 import re
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -154,3 +155,28 @@ def test_stop_leaves_no_process_and_restart_keeps_mail(
     assert server.count("support") == 1
     with imap(server) as conn:
         assert conn.select("INBOX") == ("OK", [b"1"])
+
+
+def test_tls_verifies_with_the_harness_ca_and_only_with_it(dovecot: Dovecot) -> None:  # noqa: F811
+    trusted = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    with imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=trusted) as conn:
+        conn.login("support", "secret")
+        assert conn.sock.version() in ("TLSv1.2", "TLSv1.3")
+    for host in ("127.0.0.1", "localhost"):  # both names are in the certificate
+        conn = imaplib.IMAP4(host, dovecot.port, timeout=10)
+        assert "STARTTLS" in conn.capabilities
+        assert conn.starttls(trusted)[0] == "OK"
+        conn.login("support", "secret")
+        conn.logout()
+    system = ssl.create_default_context()  # the system store does not know our CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port, ssl_context=system)
+
+
+def test_without_tls_no_starttls_is_offered(
+    dovecot_factory: Callable[..., Dovecot],  # noqa: F811
+) -> None:
+    server = dovecot_factory(tls=False)
+    assert server.imaps_port == 0
+    with imap(server) as conn:  # plaintext login still works
+        assert "STARTTLS" not in conn.capabilities
