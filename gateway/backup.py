@@ -6,7 +6,8 @@ snapshot of one committed state while the daemon goes on writing. Blobs are
 written and fsynced *before* the commit that names them, so every blob the
 snapshot names already exists when the snapshot is taken; the folder is copied
 after it, and the archive is checked to hold every blob the snapshot names (a
-retention purge in between would otherwise go unnoticed).
+retention purge in between would otherwise go unnoticed). With the database
+blob store the blobs are rows, inside the snapshot itself, and count as held.
 
 Encryption: AES-256-GCM in 1 MiB chunks (the STREAM construction: a random
 nonce prefix, a chunk counter and a last-chunk flag in each nonce, the header
@@ -76,6 +77,14 @@ def _named(conn: sqlite3.Connection) -> set[str]:
     if "raw_purged_at" in columns:
         raw += " WHERE raw_purged_at IS NULL"
     return {r[0] for r in conn.execute(f"SELECT sha256 FROM attachments UNION {raw}")}
+
+
+def _blob_rows(conn: sqlite3.Connection) -> set[str]:
+    """The blobs the database holds itself (``[gateway] blobs = "database"``): they travel
+    inside the snapshot; none where the schema has no such table yet."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone():
+        return set()
+    return {r[0] for r in conn.execute("SELECT sha256 FROM blobs")}
 
 
 class BackupError(Exception):
@@ -304,6 +313,7 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
             src.close()
         try:
             named = _named(dst)
+            rows = _blob_rows(dst)
             tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
             messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
         finally:
@@ -324,7 +334,7 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
             sealer.finish()
             f.flush()
             os.fsync(f.fileno())
-        missing = named - blobs
+        missing = named - blobs - rows
         if missing:
             part.unlink(missing_ok=True)
             raise BackupError(
@@ -339,7 +349,7 @@ def make_backup(config: GatewayConfig, out_dir: Path, key: bytes, now: datetime)
         size=final.stat().st_size,
         tickets=tickets,
         messages=messages,
-        blobs=len(blobs),
+        blobs=len(blobs | rows),
         key_id=key_id(key),
         created_at=now,
     )
@@ -456,16 +466,22 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
         named = sorted(_named(conn))
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        rows: set[str] = set()
+        if _blob_rows(conn):  # content-addressed: a blob's name is the hash of its bytes
+            for sha, data in conn.execute("SELECT sha256, data FROM blobs"):
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise BackupError(f"blob {sha} was altered (its bytes hash otherwise)", 65)
+                rows.add(sha)
     finally:
         conn.close()
     for sha in named:
-        if not (blobs / sha[:2] / sha).is_file():
+        if sha not in rows and not (blobs / sha[:2] / sha).is_file():
             raise BackupError(f"blob {sha} is named by the database but not in the archive", 65)
     files = sorted(blobs.glob("??/*")) if blobs.is_dir() else []
-    for p in files:  # content-addressed: a blob's name is the hash of its bytes
+    for p in files:
         if _sha256(p) != p.name:
             raise BackupError(f"blob {p.name} was altered (its bytes hash otherwise)", 65)
-    return tickets, messages, len(files)
+    return tickets, messages, len(rows | {p.name for p in files})
 
 
 def _sha256(path: Path) -> str:

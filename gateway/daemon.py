@@ -34,12 +34,13 @@ from gateway.web_client import ClientSite, test_clock
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
-from store.blobs import BlobStore
+from store.blobs import BlobStore, FileBlobStore
+from store.blobs_db import DatabaseBlobStore
 from store.db import create_engine, create_writer_engine, upgrade
 from store.queries import store_status
 from store.writer import Writer
 
-__all__ = ["Services", "make_scanner", "open_services", "run_daemon"]
+__all__ = ["Services", "make_blob_store", "make_scanner", "open_services", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 __version__ = "0.1.0"
@@ -52,7 +53,7 @@ class Services:
         self.config = config
         self.engine = create_engine(config.database_url)
         self.writer = Writer(create_writer_engine(config.database_url))
-        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.blobs = make_blob_store(config, self.writer)
         self.scanner = make_scanner(config)
         self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
         self.delivery = Delivery(config, self.writer)
@@ -61,6 +62,14 @@ class Services:
     async def close(self) -> None:
         await self.writer.close()
         await self.engine.dispose()
+
+
+def make_blob_store(config: GatewayConfig, writer: Writer) -> BlobStore:
+    """``[gateway] blobs``: database rows read through the writer's synchronous pool
+    (from threads: downloads, exports), or the files under the data directory."""
+    if config.blobs == "database":
+        return DatabaseBlobStore(writer.engine)
+    return FileBlobStore(config.data_dir / "blobs")
 
 
 def make_scanner(config: GatewayConfig) -> Scanner:
