@@ -34,6 +34,7 @@ from gateway.web_client import ClientSite, test_clock
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
+from store.blob_moves import files_to_rows, rows_to_files
 from store.blobs import BlobStore, FileBlobStore
 from store.blobs_db import DatabaseBlobStore
 from store.db import create_engine, create_writer_engine, upgrade
@@ -90,9 +91,20 @@ async def open_services(config: GatewayConfig):  # type: ignore[no-untyped-def]
     services = Services(config)
     try:
         await upgrade(services.engine)
+        await _move_blobs(services)
         yield services
     finally:
         await services.close()
+
+
+async def _move_blobs(services: Services) -> None:
+    """After ``[gateway] blobs`` changed, what the other store holds comes over first
+    (store/blob_moves.py), so no attachment is unreadable and none escapes a purge."""
+    blobs = services.blobs
+    if isinstance(blobs, DatabaseBlobStore):
+        await files_to_rows(services.config.data_dir / "blobs", services.writer, blobs)
+    elif isinstance(blobs, FileBlobStore):
+        await rows_to_files(services.writer, blobs)
 
 
 def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:

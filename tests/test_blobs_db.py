@@ -150,6 +150,37 @@ def test_a_kill_at_the_commit_leaves_all_or_nothing(tmp_path: Path, point: str) 
         d.kill()
 
 
+def _switch(d: Daemon, to: str) -> None:
+    text = d.config.read_text().replace(f'blobs = "{d.blobs}"\n', "")
+    d.config.write_text(text.replace("[gateway]\n", f'[gateway]\nblobs = "{to}"\n', 1))
+    d.blobs = to
+
+
+def test_switching_the_store_moves_every_blob_over_at_start(tmp_path: Path) -> None:
+    """files -> database -> files: each start brings what the other store holds, byte
+    for byte, and the retried mail is still a duplicate of the stored one."""
+    d = Daemon(tmp_path / "gw", blobs="files").start()
+    try:
+        mails = [make_mail(sender=f"q{i}@client.test", body=f"mail {i} " * 300) for i in range(3)]
+        for i, data in enumerate(mails):
+            assert d.send(data, sender=f"q{i}@client.test")[0] == 250
+        shas = {hashlib.sha256(m).hexdigest(): m for m in mails}
+        assert d.blob_names() == set(shas)
+        for to in ("database", "files"):
+            d.stop()
+            _switch(d, to)
+            d.start()
+            assert d.blob_names() == set(shas) == _named(d)
+            assert all(d.blob(sha) == data for sha, data in shas.items())
+            if to == "database":  # the emptied folder is gone too
+                assert not (d.home / "var" / "blobs").exists()
+            else:
+                assert not d.query("SELECT 1 FROM blobs")
+            assert "already" in d.send(mails[0], sender="q0@client.test")[1]
+    finally:
+        d.kill()
+
+
 @pytest.mark.skipif(
     not use_postgresql(), reason="SQLite has one writer: no transaction runs beside a collection"
 )
