@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
@@ -53,8 +53,6 @@ class BlobStore(Protocol):
     its hash, so none of these methods takes a tenant: whoever reads one must
     first have found a row of the reader's tenant that names it.
     """
-
-    kind: Literal["files", "database"]
 
     async def stage(self, items: Sequence[bytes]) -> Staged:
         """Before the transaction: make ``items`` ready, in order, identical ones once."""
@@ -88,8 +86,6 @@ class BlobStore(Protocol):
 
 class FileBlobStore:
     """Files under ``root``: the default, and the fastest on one machine."""
-
-    kind: Literal["files", "database"] = "files"
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,8 +46,6 @@ _CHUNK = 500  # hashes per IN (...), under SQLite's bound-parameter limit
 class DatabaseBlobStore:
     """Rows of ``blobs``; ``engine`` is a synchronous one (the writer's) for reads
     from a thread (web downloads, exports), on a connection of its own."""
-
-    kind: Literal["files", "database"] = "database"
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
