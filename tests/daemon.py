@@ -91,7 +91,8 @@ class Daemon:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred. ``blobs`` is
         ``[gateway] blobs`` ("files" or "database"); $GATEWAY_TEST_BLOBS sets the default,
-        so any test can be run against either store."""
+        to try a test against the other store (tests that reach into the blob folder
+        or kill at ``after_blob_fsync`` are about the files)."""
         self.home = home
         self.blobs = blobs or os.environ.get("GATEWAY_TEST_BLOBS", "files")
         if self.blobs != "files":
