@@ -8,7 +8,9 @@ the commit that names them, so every blob the snapshot names already exists
 when the snapshot is taken; the folder is copied after it, and the archive is
 checked to hold every blob the snapshot names (a retention purge in between
 would otherwise go unnoticed). Blobs written after the snapshot come along as
-extras no row names; the orphan sweep removes them after a restore.
+extras no row names; the orphan sweep removes them after a restore. With the
+database blob store (``[gateway] blobs = "database"``) the blobs are rows inside
+the snapshot itself: only the blobs named but kept as files are checked for.
 
 The header records the engine (``"engine"``: ``sqlite``, the default of older
 archives, or ``postgresql``); an archive is restored only into a config of the
@@ -88,7 +90,16 @@ def _named(conn: sqlite3.Connection) -> set[str]:
     raw = "SELECT raw_sha256 FROM messages"
     if "raw_purged_at" in columns:
         raw += " WHERE raw_purged_at IS NULL"
-    return {r[0] for r in conn.execute(f"SELECT sha256 FROM attachments UNION {raw}")}
+    named = {r[0] for r in conn.execute(f"SELECT sha256 FROM attachments UNION {raw}")}
+    return named - _blob_rows(conn)
+
+
+def _blob_rows(conn: sqlite3.Connection) -> set[str]:
+    """The blobs the database holds itself (``[gateway] blobs = "database"``): they travel
+    inside the snapshot; none where the schema has no such table yet."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone():
+        return set()
+    return {r[0] for r in conn.execute("SELECT sha256 FROM blobs")}
 
 
 class BackupError(Exception):
@@ -354,9 +365,9 @@ def _make_backup(
             sealer = _Sealer(f, key, meta)
             with tarfile.open(fileobj=sealer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                 if db is not None:
-                    named, tickets, messages = _sqlite_into(tar, db, Path(tmp))
+                    named, rows, tickets, messages = _sqlite_into(tar, db, Path(tmp))
                 else:
-                    named, tickets, messages = _postgresql_into(tar, config, stop)
+                    named, rows, tickets, messages = _postgresql_into(tar, config, stop)
                 # The folder is copied after the snapshot: see the module docstring.
                 blobs = _add_data_dir(tar, data_dir, out_dir, _sqlite_files(db), stop)
             sealer.finish()
@@ -379,15 +390,16 @@ def _make_backup(
         size=final.stat().st_size,
         tickets=tickets,
         messages=messages,
-        blobs=len(blobs),
+        blobs=len(blobs) + rows,
         key_id=key_id(key),
         created_at=now,
         engine=engine,
     )
 
 
-def _sqlite_into(tar: tarfile.TarFile, db: Path, tmp: Path) -> tuple[set[str], int, int]:
-    """SQLite's online backup into a temporary file, added as ``gateway.db``."""
+def _sqlite_into(tar: tarfile.TarFile, db: Path, tmp: Path) -> tuple[set[str], int, int, int]:
+    """SQLite's online backup into a temporary file, added as ``gateway.db``; the blobs
+    named that must come as files, how many are rows, and the counts."""
     snap = tmp / "gateway.db"
     src = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     dst = sqlite3.connect(snap)
@@ -396,18 +408,18 @@ def _sqlite_into(tar: tarfile.TarFile, db: Path, tmp: Path) -> tuple[set[str], i
     finally:
         src.close()
     try:
-        named = _named(dst)
+        named, rows = _named(dst), len(_blob_rows(dst))
         tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
     finally:
         dst.close()
     tar.add(snap, arcname="gateway.db")
-    return named, tickets, messages
+    return named, rows, tickets, messages
 
 
 def _postgresql_into(
     tar: tarfile.TarFile, config: GatewayConfig, stop: threading.Event | None
-) -> tuple[set[str], int, int]:
+) -> tuple[set[str], int, int, int]:
     """The manifest, then pg_dump of the same exported snapshot, streamed."""
     lp = backup_pg.libpq(config.database_url)
     with backup_pg.exported_snapshot(lp) as snap:
@@ -417,13 +429,14 @@ def _postgresql_into(
             "tickets": snap.tickets,
             "messages": snap.messages,
             "named_blobs": sorted(snap.named),
+            "blob_rows": snap.rows,
         }
         body = json.dumps(manifest).encode()
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mode = len(body), 0o600
         tar.addfile(info, io.BytesIO(body))
         backup_pg.dump_into(tar, lp, snap.id, stop)
-    return snap.named, snap.tickets, snap.messages
+    return snap.named, snap.rows, snap.tickets, snap.messages
 
 
 def _sqlite_files(db: Path | None) -> set[Path]:
@@ -641,7 +654,7 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
             f"{expected[1]} messages, {len(named)} blobs); the data directory was not written",
             70,
         )
-    return tickets, messages, blobs
+    return tickets, messages, blobs + int(manifest.get("blob_rows", 0))
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -668,9 +681,14 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
         named = _named(conn)
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        rows = 0
+        for sha, data in conn.execute("SELECT sha256, data FROM blobs") if _blob_rows(conn) else ():
+            if hashlib.sha256(data).hexdigest() != sha:  # content-addressed, as files are
+                raise BackupError(f"blob {sha} was altered (its bytes hash otherwise)", 65)
+            rows += 1
     finally:
         conn.close()
-    return tickets, messages, _check_blobs(named, blobs)
+    return tickets, messages, _check_blobs(named, blobs) + rows
 
 
 def _check_blobs(named: set[str], blobs: Path) -> int:

@@ -188,10 +188,21 @@ class Snapshot:
     tickets: int
     messages: int
     server_version: str
+    rows: int = 0  # blobs held as rows, inside the dump
+
+
+def _blob_rows(cur: Any) -> int:
+    """How many blobs the database holds itself (``[gateway] blobs = "database"``)."""
+    cur.execute("SELECT to_regclass('blobs') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return 0
+    cur.execute("SELECT count(*) FROM blobs")
+    return int(cur.fetchone()[0])
 
 
 def _named(cur: Any) -> set[str]:
-    """The blobs rows name: as backup._named on SQLite (raw bytes unless purged)."""
+    """The blobs rows name that are kept as files (raw bytes unless purged): as
+    backup._named on SQLite. Blob rows travel inside the dump itself."""
     cur.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
         "AND table_name = 'messages' AND column_name = 'raw_purged_at'"
@@ -199,7 +210,11 @@ def _named(cur: Any) -> set[str]:
     raw = "SELECT raw_sha256 FROM messages"
     if cur.fetchone() is not None:
         raw += " WHERE raw_purged_at IS NULL"
-    cur.execute(f"SELECT sha256 FROM attachments UNION {raw}")
+    named = f"SELECT sha256 FROM attachments UNION {raw}"
+    cur.execute("SELECT to_regclass('blobs') IS NOT NULL")
+    if cur.fetchone()[0]:
+        named = f"({named}) EXCEPT SELECT sha256 FROM blobs"
+    cur.execute(named)
     return {r[0] for r in cur.fetchall()}
 
 
@@ -225,7 +240,7 @@ def exported_snapshot(lp: Libpq) -> Iterator[Snapshot]:
                 raise PgError(f"{lp.label} holds no gateway schema: nothing to back up", 66)
             named = _named(cur)
             tickets, messages = _counts(cur)
-            yield Snapshot(str(sid), named, tickets, messages, str(version))
+            yield Snapshot(str(sid), named, tickets, messages, str(version), _blob_rows(cur))
         conn.rollback()
 
 

@@ -3,7 +3,8 @@
 Each stage is a plain call; this module only runs them in order and turns
 what they say into an Outcome. The commit is the moment of acceptance: a
 message is answered 250 (or left the IMAP folder) only after its rows are in
-one committed transaction and its blobs are fsynced before that.
+one committed transaction and its blobs are durable before that (fsynced
+files) or in that same transaction (the database store).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from routing.threader import find_ticket
 from routing.verdicts import Accepted, Defer, Outcome, Reject, Stored
 from store import clocks, repos
 from store.blobs import BlobStore
-from store.errors import StoreUnavailable
 from store.faults import crash_point, message_commit
 from store.writer import Writer, for_tenants
 
@@ -157,13 +157,12 @@ class Pipeline:
             ctx["scan"] = type(verdict).__name__.lower()
             if not isinstance(verdict, Clean):
                 return await self._refuse(verdict, jobs, raw, parsed, raw_sha, ctx)
-        shas = await self.blobs.put_many([raw.data, *(a.data for a in parsed.attachments)])
+        staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
 
         def work(conn: Connection) -> list[Stored]:
-            # A purge may have collected an identical blob between our write and this
-            # lock (store/retention.py); answer 451 and the retry writes it again.
-            if not all(self.blobs.exists(sha) for sha in shas):
-                raise StoreUnavailable("a blob was collected before its commit")
+            # Files: fsynced already, checked not collected since (else 451, and the
+            # retry writes them again). Database: written here, in this transaction.
+            self.blobs.bind(conn, staged)
             return [
                 _commit_one(conn, config, templates, job, raw, parsed, raw_sha)
                 for job in jobs.values()

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 
 from routing.config import GatewayConfig, Tenant
 from store import repos
+from store.blobs import BlobStore
+from store.blobs_db import DatabaseBlobStore
 from store.privacy import Erasure, collect_subject, erase_subject, names_of, raw_mentions
 from store.redact import Redactor, pseudonym
 from store.retention import Policy, Purge, collect_blobs, purge
@@ -57,13 +59,9 @@ def admin_actor() -> str:
 
 
 def blob_reader(services: Any) -> Callable[[str], bytes | None]:
-    def read(sha: str) -> bytes | None:
-        try:
-            return bytes(services.blobs.read(sha))
-        except FileNotFoundError:
-            return None
-
-    return read
+    """Blocking reads by hash, for code that already holds a row naming the blob."""
+    blobs: BlobStore = services.blobs
+    return blobs.get
 
 
 async def _read(services: Any, fn: Callable[[Connection], Any]) -> Any:
@@ -149,13 +147,15 @@ async def erase(
     read = blob_reader(services)
     mentions = await _read(services, lambda c: raw_mentions(c, slug, redactor, read))
     copies = list(mentions.items())
-    new_shas = await services.blobs.put_many([data for _, (_, data) in copies])
+    staged = await services.blobs.stage([data for _, (_, data) in copies])
+    new_shas = staged.shas
     raw_copies = {
         row: (old, sha, len(data)) for (row, (old, data)), sha in zip(copies, new_shas, strict=True)
     }
     actor = admin_actor()
 
     def work(conn: Connection) -> Erasure:
+        services.blobs.bind(conn, staged)  # the redacted copies, before the rows name them
         done = erase_subject(conn, slug, redactor, raw_copies, now)
         # The tombstone: that an erasure happened and for whom, by pseudonym only.
         repos.add_audit(
@@ -173,12 +173,17 @@ async def erase(
         lambda conn: collect_blobs(conn, services.blobs, candidates)
     )
     compacted = await compact(services, vacuum=True)
-    left = await asyncio.to_thread(find_mentions, config, address) if verify else []
+    left = await asyncio.to_thread(find_mentions, config, address, services.blobs) if verify else []
     return ErasureReport(done, redactor.token, len(gone), left, compacted)
 
 
-def find_mentions(config: GatewayConfig, address: str) -> list[str]:
-    """Files under the data directory (the database, its WAL, blobs) that contain the address."""
+def find_mentions(config: GatewayConfig, address: str, blobs: BlobStore | None = None) -> list[str]:
+    """Files under the data directory (the database, its WAL, blobs) that contain the address.
+
+    With the database blob store on PostgreSQL the blobs are not under the data
+    directory, so their rows are searched too (named ``blobs:<sha256>``); on SQLite
+    they are pages of the database file, which is searched already.
+    """
     needle = re.compile(re.escape(address.encode()), re.I)
     found = []
     for p in sorted(config.data_dir.rglob("*")):
@@ -187,6 +192,8 @@ def find_mentions(config: GatewayConfig, address: str) -> list[str]:
                 found.append(str(p.relative_to(config.data_dir)))
         except OSError:
             continue
+    if isinstance(blobs, DatabaseBlobStore) and blobs.engine.dialect.name != "sqlite":
+        found += [f"blobs:{sha}" for sha in blobs.containing(needle)]
     return found
 
 

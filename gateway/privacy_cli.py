@@ -156,13 +156,16 @@ async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: b
         )
     if not verify:
         return 0
+    rows = config.blobs == "database"  # on PostgreSQL their rows are searched, not files
     if report.mentions_left:
+        where = " or in blob rows (blobs:<sha256>)" if rows else ""
         print(
-            f"  still found under {config.data_dir} (other tenants' data, or another "
+            f"  still found under {config.data_dir}{where} (other tenants' data, or another "
             f"person's attachment; see docs/privacy.md): {', '.join(report.mentions_left)}"
         )
     else:
-        print(f"  no file under {config.data_dir} contains the address any more")
+        nor = " nor any blob row" if rows else ""
+        print(f"  no file under {config.data_dir}{nor} contains the address any more")
     return 0
 
 

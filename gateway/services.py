@@ -14,11 +14,13 @@ from gateway.pipeline import Pipeline
 from gateway.scan import Scanner, ScannerConfig
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig
-from store.blobs import BlobStore
+from store.blob_moves import files_to_rows, rows_to_files
+from store.blobs import BlobStore, FileBlobStore
+from store.blobs_db import DatabaseBlobStore
 from store.db import create_engine, create_writer_engine, upgrade
 from store.writer import Writer
 
-__all__ = ["Services", "make_scanner", "open_services"]
+__all__ = ["Services", "make_blob_store", "make_scanner", "open_services"]
 
 
 class Services:
@@ -28,7 +30,7 @@ class Services:
         self.config = config
         self.engine = create_engine(config.database_url)
         self.writer = Writer(create_writer_engine(config.database_url))
-        self.blobs = BlobStore(config.data_dir / "blobs")
+        self.blobs = make_blob_store(config, self.writer)
         self.scanner = make_scanner(config)
         self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
         self.delivery = Delivery(config, self.writer)
@@ -37,6 +39,14 @@ class Services:
     async def close(self) -> None:
         await self.writer.close()
         await self.engine.dispose()
+
+
+def make_blob_store(config: GatewayConfig, writer: Writer) -> BlobStore:
+    """``[gateway] blobs``: database rows read through the writer's synchronous pool
+    (from threads: downloads, exports), or the files under the data directory."""
+    if config.blobs == "database":
+        return DatabaseBlobStore(writer.engine)
+    return FileBlobStore(config.data_dir / "blobs")
 
 
 def make_scanner(config: GatewayConfig) -> Scanner:
@@ -57,6 +67,17 @@ async def open_services(config: GatewayConfig) -> AsyncIterator[Services]:
     services = Services(config)
     try:
         await upgrade(services.engine)
+        await _move_blobs(services)
         yield services
     finally:
         await services.close()
+
+
+async def _move_blobs(services: Services) -> None:
+    """After ``[gateway] blobs`` changed, what the other store holds comes over first
+    (store/blob_moves.py), so no attachment is unreadable and none escapes a purge."""
+    blobs = services.blobs
+    if isinstance(blobs, DatabaseBlobStore):
+        await files_to_rows(services.config.data_dir / "blobs", services.writer, blobs)
+    elif isinstance(blobs, FileBlobStore):
+        await rows_to_files(services.writer, blobs)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -467,11 +468,20 @@ class ClientSite:
             return att
 
         att = await self.writer.submit(work)
-        if att is None or not self.blobs.exists(sha):
+        if att is None:
             return self._error(request, tenant, "error.notfound", 404)
+        # Only now, with a row of this client's tenant naming it, is the blob read.
+        response: web.StreamResponse
+        path = self.blobs.file(sha)
+        if path is not None:
+            response = web.FileResponse(path)  # sendfile, straight from the blob
+        else:
+            data = await asyncio.to_thread(self.blobs.get, sha)  # the database store
+            if data is None:
+                return self._error(request, tenant, "error.notfound", 404)
+            response = web.Response(body=data)
         name = str(att["filename"])
         ascii_name = name.encode("ascii", "replace").decode().replace('"', "_") or "file"
-        response = web.FileResponse(self.blobs.path(sha))
         response.headers["Content-Type"] = "application/octet-stream"
         response.headers["Content-Disposition"] = (
             f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"

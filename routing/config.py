@@ -29,6 +29,7 @@ from routing.rules import Rule, build_rules
 from routing.sla import SlaSettings, parse_sla
 
 __all__ = [
+    "BLOB_STORES",
     "Agent",
     "GatewayConfig",
     "HttpSettings",
@@ -50,6 +51,7 @@ _PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 _ADDR = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
 # The languages the gateway speaks (web pages, sign-in mail); gateway.i18n holds the texts.
 LANGUAGES = ("en", "de", "tr")
+BLOB_STORES = ("files", "database")  # [gateway] blobs
 _SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
 
 
@@ -242,6 +244,9 @@ class GatewayConfig:
     # name by default, so a restarted instance gets its own claims back at once.
     instance: str = ""
     lease_seconds: float = 30.0  # IMAP mailbox and periodic-job leases
+    # Where raw mail and attachments live: "files" under data_dir/blobs (one
+    # machine), or "database" rows (several instances on one PostgreSQL).
+    blobs: str = "files"
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -345,7 +350,7 @@ def load_config(path: Path | str | None = None) -> GatewayConfig:
 
 _GATEWAY_KEYS = {
     "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
-    "watch_config", "instance", "lease_seconds",
+    "watch_config", "instance", "lease_seconds", "blobs",
 }  # fmt: skip
 
 
@@ -382,6 +387,9 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     lease_seconds = c.take(g, "lease_seconds", "gateway", float, 30.0)
     if not lease_seconds >= 3:
         c.error("gateway.lease_seconds", "must be 3 or more")
+    blobs = c.take(g, "blobs", "gateway", str, "files")
+    if blobs not in BLOB_STORES:
+        c.error("gateway.blobs", "must be 'files' or 'database'")
 
     h = doc.get("http", {})
     c.unknown(
@@ -477,6 +485,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
         reports=reports,
         instance=instance,
         lease_seconds=lease_seconds,
+        blobs=blobs,
     )
 
 

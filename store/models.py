@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -28,6 +29,7 @@ __all__ = [
     "audit_events",
     "audit_unlock",
     "auth_events",
+    "blobs",
     "bouncing",
     "imap_state",
     "leases",
@@ -318,4 +320,17 @@ reports = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("deleted_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("tenant", "month"),
+)
+
+# Raw mail and attachments when ``[gateway] blobs = "database"`` (store/blobs_db.py):
+# content-addressed like the files, so one row serves every tenant and message
+# that names the hash. Not tenant data by itself: a blob is read only through a
+# row of the tenant that names it (attachments, messages).
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -2,10 +2,12 @@
 
 ``purge`` is per tenant (each has its own policy). Blob collection is the
 one place that looks across tenants, because blobs are content-addressed
-and shared: a file goes only when no row of any tenant names it. It runs
-under the write lock, and the pipeline checks its blobs again inside its own
-transaction, so a collection can never remove a blob that a message is
-about to commit (that message is answered 451 and its retry writes it again).
+and shared: a blob goes only when no row of any tenant names it. It runs
+under the write lock, and the pipeline binds its blobs inside its own
+transaction (the file store checks they are still there, the database store
+writes them there), so a collection can never remove a blob that a message is
+about to commit (with files that message is answered 451 and its retry
+writes it again).
 """
 
 from __future__ import annotations
@@ -163,23 +165,17 @@ def collect_blobs(
     orphans_older_than: float | None = None,
 ) -> list[str]:
     """Delete the candidate blobs no row names; with ``orphans_older_than`` (seconds), also
-    any blob on disk that old that no row names (left by a crash, or a retried duplicate).
+    any stored blob that old that no row names (left by a crash, or a retried duplicate).
 
     Call it inside a write transaction of its own, after the one that dropped the rows.
+    The blobs are held (locked, in the database store) before the check that no row
+    names them, so a message committing the same blob meanwhile is either seen by the
+    check or waits and writes it again (store/blobs_db.py).
     """
     candidates = set(candidates)
     if orphans_older_than is not None:
-        cutoff = time.time() - orphans_older_than
-        for p in blobs.root.glob("??/*"):
-            try:
-                old = p.stat().st_mtime < cutoff
-            except FileNotFoundError:
-                continue
-            if old and p.name.startswith(".tmp."):
-                p.unlink(missing_ok=True)  # a write that never finished
-            elif old:
-                candidates.add(p.name)
-    gone = sorted(candidates - _named(conn, candidates))
-    for sha in gone:
-        blobs.path(sha).unlink(missing_ok=True)
+        candidates |= blobs.orphans(conn, time.time() - orphans_older_than)
+    held = blobs.hold(conn, candidates)
+    gone = sorted(held - _named(conn, held))
+    blobs.delete(conn, gone)
     return gone

@@ -86,10 +86,18 @@ class Daemon:
         http_extra: str = "",
         gateway_extra: str = "",
         database_url: str | None = None,
+        blobs: str | None = None,
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
-        points where nothing answers, so mail with attachments is deferred."""
+        points where nothing answers, so mail with attachments is deferred. ``blobs`` is
+        ``[gateway] blobs`` ("files" or "database"); $GATEWAY_TEST_BLOBS sets the default,
+        to try a test against the other store (tests that reach into the blob folder
+        or kill at ``after_blob_fsync`` are about the files)."""
         self.home = home
+        self.blobs = blobs or os.environ.get("GATEWAY_TEST_BLOBS", "files")
+        if self.blobs != "files":
+            gateway_extra = f'blobs = "{self.blobs}"\n{gateway_extra}'
+
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"
         self.pg_database: str | None = None
@@ -215,6 +223,21 @@ class Daemon:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         conn.row_factory = sqlite3.Row
         return conn
+
+    def blob(self, sha256: str) -> bytes | None:
+        """A stored blob's bytes, from whichever blob store this gateway uses."""
+        if self.blobs == "database":
+            rows = self.query("SELECT data FROM blobs WHERE sha256 = ?", sha256)
+            return bytes(rows[0][0]) if rows else None
+        path = self.home / "var" / "blobs" / sha256[:2] / sha256
+        return path.read_bytes() if path.is_file() else None
+
+    def blob_names(self) -> set[str]:
+        """Every stored blob's hash (and any file under the blob folder, finished or not)."""
+        if self.blobs == "database":
+            return {r[0] for r in self.query("SELECT sha256 FROM blobs")}
+        root = self.home / "var" / "blobs"
+        return {p.name for p in root.rglob("*") if p.is_file()}
 
     def query(self, sql: str, *params: Any) -> list[Any]:
         """Rows of ``sql`` (``?`` placeholders) from whichever store this gateway uses."""

@@ -22,20 +22,22 @@ def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def _blob_hashes(data_dir: Path) -> dict[str, str]:
-    """Every blob file by name, with the sha256 of its bytes."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((data_dir / "blobs").glob("??/*"))
-    }
+def _blob_hashes(d: Daemon) -> dict[str, str]:
+    """Every blob by name, with the sha256 of its bytes."""
+    return {sha: hashlib.sha256(d.blob(sha) or b"").hexdigest() for sha in d.blob_names()}
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> dict[str, object]:
-    """A daemon with mail and attachments, backed up while it runs."""
+@pytest.fixture(scope="module", params=["files", "database"])
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, clamd: Clamd, request: pytest.FixtureRequest
+) -> dict[str, object]:
+    """A daemon with mail and attachments, backed up while it runs; with the blobs as
+    files, or as rows that travel inside the database snapshot."""
     home = tmp_path_factory.mktemp("backup-src")
     key = _key()
-    d = Daemon(home / "gw", scanner=clamd.address, env={"GATEWAY_BACKUP_KEY": key}).start()
+    d = Daemon(
+        home / "gw", blobs=request.param, scanner=clamd.address, env={"GATEWAY_BACKUP_KEY": key}
+    ).start()
     try:
         # One big attachment, so the archive spans several 1 MiB encrypted chunks.
         big = make_mail(
@@ -62,15 +64,17 @@ def archive(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> dict[str,
         assert out.returncode == 0, out.stderr
         made = json.loads(out.stdout)
         dump = d.dump()
-        blobs = _blob_hashes(d.home / "var")
+        blobs = _blob_hashes(d)
+        if d.blobs == "database":
+            assert not list((d.home / "var" / "blobs").rglob("*"))
     finally:
         d.stop()
-    return {"key": key, "made": made, "dump": dump, "blobs": blobs, "home": home}
+    return {"key": key, "made": made, "dump": dump, "blobs": blobs, "home": home, "mode": d.blobs}
 
 
-def _target(home: Path, key: str) -> Daemon:
+def _target(home: Path, key: str, blobs: object = "files") -> Daemon:
     """A second install with the same config and an empty data directory (never started)."""
-    return Daemon(home, env={"GATEWAY_BACKUP_KEY": key})
+    return Daemon(home, blobs=str(blobs), env={"GATEWAY_BACKUP_KEY": key})
 
 
 def test_backup_restore_round_trip(archive: dict[str, object], tmp_path: Path) -> None:
@@ -81,14 +85,14 @@ def test_backup_restore_round_trip(archive: dict[str, object], tmp_path: Path) -
     raw = path.read_bytes()
     # Encrypted: no mail text, no SQLite header, no blob bytes in the clear.
     assert b"SQLite format 3" not in raw and b"Invoice" not in raw and b"line 1" not in raw
-    target = _target(tmp_path / "restored", str(archive["key"]))
+    target = _target(tmp_path / "restored", str(archive["key"]), archive["mode"])
     out = target.cli("restore", str(path), "--json")
     assert out.returncode == 0, out.stderr
     restored = json.loads(out.stdout)
     assert (restored["tickets"], restored["messages"], restored["blobs"]) == (6, 6, 17)
     assert target.dump() == archive["dump"]
-    assert _blob_hashes(target.home / "var") == archive["blobs"]
-    assert all(name == sha for name, sha in _blob_hashes(target.home / "var").items())
+    assert _blob_hashes(target) == archive["blobs"]
+    assert all(name == sha for name, sha in _blob_hashes(target).items())
     # The reply-token secret came back too, so links in mails already sent still work.
     src_secret = (Path(str(archive["home"])) / "gw" / "var" / "secret.key").read_bytes()
     assert (target.home / "var" / "secret.key").read_bytes() == src_secret

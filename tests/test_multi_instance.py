@@ -119,6 +119,7 @@ timeout = 5
                 tmp_path / f"gw{i}",
                 scanner=clamd.address,
                 database_url=url,
+                blobs="database",  # what docs/scaling.md recommends: no shared folder
                 gateway_extra=gateway,
                 acme_extra=outbound("acme"),
                 extra=outbound("globex")
@@ -251,6 +252,17 @@ def test_three_instances_one_killed_nothing_lost_nothing_twice(
             sha = hashlib.sha256(raw).hexdigest()
             n = reader.query("SELECT count(*) FROM messages WHERE raw_sha256 = ?", sha)[0][0]
             assert n <= 1, name
+
+        # -- every blob a row names is a row of the one database, and none is a file ---
+        unbacked = reader.query(
+            "SELECT count(*) FROM (SELECT raw_sha256 AS sha FROM messages UNION "
+            "SELECT sha256 FROM attachments) named "
+            "WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = named.sha)"
+        )
+        assert unbacked[0][0] == 0
+        for raw in imap_mails[:3]:  # taken by whichever instance held the mailbox
+            assert reader.blob(hashlib.sha256(raw).hexdigest()) == raw
+        assert not [p for d in gws for p in (d.home / "var" / "blobs").rglob("*")]
 
         # -- the outbox drains; each mail reaches the sink once -------------------------
         def drained() -> bool:

@@ -16,7 +16,6 @@ import pytest
 
 from routing.config import Retention, load_config
 from routing.errors import ConfigError
-from store.blobs import BlobStore
 from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -72,9 +71,8 @@ def _count(d: Daemon, sql: str, *params: object) -> int:
 
 
 def _raw_files(d: Daemon, tenant: str) -> list[bool]:
-    blobs = BlobStore(d.home / "var" / "blobs")
     rows = d.query("SELECT raw_sha256 FROM messages WHERE tenant = ? ORDER BY id", tenant)
-    return [blobs.exists(r[0]) for r in rows]
+    return [d.blob(r[0]) is not None for r in rows]
 
 
 def _purge_logged(d: Daemon, tenant: str) -> bool:
@@ -84,11 +82,13 @@ def _purge_logged(d: Daemon, tenant: str) -> bool:
     return False
 
 
-def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd) -> None:
+@pytest.mark.parametrize("blobs", ["files", "database"])
+def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd, blobs: str) -> None:
     clock = tmp_path / "clock"
     clock.write_text("0")
     d = Daemon(
         tmp_path / "gw",
+        blobs=blobs,
         scanner=clamd.address,
         acme_extra=RETENTION,
         http_extra="insecure_cookies = true",
@@ -111,7 +111,6 @@ def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd) -> None:
               "alice@acme.test", to)  # fmt: skip
         assert _request_link(Browser(d), erin)[0] == 200
         file_sha = hashlib.sha256(FILE).hexdigest()
-        blobs = BlobStore(d.home / "var" / "blobs")
         before = {
             t: _count(d, f"SELECT count(*) FROM {t}")
             for t in ("tickets", "messages", "attachments", "audit_events", "link_tokens")
@@ -142,7 +141,7 @@ def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd) -> None:
         assert row[0][0] == "gateway" and json.loads(row[0][1])["raw_messages"] == 3
         assert _raw_files(d, "acme") == [False, False, False]
         assert _raw_files(d, "globex") == [True]
-        assert blobs.exists(file_sha)  # the ticket is still here, so is its file
+        assert d.blob(file_sha) == FILE  # the ticket is still here, so is its file
         assert _count(d, "SELECT count(*) FROM link_tokens") == 0
 
         # +40 days: the closed ticket goes with its messages and file; the open one stays.
@@ -152,7 +151,7 @@ def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd) -> None:
         assert res.stdout.decode().startswith(f"acme: deleted 1 closed tickets ({closed})")
         refs = [r[0] for r in d.query("SELECT ref FROM tickets WHERE tenant = 'acme'")]
         assert refs == [kept]
-        assert _count(d, "SELECT count(*) FROM attachments") == 0 and not blobs.exists(file_sha)
+        assert _count(d, "SELECT count(*) FROM attachments") == 0 and d.blob(file_sha) is None
 
         # +400 days: the audit log keeps a year; what is left is this purge's own entry.
         clock.write_text(str(400 * DAY))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from store.blobs import BlobStore
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -86,11 +85,6 @@ def _infected(who: str) -> dict[str, bytes]:
     }
 
 
-def _blob_names(d: Daemon) -> set[str]:
-    root = d.home / "var" / "blobs"
-    return {p.name for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
 def _rows_from(d: Daemon, who: str) -> int:
     return d.query("SELECT count(*) FROM messages WHERE from_addr = ?", who)[0][0]
 
@@ -117,8 +111,7 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
     )
     sha = hashlib.sha256(pdf).hexdigest()
     assert (att["filename"], att["size"], att["sha256"]) == ("report.pdf", len(pdf), sha)
-    blob = BlobStore(daemon.home / "var" / "blobs").path(sha)
-    assert blob.read_bytes() == pdf
+    assert daemon.blob(sha) == pdf
 
 
 @pytest.mark.parametrize("variant", ["plain", "zipped", "forwarded", "inline-base64"])
@@ -127,15 +120,15 @@ def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
 ) -> None:
     who = _who()
     data = _infected(who)[variant]
-    blobs_before = _blob_names(daemon)
+    blobs_before = daemon.blob_names()
     code, text = daemon.send(data, sender=who)
     assert (code, text.split()[0]) == (554, "5.7.1"), text
     assert SIGNATURE in text
     assert _rows_from(daemon, who) == 0
     raw_sha = hashlib.sha256(data).hexdigest()
-    new_blobs = _blob_names(daemon) - blobs_before
+    new_blobs = daemon.blob_names() - blobs_before
     assert raw_sha not in new_blobs
-    assert hashlib.sha256(EICAR).hexdigest() not in _blob_names(daemon)
+    assert hashlib.sha256(EICAR).hexdigest() not in daemon.blob_names()
     events = daemon.query(
         "SELECT tenant, actor, detail FROM audit_events WHERE action = 'message.infected' "
         "AND actor = ?",
@@ -177,7 +170,7 @@ def test_ingest_gives_the_same_verdicts(daemon: Daemon, tmp_path: Path) -> None:
     out = down.cli("ingest", "--tenant-address", "support@acme.test", stdin=data)
     assert out.returncode == 75, out.stderr
     assert b"451 4.7.1" in out.stderr
-    assert not (tmp_path / "down" / "var" / "blobs").exists() or not _blob_names(down)
+    assert not down.blob_names()
 
 
 def test_status_reports_the_scanner(daemon: Daemon, tmp_path: Path) -> None:
@@ -268,7 +261,7 @@ def test_attachment_over_the_scanner_stream_limit_is_refused(tmp_path: Path, cla
         code, text = d.send(big, sender=who)
         assert (code, text.split()[0]) == (552, "5.3.4"), text
         assert d.query("SELECT count(*) FROM messages")[0][0] == 0
-        assert not _blob_names(d)
+        assert not d.blob_names()
         small_one = make_mail(sender=who, attachments=[("s.pdf", "application/pdf", _pdf(2048))])
         assert d.send(small_one, sender=who)[0] == 250
     finally:

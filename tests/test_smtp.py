@@ -8,7 +8,6 @@ import uuid
 from email import message_from_bytes
 from email.policy import default
 
-from store.blobs import BlobStore
 from tests.daemon import Daemon
 from tests.mail import make_mail
 
@@ -53,8 +52,7 @@ def test_new_mail_makes_a_ticket_with_everything_committed(daemon: Daemon) -> No
     assert ack["To"].addresses[0].addr_spec == who
     assert re.fullmatch(r"support\+t\d+-[0-9a-f]{16}@acme\.test", ack["Reply-To"])
     raw = daemon.query("SELECT raw_sha256 FROM messages WHERE ticket_id = ?", t["id"])[0]
-    blob = BlobStore(daemon.home / "var" / "blobs").path(raw[0])
-    assert blob.read_bytes() == data
+    assert daemon.blob(raw[0]) == data
 
 
 def test_replies_thread_by_in_reply_to_ack_references_token_and_tag(daemon: Daemon) -> None:

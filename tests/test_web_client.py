@@ -241,14 +241,17 @@ def test_known_and_unknown_addresses_take_the_same_time(site: Daemon) -> None:
     assert abs(known - unknown) < 0.025, (known, unknown)
 
 
+@pytest.mark.parametrize("blobs", ["files", "database"])
 def test_attachments_only_for_their_client_and_sessions_expire(
     tmp_path: Path,
     clamd,  # type: ignore[no-untyped-def]
+    blobs: str,
 ) -> None:
     clock = tmp_path / "clock"
     clock.write_text("0")
     d = Daemon(
         tmp_path / "gw",
+        blobs=blobs,
         scanner=clamd.address,
         http_extra="insecure_cookies = true",
         env={"GATEWAY_TEST_CLOCK_FILE": str(clock)},
@@ -281,6 +284,8 @@ def test_attachments_only_for_their_client_and_sessions_expire(
             f"/t/acme/tickets/{ref_a}/files/{sha['Prüfbericht 1.pdf']}"
         )
         assert code == 200 and body.encode("latin-1", "replace")[:8] == b"%PDF-1.4"
+        assert len(body) == len(mine) and headers["Content-Length"] == str(len(mine))
+        assert headers["Content-Type"] == "application/octet-stream"
         assert headers["Content-Disposition"].startswith("attachment;")
         assert "filename*=UTF-8''Pr%C3%BCfbericht%201.pdf" in headers["Content-Disposition"]
         # B's attachment, by its own ticket or smuggled under A's ticket: nothing.
