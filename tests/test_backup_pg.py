@@ -125,7 +125,7 @@ def pg_archive(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> dict[s
         "dump": dump,
         "attachments": attachments,
         "named": named,
-        "blobs": _blob_hashes(d.home / "var"),
+        "blobs": _blob_hashes(d),
         "source": d,
     }
 
@@ -159,7 +159,7 @@ def test_restore_into_a_fresh_database(pg_archive: dict[str, Any], tmp_path: Pat
     assert (restored["tickets"], restored["messages"], restored["blobs"]) == (4, 4, 11)
     assert target.dump() == pg_archive["dump"]
     assert [tuple(r) for r in target.query(ATTACHMENTS_SQL)] == pg_archive["attachments"]
-    assert _blob_hashes(target.home / "var") == pg_archive["blobs"]
+    assert _blob_hashes(target) == pg_archive["blobs"]
     source: Daemon = pg_archive["source"]
     assert (target.home / "var" / "secret.key").read_bytes() == (
         source.home / "var" / "secret.key"
@@ -395,3 +395,45 @@ def test_the_daily_backup_is_taken_once_for_several_instances(tmp_path: Path) ->
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_with_the_database_blob_store_the_dump_carries_the_blobs(
+    tmp_path: Path, clamd: Clamd
+) -> None:
+    """``blobs = "database"`` (the store docs/scaling.md recommends for several
+    instances): the blobs are rows inside the dump, the archive holds no blob files,
+    and the restore brings every row back, counted as blobs both ways."""
+    key = _key()
+    cluster = session_cluster()
+    src = Daemon(
+        tmp_path / "src",
+        scanner=clamd.address,
+        env={"GATEWAY_BACKUP_KEY": key},
+        database_url=cluster.url(cluster.new_database("dbblobs")),
+        blobs="database",
+    ).start()
+    try:
+        mail = make_mail(
+            subject="Logs attached",
+            attachments=[("app.log", "text/plain", b"line\n" * 300)],
+        )
+        assert src.send(mail)[0] == 250
+        out = src.cli("backup", "--out", str(tmp_path / "backups"), "--json")
+        assert out.returncode == 0, out.stderr
+        made = json.loads(out.stdout)
+        hashes = _blob_hashes(src)
+    finally:
+        src.stop()
+    assert (made["tickets"], made["messages"], made["blobs"]) == (1, 1, 2)  # raw + log
+    _, names, _ = _members(Path(made["path"]), key)
+    assert not [n for n in names if n.startswith("data/blobs/")]
+    target = Daemon(
+        tmp_path / "dst",
+        env={"GATEWAY_BACKUP_KEY": key},
+        database_url=cluster.url(cluster.new_database("dbblobs-restored")),
+        blobs="database",
+    )
+    out = target.cli("restore", str(made["path"]), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["blobs"] == 2
+    assert _blob_hashes(target) == hashes and len(hashes) == 2
