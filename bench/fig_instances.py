@@ -12,9 +12,9 @@ Everything is real and as in production: a private PostgreSQL cluster
 (tests/pg_harness.py) with the durability of a production server (fsync,
 synchronous_commit and full_page_writes on), one real clamd scanning the
 attachment-carrying mail, gateway processes configured as docs/scaling.md says
-(a distinct ``[gateway] instance``, one secret and key file, one shared blob
-folder, one ``database_url``), and the load generator in its own process with
-K sessions in total spread round-robin across the instances (as senders spread
+(a distinct ``[gateway] instance``, one secret and key file, the database
+blob store, one ``database_url``), and the load generator in its own process
+with K sessions in total spread round-robin across the instances (as senders spread
 over equal-preference MX hosts). Each case gets fresh gateway processes and a
 fresh database; after a PostgreSQL case the database is dropped and a
 CHECKPOINT is forced, so no case pays for its predecessor's dirty pages.
@@ -244,23 +244,26 @@ def _case(
 
 def _gateways(home: Path, n: int, url: str, scanner: str) -> list[Daemon]:
     """``n`` gateway configs as docs/scaling.md asks: distinct ``instance``, one secret and
-    key file, one blob folder (here a symlink from each data_dir to a shared one)."""
+    key file, and on PostgreSQL the database blob store it recommends for several
+    instances (SQLite keeps its default, the files under the data directory)."""
     from routing.secrets import load_keyring
 
     shared = home / "shared"
-    (shared / "blobs").mkdir(parents=True)
+    shared.mkdir(parents=True)
     (shared / "secret.key").write_text(secrets.token_hex(32))
     load_keyring(shared / "keys.toml")  # made once, before the instances start together
     out = []
     for i in range(n):
         gw_home = home / f"gw{i}"
         (gw_home / "var").mkdir(parents=True)
-        (gw_home / "var" / "blobs").symlink_to(shared / "blobs")
         gateway = (
             f'instance = "gw{i}"\n'
             f'secret_file = "{shared / "secret.key"}"\nkey_file = "{shared / "keys.toml"}"'
         )
-        out.append(Daemon(gw_home, scanner=scanner, database_url=url, gateway_extra=gateway))
+        blobs = "database" if url.startswith("postgresql") else "files"
+        out.append(
+            Daemon(gw_home, scanner=scanner, database_url=url, gateway_extra=gateway, blobs=blobs)
+        )
     return out
 
 

@@ -531,8 +531,9 @@ def _fig9(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
         "clamd shared by all instances. K sessions **in total**, opened round-robin across the "
         "instances (as senders spread over equal-preference MX hosts), reused, raw asyncio "
         "client in its own process. Each instance is a `gateway run` process configured as "
-        "docs/scaling.md says (own `[gateway] instance`, one secret and key file, one shared "
-        "blob folder, one `database_url`). Every case is fresh processes on a fresh database "
+        "docs/scaling.md says (own `[gateway] instance`, one secret and key file, the "
+        "database blob store `blobs = \"database\"`, one `database_url`; the SQLite gateway "
+        "keeps its default blob files). Every case is fresh processes on a fresh database "
         "(PostgreSQL: dropped after the case and a CHECKPOINT forced); cases in the order of "
         "the table within each run. PostgreSQL "
         f"{f.get('pg_version') or '(not run)'}, a private cluster on 127.0.0.1 with the "
@@ -706,15 +707,12 @@ def _reading_fig9(f: dict[str, Any]) -> list[str]:
         )
         if "ticket_counters" in rels:
             text += (
-                " The cause is in the store: each gateway commits a batch of messages in one "
-                "transaction, and every new ticket increments its tenant's row in "
-                "`ticket_counters` (`store/repos.new_ticket`), holding that row's lock until "
-                "the batch commits. Two instances whose batches create tickets for two "
-                "tenants in opposite orders wait for each other; even without a deadlock, "
-                "the instances take turns on each tenant's counter row, one batch at a time. "
-                "Taking the counters in one fixed order per batch (or numbering tickets "
-                "outside the batch's transaction) would remove the deadlocks; the turn-taking "
-                "on one row per tenant would remain the ceiling of shared ingest."
+                " Each gateway commits a batch of messages in one transaction, and every new "
+                "ticket increments its tenant's row in `ticket_counters`, holding that row's "
+                "lock until the batch commits; store/writer.py locks the counters a batch "
+                "names in one sorted order before its first statement, so crossed batches "
+                "wait instead of deadlocking, and a unit that still meets one runs again. "
+                "A deadlock left here is one that order does not cover."
             )
         lines += [text, ""]
     else:
