@@ -244,8 +244,8 @@ def _case(
 
 def _gateways(home: Path, n: int, url: str, scanner: str) -> list[Daemon]:
     """``n`` gateway configs as docs/scaling.md asks: distinct ``instance``, one secret and
-    key file, and on PostgreSQL the database blob store it recommends for several
-    instances (SQLite keeps its default, the files under the data directory)."""
+    key file, and the database blob store (the default, and what it recommends for
+    several instances)."""
     from routing.secrets import load_keyring
 
     shared = home / "shared"
@@ -260,10 +260,7 @@ def _gateways(home: Path, n: int, url: str, scanner: str) -> list[Daemon]:
             f'instance = "gw{i}"\n'
             f'secret_file = "{shared / "secret.key"}"\nkey_file = "{shared / "keys.toml"}"'
         )
-        blobs = "database" if url.startswith("postgresql") else "files"
-        out.append(
-            Daemon(gw_home, scanner=scanner, database_url=url, gateway_extra=gateway, blobs=blobs)
-        )
+        out.append(Daemon(gw_home, scanner=scanner, database_url=url, gateway_extra=gateway))
     return out
 
 

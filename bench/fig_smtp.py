@@ -56,9 +56,9 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
             return run_load(server.port, load, k)
         finally:
             server.stop()
-    # "gateway_db": the same gateway with [gateway] blobs = "database" (blobs as rows in
-    # the group-committed transaction instead of fsynced files).
-    blobs = "database" if kind == "gateway_db" else "files"
+    # "gateway_files": the same gateway with [gateway] blobs = "files" (each blob a file,
+    # fsynced with its folder before the commit) instead of the default rows.
+    blobs = "files" if kind == "gateway_files" else None
     gw = Daemon(work, scanner=scanner or "127.0.0.1:9", blobs=blobs).start()
     try:
         assert gw.proc is not None
@@ -146,7 +146,7 @@ def fig1(count: int, levels: list[int], runs: int, results: Path, profile: bool)
         text_only = [m for m in mails if not m.scan]
         load = write_load(text_only, tmp / "load.pkl")
         why_not = pf.available()
-        kinds = ["sink", "gateway", "gateway_db"] + ([] if why_not else ["postfix"])
+        kinds = ["sink", "gateway", "gateway_files"] + ([] if why_not else ["postfix"])
         out = _cells(load, levels, runs, kinds, None, tmp)
         out["mix"] = _mix(text_only)
         out["mix"]["left_out_for_scanning"] = len(mails) - len(text_only)

@@ -127,8 +127,8 @@ def _codes(f: dict[str, Any], kind: str) -> str:
 def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     mix = f["mix"]
     kinds = [("sink", "bare aiosmtpd"), ("gateway", "gateway")]
-    if "gateway_db" in next(iter(f["cells"].values())):
-        kinds.append(("gateway_db", "gateway, blobs in the database"))
+    if "gateway_files" in next(iter(f["cells"].values())):
+        kinds.append(("gateway_files", "gateway, blobs as files"))
     if "postfix" in next(iter(f["cells"].values())):
         kinds.append(("postfix", "Postfix"))
     lines = [
@@ -203,18 +203,19 @@ def _reading_fig1(f: dict[str, Any]) -> list[str]:
         f"sender (K={first}) gets {fmt(cells[first]['gateway']['rate'])} msg/s at a p50 of "
         f"{fmt(cells[first]['gateway']['p50_ms'], 1)} ms.",
     ]
-    if "gateway_db" in cells[top]:
+    if "gateway_files" in cells[top]:
         per_k = []
         for k in ks:
-            files, rows = med(cells[k]["gateway"]["rate"]), med(cells[k]["gateway_db"]["rate"])
+            rows, files = med(cells[k]["gateway"]["rate"]), med(cells[k]["gateway_files"]["rate"])
             if files and rows:
-                per_k.append(f"K={k} {_n(rows)} msg/s ({rows / files:.2f}x)")
+                per_k.append(f"K={k} {_n(files)} msg/s ({files / rows:.2f}x)")
         lines[-1] += (
-            " With `[gateway] blobs = \"database\"` (the raw message and attachments as rows "
-            "in the group-committed transaction, instead of files each written, fsynced and "
-            "named by a folder fsync before it) the same gateway takes "
+            " The gateway keeps blobs (raw message, attachments) as rows in the "
+            "group-committed transaction, the default; with `[gateway] blobs = \"files\"` "
+            "(each blob a file, written, fsynced and named by a folder fsync before the "
+            "commit) the same gateway takes "
             + ", ".join(per_k)
-            + " of the file store's rate (medians; ratios of the medians)."
+            + " of the default's rate (medians; ratios of the medians)."
         )
     if cpu_top and g_top:
         busy = cpu_top * g_top / 1e6
@@ -547,8 +548,8 @@ def _fig9(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
         "instances (as senders spread over equal-preference MX hosts), reused, raw asyncio "
         "client in its own process. Each instance is a `gateway run` process configured as "
         "docs/scaling.md says (own `[gateway] instance`, one secret and key file, the "
-        "database blob store `blobs = \"database\"`, one `database_url`; the SQLite gateway "
-        "keeps its default blob files). Every case is fresh processes on a fresh database "
+        "database blob store (the default), one `database_url`). Every case is fresh "
+        "processes on a fresh database "
         "(PostgreSQL: dropped after the case and a CHECKPOINT forced); cases in the order of "
         "the table within each run. PostgreSQL "
         f"{f.get('pg_version') or '(not run)'}, a private cluster on 127.0.0.1 with the "
@@ -857,15 +858,17 @@ def _bounds(figs: dict[str, Any]) -> list[str]:
     areas = prof.get("areas_inclusive") or {}
     if tops:
         blob = sum(v for k, v in tops.items() if "store/blobs.py" in k or "Path.stat" in k)
-        text += (
+        files = (
             " In the profile the content-addressed blob files (write, fsync of file and "
-            f"folder, stat) take {blob * 100:.0f}% of the busy samples (own time), SQLAlchemy "
-            f"{areas.get('sqlalchemy', 0) * 100:.0f}% and aiosmtpd "
+            f"folder, stat) take {blob * 100:.0f}% of the busy samples (own time),"
+            if blob >= 0.05
+            else " In the profile"
+        )
+        text += (
+            files + f" SQLAlchemy {areas.get('sqlalchemy', 0) * 100:.0f}% and aiosmtpd "
             f"{areas.get('aiosmtpd (SMTP protocol)', 0) * 100:.0f}% (inclusive). What would "
-            "lift it: fewer fsyncs per message (the raw message inside the group-committed "
-            "SQLite transaction, which PERF.md section 2 found faster than a spool file, or "
-            "one folder fsync per batch), fewer SQLAlchemy statements per message (a batch in "
+            "lift it: fewer SQLAlchemy statements per message (a batch in "
             "a few executemany statements, +50% at K=32 in PERF.md section 6), then parsing "
-            "in a worker process."
+            "in a worker process (the loop and the writer thread share one core's GIL)."
         )
     return [text]

@@ -246,7 +246,7 @@ class GatewayConfig:
     lease_seconds: float = 30.0  # IMAP mailbox and periodic-job leases
     # Where raw mail and attachments live: "files" under data_dir/blobs (one
     # machine), or "database" rows (several instances on one PostgreSQL).
-    blobs: str = "files"
+    blobs: str = "database"
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:
@@ -387,7 +387,7 @@ def _build(path: Path, text: str, doc: dict[str, Any]) -> GatewayConfig:
     lease_seconds = c.take(g, "lease_seconds", "gateway", float, 30.0)
     if not lease_seconds >= 3:
         c.error("gateway.lease_seconds", "must be 3 or more")
-    blobs = c.take(g, "blobs", "gateway", str, "files")
+    blobs = c.take(g, "blobs", "gateway", str, "database")
     if blobs not in BLOB_STORES:
         c.error("gateway.blobs", "must be 'files' or 'database'")
 

@@ -94,9 +94,11 @@ class Daemon:
         to try a test against the other store (tests that reach into the blob folder
         or kill at ``after_blob_fsync`` are about the files)."""
         self.home = home
-        self.blobs = blobs or os.environ.get("GATEWAY_TEST_BLOBS", "files")
-        if self.blobs != "files":
+        self.blobs = blobs or os.environ.get("GATEWAY_TEST_BLOBS", "")
+        if self.blobs:
             gateway_extra = f'blobs = "{self.blobs}"\n{gateway_extra}'
+        else:
+            self.blobs = "database"  # the default of [gateway] blobs
 
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "gateway.toml"

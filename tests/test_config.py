@@ -61,11 +61,11 @@ addresses = ["support@acme.test", "not-an-address"]
     assert not any("tag_prefix" in x for x in problems)  # no echo of the bad slug
 
 
-def test_blob_store_is_files_by_default_and_one_of_two(tmp_path: Path) -> None:
+def test_blob_store_is_the_database_by_default_and_one_of_two(tmp_path: Path) -> None:
     base = '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n'
-    assert load_config(_write(tmp_path, base)).blobs == "files"
-    db = load_config(_write(tmp_path, f'[gateway]\nblobs = "database"\n{base}'))
-    assert db.blobs == "database"
+    assert load_config(_write(tmp_path, base)).blobs == "database"
+    files = load_config(_write(tmp_path, f'[gateway]\nblobs = "files"\n{base}'))
+    assert files.blobs == "files"
     for value, why in (('"s3"', "must be 'files' or 'database'"), ("true", "expected str")):
         p = _write(tmp_path, f'[gateway]\nhostname = "h.test"\nblobs = {value}\n{base}')
         with pytest.raises(ConfigError) as info:

@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -36,19 +37,23 @@ def test_kill_between_commit_and_250_then_retry_gives_one_ticket(fresh_daemon: D
 
 @pytest.mark.parametrize("point", ["after_blob_fsync", "before_commit"])
 def test_kill_before_commit_stores_nothing_and_retry_stores_once(
-    fresh_daemon: Daemon, point: str
+    tmp_path: Path, point: str
 ) -> None:
-    d = fresh_daemon.start(env={"GATEWAY_TEST_CRASH_AT": point})
-    data = make_mail(sender="lee@client.test")
-    with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
-        d.send(data, sender="lee@client.test")
-    d.proc.wait(10)  # type: ignore[union-attr]
-    d.start(env={"GATEWAY_TEST_CRASH_AT": ""})
-    assert d.query("SELECT count(*) FROM messages")[0][0] == 0
-    code, text = d.send(data, sender="lee@client.test")
-    assert code == 250 and "already" not in text
-    assert d.query("SELECT count(*) FROM messages")[0][0] == 1
-    d.stop()
+    # after_blob_fsync is the file store's moment: its blobs are durable, its rows not yet.
+    blobs = "files" if point == "after_blob_fsync" else None
+    d = Daemon(tmp_path / "gw", blobs=blobs).start(env={"GATEWAY_TEST_CRASH_AT": point})
+    try:
+        data = make_mail(sender="lee@client.test")
+        with pytest.raises((smtplib.SMTPServerDisconnected, ConnectionError)):
+            d.send(data, sender="lee@client.test")
+        d.proc.wait(10)  # type: ignore[union-attr]
+        d.start(env={"GATEWAY_TEST_CRASH_AT": ""})
+        assert d.query("SELECT count(*) FROM messages")[0][0] == 0
+        code, text = d.send(data, sender="lee@client.test")
+        assert code == 250 and "already" not in text
+        assert d.query("SELECT count(*) FROM messages")[0][0] == 1
+    finally:
+        d.kill()
 
 
 def test_locked_database_gives_451_and_loses_nothing(fresh_daemon: Daemon) -> None:
