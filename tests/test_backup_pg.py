@@ -69,11 +69,11 @@ def _members(path: Path, key: str) -> tuple[dict[str, object], list[str], bytes]
 
 
 def _fresh(home: Path, key: str, prefix: str = "restored") -> Daemon:
-    """A second install: the same config, an empty data directory and an empty database
-    of its own, never started."""
+    """A second install: the same config (blob files, as the archive's source), an empty
+    data directory and an empty database of its own, never started."""
     cluster = session_cluster()
     url = cluster.url(cluster.new_database(prefix))
-    return Daemon(home, env={"GATEWAY_BACKUP_KEY": key}, database_url=url)
+    return Daemon(home, env={"GATEWAY_BACKUP_KEY": key}, database_url=url, blobs="files")
 
 
 def _one_line(out: subprocess.CompletedProcess[bytes]) -> str:
@@ -89,8 +89,12 @@ def pg_archive(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> dict[s
     key = _key()
     cluster = session_cluster()
     url = cluster.url(cluster.new_database("src"))
-    d = Daemon(
-        home / "gw", scanner=clamd.address, env={"GATEWAY_BACKUP_KEY": key}, database_url=url
+    d = Daemon(  # blob files: the archive carries a data/blobs folder to check
+        home / "gw",
+        scanner=clamd.address,
+        env={"GATEWAY_BACKUP_KEY": key},
+        database_url=url,
+        blobs="files",
     ).start()
     try:
         big = make_mail(
