@@ -267,8 +267,8 @@ def _fig2(f: dict[str, Any], doc: dict[str, Any]) -> list[str]:
         cmp = (
             f" Against figure 1 at the same K ({fmt(f1['gateway']['rate'])} msg/s without the "
             "attachment-carrying mail), the scanned mix costs what clamd's two streams per "
-            "message (the raw message and each decoded part), the larger parse and the extra "
-            "blob fsyncs add."
+            "message (the raw message and each decoded part), the larger parse and the "
+            "attachments' own blobs add."
         )
     return [
         "## 2. SMTP ingest with the real ClamAV scanner in the path",
