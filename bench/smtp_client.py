@@ -57,29 +57,26 @@ async def run(
         queue: list[tuple[str, bytes]],
     ) -> None:
         r, w, port = rw
+
+        async def step(command: bytes, want: bytes) -> bool:
+            """One command of the transaction; a refusal is counted and the transaction reset."""
+            w.write(command)
+            line = await reply(r)
+            if line.startswith(want):
+                return True
+            codes[line[:3].decode()] += 1
+            w.write(b"RSET\r\n")
+            await reply(r)
+            return False
+
         while queue:
             rcpt, payload = queue.pop()
             t_mail = time.perf_counter()
-            w.write(b"MAIL FROM:<load@bench.client.test>\r\n")
-            line = await reply(r)
-            if not line.startswith(b"250"):
-                codes[line[:3].decode()] += 1
-                w.write(b"RSET\r\n")
-                await reply(r)
-                continue
-            w.write(b"RCPT TO:<" + rcpt.encode() + b">\r\n")
-            line = await reply(r)
-            if not line.startswith(b"250"):
-                codes[line[:3].decode()] += 1
-                w.write(b"RSET\r\n")
-                await reply(r)
-                continue
-            w.write(b"DATA\r\n")
-            line = await reply(r)
-            if not line.startswith(b"354"):
-                codes[line[:3].decode()] += 1
-                w.write(b"RSET\r\n")
-                await reply(r)
+            if not (
+                await step(b"MAIL FROM:<load@bench.client.test>\r\n", b"250")
+                and await step(b"RCPT TO:<" + rcpt.encode() + b">\r\n", b"250")
+                and await step(b"DATA\r\n", b"354")
+            ):
                 continue
             w.write(payload)
             t0 = time.perf_counter()
