@@ -31,19 +31,13 @@ from store.models import outbox
 from store.writer import Work, Writer, for_tenants
 from tests.daemon import Daemon
 from tests.pg_harness import session_cluster, use_postgresql
+from tests.test_migrations import _migrate
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 def _migrated(url: str) -> Engine:
-    async def go() -> None:
-        engine = create_engine(url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
+    _migrate(url)
     return create_writer_engine(url)
 
 
