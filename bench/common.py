@@ -231,7 +231,7 @@ def corpus(count: int, workdir: Path, seed: int = 7) -> list[Mail]:
             capture_output=True,
             timeout=600,
         )
-    from gateway.pipeline import needs_scan
+    from gateway.intake.pipeline import needs_scan
     from parsers.core import parse
 
     exp = json.loads((folder / "expectations.json").read_text(encoding="utf-8"))

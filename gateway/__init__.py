@@ -1,1 +1,13 @@
-"""Daemon wiring, CLI, intakes: the only package that knows sockets, signals and the loop."""
+"""The running gateway: the only package that knows sockets, signals and the loop.
+
+Its rooms, each importing only the rooms below it (``make lint`` holds this):
+
+- ``cli/``: the ``gateway`` command, one error type and one printer of it;
+- ``daemon``: wires the services and keeps them alive;
+- ``web/`` | ``ops/``: the HTTP side (status, client pages) | the operator's jobs
+  (backups, reports, GDPR, import, status view), neither using the other;
+- ``services``: the store, the scanner and the pipeline, opened together;
+- ``intake/``: the mail path (SMTP, IMAP, pipe) from bytes to a committed message and
+  the answer the sender gets;
+- ``clock``, ``logs``, ``metrics``: read by every room above.
+"""

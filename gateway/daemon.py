@@ -21,15 +21,16 @@ from typing import Any
 import structlog
 
 from gateway import metrics
-from gateway.imap_intake import MailboxWorker
-from gateway.leases import claim_instance, hold
+from gateway.clock import system_clock
+from gateway.intake.imap import MailboxWorker
+from gateway.intake.smtp import IntakeHandler, start_smtp
 from gateway.logs import set_log_privacy
-from gateway.ops import OpsState, run_ops
-from gateway.privacy import retention_daily
+from gateway.ops.gdpr import retention_daily
+from gateway.ops.instance import claim_instance, hold
+from gateway.ops.jobs import OpsState, run_ops
 from gateway.services import open_services
-from gateway.smtp_intake import IntakeHandler, start_smtp
-from gateway.web import make_app, start_http
-from gateway.web_client import ClientSite, test_clock
+from gateway.web.app import make_app, start_http
+from gateway.web.client import ClientSite
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
@@ -147,7 +148,7 @@ async def run_daemon(config_path: Path) -> int:
         retention = asyncio.create_task(
             leased(
                 "jobs:retention",
-                lambda: retention_daily(services, lambda: services.pipeline.config, test_clock()),
+                lambda: retention_daily(services, lambda: services.pipeline.config, system_clock()),
             ),
             name="retention",
         )
@@ -179,7 +180,7 @@ async def run_daemon(config_path: Path) -> int:
                     services.engine,
                     services.writer,
                     services.delivery.wake,
-                    test_clock(),
+                    system_clock(),
                     ops_state,
                 ),
             ),

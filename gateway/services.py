@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from gateway.pipeline import Pipeline
-from gateway.scan import Scanner, ScannerConfig
+from gateway.intake.pipeline import Pipeline
+from gateway.intake.scan import Scanner, ScannerConfig
 from outbound.delivery import Delivery
 from routing.config import GatewayConfig
 from store.blob_moves import files_to_rows, rows_to_files

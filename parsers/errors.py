@@ -1,4 +1,4 @@
-"""Errors the parser raises; ``gateway.replies`` maps them to answers.
+"""Errors the parser raises; ``gateway.intake.replies`` maps them to answers.
 
 ParseError                  the input cannot be turned into a message at all
 ├── LimitExceeded           structure over a limit, checked before the full parse

@@ -49,7 +49,7 @@ __all__ = [
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9]{0,15}$")
 _ADDR = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
-# The languages the gateway speaks (web pages, sign-in mail); gateway.i18n holds the texts.
+# The languages the gateway speaks (web pages, sign-in mail); gateway.web.i18n holds the texts.
 LANGUAGES = ("en", "de", "tr")
 BLOB_STORES = ("files", "database")  # [gateway] blobs
 _SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")

@@ -1,6 +1,6 @@
 """What a stage answers: typed values, not exceptions ("no" is an answer).
 
-``gateway.replies`` is the one place that turns these into SMTP replies, exit
+``gateway.intake.replies`` is the one place that turns these into SMTP replies, exit
 codes for the MTA pipe, or IMAP actions.
 """
 

@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway.backup import BackupError, archive_stream, make_backup, read_header
-from gateway.backup_pg import libpq
+from gateway.ops.backup import BackupError, archive_stream, make_backup, read_header
+from gateway.ops.backup_pg import libpq
 from routing.config import load_config
 from tests.clamd_harness import Clamd
 from tests.daemon import Daemon

@@ -1,6 +1,6 @@
 """Languages, texts and the client page templates.
 
-The templates are the contract with gateway/web_client.py: these tests pin down which
+The templates are the contract with gateway/web/client.py: these tests pin down which
 variables each one needs (StrictUndefined fails on a missing one), that every text exists in
 every language with the same placeholders (a German page must not crash for lack of
 ``{address}``), and that nothing the CSP forbids (inline script or style) slips in.
@@ -19,11 +19,11 @@ import jinja2
 import pytest
 from jinja2 import meta
 
-from gateway.i18n import LANGUAGES, MESSAGES, pick_language, translate, translator
+from gateway.web.i18n import LANGUAGES, MESSAGES, pick_language, translate, translator
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "gateway" / "templates"
-CSS = ROOT / "gateway" / "static" / "gateway.css"
+TEMPLATES = ROOT / "gateway" / "web" / "templates"
+CSS = ROOT / "gateway" / "web" / "static" / "gateway.css"
 
 EVIL = "<script>alert(1)</script>"
 

@@ -20,7 +20,7 @@ from typing import Any
 import aioimaplib
 import pytest
 
-from gateway.imap_tls import TLSRefused, starttls
+from gateway.intake.imap_tls import TLSRefused, starttls
 from routing.secrets import load_keyring
 from tests.daemon import Daemon
 from tests.dovecot_harness import Dovecot

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.mail_sources import Entry, import_order
+from gateway.ops.sources import Entry, import_order
 from parsers.addresses import msg_ids, normalise_msg_id
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon

@@ -263,7 +263,7 @@ def test_report_pdf_figures_and_pages(month: dict[str, Any], tmp_path: Path) -> 
     # The bars are on the pages: enough pixels of each chart's own colour.
     from PIL import Image
 
-    from gateway.report import CHART_COLOURS
+    from gateway.ops.report_pdf import CHART_COLOURS
 
     seen: Counter[str] = Counter()
     wanted = {name: _rgb(hexa) for name, hexa in CHART_COLOURS.items()}
@@ -288,7 +288,7 @@ def test_report_command_errors_are_one_line(month: dict[str, Any]) -> None:
 
 
 def test_monthly_report_is_mailed_once_and_deleted_after_90_days(month: dict[str, Any]) -> None:
-    from gateway.ops import delete_expired_reports, monthly_reports
+    from gateway.ops.jobs import delete_expired_reports, monthly_reports
     from gateway.services import open_services
     from routing.config import load_config
 

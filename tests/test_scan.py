@@ -1,4 +1,4 @@
-"""gateway.scan against a real clamd (tests/clamd_harness.py), plus a few fakes where a real
+"""gateway.intake.scan against a real clamd (tests/clamd_harness.py), plus a few fakes where a real
 clamd cannot be made to misbehave (each fake says so).
 
 Contract under test (RELIABILITY.md finding 5, section 2, F2): only ``stream: OK`` is Clean;
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gateway.scan import (
+from gateway.intake.scan import (
     Clean,
     Infected,
     Scanner,

@@ -327,7 +327,7 @@ def test_fast_address_path_agrees_with_aiosmtpd() -> None:
     """The shortcut for plain <local@domain> must answer exactly as aiosmtpd's parser."""
     from aiosmtpd.smtp import SMTP
 
-    from gateway.smtp_intake import GatewaySMTP
+    from gateway.intake.smtp import GatewaySMTP
 
     class Handler:
         pass

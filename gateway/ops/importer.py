@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.mail_sources import Entry, MailSource, envelope_sender, import_order, index
+from gateway.ops.sources import Entry, MailSource, envelope_sender, import_order, index
 from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig
 from routing.verdicts import Accepted, Defer, Outcome, Reject

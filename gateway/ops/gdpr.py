@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from sqlalchemy.engine import Connection
 
+from gateway.clock import Clock
 from routing.config import GatewayConfig, Tenant
 from store import repos
 from store.blobs import BlobStore
@@ -44,8 +45,7 @@ __all__ = [
     "retention_daily",
 ]
 
-log = structlog.get_logger("gateway.privacy")
-Clock = Callable[[], datetime]
+log = structlog.get_logger("gateway.ops.gdpr")
 ORPHAN_AGE = 24 * 3600.0  # a blob no row names, older than this, is a crash's leftover
 PURGE_EVERY = 24 * 3600.0
 

@@ -105,13 +105,13 @@ def _services(config: GatewayConfig) -> Any:
 
 
 def _now() -> Any:
-    from gateway.web_client import test_clock  # the real clock unless a test shifts it
+    from gateway.clock import system_clock
 
-    return test_clock()()
+    return system_clock()()
 
 
 async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path | None) -> int:
-    from gateway.privacy import blob_reader, export, export_archive
+    from gateway.ops.gdpr import blob_reader, export, export_archive
 
     async with _services(config) as services:
         data = await export(services, config, tenant, email)
@@ -130,7 +130,7 @@ async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path |
 
 
 async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: bool) -> int:
-    from gateway.privacy import erase
+    from gateway.ops.gdpr import erase
 
     async with _services(config) as services:
         report = await erase(services, config, tenant, email, _now(), verify=verify)
@@ -170,7 +170,7 @@ async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: b
 
 
 async def _purge(config: GatewayConfig, dry_run: bool, only: str | None) -> int:
-    from gateway.privacy import admin_actor, purge_tenants
+    from gateway.ops.gdpr import admin_actor, purge_tenants
 
     async with _services(config) as services:
         results = await purge_tenants(

@@ -22,8 +22,9 @@ import structlog
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway import backup as backups
-from gateway.report import collect, previous_month, render_pdf, report_path, write_atomic
+from gateway.clock import Clock
+from gateway.ops import backup as backups
+from gateway.ops.report_pdf import collect, previous_month, render_pdf, report_path, write_atomic
 from outbound.compose import report_mail
 from outbound.reactions import queue
 from outbound.sla_watch import check_sla, due_notices
@@ -42,8 +43,7 @@ __all__ = [
     "sla_round",
 ]
 
-log = structlog.get_logger("gateway.ops")
-Clock = Callable[[], datetime]
+log = structlog.get_logger("gateway.ops.jobs")
 SLA_INTERVAL = 5.0  # seconds between SLA looks (a read; the writer only when a notice is due)
 SLOW_INTERVAL = 60.0  # reports, deletions and the backup schedule
 

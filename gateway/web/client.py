@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,8 +29,9 @@ import jinja2
 from aiohttp import web
 from sqlalchemy.engine import Connection
 
-from gateway.i18n import LANGUAGES, pick_language, translate
-from gateway.pipeline import Pipeline
+from gateway.clock import Clock, system_clock
+from gateway.intake.pipeline import Pipeline
+from gateway.web.i18n import LANGUAGES, pick_language, translate
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
 from parsers.addresses import parse_address
@@ -43,9 +43,7 @@ from store import access, repos
 from store.blobs import BlobStore
 from store.writer import Writer
 
-__all__ = ["ClientSite", "Clock"]
-
-Clock = Callable[[], datetime]
+__all__ = ["ClientSite"]
 
 LINK_TTL = timedelta(minutes=15)
 SESSION_TTL = timedelta(days=7)
@@ -56,26 +54,6 @@ REQUESTS_PER_SOURCE = 20
 REQUESTS_PER_TENANT = 200
 
 _HERE = Path(__file__).parent
-
-
-def test_clock() -> Clock:
-    """The real clock, shifted by the seconds in $GATEWAY_TEST_CLOCK_FILE (tests only).
-
-    Lockout release after 15 minutes cannot be waited for in a test; the
-    shift is read on every call, so a test moves time by writing the file.
-    """
-    path = os.environ.get("GATEWAY_TEST_CLOCK_FILE")
-
-    def clock() -> datetime:
-        offset = 0.0
-        if path:
-            try:
-                offset = float(Path(path).read_text() or 0)
-            except (OSError, ValueError):
-                offset = 0.0
-        return repos.now() + timedelta(seconds=offset)
-
-    return clock
 
 
 class ClientSite:
@@ -93,7 +71,7 @@ class ClientSite:
         self.pipeline = pipeline
         self.blobs = blobs
         self.wake = wake
-        self.clock = clock or test_clock()
+        self.clock = clock or system_clock()
         # Set by the daemon once the listener is bound (port 0 picks one).
         self.base_url = config.http.base_url
         self.env = jinja2.Environment(

@@ -50,7 +50,7 @@ __all__ = [
     "parse_reply",
 ]
 
-log = structlog.get_logger("gateway.scan")
+log = structlog.get_logger("gateway.intake.scan")
 
 #: clamd's reply when the stream is longer than its ``StreamMaxLength`` (clamd(8)). It is sent and
 #: then the connection is closed, usually while we are still sending, so the reply is read

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.backup import ARCHIVE_NAME, list_backups
+from gateway.ops.backup import ARCHIVE_NAME, list_backups
 from outbound.sla_watch import clock_states
 from routing.config import GatewayConfig
 from store import clocks
@@ -86,9 +86,9 @@ def _backups(config: GatewayConfig, now: datetime) -> dict[str, Any]:
 async def collect_extra(
     config: GatewayConfig, engine: AsyncEngine | None, schema: str | None
 ) -> dict[str, Any]:
-    from gateway.web_client import test_clock
+    from gateway.clock import system_clock
 
-    now = test_clock()()  # the real clock, unless a test moved it
+    now = system_clock()()  # the real clock, unless a test moved it
     out: dict[str, Any] = {
         "versions": versions(schema),
         "listeners": {

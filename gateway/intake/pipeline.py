@@ -20,8 +20,8 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from gateway import metrics
-from gateway.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
-from gateway.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
+from gateway.intake.replies import EX_NOUSER, EX_UNAVAILABLE, outcome_for_exception
+from gateway.intake.scan import Clean, Infected, Scanner, Unavailable, Unscannable, Verdict
 from outbound.compose import Templates
 from outbound.reactions import Event, bounced, is_ours, react
 from parsers import Limits, parse
@@ -40,7 +40,7 @@ from store.writer import Writer, for_tenants
 
 __all__ = ["Pipeline"]
 
-log = structlog.get_logger("gateway.pipeline")
+log = structlog.get_logger("gateway.intake.pipeline")
 _INLINE_PARSE_BYTES = 256 * 1024  # bigger mail is parsed off the event loop
 
 

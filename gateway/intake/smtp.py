@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.pipeline import Pipeline
-from gateway.replies import enhance, smtp_reply
+from gateway.intake.pipeline import Pipeline
+from gateway.intake.replies import enhance, smtp_reply
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
 from routing.config import SmtpSettings

@@ -3,7 +3,7 @@ gateway keeps (database, blobs, its own secrets), and the way back.
 
 Consistency: the database is copied as one committed state while the daemon goes
 on writing: SQLite's online backup API, or on PostgreSQL ``pg_dump`` of an
-exported snapshot (gateway/backup_pg.py). Blobs are written and fsynced *before*
+exported snapshot (gateway/ops/backup_pg.py). Blobs are written and fsynced *before*
 the commit that names them, so every blob the snapshot names already exists
 when the snapshot is taken; the folder is copied after it, and the archive is
 checked to hold every blob the snapshot names (a retention purge in between
@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import make_url
 
-from gateway import backup_pg
+from gateway.ops import backup_pg
 from routing.config import GatewayConfig
 from routing.ops_config import BACKUP_KEY_ENV
 from store.blobs import fsync_dir

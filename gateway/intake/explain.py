@@ -19,7 +19,7 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from gateway.pipeline import explain_commit, needs_scan
+from gateway.intake.pipeline import explain_commit, needs_scan
 from parsers import parse
 from parsers.types import Envelope, ParsedMessage, RawMessage
 from routing.config import GatewayConfig

@@ -336,7 +336,7 @@ def _rotate(path: Path) -> int:
     _replace_file(path, new_text)
 
     print(f"rotated {len(entries)} secrets to key {kid}")
-    from gateway.privacy import record_admin_event
+    from gateway.ops.gdpr import record_admin_event
 
     problem = record_admin_event(
         path, "secrets.rotated", sorted({e.slug for e in entries}), {"key_id": kid}

@@ -102,9 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dsub.add_parser("upgrade", parents=[common])
-    from gateway.ops_cli import add_parsers as ops_parsers
-    from gateway.privacy_cli import add_parser as privacy_parser
-    from gateway.secrets_cli import add_parser as secrets_parser
+    from gateway.cli.gdpr import add_parser as privacy_parser
+    from gateway.cli.ops import add_parsers as ops_parsers
+    from gateway.cli.secrets import add_parser as secrets_parser
 
     secrets_parser(sub, common)
     privacy_parser(sub, common)
@@ -145,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
         return _config_check(args.path or args.config or default_config_path())
     if args.command == "secrets":  # reads the file itself: a bad secret must not stop it
-        from gateway import secrets_cli
+        from gateway.cli import secrets as secrets_cli
 
         return secrets_cli.run(args, args.config or default_config_path())
     config = _config(args)
@@ -154,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(config.log_format, logging.INFO if args.command == "run" else logging.ERROR)
     if args.command == "run":
         from gateway.daemon import run_daemon
-        from gateway.leases import InstanceInUse
+        from gateway.ops.instance import InstanceInUse
 
         try:
             return asyncio.run(run_daemon(config.path))
@@ -173,11 +173,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "route":
         return _explain(config, args)
     if args.command in ("gdpr", "purge"):
-        from gateway import privacy_cli
+        from gateway.cli import gdpr as privacy_cli
 
         return privacy_cli.run(args, config)
     if args.command in ("report", "backup", "restore"):
-        from gateway import ops_cli
+        from gateway.cli import ops as ops_cli
 
         try:
             return ops_cli.run(args, config)
@@ -206,7 +206,7 @@ def _config_check(path: Path) -> int:
 
 
 def _explain(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.explain import ExplainError, as_json, explain, render
+    from gateway.intake.explain import ExplainError, as_json, explain, render
     from parsers.errors import ParseError
 
     try:
@@ -268,8 +268,8 @@ def parsed_to_json(parsed: Any) -> dict[str, Any]:
 
 async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | None) -> int:
     """The MTA pipe (like rt-mailgate): exit 0 committed, 75 retry, 65/67/69 refused."""
-    from gateway.mail_sources import envelope_sender
-    from gateway.replies import exit_code
+    from gateway.intake.replies import exit_code
+    from gateway.ops.sources import envelope_sender
     from gateway.services import open_services
     from parsers.types import Envelope, RawMessage
     from routing.verdicts import Accepted
@@ -295,8 +295,8 @@ async def _ingest(config: GatewayConfig, addresses: list[str], sender: str | Non
 async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     """Exit 0 when every message was imported, duplicate or refused; 75 when some were
     deferred, so a script reruns it (dedupe makes the rerun harmless)."""
-    from gateway.importer import BarProgress, Progress, run_import
-    from gateway.mail_sources import SourceError, open_source
+    from gateway.ops.importer import BarProgress, Progress, run_import
+    from gateway.ops.sources import SourceError, open_source
 
     tenant = config.tenant(args.tenant)
     if tenant is None:
@@ -336,7 +336,7 @@ async def _status(config: GatewayConfig, as_json: bool) -> int:
     scanner = make_scanner(config)
     reachable = await scanner.ping()
     checked = datetime.fromtimestamp(scanner.last_checked or 0, UTC).isoformat(timespec="seconds")
-    from gateway.status_view import collect_extra, render_extra
+    from gateway.ops.status_view import collect_extra, render_extra
 
     schema: str | None = None
     store_error: str | None = None

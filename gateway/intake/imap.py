@@ -10,7 +10,7 @@ message never blocks the rest. Every IMAP command has a timeout (a server
 that vanishes during IDLE would otherwise hang us), and a lost session
 reconnects with jittered exponential backoff.
 
-TLS fails closed (``gateway/imap_tls.py``): with ``tls`` or ``starttls`` nothing is
+TLS fails closed (``gateway/intake/imap_tls.py``): with ``tls`` or ``starttls`` nothing is
 logged in or fetched until the server's certificate is verified, and a refusal shows
 as the mailbox's ``last_error`` on /status and as an ``imap.tls_refused`` error log.
 """
@@ -32,8 +32,8 @@ import aioimaplib
 import structlog
 from sqlalchemy.engine import Connection
 
-from gateway.imap_tls import describe_failure, starttls, tls_context
-from gateway.pipeline import Pipeline
+from gateway.intake.imap_tls import describe_failure, starttls, tls_context
+from gateway.intake.pipeline import Pipeline
 from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig, ImapMailbox, Tenant
 from routing.verdicts import Accepted, Defer, Outcome, Reject

@@ -29,7 +29,7 @@ from store.writer import Writer
 
 __all__ = ["InstanceInUse", "claim_instance", "hold"]
 
-log = structlog.get_logger("gateway.leases")
+log = structlog.get_logger("gateway.ops.instance")
 
 
 async def hold(

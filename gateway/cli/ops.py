@@ -68,8 +68,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: GatewayConfig) -> int:
     """Dispatch; raises OpsCliError for the CLI's one-line answer."""
-    from gateway.backup import BackupError
-    from gateway.report import ReportError
+    from gateway.ops.backup import BackupError
+    from gateway.ops.report_pdf import ReportError
 
     try:
         if args.command == "report":
@@ -82,17 +82,17 @@ def run(args: argparse.Namespace, config: GatewayConfig) -> int:
 
 
 async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.ops import make_report, store_report
-    from gateway.report import MONTH, write_atomic
+    from gateway.clock import system_clock
+    from gateway.ops.jobs import make_report, store_report
+    from gateway.ops.report_pdf import MONTH, write_atomic
     from gateway.services import open_services
-    from gateway.web_client import test_clock
 
     tenant = config.tenant(args.tenant)
     if tenant is None:
         raise OpsCliError(f"unknown tenant {args.tenant!r}", EX_USAGE)
     if not MONTH.match(args.month):
         raise OpsCliError(f"--month {args.month!r}: expected YYYY-MM", EX_USAGE)
-    now = test_clock()()
+    now = system_clock()()
     async with open_services(config) as services:
         pdf = await make_report(config, services.engine, tenant, args.month, now)
         if args.out is not None:
@@ -110,7 +110,7 @@ async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
 
 
 def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.backup import load_backup_key, make_backup, new_key_file
+    from gateway.ops.backup import load_backup_key, make_backup, new_key_file
 
     if args.new_key is not None:
         kid = new_key_file(args.new_key, config)
@@ -143,7 +143,7 @@ def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
 
 
 def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.backup import load_backup_key, restore
+    from gateway.ops.backup import load_backup_key, restore
 
     if not args.archive.is_file():
         raise OpsCliError(f"{args.archive}: no such file", EX_NOINPUT)

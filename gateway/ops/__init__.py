@@ -1,0 +1,1 @@
+"""Operator jobs: backups, reports, GDPR and retention, import, status view, leases."""
