@@ -3,7 +3,7 @@
 Why one place: every figure is a comparison inside one run (these machines are
 shared and noisy), so every figure needs the same statistics (median and
 spread over >= 5 runs, the median of paired ratios), the same corpus handling
-(the delivery contract of ../shared/corpus) and the same discipline with
+(the delivery contract of tests/corpus/README.md) and the same discipline with
 processes: each one started here is stopped by its pid, with a bounded wait.
 """
 
@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-GEN_CORPUS = SHARED / "corpus" / "gen_corpus.py"
+GEN_CORPUS = ROOT / "tests" / "corpus" / "gen_corpus.py"
 PY = sys.executable
 
 if str(ROOT) not in sys.path:  # bench/ runs as ``python -m bench`` from the repo root

@@ -1,12 +1,10 @@
-"""The shared corpus through real SMTP, following its delivery contract; every class right."""
+"""The corpus (tests/corpus) through real SMTP, by its delivery contract; every class right."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,23 +14,16 @@ from typing import Any
 import pytest
 
 from tests.clamd_harness import Clamd
+from tests.corpus import generate
 from tests.daemon import Daemon
 
-GEN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gen_corpus.py"
 TAG = re.compile(rb"\{\{TAG:(t\d+)\}\}")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    if not GEN.exists():
-        pytest.fail(f"corpus generator missing at {GEN} (../shared must sit beside the repo)")
     out = tmp_path_factory.mktemp("corpus")
-    subprocess.run(
-        [sys.executable, str(GEN), str(out), "--count", "400", "--seed", "7"],
-        check=True,
-        capture_output=True,
-    )
-    return out, json.loads((out / "expectations.json").read_text())
+    return out, generate(out, count=400, seed=7)
 
 
 @pytest.fixture(scope="module")

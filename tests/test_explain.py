@@ -7,18 +7,16 @@ these tests check both what it says and that it stored nothing.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.corpus import generate
 from tests.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-CORPUS = ROOT.parent / "shared" / "corpus" / "gen_corpus.py"
 
 RULES = """
 [[tenants.queues]]
@@ -119,12 +117,7 @@ def test_explain_a_machine_mail_and_a_duplicate(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("corpus")
-    subprocess.run(
-        [sys.executable, str(CORPUS), str(out), "--count", "80", "--seed", "11"],
-        check=True,
-        capture_output=True,
-    )
-    return out, json.loads((out / "expectations.json").read_text())
+    return out, generate(out, count=80, seed=11)
 
 
 def test_explain_reads_corpus_mail_as_the_scorecard_expects(

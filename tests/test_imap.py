@@ -202,19 +202,11 @@ def test_corpus_through_imap_scores_as_through_smtp(
     clamd: Clamd,  # type: ignore[no-untyped-def]
 ) -> None:
     """200 generated messages, wave by wave, into each tenant's own mailbox."""
-    import json
-    import subprocess
-    import sys
-
-    from tests.test_corpus import GEN, TAG, assert_every_class_right
+    from tests.corpus import generate
+    from tests.test_corpus import TAG, assert_every_class_right
 
     out = tmp_path / "corpus"
-    subprocess.run(
-        [sys.executable, str(GEN), str(out), "--count", "200", "--seed", "3"],
-        check=True,
-        capture_output=True,
-    )
-    exp = json.loads((out / "expectations.json").read_text())
+    exp = generate(out, count=200, seed=3)
     server = dovecot_factory({"support": PASSWORD, "help": PASSWORD})
     keys = load_keyring(tmp_path / "gw" / "var" / "keys.toml")
     box = (

@@ -1,6 +1,6 @@
 """``gateway import``: a mailbox's history through the real CLI, the real clamd and the store.
 
-The main proof imports a 2,000-message mbox made from the shared corpus, shuffled
+The main proof imports a 2,000-message mbox made from the corpus (tests/corpus), shuffled
 (exports are not always in date order), checks with sqlite3 that the summary adds
 up, that every reply naming a message of the mbox sits in that message's ticket,
 that nobody was emailed, and that a second import changes nothing.
@@ -24,10 +24,10 @@ import pytest
 from gateway.ops.sources import Entry, import_order
 from parsers.addresses import msg_ids, normalise_msg_id
 from tests.clamd_harness import EICAR, Clamd
+from tests.corpus import generate
 from tests.daemon import Daemon
 from tests.mail import make_mail
 
-GEN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gen_corpus.py"
 TAG = re.compile(rb"\{\{TAG:t\d+\}\}")
 TABLES = ("tickets", "messages", "attachments", "audit_events", "participants", "message_ids")
 COUNTS = (
@@ -62,15 +62,8 @@ def _dated(data: bytes, date: str) -> bytes:
 def corpus_mbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     """The corpus as one mbox, in a shuffled order; subject tags of the old helpdesk are
     unknown to us, so each ``{{TAG:...}}`` becomes "unknown"."""
-    if not GEN.exists():
-        pytest.fail(f"corpus generator missing at {GEN} (../shared must sit beside the repo)")
     out = tmp_path_factory.mktemp("corpus")
-    subprocess.run(
-        [sys.executable, str(GEN), str(out), "--count", "2000", "--seed", "7"],
-        check=True,
-        capture_output=True,
-    )
-    exp = json.loads((out / "expectations.json").read_text())
+    exp = generate(out, count=2000, seed=7)
     raws = [TAG.sub(b"unknown", (out / m["file"]).read_bytes()) for m in exp["messages"]]
     random.Random(7).shuffle(raws)
     path = out / "support.mbox"

@@ -27,12 +27,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from routing.secrets import load_keyring
 from tests.clamd_harness import Clamd
+from tests.corpus import generate
 from tests.daemon import Daemon
 from tests.dovecot_harness import Dovecot
 from tests.mail import make_mail
@@ -40,7 +40,6 @@ from tests.pg_harness import session_cluster
 from tests.smtp_sink import Sink
 from tests.test_corpus import TAG, _envelope_sender, assert_every_class_right
 
-GEN = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gen_corpus.py"
 IMAP_USER, IMAP_PASSWORD = "support", "secret"
 IMAP_MAILS = 40
 # The mailbox's own tenant, so the corpus's scorecard (acme, globex) stays that of one instance.
@@ -157,19 +156,8 @@ def _lease_holder(d: Daemon, name_prefix: str) -> str | None:
 def test_three_instances_one_killed_nothing_lost_nothing_twice(
     tmp_path: Path, clamd: Clamd, sink: Sink, imap: Dovecot
 ) -> None:
-    if not GEN.exists():
-        pytest.fail(f"corpus generator missing at {GEN} (../shared must sit beside the repo)")
-    import json
-    import subprocess
-    import sys
-
     corpus = tmp_path / "corpus"
-    subprocess.run(
-        [sys.executable, str(GEN), str(corpus), "--count", "300", "--seed", "11"],
-        check=True,
-        capture_output=True,
-    )
-    exp: dict[str, Any] = json.loads((corpus / "expectations.json").read_text())
+    exp = generate(corpus, count=300, seed=11)
     cluster = session_cluster()
     url = cluster.url(cluster.new_database("multi"))
     gws = _instances(tmp_path, url, clamd, sink, imap)

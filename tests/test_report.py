@@ -26,9 +26,9 @@ import pytest
 
 import store.repos
 from tests.clamd_harness import Clamd
+from tests.corpus import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-GEN = ROOT.parent / "shared" / "corpus" / "gen_corpus.py"
 TAG = re.compile(rb"\{\{TAG:(t\d+)\}\}")
 START = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
 FIRST_RESPONSE, RESOLUTION = 2 * 3600, 24 * 3600
@@ -104,12 +104,7 @@ def agent_mail(agent: str, to: str, body: str) -> bytes:
 def month(tmp_path_factory: pytest.TempPathFactory, clamd: Clamd) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("report")
     corpus = home / "corpus"
-    subprocess.run(
-        [sys.executable, str(GEN), str(corpus), "--count", "300", "--seed", "11"],
-        check=True,
-        capture_output=True,
-    )
-    exp = json.loads((corpus / "expectations.json").read_text())
+    exp = generate(corpus, count=300, seed=11)
     cfg_path = home / "gateway.toml"
     cfg_path.write_text(CONFIG.format(scanner=clamd.address), encoding="utf-8")
 
