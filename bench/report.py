@@ -868,7 +868,7 @@ def _bounds(figs: dict[str, Any]) -> list[str]:
             files + f" SQLAlchemy {areas.get('sqlalchemy', 0) * 100:.0f}% and aiosmtpd "
             f"{areas.get('aiosmtpd (SMTP protocol)', 0) * 100:.0f}% (inclusive). What would "
             "lift it: fewer SQLAlchemy statements per message (a batch in "
-            "a few executemany statements, +50% at K=32 in PERF.md section 6), then parsing "
+            "a few executemany statements: +50% at K=32 in a prototype), then parsing "
             "in a worker process (the loop and the writer thread share one core's GIL)."
         )
     return [text]

@@ -1,7 +1,7 @@
 """The SMTP load generator: a raw asyncio client, run as its own process.
 
-Why raw and separate: PERF.md measured aiosmtplib's client CPU per message at
-about the server's own, so a client sharing the server's core or loop halves
+Why raw and separate: aiosmtplib's client was measured at about the server's own
+CPU per message (310-650 µs), so a client sharing the server's core or loop halves
 what is measured. This one costs ~150 µs per message.
 
     python bench/smtp_client.py PORT[,PORT...] LOADFILE K
@@ -32,7 +32,7 @@ async def run(
     ports: list[int], waves: list[list[tuple[str, bytes]]], conc: int
 ) -> dict[str, object]:
     lat: list[float] = []
-    tx: list[float] = []  # MAIL FROM to the reply after DATA, for comparison with PERF.md
+    tx: list[float] = []  # MAIL FROM to the reply after DATA: the SMTP transaction alone
     codes: Counter[str] = Counter()
     per_port: Counter[str] = Counter()
     sessions = []

@@ -21,7 +21,7 @@ __all__ = ["Limits", "prescan"]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-message ceilings; defaults follow the precedents in RELIABILITY.md §2.
+    """Per-message ceilings; each default names the precedent it follows.
 
     max_header_bytes: size of any one header block (the top one and every
         part's), 256 KiB -- Postfix allows 100 KiB for the whole header, real

@@ -1,6 +1,6 @@
 """Cut quoted history and signatures off a reply, leaving what was written this time.
 
-A matching problem (ANCHORS.md finding 9): the first attribution line or
+A matching problem: the first attribution line or
 separator that a mail client writes above the quoted mail ends the new text.
 The patterns follow FreeScout's and discourse/email_reply_trimmer's lists for
 the clients people actually use (Gmail, Outlook desktop and web, Apple Mail,

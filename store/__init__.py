@@ -1,1 +1,1 @@
-"""Durable state: SQL rows through SQLAlchemy Core, blobs on disk."""
+"""Durable state: SQL rows through SQLAlchemy Core, blobs as rows (the default) or files."""

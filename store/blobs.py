@@ -1,7 +1,7 @@
-"""Where raw mail and attachments live: files under the data directory (one
-machine, the default) or rows of the database (several instances, store/blobs_db.py).
+"""Where raw mail and attachments live: rows of the database (the default,
+store/blobs_db.py) or files under the data directory (``[gateway] blobs = "files"``).
 
-Both keep the promise DESIGN.md's "accepted means committed" needs: a blob is
+Both keep the promise "accepted means committed" (docs/security.md) needs: a blob is
 durable before, or atomically with, the commit that names it. A writer
 therefore uses two steps. ``stage`` runs before the transaction, on the event
 loop's side, and may take time (the file store writes and fsyncs here);

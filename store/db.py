@@ -2,7 +2,7 @@
 
 SQLite is opened in WAL mode with ``synchronous=FULL``: the 250 after DATA is
 a promise that must survive a power cut, and NORMAL may roll back a commit on
-power loss (RELIABILITY.md finding 4). PostgreSQL needs no pragmas.
+power loss (SQLite's documentation of the pragma says so). PostgreSQL needs no pragmas.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic crash points for the fault tests (RELIABILITY.md section 5).
+"""Deterministic crash points for the fault tests (docs/architecture.md, "Tests").
 
 ``GATEWAY_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself when it
 reaches that point: the kill is real, only its timing is chosen. Unset, this

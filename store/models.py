@@ -1,6 +1,6 @@
 """The schema, as SQLAlchemy Core tables.
 
-Core rather than the ORM: PERF.md measured the ORM at ~1.2 ms per transaction
+Core rather than the ORM: measured, the ORM took ~1.2 ms per transaction
 against ~0.9 ms for Core, and the ingest path is one core's worth of Python.
 Every table carries ``tenant`` so that every query can be, and is, scoped by it.
 """

@@ -2,7 +2,7 @@
 
 No freshclam and no network: ``db/test.hdb`` holds the EICAR test file's MD5 and size, which is
 enough for clamd to start (in about a second) and to detect EICAR, also inside zips and MIME.
-The config follows REAL-PARTS.md and RELIABILITY.md section 6 (AlertExceedsMax, MaxScanTime,
+The config is production's (docs/daemon.md, "ClamAV (clamd)": AlertExceedsMax, MaxScanTime,
 MaxRecursion, MaxFiles, ScanMail, StreamMaxLength), because clamd's defaults fail open.
 
 Use the ``clamd`` session fixture for a shared instance, ``clamd_factory`` for private ones
@@ -145,7 +145,7 @@ class Clamd:
             # (Debian's is "clamav") and no DatabaseOwner check can get in the way in a sandbox.
             lines.append("User root")
         lines += [
-            # Limits: clamd's defaults fail open (RELIABILITY.md finding 5).
+            # Limits: clamd's defaults fail open (a file over a limit is OK; MaxScanTime 0 is none).
             "AlertExceedsMax yes",
             "MaxScanTime 30000",
             f"StreamMaxLength {self.stream_max_length}",

@@ -1,8 +1,8 @@
 """A real Dovecot IMAP server for tests, in a temporary folder, with a passwd-file of users.
 
 The IMAP poller must be tested against a server that really does IDLE, MOVE, UIDPLUS,
-disconnects and UIDVALIDITY changes, which no fake does faithfully. The config follows
-REAL-PARTS.md section "Dovecot IMAP" (as root in a sandbox): everything Dovecot writes lives
+disconnects and UIDVALIDITY changes, which no fake does faithfully. The config is a private
+instance's (it may run as root in a sandbox): everything Dovecot writes lives
 under ``workdir``, it listens on 127.0.0.1 only, maildirs owned by ``nobody:nogroup``.
 
 TLS is real too: a private CA and a server certificate for ``127.0.0.1`` / ``localhost`` are made
@@ -261,7 +261,7 @@ class Dovecot:
         else:
             ssl, imaps_ssl = "ssl = no", ""
         return f"""\
-# Written by tests/dovecot_harness.py (REAL-PARTS.md, "Dovecot IMAP")
+# Written by tests/dovecot_harness.py: a private instance for the tests
 base_dir = {self.base_dir}
 state_dir = {self.state_dir}
 instance_name = {self.instance_name}

@@ -1,6 +1,6 @@
 """Builders for the large hostile messages, generated at test time, never committed.
 
-Each one reproduces a row of RELIABILITY.md §2: the MIME bombs (Dovecot's and
+Each one reproduces a known hostile input: the MIME bombs (Dovecot's and
 MIME-tools' limits, Email-MIME CVE-2024-4140) and the huge header
 (CPython gh-136063 / gh-134873).
 """

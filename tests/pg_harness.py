@@ -2,7 +2,7 @@
 
 The store's PostgreSQL path (asyncpg readers, a psycopg writer, the same
 migrations, SKIP LOCKED claims, leases) can only be trusted against a real
-server, so the tests start one as REAL-PARTS.md describes: Debian's
+server, so the tests start a private one: Debian's
 ``initdb``/``pg_ctl`` run as the ``postgres`` user, 127.0.0.1 only, trust
 auth. It is stopped by the pid in ``postmaster.pid``. If it cannot start the
 fixture fails with its log; it never skips.

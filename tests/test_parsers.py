@@ -2,7 +2,7 @@
 ParsedMessage, never anything else, and the limits act before the real parse.
 
 The large hostile messages are built at test time (tests/parser_fixtures.py),
-one per row of RELIABILITY.md §2; the small real ones are in fixtures/.
+one per known hostile input (named there); the small real ones are in fixtures/.
 """
 
 from __future__ import annotations

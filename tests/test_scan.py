@@ -1,7 +1,7 @@
 """gateway.intake.scan against a real clamd (tests/clamd_harness.py), plus a few fakes where a real
 clamd cannot be made to misbehave (each fake says so).
 
-Contract under test (RELIABILITY.md finding 5, section 2, F2): only ``stream: OK`` is Clean;
+Contract under test (gateway/intake/scan.py's docstring): only ``stream: OK`` is Clean;
 the size-limit reply is Unscannable; down, hung, garbage are Unavailable; the deadline is
 absolute; nothing raises.
 """

@@ -1,7 +1,7 @@
 """Async clamd client: INSTREAM on the event loop, failing closed.
 
-Why this module exists and what it promises (RELIABILITY.md finding 5, section 2 "Zip bombs" and
-"Scanner size overflow", fault test F2):
+Why this module exists and what it promises (clamd's own limits fail open unless configured as
+docs/daemon.md, "ClamAV (clamd)", says; tests/test_scan.py holds it to this):
 
 * Only an exact ``stream: OK`` reply is :class:`Clean`. Every other outcome is a verdict that the
   pipeline must *not* treat as clean: :class:`Infected` (a FOUND reply, including

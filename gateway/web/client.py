@@ -1,4 +1,4 @@
-"""Clients read their own tickets through magic links (RELIABILITY.md section 3).
+"""Clients read their own tickets through magic links (docs/security.md, "Clients on the web").
 
 - A link is a selector (finds the row) and a verifier (only its SHA-256 is
   stored), valid 15 minutes, spent by one atomic UPDATE. Opening it (GET) only
