@@ -115,26 +115,35 @@ def _empty(data_dir: Path) -> bool:
 def _unpack(archive: Path, key: BackupKey, staging: Path) -> None:
     """Decrypt and unpack into ``staging``; the dump's pieces are joined into one file
     (pg_restore wants a seekable file). Every chunk is authenticated before use."""
+    try:
+        with plaintext(archive, key) as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                _extract(tar, staging)
+            while stream.read(CHUNK):  # past the tar's end too: every chunk authenticated
+                pass
+    except tarfile.TarError as exc:
+        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
+
+
+def _extract(tar: tarfile.TarFile, staging: Path) -> None:
+    """Every member into ``staging``, the dump's pieces joined into one file."""
     dump = None
     n = 0
     try:
-        with plaintext(archive, key) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if member.name == META:
-                    continue
-                if not member.name.startswith(f"{backup_pg.DUMP_MEMBER}/"):
-                    tar.extract(member, staging, filter="data")
-                    continue
-                if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
-                    raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
-                if dump is None:
-                    dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
-                piece = tar.extractfile(member)
-                assert piece is not None
-                shutil.copyfileobj(piece, dump, CHUNK)
-                n += 1
-    except tarfile.TarError as exc:
-        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
+        for member in tar:
+            if member.name == META:
+                continue
+            if not member.name.startswith(f"{backup_pg.DUMP_MEMBER}/"):
+                tar.extract(member, staging, filter="data")
+                continue
+            if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
+                raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
+            if dump is None:
+                dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
+            piece = tar.extractfile(member)
+            assert piece is not None
+            shutil.copyfileobj(piece, dump, CHUNK)
+            n += 1
     finally:
         if dump is not None:
             dump.close()
