@@ -44,7 +44,7 @@ def sealed(out: BinaryIO, key: BackupKey) -> Iterator[BinaryIO]:
 
     def encrypt() -> None:
         try:
-            pyrage.encrypt_io(reader, out, [pyrage.x25519.Recipient.from_str(key.recipient)])
+            pyrage.encrypt_io(reader, out, [key.identities[0].to_public()])
         except BaseException as exc:  # handed to the caller's thread below
             failed.append(exc)
         finally:
