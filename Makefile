@@ -17,12 +17,14 @@ run: $(STAMP)
 
 # Debian packages the tests run for real (clamd, Dovecot, Chromium, poppler's
 # pdftoppm/pdftotext for the report PDF, systemd-analyze for the unit file, the
-# PostgreSQL server for the store's second engine), each as package:the file it
+# PostgreSQL server for the store's second engine, the age CLI that opens a
+# backup without the gateway), each as package:the file it
 # installs (a glob where the path names a version). Needs root; only the missing
 # ones are installed.
 DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot \
         chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
-        systemd:/usr/bin/systemd-analyze 'postgresql:/usr/lib/postgresql/*/bin/initdb'
+        systemd:/usr/bin/systemd-analyze 'postgresql:/usr/lib/postgresql/*/bin/initdb' \
+        age:/usr/bin/age
 system-deps:
 	@missing=$$(for d in $(DEBS); do \
 	  found=; for f in $${d#*:}; do [ -x "$$f" ] && found=1; done; \

@@ -9,7 +9,8 @@
 Why one entry point: the figures are only comparable, and only reproducible,
 if one command measures all of them the same way on the same machine. The
 JSON is written after every figure, so an interrupted run keeps what it
-measured; BENCHMARKS.md is generated from the JSON alone (bench/report.py).
+measured; BENCHMARKS.md is generated from the JSON alone (bench/report.py, with
+the prose in bench/templates/BENCHMARKS.md.j2).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "--render",
         action="store_true",
         help="measure nothing: write BENCHMARKS.md again from the JSON in --out (after a "
-        "change to bench/report.py)",
+        "change to bench/report.py or bench/templates/BENCHMARKS.md.j2)",
     )
     ap.add_argument(
         "--merge",

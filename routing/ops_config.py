@@ -24,7 +24,8 @@ __all__ = [
     "parse_tenant_reports",
 ]
 
-#: The backup key (32 bytes, base64) may come from here instead of a key file.
+#: The backup key (an age identity, or a pre-age 32-byte base64 key) may come from here
+#: instead of a key file.
 BACKUP_KEY_ENV = "GATEWAY_BACKUP_KEY"
 _AT = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _ADDR = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

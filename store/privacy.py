@@ -1,4 +1,5 @@
-"""GDPR access (Art. 15/20) and erasure (Art. 17) for one address in one tenant.
+"""GDPR erasure (Art. 17) for one address in one tenant; access (Art. 15/20) is
+store/subject.py, re-exported here.
 
 Every function takes the tenant first and touches only that tenant's rows:
 the same person writing to two vendors is two data subjects, each vendor
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ from store.models import (
     web_sessions,
 )
 from store.redact import Redactor
+from store.subject import CLIENT_ROLES, collect_subject, column_set, lower, names_of, their_tickets
 
 __all__ = [
     "Erasure",
@@ -43,162 +45,7 @@ __all__ = [
     "unlocked_audit",
 ]
 
-_CLIENT_ROLES = ("client", "cc")
 ReadBlob = Callable[[str], bytes | None]
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _row(r: Any, *cols: str) -> dict[str, Any]:
-    m = r._mapping
-    return {c: _iso(m[c]) for c in cols}
-
-
-def _lower(values: Iterable[Any]) -> list[str]:
-    return [str(v).lower() for v in values or []]
-
-
-def names_of(conn: Connection, tenant: str, address: str) -> set[str]:
-    """Display names this address used with the tenant: erased along with it."""
-    names = {
-        str(n)
-        for (n,) in conn.execute(
-            select(participants.c.name).where(
-                participants.c.tenant == tenant, participants.c.address == address
-            )
-        )
-    }
-    names |= {
-        str(n)
-        for (n,) in conn.execute(
-            select(messages.c.from_name).where(
-                messages.c.tenant == tenant, messages.c.from_addr == address
-            )
-        )
-    }
-    return {n for n in names if n.strip()}
-
-
-def _their_tickets(conn: Connection, tenant: str, address: str) -> set[int]:
-    ids = {
-        int(t)
-        for (t,) in conn.execute(
-            select(participants.c.ticket_id).where(
-                participants.c.tenant == tenant, participants.c.address == address
-            )
-        )
-    }
-    ids |= {
-        int(t)
-        for (t,) in conn.execute(
-            select(messages.c.ticket_id).where(
-                messages.c.tenant == tenant,
-                messages.c.from_addr == address,
-                messages.c.ticket_id.is_not(None),
-            )
-        )
-    }
-    return ids
-
-
-def collect_subject(conn: Connection, tenant: str, address: str) -> dict[str, Any]:
-    """Everything held about ``address`` in ``tenant``, as JSON-ready data.
-
-    Messages: those they wrote, those addressed to them, and the messages of
-    their tickets a client may read (the web pages' rule: no internal notes,
-    no machine mail). Blobs are named by sha256; the caller adds the files.
-    """
-    address = address.strip().lower()
-    ticket_ids = _their_tickets(conn, tenant, address)
-    refs = {
-        int(r.id): r
-        for r in conn.execute(
-            select(tickets).where(tickets.c.tenant == tenant, tickets.c.id.in_(ticket_ids))
-        )
-    }
-    out_tickets = [
-        _row(r, "ref", "subject", "status", "priority", "queue", "created_at", "updated_at")
-        for r in sorted(refs.values(), key=lambda r: int(r.number))
-    ]
-    participation = [
-        {"ticket": refs[int(r.ticket_id)].ref, **_row(r, "name", "role", "created_at")}
-        for r in conn.execute(
-            select(participants).where(
-                participants.c.tenant == tenant, participants.c.address == address
-            )
-        )
-        if int(r.ticket_id) in refs
-    ]
-    msgs = []
-    for m in conn.execute(
-        select(messages).where(
-            messages.c.tenant == tenant,
-            or_(messages.c.ticket_id.in_(ticket_ids), messages.c.from_addr == address),
-        )
-    ):
-        mine = m.from_addr == address or m.envelope_from == address
-        to_them = address in _lower(m.to_addrs) + _lower(m.cc_addrs)
-        visible = (
-            m.ticket_id in refs
-            and m.sender_role in (*_CLIENT_ROLES, "agent")
-            and "internal" not in (m.flags or [])
-        )
-        if mine or to_them or visible:
-            msgs.append((m, mine))
-    # Mail addressed to them that sits on nobody's ticket (machine mail, none of theirs).
-    files: dict[int, list[dict[str, Any]]] = {}
-    ids = [m.id for m, _ in msgs]
-    for a in conn.execute(
-        select(attachments).where(attachments.c.tenant == tenant, attachments.c.message_id.in_(ids))
-    ):
-        files.setdefault(int(a.message_id), []).append(
-            _row(a, "filename", "content_type", "size", "sha256", "inline")
-        )
-    out_msgs = []
-    for m, mine in sorted(msgs, key=lambda x: int(x[0].id)):
-        item = _row(
-            m, "id", "message_id", "direction", "kind", "sender_role", "from_addr", "from_name",
-            "to_addrs", "cc_addrs", "subject", "date", "text", "html", "created_at",
-        )  # fmt: skip
-        item["ticket"] = refs[int(m.ticket_id)].ref if m.ticket_id in refs else None
-        item["written_by_them"] = mine
-        # Their own mail as received; other people's raw mail carries other people's headers.
-        item["raw_sha256"] = m.raw_sha256 if mine and m.raw_purged_at is None else None
-        item["attachments"] = files.get(int(m.id), [])
-        out_msgs.append(item)
-    sent = [
-        {**_row(r, "kind", "message_id", "status", "created_at", "sent_at"), "body": r.body}
-        for r in conn.execute(select(outbox).where(outbox.c.tenant == tenant))
-        if r.to_addr == address or address in _lower(r.rcpt_tos)
-    ]
-    redactor = Redactor(b"", address)
-    audit = [
-        _row(r, "action", "actor", "ticket_id", "detail", "created_at")
-        for r in conn.execute(
-            select(audit_events).where(audit_events.c.tenant == tenant).order_by(audit_events.c.id)
-        )
-        if r.actor == address or redactor.mentions(r.detail)
-    ]
-
-    def rows(table: Any, *cols: str) -> list[dict[str, Any]]:
-        where = [table.c.tenant == tenant, table.c.address == address]
-        return [_row(r, *cols) for r in conn.execute(select(table).where(*where))]
-
-    return {
-        "subject": address,
-        "tenant": tenant,
-        "tickets": out_tickets,
-        "participation": participation,
-        "messages": out_msgs,
-        "mail_sent_to_them": sent,
-        "audit_events": audit,
-        "sign_in_links": rows(link_tokens, "created_at", "expires_at", "used_at"),
-        "web_sessions": rows(web_sessions, "created_at", "expires_at"),
-        "sign_in_events": rows(auth_events, "kind", "source", "at"),
-        "bouncing": rows(bouncing, "status", "reason", "since"),
-    }
 
 
 def raw_mentions(
@@ -242,17 +89,10 @@ class Erasure:
     blob_candidates: set[str] = field(default_factory=set)
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "their_messages": self.their_messages,
-            "tickets_deleted": len(self.tickets_deleted),
-            "tickets_kept": len(self.tickets_kept),
-            "messages_redacted": self.messages_redacted,
-            "raw_copies_redacted": self.raw_copies_redacted,
-            "outbox_deleted": self.outbox_deleted,
-            "outbox_redacted": self.outbox_redacted,
-            "audit_redacted": self.audit_redacted,
-            "web_rows_deleted": self.web_rows_deleted,
-        }
+        """Numbers only: ticket lists as their length, the blob candidates left out."""
+        out = asdict(self)
+        del out["blob_candidates"]
+        return {k: len(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
 @contextlib.contextmanager
@@ -273,22 +113,15 @@ def delete_tickets(conn: Connection, tenant: str, ticket_ids: Iterable[int]) -> 
     msg_ids = select(messages.c.id).where(
         messages.c.tenant == tenant, messages.c.ticket_id.in_(ids)
     )
-    shas = {
-        str(s)
-        for (s,) in conn.execute(
-            select(attachments.c.sha256).where(
-                attachments.c.tenant == tenant, attachments.c.message_id.in_(msg_ids)
-            )
-        )
-    }
-    shas |= {
-        str(s)
-        for (s,) in conn.execute(
-            select(messages.c.raw_sha256).where(
-                messages.c.tenant == tenant, messages.c.ticket_id.in_(ids)
-            )
-        )
-    }
+    shas = column_set(
+        conn,
+        select(attachments.c.sha256).where(
+            attachments.c.tenant == tenant, attachments.c.message_id.in_(msg_ids)
+        ),
+        select(messages.c.raw_sha256).where(
+            messages.c.tenant == tenant, messages.c.ticket_id.in_(ids)
+        ),
+    )
     conn.execute(
         delete(attachments).where(
             attachments.c.tenant == tenant, attachments.c.message_id.in_(msg_ids)
@@ -297,7 +130,7 @@ def delete_tickets(conn: Connection, tenant: str, ticket_ids: Iterable[int]) -> 
     for table in (messages, participants, message_ids, outbox):
         conn.execute(delete(table).where(table.c.tenant == tenant, table.c.ticket_id.in_(ids)))
     conn.execute(delete(tickets).where(tickets.c.tenant == tenant, tickets.c.id.in_(ids)))
-    return shas
+    return {str(s) for s in shas}
 
 
 def erase_subject(
@@ -315,18 +148,19 @@ def erase_subject(
     address = redactor.address
     token = redactor.token
     done = Erasure()
-    ticket_ids = _their_tickets(conn, tenant, address)
+    ticket_ids = their_tickets(conn, tenant, address)
 
     # 1. Their tickets that nobody else (client side) is on go as a whole.
     others = {
         int(t)
-        for (t,) in conn.execute(
+        for t in column_set(
+            conn,
             select(participants.c.ticket_id).where(
                 participants.c.tenant == tenant,
                 participants.c.ticket_id.in_(ticket_ids),
                 participants.c.address != address,
-                participants.c.role.in_(_CLIENT_ROLES),
-            )
+                participants.c.role.in_(CLIENT_ROLES),
+            ),
         )
     }
     gone = ticket_ids - others
@@ -349,10 +183,11 @@ def erase_subject(
     )
     done.blob_candidates |= {
         str(s)
-        for (s,) in conn.execute(
+        for s in column_set(
+            conn,
             select(attachments.c.sha256).where(
                 attachments.c.tenant == tenant, attachments.c.message_id.in_(theirs)
-            )
+            ),
         )
     }
     conn.execute(
@@ -440,7 +275,7 @@ def erase_subject(
     # 5. Mail we sent or will send: to them, deleted; naming them, deleted once sent,
     # redacted while it still waits (the agent still gets the notice).
     for r in conn.execute(select(outbox).where(outbox.c.tenant == tenant)).all():
-        to_them = r.to_addr == address or address in _lower(r.rcpt_tos)
+        to_them = r.to_addr == address or address in lower(r.rcpt_tos)
         copy = None if to_them else redactor.mail(bytes(r.body))
         if not to_them and copy is None and not redactor.mentions(r.mail_from):
             continue

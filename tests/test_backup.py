@@ -1,6 +1,7 @@
 """Backups: taken from a running daemon, restored into an empty data directory, the same
 tickets, messages and blob hashes; a wrong key, a damaged and a cut archive fail clearly;
-the daemon takes its daily backup and keeps the newest N."""
+the age CLI alone opens an archive; the archives made before age (HGWBACKUP1) and their
+keys still restore; the daemon takes its daily backup and keeps the newest N."""
 
 from __future__ import annotations
 
@@ -8,17 +9,31 @@ import base64
 import hashlib
 import json
 import os
+import sqlite3
+import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+from pyrage import x25519
 
+from gateway.ops.backup_key import parse_backup_key
 from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
+from tests.legacy_backup import rewrite_as_legacy
 from tests.mail import make_mail
+
+AGE_CHUNK = (64 << 10) + 16  # age's payload chunk: 64 KiB and its tag
 
 
 def _key() -> str:
+    """An age identity, as ``$GATEWAY_BACKUP_KEY`` holds it."""
+    return str(x25519.Identity.generate())
+
+
+def _legacy_key() -> str:
+    """A key as made before the age format: 32 random bytes, base64."""
     return base64.b64encode(os.urandom(32)).decode()
 
 
@@ -39,7 +54,8 @@ def archive(
         home / "gw", blobs=request.param, scanner=clamd.address, env={"GATEWAY_BACKUP_KEY": key}
     ).start()
     try:
-        # One big attachment, so the archive spans several 1 MiB encrypted chunks.
+        # One big attachment, so the archive spans many encrypted chunks (and 1 MiB ones,
+        # once rewritten as an HGWBACKUP1 archive).
         big = make_mail(
             subject="Scan of the contract",
             sender="big@client.test",
@@ -118,24 +134,31 @@ def test_wrong_key_damaged_and_cut_archives_fail_clearly(
     wrong = _target(tmp_path / "wrong", _key()).cli("restore", str(path))
     err = wrong.stderr.decode()
     assert wrong.returncode == 77, err
-    assert err.startswith("gateway: wrong backup key: this archive was made with key ")
+    assert err.startswith("gateway: wrong backup key: this archive was not made for the key ")
     assert "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "wrong" / "var" / "gateway.db").exists()
 
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
-    damaged = tmp_path / "damaged.hgbk"
+    damaged = tmp_path / "damaged.tar.age"
     damaged.write_bytes(bytes(data))
     out = _target(tmp_path / "d", str(archive["key"])).cli("restore", str(damaged))
     assert out.returncode == 65 and b"damaged or altered" in out.stderr, out.stderr
     assert not (tmp_path / "d" / "var" / "gateway.db").exists()
+    # The last chunk holds only the tar's end padding, and is checked all the same.
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    out = _target(tmp_path / "e", str(archive["key"])).cli("restore", str(damaged))
+    assert out.returncode == 65 and b"damaged or altered" in out.stderr, out.stderr
 
     # Cut after the first whole chunk: every byte left is authentic, the end is missing.
     whole = path.read_bytes()
-    header = 11 + 4 + int.from_bytes(whole[11:15], "big")
-    assert len(whole) > header + 2 * ((1 << 20) + 16)
-    cut = tmp_path / "cut.hgbk"
-    cut.write_bytes(whole[: header + (1 << 20) + 16])
+    header = whole.index(b"\n", whole.index(b"\n--- ") + 1) + 1 + 16  # age header, nonce
+    assert whole.startswith(b"age-encryption.org/v1\n")
+    assert len(whole) > header + 2 * AGE_CHUNK
+    cut = tmp_path / "cut.tar.age"
+    cut.write_bytes(whole[: header + AGE_CHUNK])
     out = _target(tmp_path / "c", str(archive["key"])).cli("restore", str(cut))
     assert out.returncode == 65 and b"truncated" in out.stderr, out.stderr
 
@@ -151,8 +174,125 @@ def test_new_key_file_is_private_and_never_in_the_data_directory(tmp_path: Path)
     out = d.cli("backup", "--new-key", str(keyfile))
     assert out.returncode == 0, out.stderr
     assert keyfile.stat().st_mode & 0o777 == 0o600
-    assert len(base64.b64decode(keyfile.read_text())) == 32
+    # An age identity file: age's own tool reads it and names the public key we printed.
+    public = subprocess.run(
+        ["age-keygen", "-y", str(keyfile)], capture_output=True, check=True, text=True
+    ).stdout.strip()
+    assert public.startswith("age1") and public in out.stdout.decode()
+    assert parse_backup_key(keyfile.read_text(), "test").legacy is None
     assert d.cli("backup", "--new-key", str(keyfile)).returncode == 73  # never overwritten
+
+
+def test_the_age_tool_alone_opens_an_archive(archive: dict[str, object], tmp_path: Path) -> None:
+    """A bad day without the gateway: Debian's ``age`` and the key file give back a plain
+    tar with the database snapshot and every blob, byte for byte."""
+    made = archive["made"]
+    assert isinstance(made, dict)
+    keyfile = tmp_path / "backup.key"
+    keyfile.write_text(f"# the backup key\n{archive['key']}\n")
+    tar_path = tmp_path / "backup.tar"
+    out = subprocess.run(
+        ["age", "-d", "-i", str(keyfile), "-o", str(tar_path), str(made["path"])],
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+        assert names[:2] == ["archive.json", "gateway.db"]
+        facts = tar.extractfile("archive.json")
+        assert facts is not None and json.loads(facts.read())["engine"] == "sqlite"
+        tar.extractall(tmp_path / "x", filter="data")
+    db = sqlite3.connect(tmp_path / "x" / "gateway.db")
+    try:
+        assert db.execute("SELECT count(*) FROM tickets").fetchone()[0] == made["tickets"]
+    finally:
+        db.close()
+    blobs = archive["blobs"]
+    assert isinstance(blobs, dict)
+    if archive["mode"] == "files":
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                 for p in (tmp_path / "x" / "data" / "blobs").glob("??/*")}  # fmt: skip
+        assert files == blobs
+    else:
+        assert not (tmp_path / "x" / "data" / "blobs").exists()
+    # The wrong key: age says so, and writes nothing.
+    (tmp_path / "other.key").write_text(_key() + "\n")
+    wrong = subprocess.run(
+        ["age", "-d", "-i", str(tmp_path / "other.key"), str(made["path"])], capture_output=True
+    )
+    assert wrong.returncode != 0 and wrong.stdout == b""
+
+
+def test_archives_and_keys_from_before_age_still_restore(
+    archive: dict[str, object], tmp_path: Path
+) -> None:
+    """An HGWBACKUP1 archive (made by the old writer, kept in tests/legacy_backup.py)
+    restores with its old key, and fails as it always did when wrong, damaged or cut.
+    The old key also makes new (age) archives, and ``--new-key`` carries it over into an
+    age key file that opens both kinds."""
+    made = archive["made"]
+    assert isinstance(made, dict)
+    legacy = _legacy_key()
+    old = tmp_path / "gateway-backup-20260101T030000Z.hgbk"
+    rewrite_as_legacy(
+        Path(str(made["path"])),
+        parse_backup_key(str(archive["key"]), "test"),
+        base64.b64decode(legacy),
+        old,
+    )
+    whole = old.read_bytes()
+    assert whole.startswith(b"HGWBACKUP1\n")
+    target = _target(tmp_path / "restored", legacy, archive["mode"])
+    out = target.cli("restore", str(old), "--json")
+    assert out.returncode == 0, out.stderr
+    restored = json.loads(out.stdout)
+    assert (restored["tickets"], restored["messages"], restored["blobs"]) == (6, 6, 17)
+    assert target.dump() == archive["dump"]
+    assert _blob_hashes(target) == archive["blobs"]
+
+    wrong = _target(tmp_path / "wrong", _legacy_key()).cli("restore", str(old))
+    err = wrong.stderr.decode()
+    assert wrong.returncode == 77, err
+    assert err.startswith("gateway: wrong backup key: this archive was made with key ")
+    agekey = _target(tmp_path / "agekey", _key()).cli("restore", str(old))
+    assert agekey.returncode == 77 and b"holds no HGWBACKUP1 key" in agekey.stderr
+    data = bytearray(whole)
+    data[len(data) // 2] ^= 0x01
+    damaged = tmp_path / "damaged.hgbk"
+    damaged.write_bytes(bytes(data))
+    out = _target(tmp_path / "d", legacy).cli("restore", str(damaged))
+    assert out.returncode == 65 and b"damaged or altered" in out.stderr, out.stderr
+    header = 11 + 4 + int.from_bytes(whole[11:15], "big")
+    assert len(whole) > header + 2 * ((1 << 20) + 16)
+    cut = tmp_path / "cut.hgbk"
+    cut.write_bytes(whole[: header + (1 << 20) + 16])
+    out = _target(tmp_path / "c", legacy).cli("restore", str(cut))
+    assert out.returncode == 65 and b"truncated" in out.stderr, out.stderr
+
+    # The old key on the day of the upgrade: backups go on, as age archives.
+    target.start()
+    try:
+        out = target.cli("backup", "--out", str(tmp_path / "new"), "--json")
+    finally:
+        target.stop()
+    assert out.returncode == 0, out.stderr
+    new = Path(json.loads(out.stdout)["path"])
+    assert new.name.endswith(".tar.age")
+    # --new-key with the old key configured: one age key file for every archive.
+    keyfile = tmp_path / "keys" / "backup.key"
+    out = target.cli("backup", "--new-key", str(keyfile))
+    assert out.returncode == 0, out.stderr
+    assert f"# HGWBACKUP1 key: {legacy}" in keyfile.read_text()
+    opened = subprocess.run(["age", "-d", "-i", str(keyfile), str(new)], capture_output=True)
+    assert opened.returncode == 0 and opened.stdout[:512].startswith(b"archive.json")
+    from_file = Daemon(
+        tmp_path / "from-file",
+        blobs=str(archive["mode"]),
+        extra=f'[backup]\nkey_file = "{keyfile}"\n',
+    )
+    out = from_file.cli("restore", str(old), "--json")
+    assert out.returncode == 0, out.stderr
+    assert from_file.dump() == archive["dump"]
 
 
 def test_daemon_takes_the_daily_backup_and_keeps_the_newest(tmp_path: Path) -> None:
@@ -184,6 +324,7 @@ def test_daemon_takes_the_daily_backup_and_keeps_the_newest(tmp_path: Path) -> N
             "gateway-backup-20260105T030000Z.hgbk",
         ]
         assert len(names) == 3 and last["path"] == str(folder / names[-1])
-        assert (folder / names[-1]).read_bytes().startswith(b"HGWBACKUP1\n")
+        assert names[-1].endswith(".tar.age")
+        assert (folder / names[-1]).read_bytes().startswith(b"age-encryption.org/v1\n")
     finally:
         d.stop()

@@ -11,7 +11,6 @@ gateway processes, clamd, and Debian's pg_dump/pg_restore.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -26,8 +25,10 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway.ops.backup import BackupError, archive_stream, make_backup, read_header
+from gateway.ops.backup import BackupError, make_backup
+from gateway.ops.backup_key import parse_backup_key
 from gateway.ops.backup_pg import libpq
+from gateway.ops.backup_stream import archive_meta, plaintext
 from routing.config import load_config
 from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
@@ -52,19 +53,18 @@ def _wait(pred: Callable[[], Any], timeout: float) -> Any:
 
 
 def _members(path: Path, key: str) -> tuple[dict[str, object], list[str], bytes]:
-    """The header, the member names and the dump's first bytes, read with the key."""
-    with open(path, "rb") as f:
-        head, _ = read_header(f)
-        f.seek(0)
-        names: list[str] = []
-        first = b""
-        with tarfile.open(fileobj=archive_stream(f, base64.b64decode(key)), mode="r|") as tar:
-            for m in tar:
-                names.append(m.name)
-                if m.name == "database.pgdump/000000":
-                    piece = tar.extractfile(m)
-                    assert piece is not None
-                    first = piece.read(5)
+    """The archive's facts, the member names and the dump's first bytes, read with the key."""
+    k = parse_backup_key(key, "test")
+    head = archive_meta(path, k)
+    names: list[str] = []
+    first = b""
+    with plaintext(path, k) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for m in tar:
+            names.append(m.name)
+            if m.name == "database.pgdump/000000":
+                piece = tar.extractfile(m)
+                assert piece is not None
+                first = piece.read(5)
     return head, names, first
 
 
@@ -144,7 +144,7 @@ def test_archive_holds_the_dump_the_blobs_and_the_secrets(pg_archive: dict[str, 
     assert b"PGDMP" not in raw and b"Invoice" not in raw and b"line 1" not in raw
     head, names, first = _members(path, pg_archive["key"])
     assert head["engine"] == "postgresql"
-    assert names[0] == "manifest.json" and names[1] == "database.pgdump/000000"
+    assert names[:3] == ["archive.json", "manifest.json", "database.pgdump/000000"]
     assert first == b"PGDMP"  # pg_dump's custom format
     blobs = {n.rsplit("/", 1)[1] for n in names if n.startswith("data/blobs/")}
     assert blobs == set(pg_archive["blobs"]) and pg_archive["named"] <= blobs
@@ -190,7 +190,7 @@ def test_tampered_archive_and_a_database_in_use_are_refused(
     path = Path(pg_archive["made"]["path"])
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
-    damaged = tmp_path / "damaged.hgbk"
+    damaged = tmp_path / "damaged.tar.age"
     damaged.write_bytes(bytes(data))
     target = _fresh(tmp_path / "d", key)
     out = target.cli("restore", str(damaged))
@@ -332,7 +332,7 @@ def test_a_stopping_daemon_ends_the_dump_and_keeps_no_part(
         make_backup(
             load_config(source.config),
             tmp_path / "out",
-            base64.b64decode(pg_archive["key"]),
+            parse_backup_key(pg_archive["key"], "test"),
             datetime.now(UTC),
             stop,
         )
@@ -395,7 +395,7 @@ def test_the_daily_backup_is_taken_once_for_several_instances(tmp_path: Path) ->
         assert last["path"] == str(folder / names[-1]) and last["engine"] == "postgresql"
         head, members, first = _members(folder / names[-1], key)
         assert head["engine"] == "postgresql" and first == b"PGDMP"
-        assert members[:2] == ["manifest.json", "database.pgdump/000000"]
+        assert members[:3] == ["archive.json", "manifest.json", "database.pgdump/000000"]
     finally:
         for d in daemons:
             d.stop()

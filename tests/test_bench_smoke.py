@@ -54,3 +54,13 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
             assert case["exactly_once"], case
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "SMOKE RUN" in md and "## 8. Web" in md and "## 9. Several gateway instances" in md
+
+
+def test_the_committed_benchmarks_md_is_the_render_of_the_committed_json() -> None:
+    """BENCHMARKS.md is generated (bench/report.py and its template): the file in the repo
+    is exactly what ``python -m bench --render`` makes from bench/results/benchmarks.json."""
+    from bench.report import render
+
+    rel = Path("bench") / "results" / "benchmarks.json"
+    doc = json.loads((ROOT / rel).read_text(encoding="utf-8"))
+    assert render(doc, rel) == (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")

@@ -143,7 +143,8 @@ def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
 
 
 def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
-    from gateway.ops.backup import load_backup_key, restore
+    from gateway.ops.backup import load_backup_key
+    from gateway.ops.restore import restore
 
     if not args.archive.is_file():
         raise OpsCliError(f"{args.archive}: no such file", EX_NOINPUT)

@@ -1,5 +1,6 @@
-"""``gateway backup`` and ``gateway restore``: one encrypted archive of everything the
-gateway keeps (database, blobs, its own secrets), and the way back.
+"""``gateway backup``: one encrypted archive of everything the gateway keeps (database,
+blobs, its own secrets), taken while the daemon runs; gateway/ops/restore.py is the way
+back, gateway/ops/backup_stream.py the container (age) and backup_key.py the key.
 
 Consistency: the database is copied as one committed state while the daemon goes
 on writing: SQLite's online backup API, or on PostgreSQL ``pg_dump`` of an
@@ -12,35 +13,22 @@ extras no row names; the orphan sweep removes them after a restore. With the
 database blob store (``[gateway] blobs = "database"``) the blobs are rows inside
 the snapshot itself: only the blobs named but kept as files are checked for.
 
-The header records the engine (``"engine"``: ``sqlite``, the default of older
-archives, or ``postgresql``); an archive is restored only into a config of the
-same engine. A PostgreSQL archive holds ``manifest.json`` (counts and the
-blobs the dump names, so a restore is verified before the database is touched),
-then the dump in ``database.pgdump/NNNNNN`` pieces, then the data directory.
-
-Encryption: AES-256-GCM in 1 MiB chunks (the STREAM construction: a random
-nonce prefix, a chunk counter and a last-chunk flag in each nonce, the header
-as associated data), so an archive of any size is encrypted as it is written,
-and a truncated, reordered or altered archive fails instead of restoring half.
-The key (32 random bytes) comes from ``[backup] key_file`` or
-``$GATEWAY_BACKUP_KEY``, never from beside the archive; the header carries only
-a key id (an HMAC of a constant), so a wrong key is named as such.
+The archive (``gateway-backup-<UTC time>.tar.age``) is a tar stream: ``archive.json``
+(the engine, ``sqlite`` or ``postgresql``, and the time; an archive is restored only
+into a config of the same engine), then ``gateway.db``, or on PostgreSQL
+``manifest.json`` (counts and the blobs the dump names, so a restore is verified
+before the database is touched) and the dump in ``database.pgdump/NNNNNN`` pieces,
+then the data directory as ``data/...``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import io
 import json
 import os
 import re
-import shutil
 import sqlite3
 import stat
-import struct
 import tarfile
 import tempfile
 import threading
@@ -49,41 +37,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import make_url
 
 from gateway.ops import backup_pg
+from gateway.ops.backup_key import BackupError, BackupKey, load_backup_key, new_key_file
+from gateway.ops.backup_stream import sealed, write_meta
 from routing.config import GatewayConfig
-from routing.ops_config import BACKUP_KEY_ENV
 from store.blobs import fsync_dir
 
 __all__ = [
     "ARCHIVE_NAME",
     "BackupError",
+    "BackupKey",
     "BackupResult",
-    "RestoreResult",
-    "archive_stream",
-    "key_id",
     "list_backups",
     "load_backup_key",
     "make_backup",
     "new_key_file",
     "prune_backups",
-    "restore",
 ]
 
-MAGIC = b"HGWBACKUP1\n"
-CHUNK = 1 << 20
-KEY_BYTES = 32
-ARCHIVE_NAME = re.compile(r"^gateway-backup-(\d{8}T\d{6}Z)\.hgbk$")
+#: ``.tar.age`` since the age format, ``.hgbk`` before (HGWBACKUP1); group 1 is the time.
+ARCHIVE_NAME = re.compile(r"^gateway-backup-(\d{8}T\d{6}Z)\.(?:tar\.age|hgbk)$")
 MANIFEST = "manifest.json"  # PostgreSQL archives: counts and the blobs the dump names
 _SKIP = {"status.json", "status.tmp"}  # the daemon's live state, not data
 
 
-def _named(conn: sqlite3.Connection) -> set[str]:
+def named_blobs(conn: sqlite3.Connection) -> set[str]:
     """Every blob a row names: each attachment, and each message's raw bytes unless a
     retention purge already let them go (``raw_purged_at``, where the schema has it)."""
     columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)")}
@@ -91,200 +72,15 @@ def _named(conn: sqlite3.Connection) -> set[str]:
     if "raw_purged_at" in columns:
         raw += " WHERE raw_purged_at IS NULL"
     named = {r[0] for r in conn.execute(f"SELECT sha256 FROM attachments UNION {raw}")}
-    return named - _blob_rows(conn)
+    return named - blob_rows(conn)
 
 
-def _blob_rows(conn: sqlite3.Connection) -> set[str]:
+def blob_rows(conn: sqlite3.Connection) -> set[str]:
     """The blobs the database holds itself (``[gateway] blobs = "database"``): they travel
     inside the snapshot; none where the schema has no such table yet."""
     if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone():
         return set()
     return {r[0] for r in conn.execute("SELECT sha256 FROM blobs")}
-
-
-class BackupError(Exception):
-    """The operator's one-line reason; ``code`` is the sysexits code for the CLI."""
-
-    def __init__(self, message: str, code: int = 70) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# --- the key -------------------------------------------------------------------------------
-
-
-def key_id(key: bytes) -> str:
-    """Names a key without revealing it: an HMAC of a constant, 8 bytes hex."""
-    return hmac.new(key, b"helpdesk-gateway backup key id", hashlib.sha256).hexdigest()[:16]
-
-
-def load_backup_key(config: GatewayConfig) -> bytes:
-    """``$GATEWAY_BACKUP_KEY`` first (containers), then ``[backup] key_file``."""
-    raw = os.environ.get(BACKUP_KEY_ENV, "").strip()
-    where = f"${BACKUP_KEY_ENV}"
-    if not raw:
-        path = config.backup.key_file
-        if path is None:
-            raise BackupError(
-                f"no backup key: set [backup] key_file or ${BACKUP_KEY_ENV} "
-                "(make one with gateway backup --new-key FILE)",
-                78,
-            )
-        try:
-            raw = path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read backup key {path}: {getattr(exc, 'strerror', exc)}", 66
-            ) from None
-        where = str(path)
-    try:
-        key = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        raise BackupError(f"backup key in {where} is not base64", 78) from None
-    if len(key) != KEY_BYTES:
-        raise BackupError(f"backup key in {where} must be {KEY_BYTES} bytes, not {len(key)}", 78)
-    return key
-
-
-def new_key_file(path: Path, config: GatewayConfig | None = None) -> str:
-    """Make a new random key file (0600); refuses to overwrite or to sit in the data folder."""
-    target = path.resolve()
-    if config is not None:
-        for folder, what in (
-            (config.data_dir, "data directory"),
-            (config.backup.dir, "backup folder"),
-        ):
-            if folder is not None and target.is_relative_to(folder.resolve()):
-                raise BackupError(f"{path}: the backup key must not be inside the {what}", 73)
-    key = os.urandom(KEY_BYTES)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise BackupError(f"{path} exists; a key is never overwritten", 73) from None
-    try:
-        os.write(fd, base64.b64encode(key) + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key_id(key)
-
-
-# --- the encrypted stream --------------------------------------------------------------------
-
-
-class _Sealer(io.RawIOBase):
-    """A write-only file: plaintext in, MAGIC + header + sealed chunks out."""
-
-    def __init__(self, out: BinaryIO, key: bytes, meta: dict[str, object]) -> None:
-        self.out = out
-        self.aead = AESGCM(key)
-        self.prefix = os.urandom(7)
-        header = json.dumps(
-            {**meta, "kid": key_id(key), "chunk": CHUNK, "nonce": self.prefix.hex()},
-            sort_keys=True,
-        ).encode()
-        self.aad = MAGIC + struct.pack(">I", len(header)) + header
-        out.write(self.aad)
-        self.buf = bytearray()
-        self.counter = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.buf += data
-        while len(self.buf) > CHUNK:  # keep at least one byte back: the last chunk is flagged
-            self._seal(bytes(self.buf[:CHUNK]), last=False)
-            del self.buf[:CHUNK]
-        return len(data)
-
-    def _seal(self, chunk: bytes, *, last: bool) -> None:
-        nonce = self.prefix + struct.pack(">I", self.counter) + (b"\x01" if last else b"\x00")
-        self.out.write(self.aead.encrypt(nonce, chunk, self.aad))
-        self.counter += 1
-
-    def finish(self) -> None:
-        self._seal(bytes(self.buf), last=True)
-        self.buf.clear()
-
-
-def read_header(f: BinaryIO) -> tuple[dict[str, object], bytes]:
-    magic = f.read(len(MAGIC))
-    if magic != MAGIC:
-        raise BackupError("not a gateway backup archive (bad magic)", 65)
-    (n,) = struct.unpack(">I", f.read(4) or b"\0\0\0\0")
-    raw = f.read(n)
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise BackupError("the archive header is damaged", 65) from None
-    return meta, MAGIC + struct.pack(">I", n) + raw
-
-
-def _opened(f: BinaryIO, key: bytes) -> Iterator[bytes]:
-    meta, aad = read_header(f)
-    if meta.get("kid") != key_id(key):
-        raise BackupError(
-            f"wrong backup key: this archive was made with key {meta.get('kid')}, "
-            f"the key given is {key_id(key)}",
-            77,
-        )
-    aead = AESGCM(key)
-    prefix = bytes.fromhex(str(meta["nonce"]))
-    size = int(meta["chunk"]) + 16  # type: ignore[call-overload]
-    counter = 0
-    chunk = f.read(size)
-    while True:
-        nxt = f.read(size)
-        last = not nxt
-        nonce = prefix + struct.pack(">I", counter) + (b"\x01" if last else b"\x00")
-        try:
-            yield aead.decrypt(nonce, chunk, aad)
-        except InvalidTag:
-            if last and _opens(aead, nonce[:-1] + b"\x00", chunk, aad):
-                raise BackupError(
-                    f"the archive is truncated (it ends after chunk {counter}, not the last)", 65
-                ) from None
-            raise BackupError(
-                f"the archive is damaged or altered (chunk {counter} fails authentication)", 65
-            ) from None
-        if last:
-            return
-        chunk, counter = nxt, counter + 1
-
-
-def _opens(aead: AESGCM, nonce: bytes, chunk: bytes, aad: bytes) -> bool:
-    try:
-        aead.decrypt(nonce, chunk, aad)
-    except InvalidTag:
-        return False
-    return True
-
-
-def archive_stream(f: BinaryIO, key: bytes) -> BinaryIO:
-    """The archive's plaintext (a tar stream), each chunk authenticated before it is
-    handed out: a reader sees only bytes the key holder wrote, in their order."""
-    return io.BufferedReader(_Opener(_opened(f, key)), buffer_size=CHUNK)
-
-
-class _Opener(io.RawIOBase):
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
-        while not self.buf:
-            try:
-                self.buf = next(self.chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self.buf))
-        b[:n], self.buf = self.buf[:n], self.buf[n:]
-        return n
 
 
 # --- backup ----------------------------------------------------------------------------------
@@ -305,7 +101,7 @@ class BackupResult:
 ENGINES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
-def _engine(config: GatewayConfig) -> str:
+def store_engine(config: GatewayConfig) -> str:
     """The store's engine: it decides what the archive holds and where it may be restored."""
     name = make_url(config.database_url).get_backend_name()
     if name not in ENGINES:
@@ -313,7 +109,7 @@ def _engine(config: GatewayConfig) -> str:
     return name
 
 
-def _sqlite_path(config: GatewayConfig) -> Path:
+def sqlite_path(config: GatewayConfig) -> Path:
     url = make_url(config.database_url)
     if not url.database:
         raise BackupError("database_url names no SQLite file", 78)
@@ -321,7 +117,7 @@ def _sqlite_path(config: GatewayConfig) -> Path:
 
 
 @contextmanager
-def _pg_errors() -> Iterator[None]:
+def pg_errors() -> Iterator[None]:
     """backup_pg speaks PgError (it cannot import this module); callers see BackupError."""
     try:
         yield
@@ -332,23 +128,27 @@ def _pg_errors() -> Iterator[None]:
 def make_backup(
     config: GatewayConfig,
     out_dir: Path,
-    key: bytes,
+    key: BackupKey,
     now: datetime,
     stop: threading.Event | None = None,
 ) -> BackupResult:
-    """Write ``gateway-backup-<UTC time>.hgbk`` into ``out_dir``; return what it holds.
+    """Write ``gateway-backup-<UTC time>.tar.age`` into ``out_dir``; return what it holds.
 
     ``stop`` lets a stopping daemon end a long copy early (the thread running it cannot
     be cancelled); the unfinished archive is then removed, as after any failure."""
-    with _pg_errors():
+    with pg_errors():
         return _make_backup(config, out_dir, key, now, stop)
 
 
 def _make_backup(
-    config: GatewayConfig, out_dir: Path, key: bytes, now: datetime, stop: threading.Event | None
+    config: GatewayConfig,
+    out_dir: Path,
+    key: BackupKey,
+    now: datetime,
+    stop: threading.Event | None,
 ) -> BackupResult:
-    engine = _engine(config)
-    db = _sqlite_path(config) if engine == "sqlite" else None
+    engine = store_engine(config)
+    db = sqlite_path(config) if engine == "sqlite" else None
     if db is not None and not db.exists():
         raise BackupError(f"no database at {db}", 66)
     data_dir = config.data_dir.resolve()
@@ -357,21 +157,24 @@ def _make_backup(
         raise BackupError(f"{out_dir}: backups must be written outside the data directory", 73)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    final = out_dir / f"gateway-backup-{stamp}.hgbk"
+    final = out_dir / f"gateway-backup-{stamp}.tar.age"
     part = out_dir / f".{final.name}.part"
-    meta = {"created": now.astimezone(UTC).isoformat(), "engine": engine, "format": "tar", "v": 1}
+    meta = {"created": now.astimezone(UTC).isoformat(), "engine": engine, "format": "tar", "v": 2}
     try:
-        with tempfile.TemporaryDirectory(prefix="gw-backup-") as tmp, open(part, "wb") as f:
-            sealer = _Sealer(f, key, meta)
-            with tarfile.open(fileobj=sealer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                if db is not None:
-                    named, rows, tickets, messages = _sqlite_into(tar, db, Path(tmp))
-                else:
-                    named, rows, tickets, messages = _postgresql_into(tar, config, stop)
-                # The folder is copied after the snapshot: see the module docstring.
-                blobs = _add_data_dir(tar, data_dir, out_dir, _sqlite_files(db), stop)
-            sealer.finish()
-            f.flush()
+        with (
+            tempfile.TemporaryDirectory(prefix="gw-backup-") as tmp,
+            open(part, "wb") as f,
+            sealed(f, key) as plain,
+            tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            write_meta(tar, meta)
+            if db is not None:
+                named, rows, tickets, messages = _sqlite_into(tar, db, Path(tmp))
+            else:
+                named, rows, tickets, messages = _postgresql_into(tar, config, stop)
+            # The folder is copied after the snapshot: see the module docstring.
+            blobs = _add_data_dir(tar, data_dir, out_dir, _sqlite_files(db), stop)
+        with open(part, "rb") as f:
             os.fsync(f.fileno())
         missing = named - blobs
         if missing:
@@ -391,7 +194,7 @@ def _make_backup(
         tickets=tickets,
         messages=messages,
         blobs=len(blobs) + rows,
-        key_id=key_id(key),
+        key_id=key.recipient,
         created_at=now,
         engine=engine,
     )
@@ -408,7 +211,7 @@ def _sqlite_into(tar: tarfile.TarFile, db: Path, tmp: Path) -> tuple[set[str], i
     finally:
         src.close()
     try:
-        named, rows = _named(dst), len(_blob_rows(dst))
+        named, rows = named_blobs(dst), len(blob_rows(dst))
         tickets = dst.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = dst.execute("SELECT count(*) FROM messages").fetchone()[0]
     finally:
@@ -496,10 +299,11 @@ def _data_files(data_dir: Path, skip: set[Path], out_dir: Path) -> Iterator[Path
 
 
 def list_backups(folder: Path) -> list[Path]:
-    """Our archives in a folder, oldest first (the name carries the UTC time)."""
+    """Our archives in a folder, of either format, oldest first (the name carries the UTC time)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if ARCHIVE_NAME.match(p.name))
+    found = {p: ARCHIVE_NAME.match(p.name) for p in folder.iterdir()}
+    return sorted((p for p, m in found.items() if m), key=lambda p: (found[p].group(1), p.name))  # type: ignore[union-attr]
 
 
 def prune_backups(folder: Path, keep: int) -> list[Path]:
@@ -509,203 +313,3 @@ def prune_backups(folder: Path, keep: int) -> list[Path]:
     for p in gone:
         p.unlink(missing_ok=True)
     return gone
-
-
-# --- restore ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreResult:
-    database: str  # the SQLite file, or host:port/dbname
-    data_dir: Path
-    tickets: int
-    messages: int
-    blobs: int
-    created: str
-    engine: str = "sqlite"
-
-
-def restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
-    """Unpack into the configured empty data directory and database, verified first.
-
-    SQLite: no database file at the configured path; the integrity check, every blob
-    a row names present and every blob's hash, before anything is moved into place.
-    PostgreSQL: no other session on the database and no tickets in it; the blobs
-    checked against the manifest, then pg_restore (all or nothing), then the restored
-    counts against the manifest, then the data directory."""
-    with _pg_errors():
-        return _restore(config, archive, key)
-
-
-def _restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
-    engine = _engine(config)
-    try:
-        f = open(archive, "rb")
-    except OSError as exc:
-        raise BackupError(f"{archive}: {exc.strerror or exc}", 66) from None
-    with f:
-        head, _ = read_header(f)
-    made = str(head.get("engine", "sqlite"))  # archives before PostgreSQL were all SQLite
-    if made != engine:
-        raise BackupError(
-            f"{archive.name} holds a {ENGINES.get(made, made)} database but database_url "
-            f"names {ENGINES[engine]}: restore it with a config for {ENGINES.get(made, made)}",
-            78,
-        )
-    if head.get("kid") != key_id(key):  # before anything is written
-        raise BackupError(
-            f"wrong backup key: this archive was made with key {head.get('kid')}, "
-            f"the key given is {key_id(key)}",
-            77,
-        )
-    db = _sqlite_path(config) if engine == "sqlite" else None
-    lp = backup_pg.libpq(config.database_url) if db is None else None
-    if db is not None and db.exists():
-        raise BackupError(f"{db} exists: restore never overwrites a database", 73)
-    data_dir = config.data_dir
-    if not _empty(data_dir):
-        raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory", 73)
-    if lp is not None:
-        backup_pg.check_target(lp)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))
-    try:
-        _unpack(archive, key, staging)
-        if db is not None:
-            snap = staging / "gateway.db"
-            if not snap.is_file():
-                raise BackupError("the archive holds no database", 65)
-            tickets, messages, blobs = _verify(snap, staging / "data" / "blobs")
-            _place(staging / "data", data_dir)
-            db.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(snap, db)
-            where = str(db)
-        else:
-            assert lp is not None
-            tickets, messages, blobs = _restore_postgresql(lp, staging)
-            _place(staging / "data", data_dir)
-            where = lp.label
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return RestoreResult(
-        where, data_dir, tickets, messages, blobs, str(head.get("created", "")), engine
-    )
-
-
-def _empty(data_dir: Path) -> bool:
-    """Nothing but empty folders (a shared blob folder's mount point) and the fresh
-    reply-token secret loading the config made: it guards nothing yet, the archive's
-    replaces it."""
-    if not data_dir.exists():
-        return True
-    fresh = data_dir / "secret.key"
-    for p in data_dir.iterdir():
-        if p == fresh or (p.is_dir() and not p.is_symlink() and not any(p.iterdir())):
-            continue
-        return False
-    return True
-
-
-def _unpack(archive: Path, key: bytes, staging: Path) -> None:
-    """Decrypt and unpack into ``staging``; the dump's pieces are joined into one file
-    (pg_restore wants a seekable file). Every chunk is authenticated before use."""
-    dump = None
-    n = 0
-    try:
-        with open(archive, "rb") as f:
-            with tarfile.open(fileobj=archive_stream(f, key), mode="r|") as tar:
-                for member in tar:
-                    if not member.name.startswith(f"{backup_pg.DUMP_MEMBER}/"):
-                        tar.extract(member, staging, filter="data")
-                        continue
-                    if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
-                        raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
-                    if dump is None:
-                        dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
-                    piece = tar.extractfile(member)
-                    assert piece is not None
-                    shutil.copyfileobj(piece, dump, CHUNK)
-                    n += 1
-    except tarfile.TarError as exc:
-        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
-    finally:
-        if dump is not None:
-            dump.close()
-
-
-def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, int]:
-    try:
-        manifest = json.loads((staging / MANIFEST).read_bytes())
-        named = set(manifest["named_blobs"])
-        expected = (int(manifest["tickets"]), int(manifest["messages"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        raise BackupError("the archive holds no readable manifest", 65) from None
-    dump = staging / backup_pg.DUMP_MEMBER
-    if not dump.is_file():
-        raise BackupError("the archive holds no database dump", 65)
-    blobs = _check_blobs(named, staging / "data" / "blobs")
-    backup_pg.check_target(lp)  # again: unpacking a large archive takes a while
-    backup_pg.pg_restore(lp, dump)
-    tickets, messages, restored = backup_pg.counts(lp)
-    if (tickets, messages) != expected or restored != named:
-        raise BackupError(
-            f"the restored database ({tickets} tickets, {messages} messages, {len(restored)} "
-            f"blobs named) differs from the archive's manifest ({expected[0]} tickets, "
-            f"{expected[1]} messages, {len(named)} blobs); the data directory was not written",
-            70,
-        )
-    return tickets, messages, blobs + int(manifest.get("blob_rows", 0))
-
-
-def _place(src: Path, dst: Path) -> None:
-    """Move the archive's data files in (secret.key included: old reply tokens stay
-    valid). Into an existing folder, such as a shared blob folder's mount point, entry
-    by entry; shutil.move copies where a rename cannot cross file systems."""
-    if not src.is_dir():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for item in sorted(src.iterdir()):
-        target = dst / item.name
-        if item.is_dir() and target.is_dir():
-            _place(item, target)
-        else:
-            shutil.move(item, target)
-
-
-def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
-    conn = sqlite3.connect(db)
-    try:
-        ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        if ok != "ok":
-            raise BackupError(f"the restored database fails its integrity check: {ok}", 65)
-        named = _named(conn)
-        tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
-        messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        rows = 0
-        for sha, data in conn.execute("SELECT sha256, data FROM blobs") if _blob_rows(conn) else ():
-            if hashlib.sha256(data).hexdigest() != sha:  # content-addressed, as files are
-                raise BackupError(f"blob {sha} was altered (its bytes hash otherwise)", 65)
-            rows += 1
-    finally:
-        conn.close()
-    return tickets, messages, _check_blobs(named, blobs) + rows
-
-
-def _check_blobs(named: set[str], blobs: Path) -> int:
-    """Every named blob present, every blob's bytes hashing to its name; how many."""
-    for sha in sorted(named):
-        if not (blobs / sha[:2] / sha).is_file():
-            raise BackupError(f"blob {sha} is named by the database but not in the archive", 65)
-    files = sorted(blobs.glob("??/*")) if blobs.is_dir() else []
-    for p in files:  # content-addressed: a blob's name is the hash of its bytes
-        if _sha256(p) != p.name:
-            raise BackupError(f"blob {p.name} was altered (its bytes hash otherwise)", 65)
-    return len(files)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
