@@ -45,7 +45,6 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +55,16 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import make_url
 
 from gateway.ops import backup_pg
+from gateway.ops.errors import (
+    ArchiveDamaged,
+    BackupError,
+    BackupMisconfigured,
+    NothingToRead,
+    StoreUnavailable,
+    TryAgain,
+    WouldOverwrite,
+    WrongKey,
+)
 from routing.config import GatewayConfig
 from routing.ops_config import BACKUP_KEY_ENV
 from store.blobs import fsync_dir
@@ -102,14 +111,6 @@ def _blob_rows(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT sha256 FROM blobs")}
 
 
-class BackupError(Exception):
-    """The operator's one-line reason; ``code`` is the sysexits code for the CLI."""
-
-    def __init__(self, message: str, code: int = 70) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 # --- the key -------------------------------------------------------------------------------
 
 
@@ -125,24 +126,25 @@ def load_backup_key(config: GatewayConfig) -> bytes:
     if not raw:
         path = config.backup.key_file
         if path is None:
-            raise BackupError(
+            raise BackupMisconfigured(
                 f"no backup key: set [backup] key_file or ${BACKUP_KEY_ENV} "
                 "(make one with gateway backup --new-key FILE)",
-                78,
             )
         try:
             raw = path.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise BackupError(
-                f"cannot read backup key {path}: {getattr(exc, 'strerror', exc)}", 66
+            raise NothingToRead(
+                f"cannot read backup key {path}: {getattr(exc, 'strerror', exc)}",
             ) from None
         where = str(path)
     try:
         key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
-        raise BackupError(f"backup key in {where} is not base64", 78) from None
+        raise BackupMisconfigured(f"backup key in {where} is not base64") from None
     if len(key) != KEY_BYTES:
-        raise BackupError(f"backup key in {where} must be {KEY_BYTES} bytes, not {len(key)}", 78)
+        raise BackupMisconfigured(
+            f"backup key in {where} must be {KEY_BYTES} bytes, not {len(key)}"
+        )
     return key
 
 
@@ -155,13 +157,13 @@ def new_key_file(path: Path, config: GatewayConfig | None = None) -> str:
             (config.backup.dir, "backup folder"),
         ):
             if folder is not None and target.is_relative_to(folder.resolve()):
-                raise BackupError(f"{path}: the backup key must not be inside the {what}", 73)
+                raise WouldOverwrite(f"{path}: the backup key must not be inside the {what}")
     key = os.urandom(KEY_BYTES)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise BackupError(f"{path} exists; a key is never overwritten", 73) from None
+        raise WouldOverwrite(f"{path} exists; a key is never overwritten") from None
     try:
         os.write(fd, base64.b64encode(key) + b"\n")
         os.fsync(fd)
@@ -212,23 +214,22 @@ class _Sealer(io.RawIOBase):
 def read_header(f: BinaryIO) -> tuple[dict[str, object], bytes]:
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
-        raise BackupError("not a gateway backup archive (bad magic)", 65)
+        raise ArchiveDamaged("not a gateway backup archive (bad magic)")
     (n,) = struct.unpack(">I", f.read(4) or b"\0\0\0\0")
     raw = f.read(n)
     try:
         meta = json.loads(raw)
     except ValueError:
-        raise BackupError("the archive header is damaged", 65) from None
+        raise ArchiveDamaged("the archive header is damaged") from None
     return meta, MAGIC + struct.pack(">I", n) + raw
 
 
 def _opened(f: BinaryIO, key: bytes) -> Iterator[bytes]:
     meta, aad = read_header(f)
     if meta.get("kid") != key_id(key):
-        raise BackupError(
+        raise WrongKey(
             f"wrong backup key: this archive was made with key {meta.get('kid')}, "
             f"the key given is {key_id(key)}",
-            77,
         )
     aead = AESGCM(key)
     prefix = bytes.fromhex(str(meta["nonce"]))
@@ -243,11 +244,11 @@ def _opened(f: BinaryIO, key: bytes) -> Iterator[bytes]:
             yield aead.decrypt(nonce, chunk, aad)
         except InvalidTag:
             if last and _opens(aead, nonce[:-1] + b"\x00", chunk, aad):
-                raise BackupError(
-                    f"the archive is truncated (it ends after chunk {counter}, not the last)", 65
+                raise ArchiveDamaged(
+                    f"the archive is truncated (it ends after chunk {counter}, not the last)",
                 ) from None
-            raise BackupError(
-                f"the archive is damaged or altered (chunk {counter} fails authentication)", 65
+            raise ArchiveDamaged(
+                f"the archive is damaged or altered (chunk {counter} fails authentication)",
             ) from None
         if last:
             return
@@ -309,24 +310,15 @@ def _engine(config: GatewayConfig) -> str:
     """The store's engine: it decides what the archive holds and where it may be restored."""
     name = make_url(config.database_url).get_backend_name()
     if name not in ENGINES:
-        raise BackupError(f"gateway backup handles SQLite and PostgreSQL stores, not {name}", 69)
+        raise StoreUnavailable(f"gateway backup handles SQLite and PostgreSQL stores, not {name}")
     return name
 
 
 def _sqlite_path(config: GatewayConfig) -> Path:
     url = make_url(config.database_url)
     if not url.database:
-        raise BackupError("database_url names no SQLite file", 78)
+        raise BackupMisconfigured("database_url names no SQLite file")
     return Path(url.database)
-
-
-@contextmanager
-def _pg_errors() -> Iterator[None]:
-    """backup_pg speaks PgError (it cannot import this module); callers see BackupError."""
-    try:
-        yield
-    except backup_pg.PgError as exc:
-        raise BackupError(str(exc), exc.code) from None
 
 
 def make_backup(
@@ -340,8 +332,7 @@ def make_backup(
 
     ``stop`` lets a stopping daemon end a long copy early (the thread running it cannot
     be cancelled); the unfinished archive is then removed, as after any failure."""
-    with _pg_errors():
-        return _make_backup(config, out_dir, key, now, stop)
+    return _make_backup(config, out_dir, key, now, stop)
 
 
 def _make_backup(
@@ -350,11 +341,11 @@ def _make_backup(
     engine = _engine(config)
     db = _sqlite_path(config) if engine == "sqlite" else None
     if db is not None and not db.exists():
-        raise BackupError(f"no database at {db}", 66)
+        raise NothingToRead(f"no database at {db}")
     data_dir = config.data_dir.resolve()
     out_dir = out_dir.resolve()
     if out_dir.is_relative_to(data_dir):
-        raise BackupError(f"{out_dir}: backups must be written outside the data directory", 73)
+        raise WouldOverwrite(f"{out_dir}: backups must be written outside the data directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = out_dir / f"gateway-backup-{stamp}.hgbk"
@@ -378,7 +369,6 @@ def _make_backup(
             raise BackupError(
                 f"{len(missing)} blobs named by the database are missing from the data "
                 f"directory (first: {sorted(missing)[0]}); the backup was not kept",
-                70,
             )
         os.replace(part, final)
     except BaseException:
@@ -462,7 +452,7 @@ def _add_data_dir(
     blobs: set[str] = set()
     for path in _data_files(data_dir, skip, out_dir):
         if stop is not None and stop.is_set():
-            raise BackupError("the backup was cancelled (the daemon is stopping)", 75)
+            raise TryAgain("the backup was cancelled (the daemon is stopping)")
         rel = path.relative_to(data_dir)
         try:
             tar.add(path, arcname=f"data/{rel.as_posix()}", recursive=False)
@@ -533,8 +523,7 @@ def restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
     PostgreSQL: no other session on the database and no tickets in it; the blobs
     checked against the manifest, then pg_restore (all or nothing), then the restored
     counts against the manifest, then the data directory."""
-    with _pg_errors():
-        return _restore(config, archive, key)
+    return _restore(config, archive, key)
 
 
 def _restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
@@ -542,29 +531,27 @@ def _restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
     try:
         f = open(archive, "rb")
     except OSError as exc:
-        raise BackupError(f"{archive}: {exc.strerror or exc}", 66) from None
+        raise NothingToRead(f"{archive}: {exc.strerror or exc}") from None
     with f:
         head, _ = read_header(f)
     made = str(head.get("engine", "sqlite"))  # archives before PostgreSQL were all SQLite
     if made != engine:
-        raise BackupError(
+        raise BackupMisconfigured(
             f"{archive.name} holds a {ENGINES.get(made, made)} database but database_url "
             f"names {ENGINES[engine]}: restore it with a config for {ENGINES.get(made, made)}",
-            78,
         )
     if head.get("kid") != key_id(key):  # before anything is written
-        raise BackupError(
+        raise WrongKey(
             f"wrong backup key: this archive was made with key {head.get('kid')}, "
             f"the key given is {key_id(key)}",
-            77,
         )
     db = _sqlite_path(config) if engine == "sqlite" else None
     lp = backup_pg.libpq(config.database_url) if db is None else None
     if db is not None and db.exists():
-        raise BackupError(f"{db} exists: restore never overwrites a database", 73)
+        raise WouldOverwrite(f"{db} exists: restore never overwrites a database")
     data_dir = config.data_dir
     if not _empty(data_dir):
-        raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory", 73)
+        raise WouldOverwrite(f"{data_dir} is not empty: restore only into an empty data directory")
     if lp is not None:
         backup_pg.check_target(lp)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -574,7 +561,7 @@ def _restore(config: GatewayConfig, archive: Path, key: bytes) -> RestoreResult:
         if db is not None:
             snap = staging / "gateway.db"
             if not snap.is_file():
-                raise BackupError("the archive holds no database", 65)
+                raise ArchiveDamaged("the archive holds no database")
             tickets, messages, blobs = _verify(snap, staging / "data" / "blobs")
             _place(staging / "data", data_dir)
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -619,7 +606,7 @@ def _unpack(archive: Path, key: bytes, staging: Path) -> None:
                         tar.extract(member, staging, filter="data")
                         continue
                     if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
-                        raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
+                        raise ArchiveDamaged(f"the archive's dump is out of order ({member.name})")
                     if dump is None:
                         dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
                     piece = tar.extractfile(member)
@@ -627,7 +614,7 @@ def _unpack(archive: Path, key: bytes, staging: Path) -> None:
                     shutil.copyfileobj(piece, dump, CHUNK)
                     n += 1
     except tarfile.TarError as exc:
-        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
+        raise ArchiveDamaged(f"the archive's contents are damaged: {exc}") from None
     finally:
         if dump is not None:
             dump.close()
@@ -639,10 +626,10 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
         named = set(manifest["named_blobs"])
         expected = (int(manifest["tickets"]), int(manifest["messages"]))
     except (OSError, ValueError, KeyError, TypeError):
-        raise BackupError("the archive holds no readable manifest", 65) from None
+        raise ArchiveDamaged("the archive holds no readable manifest") from None
     dump = staging / backup_pg.DUMP_MEMBER
     if not dump.is_file():
-        raise BackupError("the archive holds no database dump", 65)
+        raise ArchiveDamaged("the archive holds no database dump")
     blobs = _check_blobs(named, staging / "data" / "blobs")
     backup_pg.check_target(lp)  # again: unpacking a large archive takes a while
     backup_pg.pg_restore(lp, dump)
@@ -652,7 +639,6 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
             f"the restored database ({tickets} tickets, {messages} messages, {len(restored)} "
             f"blobs named) differs from the archive's manifest ({expected[0]} tickets, "
             f"{expected[1]} messages, {len(named)} blobs); the data directory was not written",
-            70,
         )
     return tickets, messages, blobs + int(manifest.get("blob_rows", 0))
 
@@ -677,14 +663,14 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
     try:
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
-            raise BackupError(f"the restored database fails its integrity check: {ok}", 65)
+            raise ArchiveDamaged(f"the restored database fails its integrity check: {ok}")
         named = _named(conn)
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
         rows = 0
         for sha, data in conn.execute("SELECT sha256, data FROM blobs") if _blob_rows(conn) else ():
             if hashlib.sha256(data).hexdigest() != sha:  # content-addressed, as files are
-                raise BackupError(f"blob {sha} was altered (its bytes hash otherwise)", 65)
+                raise ArchiveDamaged(f"blob {sha} was altered (its bytes hash otherwise)")
             rows += 1
     finally:
         conn.close()
@@ -695,11 +681,11 @@ def _check_blobs(named: set[str], blobs: Path) -> int:
     """Every named blob present, every blob's bytes hashing to its name; how many."""
     for sha in sorted(named):
         if not (blobs / sha[:2] / sha).is_file():
-            raise BackupError(f"blob {sha} is named by the database but not in the archive", 65)
+            raise ArchiveDamaged(f"blob {sha} is named by the database but not in the archive")
     files = sorted(blobs.glob("??/*")) if blobs.is_dir() else []
     for p in files:  # content-addressed: a blob's name is the hash of its bytes
         if _sha256(p) != p.name:
-            raise BackupError(f"blob {p.name} was altered (its bytes hash otherwise)", 65)
+            raise ArchiveDamaged(f"blob {p.name} was altered (its bytes hash otherwise)")
     return len(files)
 
 
