@@ -24,6 +24,7 @@ from typing import Any
 
 from gateway.cli.common import add_config_option, config_path
 from gateway.cli.errors import CommandError
+from routing.schema import Checker
 from routing.secrets import (
     ENV_VAR,
     Keyring,
@@ -119,94 +120,30 @@ def _entries(doc: dict[str, Any]) -> list[_Entry]:
     return out
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map key paths such as ``tenants[1].outbound.password`` to 1-based lines.
-
-    tomllib and tomlkit give no line numbers for values, and an admin needs
-    the line, so the headers and keys are walked here, skipping the inside of
-    multi-line strings.
-    """
-    index: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    prefix = ""
-    in_string: str | None = None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        if line.startswith("[["):
-            name = _dotted(line[2:].split("]]", 1)[0])
-            parent, _, leaf = name.rpartition(".")
-            base = _resolve(parent, counters) if parent else ""
-            key = f"{base}.{leaf}" if base else leaf
-            counters[key] = counters.get(key, -1) + 1
-            prefix = f"{key}[{counters[key]}]"
-            index.setdefault(prefix, n)
-        elif line.startswith("["):
-            prefix = _resolve(_dotted(line[1:].split("]", 1)[0]), counters)
-            index.setdefault(prefix, n)
-        elif "=" in line and not line.startswith("#"):
-            name, _, rest = line.partition("=")
-            key = _dotted(name)
-            index.setdefault(f"{prefix}.{key}" if prefix else key, n)
-            for quote in ('"""', "'''"):
-                if rest.count(quote) % 2 == 1:
-                    in_string = quote
-                    break
-    return index
-
-
-def _dotted(name: str) -> str:
-    return ".".join(part.strip().strip("\"'") for part in name.split("."))
-
-
-def _resolve(name: str, counters: dict[str, int]) -> str:
-    out = ""
-    for part in name.split("."):
-        out = f"{out}.{part}" if out else part
-        if out in counters:
-            out = f"{out}[{counters[out]}]"
-    return out
-
-
-def _line(index: dict[str, int], key: str) -> int:
-    probe = key
-    while probe and probe not in index:
-        probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-    return index.get(probe, 0)
-
-
 def _problems(
     path: Path, text: str, doc: dict[str, Any], entries: list[_Entry]
 ) -> tuple[list[str], Keyring | None]:
     """Every reason a password cannot be used, each as ``PATH:LINE: key: message``."""
-    index = _line_index(text)
-    problems: list[str] = []
-
-    def problem(key: str, message: str) -> None:
-        problems.append(f"{path}:{_line(index, key)}: {key}: {message}")
-
+    c = Checker(path, text)
     ring: Keyring | None = None
     if any(isinstance(e.value, str) and is_encrypted(e.value) for e in entries):
         try:
             ring = load_keyring(_key_file(path, doc), create=False)
         except SecretError as exc:
-            problem("gateway.key_file", str(exc))
+            c.error("gateway.key_file", str(exc))
     for e in entries:
         if not isinstance(e.value, str):
-            problem(e.key, "must be a string")
+            c.error(e.key, "must be a string")
         elif not e.slug:
-            problem(f"tenants[{e.index}].slug", "required to check its outbound password")
+            c.error(f"tenants[{e.index}].slug", "required to check its outbound password")
         elif not is_encrypted(e.value):
-            problem(e.key, f"must be encrypted: run gateway secrets encrypt --tenant {e.slug}")
+            c.error(e.key, f"must be encrypted: run gateway secrets encrypt --tenant {e.slug}")
         elif ring is not None:
             try:
                 ring.decrypt(e.value, tenant=e.slug, field="password")
             except SecretError as exc:
-                problem(e.key, str(exc))
-    return problems, ring
+                c.error(e.key, str(exc))
+    return c.problems, ring
 
 
 def _report(problems: list[str]) -> None:
