@@ -10,8 +10,8 @@ pydantic collects them all, but its messages ("Input should be a valid
 integer") and loc tuples would replace the wording admins and the tests know,
 most checks here are across fields or tables (a port whose default follows
 ``security``, an address that two tenants claim, a rule naming a queue), and
-``gateway ingest`` loads this config once per message, where importing and
-building models costs more than the check itself.
+``gateway ingest`` loads this config once per message, so a library's import
+and model building would be paid by every message an MTA pipes in.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.cli.common import load, open_read
@@ -29,7 +30,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     tsub.add_parser("dump", parents=[common]).set_defaults(func=_run(_dump))
 
 
-def _run(action: Any) -> Any:
+_Action = Callable[[GatewayConfig, Any, argparse.Namespace], Awaitable[int]]
+
+
+def _run(action: _Action) -> Callable[[argparse.Namespace], int]:
     """A command that runs ``action(config, conn, args)`` on a read-only connection."""
 
     def command(args: argparse.Namespace) -> int:
