@@ -1,8 +1,8 @@
 """The operations part of gateway.toml: ``[backup]``, ``[reports]``, ``[tenants.reports]``.
 
-Kept apart from routing/config.py so the mail-routing config stays readable;
-the parse functions report through the same checker, so every error still
-names its file, line and key.
+Kept apart from routing/config/ so the mail-routing config stays readable;
+the parse functions report through the same checker (routing/schema.py), so
+every error still names its file, line and key.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from routing.schema import Checker, keys_of
 
 __all__ = [
     "BACKUP_KEY_ENV",
@@ -29,14 +31,6 @@ __all__ = [
 BACKUP_KEY_ENV = "GATEWAY_BACKUP_KEY"
 _AT = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _ADDR = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class Checker(Protocol):
-    def error(self, key: str, message: str) -> None: ...
-
-    def take(self, table: dict[str, Any], key: str, base: str, kind: type, default: Any) -> Any: ...
-
-    def unknown(self, table: dict[str, Any], allowed: set[str], base: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +61,9 @@ class TenantReports:
 
 
 def parse_backup(c: Checker, raw: Any, base_dir: Path, data_dir: Path) -> BackupSettings:
-    if not isinstance(raw, dict):
-        c.error("backup", "expected a table")
+    if c.table(raw, "backup") is None:
         return BackupSettings()
-    c.unknown(raw, {"enabled", "dir", "key_file", "keep", "at", "timezone"}, "backup")
+    c.unknown(raw, keys_of(BackupSettings), "backup")
     enabled = c.take(raw, "enabled", "backup", bool, False)
     folder = c.take(raw, "dir", "backup", str, "")
     key_file = c.take(raw, "key_file", "backup", str, "")
@@ -105,10 +98,9 @@ def parse_backup(c: Checker, raw: Any, base_dir: Path, data_dir: Path) -> Backup
 
 
 def parse_reports(c: Checker, raw: Any, base_dir: Path) -> ReportSettings:
-    if not isinstance(raw, dict):
-        c.error("reports", "expected a table")
+    if c.table(raw, "reports") is None:
         return ReportSettings()
-    c.unknown(raw, {"dir", "keep_days"}, "reports")
+    c.unknown(raw, keys_of(ReportSettings), "reports")
     folder = c.take(raw, "dir", "reports", str, "")
     keep = c.take(raw, "keep_days", "reports", int, 90)
     if keep < 1:
@@ -118,10 +110,9 @@ def parse_reports(c: Checker, raw: Any, base_dir: Path) -> ReportSettings:
 
 def parse_tenant_reports(c: Checker, raw: Any, base: str) -> TenantReports:
     key = f"{base}.reports"
-    if not isinstance(raw, dict):
-        c.error(key, "expected a table")
+    if c.table(raw, key) is None:
         return TenantReports()
-    c.unknown(raw, {"monthly", "recipients", "timezone"}, key)
+    c.unknown(raw, keys_of(TenantReports), key)
     monthly = c.take(raw, "monthly", key, bool, False)
     recipients = c.take(raw, "recipients", key, list, [])
     clean: list[str] = []

@@ -20,8 +20,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from routing.schema import Checker
 
 __all__ = [
     "Calendar",
@@ -252,41 +254,24 @@ def format_duration(seconds: float | None) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m"
 
 
-class Checker(Protocol):
-    def error(self, key: str, message: str) -> None: ...
-
-
 def parse_sla(
     c: Checker, raw: Any, base: str, *, queues: Sequence[str], priorities: Sequence[str]
 ) -> SlaSettings | None:
     """``[tenants.sla]`` with its ``[[tenants.sla.targets]]``; errors go to the checker."""
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        c.error(base, "expected a table")
+    if c.table(raw, base) is None:
         return None
     allowed = {
         "calendar", "timezone", "hours", "days", "holidays", "first_response", "resolution",
         "warn_before", "targets",
     }  # fmt: skip
-    for key in raw:
-        if key not in allowed:
-            c.error(f"{base}.{key}", "unknown key")
+    c.unknown(raw, allowed, base)
     calendar = _calendar(c, raw, base, None)
     default = _policy(c, raw, base, calendar, None)
     targets: list[SlaTarget] = []
-    raw_targets = raw.get("targets", [])
-    if not isinstance(raw_targets, list):
-        c.error(f"{base}.targets", "expected [[tenants.sla.targets]] tables")
-        raw_targets = []
-    for i, t in enumerate(raw_targets):
-        tb = f"{base}.targets[{i}]"
-        if not isinstance(t, dict):
-            c.error(tb, "expected a table")
-            continue
-        for key in t:
-            if key not in allowed - {"targets"} | {"queue", "priority"}:
-                c.error(f"{tb}.{key}", "unknown key")
+    for _, tb, t in c.tables(raw.get("targets", []), f"{base}.targets", "tenants.sla.targets"):
+        c.unknown(t, allowed - {"targets"} | {"queue", "priority"}, tb)
         queue, priority = t.get("queue"), t.get("priority")
         if queue is not None and queue not in queues:
             c.error(f"{tb}.queue", f"unknown queue {queue!r}")

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
+from gateway.cli.errors import describe
 from gateway.ops.backup import BackupError, make_backup
 from gateway.ops.backup_key import parse_backup_key
 from gateway.ops.backup_pg import libpq
@@ -336,7 +337,7 @@ def test_a_stopping_daemon_ends_the_dump_and_keeps_no_part(
             datetime.now(UTC),
             stop,
         )
-    assert err.value.code == 75 and "cancelled" in str(err.value)
+    assert describe(err.value) == (75, str(err.value)) and "cancelled" in str(err.value)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -235,3 +235,51 @@ def test_imap_security_errors_name_their_lines(tmp_path: Path) -> None:
         f"{p}:22: tenants[0].imap[2].ca_file: only used with security 'tls' or 'starttls'",
         f"{p}:28: tenants[0].imap[3].ca_file: no such file: {tmp_path / 'missing.pem'}",
     ]
+
+
+def test_lines_after_a_multi_line_string_and_quoted_keys(tmp_path: Path) -> None:
+    """A key inside a multi-line string is no key, and a quoted key is found by its name."""
+    p = _write(
+        tmp_path,
+        '''[gateway]
+hostname = "h.test"
+
+[[tenants]]
+slug = "acme"
+name = """Acme
+colour = "inside the string"
+"""
+addresses = ["a@acme.test"]
+"colour" = "red"
+''',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.problems == [f"{p}:10: tenants[0].colour: unknown key"]
+
+
+def test_parse_has_no_side_effects_and_resolve_adds_its_problems(tmp_path: Path) -> None:
+    """parse_config checks the file without a key ring and writes nothing; resolve
+    decrypts (here: fails to, with the key and line) and only then makes the secret."""
+    from routing.config import parse_config, resolve
+
+    text = (
+        '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n\n'
+        '[tenants.outbound]\nhost = "smtp.acme.test"\npassword = "enc:v1:k1:AAAA"\n'
+    )
+    p = _write(tmp_path, text)
+    parsed = parse_config(p, text)
+    assert parsed.checker.problems == []
+    assert parsed.config.tenants[0].outbound is not None
+    assert parsed.config.tenants[0].outbound.password == "enc:v1:k1:AAAA"
+    assert not (tmp_path / "var").exists()
+    with pytest.raises(ConfigError) as info:
+        resolve(parsed)
+    assert [x.split(": ", 2)[:2] for x in info.value.problems] == [
+        [f"{p}:7", "tenants[0].outbound.password"]
+    ]
+    assert not (tmp_path / "var" / "secret.key").exists()
+    fixed = text.replace('password = "enc:v1:k1:AAAA"\n', "")
+    config = resolve(parse_config(_write(tmp_path, fixed), fixed))
+    assert len(config.secret) >= 32 and config.instance
+    assert (tmp_path / "var" / "secret.key").exists()

@@ -10,29 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import add_config_option, load, require_database
+from gateway.cli.errors import CommandError
 from routing.config import GatewayConfig, Tenant
 from store.redact import pseudonym
 
-__all__ = ["add_parser", "run"]
-
-EX_USAGE = 64
-EX_NOINPUT = 66
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
+__all__ = ["add_parsers"]
 
 
-class _Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """``gdpr`` with its actions, and ``purge``; every level accepts --config (see secrets_cli)."""
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``gdpr`` with its actions, and ``purge``; every level accepts --config."""
     pg = sub.add_parser("gdpr", parents=[common], help="export or erase one person's data")
     gsub = pg.add_subparsers(dest="gdpr_command", required=True, metavar="ACTION")
     pe = gsub.add_parser("export", help="everything held about EMAIL in a tenant (JSON or zip)")
@@ -49,41 +40,44 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     pp = sub.add_parser("purge", parents=[common], help="apply every tenant's retention now")
     pp.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
     pp.add_argument("--tenant", default=None, metavar="SLUG")
-    for p in (pe, pr, ph):
-        p.add_argument(
-            "--config",
-            type=Path,
-            default=argparse.SUPPRESS,
-            help="config file (default: $GATEWAY_CONFIG, then ./gateway.toml)",
-        )
+    pp.set_defaults(func=_purge)
+    for p, func in ((pe, _export), (pr, _erase), (ph, _hash)):
+        add_config_option(p)
+        p.set_defaults(func=func)
 
 
-def run(args: argparse.Namespace, config: GatewayConfig) -> int:
-    try:
-        if args.command == "purge":
-            if args.tenant is not None:
-                _tenant(config, args.tenant)
-            return asyncio.run(_purge(config, args.dry_run, args.tenant))
-        email = _address(args.email)
-        if args.gdpr_command == "hash":
-            print(pseudonym(config.secret, email))
-            return 0
-        tenant = _tenant(config, args.tenant)
-        if args.gdpr_command == "export":
-            return asyncio.run(_export(config, tenant, email, args.out))
-        if email in tenant.addresses:
-            raise _Fail(f"{email} is an address of tenant {tenant.slug!r}, not a person", EX_USAGE)
-        return asyncio.run(_erase(config, tenant, email, verify=not args.no_verify))
-    except _Fail as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return exc.code
+def _purge(args: argparse.Namespace) -> int:
+    config = load(args)
+    if args.tenant is not None:
+        _tenant(config, args.tenant)
+    return asyncio.run(_purge_tenants(config, args.dry_run, args.tenant))
+
+
+def _hash(args: argparse.Namespace) -> int:
+    print(pseudonym(load(args).secret, _address(args.email)))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = load(args)
+    email = _address(args.email)
+    return asyncio.run(_export_of(config, _tenant(config, args.tenant), email, args.out))
+
+
+def _erase(args: argparse.Namespace) -> int:
+    config = load(args)
+    email = _address(args.email)
+    tenant = _tenant(config, args.tenant)
+    if email in tenant.addresses:
+        raise CommandError(f"{email} is an address of tenant {tenant.slug!r}, not a person")
+    return asyncio.run(_erase_of(config, tenant, email, verify=not args.no_verify))
 
 
 def _address(value: str) -> str:
     email = value.strip().lower()
     local, at, domain = email.partition("@")
     if not (local and at and domain) or any(c.isspace() for c in email):
-        raise _Fail(f"not an email address: {value!r}", EX_USAGE)
+        raise CommandError(f"not an email address: {value!r}")
     return email
 
 
@@ -91,16 +85,14 @@ def _tenant(config: GatewayConfig, slug: str) -> Tenant:
     tenant = config.tenant(slug)
     if tenant is None:
         known = ", ".join(t.slug for t in config.tenants)
-        raise _Fail(f"unknown tenant {slug!r} (tenants: {known})", EX_USAGE)
+        raise CommandError(f"unknown tenant {slug!r} (tenants: {known})")
     return tenant
 
 
 def _services(config: GatewayConfig) -> Any:
     from gateway.services import open_services
 
-    db = config.database_url
-    if db.startswith("sqlite") and not Path(db.split("///", 1)[-1]).exists():
-        raise _Fail(f"no database yet at {db.split('///', 1)[-1]}", EX_NOINPUT)
+    require_database(config)
     return open_services(config)
 
 
@@ -110,7 +102,7 @@ def _now() -> Any:
     return system_clock()()
 
 
-async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path | None) -> int:
+async def _export_of(config: GatewayConfig, tenant: Tenant, email: str, out: Path | None) -> int:
     from gateway.ops.gdpr import blob_reader, export, export_archive
 
     async with _services(config) as services:
@@ -121,7 +113,9 @@ async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path |
         try:
             files = await asyncio.to_thread(export_archive, data, blob_reader(services), out)
         except OSError as exc:
-            raise _Fail(f"{out}: cannot write: {exc.strerror or exc}", EX_CANTCREAT) from None
+            raise CommandError(
+                f"{out}: cannot write: {exc.strerror or exc}", os.EX_CANTCREAT
+            ) from None
     print(
         f"wrote {out}: {len(data['tickets'])} tickets, {len(data['messages'])} messages, "
         f"{len(data['audit_events'])} audit entries, {files} files"
@@ -129,7 +123,7 @@ async def _export(config: GatewayConfig, tenant: Tenant, email: str, out: Path |
     return 0
 
 
-async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: bool) -> int:
+async def _erase_of(config: GatewayConfig, tenant: Tenant, email: str, *, verify: bool) -> int:
     from gateway.ops.gdpr import erase
 
     async with _services(config) as services:
@@ -149,10 +143,10 @@ async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: b
         f"{e.audit_redacted}, blobs deleted: {report.blobs_deleted}"
     )
     if not report.compacted:
-        raise _Fail(
+        raise CommandError(
             "erased, but the database was busy and still holds deleted pages: run the "
             "same command again",
-            EX_TEMPFAIL,
+            os.EX_TEMPFAIL,
         )
     if not verify:
         return 0
@@ -169,7 +163,7 @@ async def _erase(config: GatewayConfig, tenant: Tenant, email: str, *, verify: b
     return 0
 
 
-async def _purge(config: GatewayConfig, dry_run: bool, only: str | None) -> int:
+async def _purge_tenants(config: GatewayConfig, dry_run: bool, only: str | None) -> int:
     from gateway.ops.gdpr import admin_actor, purge_tenants
 
     async with _services(config) as services:

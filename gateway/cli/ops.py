@@ -1,8 +1,9 @@
 """``gateway report``, ``gateway backup`` and ``gateway restore``.
 
-Like every command: one line on stderr and a sysexits code on failure, never a
-traceback. ``backup`` and ``restore`` print what the archive holds, so an
-operator sees at once that a restore brought back what was expected.
+Their failures are the ops room's own errors (gateway/ops/errors.py), which
+gateway/cli/errors.py maps to exit codes. ``backup`` and ``restore`` print what
+the archive holds, so an operator sees at once that a restore brought back what
+was expected.
 """
 
 from __future__ import annotations
@@ -10,22 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import load
+from gateway.cli.errors import CommandError
 from routing.config import GatewayConfig
 
-__all__ = ["add_parsers", "run"]
-
-EX_USAGE = 64
-EX_NOINPUT = 66
-
-
-class OpsCliError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -41,6 +36,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="write here (default: the reports folder, deleted after [reports] keep_days)",
     )
+    pr.set_defaults(func=_report)
     pb = sub.add_parser(
         "backup",
         parents=[common],
@@ -57,6 +53,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="make a new backup key file (0600) instead, outside the data directory",
     )
     pb.add_argument("--json", action="store_true")
+    pb.set_defaults(func=_backup)
     ps = sub.add_parser(
         "restore",
         parents=[common],
@@ -64,24 +61,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     ps.add_argument("archive", type=Path)
     ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=_restore)
 
 
-def run(args: argparse.Namespace, config: GatewayConfig) -> int:
-    """Dispatch; raises OpsCliError for the CLI's one-line answer."""
-    from gateway.ops.backup import BackupError
-    from gateway.ops.report_pdf import ReportError
-
-    try:
-        if args.command == "report":
-            return asyncio.run(_report(config, args))
-        if args.command == "backup":
-            return _backup(config, args)
-        return _restore(config, args)
-    except (BackupError, ReportError) as exc:
-        raise OpsCliError(str(exc), getattr(exc, "code", EX_USAGE)) from None
+def _report(args: argparse.Namespace) -> int:
+    return asyncio.run(_report_of(load(args), args))
 
 
-async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
+async def _report_of(config: GatewayConfig, args: argparse.Namespace) -> int:
     from gateway.clock import system_clock
     from gateway.ops.jobs import make_report, store_report
     from gateway.ops.report_pdf import MONTH, write_atomic
@@ -89,9 +76,9 @@ async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
 
     tenant = config.tenant(args.tenant)
     if tenant is None:
-        raise OpsCliError(f"unknown tenant {args.tenant!r}", EX_USAGE)
+        raise CommandError(f"unknown tenant {args.tenant!r}")
     if not MONTH.match(args.month):
-        raise OpsCliError(f"--month {args.month!r}: expected YYYY-MM", EX_USAGE)
+        raise CommandError(f"--month {args.month!r}: expected YYYY-MM")
     now = system_clock()()
     async with open_services(config) as services:
         pdf = await make_report(config, services.engine, tenant, args.month, now)
@@ -99,7 +86,7 @@ async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
             try:
                 await asyncio.to_thread(write_atomic, args.out, pdf)
             except OSError as exc:
-                raise OpsCliError(f"{args.out}: {exc.strerror or exc}", 73) from None
+                raise CommandError(f"{args.out}: {exc.strerror or exc}", os.EX_CANTCREAT) from None
             path = args.out
         else:
             path = await store_report(
@@ -109,16 +96,17 @@ async def _report(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
+def _backup(args: argparse.Namespace) -> int:
     from gateway.ops.backup import load_backup_key, make_backup, new_key_file
 
+    config = load(args)
     if args.new_key is not None:
         kid = new_key_file(args.new_key, config)
         print(f"new backup key {kid} in {args.new_key} (mode 0600); keep a copy off this machine")
         return 0
     out = args.out or config.backup.dir
     if out is None:
-        raise OpsCliError("no folder: give --out DIR or set [backup] dir", EX_USAGE)
+        raise CommandError("no folder: give --out DIR or set [backup] dir")
     result = make_backup(config, out, load_backup_key(config), datetime.now(UTC))
     if args.json:
         print(
@@ -142,12 +130,13 @@ def _backup(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _restore(config: GatewayConfig, args: argparse.Namespace) -> int:
+def _restore(args: argparse.Namespace) -> int:
     from gateway.ops.backup import load_backup_key
     from gateway.ops.restore import restore
 
+    config = load(args)
     if not args.archive.is_file():
-        raise OpsCliError(f"{args.archive}: no such file", EX_NOINPUT)
+        raise CommandError(f"{args.archive}: no such file", os.EX_NOINPUT)
     result = restore(config, args.archive, load_backup_key(config))
     if args.json:
         print(

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import add_config_option, config_path
+from gateway.cli.errors import CommandError
+from routing.schema import Checker
 from routing.secrets import (
     ENV_VAR,
     Keyring,
@@ -32,19 +35,9 @@ from routing.secrets import (
     replace_file,
 )
 
-__all__ = ["add_parser", "run"]
-
-EX_USAGE = 64
-EX_NOINPUT = 66
-EX_CONFIG = 78
+__all__ = ["add_parsers"]
 
 _FIELD = re.compile(r"[a-z][a-z0-9_]*")
-
-
-class _Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -60,13 +53,8 @@ class _Entry:
         return f"tenants[{self.index}].outbound.password"
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register ``secrets`` like the other commands: every level accepts --config.
-
-    The actions get their own --config defaulting to SUPPRESS rather than
-    ``common``: argparse lets a nested parser's default (None) overwrite a
-    --config given one level up, so ``secrets --config X check`` would lose X.
-    """
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``secrets`` and its actions; every level accepts --config."""
     ps = sub.add_parser(
         "secrets", parents=[common], help="encrypt, check or rotate config passwords"
     )
@@ -76,31 +64,9 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     pe.add_argument("--field", default="password", help="config field (default: password)")
     pr = ssub.add_parser("rotate", help="add a new key and re-encrypt every password")
     pc = ssub.add_parser("check", help="check that every password decrypts")
-    for p in (pe, pr, pc):
-        p.add_argument(
-            "--config",
-            type=Path,
-            default=argparse.SUPPRESS,
-            help="config file (default: $GATEWAY_CONFIG, then ./gateway.toml)",
-        )
-
-
-def run(args: argparse.Namespace, config_path: Path) -> int:
-    """Run one ``secrets`` action; errors become one stderr line and an exit code."""
-    try:
-        if args.secrets_command == "encrypt":
-            return _encrypt(config_path, args.tenant, args.field)
-        if args.secrets_command == "check":
-            return _check(config_path)
-        if args.secrets_command == "rotate":
-            return _rotate(config_path)
-        raise _Fail(f"unknown secrets action {args.secrets_command}", EX_USAGE)
-    except _Fail as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return exc.code
-    except SecretError as exc:
-        print(f"gateway: config error: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    for p, func in ((pe, _encrypt), (pr, _rotate), (pc, _check)):
+        add_config_option(p)
+        p.set_defaults(func=func)
 
 
 # -- reading the config ------------------------------------------------------
@@ -110,15 +76,15 @@ def _read_config(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise _Fail(f"{path}: no such config file", EX_NOINPUT) from None
+        raise CommandError(f"{path}: no such config file", os.EX_NOINPUT) from None
     except OSError as exc:
-        raise _Fail(f"{path}: cannot read: {exc.strerror or exc}", EX_NOINPUT) from None
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}", os.EX_NOINPUT) from None
     except UnicodeDecodeError:
-        raise _Fail(f"{path}: config is not UTF-8 text", EX_CONFIG) from None
+        raise CommandError(f"{path}: config is not UTF-8 text", os.EX_CONFIG) from None
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise _Fail(f"config error: {path}: invalid TOML: {exc}", EX_CONFIG) from None
+        raise CommandError(f"config error: {path}: invalid TOML: {exc}", os.EX_CONFIG) from None
 
 
 def _key_file(path: Path, doc: dict[str, Any]) -> Path:
@@ -131,7 +97,7 @@ def _key_file(path: Path, doc: dict[str, Any]) -> Path:
     if key_file is None:
         key_file = str(Path(data_dir if isinstance(data_dir, str) else "var") / "keys.toml")
     if not isinstance(key_file, str):
-        raise _Fail(f"config error: {path}: gateway.key_file must be a string", EX_CONFIG)
+        raise CommandError(f"config error: {path}: gateway.key_file must be a string", os.EX_CONFIG)
     return base_dir / key_file
 
 
@@ -154,94 +120,30 @@ def _entries(doc: dict[str, Any]) -> list[_Entry]:
     return out
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map key paths such as ``tenants[1].outbound.password`` to 1-based lines.
-
-    tomllib and tomlkit give no line numbers for values, and an admin needs
-    the line, so the headers and keys are walked here, skipping the inside of
-    multi-line strings.
-    """
-    index: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    prefix = ""
-    in_string: str | None = None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if in_string is not None:
-            if line.count(in_string) % 2 == 1:
-                in_string = None
-            continue
-        if line.startswith("[["):
-            name = _dotted(line[2:].split("]]", 1)[0])
-            parent, _, leaf = name.rpartition(".")
-            base = _resolve(parent, counters) if parent else ""
-            key = f"{base}.{leaf}" if base else leaf
-            counters[key] = counters.get(key, -1) + 1
-            prefix = f"{key}[{counters[key]}]"
-            index.setdefault(prefix, n)
-        elif line.startswith("["):
-            prefix = _resolve(_dotted(line[1:].split("]", 1)[0]), counters)
-            index.setdefault(prefix, n)
-        elif "=" in line and not line.startswith("#"):
-            name, _, rest = line.partition("=")
-            key = _dotted(name)
-            index.setdefault(f"{prefix}.{key}" if prefix else key, n)
-            for quote in ('"""', "'''"):
-                if rest.count(quote) % 2 == 1:
-                    in_string = quote
-                    break
-    return index
-
-
-def _dotted(name: str) -> str:
-    return ".".join(part.strip().strip("\"'") for part in name.split("."))
-
-
-def _resolve(name: str, counters: dict[str, int]) -> str:
-    out = ""
-    for part in name.split("."):
-        out = f"{out}.{part}" if out else part
-        if out in counters:
-            out = f"{out}[{counters[out]}]"
-    return out
-
-
-def _line(index: dict[str, int], key: str) -> int:
-    probe = key
-    while probe and probe not in index:
-        probe = probe.rsplit(".", 1)[0] if "." in probe else ""
-    return index.get(probe, 0)
-
-
 def _problems(
     path: Path, text: str, doc: dict[str, Any], entries: list[_Entry]
 ) -> tuple[list[str], Keyring | None]:
     """Every reason a password cannot be used, each as ``PATH:LINE: key: message``."""
-    index = _line_index(text)
-    problems: list[str] = []
-
-    def problem(key: str, message: str) -> None:
-        problems.append(f"{path}:{_line(index, key)}: {key}: {message}")
-
+    c = Checker(path, text)
     ring: Keyring | None = None
     if any(isinstance(e.value, str) and is_encrypted(e.value) for e in entries):
         try:
             ring = load_keyring(_key_file(path, doc), create=False)
         except SecretError as exc:
-            problem("gateway.key_file", str(exc))
+            c.error("gateway.key_file", str(exc))
     for e in entries:
         if not isinstance(e.value, str):
-            problem(e.key, "must be a string")
+            c.error(e.key, "must be a string")
         elif not e.slug:
-            problem(f"tenants[{e.index}].slug", "required to check its outbound password")
+            c.error(f"tenants[{e.index}].slug", "required to check its outbound password")
         elif not is_encrypted(e.value):
-            problem(e.key, f"must be encrypted: run gateway secrets encrypt --tenant {e.slug}")
+            c.error(e.key, f"must be encrypted: run gateway secrets encrypt --tenant {e.slug}")
         elif ring is not None:
             try:
                 ring.decrypt(e.value, tenant=e.slug, field="password")
             except SecretError as exc:
-                problem(e.key, str(exc))
-    return problems, ring
+                c.error(e.key, str(exc))
+    return c.problems, ring
 
 
 def _report(problems: list[str]) -> None:
@@ -252,14 +154,15 @@ def _report(problems: list[str]) -> None:
 # -- actions -------------------------------------------------------------------
 
 
-def _encrypt(path: Path, slug: str, field: str) -> int:
+def _encrypt(args: argparse.Namespace) -> int:
+    path, slug, field = config_path(args), args.tenant, args.field
     if not _FIELD.fullmatch(field):
-        raise _Fail(f"bad --field {field!r}: lower-case letters, digits and '_'", EX_USAGE)
+        raise CommandError(f"bad --field {field!r}: lower-case letters, digits and '_'")
     _, doc = _read_config(path)
     slugs = [t.get("slug") for t in _tenants(doc) if isinstance(t, dict)]
     if slug not in slugs:
         known = ", ".join(s for s in slugs if isinstance(s, str)) or "none"
-        raise _Fail(f"unknown tenant {slug!r} in {path} (tenants: {known})", EX_USAGE)
+        raise CommandError(f"unknown tenant {slug!r} in {path} (tenants: {known})")
     plaintext = _read_password()
     ring = load_keyring(_key_file(path, doc))
     print(ring.encrypt(plaintext, tenant=slug, field=field))
@@ -269,43 +172,44 @@ def _encrypt(path: Path, slug: str, field: str) -> int:
 def _read_password() -> str:
     """Piped input is taken as is (one trailing newline dropped); a terminal is asked twice."""
     if sys.stdin is None:
-        raise _Fail("no stdin to read the password from", EX_USAGE)
+        raise CommandError("no stdin to read the password from")
     if sys.stdin.isatty():
         try:
             first = getpass.getpass("Password: ")
             again = getpass.getpass("Again: ")
         except EOFError:
-            raise _Fail("no password given", EX_USAGE) from None
+            raise CommandError("no password given") from None
         if first != again:
-            raise _Fail("the passwords do not match", EX_USAGE)
+            raise CommandError("the passwords do not match")
         plaintext = first
     else:
         try:
             # Never echo a decode error: its message quotes bytes of the password.
             plaintext = sys.stdin.buffer.read().decode("utf-8")
         except UnicodeDecodeError:
-            raise _Fail("the password on stdin is not UTF-8", EX_USAGE) from None
+            raise CommandError("the password on stdin is not UTF-8") from None
         if plaintext.endswith("\r\n"):
             plaintext = plaintext[:-2]
         elif plaintext.endswith("\n"):
             plaintext = plaintext[:-1]
     if not plaintext:
-        raise _Fail("refusing an empty password", EX_USAGE)
+        raise CommandError("refusing an empty password")
     return plaintext
 
 
-def _check(path: Path) -> int:
+def _check(args: argparse.Namespace) -> int:
+    path = config_path(args)
     text, doc = _read_config(path)
     entries = _entries(doc)
     problems, _ = _problems(path, text, doc, entries)
     if problems:
         _report(problems)
-        return EX_CONFIG
+        return os.EX_CONFIG
     print(f"ok: {len(entries)} secrets decrypt")
     return 0
 
 
-def _rotate(path: Path) -> int:
+def _rotate(args: argparse.Namespace) -> int:
     """Re-encrypt under a fresh key, but only once every current value is known good.
 
     The old keys stay in the key file: instances still running the old config
@@ -313,13 +217,14 @@ def _rotate(path: Path) -> int:
     """
     import tomlkit
 
+    path = config_path(args)
     text, doc = _read_config(path)
     entries = _entries(doc)
     problems, ring = _problems(path, text, doc, entries)
     if problems:
         _report(problems)
         print("gateway: rotate: nothing changed; fix the above first", file=sys.stderr)
-        return EX_CONFIG
+        return os.EX_CONFIG
     plain: dict[int, str] = {}
     if ring is not None:
         plain = {e.index: ring.decrypt(e.value, tenant=e.slug, field="password") for e in entries}
@@ -360,7 +265,9 @@ def _verify(path: Path, new_text: str, ring: Keyring, plain: dict[int, str]) -> 
     doc = tomllib.loads(new_text)
     got = {e.index: ring.decrypt(e.value, tenant=e.slug, field="password") for e in _entries(doc)}
     if got != plain:
-        raise _Fail(f"rotate: the rewritten config did not read back; {path} is unchanged", 70)
+        raise CommandError(
+            f"rotate: the rewritten config did not read back; {path} is unchanged", os.EX_SOFTWARE
+        )
 
 
 def _replace_file(path: Path, text: str) -> None:

@@ -33,7 +33,6 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +40,16 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from gateway.ops import backup_pg
-from gateway.ops.backup_key import BackupError, BackupKey, load_backup_key, new_key_file
+from gateway.ops.backup_key import BackupKey, load_backup_key, new_key_file
 from gateway.ops.backup_stream import sealed, write_meta
+from gateway.ops.errors import (
+    BackupError,
+    BackupMisconfigured,
+    NothingToRead,
+    StoreUnavailable,
+    TryAgain,
+    WouldOverwrite,
+)
 from routing.config import GatewayConfig
 from store.blobs import fsync_dir
 
@@ -105,24 +112,15 @@ def store_engine(config: GatewayConfig) -> str:
     """The store's engine: it decides what the archive holds and where it may be restored."""
     name = make_url(config.database_url).get_backend_name()
     if name not in ENGINES:
-        raise BackupError(f"gateway backup handles SQLite and PostgreSQL stores, not {name}", 69)
+        raise StoreUnavailable(f"gateway backup handles SQLite and PostgreSQL stores, not {name}")
     return name
 
 
 def sqlite_path(config: GatewayConfig) -> Path:
     url = make_url(config.database_url)
     if not url.database:
-        raise BackupError("database_url names no SQLite file", 78)
+        raise BackupMisconfigured("database_url names no SQLite file")
     return Path(url.database)
-
-
-@contextmanager
-def pg_errors() -> Iterator[None]:
-    """backup_pg speaks PgError (it cannot import this module); callers see BackupError."""
-    try:
-        yield
-    except backup_pg.PgError as exc:
-        raise BackupError(str(exc), exc.code) from None
 
 
 def make_backup(
@@ -136,25 +134,14 @@ def make_backup(
 
     ``stop`` lets a stopping daemon end a long copy early (the thread running it cannot
     be cancelled); the unfinished archive is then removed, as after any failure."""
-    with pg_errors():
-        return _make_backup(config, out_dir, key, now, stop)
-
-
-def _make_backup(
-    config: GatewayConfig,
-    out_dir: Path,
-    key: BackupKey,
-    now: datetime,
-    stop: threading.Event | None,
-) -> BackupResult:
     engine = store_engine(config)
     db = sqlite_path(config) if engine == "sqlite" else None
     if db is not None and not db.exists():
-        raise BackupError(f"no database at {db}", 66)
+        raise NothingToRead(f"no database at {db}")
     data_dir = config.data_dir.resolve()
     out_dir = out_dir.resolve()
     if out_dir.is_relative_to(data_dir):
-        raise BackupError(f"{out_dir}: backups must be written outside the data directory", 73)
+        raise WouldOverwrite(f"{out_dir}: backups must be written outside the data directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = out_dir / f"gateway-backup-{stamp}.tar.age"
@@ -181,7 +168,6 @@ def _make_backup(
             raise BackupError(
                 f"{len(missing)} blobs named by the database are missing from the data "
                 f"directory (first: {sorted(missing)[0]}); the backup was not kept",
-                70,
             )
         os.replace(part, final)
     except BaseException:
@@ -265,7 +251,7 @@ def _add_data_dir(
     blobs: set[str] = set()
     for path in _data_files(data_dir, skip, out_dir):
         if stop is not None and stop.is_set():
-            raise BackupError("the backup was cancelled (the daemon is stopping)", 75)
+            raise TryAgain("the backup was cancelled (the daemon is stopping)")
         rel = path.relative_to(data_dir)
         try:
             tar.add(path, arcname=f"data/{rel.as_posix()}", recursive=False)

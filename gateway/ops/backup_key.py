@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pyrage import x25519
 
+from gateway.ops.errors import BackupError, BackupMisconfigured, NothingToRead, WouldOverwrite
 from routing.config import GatewayConfig
 from routing.ops_config import BACKUP_KEY_ENV
 
 __all__ = [
-    "BackupError",
     "BackupKey",
     "legacy_key_id",
     "load_backup_key",
@@ -40,14 +40,6 @@ __all__ = [
 
 LEGACY_KEY_BYTES = 32
 _LEGACY = re.compile(r"(?:# HGWBACKUP1 key: )?([A-Za-z0-9+/]{43}=)")
-
-
-class BackupError(Exception):
-    """The operator's one-line reason; ``code`` is the sysexits code for the CLI."""
-
-    def __init__(self, message: str, code: int = 70) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +76,16 @@ def parse_backup_key(text: str, where: str) -> BackupKey:
         try:
             identities.append(x25519.Identity.from_str(line))
         except pyrage.IdentityError:
-            raise BackupError(
+            raise BackupMisconfigured(
                 f"backup key in {where}, line {n}: not an age identity (AGE-SECRET-KEY-1...) "
                 f"nor a {LEGACY_KEY_BYTES}-byte base64 key",
-                78,
             ) from None
     if legacy is not None:
         derived = _derived_identity(legacy)
         if str(derived) not in {str(i) for i in identities}:
             identities.append(derived)
     if not identities:
-        raise BackupError(f"backup key in {where} holds no key", 78)
+        raise BackupMisconfigured(f"backup key in {where} holds no key")
     return BackupKey(tuple(identities), legacy)
 
 
@@ -105,16 +96,15 @@ def load_backup_key(config: GatewayConfig) -> BackupKey:
         return parse_backup_key(text, f"${BACKUP_KEY_ENV}")
     path = config.backup.key_file
     if path is None:
-        raise BackupError(
+        raise BackupMisconfigured(
             f"no backup key: set [backup] key_file or ${BACKUP_KEY_ENV} "
             "(make one with gateway backup --new-key FILE)",
-            78,
         )
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise BackupError(
-            f"cannot read backup key {path}: {getattr(exc, 'strerror', exc)}", 66
+        raise NothingToRead(
+            f"cannot read backup key {path}: {getattr(exc, 'strerror', exc)}",
         ) from None
     return parse_backup_key(text, str(path))
 
@@ -130,7 +120,7 @@ def new_key_file(path: Path, config: GatewayConfig | None = None) -> str:
             (config.backup.dir, "backup folder"),
         ):
             if folder is not None and target.is_relative_to(folder.resolve()):
-                raise BackupError(f"{path}: the backup key must not be inside the {what}", 73)
+                raise WouldOverwrite(f"{path}: the backup key must not be inside the {what}")
         try:
             legacy = load_backup_key(config).legacy
         except BackupError:
@@ -153,7 +143,7 @@ def new_key_file(path: Path, config: GatewayConfig | None = None) -> str:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise BackupError(f"{path} exists; a key is never overwritten", 73) from None
+        raise WouldOverwrite(f"{path} exists; a key is never overwritten") from None
     try:
         os.write(fd, ("\n".join(lines) + "\n").encode("ascii"))
         os.fsync(fd)

@@ -18,7 +18,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.ops.backup_key import BackupError, legacy_key_id
+from gateway.ops.backup_key import legacy_key_id
+from gateway.ops.errors import ArchiveDamaged, WrongKey
 
 __all__ = ["MAGIC", "archive_stream", "read_header"]
 
@@ -30,13 +31,13 @@ def read_header(f: BinaryIO) -> tuple[dict[str, object], bytes]:
     """The header's facts, and its bytes (every chunk's associated data)."""
     magic = f.read(len(MAGIC))
     if magic != MAGIC:
-        raise BackupError("not a gateway backup archive (bad magic)", 65)
+        raise ArchiveDamaged("not a gateway backup archive (bad magic)")
     (n,) = struct.unpack(">I", f.read(4) or b"\0\0\0\0")
     raw = f.read(n)
     try:
         meta = json.loads(raw)
     except ValueError:
-        raise BackupError("the archive header is damaged", 65) from None
+        raise ArchiveDamaged("the archive header is damaged") from None
     return meta, MAGIC + struct.pack(">I", n) + raw
 
 
@@ -49,10 +50,9 @@ def archive_stream(f: BinaryIO, key: bytes) -> BinaryIO:
 def _opened(f: BinaryIO, key: bytes) -> Iterator[bytes]:
     meta, aad = read_header(f)
     if meta.get("kid") != legacy_key_id(key):
-        raise BackupError(
+        raise WrongKey(
             f"wrong backup key: this archive was made with key {meta.get('kid')}, "
             f"the key given is {legacy_key_id(key)}",
-            77,
         )
     aead = AESGCM(key)
     prefix = bytes.fromhex(str(meta["nonce"]))
@@ -67,11 +67,11 @@ def _opened(f: BinaryIO, key: bytes) -> Iterator[bytes]:
             yield aead.decrypt(nonce, chunk, aad)
         except InvalidTag:
             if last and _opens(aead, nonce[:-1] + b"\x00", chunk, aad):
-                raise BackupError(
-                    f"the archive is truncated (it ends after chunk {counter}, not the last)", 65
+                raise ArchiveDamaged(
+                    f"the archive is truncated (it ends after chunk {counter}, not the last)",
                 ) from None
-            raise BackupError(
-                f"the archive is damaged or altered (chunk {counter} fails authentication)", 65
+            raise ArchiveDamaged(
+                f"the archive is damaged or altered (chunk {counter} fails authentication)",
             ) from None
         if last:
             return

@@ -44,6 +44,8 @@ from typing import IO, Any
 
 from sqlalchemy.engine import make_url
 
+from gateway.ops.errors import NothingToRead, PgError, StoreUnavailable, TryAgain, WouldOverwrite
+
 __all__ = [
     "DUMP_MEMBER",
     "PART",
@@ -73,14 +75,6 @@ _QUERY_KEYS = {
     "target_session_attrs": "target_session_attrs",
 }
 _SSL_WORDS = {"true": "require", "false": "disable"}
-
-
-class PgError(Exception):
-    """One line for the operator and a sysexits code; backup.py turns it into BackupError."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +133,9 @@ def find_tool(name: str) -> str:
     )
     if versions:
         return versions[-1]
-    raise PgError(
+    raise StoreUnavailable(
         f"{name} not found on PATH or in /usr/lib/postgresql/*/bin "
         "(Debian: apt-get install postgresql-client)",
-        69,
     )
 
 
@@ -162,11 +155,13 @@ def _connect(lp: Libpq, **kw: Any) -> Iterator[Any]:
             lp.conninfo, password=lp.password, application_name="gateway backup", **kw
         )
     except psycopg.Error as exc:
-        raise PgError(f"cannot connect to PostgreSQL {lp.label}: {_first_line(exc)}", 69) from None
+        raise StoreUnavailable(
+            f"cannot connect to PostgreSQL {lp.label}: {_first_line(exc)}"
+        ) from None
     try:
         yield conn
     except psycopg.Error as exc:
-        raise PgError(f"PostgreSQL {lp.label}: {_first_line(exc)}", 70) from None
+        raise PgError(f"PostgreSQL {lp.label}: {_first_line(exc)}") from None
     finally:
         conn.close()
 
@@ -237,7 +232,7 @@ def exported_snapshot(lp: Libpq) -> Iterator[Snapshot]:
             cur.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
             sid, version = cur.fetchone()
             if not _has_schema(cur):
-                raise PgError(f"{lp.label} holds no gateway schema: nothing to back up", 66)
+                raise NothingToRead(f"{lp.label} holds no gateway schema: nothing to back up")
             named = _named(cur)
             tickets, messages = _counts(cur)
             yield Snapshot(str(sid), named, tickets, messages, str(version), _blob_rows(cur))
@@ -268,7 +263,7 @@ def dump_into(
         try:
             while True:
                 if stop is not None and stop.is_set():
-                    raise PgError("the backup was cancelled (the daemon is stopping)", 75)
+                    raise TryAgain("the backup was cancelled (the daemon is stopping)")
                 piece = proc.stdout.read(PART)
                 if not piece:
                     break
@@ -283,7 +278,7 @@ def dump_into(
                 proc.wait()
             proc.stdout.close()
         if rc != 0 or total == 0:
-            raise PgError(f"pg_dump failed (exit {rc}): {_tool_error(err)}", 70)
+            raise PgError(f"pg_dump failed (exit {rc}): {_tool_error(err)}")
     return total
 
 
@@ -315,18 +310,16 @@ def check_target(lp: Libpq) -> None:
                 break
             time.sleep(0.2)
         if others:
-            raise PgError(
+            raise TryAgain(
                 f"{others} other session(s) use database {lp.label}: stop every gateway "
                 "instance (and other clients) before a restore",
-                75,
             )
         if _has_schema(cur):
             cur.execute("SELECT EXISTS (SELECT 1 FROM tickets) OR EXISTS (SELECT 1 FROM messages)")
             if cur.fetchone()[0]:
-                raise PgError(
+                raise WouldOverwrite(
                     f"database {lp.label} already holds tickets: restore never replaces "
                     "data; restore into an empty database (createdb) or drop this one first",
-                    73,
                 )
 
 
@@ -349,7 +342,7 @@ def pg_restore(lp: Libpq, dump: Path) -> None:
         rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=lp.env()).returncode
         if rc != 0:
             raise PgError(
-                f"pg_restore failed (exit {rc}), nothing was restored: {_tool_error(err)}", 70
+                f"pg_restore failed (exit {rc}), nothing was restored: {_tool_error(err)}",
             )
 
 

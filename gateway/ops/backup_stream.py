@@ -26,7 +26,14 @@ from typing import BinaryIO
 import pyrage
 
 from gateway.ops import backup_legacy
-from gateway.ops.backup_key import BackupError, BackupKey, legacy_key_id
+from gateway.ops.backup_key import BackupKey, legacy_key_id
+from gateway.ops.errors import (
+    ArchiveDamaged,
+    ArchiveUnwritable,
+    BackupError,
+    NothingToRead,
+    WrongKey,
+)
 
 __all__ = ["META", "archive_meta", "plaintext", "sealed", "write_meta"]
 
@@ -65,7 +72,7 @@ def sealed(out: BinaryIO, key: BackupKey) -> Iterator[BinaryIO]:
         if not failed:
             raise
     if failed:
-        raise BackupError(f"cannot encrypt the archive: {failed[0]}", 74) from None
+        raise ArchiveUnwritable(f"cannot encrypt the archive: {failed[0]}") from None
 
 
 @contextmanager
@@ -75,7 +82,7 @@ def plaintext(archive: Path, key: BackupKey) -> Iterator[BinaryIO]:
     try:
         f = open(archive, "rb")
     except OSError as exc:
-        raise BackupError(f"{archive}: {exc.strerror or exc}", 66) from None
+        raise NothingToRead(f"{archive}: {exc.strerror or exc}") from None
     with f:
         magic = f.read(len(AGE_MAGIC))
         f.seek(0)
@@ -85,7 +92,7 @@ def plaintext(archive: Path, key: BackupKey) -> Iterator[BinaryIO]:
             with _age_plaintext(f, key) as stream:
                 yield stream
         else:
-            raise BackupError("not a gateway backup archive (bad magic)", 65)
+            raise ArchiveDamaged("not a gateway backup archive (bad magic)")
 
 
 def archive_meta(archive: Path, key: BackupKey) -> dict[str, object]:
@@ -104,10 +111,10 @@ def archive_meta(archive: Path, key: BackupKey) -> dict[str, object]:
                 member = tar.next()
                 body = tar.extractfile(member) if member and member.name == META else None
                 if body is None:
-                    raise BackupError(f"the archive does not begin with {META}", 65)
+                    raise ArchiveDamaged(f"the archive does not begin with {META}")
                 meta = json.loads(body.read())
         except (tarfile.TarError, ValueError):
-            raise BackupError(f"the archive's {META} is damaged", 65) from None
+            raise ArchiveDamaged(f"the archive's {META} is damaged") from None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -123,16 +130,14 @@ def _legacy_key(f: BinaryIO, key: BackupKey) -> bytes:
     f.seek(0)
     made = head.get("kid")
     if key.legacy is None:
-        raise BackupError(
+        raise WrongKey(
             f"wrong backup key: this archive (HGWBACKUP1, before age) was made with key "
             f"{made}, and the key given holds no HGWBACKUP1 key",
-            77,
         )
     if made != legacy_key_id(key.legacy):
-        raise BackupError(
+        raise WrongKey(
             f"wrong backup key: this archive was made with key {made}, "
             f"the key given is {legacy_key_id(key.legacy)}",
-            77,
         )
     return key.legacy
 
@@ -166,10 +171,9 @@ def _age_error(exc: BaseException, key: BackupKey) -> BackupError:
     """pyrage's errors in the operator's words (it names no chunk)."""
     text = str(exc)
     if isinstance(exc, pyrage.DecryptError) and "No matching keys" in text:
-        return BackupError(
+        return WrongKey(
             f"wrong backup key: this archive was not made for the key given ({key.recipient})",
-            77,
         )
     if "truncated" in text:
-        return BackupError("the archive is truncated (its last chunk is missing)", 65)
-    return BackupError(f"the archive is damaged or altered ({text})", 65)
+        return ArchiveDamaged("the archive is truncated (its last chunk is missing)")
+    return ArchiveDamaged(f"the archive is damaged or altered ({text})")

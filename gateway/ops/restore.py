@@ -18,12 +18,12 @@ from gateway.ops.backup import (
     MANIFEST,
     blob_rows,
     named_blobs,
-    pg_errors,
     sqlite_path,
     store_engine,
 )
-from gateway.ops.backup_key import BackupError, BackupKey
+from gateway.ops.backup_key import BackupKey
 from gateway.ops.backup_stream import META, archive_meta, plaintext
+from gateway.ops.errors import ArchiveDamaged, BackupError, BackupMisconfigured, WouldOverwrite
 from routing.config import GatewayConfig
 
 __all__ = ["RestoreResult", "restore"]
@@ -50,27 +50,21 @@ def restore(config: GatewayConfig, archive: Path, key: BackupKey) -> RestoreResu
     PostgreSQL: no other session on the database and no tickets in it; the blobs
     checked against the manifest, then pg_restore (all or nothing), then the restored
     counts against the manifest, then the data directory."""
-    with pg_errors():
-        return _restore(config, archive, key)
-
-
-def _restore(config: GatewayConfig, archive: Path, key: BackupKey) -> RestoreResult:
     engine = store_engine(config)
     head = archive_meta(archive, key)  # proves the key before anything is written
     made = str(head.get("engine", "sqlite"))  # archives before PostgreSQL were all SQLite
     if made != engine:
-        raise BackupError(
+        raise BackupMisconfigured(
             f"{archive.name} holds a {ENGINES.get(made, made)} database but database_url "
             f"names {ENGINES[engine]}: restore it with a config for {ENGINES.get(made, made)}",
-            78,
         )
     db = sqlite_path(config) if engine == "sqlite" else None
     lp = backup_pg.libpq(config.database_url) if db is None else None
     if db is not None and db.exists():
-        raise BackupError(f"{db} exists: restore never overwrites a database", 73)
+        raise WouldOverwrite(f"{db} exists: restore never overwrites a database")
     data_dir = config.data_dir
     if not _empty(data_dir):
-        raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory", 73)
+        raise WouldOverwrite(f"{data_dir} is not empty: restore only into an empty data directory")
     if lp is not None:
         backup_pg.check_target(lp)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +74,7 @@ def _restore(config: GatewayConfig, archive: Path, key: BackupKey) -> RestoreRes
         if db is not None:
             snap = staging / "gateway.db"
             if not snap.is_file():
-                raise BackupError("the archive holds no database", 65)
+                raise ArchiveDamaged("the archive holds no database")
             tickets, messages, blobs = _verify(snap, staging / "data" / "blobs")
             _place(staging / "data", data_dir)
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +116,7 @@ def _unpack(archive: Path, key: BackupKey, staging: Path) -> None:
             while stream.read(CHUNK):  # past the tar's end too: every chunk authenticated
                 pass
     except tarfile.TarError as exc:
-        raise BackupError(f"the archive's contents are damaged: {exc}", 65) from None
+        raise ArchiveDamaged(f"the archive's contents are damaged: {exc}") from None
 
 
 def _extract(tar: tarfile.TarFile, staging: Path) -> None:
@@ -137,7 +131,7 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> None:
                 tar.extract(member, staging, filter="data")
                 continue
             if member.name != f"{backup_pg.DUMP_MEMBER}/{n:06d}" or not member.isfile():
-                raise BackupError(f"the archive's dump is out of order ({member.name})", 65)
+                raise ArchiveDamaged(f"the archive's dump is out of order ({member.name})")
             if dump is None:
                 dump = open(staging / backup_pg.DUMP_MEMBER, "wb")
             piece = tar.extractfile(member)
@@ -155,10 +149,10 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
         named = set(manifest["named_blobs"])
         expected = (int(manifest["tickets"]), int(manifest["messages"]))
     except (OSError, ValueError, KeyError, TypeError):
-        raise BackupError("the archive holds no readable manifest", 65) from None
+        raise ArchiveDamaged("the archive holds no readable manifest") from None
     dump = staging / backup_pg.DUMP_MEMBER
     if not dump.is_file():
-        raise BackupError("the archive holds no database dump", 65)
+        raise ArchiveDamaged("the archive holds no database dump")
     blobs = _check_blobs(named, staging / "data" / "blobs")
     backup_pg.check_target(lp)  # again: unpacking a large archive takes a while
     backup_pg.pg_restore(lp, dump)
@@ -168,7 +162,6 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
             f"the restored database ({tickets} tickets, {messages} messages, {len(restored)} "
             f"blobs named) differs from the archive's manifest ({expected[0]} tickets, "
             f"{expected[1]} messages, {len(named)} blobs); the data directory was not written",
-            70,
         )
     return tickets, messages, blobs + int(manifest.get("blob_rows", 0))
 
@@ -193,14 +186,14 @@ def _verify(db: Path, blobs: Path) -> tuple[int, int, int]:
     try:
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
-            raise BackupError(f"the restored database fails its integrity check: {ok}", 65)
+            raise ArchiveDamaged(f"the restored database fails its integrity check: {ok}")
         named = named_blobs(conn)
         tickets = conn.execute("SELECT count(*) FROM tickets").fetchone()[0]
         messages = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
         rows = 0
         for sha, data in conn.execute("SELECT sha256, data FROM blobs") if blob_rows(conn) else ():
             if hashlib.sha256(data).hexdigest() != sha:  # content-addressed, as files are
-                raise BackupError(f"blob {sha} was altered (its bytes hash otherwise)", 65)
+                raise ArchiveDamaged(f"blob {sha} was altered (its bytes hash otherwise)")
             rows += 1
     finally:
         conn.close()
@@ -211,11 +204,11 @@ def _check_blobs(named: set[str], blobs: Path) -> int:
     """Every named blob present, every blob's bytes hashing to its name; how many."""
     for sha in sorted(named):
         if not (blobs / sha[:2] / sha).is_file():
-            raise BackupError(f"blob {sha} is named by the database but not in the archive", 65)
+            raise ArchiveDamaged(f"blob {sha} is named by the database but not in the archive")
     files = sorted(blobs.glob("??/*")) if blobs.is_dir() else []
     for p in files:  # content-addressed: a blob's name is the hash of its bytes
         if _sha256(p) != p.name:
-            raise BackupError(f"blob {p.name} was altered (its bytes hash otherwise)", 65)
+            raise ArchiveDamaged(f"blob {p.name} was altered (its bytes hash otherwise)")
     return len(files)
 
 

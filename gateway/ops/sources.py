@@ -28,6 +28,7 @@ __all__ = [
     "Locator",
     "MailSource",
     "SourceError",
+    "SourceUnreadable",
     "envelope_sender",
     "import_order",
     "index",
@@ -41,11 +42,11 @@ _HEADER_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 
 
 class SourceError(Exception):
-    """The path cannot be imported at all; ``code`` is the sysexits code to leave with."""
+    """The path cannot be imported at all: it is no mailbox we know."""
 
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+
+class SourceUnreadable(SourceError):
+    """The path cannot be read (missing, no permission): nothing was looked at."""
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class MailSource:
         try:
             return sorted(self._box.keys())  # mbox keys are file order; Maildir's are arbitrary
         except OSError as exc:
-            raise SourceError(f"{self.path}: {exc.strerror or exc}", 66) from None
+            raise SourceUnreadable(f"{self.path}: {exc.strerror or exc}") from None
 
     def head(self, locator: Locator) -> bytes:
         """The header block only, without reading the body."""
@@ -123,18 +124,18 @@ def open_source(path: Path) -> MailSource:
                 return MailSource(path, "maildir")
             source = MailSource(path, "eml-folder")
             if not source.locators():
-                raise SourceError(f"{path}: not a Maildir and holds no .eml files", 65)
+                raise SourceError(f"{path}: not a Maildir and holds no .eml files")
             return source
         with open(path, "rb") as f:
             start = f.read(4096)
     except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror or exc}", 66) from None
+        raise SourceUnreadable(f"{path}: {exc.strerror or exc}") from None
     if start.startswith(b"From "):
         return MailSource(path, "mbox")
     if _HEADER_LINE.match(start.lstrip(b"\r\n")):
         return MailSource(path, "eml")
     what = "empty" if not start else "not an mbox, a Maildir or an .eml message"
-    raise SourceError(f"{path}: {what}", 65)
+    raise SourceError(f"{path}: {what}")
 
 
 def index(source: MailSource, locators: list[Locator]) -> Iterator[Entry]:

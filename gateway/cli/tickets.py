@@ -1,0 +1,115 @@
+"""``gateway tickets list|show|dump``: read the store without a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.cli.common import load, open_read
+from gateway.cli.errors import CommandError
+from routing.config import GatewayConfig
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    pt = sub.add_parser("tickets", parents=[common], help="list, show or dump tickets")
+    tsub = pt.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
+    pl = tsub.add_parser("list", parents=[common])
+    pl.add_argument("--tenant", default=None, metavar="SLUG")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_run(_list))
+    ps = tsub.add_parser("show", parents=[common])
+    ps.add_argument("ref")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=_run(_show))
+    tsub.add_parser("dump", parents=[common]).set_defaults(func=_run(_dump))
+
+
+_Action = Callable[[GatewayConfig, Any, argparse.Namespace], Awaitable[int]]
+
+
+def _run(action: _Action) -> Callable[[argparse.Namespace], int]:
+    """A command that runs ``action(config, conn, args)`` on a read-only connection."""
+
+    def command(args: argparse.Namespace) -> int:
+        config = load(args)
+
+        async def run() -> int:
+            engine = open_read(config)
+            try:
+                async with engine.connect() as conn:
+                    return int(await action(config, conn, args))
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+    return command
+
+
+async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
+    from store.queries import list_tickets
+
+    if args.tenant and config.tenant(args.tenant) is None:
+        raise CommandError(f"unknown tenant {args.tenant!r}")
+    slugs = [args.tenant] if args.tenant else [t.slug for t in config.tenants]
+    rows = [row for s in slugs for row in await list_tickets(conn, s)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['ref']:<14} {r['status']:<8} {r['created_at'][:19]}  {r['subject']}")
+    return 0
+
+
+async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
+    from store.queries import ticket_detail
+
+    detail = await ticket_detail(conn, _tenant_of_ref(config, args.ref), args.ref.upper())
+    if detail is None:
+        raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
+    if args.json:
+        print(json.dumps(detail, ensure_ascii=False, indent=2))
+    else:
+        _print_ticket(detail)
+    return 0
+
+
+async def _dump(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
+    from store.queries import list_tickets, ticket_detail
+
+    everything = []
+    for t in config.tenants:
+        for row in await list_tickets(conn, t.slug):
+            everything.append(await ticket_detail(conn, t.slug, row["ref"]))
+    print(json.dumps(everything, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _tenant_of_ref(config: GatewayConfig, ref: str) -> str:
+    prefix = ref.rsplit("-", 1)[0].upper()
+    for t in config.tenants:
+        if t.tag_prefix == prefix:
+            return t.slug
+    raise CommandError(f"no tenant uses the ticket prefix {prefix!r}")
+
+
+def _print_ticket(d: dict[str, Any]) -> None:
+    print(f"{d['ref']}  [{d['status']}]  {d['subject']}")
+    print(f"tenant: {d['tenant']}   opened: {d['created_at']}")
+    print("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in d["participants"]))
+    for m in d["messages"]:
+        print(f"\n--- {m['direction']} {m['kind']} from {m['from']}  {m['date'] or ''}")
+        print(f"    Message-ID: {m['message_id']}")
+        for a in m["attachments"]:
+            print(
+                f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
+                f"sha256 {a['sha256']})"
+            )
+        print()
+        print(m.get("text", "").rstrip())

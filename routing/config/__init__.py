@@ -1,0 +1,54 @@
+"""gateway.toml -> a frozen, validated GatewayConfig.
+
+The whole file is checked before anything uses it, and every error names the
+file, line and key path, so an admin never meets a traceback and a bad reload
+can be refused while the running config stays. Two steps: ``parse_config``
+(parse.py, tenant.py) reads and checks without side effects; ``resolve``
+(resolve.py) decrypts, loads the TLS certificate and makes the token secret.
+``load_config`` is both. The shape is in model.py; the checking kit is
+routing/schema.py.
+"""
+
+from __future__ import annotations
+
+from routing.config.model import (
+    BLOB_STORES,
+    LANGUAGES,
+    Agent,
+    GatewayConfig,
+    HttpSettings,
+    ImapMailbox,
+    LimitsConfig,
+    OutboundAccount,
+    OutboundSettings,
+    Queue,
+    Retention,
+    ScannerSettings,
+    SmtpSettings,
+    Tenant,
+    default_config_path,
+)
+from routing.config.parse import Parsed, parse_config
+from routing.config.resolve import load_config, resolve
+
+__all__ = [
+    "BLOB_STORES",
+    "LANGUAGES",
+    "Agent",
+    "GatewayConfig",
+    "HttpSettings",
+    "ImapMailbox",
+    "LimitsConfig",
+    "OutboundAccount",
+    "OutboundSettings",
+    "Parsed",
+    "Queue",
+    "Retention",
+    "ScannerSettings",
+    "SmtpSettings",
+    "Tenant",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "resolve",
+]
