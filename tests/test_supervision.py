@@ -12,7 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.daemon import Daemon
-from gateway.daemon.run import EX_SOFTWARE, ready_line
+from gateway.daemon.ready import ready_line
+from gateway.daemon.run import EX_SOFTWARE
 from gateway.daemon.supervisor import Policy, Supervisor
 from routing.config import load_config
 from store import leases
@@ -130,6 +131,7 @@ def test_a_dead_lifeline_stops_the_daemon_cleanly_with_exit_70(
         code, daemon = asyncio.run(go())
     assert code == EX_SOFTWARE == 70
     names = [e["event"] for e in logs]
+    assert names.index("gateway.ready") < names.index("service.died")
     assert names.index("service.died") < names.index("shutdown.draining")
     assert names[-1] == "shutdown.done"
     died = next(e for e in logs if e["event"] == "shutdown.service_died")

@@ -9,7 +9,8 @@ clean way with exit 70 (``supervisor.py`` says which and why).
 - ``run``: the ``Daemon`` (start, reload, snapshot) and the order its parts are
   opened and closed in;
 - ``supervisor``: the services in one TaskGroup, restarted or fatal when they die;
-- ``files``: the status file it writes and the config file it watches.
+- ``files``: the status file it writes and the config file it watches;
+- ``ready``: the one line it prints once it is up.
 """
 
 from gateway.daemon.run import Daemon, run_daemon

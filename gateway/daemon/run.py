@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,6 +28,7 @@ import structlog
 from gateway import metrics
 from gateway.clock import system_clock
 from gateway.daemon.files import digest, watch_file, write_status
+from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
 from gateway.intake.smtp import IntakeHandler, start_smtp
@@ -45,7 +44,7 @@ from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
 
-__all__ = ["EX_SOFTWARE", "Daemon", "ready_line", "run_daemon"]
+__all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 EX_SOFTWARE = 70  # a service the daemon cannot run without has died (systemd restarts it)
@@ -139,7 +138,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
-        print(ready_line(config, self.smtp_address, self._web_base()), flush=True)
+        line = ready_line(config, self.smtp_address, self._web_base())
+        log.info("gateway.ready", line=line)
+        with contextlib.suppress(OSError):  # no stdout (closed, a gone pipe): the log has it
+            print(line, flush=True)
         self.ready.set()
         return True
 
@@ -353,41 +355,6 @@ class Daemon:
             labels = (m.tenant.slug, m.box.key)
             metrics.IMAP_BACKLOG.labels(*labels).set(m.state.backlog)
             metrics.IMAP_CONNECTED.labels(*labels).set(int(m.state.connected))
-
-
-def ready_line(config: GatewayConfig, smtp: tuple[str, int], web: str | None) -> str:
-    """One line on stdout once everything is up: where to send mail, where to look,
-    and, when mail leaves through a plain SMTP port on this machine (the shipped
-    demo's sink), how to watch it."""
-    parts = [f"gateway ready: SMTP {smtp[0]}:{smtp[1]}"]
-    if web is not None:
-        pages = " ".join(f"{web}/t/{t.slug}/" for t in config.tenants)
-        parts.append(f"web {pages} {web}/status")
-    outs = dict.fromkeys(
-        (t.outbound.host, t.outbound.port, t.outbound.security)
-        for t in config.tenants
-        if t.outbound is not None
-    )
-    for host, port, security in outs:
-        line = f"mail out via {host}:{port}"
-        if security == "none" and _loopback(host):
-            python = os.path.relpath(sys.executable) if _under_cwd(sys.executable) else "python3"
-            line += f" (to see it: {python} -m aiosmtpd -n -l {host}:{port})"
-        parts.append(line)
-    return "; ".join(parts)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _under_cwd(path: str) -> bool:
-    return Path(path).absolute().is_relative_to(Path.cwd())
 
 
 async def run_daemon(config_path: Path) -> int:
