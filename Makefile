@@ -28,10 +28,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 # The daemon's log (JSON lines) goes to var/gateway.log; the terminal shows its
 # one ready line: where to send mail, the web pages, how to watch outgoing mail.
+# If it exits with an error, what this run wrote that is not a JSON event (the
+# command's one-line error, a traceback) is shown.
 run: $(RUN_STAMP)
 	@mkdir -p var
-	@$(BIN)/gateway run --config gateway.toml 2>>var/gateway.log || \
-	  { code=$$?; tail -n 5 var/gateway.log >&2; exit $$code; }
+	@from=$$(( $$(stat -c %s var/gateway.log 2>/dev/null || echo 0) + 1 )); \
+	$(BIN)/gateway run --config gateway.toml 2>>var/gateway.log || { code=$$?; \
+	  tail -c +$$from var/gateway.log | grep -v '^{' >&2; \
+	  echo "gateway exited $$code; its log: var/gateway.log" >&2; exit $$code; }
 
 # Debian packages the tests run for real (clamd, Dovecot, Chromium, poppler's
 # pdftoppm/pdftotext for the report PDF, systemd-analyze for the unit file, the
