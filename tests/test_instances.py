@@ -242,7 +242,8 @@ def test_a_reused_pid_on_this_host_is_waited_out_not_taken_for_a_gateway(
             _migrate(url)
             with engine.begin() as conn:
                 holder = f"{socket.gethostname()[:80]}:{other.pid}:00"
-                # long enough to be still held when the gateway has started up
+                # usually still held when the gateway starts, so it waits; held or
+                # not by then, the gateway must not be refused
                 leases.acquire(conn, "instance:twin", holder, datetime.now(UTC), 8)
         finally:
             engine.dispose()
@@ -263,24 +264,28 @@ def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> 
     """The predecessor's pid is gone on this host: no waiting out its lease. A holder
     on another host that stops renewing is waited out for one lease, then replaced."""
     url = _shared_url(tmp_path)
-    gw = _twin(tmp_path / "a", url).start()
-    gw.kill()
-    gw.start()
-    assert '"instance.replacing"' in gw.log_text()
-    assert '"instance.waiting"' not in gw.log_text()
-    gw.stop()
-    # A clean stop released the name; now pretend a host elsewhere held it and died.
-    engine = create_writer_engine(url)
+    gw = _twin(tmp_path / "a", url)
     try:
-        with engine.begin() as conn:
-            # long enough to be still held once the gateway has started on a busy machine
-            leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 6)
+        gw.start()
+        gw.kill()
+        gw.start()
+        assert '"instance.replacing"' in gw.log_text()
+        assert '"instance.waiting"' not in gw.log_text()
+        gw.stop()
+        # A clean stop released the name; now pretend a host elsewhere held it and died.
+        engine = create_writer_engine(url)
+        try:
+            with engine.begin() as conn:
+                # long enough to be still held once the gateway has started on a busy machine
+                leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 6)
+        finally:
+            engine.dispose()
+        gw.start()
+        log = gw.log_text()
+        assert '"instance.waiting"' in log and "elsewhere:1:00" in log
+        gw.stop()
     finally:
-        engine.dispose()
-    gw.start()
-    log = gw.log_text()
-    assert '"instance.waiting"' in log and "elsewhere:1:00" in log
-    gw.stop()
+        gw.kill()  # a failed assertion must not leave a gateway running
 
 
 # --- two instances numbering tickets for the same tenants ---------------------------
