@@ -2,18 +2,40 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# Two installs, each with its stamp: `make run` needs only the gateway's own
+# dependencies; `make test` (and lint, bench) adds the test extras (pytest,
+# Playwright, ruff, hypothesis, ...). The test install includes the run one, so
+# `make run` after `make test` installs nothing. pip's output goes to a log, shown
+# only when the install fails.
+STAMP     := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP       := $(BIN)/pip --disable-pip-version-check install --quiet
+PIP_LOG   := $(VENV)/pip.log
 
-.PHONY: run test lint check bench bench-deps clean system-deps
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing the gateway into $(VENV) (log: $(PIP_LOG))"
+	@$(PIP) -e . >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@touch $@
 
-run: $(STAMP)
-	$(BIN)/gateway run --config gateway.toml
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing the gateway and its test tools into $(VENV) (log: $(PIP_LOG))"
+	@$(PIP) -e '.[test]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@touch $@ $(RUN_STAMP)
+
+# The daemon's log (JSON lines) goes to var/gateway.log; the terminal shows its
+# one ready line: where to send mail, the web pages, how to watch outgoing mail.
+# If it exits with an error, what this run wrote that is not a JSON event (the
+# command's one-line error, a traceback) is shown.
+run: $(RUN_STAMP)
+	@mkdir -p var
+	@from=$$(( $$(stat -c %s var/gateway.log 2>/dev/null || echo 0) + 1 )); \
+	$(BIN)/gateway run --config gateway.toml 2>>var/gateway.log || { code=$$?; \
+	  tail -c +$$from var/gateway.log | grep -v '^{' >&2; \
+	  echo "gateway exited $$code; its log: var/gateway.log" >&2; exit $$code; }
 
 # Debian packages the tests run for real (clamd, Dovecot, Chromium, poppler's
 # pdftoppm/pdftotext for the report PDF, systemd-analyze for the unit file, the
@@ -51,7 +73,7 @@ test: $(STAMP) system-deps lint
 # the package from configuring or starting a system instance) and wrk.
 BENCH_DEBS := postfix wrk
 bench-deps: $(STAMP) system-deps
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@$(PIP) -e '.[test,bench]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@if [ ! -x /usr/sbin/postfix ] || ! command -v wrk >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections && \

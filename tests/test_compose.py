@@ -4,13 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
-from outbound.compose import Templates, acknowledgement, thread_index
+import pytest
+
+from outbound.compose import (
+    MailContext,
+    Templates,
+    acknowledgement,
+    agent_notice,
+    failure_notice,
+    magic_link_mail,
+    relay,
+    report_mail,
+    sla_notice,
+    thread_index,
+)
+from outbound.mime import build
 from parsers import parse
 from routing.commands import split_commands
-from routing.config import Tenant
+from routing.config import Agent, Tenant
 
 ACME = Tenant(slug="acme", name="Acme Support", addresses=("support@acme.test",), tag_prefix="ACME")
 GLOBEX = Tenant(slug="globex", name="Globex", addresses=("help@globex.test",), tag_prefix="GLOBEX")
@@ -86,3 +101,193 @@ def test_the_ack_points_to_the_portal_only_when_there_is_one() -> None:
 
     assert "https://help.acme.test/t/acme/" in text("https://help.acme.test/t/acme/")
     assert "browser" not in text("")
+
+
+# --- round trip: what we write, the stdlib parser reads back as meant ---------------
+
+NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+ALICE = Agent(address="alice@acme.test", name="Älice O'Agent")
+BOB = Agent(address="bob@acme.test", name="Bob, the second")
+
+TRICKY_TEXTS = [
+    "plain",
+    "Grüße aus Zürich — ça va? 🎉\nzweite Zeile\n",
+    "a line much longer than seventy-six characters, so quoted-printable must break it "
+    "softly and the parser must join it again without a trace\n",
+    "=3D is not an escape here, nor is =\n.a dot first\nFrom the start of a line\n",
+    "trailing spaces   \ntab\tinside\n\nblank line above\n",
+    "windows\r\nline\r\nends\r\n",
+    "",
+]
+
+TRICKY_SUBJECTS = [
+    "Printer jammed",
+    "Drucker kaputt — Zürich",
+    "a long ascii subject " * 6,
+    "eine lange Betreffzeile mit Umlauten: äöü " * 4,
+    "x" * 120,  # one word longer than a line
+    'quotes "and" (comments) and, commas; and: colons',
+]
+
+
+def _read(raw: bytes) -> EmailMessage:
+    """The mail as the stdlib reads it, with no defect anywhere."""
+    msg = message_from_bytes(raw, policy=default)
+    assert isinstance(msg, EmailMessage)
+    assert msg.defects == [], msg.defects
+    for name, value in msg.items():
+        assert value.defects == (), (name, value.defects)
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    return msg
+
+
+def _people(header: object) -> list[tuple[str, str]]:
+    return [(a.display_name, a.addr_spec) for a in header.addresses]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+@pytest.mark.parametrize("subject", TRICKY_SUBJECTS)
+def test_every_header_and_the_body_read_back_through_the_stdlib_parser(
+    subject: str, text: str
+) -> None:
+    refs = [f"<r{i}.{'x' * 30}@client.test>" for i in range(25)]
+    ctx = MailContext(ACME, "gw.test", "ACME-7", NOW, in_reply_to=refs[-1], references=refs)
+    to = [("Zoë Ünal", "zoe@client.test"), ("Doe, Jane", "jane@client.test"), ("", "x@y.test")]
+    mid, raw = build(
+        ctx,
+        kind="reply",
+        subject=subject,
+        from_name="Älice O'Agent (Acme Support)",
+        to=to,
+        text=text,
+        reply_to="support+t7-abc@acme.test",
+        auto_submitted="auto-generated",
+    )
+    msg = _read(raw)
+    topic = " ".join(subject.split())
+    assert msg["Message-ID"] == mid and mid.endswith("@gw.test>")
+    assert msg["Date"].datetime == NOW
+    assert _people(msg["From"]) == [("Älice O'Agent (Acme Support)", "support@acme.test")]
+    assert _people(msg["To"]) == to
+    assert msg["Reply-To"] == "support+t7-abc@acme.test"
+    assert msg["Subject"] == f"[ACME-7] {topic}"
+    assert msg["Thread-Topic"] == topic
+    assert msg["Thread-Index"] == thread_index("acme", "ACME-7")
+    assert msg["In-Reply-To"] == refs[-1]
+    assert msg["References"].split() == refs[-20:]  # the newest 20, in order
+    assert (msg["Auto-Submitted"], msg["X-Loop"]) == ("auto-generated", "gw.test")
+    assert msg.get_content_type() == "text/plain" and msg.get_content_charset() == "utf-8"
+    sent = text.replace("\r\n", "\n")
+    assert msg.get_content().replace("\r\n", "\n") == (sent if sent.endswith("\n") else sent + "\n")
+
+
+def test_every_kind_of_mail_reads_back_with_its_addresses_and_thread() -> None:
+    templates = Templates()
+    common = {"tenant": ACME, "hostname": "gw.test", "now": NOW}
+    mails = {
+        "ack": acknowledgement(
+            **common,
+            ref="ACME-7",
+            subject="Drucker — Zürich",
+            to_addr="zoe@client.test",
+            to_name="Zoë Ünal",
+            reply_address="support+t7-abc@acme.test",
+            in_reply_to="<orig@client.test>",
+            templates=templates,
+        ),
+        "notice": agent_notice(
+            **common,
+            agent=ALICE,
+            event="new",
+            ref="ACME-7",
+            subject="Drucker — Zürich",
+            client="Zoë Ünal",
+            text="Der Drucker ist kaputt.",
+            reply_address="support+t7-agent@acme.test",
+            in_reply_to="<orig@client.test>",
+            references=["<first@client.test>", "<orig@client.test>"],
+            templates=templates,
+        ),
+        "relay": relay(
+            **common,
+            agent=ALICE,
+            ref="ACME-7",
+            subject="Re: Drucker — Zürich",
+            to=[("Zoë Ünal", "zoe@client.test")],
+            text="Wir kümmern uns darum.   \n",
+            reply_address="support+t7-abc@acme.test",
+            in_reply_to="<orig@client.test>",
+            references=["<orig@client.test>"],
+        ),
+        "failure": failure_notice(
+            **common,
+            agents=[ALICE, BOB],
+            ref="ACME-7",
+            subject="Drucker — Zürich",
+            recipients=["zoe@client.test"],
+            reason="550 5.1.1 no such user\r\nBcc: x@y.test",
+            templates=templates,
+        ),
+        "link": magic_link_mail(
+            **common,
+            to_addr="zoe@client.test",
+            subject="Ihr Anmeldelink — Acme",
+            text="https://help.acme.test/t/acme/login?s=abc&v=def\n",
+        ),
+    }
+    [sla] = sla_notice(
+        **common,
+        agents=[ALICE],
+        ref="ACME-7",
+        subject="Drucker — Zürich",
+        reply_to={ALICE.address: "support+t7-alice@acme.test"},
+        values={
+            "state": "breached",
+            "clock": "first response",
+            "target": "4h",
+            "calendar": "24x7",
+            "elapsed": "5h",
+            "due": "",
+        },
+        templates=templates,
+    )
+    mails["sla"] = sla
+    read = {kind: _read(mail.body) for kind, mail in mails.items()}
+    for kind, msg in read.items():
+        assert msg["Message-ID"] == mails[kind].message_id, kind
+        assert msg["X-Loop"] == "gw.test" and msg["Date"].datetime == NOW, kind
+        assert _people(msg["From"])[0][1] == "support@acme.test", kind
+        assert [a for _, a in _people(msg["To"])] == list(mails[kind].rcpt_tos), kind
+    assert read["ack"]["Subject"] == "[ACME-7] Drucker — Zürich"
+    assert _people(read["ack"]["To"]) == [("Zoë Ünal", "zoe@client.test")]
+    assert "Zoë Ünal" in read["ack"].get_content()
+    assert _people(read["notice"]["From"]) == [("Zoë Ünal via Acme Support", "support@acme.test")]
+    assert read["notice"]["References"].split() == ["<first@client.test>", "<orig@client.test>"]
+    assert "Der Drucker ist kaputt." in read["notice"].get_content()
+    assert read["relay"]["Auto-Submitted"] is None  # a person speaking
+    assert read["relay"].get_content().replace("\r\n", "\n") == "Wir kümmern uns darum.\n"
+    assert _people(read["relay"]["From"]) == [("Älice O'Agent (Acme Support)", "support@acme.test")]
+    assert read["failure"]["Bcc"] is None and read["failure"]["Subject"].startswith("[ACME-7]")
+    assert read["link"]["Subject"] == "Ihr Anmeldelink — Acme"
+    assert "login?s=abc&v=def" in read["link"].get_content()
+    assert read["sla"]["Reply-To"] == "support+t7-alice@acme.test"
+    assert read["sla"]["Subject"] == "[ACME-7] SLA breached: Drucker — Zürich"
+
+
+def test_the_report_mail_carries_the_pdf_byte_for_byte() -> None:
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+    mail = report_mail(
+        tenant=ACME,
+        hostname="gw.test",
+        to=["boss@acme.test", "cfo@acme.test"],
+        month="2026-10",
+        filename="acme-2026-10.pdf",
+        pdf=pdf,
+        now=NOW,
+    )
+    msg = _read(mail.body)
+    assert msg["Message-ID"] == mail.message_id
+    assert msg["Subject"] == "Acme Support: support report for 2026-10"
+    [attachment] = list(msg.iter_attachments())
+    assert attachment.get_filename() == "acme-2026-10.pdf"
+    assert attachment.get_content() == pdf

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -203,8 +204,9 @@ def _shared_url(tmp_path: Path) -> str:
 
 
 def test_a_second_live_instance_under_one_name_is_refused(tmp_path: Path) -> None:
-    """Two live gateways under one name would release each other's outbox claims:
-    the second one waits out one lease, sees it renewed, and exits 78 with one line."""
+    """Two live gateways under one name would release each other's outbox claims: the
+    first runs on this host, so the second says at once that it is already running,
+    with its pid, and exits 78 with one line (systemd does not restart it)."""
     url = _shared_url(tmp_path)
     first = _twin(tmp_path / "a", url).start()
     try:
@@ -221,31 +223,69 @@ def test_a_second_live_instance_under_one_name_is_refused(tmp_path: Path) -> Non
         assert lines[-1].startswith("gateway: [gateway] instance 'twin' is in use"), lines
         assert "Traceback" not in proc.stderr.decode()
         assert first.proc is not None and first.proc.poll() is None  # the first goes on
+        assert f"already running on this host as pid {first.proc.pid}" in lines[-1], lines
+        assert '"instance.waiting"' not in proc.stderr.decode()  # no lease was waited out
     finally:
         first.stop()
+
+
+def test_a_reused_pid_on_this_host_is_waited_out_not_taken_for_a_gateway(
+    tmp_path: Path,
+) -> None:
+    """The holder's pid runs here, but not a gateway (the pid was reused after a
+    crash): only the lease can tell, so it is waited out, then taken over."""
+    url = _shared_url(tmp_path)
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        engine = create_writer_engine(url)
+        try:
+            _migrate(url)
+            with engine.begin() as conn:
+                holder = f"{socket.gethostname()[:80]}:{other.pid}:00"
+                # usually still held when the gateway starts, so it waits; held or
+                # not by then, the gateway must not be refused
+                leases.acquire(conn, "instance:twin", holder, datetime.now(UTC), 8)
+        finally:
+            engine.dispose()
+        gw = _twin(tmp_path / "a", url).start()  # refused, it would raise here
+        try:
+            assert gw.proc is not None
+            taken = gw.query("SELECT holder FROM leases WHERE name = 'instance:twin'")
+            assert taken[0][0].split(":")[1] == str(gw.proc.pid)
+            assert "already running" not in gw.log_text()
+        finally:
+            gw.stop()
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> None:
     """The predecessor's pid is gone on this host: no waiting out its lease. A holder
     on another host that stops renewing is waited out for one lease, then replaced."""
     url = _shared_url(tmp_path)
-    gw = _twin(tmp_path / "a", url).start()
-    gw.kill()
-    gw.start()
-    assert '"instance.replacing"' in gw.log_text()
-    assert '"instance.waiting"' not in gw.log_text()
-    gw.stop()
-    # A clean stop released the name; now pretend a host elsewhere held it and died.
-    engine = create_writer_engine(url)
+    gw = _twin(tmp_path / "a", url)
     try:
-        with engine.begin() as conn:
-            leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 2)
+        gw.start()
+        gw.kill()
+        gw.start()
+        assert '"instance.replacing"' in gw.log_text()
+        assert '"instance.waiting"' not in gw.log_text()
+        gw.stop()
+        # A clean stop released the name; now pretend a host elsewhere held it and died.
+        engine = create_writer_engine(url)
+        try:
+            with engine.begin() as conn:
+                # long enough to be still held once the gateway has started on a busy machine
+                leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 6)
+        finally:
+            engine.dispose()
+        gw.start()
+        log = gw.log_text()
+        assert '"instance.waiting"' in log and "elsewhere:1:00" in log
+        gw.stop()
     finally:
-        engine.dispose()
-    gw.start()
-    log = gw.log_text()
-    assert '"instance.waiting"' in log and "elsewhere:1:00" in log
-    gw.stop()
+        gw.kill()  # a failed assertion must not leave a gateway running
 
 
 # --- two instances numbering tickets for the same tenants ---------------------------

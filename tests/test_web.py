@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import bcrypt
@@ -42,6 +43,10 @@ def test_health_status_and_metrics(daemon: Daemon) -> None:
     assert code == 200
     status = json.loads(body)
     assert status["version"] and status["uptime_seconds"] >= 0
+    assert status["version"] == metadata.version("helpdesk-gateway")  # the installed one
+    services = status["services"]  # every supervised service, none restarted
+    assert {"outbox-delivery", "scanner-probe", "retention", "ops", "status-file"} <= set(services)
+    assert all(s["restarts"] == 0 and s["last_error"] is None for s in services.values())
     assert status["smtp"]["port"] == daemon.port and status["scanner"]["reachable"] is True
     assert status["config_generation"] == 1 and status["last_config_error"] is None
     assert status["tenants"]["acme"]["open"] >= 1

@@ -96,24 +96,33 @@ def _me() -> str:
     return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _dead_here(holder: str) -> bool:
-    """True if ``holder`` was a process on this host that no longer runs: its
-    identity can be taken at once instead of waiting out the lease."""
+def _pid_here(holder: str) -> int | None:
+    """The pid of ``holder`` if it names a process on this host, else None."""
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname()[:80] or not pid_text.isdigit():
-        return False
+        return None
+    return int(pid_text)
+
+
+def _process(pid: int) -> str:
+    """What runs as ``pid`` on this host: "gone" (it can be replaced at once),
+    "gateway" (a live gateway: refuse at once), or "other" (a reused pid, or a
+    process we may not inspect: only waiting out the lease can tell)."""
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return "gone"
     except OSError:  # alive, another user's
-        return False
+        pass
     try:  # a zombie (exited, not yet reaped by its parent) answers signal 0 too
-        stat = Path(f"/proc/{pid_text}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+        return "other"
+    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+        return "gone"
+    return "gateway" if b"gateway" in cmdline else "other"
 
 
 async def claim_instance(writer: Writer, instance: str, ttl: float) -> tuple[str, str]:
@@ -122,10 +131,12 @@ async def claim_instance(writer: Writer, instance: str, ttl: float) -> tuple[str
     renewing with :func:`hold`.
 
     Two live instances under one name would release each other's claims and share
-    leases, so each running gateway holds the lease ``instance:<name>``. A
-    predecessor on this host whose pid is gone (a crash, ``systemctl restart``)
-    is replaced at once; one elsewhere is waited out for one lease; if its lease
-    is renewed meanwhile, it is alive and we refuse to start.
+    leases, so each running gateway holds the lease ``instance:<name>``. The holder
+    is ``host:pid:nonce``, so on its own host the answer is at hand: a predecessor
+    whose pid is gone (a crash, ``systemctl restart``) is replaced at once, and a
+    gateway still running there is refused at once, naming its pid. A holder on
+    another host is waited out for one lease; if its lease is renewed meanwhile,
+    it is alive and we refuse to start.
     """
     name, me = f"instance:{instance}", _me()
     seen: datetime | None = None
@@ -137,10 +148,17 @@ async def claim_instance(writer: Writer, instance: str, ttl: float) -> tuple[str
             continue
         holder, until = held
         until = until.replace(tzinfo=UTC) if until.tzinfo is None else until
-        if _dead_here(holder):
+        pid = _pid_here(holder)
+        found = _process(pid) if pid is not None else "elsewhere"
+        if found == "gone":
             log.info("instance.replacing", instance=instance, previous=holder)
             await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
             continue
+        if found == "gateway":
+            raise InstanceInUse(
+                f"[gateway] instance {instance!r} is in use: a gateway is already running "
+                f"on this host as pid {pid}; stop it first, or give each instance its own name"
+            )
         if seen is not None and until > seen:
             raise InstanceInUse(
                 f"[gateway] instance {instance!r} is in use by a running gateway "

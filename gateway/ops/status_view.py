@@ -21,16 +21,19 @@ from routing.config import GatewayConfig
 from store import clocks
 from store.ops_status import outbox_summary, report_summary
 
-__all__ = ["collect_extra", "render_extra"]
+__all__ = ["collect_extra", "package_version", "render_extra"]
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version (ours is ``helpdesk-gateway``), or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def versions(schema: str | None) -> dict[str, str | None]:
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
+    version = package_version
     return {
         "gateway": version("helpdesk-gateway"),
         "python": platform.python_version(),

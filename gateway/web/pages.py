@@ -1,0 +1,148 @@
+"""What every client page shares: the tenant from the URL, the language, rendering
+with the security headers, cookies, the CSRF check and the session lookup.
+
+The rules these helpers keep are listed in ``gateway/web/signin.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from gateway.clock import Clock, system_clock
+from gateway.web.i18n import LANGUAGES, pick_language, translate
+from routing.config import GatewayConfig, Tenant
+from store import access
+from store.writer import Writer
+
+__all__ = ["Pages"]
+
+_HERE = Path(__file__).parent
+
+
+class Pages:
+    """The base of the client site: each page class adds its handlers, these stay one."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        writer: Writer,
+        wake: Callable[[], None],
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.wake = wake  # the outbox: a mail was queued
+        self.clock = clock or system_clock()
+        # Set by the daemon once the listener is bound (port 0 picks one).
+        self.base_url = config.http.base_url
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+
+    def configure(self, config: GatewayConfig) -> None:
+        self.config = config
+
+    def _tenant(self, request: web.Request) -> Tenant:
+        tenant = self.config.tenant(request.match_info["slug"])
+        if tenant is None:
+            raise web.HTTPNotFound(text="not found\n")
+        return tenant
+
+    def _lang(self, request: web.Request) -> str:
+        tenant = self.config.tenant(request.match_info.get("slug", ""))
+        return pick_language(
+            request.query.get("lang") or request.cookies.get("gw_lang"),
+            request.headers.get("Accept-Language"),
+            tenant.languages if tenant is not None else LANGUAGES,
+        )
+
+    def _render(
+        self, request: web.Request, tenant: Tenant, name: str, status: int = 200, **ctx: Any
+    ) -> web.Response:
+        lang = self._lang(request)
+        csrf = request.cookies.get("gw_csrf") or secrets.token_urlsafe(24)
+        html = self.env.get_template(name).render(
+            t=lambda key, **kw: translate(lang, key, **kw),
+            lang=lang,
+            languages=tenant.languages,
+            tenant_name=tenant.name,
+            tenant_slug=tenant.slug,
+            csrf=csrf,
+            css_href="/static/gateway.css",
+            **ctx,
+        )
+        response = web.Response(text=html, status=status, content_type="text/html")
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        self._cookie(response, tenant, "gw_csrf", csrf, http_only=True)
+        if request.query.get("lang") in tenant.languages:
+            self._cookie(response, tenant, "gw_lang", lang, http_only=False, days=365)
+        return response
+
+    def _cookie(
+        self,
+        response: web.StreamResponse,
+        tenant: Tenant,
+        name: str,
+        value: str,
+        *,
+        http_only: bool = True,
+        days: float | None = None,
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            path=f"/t/{tenant.slug}/",
+            httponly=http_only,
+            secure=not self.config.http.insecure_cookies,
+            samesite="Lax",
+            max_age=int(days * 86400) if days else None,
+        )
+
+    def _source(self, request: web.Request) -> str:
+        return request.remote or "-"
+
+    async def _csrf_ok(self, request: web.Request, form: Any) -> bool:
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("Origin")
+        if origin and origin not in ("null",) and origin.rstrip("/") != self._origin(request):
+            return False
+        cookie = request.cookies.get("gw_csrf", "")
+        sent = str(form.get("csrf", ""))
+        return bool(cookie) and secrets.compare_digest(cookie, sent)
+
+    def _origin(self, request: web.Request) -> str:
+        if self.config.http.public_url:
+            from urllib.parse import urlsplit
+
+            u = urlsplit(self.config.http.public_url)
+            return f"{u.scheme}://{u.netloc}"
+        return f"{request.scheme}://{request.host}"
+
+    def _error(self, request: web.Request, tenant: Tenant, key: str, status: int) -> web.Response:
+        return self._render(request, tenant, "error.html", status=status, message_key=key)
+
+    async def _session(self, request: web.Request, tenant: Tenant) -> str | None:
+        token = request.cookies.get("gw_session")
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = self.clock()
+        return await self.writer.submit(
+            lambda conn: access.session_address(conn, tenant.slug, digest, now)
+        )
+
+    async def css(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(_HERE / "static" / "gateway.css")

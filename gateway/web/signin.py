@@ -1,0 +1,198 @@
+"""Clients sign in to their own tickets through magic links, without an account.
+
+- A link is a selector (finds the row) and a verifier (only its SHA-256 is
+  stored), valid 15 minutes, spent by one atomic UPDATE. Opening it (GET) only
+  shows a "Continue" form, because mail scanners fetch links; the POST spends it.
+- A session is a random token in an HttpOnly, SameSite=Lax cookie (Secure
+  unless explicitly relaxed on loopback), renewed at sign-in, and expires on
+  the server after 7 days whatever the cookie says.
+- Every POST carries a CSRF token equal to its cookie, and a cross-site
+  ``Origin`` or ``Sec-Fetch-Site`` is refused.
+- Five failures (bad, used or expired link, bad CSRF) for an address in 15
+  minutes lock it for 15 minutes, counted on the server. Link requests are
+  limited per address, per source and per tenant. The answer to a request is
+  the same page whether the address is known, unknown or locked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from urllib.parse import quote
+
+from aiohttp import web
+from sqlalchemy.engine import Connection
+
+from gateway.web.i18n import translate
+from gateway.web.pages import Pages
+from outbound.compose import magic_link_mail
+from outbound.reactions import queue
+from parsers.addresses import parse_address
+from routing.config import Tenant
+from store import access, repos
+
+__all__ = [
+    "LINK_TTL",
+    "LOCK_WINDOW",
+    "MAX_FAILURES",
+    "REQUESTS_PER_ADDRESS",
+    "REQUESTS_PER_SOURCE",
+    "REQUESTS_PER_TENANT",
+    "SESSION_TTL",
+    "SignIn",
+]
+
+LINK_TTL = timedelta(minutes=15)
+SESSION_TTL = timedelta(days=7)
+LOCK_WINDOW = timedelta(minutes=15)
+MAX_FAILURES = 5
+REQUESTS_PER_ADDRESS = 3  # per LOCK_WINDOW
+REQUESTS_PER_SOURCE = 20
+REQUESTS_PER_TENANT = 200
+
+
+class SignIn(Pages):
+    """The sign-in form, the link mail, the continue page, login and logout."""
+
+    async def form(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        if await self._session(request, tenant):
+            raise web.HTTPSeeOther(f"/t/{tenant.slug}/tickets")
+        return self._render(request, tenant, "form.html")
+
+    async def request_link(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        form = await request.post()
+        if not await self._csrf_ok(request, form):
+            return self._error(request, tenant, "error.csrf", 403)
+        _, address = parse_address(str(form.get("email", ""))[:320], [])
+        address = address.lower()
+        if address:
+            lang = self._lang(request)  # the link mail speaks the language the form was in
+            await self.writer.submit(
+                lambda conn: self._maybe_send(conn, tenant, address, self._source(request), lang)
+            )
+            self.wake()
+        # The same page for known, unknown, locked and rate-limited addresses.
+        return self._render(request, tenant, "sent.html", address=address or "-")
+
+    def _maybe_send(
+        self, conn: Connection, tenant: Tenant, address: str, source: str, lang: str
+    ) -> None:
+        now = self.clock()
+        since = now - LOCK_WINDOW
+        slug = tenant.slug
+        limited = (
+            access.count_events(conn, slug, "request", since, address=address)
+            >= REQUESTS_PER_ADDRESS
+            or access.count_events(conn, slug, "request", since, source=source)
+            >= REQUESTS_PER_SOURCE
+            or access.count_events(conn, slug, "request", now - timedelta(hours=1))
+            >= REQUESTS_PER_TENANT
+        )
+        access.add_event(conn, slug, "request", address, source, now)
+        locked = access.count_events(conn, slug, "failure", since, address=address) >= MAX_FAILURES
+        if limited or locked or not access.is_client(conn, slug, address):
+            return
+        selector, verifier = secrets.token_hex(12), secrets.token_urlsafe(32)
+        access.new_link(
+            conn,
+            slug,
+            address,
+            selector,
+            hashlib.sha256(verifier.encode()).hexdigest(),
+            now,
+            LINK_TTL,
+        )
+        link = f"{self.base_url}/t/{slug}/login?s={selector}&v={quote(verifier)}"
+        mail = magic_link_mail(
+            tenant=tenant,
+            hostname=self.config.hostname,
+            to_addr=address,
+            subject=translate(lang, "mail.subject", tenant=tenant.name),
+            text=translate(lang, "mail.body", link=link),
+            now=now,
+        )
+        queue(conn, slug, "link", None, mail)
+        repos.add_audit(conn, slug, "web.link_sent", actor=address, detail={"source": source})
+
+    async def continue_page(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        response = self._render(
+            request,
+            tenant,
+            "continue.html",
+            selector=request.query.get("s", "")[:64],
+            verifier=request.query.get("v", "")[:128],
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    async def login(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        form = await request.post()
+        selector = str(form.get("s", ""))[:64]
+        verifier = str(form.get("v", ""))[:128]
+        csrf_ok = await self._csrf_ok(request, form)
+        source = self._source(request)
+        digest = hashlib.sha256(verifier.encode()).hexdigest()
+        now = self.clock()
+        session = secrets.token_urlsafe(32)
+
+        def work(conn: Connection) -> str | None:
+            spent = (
+                access.spend_link(conn, tenant.slug, selector, digest, now)
+                if csrf_ok
+                else access.SpentLink(False, access.link_owner(conn, tenant.slug, selector))
+            )
+            address = spent.address
+            if address is not None:
+                since = now - LOCK_WINDOW
+                if access.count_events(conn, tenant.slug, "failure", since, address=address) >= (
+                    MAX_FAILURES
+                ):
+                    return None  # locked: even a good link does not open it now
+            if not spent.ok or address is None:
+                access.add_event(conn, tenant.slug, "failure", address or "", source, now)
+                repos.add_audit(
+                    conn,
+                    tenant.slug,
+                    "web.login_failed",
+                    actor=address or "?",
+                    detail={"source": source},
+                )
+                return None
+            access.new_session(
+                conn,
+                tenant.slug,
+                address,
+                hashlib.sha256(session.encode()).hexdigest(),
+                now,
+                SESSION_TTL,
+            )
+            repos.add_audit(
+                conn, tenant.slug, "web.login", actor=address, detail={"source": source}
+            )
+            return address
+
+        address = await self.writer.submit(work)
+        if address is None:
+            key = "error.link" if csrf_ok else "error.csrf"
+            return self._error(request, tenant, key, 403)
+        response = web.HTTPSeeOther(f"/t/{tenant.slug}/tickets")
+        self._cookie(response, tenant, "gw_session", session, days=SESSION_TTL.days)
+        self._cookie(response, tenant, "gw_csrf", secrets.token_urlsafe(24))  # renewed at sign-in
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        form = await request.post()
+        if not await self._csrf_ok(request, form):
+            return self._error(request, tenant, "error.csrf", 403)
+        token = request.cookies.get("gw_session", "")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        await self.writer.submit(lambda conn: access.end_session(conn, tenant.slug, digest))
+        response = web.HTTPSeeOther(f"/t/{tenant.slug}/")
+        response.del_cookie("gw_session", path=f"/t/{tenant.slug}/")
+        raise response
