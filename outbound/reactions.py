@@ -27,7 +27,7 @@ from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import repos
 
-__all__ = ["Event", "bounced", "is_ours", "queue", "react"]
+__all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
 
 _CHANGE_ACTIONS = {
     "status": "ticket.status",
@@ -166,6 +166,19 @@ def bounced(
         )
         queue(conn, tenant.slug, "failure", ticket_id, mail)
     return marked
+
+
+def queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Agent, ...] | None:
+    """The agents a ticket's queue names, and its assignee; None when its queue names
+    none (then every agent hears)."""
+    if not any(q.agents for q in tenant.queues):
+        return None
+    row = repos.ticket_row(conn, tenant.slug, ticket_id) or {}
+    q = tenant.queue(row.get("queue"))
+    if q is None or not q.agents:
+        return None
+    wanted = {*q.agents, row.get("assignee")}
+    return tuple(a for a in tenant.agents if a.address in wanted)
 
 
 def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:

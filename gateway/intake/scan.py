@@ -3,7 +3,7 @@
 Why this module exists and what it promises (RELIABILITY.md finding 5, section 2 "Zip bombs" and
 "Scanner size overflow", fault test F2):
 
-* Only an exact ``stream: OK`` reply is :class:`Clean`. Every other outcome is a verdict that the
+* Only an exact ``stream: OK`` reply is :class:`Clean`. Every other outcome is a result that the
   pipeline must *not* treat as clean: :class:`Infected` (a FOUND reply, including
   ``Heuristics.Limits.Exceeded.*`` from ``AlertExceedsMax yes``), :class:`Unscannable` (the message
   can never be scanned by this scanner: ``INSTREAM size limit exceeded. ERROR`` or bigger than
@@ -42,11 +42,11 @@ import structlog
 __all__ = [
     "Clean",
     "Infected",
+    "ScanResult",
     "Scanner",
     "ScannerConfig",
     "Unavailable",
     "Unscannable",
-    "Verdict",
     "parse_reply",
 ]
 
@@ -128,7 +128,7 @@ def _parse_address(address: str) -> tuple[str, str | int]:
 
 
 # --------------------------------------------------------------------------------------------
-# Verdicts
+# Scan results
 # --------------------------------------------------------------------------------------------
 
 
@@ -166,11 +166,11 @@ class Unscannable:
     reason: str
 
 
-Verdict = Clean | Infected | Unavailable | Unscannable
+ScanResult = Clean | Infected | Unavailable | Unscannable
 
 
-def parse_reply(raw: bytes, *, complete: bool = True) -> Verdict:
-    """Turn one raw clamd INSTREAM reply into a verdict, failing closed.
+def parse_reply(raw: bytes, *, complete: bool = True) -> ScanResult:
+    """Turn one raw clamd INSTREAM reply into a scan result, failing closed.
 
     ``raw`` is what was read, terminator included if one came (NUL for ``z`` commands, newline
     for ``n`` commands). ``complete`` is False if the reply arrived before we finished sending
@@ -232,15 +232,15 @@ class Scanner:
 
     # -- public API ---------------------------------------------------------------------------
 
-    async def scan(self, data: bytes) -> Verdict:
+    async def scan(self, data: bytes) -> ScanResult:
         """Scan ``data`` with one INSTREAM, under the absolute deadline. Never raises for
         scanner faults."""
         return await self.scan_many([data])
 
-    async def scan_many(self, parts: Iterable[bytes]) -> Verdict:
+    async def scan_many(self, parts: Iterable[bytes]) -> ScanResult:
         """Scan each part with its own INSTREAM, all under ONE absolute deadline.
 
-        The first non-Clean verdict is returned and the remaining parts are not scanned (an
+        The first non-Clean result is returned and the remaining parts are not scanned (an
         infected first part is reported as Infected even if the scanner dies afterwards).
         No parts at all is Clean: there was nothing to scan.
         """
@@ -248,9 +248,9 @@ class Scanner:
         try:
             async with asyncio.timeout(deadline):
                 for data in parts:
-                    verdict = await self._scan_one(data)
-                    if not isinstance(verdict, Clean):
-                        return verdict
+                    result = await self._scan_one(data)
+                    if not isinstance(result, Clean):
+                        return result
                 return Clean()
         except TimeoutError:
             self._mark(False)
@@ -298,7 +298,7 @@ class Scanner:
         self.reachable = reachable
         self.last_checked = time.time()
 
-    async def _scan_one(self, data: bytes) -> Verdict:
+    async def _scan_one(self, data: bytes) -> ScanResult:
         """One INSTREAM, mapping scanner faults to Unavailable. The caller holds the deadline."""
         max_stream = self.config.max_stream
         if max_stream is not None and len(data) > max_stream:
@@ -307,12 +307,12 @@ class Scanner:
                 f"{len(data)} bytes exceed the scanner's stream limit of {max_stream} bytes"
             )
         try:
-            verdict = await self._instream(data)
+            result = await self._instream(data)
         except (OSError, EOFError, _ProtocolError) as exc:
             self._mark(False)
             return Unavailable(f"clamd at {self.config.address}: {_describe(exc)}")
-        self._mark(not isinstance(verdict, Unavailable))
-        return verdict
+        self._mark(not isinstance(result, Unavailable))
+        return result
 
     async def _connect(self) -> socket.socket:
         """A connected non-blocking socket; every candidate address is tried in turn."""
@@ -346,7 +346,7 @@ class Scanner:
             return sock
         raise last_error
 
-    async def _instream(self, data: bytes) -> Verdict:
+    async def _instream(self, data: bytes) -> ScanResult:
         """Upload ``data`` while listening for the reply.
 
         clamd may answer *before* we finish (``INSTREAM size limit exceeded. ERROR``) and close
