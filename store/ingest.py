@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Connection
 
 from store import repos
+from store.db import insert_ignore
 from store.models import attachments, message_ids, messages, participants, tickets
 
 __all__ = [
@@ -185,7 +186,7 @@ def record_message_id(
 ) -> None:
     """Remember an id for threading; the first ticket to claim an id keeps it."""
     conn.execute(
-        repos.insert_ignore(conn, message_ids),
+        insert_ignore(conn, message_ids),
         {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
     )
 
@@ -203,7 +204,7 @@ def add_participant(
     if not address:
         return False
     res = conn.execute(
-        repos.insert_ignore(conn, participants),
+        insert_ignore(conn, participants),
         {
             "tenant": tenant,
             "ticket_id": ticket_id,

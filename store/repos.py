@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from store.db import insert_ignore
 from store.models import (
     audit_events,
     bouncing,
@@ -32,7 +33,6 @@ __all__ = [
     "clear_bouncing",
     "enqueue_many",
     "find_message",
-    "insert_ignore",
     "is_participant",
     "mark_bouncing",
     "new_ticket",
@@ -104,22 +104,6 @@ _BOUNCING_AMONG = select(bouncing.c.address).where(
 _CLEAR_BOUNCING = delete(bouncing).where(
     bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("address")
 )
-
-
-_IGNORING: dict[tuple[str, str], Any] = {}
-
-
-def insert_ignore(conn: Connection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once)."""
-    key = (conn.dialect.name, table.name)
-    stmt = _IGNORING.get(key)
-    if stmt is None:
-        if key[0] == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
-    return stmt
 
 
 def now() -> datetime:
