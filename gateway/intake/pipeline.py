@@ -24,7 +24,8 @@ from gateway import metrics
 from gateway.clock import Clock
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.replies import defer, outcome_for_exception, reject
-from gateway.intake.scan import Clean, Infected, Scanner, ScanResult, Unavailable, Unscannable
+from gateway.intake.scan import Scanner
+from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable, Unscannable
 from outbound.compose import Templates
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
