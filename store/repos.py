@@ -235,12 +235,14 @@ def enqueue_many(
     conn: Connection,
     tenant: str,
     mails: Sequence[tuple[str, int | None, str, str, Sequence[str], bytes]],
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Outbox rows (kind, ticket, Message-ID, sender, recipients, body) in one statement;
     each Message-ID that belongs to a ticket is remembered for threading in another."""
     if not mails:
         return
-    ts = now()
+    ts = now or _now()
     conn.execute(
         _INSERT_OUTBOX,
         [
@@ -321,7 +323,15 @@ def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> s
     return {r[0] for r in rows}
 
 
-def mark_bouncing(conn: Connection, tenant: str, address: str, status: str, reason: str) -> bool:
+def mark_bouncing(
+    conn: Connection,
+    tenant: str,
+    address: str,
+    status: str,
+    reason: str,
+    *,
+    now: datetime | None = None,
+) -> bool:
     res = conn.execute(
         insert_ignore(conn, bouncing),
         {
@@ -329,7 +339,7 @@ def mark_bouncing(conn: Connection, tenant: str, address: str, status: str, reas
             "address": address.lower(),
             "status": status,
             "reason": reason[:1000],
-            "since": now(),
+            "since": now or _now(),
         },
     )
     return bool(res.rowcount)

@@ -15,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -61,7 +62,7 @@ class Trace:
     error: str | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
 
 
 class Pipeline:
@@ -94,6 +95,7 @@ class Pipeline:
     async def process(self, raw: RawMessage) -> Outcome:
         """Never raises: every fault is an Outcome (a timeout is a Defer)."""
         started = time.perf_counter()
+        now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
         trace = Trace(raw.source, len(raw.data))
         named = jobs(self.index, raw.envelope.rcpt_tos)
@@ -101,7 +103,7 @@ class Pipeline:
         outcome: Outcome
         try:
             async with asyncio.timeout(config.smtp.pipeline_timeout):
-                outcome = await self._process(raw, config, named, limits, trace)
+                outcome = await self._process(raw, config, named, limits, trace, now)
         except Exception as exc:  # every fault is an answer, never a traceback
             outcome = outcome_for_exception(exc)
             trace.error = type(exc).__name__
@@ -114,11 +116,13 @@ class Pipeline:
                 # recipients' tenants must not learn another tenant's rule names.
                 trace.tenants = [outcome.tenant]
             if trace.tenants and outcome.reason not in _AUDITED_ELSEWHERE:
-                await self._audit_refusal(outcome, trace.tenants, raw)
+                await self._audit_refusal(outcome, trace.tenants, raw, now)
         _log_outcome(outcome, trace, round((time.perf_counter() - started) * 1000, 2))
         return outcome
 
-    async def _audit_refusal(self, outcome: Reject, tenants: list[str], raw: RawMessage) -> None:
+    async def _audit_refusal(
+        self, outcome: Reject, tenants: list[str], raw: RawMessage, now: datetime
+    ) -> None:
         """Every refusal of mail meant for a tenant is on its audit log (too big, loop,
         unreadable, a rule's reject), like an infected one (which has its own event);
         nothing of it is stored."""
@@ -133,7 +137,9 @@ class Pipeline:
 
         def work(conn: Connection) -> None:
             for slug in tenants:
-                repos.add_audit(conn, slug, "message.rejected", actor=sender, detail=detail)
+                repos.add_audit(
+                    conn, slug, "message.rejected", actor=sender, detail=detail, now=now
+                )
 
         try:
             await self.writer.submit(work)
@@ -147,6 +153,7 @@ class Pipeline:
         named: dict[str, Job],
         limits: Limits,
         trace: Trace,
+        now: datetime,
     ) -> Outcome:
         templates = self.templates
         if not named:
@@ -168,9 +175,8 @@ class Pipeline:
             result = await self._scan(raw, parsed)
             trace.scan = type(result).__name__.lower()
             if not isinstance(result, Clean):
-                return await self._refuse(result, named, raw, parsed, raw_sha, trace)
+                return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
-        now = self.clock()
 
         def bind(conn: Connection) -> None:
             # Files: fsynced already, checked not collected since (else 451, and the
@@ -209,11 +215,12 @@ class Pipeline:
         parsed: ParsedMessage,
         raw_sha: str,
         trace: Trace,
+        now: datetime,
     ) -> Outcome:
         """Nothing of the message is stored; an infected one leaves an audit event per tenant."""
         if isinstance(result, Infected):
             trace.signature = result.signature
-            await self._audit_infected(result, named, raw, parsed, raw_sha)
+            await self._audit_infected(result, named, raw, parsed, raw_sha, now)
             if result.limits_exceeded:
                 return reject(Reason.TOO_COMPLEX_TO_SCAN)
             return reject(Reason.INFECTED, result.signature)
@@ -232,6 +239,7 @@ class Pipeline:
         raw: RawMessage,
         parsed: ParsedMessage,
         raw_sha: str,
+        now: datetime,
     ) -> None:
         sender = parsed.from_addr or raw.envelope.mail_from.lower()
         detail = {
@@ -249,7 +257,9 @@ class Pipeline:
 
         def work(conn: Connection) -> None:
             for slug in named:
-                repos.add_audit(conn, slug, "message.infected", actor=sender, detail=detail)
+                repos.add_audit(
+                    conn, slug, "message.infected", actor=sender, detail=detail, now=now
+                )
 
         try:
             await self.writer.submit(work)
