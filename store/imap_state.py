@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from store import repos
 from store.models import imap_state
-from store.repos import now
 
 __all__ = ["imap_position", "save_imap_position"]
 
@@ -28,7 +28,7 @@ def imap_position(conn: Connection, tenant: str, mailbox: str) -> tuple[int, int
 def save_imap_position(
     conn: Connection, tenant: str, mailbox: str, uidvalidity: int, last_uid: int
 ) -> None:
-    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now()}
+    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": repos.now()}
     res = conn.execute(
         update(imap_state)
         .where(imap_state.c.tenant == tenant, imap_state.c.mailbox == mailbox)

@@ -110,7 +110,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-_now = now  # for the functions whose ``now`` argument shadows it
+def _now() -> datetime:
+    """``now()`` where a ``now`` argument shadows it; looked up at each call, so a test may
+    replace ``repos.now`` as the clock of every row."""
+    return now()
 
 
 def find_message(conn: Connection, tenant: str, key: str) -> str | None:

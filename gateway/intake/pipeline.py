@@ -72,12 +72,12 @@ class Pipeline:
         writer: Writer,
         blobs: BlobStore,
         scanner: Scanner | None,
-        clock: Clock = repos.now,
+        clock: Clock | None = None,
     ) -> None:
         self.writer = writer
         self.blobs = blobs
         self.scanner = scanner
-        self.clock = clock
+        self.clock = clock or _store_clock
         self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
         self.configure(config)
 
@@ -265,6 +265,11 @@ class Pipeline:
             await self.writer.submit(work)
         except Exception as exc:  # the 554 stands; the refusal must not wait on the store
             log.error("audit.write_failed", action="message.infected", error=type(exc).__name__)
+
+
+def _store_clock() -> datetime:
+    """The store's clock, looked up at each call (a test may replace ``repos.now``)."""
+    return repos.now()
 
 
 def needs_scan(parsed: ParsedMessage) -> bool:
