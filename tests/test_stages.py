@@ -15,7 +15,7 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy import func, select
 
 from gateway.intake.commit import commit_message, jobs, lookup
-from gateway.intake.decide import Seen, decide
+from gateway.intake.decide import Arrival, Seen, decide
 from gateway.intake.replies import (
     ANSWERS,
     ImapAction,
@@ -274,7 +274,7 @@ def _decide(
     raw = _raw(data, rcpt, source=source)
     tenant = config.tenants[0]
     seen = Seen(parsed.message_id or "k", duplicate=False, key_reused=reused, match=match)
-    return parsed, decide(seen, config, tenant, rcpt, raw, parsed, SHA, NOW)
+    return parsed, decide(seen, config, tenant, rcpt, Arrival(raw, parsed, SHA, NOW))
 
 
 def test_decide_a_duplicate_keeps_nothing(config: GatewayConfig) -> None:
@@ -285,10 +285,7 @@ def test_decide_a_duplicate_keeps_nothing(config: GatewayConfig) -> None:
         config,
         config.tenants[0],
         "support@acme.test",
-        _raw(data),
-        parsed,
-        SHA,
-        NOW,
+        Arrival(_raw(data), parsed, SHA, NOW),
     )
     assert plan.stored == Stored("acme", None, "none", drop=Reason.DUPLICATE)
     assert plan.stored.duplicate
@@ -453,17 +450,8 @@ def conn():  # type: ignore[no-untyped-def]
 def _commit(config: GatewayConfig, conn, data: bytes, *rcpts: str):  # type: ignore[no-untyped-def]
     raw = _raw(data, *rcpts)
     named = jobs(AddressIndex(config), raw.envelope.rcpt_tos)
-    return commit_message(
-        conn,
-        config,
-        Templates.of(config),
-        named,
-        raw,
-        parse(data),
-        hashlib.sha256(data).hexdigest(),
-        NOW,
-        lambda c: None,
-    )
+    msg = Arrival(raw, parse(data), hashlib.sha256(data).hexdigest(), NOW)
+    return commit_message(conn, config, Templates.of(config), named, msg, lambda c: None)
 
 
 def test_threader_and_dedupe_on_the_fixture_thread(config: GatewayConfig, conn) -> None:  # type: ignore[no-untyped-def]
@@ -474,7 +462,7 @@ def test_threader_and_dedupe_on_the_fixture_thread(config: GatewayConfig, conn) 
     reply = _fixture("reply-by-references.eml")
     raw, parsed = _raw(reply), parse(reply)
     job = jobs(AddressIndex(config), raw.envelope.rcpt_tos)["acme"]
-    seen = lookup(conn, config, job, raw, parsed, SHA)
+    seen = lookup(conn, config, job, Arrival(raw, parsed, SHA, NOW))
     assert not seen.duplicate and seen.match.by == "references"
     follow = _commit(config, conn, reply)
     assert [(s.ticket_ref, s.thread_by) for s in follow] == [("ACME-1", "references")]

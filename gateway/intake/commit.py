@@ -18,11 +18,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from gateway.intake.decide import Plan, Seen, decide, sender_of
+from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
 from outbound.reactions import Event, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
-from routing.config import GatewayConfig, Tenant
+from routing.config import GatewayConfig
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Reject, Stored
@@ -52,16 +52,9 @@ def jobs(index: AddressIndex, rcpt_tos: tuple[str, ...]) -> dict[str, Job]:
     return out
 
 
-def lookup(
-    conn: Connection,
-    config: GatewayConfig,
-    job: Job,
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    raw_sha: str,
-) -> Seen:
+def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> Seen:
     """The reads a decision needs: is it stored already, and which ticket does it continue."""
-    tenant, mid = job.recipient.tenant, parsed.message_id
+    tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
     key = mid or f"sha256:{raw_sha}"
     existing = repos.find_message(conn, tenant.slug, key)
     reused = False
@@ -77,9 +70,9 @@ def lookup(
         conn,
         tenant,
         config.secret,
-        parsed.thread_hints,
+        msg.parsed.thread_hints,
         envelope_token=job.tokens[0] if job.tokens else None,
-        sender=sender_of(raw, parsed),
+        sender=msg.sender,
     )
     return Seen(key, duplicate=False, key_reused=reused, match=match)
 
@@ -89,10 +82,7 @@ def commit_message(
     config: GatewayConfig,
     templates: Templates,
     jobs: dict[str, Job],
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    raw_sha: str,
-    now: datetime,
+    msg: Arrival,
     bind: Callable[[Connection], None],
 ) -> list[Stored] | Reject:
     """Every tenant's stages in one savepoint; a rule's reject rolls it back and is the answer.
@@ -104,7 +94,7 @@ def commit_message(
     bind(conn)
     stored: list[Stored] = []
     for job in jobs.values():
-        plan = _commit_one(conn, config, templates, job, raw, parsed, raw_sha, now)
+        plan = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             savepoint.rollback()
             return plan.reject
@@ -114,28 +104,21 @@ def commit_message(
 
 
 def _commit_one(
-    conn: Connection,
-    config: GatewayConfig,
-    templates: Templates,
-    job: Job,
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    raw_sha: str,
-    now: datetime,
+    conn: Connection, config: GatewayConfig, templates: Templates, job: Job, msg: Arrival
 ) -> Plan:
     """One tenant's stages; the plan comes back with the ticket's ref filled in."""
     tenant = job.recipient.tenant
-    seen = lookup(conn, config, job, raw, parsed, raw_sha)
-    plan = decide(seen, config, tenant, job.recipient.address, raw, parsed, raw_sha, now)
+    seen = lookup(conn, config, job, msg)
+    plan = decide(seen, config, tenant, job.recipient.address, msg)
     if plan.audit is not None:
-        ingest.audit(conn, tenant.slug, plan.audit, now)
+        ingest.audit(conn, tenant.slug, plan.audit, msg.now)
     if plan.ingest is None:
         return plan
-    written = ingest.write(conn, tenant.slug, plan.ingest, now)
+    written = ingest.write(conn, tenant.slug, plan.ingest, msg.now)
     if written.ticket_id is None:
         return plan
     if plan.reaction is not None:
-        _react(conn, config, templates, tenant, job, plan, written, raw, parsed, now)
+        _react(conn, config, templates, job, plan, written, msg)
     return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
 
 
@@ -143,18 +126,15 @@ def _react(
     conn: Connection,
     config: GatewayConfig,
     templates: Templates,
-    tenant: Tenant,
     job: Job,
     plan: Plan,
     written: Written,
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    now: datetime,
+    msg: Arrival,
 ) -> None:
     """What the stored message calls for: mail queued in this transaction, and the clocks."""
     r, ticket_id = plan.reaction, written.ticket_id
     assert r is not None and ticket_id is not None
-    sender = sender_of(raw, parsed)
+    tenant, parsed, sender, now = job.recipient.tenant, msg.parsed, msg.sender, msg.now
     if r.role != "machine" and written.ref is not None:
         created = plan.ingest is not None and plan.ingest.open is not None
         event = Event(
@@ -186,13 +166,13 @@ def explain_commit(
 ) -> list[dict[str, Any]]:
     """Run the real commit stages for each tenant and say what they did; the caller rolls back."""
     out: list[dict[str, Any]] = []
-    raw_sha = hashlib.sha256(raw.data).hexdigest()
+    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now)
     templates = Templates.of(config)
     for slug, job in jobs(AddressIndex(config), raw.envelope.rcpt_tos).items():
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
         last = repos.outbox_last_id(conn)
         nested = conn.begin_nested()
-        plan = _commit_one(conn, config, templates, job, raw, parsed, raw_sha, now)
+        plan = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             r = plan.reject
             item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": r.rule}

@@ -23,7 +23,23 @@ from routing.threader import ThreadMatch
 from routing.verdicts import Reason, Reject, Stored
 from store.ingest import Audit, Ingest, NewTicket, Participant
 
-__all__ = ["Plan", "Reaction", "Seen", "decide", "sender_of"]
+__all__ = ["Arrival", "Plan", "Reaction", "Seen", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One message as every commit stage sees it: its bytes, what the parser made of them,
+    and the one time it carries everywhere (rules, rows, audit, mail)."""
+
+    raw: RawMessage
+    parsed: ParsedMessage
+    sha256: str  # of the raw bytes
+    now: datetime
+
+    @property
+    def sender(self) -> str:
+        """From:, or the envelope sender when the header has none."""
+        return self.parsed.from_addr or self.raw.envelope.mail_from.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,27 +77,14 @@ class Plan:
     reaction: Reaction | None = None  # None: history (import), or nobody to tell
 
 
-def sender_of(raw: RawMessage, parsed: ParsedMessage) -> str:
-    """From:, or the envelope sender when the header has none."""
-    return parsed.from_addr or raw.envelope.mail_from.lower()
-
-
-def decide(
-    seen: Seen,
-    config: GatewayConfig,
-    tenant: Tenant,
-    recipient: str,
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    raw_sha: str,
-    now: datetime,
-) -> Plan:
-    slug = tenant.slug
+def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, msg: Arrival) -> Plan:
+    """``recipient`` is the tenant address the envelope named (rules may test it)."""
+    slug, raw, parsed = tenant.slug, msg.raw, msg.parsed
     if seen.duplicate or seen.match is None:
         return Plan(Stored(slug, None, "none", drop=Reason.DUPLICATE))
     match = seen.match
     flags = ["message-id-reused"] if seen.key_reused else []
-    sender = sender_of(raw, parsed)
+    sender = msg.sender
     role, agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
     if role == "agent" and (agent is None or agent.address != sender):
         # An agent's token with someone else's From: kept for agents to see, never relayed.
@@ -91,7 +94,7 @@ def decide(
         parsed=parsed,
         recipient=recipient,
         size=len(raw.data),
-        now=now,
+        now=msg.now,
         new_ticket=match.ticket_id is None and role != "machine",
     )
     rules = evaluate(tenant.rules, facts)
@@ -103,7 +106,7 @@ def decide(
     if rules.drop is not None:
         detail = {
             "rule": rules.drop,
-            "sha256": raw_sha,
+            "sha256": msg.sha256,
             "message_id": parsed.message_id,
             "subject": parsed.subject[:200],
             "source": raw.source,
@@ -117,7 +120,7 @@ def decide(
     if rules.matched:
         detail["rules"] = rules.matched
     ingest = Ingest(
-        message=_message_row(raw, parsed, raw_sha, seen.key, role, sender, flags, thread_by, rules),
+        message=_message_row(msg, seen.key, role, flags, thread_by, rules),
         attachments=tuple(_attachment_row(a) for a in parsed.attachments),
         actor=sender,
         detail=detail,
@@ -142,23 +145,16 @@ def decide(
 
 
 def _message_row(
-    raw: RawMessage,
-    parsed: ParsedMessage,
-    raw_sha: str,
-    key: str,
-    role: Role,
-    sender: str,
-    flags: list[str],
-    thread_by: str,
-    rules: Decision,
+    msg: Arrival, key: str, role: Role, flags: list[str], thread_by: str, rules: Decision
 ) -> dict[str, object]:
+    raw, parsed = msg.raw, msg.parsed
     return {
         "message_key": key,
         "message_id": parsed.message_id,
         "direction": "in",
         "kind": parsed.kind,
         "sender_role": role,
-        "from_addr": sender,
+        "from_addr": msg.sender,
         "from_name": parsed.from_name,
         "to_addrs": list(parsed.to),
         "cc_addrs": list(parsed.cc),
@@ -167,7 +163,7 @@ def _message_row(
         "text": parsed.text,
         "reply_text": parsed.reply_text,
         "html": parsed.html,
-        "raw_sha256": raw_sha,
+        "raw_sha256": msg.sha256,
         "raw_size": len(raw.data),
         "defects": list(parsed.defects),
         "flags": flags,

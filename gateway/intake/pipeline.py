@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from gateway import metrics
 from gateway.clock import Clock
 from gateway.intake.commit import Job, commit_message, jobs
+from gateway.intake.decide import Arrival
 from gateway.intake.replies import defer, outcome_for_exception, reject
 from gateway.intake.scan import Scanner
 from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable, Unscannable
@@ -177,6 +178,7 @@ class Pipeline:
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
+        msg = Arrival(raw, parsed, raw_sha, now)
 
         def bind(conn: Connection) -> None:
             # Files: fsynced already, checked not collected since (else 451, and the
@@ -184,7 +186,7 @@ class Pipeline:
             self.blobs.bind(conn, staged)
 
         def work(conn: Connection) -> list[Stored] | Reject:
-            return commit_message(conn, config, templates, named, raw, parsed, raw_sha, now, bind)
+            return commit_message(conn, config, templates, named, msg, bind)
 
         stored = await self.writer.submit(message_commit(for_tenants(work, named)))
         if isinstance(stored, Reject):
