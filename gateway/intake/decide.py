@@ -104,14 +104,14 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         reject = Reject(Reason.RULE, said.code, said.enhanced, said.text, rule=name, tenant=slug)
         return replace(plan, reject=reject)
     if rules.drop is not None:
-        detail = {
+        why = {
             "rule": rules.drop,
             "sha256": msg.sha256,
             "message_id": parsed.message_id,
             "subject": parsed.subject[:200],
             "source": raw.source,
         }
-        event = Audit("message.dropped", sender, detail, match.ticket_id)
+        event = Audit("message.dropped", sender, why, match.ticket_id)
         return replace(plan, stored=Stored(slug, None, "none", drop=Reason.RULE_DROP), audit=event)
 
     created = match.ticket_id is None and role != "machine"
