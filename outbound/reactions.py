@@ -27,7 +27,7 @@ from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import repos
 
-__all__ = ["Event", "bounced", "is_ours", "queue", "react"]
+__all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
 
 _CHANGE_ACTIONS = {
     "status": "ticket.status",
@@ -69,7 +69,9 @@ def react(
     # writes to us is reachable again, so their mark goes.
     bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
     if ev.sender.lower() in bouncing and repos.clear_bouncing(conn, slug, ev.sender):
-        repos.add_audit(conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id)
+        repos.add_audit(
+            conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
+        )
         bouncing.discard(ev.sender.lower())
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
         mail = acknowledgement(
@@ -112,7 +114,7 @@ def react(
             templates=templates,
         )
         outgoing.append(("notice", mail))
-    queue_all(conn, slug, ev.ticket_id, outgoing)
+    queue_all(conn, slug, ev.ticket_id, outgoing, now=now)
     return [kind for kind, _ in outgoing]
 
 
@@ -140,7 +142,7 @@ def bounced(
     for address, action, status in parsed.dsn:
         if action == "failed" and status.startswith("5.") and not is_ours(config, address):
             if repos.mark_bouncing(
-                conn, tenant.slug, address, status, f"DSN {status} for {ours[0]}"
+                conn, tenant.slug, address, status, f"DSN {status} for {ours[0]}", now=now
             ):
                 marked.append(address)
                 repos.add_audit(
@@ -150,6 +152,7 @@ def bounced(
                     actor=address,
                     ticket_id=ticket_id,
                     detail={"status": status, "message_id": ours[0]},
+                    now=now,
                 )
     if marked and tenant.agents:
         row = repos.ticket_row(conn, tenant.slug, ticket_id)
@@ -164,23 +167,50 @@ def bounced(
             "to this address until it writes to us again",
             now=now,
         )
-        queue(conn, tenant.slug, "failure", ticket_id, mail)
+        queue(conn, tenant.slug, "failure", ticket_id, mail, now=now)
     return marked
 
 
-def queue(conn: Connection, tenant: str, kind: str, ticket_id: int | None, mail: Composed) -> None:
+def queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Agent, ...] | None:
+    """The agents a ticket's queue names, and its assignee; None when its queue names
+    none (then every agent hears)."""
+    if not any(q.agents for q in tenant.queues):
+        return None
+    row = repos.ticket_row(conn, tenant.slug, ticket_id) or {}
+    q = tenant.queue(row.get("queue"))
+    if q is None or not q.agents:
+        return None
+    wanted = {*q.agents, row.get("assignee")}
+    return tuple(a for a in tenant.agents if a.address in wanted)
+
+
+def queue(
+    conn: Connection,
+    tenant: str,
+    kind: str,
+    ticket_id: int | None,
+    mail: Composed,
+    *,
+    now: datetime | None = None,
+) -> None:
     """The outbox row and its Message-ID, so a reply to it threads before it is even sent."""
-    queue_all(conn, tenant, ticket_id, [(kind, mail)])
+    queue_all(conn, tenant, ticket_id, [(kind, mail)], now=now)
 
 
 def queue_all(
-    conn: Connection, tenant: str, ticket_id: int | None, mails: list[tuple[str, Composed]]
+    conn: Connection,
+    tenant: str,
+    ticket_id: int | None,
+    mails: list[tuple[str, Composed]],
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Several mails of one event in two statements, not two each."""
     repos.enqueue_many(
         conn,
         tenant,
         [(kind, ticket_id, m.message_id, m.mail_from, m.rcpt_tos, m.body) for kind, m in mails],
+        now=now,
     )
 
 
@@ -202,7 +232,7 @@ def _agent_reply(
             problems.append(f"#assign: {commands.assign} is not an agent of this tenant")
     if changes:
         before = repos.ticket_row(conn, slug, ev.ticket_id) or {}
-        repos.update_ticket(conn, slug, ev.ticket_id, **changes)
+        repos.update_ticket(conn, slug, ev.ticket_id, now=now, **changes)
         for key, value in changes.items():  # one audit event per change, old and new value
             repos.add_audit(
                 conn,
@@ -211,6 +241,7 @@ def _agent_reply(
                 actor=agent.address,
                 ticket_id=ev.ticket_id,
                 detail={"from": before.get(key), "to": value},
+                now=now,
             )
     if changes or problems:
         repos.add_audit(
@@ -220,6 +251,7 @@ def _agent_reply(
             actor=agent.address,
             ticket_id=ev.ticket_id,
             detail={"changes": changes, "problems": problems, "note": commands.note},
+            now=now,
         )
     if commands.note:
         if ev.message_row:
@@ -251,7 +283,7 @@ def _agent_reply(
         references=client_ids,
         now=now,
     )
-    queue(conn, slug, "relay", ev.ticket_id, mail)
+    queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
     return ["relay"]
 
 

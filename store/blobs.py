@@ -28,7 +28,7 @@ from typing import Protocol
 from sqlalchemy.engine import Connection
 
 from store.errors import StoreUnavailable
-from store.faults import crash_point
+from store.faults import AFTER_BLOB_FSYNC, crash_point
 
 __all__ = ["BlobStore", "FileBlobStore", "Staged", "fsync_dir"]
 
@@ -128,7 +128,7 @@ class FileBlobStore:
 
         def work() -> list[str]:
             out = [self.put(d) for d in data]
-            crash_point("after_blob_fsync")
+            crash_point(AFTER_BLOB_FSYNC)
             return out
 
         return await asyncio.to_thread(work)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "create_writer_engine", "upgrade"]
+__all__ = ["create_engine", "create_writer_engine", "insert_ignore", "upgrade"]
 
 # The writer's driver for each async driver a URL may name.
 _SYNC_DRIVERS = {"aiosqlite": "pysqlite", "asyncpg": "psycopg", "psycopg_async": "psycopg"}
@@ -55,6 +55,22 @@ def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
         _sqlite_session(engine, busy_timeout_ms)
         return engine
     return create_sync(parsed, pool_pre_ping=True)
+
+
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
+def insert_ignore(conn: Connection, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once)."""
+    key = (conn.dialect.name, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        if key[0] == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
+    return stmt
 
 
 def _mkdir(database: str | None) -> None:

@@ -1,17 +1,40 @@
-"""Deterministic crash points for the fault tests (docs/architecture.md, "Tests").
+"""Deterministic crash points for the fault tests (tests/test_faults.py).
 
 ``GATEWAY_TEST_CRASH_AT=<point>`` makes the process SIGKILL itself when it
 reaches that point: the kill is real, only its timing is chosen. Unset, this
-is one dictionary lookup.
+is one dictionary lookup. Every point is named below, so a test and the code
+that crashes agree on one spelling.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["crash_point", "is_message_commit", "message_commit"]
+__all__ = [
+    "AFTER_BLOB_FSYNC",
+    "AFTER_COMMIT_BEFORE_REPLY",
+    "BEFORE_COMMIT",
+    "IMAP_AFTER_COMMIT_BEFORE_MOVE",
+    "POINTS",
+    "crash_point",
+    "is_message_commit",
+    "message_commit",
+]
+
+#: The file blob store's moment: the blobs are durable, the rows not yet.
+AFTER_BLOB_FSYNC: Final = "after_blob_fsync"
+#: A message's rows are written, the transaction not yet committed.
+BEFORE_COMMIT: Final = "before_commit"
+#: Committed, the sender not yet answered (the RFC 1047 window).
+AFTER_COMMIT_BEFORE_REPLY: Final = "after_commit_before_reply"
+#: Committed, the IMAP message not yet moved out of its folder.
+IMAP_AFTER_COMMIT_BEFORE_MOVE: Final = "imap_after_commit_before_move"
+
+POINTS: Final = frozenset(
+    {AFTER_BLOB_FSYNC, BEFORE_COMMIT, AFTER_COMMIT_BEFORE_REPLY, IMAP_AFTER_COMMIT_BEFORE_MOVE}
+)
 
 _POINT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
 

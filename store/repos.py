@@ -10,14 +10,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from store.db import insert_ignore
 from store.models import (
-    attachments,
     audit_events,
     bouncing,
-    imap_state,
     message_ids,
     messages,
     outbox,
@@ -30,21 +29,15 @@ __all__ = [
     "acks_since",
     "add_audit",
     "add_message_flag",
-    "add_participant",
     "bouncing_among",
     "clear_bouncing",
     "enqueue_many",
     "find_message",
-    "imap_position",
-    "insert_attachments",
-    "insert_message",
     "is_participant",
     "mark_bouncing",
     "new_ticket",
     "now",
     "participants_of",
-    "record_message_id",
-    "save_imap_position",
     "sent_by_us",
     "thread_ids",
     "ticket_by_number",
@@ -53,7 +46,6 @@ __all__ = [
     "ticket_ref",
     "ticket_row",
     "tickets_for_message_ids",
-    "touch_ticket",
     "update_ticket",
 ]
 
@@ -63,7 +55,6 @@ __all__ = [
 # Lookups on the per-message path are prebuilt with bind parameters for the same
 # reason: building a select() per call (coercion, cache key) cost about as much as
 # SQLite running it.
-_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
 _INSERT_TICKET = insert(tickets).returning(tickets.c.id)
 _INSERT_AUDIT = insert(audit_events)
 _INSERT_OUTBOX = insert(outbox)
@@ -79,13 +70,6 @@ _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
 )
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
-# (an UPDATE's WHERE may not reuse a column's name as a parameter name)
-_TOUCH_TICKET = (
-    update(tickets)
-    .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
-    .values(updated_at=bindparam("ts"))
-    .returning(tickets.c.ref, tickets.c.subject)
-)
 _NEXT_NUMBER = (
     update(ticket_counters)
     .where(ticket_counters.c.tenant == bindparam("w_tenant"))
@@ -122,24 +106,14 @@ _CLEAR_BOUNCING = delete(bouncing).where(
 )
 
 
-_IGNORING: dict[tuple[str, str], Any] = {}
-
-
-def _insert_ignore(conn: Connection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike."""
-    key = (conn.dialect.name, table.name)
-    stmt = _IGNORING.get(key)
-    if stmt is None:
-        if key[0] == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
-    return stmt
-
-
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _now() -> datetime:
+    """``now()`` where a ``now`` argument shadows it; looked up at each call, so a test may
+    replace ``repos.now`` as the clock of every row."""
+    return now()
 
 
 def find_message(conn: Connection, tenant: str, key: str) -> str | None:
@@ -189,7 +163,13 @@ def is_participant(conn: Connection, tenant: str, ticket_id: int, address: str) 
 
 
 def new_ticket(
-    conn: Connection, tenant: str, prefix: str, subject: str, queue: str = "default"
+    conn: Connection,
+    tenant: str,
+    prefix: str,
+    subject: str,
+    queue: str = "default",
+    *,
+    now: datetime | None = None,
 ) -> tuple[int, str]:
     """Allocate the tenant's next number and create the ticket; (id, ref)."""
     number = conn.execute(_NEXT_NUMBER, {"w_tenant": tenant}).scalar_one_or_none()
@@ -200,7 +180,7 @@ def new_ticket(
         number = int(start.scalar_one()) + 1
         conn.execute(insert(ticket_counters).values(tenant=tenant, last_number=number))
     ref = f"{prefix}-{number}"
-    ts = now()
+    ts = now or _now()
     res = conn.execute(
         _INSERT_TICKET,
         {
@@ -217,61 +197,6 @@ def new_ticket(
     return res.scalar_one(), ref
 
 
-def touch_ticket(conn: Connection, tenant: str, ticket_id: int) -> tuple[str, str] | None:
-    """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
-    row = conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now()})
-    found = row.first()
-    return (found[0], found[1]) if found is not None else None
-
-
-def add_participant(
-    conn: Connection, tenant: str, ticket_id: int, address: str, name: str, role: str
-) -> bool:
-    """True if the address was new on the ticket (a unique index decides, in one statement)."""
-    if not address:
-        return False
-    res = conn.execute(
-        _insert_ignore(conn, participants),
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "address": address,
-            "name": name,
-            "role": role,
-            "created_at": now(),
-        },
-    )
-    return bool(res.rowcount)
-
-
-def insert_message(conn: Connection, tenant: str, **values: Any) -> int:
-    res = conn.execute(_INSERT_MESSAGE, {"tenant": tenant, "created_at": now(), **values})
-    return res.scalar_one()
-
-
-def insert_attachments(
-    conn: Connection, tenant: str, message_row: int, items: Sequence[dict[str, Any]]
-) -> None:
-    if items:
-        conn.execute(
-            insert(attachments),
-            [
-                {"tenant": tenant, "message_id": message_row, "position": i, **item}
-                for i, item in enumerate(items)
-            ],
-        )
-
-
-def record_message_id(
-    conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
-) -> None:
-    """Remember an id for threading; the first ticket to claim an id keeps it."""
-    conn.execute(
-        _insert_ignore(conn, message_ids),
-        {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
-    )
-
-
 def add_audit(
     conn: Connection,
     tenant: str,
@@ -280,6 +205,7 @@ def add_audit(
     actor: str,
     ticket_id: int | None = None,
     detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> None:
     conn.execute(
         _INSERT_AUDIT,
@@ -289,7 +215,7 @@ def add_audit(
             "actor": actor,
             "action": action,
             "detail": detail or {},
-            "created_at": now(),
+            "created_at": now or _now(),
         },
     )
 
@@ -312,12 +238,14 @@ def enqueue_many(
     conn: Connection,
     tenant: str,
     mails: Sequence[tuple[str, int | None, str, str, Sequence[str], bytes]],
+    *,
+    now: datetime | None = None,
 ) -> None:
     """Outbox rows (kind, ticket, Message-ID, sender, recipients, body) in one statement;
     each Message-ID that belongs to a ticket is remembered for threading in another."""
     if not mails:
         return
-    ts = now()
+    ts = now or _now()
     conn.execute(
         _INSERT_OUTBOX,
         [
@@ -344,7 +272,7 @@ def enqueue_many(
         if tid is not None
     ]
     if ids:
-        conn.execute(_insert_ignore(conn, message_ids), ids)
+        conn.execute(insert_ignore(conn, message_ids), ids)
 
 
 def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
@@ -352,12 +280,14 @@ def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] 
     return dict(row._mapping) if row is not None else None
 
 
-def update_ticket(conn: Connection, tenant: str, ticket_id: int, **values: Any) -> None:
+def update_ticket(
+    conn: Connection, tenant: str, ticket_id: int, *, now: datetime | None = None, **values: Any
+) -> None:
     """Status, priority or assignee; always scoped by tenant."""
     conn.execute(
         update(tickets)
         .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-        .values(updated_at=now(), **values)
+        .values(updated_at=now or _now(), **values)
     )
 
 
@@ -396,15 +326,23 @@ def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> s
     return {r[0] for r in rows}
 
 
-def mark_bouncing(conn: Connection, tenant: str, address: str, status: str, reason: str) -> bool:
+def mark_bouncing(
+    conn: Connection,
+    tenant: str,
+    address: str,
+    status: str,
+    reason: str,
+    *,
+    now: datetime | None = None,
+) -> bool:
     res = conn.execute(
-        _insert_ignore(conn, bouncing),
+        insert_ignore(conn, bouncing),
         {
             "tenant": tenant,
             "address": address.lower(),
             "status": status,
             "reason": reason[:1000],
-            "since": now(),
+            "since": now or _now(),
         },
     )
     return bool(res.rowcount)
@@ -427,29 +365,6 @@ def sent_by_us(conn: Connection, tenant: str, ids: Sequence[str]) -> list[str]:
         )
     )
     return [r[0] for r in rows]
-
-
-def imap_position(conn: Connection, tenant: str, mailbox: str) -> tuple[int, int] | None:
-    """(UIDVALIDITY, last committed UID) of a mailbox, if it was ever drained."""
-    row = conn.execute(
-        select(imap_state.c.uidvalidity, imap_state.c.last_uid).where(
-            imap_state.c.tenant == tenant, imap_state.c.mailbox == mailbox
-        )
-    ).first()
-    return (int(row[0]), int(row[1])) if row is not None else None
-
-
-def save_imap_position(
-    conn: Connection, tenant: str, mailbox: str, uidvalidity: int, last_uid: int
-) -> None:
-    values = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now()}
-    res = conn.execute(
-        update(imap_state)
-        .where(imap_state.c.tenant == tenant, imap_state.c.mailbox == mailbox)
-        .values(**values)
-    )
-    if not res.rowcount:
-        conn.execute(insert(imap_state), {"tenant": tenant, "mailbox": mailbox, **values})
 
 
 def add_message_flag(conn: Connection, tenant: str, message_row: int, flag: str) -> None:

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from store.errors import StoreUnavailable
-from store.faults import crash_point, is_message_commit
+from store.faults import BEFORE_COMMIT, crash_point, is_message_commit
 from store.models import ticket_counters, tickets
 
 __all__ = ["ATTEMPTS", "Work", "Writer", "for_tenants"]
@@ -183,7 +183,7 @@ class Writer:
                 _lock_counters(conn, sorted({t for w in works for t in getattr(w, _TENANTS, ())}))
             results = [w(conn) for w in works]
             if any(is_message_commit(w) for w in works):
-                crash_point("before_commit")
+                crash_point(BEFORE_COMMIT)
         self.batches += 1
         self.units += len(works)
         return results

@@ -32,6 +32,8 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 import store.access
+import store.imap_state
+import store.ingest
 import store.privacy
 import store.queries
 import store.repos
@@ -84,7 +86,15 @@ NO_TENANT = {
 
 
 def test_every_store_function_takes_the_tenant_first() -> None:
-    for module in (store.repos, store.access, store.queries, store.privacy, store.retention):
+    for module in (
+        store.repos,
+        store.ingest,
+        store.imap_state,
+        store.access,
+        store.queries,
+        store.privacy,
+        store.retention,
+    ):
         for name in module.__all__:
             fn = getattr(module, name)
             if not inspect.isfunction(fn) or f"{module.__name__}.{name}" in NO_TENANT:

@@ -20,15 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from gateway.intake.scan import (
-    Clean,
-    Infected,
-    Scanner,
-    ScannerConfig,
-    Unavailable,
-    Unscannable,
-    parse_reply,
-)
+from gateway.intake.scan import Scanner, ScannerConfig
+from gateway.intake.scan_result import Clean, Infected, Unavailable, Unscannable, parse_reply
 from tests.clamd_harness import EICAR, Clamd
 
 T = TypeVar("T")

@@ -19,7 +19,9 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from gateway.intake.pipeline import explain_commit, needs_scan
+from gateway.intake.commit import explain_commit
+from gateway.intake.decide import Plan
+from gateway.intake.pipeline import needs_scan
 from parsers import parse
 from parsers.types import Envelope, ParsedMessage, RawMessage
 from routing.config import GatewayConfig
@@ -61,7 +63,7 @@ def explain(config: GatewayConfig, path: Path, to: list[str] | None) -> dict[str
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             trans = conn.begin()
             try:
-                tenants = explain_commit(conn, config, raw, parsed)
+                tenants = explain_commit(conn, config, raw, parsed, repos.now())
                 for item in tenants:
                     item["ticket"] = _ticket(conn, item)
             finally:
@@ -108,7 +110,7 @@ def _engine(config: GatewayConfig) -> tuple[Engine, bool]:
 
 
 def _ticket(conn: Any, item: dict[str, Any]) -> dict[str, Any] | None:
-    match = item["trace"].get("match")
+    match = item["plan"].match
     ref = item["result"].get("ticket")
     if ref is None:
         return None
@@ -122,12 +124,12 @@ def _ticket(conn: Any, item: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _plain(config: GatewayConfig, item: dict[str, Any]) -> dict[str, Any]:
-    trace = item.pop("trace")
-    match, decision = trace.get("match"), trace.get("decision")
-    item["rules"] = decision.as_dict() if decision is not None else None
-    item["speaker"] = trace.get("role")
-    if trace.get("agent") is not None:
-        item["speaker"] += f" ({trace['agent'].address})"
+    plan: Plan = item.pop("plan")
+    match, rules = plan.match, plan.rules
+    item["rules"] = rules.as_dict() if rules is not None else None
+    item["speaker"] = plan.role
+    if plan.agent is not None:
+        item["speaker"] += f" ({plan.agent.address})"
     item["threading"] = (
         {"by": match.by, "found": match.ticket_id is not None} if match is not None else None
     )

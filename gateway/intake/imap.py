@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -33,12 +32,21 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from gateway.intake.imap_tls import describe_failure, starttls, tls_context
+from gateway.intake.imap_wire import (
+    SessionLost,
+    consume,
+    literal,
+    ok,
+    sizes,
+    uidvalidity_of,
+)
 from gateway.intake.pipeline import Pipeline
+from gateway.intake.replies import ImapAction, imap_action, quarantine, reject
 from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig, ImapMailbox, Tenant
-from routing.verdicts import Accepted, Defer, Outcome, Reject
-from store import repos
-from store.faults import crash_point
+from routing.verdicts import Defer, Outcome, Reason, Reject
+from store import imap_state, repos
+from store.faults import IMAP_AFTER_COMMIT_BEFORE_MOVE, crash_point
 from store.writer import Writer
 
 __all__ = ["MailboxState", "MailboxWorker"]
@@ -51,12 +59,6 @@ _IDLE_RENEW = 25 * 60  # RFC 2177: re-issue before the server's 30-minute cut
 # never again during IDLE; a missed push then costs at most this long.
 _IDLE_CHECK = 30.0
 _BATCH = 50  # UIDs whose sizes are fetched at once; bodies go one at a time
-_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
-_FETCH_SIZE = re.compile(rb"UID (\d+).*RFC822\.SIZE (\d+)|RFC822\.SIZE (\d+).*UID (\d+)")
-
-
-class SessionLost(Exception):
-    """The server went away or said something we cannot go on from."""
 
 
 @dataclass
@@ -150,7 +152,7 @@ class MailboxWorker:
             for folder in (box.processed_folder, box.quarantine_folder):
                 await self._call(imap.create(folder), "CREATE", check=False)  # may exist
             selected = await self._call(imap.select(box.folder), "SELECT")
-            uidvalidity = _uidvalidity(selected)
+            uidvalidity = uidvalidity_of(selected)
             await self._check_uidvalidity(uidvalidity)
             self.state.last_error = None
             while True:
@@ -197,9 +199,9 @@ class MailboxWorker:
             resp = cmd.result()
             if any(bytes(x).endswith(b"EXISTS") for x in getattr(resp, "lines", [])[:-1]):
                 self._arrived = True  # new mail announced inside another command's answer
-            return _ok(resp, what) if check else resp
+            return ok(resp, what) if check else resp
         # Not awaited: aioimaplib may sit out its own timeout before it notices.
-        cmd.add_done_callback(_consume)
+        cmd.add_done_callback(consume)
         cmd.cancel()
         if self._lost.is_set():
             raise SessionLost(f"{what}: connection lost")
@@ -220,7 +222,7 @@ class MailboxWorker:
         slug, key = self.tenant.slug, self.box.key
 
         def work(conn: Connection) -> None:
-            known = repos.imap_position(conn, slug, key)
+            known = imap_state.imap_position(conn, slug, key)
             if known is not None and known[0] != uidvalidity:
                 repos.add_audit(
                     conn,
@@ -229,9 +231,9 @@ class MailboxWorker:
                     actor=key,
                     detail={"old": known[0], "new": uidvalidity},
                 )
-                repos.save_imap_position(conn, slug, key, uidvalidity, 0)
+                imap_state.save_imap_position(conn, slug, key, uidvalidity, 0)
             elif known is None:
-                repos.save_imap_position(conn, slug, key, uidvalidity, 0)
+                imap_state.save_imap_position(conn, slug, key, uidvalidity, 0)
 
         await self.writer.submit(work)
 
@@ -295,39 +297,36 @@ class MailboxWorker:
         resp = await self._call(
             imap.uid("fetch", ",".join(map(str, uids)), "(RFC822.SIZE)"), "FETCH"
         )
-        out: dict[int, int] = {}
-        for line in resp.lines:
-            m = _FETCH_SIZE.search(bytes(line)) if isinstance(line, bytes | bytearray) else None
-            if m:
-                uid, size = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-                out[int(uid)] = int(size)
-        return out
+        return sizes(resp)
 
     async def _one(self, imap: aioimaplib.IMAP4, uid: int, size: int, uidvalidity: int) -> bool:
         """True when the message left the folder (committed or quarantined)."""
+        outcome: Outcome
         if size > self.max_size:
-            outcome: Outcome = Reject(552, "5.3.4", f"message of {size} bytes is over the limit")
+            outcome = reject(Reason.TOO_BIG_TO_FETCH, size)
         else:
             resp = await self._call(imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
-            data = _literal(resp)
+            data = literal(resp)
             if data is None:
                 raise SessionLost(f"no body in FETCH of UID {uid}")
             outcome = await self.pipeline.process(self._raw(data))
-        if isinstance(outcome, Accepted):
-            crash_point("imap_after_commit_before_move")
+        action = imap_action(outcome)
+        if action is ImapAction.DONE:
+            crash_point(IMAP_AFTER_COMMIT_BEFORE_MOVE)
             await self._move(imap, uid, self.box.processed_folder)
             await self._advance(uidvalidity, uid)
             self.state.committed += 1
             self.state.failures.pop(uid, None)
             return True
-        if isinstance(outcome, Defer):
+        assert isinstance(outcome, Reject | Defer)
+        if action is ImapAction.LEAVE:
             n = self.state.failures[uid] = self.state.failures.get(uid, 0) + 1
             if n < self.box.max_failures:
                 return False
-            reason = f"deferred {n} times: {outcome.code} {outcome.enhanced} {outcome.text}"
+            aside = quarantine(outcome, n)
         else:
-            reason = f"{outcome.code} {outcome.enhanced} {outcome.text}"
-        await self._quarantine(imap, uid, reason)
+            aside = quarantine(outcome)
+        await self._quarantine(imap, uid, aside.text)
         self.state.failures.pop(uid, None)
         return True
 
@@ -377,38 +376,8 @@ class MailboxWorker:
         slug, key = self.tenant.slug, self.box.key
 
         def work(conn: Connection) -> None:
-            known = repos.imap_position(conn, slug, key)
+            known = imap_state.imap_position(conn, slug, key)
             if known is None or known[1] < uid:
-                repos.save_imap_position(conn, slug, key, uidvalidity, uid)
+                imap_state.save_imap_position(conn, slug, key, uidvalidity, uid)
 
         await self.writer.submit(work)
-
-
-def _consume(task: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned command's outcome so asyncio does not report it."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _ok(resp: Any, what: str) -> Any:
-    if getattr(resp, "result", None) != "OK":
-        lines = getattr(resp, "lines", [])
-        detail = bytes(lines[-1]).decode("utf-8", "replace")[:200] if lines else ""
-        raise SessionLost(f"{what} failed: {getattr(resp, 'result', '?')} {detail}")
-    return resp
-
-
-def _uidvalidity(resp: Any) -> int:
-    for line in resp.lines:
-        m = _UIDVALIDITY.search(bytes(line))
-        if m:
-            return int(m.group(1))
-    raise SessionLost("SELECT gave no UIDVALIDITY")
-
-
-def _literal(resp: Any) -> bytes | None:
-    """The message bytes of a one-message FETCH BODY[] response."""
-    for line in resp.lines:
-        if isinstance(line, bytearray):
-            return bytes(line)
-    return None

@@ -1,30 +1,117 @@
-"""The one table from outcomes and faults to SMTP replies and exit codes.
+"""The one table from verdicts and faults to SMTP replies, IMAP actions and exit codes.
 
 Every reply we send carries an enhanced status code (RFC 3463), including
 the ones aiosmtpd writes itself, and none of our own faults is ever a 5xx:
-a permanent code makes the sending MTA bounce, and the mail is lost.
+a permanent code makes the sending MTA bounce, and the mail is lost. The
+SMTP reply serves LMTP unchanged (RFC 2033 uses the same codes, one reply
+per recipient). docs/daemon.md "SMTP answers" lists the same replies;
+tests/test_stages.py holds the two together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+from dataclasses import dataclass
+from enum import StrEnum
 
 from parsers.errors import HeaderTooLarge, ParseError, StructureTooDeep
-from routing.verdicts import Accepted, Defer, Outcome, Reject
+from routing.verdicts import Accepted, Defer, Drop, Outcome, Quarantine, Reason, Reject
 from store.errors import StoreUnavailable
 
-__all__ = ["EX_OK", "EX_TEMPFAIL", "enhance", "exit_code", "outcome_for_exception", "smtp_reply"]
+__all__ = [
+    "ANSWERS",
+    "Answer",
+    "ImapAction",
+    "defer",
+    "enhance",
+    "exit_code",
+    "imap_action",
+    "outcome_for_exception",
+    "quarantine",
+    "reject",
+    "smtp_reply",
+    "verdict",
+]
 
-EX_OK = os.EX_OK
-EX_DATAERR = 65
-EX_NOUSER = 67
-EX_UNAVAILABLE = 69
-EX_TEMPFAIL = 75
+
+class ImapAction(StrEnum):
+    """What the IMAP intake does with the message in the server's folder."""
+
+    LEAVE = "leave"  # offered again on the next pass
+    DONE = "move-done"  # to the processed folder
+    QUARANTINE = "quarantine"  # to the quarantine folder, with an audit event
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The answer to one reason, in each intake's terms."""
+
+    code: int  # 0: none of its own (a rule's reply is the rule's; a quarantine has none)
+    enhanced: str
+    text: str  # may hold ``{detail}``
+    imap: ImapAction
+    exit: int  # for the MTA pipe (``gateway ingest``), sysexits.h
+
+    @property
+    def smtp(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+_Q, _LEAVE, _DONE = ImapAction.QUARANTINE, ImapAction.LEAVE, ImapAction.DONE
+
+ANSWERS: dict[Reason, Answer] = {
+    Reason.NO_SUCH_RECIPIENT: Answer(550, "5.1.1", "No such recipient here", _Q, os.EX_NOUSER),
+    Reason.BAD_SENDER: Answer(553, "5.1.7", "Bad sender address syntax", _Q, os.EX_DATAERR),
+    Reason.TOO_BIG: Answer(552, "5.3.4", "Message too big for system", _Q, os.EX_DATAERR),
+    Reason.TOO_BIG_TO_FETCH: Answer(
+        552, "5.3.4", "message of {detail} bytes is over the limit", _Q, os.EX_DATAERR
+    ),
+    Reason.HEADER_TOO_LARGE: Answer(552, "5.3.4", "Message header too large", _Q, os.EX_DATAERR),
+    Reason.TOO_COMPLEX: Answer(554, "5.6.0", "Message structure over limits", _Q, os.EX_DATAERR),
+    Reason.UNREADABLE: Answer(554, "5.6.0", "Message cannot be read", _Q, os.EX_DATAERR),
+    Reason.LOOP: Answer(554, "5.4.0", "Too many hops, mail loop suspected", _Q, os.EX_DATAERR),
+    Reason.INFECTED: Answer(
+        554, "5.7.1", "Message content rejected: virus found ({detail})", _Q, os.EX_UNAVAILABLE
+    ),
+    Reason.TOO_COMPLEX_TO_SCAN: Answer(
+        554, "5.7.1", "Message content rejected: too complex to scan", _Q, os.EX_UNAVAILABLE
+    ),
+    Reason.UNSCANNABLE: Answer(
+        552, "5.3.4", "Message too big to be scanned", _Q, os.EX_UNAVAILABLE
+    ),
+    Reason.RULE: Answer(0, "", "", _Q, os.EX_UNAVAILABLE),
+    Reason.SHUTTING_DOWN: Answer(
+        421, "4.3.2", "Service shutting down, try again later", _LEAVE, os.EX_TEMPFAIL
+    ),
+    Reason.TOO_MANY_RECIPIENTS: Answer(452, "4.5.3", "Too many recipients", _LEAVE, os.EX_TEMPFAIL),
+    Reason.SCANNER_UNAVAILABLE: Answer(
+        451, "4.7.1", "Virus scanner unavailable, try again later", _LEAVE, os.EX_TEMPFAIL
+    ),
+    Reason.TIMEOUT: Answer(451, "4.3.0", "Timed out, try again later", _LEAVE, os.EX_TEMPFAIL),
+    Reason.STORE_UNAVAILABLE: Answer(
+        451, "4.3.0", "Storage unavailable, try again later", _LEAVE, os.EX_TEMPFAIL
+    ),
+    Reason.FAULT: Answer(
+        451, "4.3.0", "Temporary failure, try again later", _LEAVE, os.EX_TEMPFAIL
+    ),
+    Reason.DUPLICATE: Answer(250, "2.0.0", "OK already received", _DONE, os.EX_OK),
+    Reason.RULE_DROP: Answer(250, "2.0.0", "OK recorded", _DONE, os.EX_OK),
+    Reason.DEFERRED_TOO_OFTEN: Answer(0, "", "deferred {detail} times", _Q, os.EX_TEMPFAIL),
+}
+
+# Faults by class, most specific first (looked up along the exception's MRO).
+_FAULTS: dict[type[BaseException], Reason] = {
+    HeaderTooLarge: Reason.HEADER_TOO_LARGE,
+    StructureTooDeep: Reason.TOO_COMPLEX,
+    ParseError: Reason.UNREADABLE,
+    TimeoutError: Reason.TIMEOUT,  # asyncio.TimeoutError too, since Python 3.11
+    StoreUnavailable: Reason.STORE_UNAVAILABLE,
+}
+
 
 # aiosmtpd's own replies, rewritten with enhanced codes.
 _REWRITE = {
-    "552 Error: Too much mail data": "552 5.3.4 Message too big for system",
+    "552 Error: Too much mail data": ANSWERS[Reason.TOO_BIG].smtp,
     "552 Error: message size exceeds fixed maximum message size": (
         "552 5.3.4 Message size exceeds fixed maximum message size"
     ),
@@ -74,35 +161,66 @@ def enhance(status: str, hostname: str = "") -> str:
     return f"{code} {enh} {text}"
 
 
-def outcome_for_exception(exc: BaseException) -> Outcome:
+def verdict(reason: Reason, detail: object = "") -> Reject | Defer:
+    """The refusal or deferral the table says for ``reason``."""
+    a = ANSWERS[reason]
+    text = a.text.format(detail=detail)
+    if a.code // 100 == 5:
+        return Reject(reason, a.code, a.enhanced, text)
+    if a.code // 100 == 4:
+        return Defer(reason, text, a.code, a.enhanced)
+    raise ValueError(f"{reason} is not a refusal or a deferral")
+
+
+def reject(reason: Reason, detail: object = "") -> Reject:
+    out = verdict(reason, detail)
+    assert isinstance(out, Reject), reason
+    return out
+
+
+def defer(reason: Reason, detail: object = "") -> Defer:
+    out = verdict(reason, detail)
+    assert isinstance(out, Defer), reason
+    return out
+
+
+def outcome_for_exception(exc: BaseException) -> Reject | Defer:
     """Faults become answers; only unreadable input is refused for good."""
-    if isinstance(exc, HeaderTooLarge):
-        return Reject(552, "5.3.4", "Message header too large", EX_DATAERR)
-    if isinstance(exc, StructureTooDeep):
-        return Reject(554, "5.6.0", "Message structure over limits", EX_DATAERR)
-    if isinstance(exc, ParseError):
-        return Reject(554, "5.6.0", "Message cannot be read", EX_DATAERR)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return Defer("Timed out, try again later")
-    if isinstance(exc, StoreUnavailable):
-        return Defer("Storage unavailable, try again later")
-    return Defer("Temporary failure, try again later")
+    for cls in type(exc).__mro__:
+        if cls in _FAULTS:
+            return verdict(_FAULTS[cls])
+    return verdict(Reason.FAULT)
+
+
+def quarantine(outcome: Reject | Defer, deferrals: int = 0) -> Quarantine:
+    """Why the IMAP intake sets a message aside: its refusal, or a deferral met too often."""
+    said = f"{outcome.code} {outcome.enhanced} {outcome.text}"
+    if isinstance(outcome, Defer):
+        text = ANSWERS[Reason.DEFERRED_TOO_OFTEN].text.format(detail=deferrals)
+        return Quarantine(Reason.DEFERRED_TOO_OFTEN, f"{text}: {said}")
+    return Quarantine(outcome.reason, said)
 
 
 def smtp_reply(outcome: Outcome) -> str:
+    if isinstance(outcome, Drop):
+        return ANSWERS[outcome.reason].smtp
     if isinstance(outcome, Accepted):
         refs = [s.ticket_ref for s in outcome.stored if s.ticket_ref]
         if outcome.stored and all(s.duplicate for s in outcome.stored):
-            return "250 2.0.0 OK already received"
+            return ANSWERS[Reason.DUPLICATE].smtp
         return "250 2.0.0 OK " + (" ".join(refs) if refs else "recorded")
-    if isinstance(outcome, Reject):
-        return f"{outcome.code} {outcome.enhanced} {outcome.text}"
+    if isinstance(outcome, Quarantine):
+        raise ValueError("a quarantine is the IMAP intake's, never an SMTP answer")
     return f"{outcome.code} {outcome.enhanced} {outcome.text}"
 
 
 def exit_code(outcome: Outcome) -> int:
     if isinstance(outcome, Accepted):
-        return EX_OK
-    if isinstance(outcome, Reject):
-        return outcome.exit_code
-    return EX_TEMPFAIL
+        return os.EX_OK
+    return ANSWERS[outcome.reason].exit
+
+
+def imap_action(outcome: Outcome) -> ImapAction:
+    if isinstance(outcome, Accepted):
+        return ImapAction.DONE
+    return ANSWERS[outcome.reason].imap

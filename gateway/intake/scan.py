@@ -3,7 +3,7 @@
 Why this module exists and what it promises (clamd's own limits fail open unless configured as
 docs/daemon.md, "ClamAV (clamd)", says; tests/test_scan.py holds it to this):
 
-* Only an exact ``stream: OK`` reply is :class:`Clean`. Every other outcome is a verdict that the
+* Only an exact ``stream: OK`` reply is :class:`Clean`. Every other outcome is a result that the
   pipeline must *not* treat as clean: :class:`Infected` (a FOUND reply, including
   ``Heuristics.Limits.Exceeded.*`` from ``AlertExceedsMax yes``), :class:`Unscannable` (the message
   can never be scanned by this scanner: ``INSTREAM size limit exceeded. ERROR`` or bigger than
@@ -39,26 +39,17 @@ from dataclasses import dataclass
 
 import structlog
 
-__all__ = [
-    "Clean",
-    "Infected",
-    "Scanner",
-    "ScannerConfig",
-    "Unavailable",
-    "Unscannable",
-    "Verdict",
-    "parse_reply",
-]
+from gateway.intake.scan_result import (
+    Clean,
+    ScanResult,
+    Unavailable,
+    Unscannable,
+    parse_reply,
+)
+
+__all__ = ["Scanner", "ScannerConfig"]
 
 log = structlog.get_logger("gateway.intake.scan")
-
-#: clamd's reply when the stream is longer than its ``StreamMaxLength`` (clamd(8)). It is sent and
-#: then the connection is closed, usually while we are still sending, so the reply is read
-#: concurrently with the upload (see :meth:`Scanner._instream`).
-SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded. ERROR"
-
-#: Prefix clamd puts on FOUND replies when ``AlertExceedsMax yes`` turns a limit into an alert.
-LIMITS_EXCEEDED_PREFIX = "Heuristics.Limits.Exceeded"
 
 #: A clamd reply is one short line; anything longer than this is not clamd talking.
 _MAX_REPLY = 4096
@@ -128,86 +119,6 @@ def _parse_address(address: str) -> tuple[str, str | int]:
 
 
 # --------------------------------------------------------------------------------------------
-# Verdicts
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Clean:
-    """clamd answered exactly ``stream: OK`` after receiving the whole stream."""
-
-
-@dataclass(frozen=True)
-class Infected:
-    """clamd answered ``stream: <signature> FOUND``. Reject (``554 5.7.1``), never store."""
-
-    signature: str
-
-    @property
-    def limits_exceeded(self) -> bool:
-        """True for ``Heuristics.Limits.Exceeded*``: a scan limit (zip bomb, recursion, time)
-        was hit. Still not clean; the pipeline may word the rejection differently."""
-        return self.signature.startswith(LIMITS_EXCEEDED_PREFIX)
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """No trustworthy answer: unreachable, refused, reset, deadline hit, garbage. Retry later
-    (``451 4.7.1``)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unscannable:
-    """This scanner can never scan this data (size limit). Permanent (``552 5.3.4``), never
-    clean."""
-
-    reason: str
-
-
-Verdict = Clean | Infected | Unavailable | Unscannable
-
-
-def parse_reply(raw: bytes, *, complete: bool = True) -> Verdict:
-    """Turn one raw clamd INSTREAM reply into a verdict, failing closed.
-
-    ``raw`` is what was read, terminator included if one came (NUL for ``z`` commands, newline
-    for ``n`` commands). ``complete`` is False if the reply arrived before we finished sending
-    the stream: a real clamd cannot have scanned it yet, so such an "OK" is not believed.
-    A reply without terminator may be truncated, so it is never Clean either.
-    """
-    terminated = raw.endswith((b"\0", b"\n"))
-    body = raw[:-1] if terminated else raw
-    if body.endswith(b"\r"):
-        body = body[:-1]
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        return Unavailable(f"non-ASCII reply from clamd: {raw[:80]!r}")
-    if not text.isprintable():
-        return Unavailable(f"malformed reply from clamd: {raw[:80]!r}")
-
-    if text == "stream: OK":
-        if not terminated:
-            return Unavailable("truncated reply from clamd: 'stream: OK' without terminator")
-        if not complete:
-            return Unavailable("clamd said OK before the end of the stream")
-        return Clean()
-    if text.startswith("stream: ") and text.endswith(" FOUND"):
-        signature = text[len("stream: ") : -len(" FOUND")].strip()
-        if signature:
-            return Infected(signature)
-        return Unavailable(f"FOUND reply without a signature name: {text!r}")
-    if text == SIZE_LIMIT_REPLY:
-        return Unscannable("clamd: " + text)
-    if text.endswith(" ERROR"):
-        # e.g. "stream: Can't allocate memory ERROR", "COMMAND READ TIMED OUT": transient.
-        return Unavailable("clamd: " + text)
-    return Unavailable(f"unexpected reply from clamd: {text[:80]!r}")
-
-
-# --------------------------------------------------------------------------------------------
 # Client
 # --------------------------------------------------------------------------------------------
 
@@ -232,15 +143,15 @@ class Scanner:
 
     # -- public API ---------------------------------------------------------------------------
 
-    async def scan(self, data: bytes) -> Verdict:
+    async def scan(self, data: bytes) -> ScanResult:
         """Scan ``data`` with one INSTREAM, under the absolute deadline. Never raises for
         scanner faults."""
         return await self.scan_many([data])
 
-    async def scan_many(self, parts: Iterable[bytes]) -> Verdict:
+    async def scan_many(self, parts: Iterable[bytes]) -> ScanResult:
         """Scan each part with its own INSTREAM, all under ONE absolute deadline.
 
-        The first non-Clean verdict is returned and the remaining parts are not scanned (an
+        The first non-Clean result is returned and the remaining parts are not scanned (an
         infected first part is reported as Infected even if the scanner dies afterwards).
         No parts at all is Clean: there was nothing to scan.
         """
@@ -248,9 +159,9 @@ class Scanner:
         try:
             async with asyncio.timeout(deadline):
                 for data in parts:
-                    verdict = await self._scan_one(data)
-                    if not isinstance(verdict, Clean):
-                        return verdict
+                    result = await self._scan_one(data)
+                    if not isinstance(result, Clean):
+                        return result
                 return Clean()
         except TimeoutError:
             self._mark(False)
@@ -298,7 +209,7 @@ class Scanner:
         self.reachable = reachable
         self.last_checked = time.time()
 
-    async def _scan_one(self, data: bytes) -> Verdict:
+    async def _scan_one(self, data: bytes) -> ScanResult:
         """One INSTREAM, mapping scanner faults to Unavailable. The caller holds the deadline."""
         max_stream = self.config.max_stream
         if max_stream is not None and len(data) > max_stream:
@@ -307,12 +218,12 @@ class Scanner:
                 f"{len(data)} bytes exceed the scanner's stream limit of {max_stream} bytes"
             )
         try:
-            verdict = await self._instream(data)
+            result = await self._instream(data)
         except (OSError, EOFError, _ProtocolError) as exc:
             self._mark(False)
             return Unavailable(f"clamd at {self.config.address}: {_describe(exc)}")
-        self._mark(not isinstance(verdict, Unavailable))
-        return verdict
+        self._mark(not isinstance(result, Unavailable))
+        return result
 
     async def _connect(self) -> socket.socket:
         """A connected non-blocking socket; every candidate address is tried in turn."""
@@ -346,7 +257,7 @@ class Scanner:
             return sock
         raise last_error
 
-    async def _instream(self, data: bytes) -> Verdict:
+    async def _instream(self, data: bytes) -> ScanResult:
         """Upload ``data`` while listening for the reply.
 
         clamd may answer *before* we finish (``INSTREAM size limit exceeded. ERROR``) and close

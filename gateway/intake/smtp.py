@@ -17,14 +17,16 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.pipeline import Pipeline
-from gateway.intake.replies import enhance, smtp_reply
+from gateway.intake.replies import defer, enhance, reject, smtp_reply
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
 from routing.config import SmtpSettings
+from routing.verdicts import Reason
 
 __all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
 
 log = structlog.get_logger("gateway.smtp")
+_SHUTTING_DOWN = smtp_reply(defer(Reason.SHUTTING_DOWN))
 
 
 # A dot-atom local part and a domain of letters, digits, '-' and '.', in angle brackets.
@@ -94,9 +96,9 @@ class IntakeHandler:
         mail_options: list[str],
     ) -> str:
         if self.draining:
-            return "421 4.3.2 Service shutting down, try again later"
+            return _SHUTTING_DOWN
         if any(c in address for c in "\r\n\x00"):
-            return "553 5.1.7 Bad sender address syntax"
+            return smtp_reply(reject(Reason.BAD_SENDER))
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -110,11 +112,11 @@ class IntakeHandler:
         rcpt_options: list[str],
     ) -> str:
         if self.draining:
-            return "421 4.3.2 Service shutting down, try again later"
+            return _SHUTTING_DOWN
         if len(envelope.rcpt_tos) >= 100:
-            return "452 4.5.3 Too many recipients"
+            return smtp_reply(defer(Reason.TOO_MANY_RECIPIENTS))
         if self.pipeline.index.lookup(address) is None:
-            return "550 5.1.1 No such recipient here"
+            return smtp_reply(reject(Reason.NO_SUCH_RECIPIENT))
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
@@ -144,7 +146,7 @@ class IntakeHandler:
             log.warning("smtp_session_error", error=type(error).__name__)
         except Exception:
             pass
-        return "451 4.3.0 Temporary failure, try again later"
+        return smtp_reply(defer(Reason.FAULT))
 
     async def handle_EHLO(
         self,

@@ -1,0 +1,192 @@
+"""The commit of one message, as stages: look up, decide, write, react.
+
+All of it runs in the writer's transaction, one savepoint per message: a
+tenant's rule that rejects the message rolls back what the other tenants
+of the same envelope already wrote, and the writer's batch commits its
+other messages as if this one had never come. ``explain_commit`` runs the
+very same stages and rolls them back, so ``gateway route explain`` shows
+what the pipeline does, not a second description of it that could drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from gateway.intake.decide import Arrival, Plan, Seen, decide
+from outbound.compose import Templates
+from outbound.reactions import Event, bounced, queue_agents, react
+from parsers.types import ParsedMessage, RawMessage
+from routing.config import GatewayConfig
+from routing.tenants import AddressIndex, Recipient
+from routing.threader import find_ticket
+from routing.verdicts import Reject, Stored
+from store import clocks, ingest, repos
+from store.ingest import Written
+
+__all__ = ["Job", "commit_message", "explain_commit", "jobs", "lookup"]
+
+
+@dataclass
+class Job:
+    """One tenant the envelope names, with the reply tokens its recipients carry."""
+
+    recipient: Recipient
+    tokens: list[str] = field(default_factory=list)
+
+
+def jobs(index: AddressIndex, rcpt_tos: tuple[str, ...]) -> dict[str, Job]:
+    out: dict[str, Job] = {}
+    for rcpt in rcpt_tos:
+        r = index.lookup(rcpt)
+        if r is None:
+            continue
+        job = out.setdefault(r.tenant.slug, Job(r))
+        if r.token:
+            job.tokens.append(r.token)
+    return out
+
+
+def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> Seen:
+    """The reads a decision needs: is it stored already, and which ticket does it continue."""
+    tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
+    key = mid or f"sha256:{raw_sha}"
+    existing = repos.find_message(conn, tenant.slug, key)
+    reused = False
+    if existing is not None and mid:
+        if existing == raw_sha:
+            return Seen(key, duplicate=True)
+        # Same Message-ID, other bytes: keep it, flagged (GLPI mailanalyzer #64).
+        key, reused = f"{mid}#{raw_sha}", True
+        existing = repos.find_message(conn, tenant.slug, key)
+    if existing is not None:
+        return Seen(key, duplicate=True, key_reused=reused)
+    match = find_ticket(
+        conn,
+        tenant,
+        config.secret,
+        msg.parsed.thread_hints,
+        envelope_token=job.tokens[0] if job.tokens else None,
+        sender=msg.sender,
+    )
+    return Seen(key, duplicate=False, key_reused=reused, match=match)
+
+
+def commit_message(
+    conn: Connection,
+    config: GatewayConfig,
+    templates: Templates,
+    jobs: dict[str, Job],
+    msg: Arrival,
+    bind: Callable[[Connection], None],
+) -> list[Stored] | Reject:
+    """Every tenant's stages in one savepoint; a rule's reject rolls it back and is the answer.
+
+    ``bind`` writes the message's blobs (database store) or checks them (files):
+    inside the savepoint, so a rejected message leaves none of its bytes.
+    """
+    savepoint = conn.begin_nested()
+    bind(conn)
+    stored: list[Stored] = []
+    for job in jobs.values():
+        plan = _commit_one(conn, config, templates, job, msg)
+        if plan.reject is not None:
+            savepoint.rollback()
+            return plan.reject
+        stored.append(plan.stored)
+    savepoint.commit()
+    return stored
+
+
+def _commit_one(
+    conn: Connection, config: GatewayConfig, templates: Templates, job: Job, msg: Arrival
+) -> Plan:
+    """One tenant's stages; the plan comes back with the ticket's ref filled in."""
+    tenant = job.recipient.tenant
+    seen = lookup(conn, config, job, msg)
+    plan = decide(seen, config, tenant, job.recipient.address, msg)
+    if plan.audit is not None:
+        ingest.audit(conn, tenant.slug, plan.audit, msg.now)
+    if plan.ingest is None:
+        return plan
+    written = ingest.write(conn, tenant.slug, plan.ingest, msg.now)
+    if written.ticket_id is None:
+        return plan
+    if plan.reaction is not None:
+        _react(conn, config, templates, job, plan, written, msg)
+    return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
+
+
+def _react(
+    conn: Connection,
+    config: GatewayConfig,
+    templates: Templates,
+    job: Job,
+    plan: Plan,
+    written: Written,
+    msg: Arrival,
+) -> None:
+    """What the stored message calls for: mail queued in this transaction, and the clocks."""
+    r, ticket_id = plan.reaction, written.ticket_id
+    assert r is not None and ticket_id is not None
+    tenant, parsed, sender, now = job.recipient.tenant, msg.parsed, msg.sender, msg.now
+    if r.role != "machine" and written.ref is not None:
+        created = plan.ingest is not None and plan.ingest.open is not None
+        event = Event(
+            tenant=tenant,
+            address=job.recipient.address,
+            ticket_id=ticket_id,
+            ref=written.ref,
+            created=created,
+            role=r.role,
+            agent=r.agent,
+            parsed=parsed,
+            sender=sender,
+            message_row=written.message_row,
+            acknowledge=r.acknowledge,
+            notify=queue_agents(conn, tenant, ticket_id),
+            subject=written.subject,
+        )
+        kinds = react(conn, config, event, templates, now)
+        clocks.on_message(
+            conn, tenant.slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
+            now=now, created=created,
+        )  # fmt: skip
+    elif r.bounce:
+        bounced(conn, config, tenant, ticket_id, parsed, now)
+
+
+def explain_commit(
+    conn: Connection, config: GatewayConfig, raw: RawMessage, parsed: ParsedMessage, now: datetime
+) -> list[dict[str, Any]]:
+    """Run the real commit stages for each tenant and say what they did; the caller rolls back."""
+    out: list[dict[str, Any]] = []
+    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now)
+    templates = Templates.of(config)
+    for slug, job in jobs(AddressIndex(config), raw.envelope.rcpt_tos).items():
+        item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
+        last = repos.outbox_last_id(conn)
+        nested = conn.begin_nested()
+        plan = _commit_one(conn, config, templates, job, msg)
+        if plan.reject is not None:
+            r = plan.reject
+            item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": r.rule}
+            nested.rollback()
+        else:
+            s = plan.stored
+            item["result"] = {
+                "ticket": s.ticket_ref,
+                "thread_by": s.thread_by,
+                "duplicate": s.duplicate,
+                "flags": list(s.flagged),
+            }
+            item["outbox"] = repos.outbox_after(conn, slug, last)
+            nested.commit()
+        item["plan"] = plan
+        out.append(item)
+    return out

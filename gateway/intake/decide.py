@@ -1,0 +1,216 @@
+"""Decide: from what the store said about a message to what it does, for one tenant.
+
+A pure function: no connection, no clock, no I/O. Everything it needs was
+read before (``gateway/intake/commit.py`` ``lookup``: the dedupe key and the
+ticket the message continues), so a test can call it with plain values and
+``route explain`` can show why it decided as it did. It holds who is
+speaking (``routing.classify``), the tenant's rules (``routing.rules``) and
+what the ticket, its participants and the audit log get; ``store.ingest``
+writes the plan, ``outbound.reactions`` answers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from outbound.reactions import is_ours
+from parsers.types import Attachment, ParsedMessage, RawMessage
+from routing.classify import Role, speaker
+from routing.config import Agent, GatewayConfig, Tenant
+from routing.rules import Decision, Facts, evaluate
+from routing.threader import ThreadMatch
+from routing.verdicts import Reason, Reject, Stored
+from store.ingest import Audit, Ingest, NewTicket, Participant
+
+__all__ = ["Arrival", "Plan", "Reaction", "Seen", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One message as every commit stage sees it: its bytes, what the parser made of them,
+    and the one time it carries everywhere (rules, rows, audit, mail)."""
+
+    raw: RawMessage
+    parsed: ParsedMessage
+    sha256: str  # of the raw bytes
+    now: datetime
+
+    @property
+    def sender(self) -> str:
+        """From:, or the envelope sender when the header has none."""
+        return self.parsed.from_addr or self.raw.envelope.mail_from.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the store knows of this message for one tenant, read before deciding."""
+
+    key: str  # the dedupe key it is (or would be) stored under
+    duplicate: bool  # already stored under that key
+    key_reused: bool = False  # its Message-ID came before with other bytes
+    match: ThreadMatch | None = None  # the ticket it continues (None for a duplicate)
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """Who hears of a stored message, once its ticket is known."""
+
+    role: Role
+    agent: Agent | None
+    acknowledge: bool | None  # a rule's say; None: the tenant's setting
+    bounce: bool  # a DSN about our mail: its failed addresses are marked bouncing
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one message does for one tenant; ``reject`` set means nothing at all."""
+
+    stored: Stored  # the answer; the ticket's ref is added once it is written
+    match: ThreadMatch | None = None
+    role: Role | None = None
+    agent: Agent | None = None
+    rules: Decision | None = None
+    reject: Reject | None = None
+    ingest: Ingest | None = None  # None: a duplicate or a drop
+    audit: Audit | None = None  # a rule's drop leaves this event, and nothing else
+    reaction: Reaction | None = None  # None: history (import), or nobody to tell
+
+
+def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, msg: Arrival) -> Plan:
+    """``recipient`` is the tenant address the envelope named (rules may test it)."""
+    slug, raw, parsed = tenant.slug, msg.raw, msg.parsed
+    if seen.duplicate or seen.match is None:
+        return Plan(Stored(slug, None, "none", drop=Reason.DUPLICATE))
+    match = seen.match
+    flags = ["message-id-reused"] if seen.key_reused else []
+    sender = msg.sender
+    role, agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+    if role == "agent" and (agent is None or agent.address != sender):
+        # An agent's token with someone else's From: kept for agents to see, never relayed.
+        role, agent = "client", None
+        flags.append("agent-token-from-mismatch")
+    facts = Facts(
+        parsed=parsed,
+        recipient=recipient,
+        size=len(raw.data),
+        now=msg.now,
+        new_ticket=match.ticket_id is None and role != "machine",
+    )
+    rules = evaluate(tenant.rules, facts)
+    plan = Plan(Stored(slug, None, "none"), match, role, agent, rules)
+    if rules.reject is not None:
+        name, said = rules.reject
+        reject = Reject(Reason.RULE, said.code, said.enhanced, said.text, rule=name, tenant=slug)
+        return replace(plan, reject=reject)
+    if rules.drop is not None:
+        why = {
+            "rule": rules.drop,
+            "sha256": msg.sha256,
+            "message_id": parsed.message_id,
+            "subject": parsed.subject[:200],
+            "source": raw.source,
+        }
+        event = Audit("message.dropped", sender, why, match.ticket_id)
+        return replace(plan, stored=Stored(slug, None, "none", drop=Reason.RULE_DROP), audit=event)
+
+    created = match.ticket_id is None and role != "machine"
+    thread_by = "new" if created else match.by
+    detail: dict[str, object] = {"kind": parsed.kind, "by": thread_by}
+    if rules.matched:
+        detail["rules"] = rules.matched
+    ingest = Ingest(
+        message=_message_row(msg, seen.key, role, flags, thread_by, rules),
+        attachments=tuple(_attachment_row(a) for a in parsed.attachments),
+        actor=sender,
+        detail=detail,
+        open=NewTicket(
+            tenant.tag_prefix,
+            parsed.subject.strip() or "(no subject)",
+            rules.queue or tenant.default_queue,
+        )
+        if created
+        else None,
+        ticket_id=match.ticket_id,
+        changes=_changes(rules, created=created),
+        tags=tuple(rules.tags),
+        participants=_participants(config, parsed, role, sender, created=created),
+    )
+    reaction = None
+    if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
+        bounce = parsed.kind == "bounce" and bool(parsed.dsn)
+        reaction = Reaction(role, agent, rules.acknowledge, bounce)
+    stored = Stored(slug, None, thread_by, flagged=tuple(flags))
+    return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
+
+
+def _message_row(
+    msg: Arrival, key: str, role: Role, flags: list[str], thread_by: str, rules: Decision
+) -> dict[str, object]:
+    raw, parsed = msg.raw, msg.parsed
+    return {
+        "message_key": key,
+        "message_id": parsed.message_id,
+        "direction": "in",
+        "kind": parsed.kind,
+        "sender_role": role,
+        "from_addr": msg.sender,
+        "from_name": parsed.from_name,
+        "to_addrs": list(parsed.to),
+        "cc_addrs": list(parsed.cc),
+        "subject": parsed.subject,
+        "date": parsed.date,
+        "text": parsed.text,
+        "reply_text": parsed.reply_text,
+        "html": parsed.html,
+        "raw_sha256": msg.sha256,
+        "raw_size": len(raw.data),
+        "defects": list(parsed.defects),
+        "flags": flags,
+        "thread_by": thread_by,
+        "envelope_from": raw.envelope.mail_from.lower(),
+        "source": raw.source,
+        "rules": rules.matched,
+    }
+
+
+def _attachment_row(a: Attachment) -> dict[str, object]:
+    return {
+        "filename": a.filename,
+        "content_type": a.content_type,
+        "size": a.size,
+        "sha256": a.sha256,
+        "inline": a.inline,
+        "content_id": a.content_id,
+    }
+
+
+def _changes(rules: Decision, *, created: bool) -> dict[str, str]:
+    """A rule's ticket actions; a new ticket got its queue when it was opened."""
+    changes: dict[str, str] = {}
+    if rules.queue and not created:
+        changes["queue"] = rules.queue
+    if rules.priority:
+        changes["priority"] = rules.priority
+    if rules.category:
+        changes["category"] = rules.category
+    if rules.assign:
+        changes["assignee"] = rules.assign
+    return changes
+
+
+def _participants(
+    config: GatewayConfig, parsed: ParsedMessage, role: Role, sender: str, *, created: bool
+) -> tuple[Participant, ...]:
+    """A client who writes takes part; on a new ticket so do the people they copied,
+    but never one of our own addresses."""
+    if role != "client":
+        return ()
+    out = [Participant(sender, parsed.from_name, "client" if created else "cc")]
+    if created:
+        out += [
+            Participant(addr, "", "cc")
+            for addr in parsed.cc
+            if addr != sender and not is_ours(config, addr)
+        ]
+    return tuple(out)

@@ -1,0 +1,217 @@
+"""One inbound message's rows for one tenant, written from a plan made before any of them.
+
+The pipeline decides first (``gateway/intake/decide.py``, a pure function)
+and this module writes: every insert and update an inbound message makes is
+here, in one order (the ticket, the message, its attachments, its
+Message-ID for threading, the participants, the audit event) and with the
+one timestamp the plan was made at. Reactions (acknowledgements, notices)
+come after, from ``outbound.reactions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.engine import Connection
+
+from store import repos
+from store.db import insert_ignore
+from store.models import attachments, message_ids, messages, participants, tickets
+
+__all__ = [
+    "Audit",
+    "Ingest",
+    "NewTicket",
+    "Participant",
+    "Written",
+    "add_participant",
+    "audit",
+    "insert_attachments",
+    "insert_message",
+    "record_message_id",
+    "touch_ticket",
+    "write",
+]
+
+# Statements built once: building an insert with .values() per call cost more
+# than running it (SQLAlchemy coerces every value into the construct).
+_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
+# (an UPDATE's WHERE may not reuse a column's name as a parameter name)
+_TOUCH_TICKET = (
+    update(tickets)
+    .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
+    .values(updated_at=bindparam("ts"))
+    .returning(tickets.c.ref, tickets.c.subject)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    prefix: str
+    subject: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    address: str
+    name: str
+    role: str  # client | cc
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    action: str
+    actor: str
+    detail: dict[str, Any]
+    ticket_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Every row one inbound message adds or changes for one tenant."""
+
+    message: dict[str, Any]  # the ``messages`` row but its tenant, ticket and time
+    attachments: tuple[dict[str, Any], ...]
+    actor: str  # who the audit event names: the sender
+    detail: dict[str, Any]  # the audit event's, after the stored message's row id
+    open: NewTicket | None = None  # a ticket to open, or
+    ticket_id: int | None = None  # the ticket it continues, or neither (machine mail alone)
+    changes: dict[str, Any] = field(default_factory=dict)  # a rule's queue, priority, ...
+    tags: tuple[str, ...] = ()  # added to the ticket's own
+    participants: tuple[Participant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    ticket_id: int | None
+    ref: str | None
+    subject: str  # the ticket's
+    message_row: int
+
+
+def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written:
+    """Apply ``plan``; a ticket that vanished since the lookup leaves ``ref`` None."""
+    ticket_id, ref, subject = plan.ticket_id, None, ""
+    if plan.open is not None:
+        ticket_id, ref = repos.new_ticket(
+            conn, tenant, plan.open.prefix, plan.open.subject, queue=plan.open.queue, now=now
+        )
+        subject = plan.open.subject
+    elif ticket_id is not None:
+        ref, subject = touch_ticket(conn, tenant, ticket_id, now) or (None, "")
+    if ticket_id is not None:
+        _change_ticket(conn, tenant, ticket_id, plan.changes, plan.tags, now)
+    row = insert_message(conn, tenant, now, ticket_id=ticket_id, **plan.message)
+    insert_attachments(conn, tenant, row, plan.attachments)
+    detail = {"message": row, **plan.detail}
+    if ticket_id is None:
+        repos.add_audit(conn, tenant, "message.recorded", actor=plan.actor, detail=detail, now=now)
+        return Written(None, None, "", row)
+    if plan.message.get("message_id"):
+        record_message_id(conn, tenant, plan.message["message_id"], ticket_id, "in")
+    for p in plan.participants:
+        add_participant(conn, tenant, ticket_id, p.address, p.name, p.role, now)
+    action = "ticket.created" if plan.open is not None else "message.added"
+    repos.add_audit(
+        conn, tenant, action, actor=plan.actor, ticket_id=ticket_id, detail=detail, now=now
+    )
+    return Written(ticket_id, ref, subject, row)
+
+
+def audit(conn: Connection, tenant: str, event: Audit, now: datetime) -> None:
+    repos.add_audit(
+        conn,
+        tenant,
+        event.action,
+        actor=event.actor,
+        ticket_id=event.ticket_id,
+        detail=event.detail,
+        now=now,
+    )
+
+
+def _change_ticket(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    changes: dict[str, Any],
+    tags: Sequence[str],
+    now: datetime,
+) -> None:
+    """A rule's ticket actions; tags join the ticket's own, so only new ones are a change."""
+    changes = dict(changes)
+    if tags:
+        row = repos.ticket_row(conn, tenant, ticket_id) or {}
+        have = list(row.get("tags") or [])
+        if any(t not in have for t in tags):
+            changes["tags"] = have + [t for t in tags if t not in have]
+    if changes:
+        repos.update_ticket(conn, tenant, ticket_id, now=now, **changes)
+
+
+def touch_ticket(
+    conn: Connection, tenant: str, ticket_id: int, now: datetime
+) -> tuple[str, str] | None:
+    """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
+    row = conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now})
+    found = row.first()
+    return (found[0], found[1]) if found is not None else None
+
+
+def insert_message(conn: Connection, tenant: str, now: datetime, **values: Any) -> int:
+    res = conn.execute(_INSERT_MESSAGE, {"tenant": tenant, "created_at": now, **values})
+    return res.scalar_one()
+
+
+def insert_attachments(
+    conn: Connection, tenant: str, message_row: int, items: Sequence[dict[str, Any]]
+) -> None:
+    if items:
+        conn.execute(
+            insert(attachments),
+            [
+                {"tenant": tenant, "message_id": message_row, "position": i, **item}
+                for i, item in enumerate(items)
+            ],
+        )
+
+
+def record_message_id(
+    conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
+) -> None:
+    """Remember an id for threading; the first ticket to claim an id keeps it."""
+    conn.execute(
+        insert_ignore(conn, message_ids),
+        {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
+    )
+
+
+def add_participant(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    address: str,
+    name: str,
+    role: str,
+    now: datetime,
+) -> bool:
+    """True if the address was new on the ticket (a unique index decides, in one statement)."""
+    if not address:
+        return False
+    res = conn.execute(
+        insert_ignore(conn, participants),
+        {
+            "tenant": tenant,
+            "ticket_id": ticket_id,
+            "address": address,
+            "name": name,
+            "role": role,
+            "created_at": now,
+        },
+    )
+    return bool(res.rowcount)
