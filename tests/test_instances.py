@@ -190,9 +190,9 @@ def test_instances_starting_together_migrate_one_after_the_other(tmp_path: Path)
 # --- one name, one live instance ---------------------------------------------------
 
 
-def _twin(home: Path, url: str) -> Daemon:
+def _twin(home: Path, url: str, lease: int = 3) -> Daemon:
     return Daemon(
-        home, database_url=url, gateway_extra='instance = "twin"\nlease_seconds = 3'
+        home, database_url=url, gateway_extra=f'instance = "twin"\nlease_seconds = {lease}'
     )
 
 
@@ -264,7 +264,9 @@ def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> 
     """The predecessor's pid is gone on this host: no waiting out its lease. A holder
     on another host that stops renewing is waited out for one lease, then replaced."""
     url = _shared_url(tmp_path)
-    gw = _twin(tmp_path / "a", url)
+    # Leases far longer than a start on a loaded machine takes: "replaced at once"
+    # must not pass (or fail) because the lease ran out while the gateway started.
+    gw = _twin(tmp_path / "a", url, lease=20)
     try:
         gw.start()
         gw.kill()
@@ -277,7 +279,7 @@ def test_a_restart_after_a_crash_takes_its_name_back_at_once(tmp_path: Path) -> 
         try:
             with engine.begin() as conn:
                 # long enough to be still held once the gateway has started on a busy machine
-                leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 6)
+                leases.acquire(conn, "instance:twin", "elsewhere:1:00", datetime.now(UTC), 15)
         finally:
             engine.dispose()
         gw.start()
