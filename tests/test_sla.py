@@ -188,7 +188,7 @@ def test_sla_config_per_tenant_queue_and_priority(tmp_path: Path) -> None:
     assert cfg.tenants[0].reports.recipients == ("boss@acme.test",)
 
 
-def test_sla_and_ops_config_errors_name_their_lines(tmp_path: Path) -> None:
+def test_sla_and_jobs_config_errors_name_their_lines(tmp_path: Path) -> None:
     p = tmp_path / "gateway.toml"
     p.write_text(
         """[gateway]

@@ -1,7 +1,7 @@
 """The ``gateway`` command: run the daemon, feed it mail, look at tickets.
 
 The commands live in one module per family (mail.py, tickets.py, admin.py,
-ops.py, gdpr.py, secrets.py); each points its parsers at a function with
+backups.py, gdpr.py, secrets.py); each points its parsers at a function with
 ``set_defaults(func=...)``. This module only builds the parser and is the one
 place that turns an error into its stderr line and exit code
 (gateway/cli/errors.py): an admin or an MTA reads these, not a developer.
@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from gateway.cli import admin, gdpr, mail, ops, secrets, tickets
+from gateway.cli import admin, backups, gdpr, mail, secrets, tickets
 from gateway.cli.common import common_parser
 from gateway.cli.errors import describe
 from routing.errors import ConfigError
@@ -21,7 +21,7 @@ from routing.errors import ConfigError
 __all__ = ["main"]
 
 # In the order `gateway --help` lists them.
-_FAMILIES = (admin, mail, tickets, secrets, gdpr, ops)
+_FAMILIES = (admin, mail, tickets, secrets, gdpr, backups)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from pyrage import x25519
 
 from gateway.ops.errors import BackupError, BackupMisconfigured, NothingToRead, WouldOverwrite
 from routing.config import GatewayConfig
-from routing.ops_config import BACKUP_KEY_ENV
+from routing.config.jobs import BACKUP_KEY_ENV
 
 __all__ = [
     "BackupKey",

@@ -19,7 +19,7 @@ from gateway.ops.backup import ARCHIVE_NAME, list_backups
 from outbound.sla_watch import clock_states
 from routing.config import GatewayConfig
 from store import clocks
-from store.ops_status import outbox_summary, report_summary
+from store.status import outbox_summary, report_summary
 
 __all__ = ["collect_extra", "package_version", "render_extra"]
 

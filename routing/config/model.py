@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from routing.ops_config import BackupSettings, ReportSettings, TenantReports
+from routing.config.jobs import BackupSettings, ReportSettings, TenantReports
 from routing.rules import Rule
 from routing.sla import SlaSettings
 

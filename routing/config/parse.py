@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from routing.config.jobs import parse_backup, parse_reports
 from routing.config.model import (
     BLOB_STORES,
     GatewayConfig,
@@ -26,7 +27,6 @@ from routing.config.model import (
 )
 from routing.config.tenant import parse_tenants
 from routing.errors import ConfigError
-from routing.ops_config import parse_backup, parse_reports
 from routing.schema import Checker, keys_of
 
 __all__ = ["Parsed", "parse_config"]

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from routing.config.jobs import parse_tenant_reports
 from routing.config.model import (
     LANGUAGES,
     Agent,
@@ -19,7 +20,6 @@ from routing.config.model import (
     Retention,
     Tenant,
 )
-from routing.ops_config import parse_tenant_reports
 from routing.rules import build_rules
 from routing.schema import Checker, keys_of
 from routing.sla import parse_sla
@@ -171,7 +171,7 @@ def _retention(c: Checker, raw: Any, base: str) -> Retention:
 def _tenant_ops(
     c: Checker, t: dict[str, Any], base: str, queues: tuple[Queue, ...]
 ) -> dict[str, Any]:
-    """``[tenants.sla]`` and ``[tenants.reports]`` (routing/sla.py, routing/ops_config.py)."""
+    """``[tenants.sla]`` and ``[tenants.reports]`` (routing/sla.py, routing/config/jobs.py)."""
     from routing.commands import PRIORITIES
 
     out: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """The operations part of gateway.toml: ``[backup]``, ``[reports]``, ``[tenants.reports]``.
 
-Kept apart from routing/config/ so the mail-routing config stays readable;
+A module of its own beside the mail-routing parts so those stay readable;
 the parse functions report through the same checker (routing/schema.py), so
 every error still names its file, line and key.
 """
