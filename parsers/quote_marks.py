@@ -5,7 +5,7 @@ can grow without touching the logic. Each pattern is written from the format
 the client itself produces (its attribution template or header block), in the
 locales of Gmail, Outlook (desktop, web, mobile), Apple Mail and Mail on iOS,
 Thunderbird, Yahoo, GMX/web.de and Samsung Email: en, de, fr, es, it, nl, pt,
-sv, da/no, pl, ru, ja, zh.
+sv, da/no, pl, ru, ja, zh, and tr, fi, cs, ko for Gmail, iOS and Outlook.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ KEYWORD = re.compile(
     r"|\b(?:schrieb|schreef|skrev|geschreven|geschrieben)\b.{0,200}"
     r"|\bnapisana\s+przez\b.{0,300}"  # pl: Apple's "Wiadomość napisana przez <name> w dniu <date>:"
     r"|a\s+écrit|ha\s+scritto"
+    r"|yazdı|kirjoitti|napsal\S*|작성"  # tr, fi, cs, ko
     r"|のメッセージ|のメール|書きました|写道)" + _COLON + r"$",
     _I,
 )
@@ -50,7 +51,7 @@ ADDRESS_END = re.compile(r"<[^<>\s@]+@[^<>\s]+>\)?" + _COLON + r"$")
 KEYWORD_HINTS = (
     "wrote", "schrieb", "geschrieben", "écrit", "escribió", "schreef", "geschreven",
     "scritto", "escreveu", "skrev", "napisa", "pisze", "пишет", "написал",
-    "のメッセージ", "のメール", "書きました", "写道",
+    "のメッセージ", "のメール", "書きました", "写道", "yazdı", "kirjoitti", "napsal", "작성",
 )  # fmt: skip
 
 # Separators alone on a line: "-----Original Message-----" and its translations.
@@ -72,12 +73,15 @@ RULE = re.compile(r"^\s*_{20,}\s*$")
 # Keys of the header block Outlook, GMX/web.de, Samsung and Windows Mail write above
 # the quoted mail, by what they name.
 _KEYS = {
-    "from": r"From|Von|De|Van|Da|Från|Fra|Od|От|差出人|发件人|寄件者|寄件人",
+    "from": r"From|Von|De|Van|Da|Från|Fra|Od|От|差出人|发件人|寄件者|寄件人|Kimden|Lähettäjä"
+    r"|보낸\s*사람",
     "sent": r"Sent|Gesendet|Envoyé|Enviado|Verzonden|Inviato|Skickat|Sendt|Wysłane|Wysłano"
-    r"|Отправлено|送信日時|发送时间|傳送時間|Date|Datum|Fecha|Data|Дата|日付|日期",
-    "to": r"To|An|À|A|Para|Aan|Till|Til|Do|Кому|宛先|收件人",
+    r"|Отправлено|送信日時|发送时间|傳送時間|Date|Datum|Fecha|Data|Дата|日付|日期"
+    r"|Gönderildi|Tarih|Lähetetty|Odesláno|보낸\s*날짜",
+    "to": r"To|An|À|A|Para|Aan|Till|Til|Do|Кому|宛先|收件人|Kime|Vastaanottaja|Komu|받는\s*사람",
+    "cc": r"Cc|Kopie|Copie\s+à|Copia|Kopia|Копия|抄送|副本",
     "subject": r"Subject|Betreff|Objet|Asunto|Oggetto|Onderwerp|Assunto|Ämne|Emne|Temat"
-    r"|Тема|件名|主题|主旨",
+    r"|Тема|件名|主题|主旨|Konu|Aihe|Předmět|제목",
 }
 HEADER_KEY = re.compile(
     r"^\s*\*?(?:" + "|".join(f"(?P<{k}>{v})" for k, v in _KEYS.items()) + r")\*?\s*[:：]",
@@ -107,7 +111,7 @@ FORWARD_HINTS = (
 SIGNATURE = re.compile(r"^-- ?$")
 MOBILE = re.compile(
     r"^\s*(?:Sent\s+from\s+(?:my\s+|Yahoo\s+Mail\b|Mail\b|Outlook\b)"
-    r"|Sent\s+with\s+\w+|Get\s+Outlook\s+for\b"
+    r"|Sent\s+with\s+(?:Proton\s*Mail|Spark|Blue\s*Mail)\b|Get\s+Outlook\s+for\b"
     r"|Von\s+meinem\s+.{1,40}\s+gesendet|Gesendet\s+von\s+(?:meinem\s+|Yahoo\s+Mail\b)"
     r"|Outlook\s+für\s+\w+\s+herunterladen"
     r"|Envoyé\s+(?:de|depuis)\s+(?:mon\s+|Yahoo\s+Mail\b)|Télécharger\s+Outlook\s+pour\b"
@@ -115,7 +119,7 @@ MOBILE = re.compile(
     r"|Inviato\s+da\s+(?:\w+\s+)?(?:iPhone|iPad|Yahoo\s+Mail)\b|Scarica\s+Outlook\s+per\b"
     r"|Verstuurd\s+(?:vanaf|vanuit|met)\s+(?:mijn\s+)?\w+|Skickat\s+från\s+(?:min\s+)?\w+"
     r"|Wysłane\s+z\s+\w+|Отправлено\s+(?:с|из)\s+\w+"
-    r"|\w+\s*から送信|发自我的\s*\w+|從我的\s*\w+\s*傳送)"
+    r"|\w+\s*から送信|发自我的\s*\w+|從我的\s*\w+\s*傳送|\S+\s+gönderildi)"
     r".{0,100}$",
     _I,
 )

@@ -152,13 +152,13 @@ def _next_text(lines: list[str], i: int) -> int:
 def _header_block(lines: list[str], i: int) -> bool:
     """Lines from ``i`` on are a From:/Sent:/To:/Subject: block (in any order, any language).
 
-    It needs a From key and at least two keys in all: "From: the print
-    spooler" alone in a message is text.
+    Every client writes the sender, the date and the recipient or subject;
+    "From: the print spooler" or "From: old@ To: new@" in a message is text.
     """
     kinds: set[str] = set()
-    for line in lines[i : i + 6]:
+    for line in lines[i : i + 7]:
         m = qm.HEADER_KEY.match(line)
         if not m:
             break
         kinds.add(next(k for k, v in m.groupdict().items() if v is not None))
-    return "from" in kinds and len(kinds) >= 2
+    return {"from", "sent"} <= kinds and bool(kinds & {"to", "subject"})
