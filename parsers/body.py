@@ -3,10 +3,13 @@
 A leaf is body when it is text/plain or text/html without an attachment
 disposition and without a filename; several HTML parts in a row (Apple Mail
 around an attachment) are all body, in order, as clients show them. Inside a
-delivery report (multipart/report) only the human-readable part is body: the
-delivery status, the returned headers and the returned message are
-attachments, read for the bounce logic too. An enclosed message's HTML is
-never the ticket's HTML; its text and attachments count (a forwarded mail).
+delivery report (multipart/report) only the human-readable part is body; the
+returned message is one .eml attachment, kept whole; the delivery status and
+returned headers are read for the bounce logic (``dsn``, thread hints) but
+are no attachment, since an attachment must be virus-scanned before the
+commit and these parts are machine-written text. An enclosed message's HTML is
+never the ticket's HTML; its text and attachments count (a forwarded mail),
+and one forwarded as an attachment is also kept whole as its .eml.
 """
 
 from __future__ import annotations
@@ -54,8 +57,6 @@ _EXT = {
     "text/calendar": ".ics",
     "text/csv": ".csv",
     "message/rfc822": ".eml",
-    "message/delivery-status": ".txt",
-    "text/rfc822-headers": ".txt",
     "application/zip": ".zip",
     "image/webp": ".webp",
 }
@@ -132,8 +133,6 @@ def _visit(
             acc.returned.append(returned_headers(_decoded(part, defects)))
         elif ctype in ("message/delivery-status", "message/global-delivery-status"):
             acc.dsn.extend(delivery_status(part))
-        acc.leaves += 1
-        acc.attachments.append(_attachment(part, ctype, acc.leaves, False, defects, acc))
         return
     if part.get_content_maintype() == "message" and isinstance(payload, list):
         for inner in payload:  # forwarded or returned message
@@ -149,6 +148,10 @@ def _visit(
                 if sub.texts:  # a forwarded mail's text is part of the body
                     acc.texts.append(("plain", _forward_header(inner, defects)))
                 acc.absorb(sub, texts=True, html=False)
+                if (part.get_content_disposition() or "").lower() == "attachment":
+                    acc.leaves += 1  # forwarded as an attachment: the original stays one, too
+                    name = _filename(part, "message/rfc822", acc.leaves, defects)
+                    acc.attachments.append(_enclosed(inner, acc.leaves, name))
         return
     acc.leaves += 1
     if _is_body(part, ctype):
@@ -185,14 +188,14 @@ def _alternative(
         acc.absorb(sub, texts=sub is chosen, html=sub is rich)
 
 
-def _enclosed(inner: Message, index: int) -> Attachment:
-    """A returned message as one .eml attachment, its bytes as the parser read them."""
+def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment:
+    """An enclosed message as one .eml attachment, its bytes as the parser read them."""
     try:
         data = inner.as_bytes()
     except Exception:  # a header the generator cannot write back: keep what it can
         data = str(inner).encode("utf-8", "surrogateescape")
     return Attachment(
-        filename=f"part-{index}.eml",
+        filename=name or f"part-{index}.eml",
         content_type="message/rfc822",
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),

@@ -81,14 +81,12 @@ EXPECT: dict[str, dict[str, Any]] = {
         "html": None,
         "text": ["could not\nbe delivered", "550 5.1.1 User unknown"],
         "not_text": ["We fixed the printer", "Reporting-MTA"],
-        "attachments": [
-            ("part-2.txt", "message/delivery-status"),
-            ("part-5.eml", "message/rfc822"),
-        ],
+        "attachments": [("part-4.eml", "message/rfc822")],
     },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],
+        "attachments": [("offer.eml", "message/rfc822")],
     },
 }
 
@@ -167,6 +165,12 @@ def test_returned_message_is_kept_whole() -> None:
     assert b"<p>We fixed the <b>printer</b>.</p>" in returned.data
     assert p.dsn == (("gone@client.test", "failed", "5.1.1"),)
     assert p.thread_hints.subject_tag == "ACME-7"  # the bounce still finds its ticket
+
+
+def test_attached_message_is_kept_whole_and_its_html_stays_in_it() -> None:
+    p = parse((REAL / "attached-message.eml").read_bytes())
+    assert p.html is None
+    assert b"<p>Our offer: <b>3 printers</b>.</p>" in p.attachments[0].data
 
 
 @pytest.mark.parametrize(
