@@ -19,26 +19,33 @@ __all__ = ["reply_text", "split_reply"]
 
 
 def reply_text(text: str) -> str:
-    """``text`` without quoted history and signature; the whole text if nothing is left."""
+    """``text`` without quoted history and signature; the whole text if nothing is left.
+
+    A forwarded mail below the new text is kept whole (its own quotes and
+    signature included); the sender's signature above it still goes.
+    """
     lines = text.split("\n")
     cut, forward = _history_start(lines)
-    kept = lines[:cut]
-    head = kept[:forward] if forward is not None else kept
+    head = lines[: cut if forward is None else forward]
+    forwarded = lines[forward:] if forward is not None else []
     if ">" in "\n".join(head):  # one C-level scan instead of a strip per line
         head = [ln for ln in head if not ln.lstrip().startswith(">")]
-    kept = head + (kept[forward:] if forward is not None else [])
-    for i, ln in enumerate(kept):
-        if qm.SIGNATURE.match(ln) and any(x.strip() for x in kept[:i]):
-            kept = kept[:i]
+    for i, ln in enumerate(head):
+        if qm.SIGNATURE.match(ln) and any(x.strip() for x in head[:i]):
+            head = head[:i]
             break
-    while kept and not kept[-1].strip():
-        kept.pop()
-    while kept and len(kept[-1]) < 200 and qm.MOBILE.match(kept[-1]):
-        kept.pop()
-        while kept and not kept[-1].strip():
-            kept.pop()
+    _trim(head)
+    while head and len(head[-1]) < 200 and qm.MOBILE.match(head[-1]):
+        head.pop()
+        _trim(head)
+    kept = head + [""] + forwarded if head and forwarded else head + forwarded
     result = "\n".join(ln.rstrip() for ln in kept).strip()
     return result if result else text.strip()
+
+
+def _trim(lines: list[str]) -> None:
+    while lines and not lines[-1].strip():
+        lines.pop()
 
 
 def split_reply(text: str) -> tuple[str, str]:
