@@ -38,7 +38,7 @@ def reply_text(text: str) -> str:
     while head and len(head[-1]) < 200 and qm.MOBILE.match(head[-1]):
         head.pop()
         _trim(head)
-    kept = head + [""] + forwarded if head and forwarded else head + forwarded
+    kept = [*head, "", *forwarded] if head and forwarded else head + forwarded
     result = "\n".join(ln.rstrip() for ln in kept).strip()
     return result if result else text.strip()
 
