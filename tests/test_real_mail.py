@@ -191,3 +191,33 @@ def test_header_charset_without_a_hint_from_the_body(raw: bytes, expected: str) 
     decode_raw_headers(msg, defects)
     assert msg["Subject"] == expected
     assert defects == ["header-8bit-not-utf8"]
+
+
+_HTML_REPLIES = {
+    # Gmail: the attribution in div.gmail_attr (with U+202F before AM), the quote a blockquote.
+    "gmail": '<div dir="ltr">Serial is XK-4471-B</div><br><div class="gmail_quote">'
+    '<div dir="ltr" class="gmail_attr">On Mon, Mar 4, 2024 at 10:15\u202fAM Support &lt;'
+    '<a href="mailto:s@acme.test">s@acme.test</a>&gt; wrote:<br></div>'
+    '<blockquote class="gmail_quote">Hello Anna,<br>please send the serial.</blockquote></div>',
+    # Outlook on the web / new Outlook: an <hr>, then divRplyFwdMsg with bold keys, no quote.
+    "outlook": '<div>Serial is XK-4471-B</div><div id="appendonsend"></div><hr tabindex="-1">'
+    '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif"><b>From:</b> Support '
+    "&lt;s@acme.test&gt;<br><b>Sent:</b> Monday, March 4, 2024 10:15 AM<br><b>To:</b> Anna "
+    "&lt;a@b.test&gt;<br><b>Subject:</b> Re: x</font><div>&nbsp;</div></div>"
+    "<div>Hello Anna, please send the serial.</div>",
+    # Apple Mail: the attribution inside blockquote type=cite.
+    "apple": '<html><body>Serial is XK-4471-B<br><div><br><blockquote type="cite"><div>On 4 '
+    "Mar 2024, at 10:15, Support &lt;s@acme.test&gt; wrote:</div><br><div>Hello Anna</div>"
+    "</blockquote></div></body></html>",
+}
+
+
+@pytest.mark.parametrize("client", sorted(_HTML_REPLIES))
+def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
+    head = (
+        "From: a@b.test\r\nTo: s@acme.test\r\nSubject: Re: x\r\nMessage-ID: <1@b.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    )
+    p = parse((head + _HTML_REPLIES[client]).encode())
+    assert p.reply_text == "Serial is XK-4471-B"
+    assert "Hello Anna" in p.text
