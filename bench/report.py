@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 MiB = 2**20
 TEMPLATES = Path(__file__).parent / "templates"
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10")
 CORES = 2  # this machine's; the header names it
 
 
@@ -266,6 +266,17 @@ def _fig9(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return x
 
 
+def _fig10(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """Tools best first; the failures of ours by client (the part of the name after NN-)."""
+    tools = f["tools"]
+    scored = sorted((t for t in tools if "exact" in tools[t]), key=lambda t: -tools[t]["exact"])
+    return {
+        "scored": scored,
+        "absent": [t for t in tools if "absent" in tools[t]],
+        "ours_failed": [n.split("-", 1)[-1] for n in tools.get("ours", {}).get("failed", [])],
+    }
+
+
 _FACTS = {
     "fig1": _fig1,
     "fig2": _fig2,
@@ -276,6 +287,7 @@ _FACTS = {
     "fig7": _none,
     "fig8": _fig8,
     "fig9": _fig9,
+    "fig10": _fig10,
 }
 
 

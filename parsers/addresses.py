@@ -25,17 +25,31 @@ _SIMPLE = re.compile(
 )
 
 
+# An encoded word is one token: a comma or semicolon a broken mailer left unencoded
+# inside it ("=?utf-8?q?Berger, Anna?=") separates nothing. They are masked with
+# private-use characters while the value is split and matched, and restored after.
+_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?]*?\?=")
+_MASK = str.maketrans({",": "\ue000", ";": "\ue001"})
+_UNMASK = str.maketrans({"\ue000": ",", "\ue001": ";"})
+
+
+def _masked(value: str) -> str:
+    if "=?" not in value:
+        return value
+    return _WORD.sub(lambda m: m.group(0).translate(_MASK), value)
+
+
 def parse_address(value: str, defects: list[str] | None = None) -> tuple[str, str]:
     """(display name, lower-cased addr-spec) of a single mailbox; ("", "") if unusable."""
     value = value.strip()
     if not value:
         return "", ""
-    m = _SIMPLE.fullmatch(value)
+    m = _SIMPLE.fullmatch(_masked(value))
     if m:
         if m.group("bare"):
             return "", m.group("bare").lower()
         name = m.group("q") if m.group("q") is not None else (m.group("n") or "")
-        return _name(name, defects), m.group("spec").lower()
+        return _name(name.translate(_UNMASK), defects), m.group("spec").lower()
     try:
         parsed = flanker_address.parse(value, addr_spec_only=False)
     except Exception:  # the grammar must not take the parse down with it
@@ -44,7 +58,17 @@ def parse_address(value: str, defects: list[str] | None = None) -> tuple[str, st
         if defects is not None:
             defects.append("bad-address")
         return "", ""
-    return _name(parsed.display_name or "", defects), parsed.address.lower()
+    name = parsed.display_name or _comment_name(value)
+    return _name(name, defects), parsed.address.lower()
+
+
+_COMMENT = re.compile(r"^\s*[^\s<>()]+@[^\s<>()]+\s*\((?P<c>(?:[^()\\]|\\.)*)\)\s*$")
+
+
+def _comment_name(value: str) -> str:
+    """The name in the old ``addr (Name)`` form (RFC 822), which clients still show."""
+    m = _COMMENT.match(value)
+    return re.sub(r"\\(.)", r"\1", m.group("c")).strip() if m else ""
 
 
 def parse_address_list(value: str, defects: list[str] | None = None) -> tuple[str, ...]:
@@ -68,6 +92,9 @@ def parse_address_list(value: str, defects: list[str] | None = None) -> tuple[st
 
 def split_list(value: str) -> list[str]:
     """Split an address list on top-level commas (and semicolons some clients use)."""
+    masked = _masked(value)
+    if masked != value:
+        return [p.translate(_UNMASK) for p in split_list(masked)]
     if '"' not in value and "(" not in value and "<" not in value:
         return [p for p in re.split(r"[,;]", value) if p.strip()]
     parts: list[str] = []

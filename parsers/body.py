@@ -1,9 +1,15 @@
-"""Walk the MIME tree: the body texts, the first HTML part, every attachment.
+"""Walk the MIME tree: the body texts, the HTML parts, every attachment.
 
 A leaf is body when it is text/plain or text/html without an attachment
-disposition and without a filename; report parts (delivery-status, returned
-headers) are kept apart for the bounce logic; everything else is an
-attachment, however deeply it sits inside forwarded messages.
+disposition and without a filename; several HTML parts in a row (Apple Mail
+around an attachment) are all body, in order, as clients show them. Inside a
+delivery report (multipart/report) only the human-readable part is body; the
+returned message is one .eml attachment, kept whole; the delivery status and
+returned headers are read for the bounce logic (``dsn``, thread hints) but
+are no attachment, since an attachment must be virus-scanned before the
+commit and these parts are machine-written text. An enclosed message's HTML is
+never the ticket's HTML; its text and attachments count (a forwarded mail),
+and one forwarded as an attachment is also kept whole as its .eml.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from parsers.mime import decode_bytes, decode_words
+from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
 
 __all__ = ["HtmlToText", "Walk", "walk"]
@@ -61,7 +68,7 @@ class Walk:
     """What the walk found, in document order."""
 
     texts: list[tuple[str, str]] = field(default_factory=list)  # ("plain"|"html", text)
-    html: str | None = None  # first text/html body, decoded, unsanitised
+    html: str | None = None  # the text/html bodies in order, decoded, unsanitised
     attachments: list[Attachment] = field(default_factory=list)
     returned: list[Message] = field(default_factory=list)  # headers of enclosed messages
     dsn: list[tuple[str, str, str]] = field(default_factory=list)  # (recipient, action, status)
@@ -69,17 +76,21 @@ class Walk:
     related_cids: set[str] = field(default_factory=set)
     leaves: int = 0
 
-    def absorb(self, other: Walk, *, texts: bool) -> None:
+    def absorb(self, other: Walk, *, texts: bool, html: bool = True) -> None:
         if texts:
             self.texts.extend(other.texts)
-        if self.html is None:
-            self.html = other.html
+        if html:
+            self.add_html(other.html)
         self.attachments.extend(other.attachments)
         self.returned.extend(other.returned)
         self.dsn.extend(other.dsn)
         self.part_types |= other.part_types
         self.related_cids |= other.related_cids
         self.leaves = max(self.leaves, other.leaves)
+
+    def add_html(self, html: str | None) -> None:
+        if html is not None:
+            self.html = html if self.html is None else f"{self.html}\n{html}"
 
 
 def walk(msg: Message, defects: list[str], html_to_text: HtmlToText) -> Walk:
@@ -119,26 +130,34 @@ def _visit(
         return
     if ctype in _REPORT:
         if ctype in ("text/rfc822-headers", "message/global-headers"):
-            acc.returned.append(_returned_headers(part, defects))
+            acc.returned.append(returned_headers(_decoded(part, defects)))
         elif ctype in ("message/delivery-status", "message/global-delivery-status"):
-            acc.dsn.extend(_delivery_status(part))
+            acc.dsn.extend(delivery_status(part))
         return
     if part.get_content_maintype() == "message" and isinstance(payload, list):
-        for inner in payload:  # forwarded or returned message: its attachments count
+        for inner in payload:  # forwarded or returned message
             if isinstance(inner, Message):
                 acc.returned.append(inner)
                 sub = Walk(leaves=acc.leaves)
                 _visit(inner, sub, defects, h2t, in_related=False, in_report=in_report)
-                if not in_report and sub.texts:  # a forwarded mail's text is part of the body
+                if in_report:  # the returned message is one attachment, whole
+                    acc.part_types |= sub.part_types
+                    acc.leaves = sub.leaves + 1
+                    acc.attachments.append(_enclosed(inner, acc.leaves))
+                    continue
+                if sub.texts:  # a forwarded mail's text is part of the body
                     acc.texts.append(("plain", _forward_header(inner, defects)))
-                acc.absorb(sub, texts=not in_report)
+                acc.absorb(sub, texts=True, html=False)
+                if (part.get_content_disposition() or "").lower() == "attachment":
+                    acc.leaves += 1  # forwarded as an attachment: the original stays one, too
+                    name = _filename(part, "message/rfc822", acc.leaves, defects)
+                    acc.attachments.append(_enclosed(inner, acc.leaves, name))
         return
     acc.leaves += 1
     if _is_body(part, ctype):
         text = _text_of(part, defects)
         if ctype == "text/html":
-            if acc.html is None:
-                acc.html = text
+            acc.add_html(text)
             acc.texts.append(("html", h2t(text, defects)))
         else:
             acc.texts.append(("plain", text))
@@ -164,8 +183,26 @@ def _alternative(
     chosen = next((s for s in subs if any(k == "plain" for k, _ in s.texts)), None)
     if chosen is None:
         chosen = next((s for s in subs if s.texts), None)
+    rich = next((s for s in subs if s.html is not None), None)  # one rendering of the HTML
     for sub in subs:
-        acc.absorb(sub, texts=sub is chosen)
+        acc.absorb(sub, texts=sub is chosen, html=sub is rich)
+
+
+def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment:
+    """An enclosed message as one .eml attachment, its bytes as the parser read them."""
+    try:
+        data = inner.as_bytes()
+    except Exception:  # a header the generator cannot write back: keep what it can
+        data = str(inner).encode("utf-8", "surrogateescape")
+    return Attachment(
+        filename=name or f"part-{index}.eml",
+        content_type="message/rfc822",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        inline=False,
+        content_id=None,
+        data=data,
+    )
 
 
 def _forward_header(inner: Message, defects: list[str]) -> str:
@@ -200,6 +237,8 @@ def _decoded(part: Message, defects: list[str]) -> bytes:
         name = type(d).__name__
         if name not in defects:
             defects.append(name)
+    if data is None and isinstance(part.get_payload(), list):  # message/delivery-status
+        data = part.as_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[2]
     return data if isinstance(data, bytes) else b""
 
 
@@ -212,29 +251,6 @@ def _text_of(part: Message, defects: list[str]) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
-
-
-def _delivery_status(part: Message) -> list[tuple[str, str, str]]:
-    """(recipient, action, status) per recipient block of a DSN (RFC 3464)."""
-    payload = part.get_payload()
-    blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
-    out: list[tuple[str, str, str]] = []
-    for block in blocks:
-        rcpt = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
-        if not rcpt:
-            continue
-        address = rcpt.split(";", 1)[-1].strip().strip("<>").lower()
-        action = str(block.get("Action", "")).strip().lower()
-        status = str(block.get("Status", "")).split("(", 1)[0].strip()
-        if address and len(address) <= 320:
-            out.append((address, action[:32], status[:16]))
-    return out
-
-
-def _returned_headers(part: Message, defects: list[str]) -> Message:
-    from parsers.mime import parse_header_block
-
-    return parse_header_block(_decoded(part, defects).lstrip(b"\r\n"))
 
 
 def _attachment(

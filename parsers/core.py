@@ -18,6 +18,7 @@ from parsers.autoreply import classify
 from parsers.body import walk
 from parsers.errors import ParseError, Unreadable
 from parsers.html import html_to_text, sanitise
+from parsers.legacy_headers import decode_raw_headers
 from parsers.limits import Limits, prescan
 from parsers.mime import decode_bytes, decode_words, header_text, parse_tree
 from parsers.quotes import reply_text
@@ -53,7 +54,8 @@ def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
 
 
 def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
-    msg = parse_tree(data)
+    msg = parse_tree(_skip_leading_junk(data, defects))
+    decode_raw_headers(msg, defects)
     if not msg.keys() and not str(msg.get_payload() or "").strip():
         raise Unreadable("no headers and no body")
     found = walk(msg, defects, html_to_text)
@@ -88,10 +90,7 @@ def _assemble(
         return decode_words(header_text(msg.get(name), defects), defects)
 
     subject = " ".join(_BLANKS.sub(" ", hdr("Subject")).split(" ")).strip()
-    from_list = split_list(header_text(msg.get("From"), defects))
-    from_name, from_addr = parse_address(from_list[0], defects) if from_list else ("", "")
-    if len(from_list) > 1:
-        defects.append("multiple-from")
+    from_name, from_addr = _sender(msg, defects)
     if not from_addr:
         defects.append("no-from")
     message_id = normalise_msg_id(header_text(msg.get("Message-ID"), defects))
@@ -147,6 +146,48 @@ def _assemble(
         headers=_headers(msg, clean),
     )
     return replace(result, defects=tuple(dict.fromkeys(defects)))
+
+
+def _sender(msg: Message, defects: list[str]) -> tuple[str, str]:
+    """(name, address) of the first usable mailbox of the From headers.
+
+    A broken relay may put an unparseable From above the real one; clients
+    show the first one they can read, and so do we (with a defect noted).
+    """
+    values = msg.get_all("From") or []
+    mailboxes = [m for v in values for m in split_list(header_text(v, defects))]
+    if len(mailboxes) > 1:
+        defects.append("multiple-from")
+    for mailbox in mailboxes:
+        name, addr = parse_address(mailbox, defects)
+        if addr:
+            return name, addr
+    return "", ""
+
+
+# A header line; and the names that show a block of them is a message's header.
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+_KNOWN = re.compile(
+    rb"^(?:from|to|subject|date|received|return-path|message-id|mime-version):", re.IGNORECASE
+)
+
+
+def _skip_leading_junk(data: bytes, defects: list[str]) -> bytes:
+    """Drop a few lines before the header that are no header, as clients do.
+
+    A stray line (an SMTP banner, a broken client's status line) would make the
+    whole header the body. An mbox ``From `` line the stdlib parser handles.
+    """
+    if _HEADER_LINE.match(data) or data.startswith(b"From "):
+        return data
+    lines = data.split(b"\n", 6)[:6]
+    for i, line in enumerate(lines[1:5], 1):
+        if not line.strip():
+            return data  # a blank line first: there is no header to find
+        if _HEADER_LINE.match(line) and any(_KNOWN.match(x) for x in lines[i:]):
+            defects.append("junk-before-header")
+            return data[sum(len(x) + 1 for x in lines[:i]) :]
+    return data
 
 
 _MAX_HEADERS = 200

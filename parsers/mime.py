@@ -40,6 +40,7 @@ __all__ = [
     "header_text",
     "parse_header_block",
     "parse_tree",
+    "superset",
 ]
 
 
@@ -85,6 +86,11 @@ _SUPERSET = {
     "tis_620": "cp874",
 }
 _codec_cache: dict[str, str | None] = {}
+
+
+def superset(codec: str) -> str:
+    """The codec to decode ``codec``'s label with: its superset where one is in use."""
+    return _SUPERSET.get(codec, codec)
 
 
 def parse_tree(data: bytes) -> Message:
@@ -173,7 +179,8 @@ def header_text(value: str | None, defects: list[str]) -> str:
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
-_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+# The payload may hold spaces: broken mailers write them and clients decode the word anyway.
+_EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
 _WS_ONLY = re.compile(r"[ \t\r\n]*")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
@@ -194,21 +201,41 @@ def decode_words(text: str, defects: list[str]) -> str:
         gap = text[pos : m.start()]
         if not (pend and _WS_ONLY.fullmatch(gap)):
             if pend:
-                out.append(decode_bytes(b"".join(pend), pend_cs, defects))
+                out.append(_word_text(b"".join(pend), pend_cs, defects))
                 pend = []
             out.append(gap)
         charset = m.group(1).split("*", 1)[0]  # RFC 2231 language suffix
         raw = _word_bytes(m.group(2), m.group(3), defects)
         if pend and charset.lower() != (pend_cs or "").lower():
-            out.append(decode_bytes(b"".join(pend), pend_cs, defects))
+            out.append(_word_text(b"".join(pend), pend_cs, defects))
             pend = []
         pend_cs = charset
         pend.append(raw)
         pos = m.end()
     if pend:
-        out.append(decode_bytes(b"".join(pend), pend_cs, defects))
+        out.append(_word_text(b"".join(pend), pend_cs, defects))
     out.append(text[pos:])
     return "".join(out)
+
+
+_LATIN = {"ascii", "latin_1", "iso8859_1", "iso8859_15", "cp1252"}
+
+
+def _word_text(raw: bytes, charset: str | None, defects: list[str]) -> str:
+    """Encoded words labelled Latin-1 whose bytes are UTF-8 are UTF-8 (a common mailer bug).
+
+    Non-ASCII UTF-8 almost never happens by chance in Latin-1 text, so this
+    reads them as their writer meant instead of as "GrÃ¼Ã\x9fe".
+    """
+    if not raw.isascii() and codec_name(charset) in _LATIN:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            defects.append(f"charset-mismatch:{_label(charset)}")
+            return text
+    return decode_bytes(raw, charset, defects)
 
 
 def _word_bytes(enc: str, payload: str, defects: list[str]) -> bytes:

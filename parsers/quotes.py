@@ -1,181 +1,171 @@
 """Cut quoted history and signatures off a reply, leaving what was written this time.
 
-A matching problem: the first attribution line or
-separator that a mail client writes above the quoted mail ends the new text.
-The patterns follow FreeScout's and discourse/email_reply_trimmer's lists for
-the clients people actually use (Gmail, Outlook desktop and web, Apple Mail,
-Thunderbird, Yahoo) in the languages our tenants write in. Forwarded mail is
-kept: "Begin forwarded message" is not a reply.
+A matching problem: the first attribution line ("On <date>, <name> wrote:"),
+separator ("-----Original Message-----") or header block (Outlook's
+From:/Sent:/To:/Subject:) that a mail client writes above the quoted mail
+ends the new text; ``>`` lines above it are quotes the sender answered
+between. The marks themselves are in ``parsers.quote_marks``. Text that only
+looks like a mark stays: an attribution must carry a date or an address, or
+be followed by a quote; a rule line must have a header block under it; a
+header block needs more than one of its keys. Forwarded mail is kept whole:
+it is what the sender wants read.
 """
 
 from __future__ import annotations
 
-import re
+from parsers import quote_marks as qm
 
-__all__ = ["reply_text"]
-
-_I = re.IGNORECASE
-# "On <date>, <name> wrote:" and its translations; may be wrapped over up to 3 lines.
-_LEAD = (
-    r"^(?:"
-    r"On\b.{0,300}\bwrote"  # en (Gmail, Apple, Thunderbird)
-    r"|Am\b.{0,300}\bschrieb\b.{0,200}"  # de
-    r"|Le\b.{0,300}\ba\s+écrit\s*"  # fr
-    r"|El\b.{0,300}\bescribió"  # es
-    r"|Op\b.{0,300}\bschreef\b.{0,200}"  # nl
-    r"|Il\b.{0,300}\bha\s+scritto"  # it
-    r"|(?:Em|No\s+dia)\b.{0,300}\bescreveu"  # pt
-    r"|(?:Den|På)\b.{0,300}\bskrev\b.{0,200}"  # sv, da, no
-    r"|W\s+dniu\b.{0,300}\bnapisał\w*"  # pl
-    r")\s*:"
-)
-_ATTRIBUTION = re.compile(_LEAD + r"\s*$", _I | re.DOTALL)
-# The same attribution with the quote run into its line, as HTML paragraphs collapse it.
-_ATTRIBUTION_INLINE = re.compile(_LEAD + r"\s*>", _I | re.DOTALL)
-# Single-line forms without a fixed lead word: "Name <x@y> wrote:", ru, ja.
-_ATTRIBUTION_LOOSE = re.compile(
-    r"^.{0,300}(?:\bwrote|\bпишет|\bнаписал\w*)\s*:\s*$|^.{0,200}のメッセージ\s*:?\s*$", _I
-)
-# Separators that stand alone on a line.
-_SEPARATOR = re.compile(
-    r"^\s*(?:"
-    r"-{2,}\s*(?:Original\s+Message|Ursprüngliche\s+Nachricht|Message\s+d'origine"
-    r"|Mensaje\s+original|Oorspronkelijk\s+bericht|Messaggio\s+originale"
-    r"|Mensagem\s+original|Ursprungligt\s+meddelande|Original\s+meddelelse)\s*-{2,}"
-    r"|_{20,}"  # Outlook's rule above the From:/Sent: block
-    r"|-{3,}\s*Reply\s+above\s+this\s+line\s*-{3,}"
-    r"|#+\s*Please\s+(?:type\s+your\s+)?reply\s+above\s+this\s+line\s*#+"
-    r")\s*$",
-    _I,
-)
-_FROM = re.compile(r"^\s*\*?(?:From|Von|De|Van|Da|Från|Fra|Od|От)\s*:", _I)
-_SENT = re.compile(
-    r"^\s*\*?(?:Sent|Gesendet|Envoyé|Enviado|Verzonden|Inviato|Skickat|Sendt|Wysłano"
-    r"|Отправлено|Date|Datum|Fecha|Data)\s*:",
-    _I,
-)
-_FORWARD = re.compile(
-    r"(?:-{3,}\s*(?:Forwarded\s+message|Weitergeleitete\s+Nachricht|Message\s+transféré)"
-    r"|Begin\s+forwarded\s+message\s*:|Anfang\s+der\s+weitergeleiteten)",
-    _I,
-)
-_KEYWORD = re.compile(
-    r"(?:wrote|schrieb|écrit|escribió|schreef|scritto|escreveu|skrev|napisał|пишет|написал"
-    r"|のメッセージ)\w*.{0,200}:?\s*$",
-    _I,
-)
-_SIGNATURE = re.compile(r"^-- ?$")
-_MOBILE = re.compile(
-    r"^\s*(?:Sent\s+from\s+my\s+\w+|Von\s+meinem\s+\w+\s+gesendet|Envoyé\s+de\s+mon\s+\w+"
-    r"|Get\s+Outlook\s+for\s+\w+|Enviado\s+desde\s+mi\s+\w+)\b.{0,40}$",
-    _I,
-)
+__all__ = ["reply_text", "split_reply"]
 
 
 def reply_text(text: str) -> str:
-    """``text`` without quoted history and signature; the whole text if nothing is left."""
+    """``text`` without quoted history and signature; the whole text if nothing is left.
+
+    A forwarded mail below the new text is kept whole (its own quotes and
+    signature included); the sender's signature above it still goes.
+    """
     lines = text.split("\n")
-    cut = _history_start(lines)
-    kept = lines[:cut]
-    if ">" in "\n".join(kept):  # one C-level scan instead of a strip per line
-        kept = [ln for ln in kept if not ln.lstrip().startswith(">")]
-    for i, ln in enumerate(kept):
-        if _SIGNATURE.match(ln) and any(x.strip() for x in kept[:i]):
-            kept = kept[:i]
+    cut, forward = _history_start(lines)
+    head = lines[: cut if forward is None else forward]
+    forwarded = lines[forward:] if forward is not None else []
+    if ">" in "\n".join(head):  # one C-level scan instead of a strip per line
+        head = [ln for ln in head if not ln.lstrip().startswith(">")]
+    for i, ln in enumerate(head):
+        if qm.SIGNATURE.match(ln) and any(x.strip() for x in head[:i]):
+            head = head[:i]
             break
-    while kept and not kept[-1].strip():
-        kept.pop()
-    if kept and _MOBILE.match(kept[-1]):
-        kept.pop()
+    _trim(head)
+    while head and len(head[-1]) < 200 and qm.MOBILE.match(head[-1]):
+        head.pop()
+        _trim(head)
+    kept = [*head, "", *forwarded] if head and forwarded else head + forwarded
     result = "\n".join(ln.rstrip() for ln in kept).strip()
     return result if result else text.strip()
 
 
-def _history_start(lines: list[str]) -> int:
-    """Index of the first line of quoted history, or len(lines).
+def _trim(lines: list[str]) -> None:
+    while lines and not lines[-1].strip():
+        lines.pop()
 
-    Each regex runs only on lines that contain what it needs (a keyword, a
-    ">" or a leading "-_#"): unanchored searches over every line of a long
-    mail were most of the parser's time.
+
+def split_reply(text: str) -> tuple[str, str]:
+    """(what the sender wrote this time, the rest: quotes and signature), for folding.
+
+    The rest is ``text`` with the reply's lines taken out in order, so quotes
+    answered in between and the history below both land in it.
     """
-    forwarded = False
+    reply = reply_text(text)
+    want = [ln.strip() for ln in reply.split("\n")]
+    rest: list[str] = []
+    j = 0
+    for ln in text.split("\n"):
+        if j < len(want) and ln.strip() == want[j]:
+            j += 1
+        else:
+            rest.append(ln)
+    if j < len(want):  # the reply is not a subsequence (it is the whole text): no rest
+        return reply, ""
+    return reply, "\n".join(rest).strip("\n")
+
+
+def _history_start(lines: list[str]) -> tuple[int, int | None]:
+    """(index of the first line of quoted history or len(lines), index of a forward mark).
+
+    Each pattern runs only on lines that can match it (ending in a colon, a
+    header key in the first columns, a leading rule character): unanchored
+    searches over every line of a long mail were most of the parser's time.
+    """
     n = len(lines)
-    # The same tests on the whole text first: a mail without any of these marks (most
-    # new tickets) skips the walk, and each test below runs only when it can match.
     whole = "\n".join(lines)
+    if ":" not in whole and "：" not in whole and "-" not in whole and "_" not in whole:
+        return n, None  # most new tickets: nothing below can match
     low_all = whole.lower()
-    fwd = any(k in low_all for k in _FORWARD_HINTS)
-    kw = any(k in low_all for k in _KEYWORD_HINTS)
-    gt, colon = ">" in whole, ":" in whole
-    sep = "-" in whole or "_" in whole or "#" in whole
-    if not (fwd or kw or gt or colon or sep):
-        return n
+    fwd = any(k in low_all for k in qm.FORWARD_HINTS)
     for i, line in enumerate(lines):
         s = line.strip()
-        if not s:
+        if not s or s[0] == ">":
             continue
-        low = s.lower() if fwd or kw else ""
-        if fwd and any(k in low for k in _FORWARD_HINTS) and _FORWARD.search(s):
-            forwarded = True  # everything below is forwarded content, keep it
-            continue
-        if forwarded:
-            continue
-        if sep and s[0] in "-_#" and _SEPARATOR.match(s) and i > 0:
-            return i
-        if kw and len(s) < 600 and any(k in low for k in _KEYWORD_HINTS) and _KEYWORD.search(s):
+        if fwd and qm.FORWARD.match(s):
+            return n, i  # everything below is forwarded content, keep it
+        if s[0] in "-_=─#原元" and i > 0 and qm.SEPARATOR.match(s):
+            return i, None
+        if s[0] == "_" and qm.RULE.match(s) and _header_block(lines, _next_text(lines, i)):
+            return i, None
+        if s[-1] in ":：":
             start = _attribution_start(lines, i)
             if start is not None:
-                return start
-        if gt and ">" in s and _ATTRIBUTION_INLINE.match(s):
-            return i
-        if colon and ":" in s[:16] and _FROM.match(s) and _outlook_block(lines, i):
-            return i
-    return n
-
-
-# Lower-case words without which _FORWARD / _KEYWORD cannot match.
-_FORWARD_HINTS = ("forward", "weitergeleitet", "transféré")
-_KEYWORD_HINTS = (
-    "wrote",
-    "schrieb",
-    "écrit",
-    "escribió",
-    "schreef",
-    "scritto",
-    "escreveu",
-    "skrev",
-    "napisał",
-    "пишет",
-    "написал",
-    "のメッセージ",
-)
+                return start, None
+        elif "@" in s and len(s) < 1000 and qm.LEAD_INLINE.match(s) and _evidence(s, lines, i):
+            return i, None  # "On <date>, <name> <addr> wrote: <quoted text>"
+        if ":" in s[:24] or "：" in s[:24]:
+            if _header_block(lines, i):
+                return i, None
+    return n, None
 
 
 def _attribution_start(lines: list[str], i: int) -> int | None:
-    """First line of an attribution ending on line ``i`` (wrapped over up to 3 lines)."""
+    """First line of an attribution ending on line ``i``, or None if it is not one.
+
+    Clients wrap long attributions (Gmail at 78 columns, before the address or
+    before "wrote:"), so up to three lines are read together.
+    """
+    s = lines[i].strip()
+    if len(s) > 600:
+        return None
     for start in range(max(0, i - 2), i + 1):
         span = lines[start : i + 1]
         if any(not x.strip() or x.lstrip().startswith(">") for x in span):
             continue
         joined = " ".join(x.strip() for x in span)
-        if _ATTRIBUTION.match(joined) and _attribution_plausible(lines, start, i):
+        if qm.LEAD.match(joined) and _evidence(joined, lines, i):
             return start
-    if _ATTRIBUTION_LOOSE.match(lines[i].strip()) and _attribution_plausible(lines, i, i):
-        return i
+    start, joined = i, s
+    prev = lines[i - 1].strip() if i > 0 else ""
+    if len(s) < 40 and prev and not prev.startswith(">"):
+        start, joined = i - 1, f"{prev} {s}"  # "...<addr>" / "wrote:" wrapped onto its own line
+    low = joined.lower()
+    if any(k in low for k in qm.KEYWORD_HINTS) and qm.KEYWORD.search(joined):
+        if _evidence(joined, lines, i):
+            return start
+    if "@" in s and qm.ADDRESS_END.search(s) and any(c.isdigit() for c in s):
+        if _quote_follows(lines, i):
+            return i
     return None
 
 
-def _attribution_plausible(lines: list[str], start: int, end: int) -> bool:
-    """An attribution is followed by quoted text, or is the last prose in the mail.
+def _evidence(attribution: str, lines: list[str], end: int) -> bool:
+    """A real attribution names a date or an address, or a quote follows it.
 
-    Guards against cutting a sentence like "On Monday I wrote: ..." in the
-    middle of a new message.
+    Guards "as my colleague wrote:" followed by a list in the new text.
     """
-    rest = [x for x in lines[end + 1 : end + 4] if x.strip()]
-    return not rest or rest[0].lstrip().startswith(">") or len(lines[end].strip()) < 200
+    if "@" in attribution or any(c.isdigit() for c in attribution):
+        return True
+    return _quote_follows(lines, end)
 
 
-def _outlook_block(lines: list[str], i: int) -> bool:
-    """From: followed within four lines by Sent:/Date: -- Outlook's reply header."""
-    following = [x for x in lines[i + 1 : i + 6] if x.strip()][:4]
-    return any(_SENT.match(x) for x in following)
+def _quote_follows(lines: list[str], end: int) -> bool:
+    nxt = _next_text(lines, end)
+    return nxt < len(lines) and lines[nxt].lstrip().startswith(">")
+
+
+def _next_text(lines: list[str], i: int) -> int:
+    """Index of the first non-blank line after ``i`` (len(lines) if none)."""
+    j = i + 1
+    while j < len(lines) and not lines[j].strip():
+        j += 1
+    return j
+
+
+def _header_block(lines: list[str], i: int) -> bool:
+    """Lines from ``i`` on are a From:/Sent:/To:/Subject: block (in any order, any language).
+
+    Every client writes the sender, the date and the recipient or subject;
+    "From: the print spooler" or "From: old@ To: new@" in a message is text.
+    """
+    kinds: set[str] = set()
+    for line in lines[i : i + 7]:
+        m = qm.HEADER_KEY.match(line)
+        if not m:
+            break
+        kinds.add(next(k for k, v in m.groupdict().items() if v is not None))
+    return {"from", "sent"} <= kinds and bool(kinds & {"to", "subject"})

@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.daemon import ROOT
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
+SCORES = ("fig10",)  # exact-match counts, not timings: no medians
 
 
 def _medians(node: object) -> list[float]:
@@ -37,7 +38,7 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     doc = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
     assert doc["errors"] == {}
-    assert set(doc["figures"]) == set(FIGURES)
+    assert set(doc["figures"]) == set(FIGURES + SCORES)
     for name in FIGURES:
         medians = _medians(doc["figures"][name])
         assert medians and all(m == m for m in medians), name  # numbers, none NaN
@@ -52,6 +53,8 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
         for case in cell.values():
             assert case["rate"]["median"] > 0
             assert case["exactly_once"], case
+    ours = doc["figures"]["fig10"]["tools"]["ours"]
+    assert ours["total"] >= 60 and ours["exact"] > 0, ours
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "SMOKE RUN" in md and "## 8. Web" in md and "## 9. Several gateway instances" in md
 

@@ -26,6 +26,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     ps = tsub.add_parser("show", parents=[common])
     ps.add_argument("ref")
     ps.add_argument("--json", action="store_true")
+    ps.add_argument(
+        "--quoted",
+        action="store_true",
+        help="print each message whole, quoted history included (by default it is folded)",
+    )
     ps.set_defaults(func=_run(_show))
     tsub.add_parser("dump", parents=[common]).set_defaults(func=_run(_dump))
 
@@ -76,7 +81,7 @@ async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
     if args.json:
         print(json.dumps(detail, ensure_ascii=False, indent=2))
     else:
-        _print_ticket(detail)
+        _print_ticket(detail, quoted=args.quoted)
     return 0
 
 
@@ -99,7 +104,7 @@ def _tenant_of_ref(config: GatewayConfig, ref: str) -> str:
     raise CommandError(f"no tenant uses the ticket prefix {prefix!r}")
 
 
-def _print_ticket(d: dict[str, Any]) -> None:
+def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
     print(f"{d['ref']}  [{d['status']}]  {d['subject']}")
     print(f"tenant: {d['tenant']}   opened: {d['created_at']}")
     print("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in d["participants"]))
@@ -112,4 +117,18 @@ def _print_ticket(d: dict[str, Any]) -> None:
                 f"sha256 {a['sha256']})"
             )
         print()
-        print(m.get("text", "").rstrip())
+        print(_message_text(m.get("text") or "", quoted=quoted))
+
+
+def _message_text(text: str, *, quoted: bool) -> str:
+    """What the sender wrote this time, and a line counting the quoted lines folded away."""
+    if quoted:
+        return text.rstrip()
+    from parsers.quotes import split_reply
+
+    reply, rest = split_reply(text)
+    folded = sum(1 for ln in rest.split("\n") if ln.strip())
+    if not folded:
+        return reply
+    noun = "line" if folded == 1 else "lines"
+    return f"{reply}\n\n    [{folded} quoted {noun} folded; --quoted shows them]"

@@ -91,7 +91,8 @@ class ClientSite(SignIn):
             return self._error(request, tenant, "error.notfound", 404)
         ticket, msgs = found
         shown = [
-            {
+            _folded(m)
+            | {
                 "author": (
                     translate(self._lang(request), "ticket.support")
                     if m["sender_role"] == "agent"
@@ -99,7 +100,6 @@ class ClientSite(SignIn):
                 ),
                 "is_support": m["sender_role"] == "agent",
                 "date": str(m["date"] or m["created_at"])[:16].replace("T", " "),
-                "text": _agent_text(m) if m["sender_role"] == "agent" else m["text"],
                 "attachments": [
                     {
                         "name": a["filename"],
@@ -184,6 +184,20 @@ class ClientSite(SignIn):
             f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
         )
         return response
+
+
+def _folded(message: dict[str, Any]) -> dict[str, str]:
+    """``text`` to show and ``quoted``, the history folded behind "show quoted text".
+
+    Computed here from the stored full text rather than read from the stored
+    reply_text, so mails stored before a better quote parser fold with it too.
+    """
+    if message["sender_role"] == "agent":
+        return {"text": _agent_text(message), "quoted": ""}
+    from parsers.quotes import split_reply
+
+    text, quoted = split_reply(message["text"] or "")
+    return {"text": text, "quoted": quoted}
 
 
 def _agent_text(message: dict[str, Any]) -> str:

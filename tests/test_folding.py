@@ -1,0 +1,65 @@
+"""Where people read: the reply first, its quoted history folded (issue #19).
+
+On the client's web page the history sits in a <details> element (a native,
+keyboard-usable toggle) below what the sender wrote this time; `gateway
+tickets show` prints the reply and a line counting the folded quoted lines,
+and `--quoted` prints the whole message.
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+
+from tests.daemon import Daemon
+from tests.mail import make_mail
+from tests.test_web_client import (  # noqa: F401 (site is a fixture)
+    Browser,
+    _link,
+    _request_link,
+    _sign_in,
+    site,
+)
+
+REPLY = "The serial number is XK-4471-B."
+BODY = (
+    f"Hello,\n\n{REPLY}\n\nAnna\n\n"
+    "Am Mo., 4. März 2024 um 10:15 Uhr schrieb Support <\nsupport@acme.test>:\n\n"
+    "> Please send us the serial number of the printer.\n"
+    "> Kind regards\n"
+)
+
+
+def test_client_page_folds_the_quoted_history(site: Daemon) -> None:  # noqa: F811
+    anna = "anna@client.test"
+    code, text = site.send(make_mail(sender=anna, subject="Printer", body=BODY), sender=anna)
+    assert code == 250, text
+    ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    b = Browser(site)
+    assert _request_link(b, anna)[0] == 200
+    assert _sign_in(b, _link(site, anna))[0] == 303
+    code, page, _ = b.get(f"/t/acme/tickets/{ref}")
+    assert code == 200
+    shown = re.search(r'<div class="message-text">(.*?)</div>', page, re.DOTALL)
+    assert shown and htmllib.unescape(shown.group(1)) == f"Hello,\n\n{REPLY}\n\nAnna"
+    folded = re.search(r'<details class="message-quoted">(.*?)</details>', page, re.DOTALL)
+    assert folded, page
+    assert re.search(r"<summary>Show quoted text</summary>", folded.group(1))
+    inner = htmllib.unescape(folded.group(1))
+    assert "> Please send us the serial number" in inner and "schrieb Support" in inner
+    assert REPLY not in inner
+
+
+def test_tickets_show_folds_and_quoted_shows_all(daemon: Daemon) -> None:
+    carl = "carl@client.test"
+    code, text = daemon.send(make_mail(sender=carl, subject="Folding", body=BODY), sender=carl)
+    assert code == 250, text
+    ref = text.split()[-1]
+    plain = daemon.cli("tickets", "show", ref)
+    assert plain.returncode == 0, plain.stderr
+    out = plain.stdout.decode()
+    assert REPLY in out and "Please send us the serial number" not in out
+    assert "[4 quoted lines folded; --quoted shows them]" in out
+    whole = daemon.cli("tickets", "show", ref, "--quoted").stdout.decode()
+    assert REPLY in whole and "> Please send us the serial number" in whole
+    assert "folded" not in whole

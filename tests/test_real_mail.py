@@ -1,0 +1,223 @@
+"""Mail as real clients and MTAs write it (issue #19), through parsers.parse and `gateway parse`.
+
+One fixture per class in fixtures/real/, written in the client's or MTA's own
+format: old comment-form names, encoded names with commas and quotes, a bad
+From above a good one, raw 8-bit headers in legacy charsets, broken encoded
+words, several HTML parts, junk before the header, a delivery report, an
+attached message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parsers import parse
+from parsers.legacy_headers import decode_raw_headers
+from parsers.mime import parse_tree
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
+
+# fixture -> what a mail client shows: from, from_name, subject, and parts of the rest.
+EXPECT: dict[str, dict[str, Any]] = {
+    "from-comment-name.eml": {"from": "client@example.test", "name": "A. Client"},
+    "from-encoded-comma.eml": {"from": "j.mueller@example.test", "name": "Müller, Jürgen"},
+    "from-encoded-quotes.eml": {"from": "anna@example.test", "name": '"Anna" Berger (ACME)'},
+    "from-encoded-unencoded-comma.eml": {"from": "anna@example.test", "name": "Berger, Anna"},
+    "from-two-first-bad.eml": {
+        "from": "anna@example.test",
+        "name": "Anna Berger",
+        "defects": {"multiple-from"},
+    },
+    "header-8bit-gbk.eml": {
+        "from": "wang@example.test",
+        "name": "王小明",
+        "subject": "打印机卡纸了，请帮忙",
+    },
+    "header-8bit-shift-jis.eml": {
+        "from": "yamada@example.test",
+        "name": "山田太郎",
+        "subject": "プリンターの紙詰まりについて",
+    },
+    "header-raw-iso-2022-jp.eml": {
+        "from": "yamada@example.test",
+        "name": "山田太郎",
+        "subject": "プリンターの紙詰まり",
+    },
+    "header-8bit-windows-1252.eml": {
+        "from": "j.mueller@example.test",
+        "name": "Jürgen Müller",
+        "subject": "Drucker im Büro – Papierstau",
+    },
+    "header-encoded-word-errors.eml": {
+        "from": "j.mueller@example.test",
+        "name": "Jürgen Müller",
+        "subject": "Café au lait - élève - Grüße",
+    },
+    "html-parts-apple.eml": {
+        "html": ["Here is the error:", "And this is what I clicked before."],
+        "attachments": [("error.png", "image/png")],
+    },
+    "html-parts-only-html.eml": {
+        "html": ["First part before the file.", "Second part after the file."],
+        "text": ["First part before the file.", "Second part after the file."],
+        "attachments": [("log.txt", "text/plain")],
+    },
+    "first-line-mbox-from.eml": {"from": "anna@example.test", "subject": "From an mbox"},
+    "first-line-stray.eml": {
+        "from": "anna@example.test",
+        "subject": "After a stray line",
+        "text": ["The printer jams."],
+        "not_text": ["ESMTP", "Subject:"],
+        "defects": {"junk-before-header"},
+    },
+    "bounce-postfix.eml": {
+        "kind": "bounce",
+        "html": None,
+        "text": ["could not\nbe delivered", "550 5.1.1 User unknown"],
+        "not_text": ["We fixed the printer", "Reporting-MTA"],
+        "attachments": [("part-4.eml", "message/rfc822")],
+    },
+    "attached-message.eml": {
+        "html": None,
+        "text": ["See the attached offer.", "Our offer: 3 printers."],
+        "attachments": [("offer.eml", "message/rfc822")],
+    },
+}
+
+
+def _check(name: str, got: dict[str, Any]) -> None:
+    want = EXPECT[name]
+    for key in ("from", "name", "subject", "kind"):
+        if key in want:
+            assert got[key] == want[key], (name, key, got[key])
+    if "html" in want:
+        if want["html"] is None:
+            assert got["html"] is None, (name, got["html"])
+        else:
+            positions = [got["html"].find(h) for h in want["html"]]
+            assert -1 not in positions and positions == sorted(positions), (name, got["html"])
+    for t in want.get("text", []):
+        assert t in got["text"], (name, t, got["text"])
+    for t in want.get("not_text", []):
+        assert t not in got["text"], (name, t)
+    if "attachments" in want:
+        assert got["attachments"] == want["attachments"], name
+    assert want.get("defects", set()) <= set(got["defects"]), (name, got["defects"])
+    for value in (got["subject"], got["name"] or "", got["text"]):
+        assert "\ufffd" not in value and "Ã" not in value, (name, value)  # no mojibake
+
+
+def test_every_fixture_has_an_expectation() -> None:
+    assert sorted(p.name for p in REAL.glob("*.eml")) == sorted(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_parse(name: str) -> None:
+    p = parse((REAL / name).read_bytes())
+    _check(
+        name,
+        {
+            "from": p.from_addr,
+            "name": p.from_name,
+            "subject": p.subject,
+            "kind": p.kind,
+            "html": p.html,
+            "text": p.text,
+            "attachments": [(a.filename, a.content_type) for a in p.attachments],
+            "defects": p.defects,
+        },
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_gateway_parse(name: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "parse", str(REAL / name), "--json"],
+        capture_output=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    obj = json.loads(out.stdout)
+    _check(
+        name,
+        {
+            "from": obj["from"],
+            "name": obj["from_name"],
+            "subject": obj["subject"],
+            "kind": obj["kind"],
+            "html": obj["html"],
+            "text": obj["text"],
+            "attachments": [(a["filename"], a["content_type"]) for a in obj["attachments"]],
+            "defects": obj["defects"],
+        },
+    )
+
+
+def test_returned_message_is_kept_whole() -> None:
+    p = parse((REAL / "bounce-postfix.eml").read_bytes())
+    returned = next(a for a in p.attachments if a.content_type == "message/rfc822")
+    assert b"<p>We fixed the <b>printer</b>.</p>" in returned.data
+    assert p.dsn == (("gone@client.test", "failed", "5.1.1"),)
+    assert p.thread_hints.subject_tag == "ACME-7"  # the bounce still finds its ticket
+
+
+def test_attached_message_is_kept_whole_and_its_html_stays_in_it() -> None:
+    p = parse((REAL / "attached-message.eml").read_bytes())
+    assert p.html is None
+    assert b"<p>Our offer: <b>3 printers</b>.</p>" in p.attachments[0].data
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("王小明 打印机卡纸了，请帮忙".encode("gbk"), "王小明 打印机卡纸了，请帮忙"),
+        (
+            "山田太郎 プリンターの紙詰まりについて".encode("shift_jis"),
+            "山田太郎 プリンターの紙詰まりについて",
+        ),
+        ("Jürgen Müller, Büro".encode("cp1252"), "Jürgen Müller, Büro"),
+    ],
+)
+def test_header_charset_without_a_hint_from_the_body(raw: bytes, expected: str) -> None:
+    """A UTF-8 body says nothing about the header bytes: they are detected."""
+    msg = parse_tree(b"Subject: " + raw + b"\nContent-Type: text/plain; charset=utf-8\n\nx\n")
+    defects: list[str] = []
+    decode_raw_headers(msg, defects)
+    assert msg["Subject"] == expected
+    assert defects == ["header-8bit-not-utf8"]
+
+
+_HTML_REPLIES = {
+    # Gmail: the attribution in div.gmail_attr (with U+202F before AM), the quote a blockquote.
+    "gmail": '<div dir="ltr">Serial is XK-4471-B</div><br><div class="gmail_quote">'
+    '<div dir="ltr" class="gmail_attr">On Mon, Mar 4, 2024 at 10:15\u202fAM Support &lt;'
+    '<a href="mailto:s@acme.test">s@acme.test</a>&gt; wrote:<br></div>'
+    '<blockquote class="gmail_quote">Hello Anna,<br>please send the serial.</blockquote></div>',
+    # Outlook on the web / new Outlook: an <hr>, then divRplyFwdMsg with bold keys, no quote.
+    "outlook": '<div>Serial is XK-4471-B</div><div id="appendonsend"></div><hr tabindex="-1">'
+    '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif"><b>From:</b> Support '
+    "&lt;s@acme.test&gt;<br><b>Sent:</b> Monday, March 4, 2024 10:15 AM<br><b>To:</b> Anna "
+    "&lt;a@b.test&gt;<br><b>Subject:</b> Re: x</font><div>&nbsp;</div></div>"
+    "<div>Hello Anna, please send the serial.</div>",
+    # Apple Mail: the attribution inside blockquote type=cite.
+    "apple": '<html><body>Serial is XK-4471-B<br><div><br><blockquote type="cite"><div>On 4 '
+    "Mar 2024, at 10:15, Support &lt;s@acme.test&gt; wrote:</div><br><div>Hello Anna</div>"
+    "</blockquote></div></body></html>",
+}
+
+
+@pytest.mark.parametrize("client", sorted(_HTML_REPLIES))
+def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
+    head = (
+        "From: a@b.test\r\nTo: s@acme.test\r\nSubject: Re: x\r\nMessage-ID: <1@b.test>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    )
+    p = parse((head + _HTML_REPLIES[client]).encode())
+    assert p.reply_text == "Serial is XK-4471-B"
+    assert "Hello Anna" in p.text
