@@ -27,7 +27,7 @@ from routing.config.model import (
 )
 from routing.config.tenant import parse_tenants
 from routing.errors import ConfigError
-from routing.schema import Checker, keys_of
+from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
 
 __all__ = ["Parsed", "parse_config"]
 
@@ -141,7 +141,7 @@ def _http(c: Checker, h: dict[str, Any]) -> HttpSettings:
     if public_url and not public_url.startswith(("https://", "http://")):
         c.error("http.public_url", "expected an http:// or https:// URL")
     insecure = c.take(h, "insecure_cookies", "http", bool, False)
-    if insecure and host not in ("127.0.0.1", "::1", "localhost"):
+    if insecure and host not in LOOPBACK_HOSTS:
         c.error("http.insecure_cookies", "only allowed when listening on loopback")
     return HttpSettings(
         host=host,
