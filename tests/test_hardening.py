@@ -410,3 +410,20 @@ def test_known_and_unknown_addresses_are_answered_before_any_lookup(tmp_path: Pa
     codes, held, done = asyncio.run(main())
     assert codes == [200, 200]
     assert held == 2 and done == 2  # both answered while their lookups waited
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(tmp_path: Path) -> None:
+    from routing.config import load_config
+    from routing.errors import ConfigError
+
+    path = tmp_path / "gateway.toml"
+    tenant = '[[tenants]]\nslug = "acme"\naddresses = ["support@acme.test"]\n'
+    path.write_text(
+        '[http]\ntrusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1"]\n' + tenant,
+        encoding="utf-8",
+    )
+    assert load_config(path).http.trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
+    path.write_text('[http]\ntrusted_proxies = ["proxy.local", 5]\n' + tenant, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert "'proxy.local'" in str(e.value) and "5" in str(e.value)
