@@ -39,6 +39,7 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*/=?^_`{|}~+-]+@[A-Za-z0-9-]+(?:\.[A-Za
 _ENC = re.compile(r"enc:v\d+:[A-Za-z0-9_=:.+/-]+")
 _URL_SECRET = re.compile(r"([?&](?:v|s|token|verifier|session)=)[^&\s\"'#]+")
 _PLUS = re.compile(r"\+[A-Za-z0-9_-]{8,}@")
+_NOISY = ("flanker.", "ply.")  # libraries that log what they parse
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,21 @@ def _clean_text(text: str, policy: _Policy, show: bool) -> str:
     return _ADDRESS.sub(address, text)
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """flanker's lexer warns with the rest of the header it could not read (a
+    display name, an address) as its token; its own module raises the logger to
+    INFO at import, so a level set beforehand does not hold. Its warnings are
+    dropped here, below the level any import can change."""
+    return record.levelno >= logging.ERROR or not record.name.startswith(_NOISY)
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    """The stdlib's records (libraries, tracebacks) under the same redaction as ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _clean_text(super().format(record), _policy, show=False)
+
+
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -135,6 +151,9 @@ def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_quiet_libraries)
+    handler.setFormatter(_ScrubbingFormatter("%(name)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     logging.getLogger("mail.log").propagate = False

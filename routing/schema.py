@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Checker", "keys_of", "line_index", "line_of"]
+__all__ = ["LOOPBACK_HOSTS", "Checker", "keys_of", "line_index", "line_of"]
+
+# Hosts a cleartext connection may go to: nothing on it leaves this machine.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def line_index(text: str) -> dict[str, int]:

@@ -286,7 +286,7 @@ auth_events = Table(
     Column("tenant", String(40), nullable=False),
     Column("address", String(320), nullable=False),
     Column("source", String(64), nullable=False),
-    Column("kind", String(16), nullable=False),  # failure | request
+    Column("kind", String(16), nullable=False),  # failure | request | link (one sent)
     Column("at", DateTime(timezone=True), nullable=False),
     Index(None, "tenant", "kind", "address", "at"),
     Index(None, "tenant", "kind", "source", "at"),

@@ -64,7 +64,7 @@ def test_sign_in_read_and_reply_in_chromium(tmp_path: Path, browser: Browser) ->
         assert page.locator("html").get_attribute("lang") == "de"
         page.fill("input[name=email]", who)
         page.locator("form button, form input[type=submit]").first.click()
-        page.wait_for_load_state()
+        page.wait_for_url(f"{base}/t/acme/link")  # after the page's proof of work
         page.screenshot(path=str(SHOTS / "2-sent.png"), full_page=True)
 
         page.goto(_link(d, who))

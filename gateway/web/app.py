@@ -3,9 +3,11 @@
 ``/healthz`` answers anyone: it only says the loop is alive, so a frozen clamd
 or a hung IMAP server cannot make it lie (each has its own deadline).
 ``/status`` and ``/metrics`` tell more than an outsider should know: without
-an admin password they answer loopback clients only; with one (a bcrypt hash
-in gateway.toml, checked off the event loop) they need HTTP Basic
-``admin:<password>`` from anywhere.
+an admin password they answer loopback clients only (behind a proxy: the
+client ``[http] trusted_proxies`` resolves, gateway/web/peers.py); with one (a
+bcrypt hash in gateway.toml, checked in a pool of its own, a few tries per
+source) they need HTTP Basic ``admin:<password>`` from anywhere. Every
+response, errors and redirects too, carries the security headers.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
 import json
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import bcrypt
@@ -24,12 +28,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
 from gateway.metrics import REGISTRY
+from gateway.web.peers import Peers
 from routing.config import HttpSettings
 
 __all__ = ["StatusSource", "make_app", "start_http"]
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -37,28 +41,37 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
+ADMIN_TRIES = 5  # unsuccessful (failed or still running) per source per window
+ADMIN_WINDOW = 15 * 60.0
+ADMIN_QUEUE = 8  # checks waiting for the admin pool, all sources together
 
 
-@web.middleware
-async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """On every response as it is prepared: a middleware misses the ones raised as
+    exceptions (every redirect, the router's 404), a signal does not."""
     for key, value in _HEADERS.items():
         response.headers.setdefault(key, value)
-    return response
 
 
 class _Admin:
-    """Loopback-only without a password; HTTP Basic against a bcrypt hash with one."""
+    """Without a password: loopback clients only (after ``trusted_proxies``). With
+    one: HTTP Basic against the bcrypt hash, from anywhere.
 
-    def __init__(self, settings: HttpSettings) -> None:
+    bcrypt at cost 12 takes ~0.25 s of CPU: it runs in a pool of its own, so
+    guesses cannot queue in front of the mail pipeline's work on the default
+    executor, and each source has ``ADMIN_TRIES`` tries per ``ADMIN_WINDOW``
+    (counted when they start, so parallel guesses count too)."""
+
+    def __init__(self, settings: HttpSettings, peers: Peers) -> None:
         self.hash = settings.admin_password_hash.encode()
+        self.peers = peers
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin-bcrypt")
+        self.tries: dict[str, deque[float]] = {}
+        self.waiting = 0
 
     async def allowed(self, request: web.Request) -> bool:
         if not self.hash:
-            try:
-                return ipaddress.ip_address(request.remote or "").is_loopback
-            except ValueError:
-                return False
+            return self.peers.is_local(request)
         header = request.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             return False
@@ -68,8 +81,29 @@ class _Admin:
             return False
         if user != "admin":
             return False
-        # bcrypt at cost 12 takes ~0.25 s: never on the event loop
-        return await asyncio.to_thread(bcrypt.checkpw, password.encode(), self.hash)
+        source = self.peers.client(request)
+        now = time.monotonic()
+        tries = self.tries.setdefault(source, deque())
+        while tries and tries[0] <= now - ADMIN_WINDOW:
+            tries.popleft()
+        if len(tries) >= ADMIN_TRIES or self.waiting >= ADMIN_QUEUE:
+            raise web.HTTPTooManyRequests(
+                text="too many tries\n", headers={"Retry-After": str(int(ADMIN_WINDOW))}
+            )
+        tries.append(now)
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(
+                self.pool, bcrypt.checkpw, password.encode(), self.hash
+            )
+        finally:
+            self.waiting -= 1
+        if ok:
+            tries.remove(now)
+        if not tries:
+            self.tries.pop(source, None)
+        return bool(ok)
 
     def refuse(self) -> web.Response:
         if self.hash:
@@ -79,6 +113,9 @@ class _Admin:
                 headers={"WWW-Authenticate": 'Basic realm="gateway", charset="UTF-8"'},
             )
         return web.Response(status=403, text="forbidden: loopback only\n")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _OutboxCollector:
@@ -105,7 +142,7 @@ def make_app(
     outbox_counts: Callable[[], dict[tuple[str, str], int]],
     more_routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
-    admin = _Admin(settings)
+    admin = _Admin(settings, Peers(settings.trusted_proxies))
     collector = _OutboxCollector(outbox_counts)
     REGISTRY.register(collector)  # type: ignore[arg-type]
 
@@ -129,8 +166,10 @@ def make_app(
 
     async def unregister(_app: web.Application) -> None:
         REGISTRY.unregister(collector)  # type: ignore[arg-type]
+        admin.close()
 
-    app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024)
+    app.on_response_prepare.append(_security_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/status", status_view)
     app.router.add_get("/metrics", metrics_view)

@@ -46,6 +46,8 @@ class ClientSite(SignIn):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/static/gateway.css", self.css)
+        app.router.add_get("/static/challenge.js", self.script)
+        app.on_shutdown.append(self.drain)
         app.router.add_get("/t/{slug}/", self.form)
         app.router.add_post("/t/{slug}/link", self.request_link)
         app.router.add_get("/t/{slug}/login", self.continue_page)

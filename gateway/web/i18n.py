@@ -61,6 +61,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.link": _EN_BAD_LINK,
         "error.locked": _EN_BAD_LINK,
         "error.csrf": "The form expired. Please try again.",
+        "error.challenge": "Your browser did not finish the check. Please try again.",
+        "form.noscript": (
+            "This form needs JavaScript: your browser solves a small puzzle "
+            "that keeps automated requests away."
+        ),
         "error.notfound": "Not found.",
         "error.back": "Back to the start",
         "tickets.title": "Your tickets",
@@ -115,6 +120,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.link": _DE_BAD_LINK,
         "error.locked": _DE_BAD_LINK,
         "error.csrf": "Das Formular ist abgelaufen. Bitte versuchen Sie es noch einmal.",
+        "error.challenge": (
+            "Ihr Browser hat die Prüfung nicht abgeschlossen. Bitte versuchen Sie es noch einmal."
+        ),
+        "form.noscript": (
+            "Dieses Formular braucht JavaScript: Ihr Browser löst eine kleine Aufgabe, "
+            "die automatische Anfragen fernhält."
+        ),
         "error.notfound": "Nicht gefunden.",
         "error.back": "Zurück zum Anfang",
         "tickets.title": "Ihre Tickets",
@@ -169,6 +181,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.link": _TR_BAD_LINK,
         "error.locked": _TR_BAD_LINK,
         "error.csrf": "Formun süresi doldu. Lütfen tekrar deneyin.",
+        "error.challenge": "Tarayıcınız doğrulamayı tamamlamadı. Lütfen tekrar deneyin.",
+        "form.noscript": (
+            "Bu form JavaScript gerektirir: tarayıcınız otomatik istekleri uzak tutan "
+            "küçük bir bulmaca çözer."
+        ),
         "error.notfound": "Bulunamadı.",
         "error.back": "Başa dön",
         "tickets.title": "Talepleriniz",

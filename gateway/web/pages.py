@@ -17,13 +17,18 @@ from aiohttp import web
 
 from gateway.clock import Clock, system_clock
 from gateway.web.i18n import LANGUAGES, pick_language, translate
+from gateway.web.peers import Peers
 from routing.config import GatewayConfig, Tenant
 from store import access
 from store.writer import Writer
 
-__all__ = ["Pages"]
+__all__ = ["PAGE_CSP", "Pages"]
 
 _HERE = Path(__file__).parent
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class Pages:
@@ -40,6 +45,7 @@ class Pages:
         self.writer = writer
         self.wake = wake  # the outbox: a mail was queued
         self.clock = clock or system_clock()
+        self.peers = Peers(config.http.trusted_proxies)
         # Set by the daemon once the listener is bound (port 0 picks one).
         self.base_url = config.http.base_url
         self.env = jinja2.Environment(
@@ -50,6 +56,7 @@ class Pages:
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
+        self.peers = Peers(config.http.trusted_proxies)
 
     def _tenant(self, request: web.Request) -> Tenant:
         tenant = self.config.tenant(request.match_info["slug"])
@@ -81,10 +88,7 @@ class Pages:
             **ctx,
         )
         response = web.Response(text=html, status=status, content_type="text/html")
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-            "frame-ancestors 'none'; base-uri 'none'"
-        )
+        response.headers["Content-Security-Policy"] = PAGE_CSP
         self._cookie(response, tenant, "gw_csrf", csrf, http_only=True)
         if request.query.get("lang") in tenant.languages:
             self._cookie(response, tenant, "gw_lang", lang, http_only=False, days=365)
@@ -111,7 +115,8 @@ class Pages:
         )
 
     def _source(self, request: web.Request) -> str:
-        return request.remote or "-"
+        """The client's address behind our proxies (gateway/web/peers.py)."""
+        return self.peers.client(request)
 
     async def _csrf_ok(self, request: web.Request, form: Any) -> bool:
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
@@ -146,3 +151,6 @@ class Pages:
 
     async def css(self, _request: web.Request) -> web.StreamResponse:
         return web.FileResponse(_HERE / "static" / "gateway.css")
+
+    async def script(self, _request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(_HERE / "static" / "challenge.js")

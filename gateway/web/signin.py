@@ -9,28 +9,44 @@
 - Every POST carries a CSRF token equal to its cookie, and a cross-site
   ``Origin`` or ``Sec-Fetch-Site`` is refused.
 - Five failures (bad, used or expired link, bad CSRF) for an address in 15
-  minutes lock it for 15 minutes, counted on the server. Link requests are
-  limited per address, per source and per tenant. The answer to a request is
-  the same page whether the address is known, unknown or locked.
+  minutes lock it for 15 minutes, counted on the server.
+- Link requests are limited per source (the client's address behind our
+  proxies): a refused request records nothing, so it spends no budget that
+  others share. Links sent are limited per address and per tenant, and only
+  sent links count there: one source can cause at most
+  ``REQUESTS_PER_SOURCE`` of them per window, well under the tenant's budget.
+- The answer to a request is the same page whether the address is known,
+  unknown, locked or limited, and it is sent before any of that is looked
+  up: the lookup and the mail run after the answer, so known and unknown
+  addresses do the same work before it.
+- With ``[http] link_challenge`` the form also needs a solved proof of work
+  (gateway/web/challenge.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import quote
 
+import structlog
 from aiohttp import web
 from sqlalchemy.engine import Connection
 
+from gateway.clock import Clock
+from gateway.web.challenge import LinkChallenge
 from gateway.web.i18n import translate
-from gateway.web.pages import Pages
+from gateway.web.pages import PAGE_CSP, Pages
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
 from parsers.addresses import parse_address
-from routing.config import Tenant
+from routing.config import GatewayConfig, Tenant
 from store import access, repos
+from store.writer import Writer
 
 __all__ = [
     "LINK_TTL",
@@ -47,54 +63,102 @@ LINK_TTL = timedelta(minutes=15)
 SESSION_TTL = timedelta(days=7)
 LOCK_WINDOW = timedelta(minutes=15)
 MAX_FAILURES = 5
-REQUESTS_PER_ADDRESS = 3  # per LOCK_WINDOW
-REQUESTS_PER_SOURCE = 20
-REQUESTS_PER_TENANT = 200
+REQUESTS_PER_ADDRESS = 3  # links sent to one address per LOCK_WINDOW
+REQUESTS_PER_SOURCE = 20  # requests taken from one source per LOCK_WINDOW
+REQUESTS_PER_TENANT = 200  # links sent per hour
+PENDING = 256  # link requests answered and not yet looked up; more waits for one
+
+log = structlog.get_logger("web")
 
 
 class SignIn(Pages):
     """The sign-in form, the link mail, the continue page, login and logout."""
 
+    def __init__(
+        self,
+        config: GatewayConfig,
+        writer: Writer,
+        wake: Callable[[], None],
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(config, writer, wake, clock)
+        self.challenge = LinkChallenge()
+        self.pending: set[asyncio.Task[None]] = set()
+
     async def form(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
         if await self._session(request, tenant):
             raise web.HTTPSeeOther(f"/t/{tenant.slug}/tickets")
-        return self._render(request, tenant, "form.html")
+        if not self.config.http.link_challenge:
+            return self._render(request, tenant, "form.html", challenge="")
+        challenge = json.dumps(self.challenge.issue())
+        response = self._render(request, tenant, "form.html", challenge=challenge)
+        response.headers["Content-Security-Policy"] = f"{PAGE_CSP}; script-src 'self'"
+        return response
 
     async def request_link(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
         form = await request.post()
         if not await self._csrf_ok(request, form):
             return self._error(request, tenant, "error.csrf", 403)
+        if self.config.http.link_challenge and not self.challenge.take(
+            str(form.get("altcha", ""))[:2048]
+        ):
+            return self._error(request, tenant, "error.challenge", 403)
         _, address = parse_address(str(form.get("email", ""))[:320], [])
         address = address.lower()
         if address:
             lang = self._lang(request)  # the link mail speaks the language the form was in
-            await self.writer.submit(
-                lambda conn: self._maybe_send(conn, tenant, address, self._source(request), lang)
+            source = self._source(request)
+            await self._after_answer(
+                lambda conn: self._maybe_send(conn, tenant, address, source, lang)
             )
-            self.wake()
         # The same page for known, unknown, locked and rate-limited addresses.
         return self._render(request, tenant, "sent.html", address=address or "-")
 
+    async def _after_answer(self, work: Callable[[Connection], bool]) -> None:
+        """Run ``work`` in the writer after this request is answered. Past ``PENDING``
+        requests in waiting, one of them (whichever ends first, not this one) is
+        waited for, so a flood is slowed for every address alike."""
+        if len(self.pending) >= PENDING:
+            await asyncio.wait(self.pending, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._send_link(work))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _send_link(self, work: Callable[[Connection], bool]) -> None:
+        try:
+            if await self.writer.submit(work):
+                self.wake()
+        except Exception:  # the client has its answer; the admin gets the fault
+            log.exception("web.link_failed")
+
+    async def drain(self, _app: web.Application | None = None) -> None:
+        """At shutdown: the answered requests get their lookup and mail."""
+        if self.pending:
+            await asyncio.wait(self.pending, timeout=10)
+
     def _maybe_send(
         self, conn: Connection, tenant: Tenant, address: str, source: str, lang: str
-    ) -> None:
+    ) -> bool:
         now = self.clock()
         since = now - LOCK_WINDOW
         slug = tenant.slug
-        limited = (
-            access.count_events(conn, slug, "request", since, address=address)
-            >= REQUESTS_PER_ADDRESS
-            or access.count_events(conn, slug, "request", since, source=source)
-            >= REQUESTS_PER_SOURCE
-            or access.count_events(conn, slug, "request", now - timedelta(hours=1))
-            >= REQUESTS_PER_TENANT
-        )
+        if access.count_events(conn, slug, "request", since, source=source) >= (
+            REQUESTS_PER_SOURCE
+        ):
+            return False  # refused: recorded nowhere, so it spends nobody else's budget
         access.add_event(conn, slug, "request", address, source, now)
-        locked = access.count_events(conn, slug, "failure", since, address=address) >= MAX_FAILURES
-        if limited or locked or not access.is_client(conn, slug, address):
-            return
+        if (
+            access.count_events(conn, slug, "link", since, address=address)
+            >= REQUESTS_PER_ADDRESS
+            or access.count_events(conn, slug, "link", now - timedelta(hours=1))
+            >= REQUESTS_PER_TENANT
+            or access.count_events(conn, slug, "failure", since, address=address)
+            >= MAX_FAILURES
+            or not access.is_client(conn, slug, address)
+        ):
+            return False
         selector, verifier = secrets.token_hex(12), secrets.token_urlsafe(32)
         access.new_link(
             conn,
@@ -115,7 +179,9 @@ class SignIn(Pages):
             now=now,
         )
         queue(conn, slug, "link", None, mail)
+        access.add_event(conn, slug, "link", address, source, now)
         repos.add_audit(conn, slug, "web.link_sent", actor=address, detail={"source": source})
+        return True
 
     async def continue_page(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)

@@ -164,6 +164,10 @@ class HttpSettings:
     public_url: str = ""  # how clients reach us, for the links we mail; default http://listen
     # Cookies without Secure, for plain-http development on loopback only.
     insecure_cookies: bool = False
+    # Reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
+    # A proof-of-work (altcha) the browser solves before the link form is taken.
+    link_challenge: bool = True
 
     @property
     def base_url(self) -> str:

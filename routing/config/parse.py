@@ -9,6 +9,7 @@ Every problem is collected, each naming file, line and key.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from routing.config.model import (
 )
 from routing.config.tenant import parse_tenants
 from routing.errors import ConfigError
-from routing.schema import Checker, keys_of
+from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
 
 __all__ = ["Parsed", "parse_config"]
 
@@ -141,8 +142,16 @@ def _http(c: Checker, h: dict[str, Any]) -> HttpSettings:
     if public_url and not public_url.startswith(("https://", "http://")):
         c.error("http.public_url", "expected an http:// or https:// URL")
     insecure = c.take(h, "insecure_cookies", "http", bool, False)
-    if insecure and host not in ("127.0.0.1", "::1", "localhost"):
+    if insecure and host not in LOOPBACK_HOSTS:
         c.error("http.insecure_cookies", "only allowed when listening on loopback")
+    proxies = c.take(h, "trusted_proxies", "http", list, [])
+    for proxy in proxies:
+        try:
+            if not isinstance(proxy, str):
+                raise TypeError(proxy)
+            ipaddress.ip_network(proxy, strict=False)
+        except (TypeError, ValueError):
+            c.error("http.trusted_proxies", f"not an IP address or network: {proxy!r}")
     return HttpSettings(
         host=host,
         port=port,
@@ -150,6 +159,8 @@ def _http(c: Checker, h: dict[str, Any]) -> HttpSettings:
         admin_password_hash=admin_hash,
         public_url=public_url,
         insecure_cookies=insecure,
+        trusted_proxies=tuple(str(p) for p in proxies),
+        link_challenge=c.take(h, "link_challenge", "http", bool, True),
     )
 
 

@@ -21,7 +21,7 @@ from routing.config.model import (
     Tenant,
 )
 from routing.rules import build_rules
-from routing.schema import Checker, keys_of
+from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
 from routing.sla import parse_sla
 
 __all__ = ["parse_tenants"]
@@ -215,6 +215,11 @@ def _account(c: Checker, raw: Any, base: str, slug: str, base_dir: Path) -> Outb
     if from_address and not _ADDR.match(from_address):
         c.error(f"{base}.from_address", "must be a plain address")
     password = _password(c, raw, base, slug)
+    if security == "none" and password and host not in LOOPBACK_HOSTS:
+        # smtplib would send AUTH PLAIN, the password in base64, over the wire
+        c.error(
+            f"{base}.security", "a password in clear only to 127.0.0.1; use 'starttls' or 'tls'"
+        )
     ca_file = c.take(raw, "ca_file", base, str, "")
     if ca_file and not (base_dir / ca_file).is_file():
         c.error(f"{base}.ca_file", f"no such file: {base_dir / ca_file}")
@@ -244,7 +249,7 @@ def _mailboxes(
         security = c.take(m, "security", mb, str, "tls")
         if security not in ("tls", "starttls", "none"):
             c.error(f"{mb}.security", "must be 'tls', 'starttls' or 'none'")
-        if security == "none" and host not in ("127.0.0.1", "::1", "localhost"):
+        if security == "none" and host not in LOOPBACK_HOSTS:
             c.error(f"{mb}.security", "plain IMAP only to 127.0.0.1; use 'tls' or 'starttls'")
         password = _password(c, m, mb, slug)
         address = c.take(m, "address", mb, str, addresses[0] if addresses else "").lower()
