@@ -16,6 +16,7 @@ from datetime import datetime
 
 from outbound.reactions import is_ours
 from parsers.types import Attachment, ParsedMessage, RawMessage
+from routing.auth import NONE, AuthVerdict
 from routing.classify import Role, speaker
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.rules import Decision, Facts, evaluate
@@ -35,6 +36,7 @@ class Arrival:
     parsed: ParsedMessage
     sha256: str  # of the raw bytes
     now: datetime
+    auth: AuthVerdict = NONE  # sender authentication, checked before the commit
 
     @property
     def sender(self) -> str:
@@ -171,6 +173,8 @@ def _message_row(
         "envelope_from": raw.envelope.mail_from.lower(),
         "source": raw.source,
         "rules": rules.matched,
+        "auth": msg.auth.summary,
+        "auth_results": msg.auth.header or None,
     }
 
 
