@@ -19,6 +19,8 @@ import authres
 from authres.dmarc import DMARCAuthenticationResult
 from publicsuffixlist import PublicSuffixList
 
+from routing.config import GatewayConfig
+
 __all__ = [
     "NONE",
     "AuthVerdict",
@@ -29,6 +31,7 @@ __all__ = [
     "org_domain",
     "summarise",
     "trusted_verdict",
+    "unauthenticated",
 ]
 
 # The summary: pass (the From's domain vouches for it), fail (it does not: DMARC
@@ -174,3 +177,25 @@ def dkim_word(dkim: tuple[DkimResult, ...]) -> str:
     if any(d.result == "pass" for d in dkim):
         return "pass"
     return dkim[0].result
+
+
+def unauthenticated(config: GatewayConfig) -> list[str]:
+    """What ``config check`` warns of: ways in whose mail no one authenticates (no DNS
+    checks and no trusted front MTA), so its tenants take every From at its word."""
+    if config.dns_resolver != "none":
+        return []
+    out: list[str] = []
+    if not config.smtp.trusted_authserv_id and config.tenants:
+        slugs = ", ".join(t.slug for t in config.tenants)
+        out.append(
+            f"tenants run unauthenticated over SMTP ({slugs}): gateway.dns_resolver is "
+            "'none' and smtp.trusted_authserv_id is not set; messages are auth=none"
+        )
+    for t in config.tenants:
+        for box in t.imap:
+            if not box.trusted_authserv_id:
+                out.append(
+                    f"tenant {t.slug} runs unauthenticated over IMAP ({box.key}): no DNS "
+                    "checks and no trusted_authserv_id; messages are auth=none"
+                )
+    return out

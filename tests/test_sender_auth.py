@@ -179,7 +179,10 @@ def test_daemon_stores_the_verdict_and_tickets_show_says_it(dns: Dns, tmp_path: 
                             sender="mallory@evil.test")  # fmt: skip
         assert code == 250, text
         rows = d.query("SELECT from_addr, auth, auth_results FROM messages ORDER BY id")
-        assert [(r[0], r[1]) for r in rows] == [("alice@good.test", "pass"), ("ceo@bank.test", "fail")]
+        assert [(r[0], r[1]) for r in rows] == [
+            ("alice@good.test", "pass"),
+            ("ceo@bank.test", "fail"),
+        ]
         assert rows[0][2].startswith("gw.test;") and "dmarc=pass" in rows[0][2]
         ref = d.query("SELECT ref FROM tickets ORDER BY id")[0][0]
         shown = d.cli("tickets", "show", ref)
@@ -195,3 +198,20 @@ def test_config_check_says_tenants_run_unauthenticated(tmp_path: Path) -> None:
     assert b"unauthenticated" in out.stdout + out.stderr, out
 
 
+def test_route_explain_shows_the_verdict(tmp_path: Path) -> None:
+    """Behind a front MTA: explain believes its header as the pipeline would."""
+    d = Daemon(tmp_path / "gw")
+    d.config.write_text(
+        d.config.read_text().replace("[smtp]\n", '[smtp]\ntrusted_authserv_id = "mx.front.test"\n')
+    )
+    top = "Authentication-Results: mx.front.test; dmarc=fail header.from=bank.test\r\n"
+    forged = "Authentication-Results: mx.front.test; dmarc=pass header.from=bank.test\r\n"
+    eml = tmp_path / "forged.eml"
+    eml.write_bytes(_mail("ceo@bank.test", headers=top + forged))
+    out = d.cli("route", "explain", str(eml))
+    assert out.returncode == 0, out.stderr
+    assert b"auth=fail   mx.front.test; dmarc=fail" in out.stdout, out.stdout
+    # no front MTA configured and no DNS: the headers are the sender's words
+    d.config.write_text(d.config.read_text().replace('trusted_authserv_id = "mx.front.test"\n', ""))
+    out = d.cli("route", "explain", str(eml))
+    assert out.returncode == 0 and b"auth    auth=none\n" in out.stdout, out.stdout

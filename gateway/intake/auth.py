@@ -42,8 +42,9 @@ from routing.config import GatewayConfig, Tenant
 
 __all__ = ["Authenticator", "DnsFailure", "trusted_id"]
 
-# Mail whose sender can be checked: what arrived from the outside world.
-CHECKED_SOURCES = frozenset({"smtp", "ingest", "imap"})
+# Mail whose sender can be checked: what arrived from the outside world, and a saved
+# message ``route explain`` is asked about.
+CHECKED_SOURCES = frozenset({"smtp", "ingest", "imap", "explain"})
 
 
 class DnsFailure(Exception):

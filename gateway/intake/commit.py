@@ -22,6 +22,7 @@ from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
 from outbound.reactions import Event, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
+from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
@@ -162,11 +163,18 @@ def _react(
 
 
 def explain_commit(
-    conn: Connection, config: GatewayConfig, raw: RawMessage, parsed: ParsedMessage, now: datetime
+    conn: Connection,
+    config: GatewayConfig,
+    raw: RawMessage,
+    parsed: ParsedMessage,
+    now: datetime,
+    auth: AuthVerdict = NONE,
 ) -> list[dict[str, Any]]:
-    """Run the real commit stages for each tenant and say what they did; the caller rolls back."""
+    """Run the real commit stages for each tenant and say what they did; the caller rolls back.
+    ``auth``: the sender's verdict, checked before (as the pipeline does, outside the
+    transaction)."""
     out: list[dict[str, Any]] = []
-    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now)
+    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now, auth)
     templates = Templates.of(config)
     for slug, job in jobs(AddressIndex(config), raw.envelope.rcpt_tos).items():
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
