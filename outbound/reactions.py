@@ -54,6 +54,9 @@ class Event:
     acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
     notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
     subject: str = ""  # the ticket's subject, when the caller has it at hand
+    # False: the From failed sender authentication (docs/security.md): it is not that
+    # person, so nothing about the sender's address changes by it.
+    verified: bool = True
 
 
 def react(
@@ -68,7 +71,11 @@ def react(
     # One look at the bouncing marks for the sender and every agent: a client who
     # writes to us is reachable again, so their mark goes.
     bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
-    if ev.sender.lower() in bouncing and repos.clear_bouncing(conn, slug, ev.sender):
+    if (
+        ev.verified
+        and ev.sender.lower() in bouncing
+        and repos.clear_bouncing(conn, slug, ev.sender)
+    ):
         repos.add_audit(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )

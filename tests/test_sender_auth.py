@@ -184,10 +184,18 @@ def test_daemon_stores_the_verdict_and_tickets_show_says_it(dns: Dns, tmp_path: 
             ("ceo@bank.test", "fail"),
         ]
         assert rows[0][2].startswith("gw.test;") and "dmarc=pass" in rows[0][2]
-        ref = d.query("SELECT ref FROM tickets ORDER BY id")[0][0]
-        shown = d.cli("tickets", "show", ref)
+        refs = [r[0] for r in d.query("SELECT ref FROM tickets ORDER BY id")]
+        shown = d.cli("tickets", "show", refs[0])
         assert shown.returncode == 0, shown.stderr
         assert b"auth=pass" in shown.stdout, shown.stdout
+        shown = d.cli("tickets", "show", refs[1])
+        assert b"auth=fail" in shown.stdout, shown.stdout
+        # The forged bank mail is kept for the agents, but nobody is answered for it.
+        acks = "SELECT count(*) FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+        acks += "WHERE t.ref = ? AND o.kind = 'ack'"
+        assert [d.query(acks, ref)[0][0] for ref in refs] == [1, 0]
+        flags = d.query("SELECT flags FROM messages ORDER BY id")
+        assert "unverified" in str(flags[1][0]) and "unverified" not in str(flags[0][0])
     finally:
         d.stop()
 

@@ -152,8 +152,11 @@ def _react(
             acknowledge=r.acknowledge,
             notify=queue_agents(conn, tenant, ticket_id),
             subject=written.subject,
+            verified=r.verified,
         )
         kinds = react(conn, config, event, templates, now)
+        if not r.verified:
+            return  # it is not that person: the ticket's clocks do not move for it
         clocks.on_message(
             conn, tenant.slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
             now=now, created=created,

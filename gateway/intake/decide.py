@@ -62,6 +62,7 @@ class Reaction:
     agent: Agent | None
     acknowledge: bool | None  # a rule's say; None: the tenant's setting
     bounce: bool  # a DSN about our mail: its failed addresses are marked bouncing
+    verified: bool = True  # False: the From failed authentication; it changes nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +89,21 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     flags = ["message-id-reused"] if seen.key_reused else []
     sender = msg.sender
     role, agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+    # A From that fails authentication is not that person (docs/security.md): kept on
+    # the ticket, marked, and nothing is relayed, acknowledged or changed by it.
+    unverified = msg.auth.summary == "fail"
     if role == "agent" and (agent is None or agent.address != sender):
         # An agent's token with someone else's From: kept for agents to see, never relayed.
         role, agent = "client", None
         flags.append("agent-token-from-mismatch")
+    elif role == "agent" and msg.auth.summary not in ("pass", "none"):
+        # The token and the From match, but the From does not authenticate (or DNS did not
+        # say): an agent's reply is relayed only when it does.
+        role, agent = "client", None
+        flags.append("agent-unauthenticated")
+        unverified = True
+    if unverified:
+        flags.append("unverified")
     facts = Facts(
         parsed=parsed,
         recipient=recipient,
@@ -134,14 +146,17 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         if created
         else None,
         ticket_id=match.ticket_id,
-        changes=_changes(rules, created=created),
-        tags=tuple(rules.tags),
-        participants=_participants(config, parsed, role, sender, created=created),
+        changes={} if unverified else _changes(rules, created=created),
+        tags=() if unverified else tuple(rules.tags),
+        participants=()
+        if unverified
+        else _participants(config, parsed, role, sender, created=created),
     )
     reaction = None
     if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
-        bounce = parsed.kind == "bounce" and bool(parsed.dsn)
-        reaction = Reaction(role, agent, rules.acknowledge, bounce)
+        bounce = parsed.kind == "bounce" and bool(parsed.dsn) and not unverified
+        acknowledge = False if unverified else rules.acknowledge
+        reaction = Reaction(role, agent, acknowledge, bounce, verified=not unverified)
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
 
