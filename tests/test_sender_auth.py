@@ -20,10 +20,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.intake.auth import Authenticator
+from gateway.intake.auth import Authenticator, trusted_id
 from parsers.types import Envelope, RawMessage
 from routing.auth import AuthVerdict
 from routing.config import load_config
+from routing.errors import ConfigError
 from tests.daemon import Daemon
 from tests.dns_harness import Dns, closed_port, running_dns
 
@@ -223,3 +224,47 @@ def test_route_explain_shows_the_verdict(tmp_path: Path) -> None:
     d.config.write_text(d.config.read_text().replace('trusted_authserv_id = "mx.front.test"\n', ""))
     out = d.cli("route", "explain", str(eml))
     assert out.returncode == 0 and b"auth    auth=none\n" in out.stdout, out.stdout
+
+
+def test_each_way_in_has_its_own_trusted_id(tmp_path: Path) -> None:
+    """[smtp] for SMTP and ingest; each IMAP mailbox its provider's, found by host and
+    the tenant address it drains (a plus-token address too)."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        '[gateway]\nhostname = "gw.test"\n[smtp]\ntrusted_authserv_id = "mx.front.test"\n'
+        '[[tenants]]\nslug = "acme"\naddresses = ["support@acme.test"]\ntag_prefix = "ACME"\n'
+        '[[tenants.imap]]\nhost = "imap.provider.test"\nusername = "u"\n'
+        'trusted_authserv_id = "mx.provider.test"\n'
+    )
+    config = load_config(path)
+    tenants = list(config.tenants)
+
+    def way(source: str, peer: str, rcpt: str = "support@acme.test") -> str:
+        return trusted_id(config, RawMessage(Envelope("", (rcpt,), peer), b"", source), tenants)
+
+    assert way("smtp", "192.0.2.1") == way("ingest", "") == "mx.front.test"
+    assert way("imap", "imap:imap.provider.test") == "mx.provider.test"
+    assert way("imap", "imap:imap.provider.test", "support+t1-abc@acme.test") == "mx.provider.test"
+    assert way("imap", "imap:other.test") == ""  # not a mailbox of ours: nothing trusted
+    bad = path.read_text().replace('"mx.front.test"', "5")
+    path.write_text(bad)
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('dns_resolver = "dns.example:53"', "gateway.dns_resolver"),
+        ('dns_resolver = "127.0.0.1"', "gateway.dns_resolver"),
+        ("dns_timeout = 0", "gateway.dns_timeout"),
+    ],
+)
+def test_bad_resolver_settings_are_config_errors(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'[gateway]\nhostname = "gw.test"\n{line}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any(problem in p for p in err.value.problems), err.value.problems
+    path.write_text('[gateway]\nhostname = "gw.test"\ndns_resolver = "[::1]:5353"\n')
+    assert load_config(path).dns_resolver == "[::1]:5353"
