@@ -47,6 +47,15 @@ class Composed:
     body: bytes
 
 
+# The first line of an agent's notice about a message whose From failed sender
+# authentication (docs/security.md).
+UNVERIFIED_WARNING = (
+    "Warning: unverified sender. This message claims to be from {client}, but the "
+    "sender's domain does not vouch for it (sender authentication failed). Nothing "
+    "was relayed, acknowledged or changed by it.\n\n"
+)
+
+
 def acknowledgement(
     *,
     tenant: Tenant,
@@ -107,11 +116,14 @@ def agent_notice(
     references: Sequence[str],
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
+    unverified: bool = False,
 ) -> Composed:
     """What an agent gets for a new ticket or a client's follow-up; replying answers the client.
 
     ``Reply-To`` carries a token bound to this ticket and this agent, so the
     agent's reply is recognised by the token, never by its ``From`` alone.
+    ``unverified``: the ``From`` failed sender authentication; the warning comes
+    before the tenant's template, so an override cannot leave it out.
     """
     body_text = templates.render(
         tenant.slug,
@@ -124,6 +136,8 @@ def agent_notice(
         tenant_address=tenant.from_address,
         tenant_name=tenant.name,
     )
+    if unverified:
+        body_text = UNVERIFIED_WARNING.format(client=client) + body_text
     mid, body = build(
         MailContext(
             tenant=tenant,

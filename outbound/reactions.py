@@ -119,6 +119,7 @@ def react(
             references=refs,
             now=now,
             templates=templates,
+            unverified=not ev.verified,
         )
         outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)

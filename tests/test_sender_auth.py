@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -195,6 +197,17 @@ def test_daemon_stores_the_verdict_and_tickets_show_says_it(dns: Dns, tmp_path: 
         acks = "SELECT count(*) FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
         acks += "WHERE t.ref = ? AND o.kind = 'ack'"
         assert [d.query(acks, ref)[0][0] for ref in refs] == [1, 0]
+        notices = "SELECT o.body FROM outbox o JOIN tickets t ON t.id = o.ticket_id "
+        notices += "WHERE t.ref = ? AND o.kind = 'notice'"
+        first = [
+            message_from_bytes(bytes(d.query(notices, ref)[0][0]), policy=default)
+            .get_body(("plain",))
+            .get_content()
+            .splitlines()[0]
+            for ref in refs
+        ]
+        assert not first[0].startswith("Warning"), first[0]
+        assert first[1].startswith("Warning: unverified sender."), first[1]
         flags = d.query("SELECT flags FROM messages ORDER BY id")
         assert "unverified" in str(flags[1][0]) and "unverified" not in str(flags[0][0])
     finally:
