@@ -47,13 +47,20 @@ class Composed:
     body: bytes
 
 
-# The first line of an agent's notice about a message whose From failed sender
-# authentication (docs/security.md).
-UNVERIFIED_WARNING = (
-    "Warning: unverified sender. This message claims to be from {client}, but the "
-    "sender's domain does not vouch for it (sender authentication failed). Nothing "
-    "was relayed, acknowledged or changed by it.\n\n"
-)
+# The first lines of an agent's notice about a message that changes nothing: its From
+# failed sender authentication, or its sender is not a participant of the ticket
+# (docs/security.md, "Who is speaking").
+CAUTIONS = {
+    "unverified": (
+        "Warning: unverified sender. This message claims to be from {client}, but the "
+        "sender's domain does not vouch for it (sender authentication failed). Nothing "
+        "was relayed, acknowledged or changed by it.\n\n"
+    ),
+    "outsider": (
+        "Note: {client} is not a participant of this ticket. The message is kept here; "
+        "the sender gets no acknowledgement, no copy of replies and no web access.\n\n"
+    ),
+}
 
 
 def acknowledgement(
@@ -116,14 +123,14 @@ def agent_notice(
     references: Sequence[str],
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
-    unverified: bool = False,
+    caution: str = "",
 ) -> Composed:
     """What an agent gets for a new ticket or a client's follow-up; replying answers the client.
 
     ``Reply-To`` carries a token bound to this ticket and this agent, so the
     agent's reply is recognised by the token, never by its ``From`` alone.
-    ``unverified``: the ``From`` failed sender authentication; the warning comes
-    before the tenant's template, so an override cannot leave it out.
+    ``caution`` (a key of ``CAUTIONS``): why the message changes nothing; its warning
+    comes before the tenant's template, so an override cannot leave it out.
     """
     body_text = templates.render(
         tenant.slug,
@@ -136,8 +143,8 @@ def agent_notice(
         tenant_address=tenant.from_address,
         tenant_name=tenant.name,
     )
-    if unverified:
-        body_text = UNVERIFIED_WARNING.format(client=client) + body_text
+    if caution:
+        body_text = CAUTIONS[caution].format(client=client) + body_text
     mid, body = build(
         MailContext(
             tenant=tenant,

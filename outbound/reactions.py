@@ -54,9 +54,10 @@ class Event:
     acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
     notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
     subject: str = ""  # the ticket's subject, when the caller has it at hand
-    # False: the From failed sender authentication (docs/security.md): it is not that
-    # person, so nothing about the sender's address changes by it.
-    verified: bool = True
+    # Why the message changes nothing ("unverified": its From failed authentication;
+    # "outsider": not a participant; docs/security.md): nothing about the sender's
+    # address changes by it, and the agents' notice says so first.
+    caution: str = ""
 
 
 def react(
@@ -72,7 +73,7 @@ def react(
     # writes to us is reachable again, so their mark goes.
     bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
     if (
-        ev.verified
+        not ev.caution
         and ev.sender.lower() in bouncing
         and repos.clear_bouncing(conn, slug, ev.sender)
     ):
@@ -119,7 +120,7 @@ def react(
             references=refs,
             now=now,
             templates=templates,
-            unverified=not ev.verified,
+            caution=ev.caution,
         )
         outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)

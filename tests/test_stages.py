@@ -290,11 +290,18 @@ def _decide(
     reused: bool = False,
     rcpt: str = "support@acme.test",
     auth: AuthVerdict = NONE,
+    participant: bool = True,  # the sender takes part in the matched ticket
 ) -> tuple[ParsedMessage, object]:
     parsed = parse(data)
     raw = _raw(data, rcpt, source=source)
     tenant = config.tenants[0]
-    seen = Seen(parsed.message_id or "k", duplicate=False, key_reused=reused, match=match)
+    seen = Seen(
+        parsed.message_id or "k",
+        duplicate=False,
+        key_reused=reused,
+        match=match,
+        participant=participant and match.ticket_id is not None,
+    )
     return parsed, decide(seen, config, tenant, rcpt, Arrival(raw, parsed, SHA, NOW, auth))
 
 
@@ -575,3 +582,20 @@ def test_decide_relays_an_agent_only_when_the_from_authenticates(config: Gateway
         assert (plan.role, plan.agent, plan.reaction.agent) == ("client", None, None), auth
         assert plan.stored.flagged == ("agent-unauthenticated", "unverified"), auth
         assert plan.ingest.participants == () and plan.reaction.acknowledge is False
+
+
+def test_decide_a_follow_up_from_an_outsider_does_not_make_them_a_participant(
+    config: GatewayConfig,
+) -> None:
+    """The two-mail takeover's second mail: threaded by References into a ticket whose
+    participant the sender is not. Kept for the agents, marked; the sender joins nothing."""
+    mail = _mail("Re: invoice", sender="outsider@evil.test")
+    _, plan = _decide(config, mail, ThreadMatch(7, "references"), participant=False)
+    assert plan.ingest.ticket_id == 7 and plan.role == "client"
+    assert plan.stored.flagged == ("outsider",)
+    assert (plan.ingest.participants, plan.ingest.changes, plan.ingest.tags) == ((), {}, ())
+    assert plan.reaction.caution == "outsider" and plan.reaction.acknowledge is False
+    assert not plan.ingest.anchor  # its Message-ID: no anchor for others to thread onto
+    # A participant's follow-up, by the same way, joins as before.
+    _, ok = _decide(config, mail, ThreadMatch(7, "references"), participant=True)
+    assert ok.stored.flagged == () and ok.ingest.participants and not ok.reaction.caution

@@ -75,7 +75,10 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=msg.sender,
     )
-    return Seen(key, duplicate=False, key_reused=reused, match=match)
+    participant = match.ticket_id is not None and repos.is_participant(
+        conn, tenant.slug, match.ticket_id, msg.sender
+    )
+    return Seen(key, duplicate=False, key_reused=reused, match=match, participant=participant)
 
 
 def commit_message(
@@ -152,11 +155,11 @@ def _react(
             acknowledge=r.acknowledge,
             notify=queue_agents(conn, tenant, ticket_id),
             subject=written.subject,
-            verified=r.verified,
+            caution=r.caution,
         )
         kinds = react(conn, config, event, templates, now)
-        if not r.verified:
-            return  # it is not that person: the ticket's clocks do not move for it
+        if r.caution:
+            return  # not that person, or not one of the ticket's: its clocks do not move
         clocks.on_message(
             conn, tenant.slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
             now=now, created=created,

@@ -52,6 +52,7 @@ class Seen:
     duplicate: bool  # already stored under that key
     key_reused: bool = False  # its Message-ID came before with other bytes
     match: ThreadMatch | None = None  # the ticket it continues (None for a duplicate)
+    participant: bool = False  # the sender already takes part in that ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,13 @@ class Reaction:
     agent: Agent | None
     acknowledge: bool | None  # a rule's say; None: the tenant's setting
     bounce: bool  # a DSN about our mail: its failed addresses are marked bouncing
-    verified: bool = True  # False: the From failed authentication; it changes nothing
+    # "unverified" (the From failed authentication) or "outsider" (not a participant of
+    # the ticket it continues): stored, but it changes nothing and the notice says why.
+    caution: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.caution != "unverified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +109,20 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         role, agent = "client", None
         flags.append("agent-unauthenticated")
         unverified = True
+    # A client's follow-up threaded by References (or a tag) from someone who is not on
+    # the ticket: kept for the agents, but the sender does not join it.
+    outsider = (
+        not unverified
+        and role == "client"
+        and match.ticket_id is not None
+        and match.by in ("references", "tag")
+        and not seen.participant
+    )
     if unverified:
         flags.append("unverified")
+    elif outsider:
+        flags.append("outsider")
+    caution = "unverified" if unverified else "outsider" if outsider else ""
     facts = Facts(
         parsed=parsed,
         recipient=recipient,
@@ -146,17 +165,18 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         if created
         else None,
         ticket_id=match.ticket_id,
-        changes={} if unverified else _changes(rules, created=created),
-        tags=() if unverified else tuple(rules.tags),
+        changes={} if caution else _changes(rules, created=created),
+        tags=() if caution else tuple(rules.tags),
+        anchor=not caution,
         participants=()
-        if unverified
+        if caution
         else _participants(config, parsed, role, sender, created=created),
     )
     reaction = None
     if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
         bounce = parsed.kind == "bounce" and bool(parsed.dsn) and not unverified
-        acknowledge = False if unverified else rules.acknowledge
-        reaction = Reaction(role, agent, acknowledge, bounce, verified=not unverified)
+        acknowledge = False if caution else rules.acknowledge
+        reaction = Reaction(role, agent, acknowledge, bounce, caution=caution)
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
 
