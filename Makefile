@@ -43,7 +43,7 @@ run: $(RUN_STAMP)
 # backup without the gateway), each as package:the file it
 # installs (a glob where the path names a version). Needs root; only the missing
 # ones are installed.
-DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot \
+DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot dnsmasq:/usr/sbin/dnsmasq \
         chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
         systemd:/usr/bin/systemd-analyze 'postgresql:/usr/lib/postgresql/*/bin/initdb' \
         age:/usr/bin/age

@@ -47,6 +47,22 @@ class Composed:
     body: bytes
 
 
+# The first lines of an agent's notice about a message that changes nothing: its From
+# failed sender authentication, or its sender is not a participant of the ticket
+# (docs/security.md, "Who is speaking").
+CAUTIONS = {
+    "unverified": (
+        "Warning: unverified sender. This message claims to be from {client}, but the "
+        "sender's domain does not vouch for it (sender authentication failed). Nothing "
+        "was relayed, acknowledged or changed by it.\n\n"
+    ),
+    "outsider": (
+        "Note: {client} is not a participant of this ticket. The message is kept here; "
+        "the sender gets no acknowledgement, no copy of replies and no web access.\n\n"
+    ),
+}
+
+
 def acknowledgement(
     *,
     tenant: Tenant,
@@ -107,11 +123,14 @@ def agent_notice(
     references: Sequence[str],
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
+    caution: str = "",
 ) -> Composed:
     """What an agent gets for a new ticket or a client's follow-up; replying answers the client.
 
     ``Reply-To`` carries a token bound to this ticket and this agent, so the
     agent's reply is recognised by the token, never by its ``From`` alone.
+    ``caution`` (a key of ``CAUTIONS``): why the message changes nothing; its warning
+    comes before the tenant's template, so an override cannot leave it out.
     """
     body_text = templates.render(
         tenant.slug,
@@ -124,6 +143,8 @@ def agent_notice(
         tenant_address=tenant.from_address,
         tenant_name=tenant.name,
     )
+    if caution:
+        body_text = CAUTIONS[caution].format(client=client) + body_text
     mid, body = build(
         MailContext(
             tenant=tenant,

@@ -54,6 +54,10 @@ class Event:
     acknowledge: bool | None = None  # a routing rule's say; None: the tenant's setting
     notify: tuple[Agent, ...] | None = None  # the queue's agents; None: all the tenant's
     subject: str = ""  # the ticket's subject, when the caller has it at hand
+    # Why the message changes nothing ("unverified": its From failed authentication;
+    # "outsider": not a participant; docs/security.md): nothing about the sender's
+    # address changes by it, and the agents' notice says so first.
+    caution: str = ""
 
 
 def react(
@@ -68,7 +72,11 @@ def react(
     # One look at the bouncing marks for the sender and every agent: a client who
     # writes to us is reachable again, so their mark goes.
     bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
-    if ev.sender.lower() in bouncing and repos.clear_bouncing(conn, slug, ev.sender):
+    if (
+        not ev.caution
+        and ev.sender.lower() in bouncing
+        and repos.clear_bouncing(conn, slug, ev.sender)
+    ):
         repos.add_audit(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )
@@ -112,6 +120,7 @@ def react(
             references=refs,
             now=now,
             templates=templates,
+            caution=ev.caution,
         )
         outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)

@@ -84,6 +84,9 @@ class Ingest:
     changes: dict[str, Any] = field(default_factory=dict)  # a rule's queue, priority, ...
     tags: tuple[str, ...] = ()  # added to the ticket's own
     participants: tuple[Participant, ...] = ()
+    # Its Message-ID becomes a threading anchor for later mail; not for a message
+    # whose sender is unverified or an outsider (others could thread onto it).
+    anchor: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
     if ticket_id is None:
         repos.add_audit(conn, tenant, "message.recorded", actor=plan.actor, detail=detail, now=now)
         return Written(None, None, "", row)
-    if plan.message.get("message_id"):
+    if plan.anchor and plan.message.get("message_id"):
         record_message_id(conn, tenant, plan.message["message_id"], ticket_id, "in")
     for p in plan.participants:
         add_participant(conn, tenant, ticket_id, p.address, p.name, p.role, now)

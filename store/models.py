@@ -133,6 +133,10 @@ messages = Table(
     Column("thread_by", String(16), nullable=False),  # token|references|tag|new|none
     Column("envelope_from", String(320), nullable=False),
     Column("source", String(8), nullable=False),
+    # Sender authentication (gateway/intake/auth.py): pass | fail | temperror | none,
+    # and the RFC 8601 Authentication-Results text it was read from (None: no check).
+    Column("auth", String(16), nullable=False, server_default="none"),
+    Column("auth_results", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Set when retention or an erasure deleted the raw blob; raw_sha256 stays
     # as the dedupe fingerprint, but it no longer keeps the blob alive.

@@ -96,6 +96,7 @@ async def ticket_detail(
             "date": m.date,
             "thread_by": m.thread_by,
             "flags": m.flags,
+            "auth": m.auth,  # sender authentication: pass | fail | temperror | none
             "created_at": _iso(m.created_at),
             "attachments": atts.get(m.id, []),
         }

@@ -59,6 +59,7 @@ CONFIG = f"""
 [gateway]
 hostname = "gw.test"
 data_dir = "var"
+dns_resolver = "none"  # made-up senders: no sender checks against real DNS
 [scanner]
 address = "127.0.0.1:9"
 [[tenants]]

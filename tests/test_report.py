@@ -37,6 +37,7 @@ CONFIG = """
 [gateway]
 hostname = "gw.test"
 data_dir = "var"
+dns_resolver = "none"  # made-up senders: no sender checks against real DNS
 
 [scanner]
 address = "{scanner}"

@@ -33,6 +33,7 @@ from outbound.compose import Templates
 from parsers import parse
 from parsers.errors import HeaderTooLarge, ParseError, StructureTooDeep
 from parsers.types import Envelope, ParsedMessage, RawMessage
+from routing.auth import NONE, AuthVerdict
 from routing.classify import speaker
 from routing.config import GatewayConfig, load_config
 from routing.tenants import AddressIndex
@@ -288,12 +289,20 @@ def _decide(
     source: str = "smtp",
     reused: bool = False,
     rcpt: str = "support@acme.test",
+    auth: AuthVerdict = NONE,
+    participant: bool = True,  # the sender takes part in the matched ticket
 ) -> tuple[ParsedMessage, object]:
     parsed = parse(data)
     raw = _raw(data, rcpt, source=source)
     tenant = config.tenants[0]
-    seen = Seen(parsed.message_id or "k", duplicate=False, key_reused=reused, match=match)
-    return parsed, decide(seen, config, tenant, rcpt, Arrival(raw, parsed, SHA, NOW))
+    seen = Seen(
+        parsed.message_id or "k",
+        duplicate=False,
+        key_reused=reused,
+        match=match,
+        participant=participant and match.ticket_id is not None,
+    )
+    return parsed, decide(seen, config, tenant, rcpt, Arrival(raw, parsed, SHA, NOW, auth))
 
 
 def test_decide_a_duplicate_keeps_nothing(config: GatewayConfig) -> None:
@@ -529,3 +538,64 @@ def test_a_rule_reject_does_not_fail_the_writers_batch(
     assert isinstance(refused, Reject) and stored[0].ticket_ref == "ACME-1"
     # One transaction held both: the refusal was a value, not a batch failure and two retries.
     assert (writer.batches, writer.units) == (1, 2)
+
+
+# -- decide with the sender's authentication as a fact ------------------------------------
+
+FAIL, PASS, TEMP = AuthVerdict("fail"), AuthVerdict("pass"), AuthVerdict("temperror")
+
+
+def test_decide_a_from_that_fails_authentication_is_kept_but_changes_nothing(
+    config: GatewayConfig,
+) -> None:
+    """A forged client on their ticket: stored there, marked, no participant, no rule
+    change, no acknowledgement, and the ticket's clocks and the address stay as they are."""
+    mail = _mail("Re: invoice [ACME-3]")
+    _, honest = _decide(config, mail, ThreadMatch(3, "tag"), auth=PASS)
+    assert honest.ingest.changes == {"priority": "high"} and honest.ingest.tags == ("billing",)
+    assert honest.ingest.participants and honest.reaction.verified
+    assert "unverified" not in honest.stored.flagged
+    _, forged = _decide(config, mail, ThreadMatch(3, "tag"), auth=FAIL)
+    assert forged.ingest.ticket_id == 3 and forged.role == "client"
+    assert forged.stored.flagged == ("unverified",)
+    assert forged.ingest.message["flags"] == ["unverified"]
+    assert forged.ingest.message["auth"] == "fail"
+    assert (forged.ingest.changes, forged.ingest.tags, forged.ingest.participants) == ({}, (), ())
+    assert forged.reaction.acknowledge is False and not forged.reaction.verified
+    # A new ticket from a failing From: opened (the agents see it), never acknowledged.
+    _, new = _decide(config, _mail("Printer"), ThreadMatch(None, "none"), auth=FAIL)
+    assert new.ingest.open is not None and new.reaction.acknowledge is False
+    # No DNS answer is not proof of forgery: a client's temperror behaves as today.
+    _, temp = _decide(config, mail, ThreadMatch(3, "tag"), auth=TEMP)
+    assert temp.stored.flagged == () and temp.ingest.participants and temp.reaction.verified
+
+
+def test_decide_relays_an_agent_only_when_the_from_authenticates(config: GatewayConfig) -> None:
+    token = make_token(config.secret, "acme", 7, "alice@acme.test")
+    match = ThreadMatch(7, "token", read_token(config.secret, "acme", token))
+    reply = _mail("Re: Printer", sender="alice@acme.test")
+    for auth in (PASS, NONE):  # authenticated, or a tenant without authentication
+        _, plan = _decide(config, reply, match, auth=auth)
+        assert (plan.role, plan.reaction.agent.address) == ("agent", "alice@acme.test"), auth
+    for auth in (FAIL, TEMP):
+        _, plan = _decide(config, reply, match, auth=auth)
+        assert (plan.role, plan.agent, plan.reaction.agent) == ("client", None, None), auth
+        assert plan.stored.flagged == ("agent-unauthenticated", "unverified"), auth
+        assert plan.ingest.participants == () and plan.reaction.acknowledge is False
+
+
+def test_decide_a_follow_up_from_an_outsider_does_not_make_them_a_participant(
+    config: GatewayConfig,
+) -> None:
+    """The two-mail takeover's second mail: threaded by References into a ticket whose
+    participant the sender is not. Kept for the agents, marked; the sender joins nothing."""
+    mail = _mail("Re: invoice", sender="outsider@evil.test")
+    _, plan = _decide(config, mail, ThreadMatch(7, "references"), participant=False)
+    assert plan.ingest.ticket_id == 7 and plan.role == "client"
+    assert plan.stored.flagged == ("outsider",)
+    assert (plan.ingest.participants, plan.ingest.changes, plan.ingest.tags) == ((), {}, ())
+    assert plan.reaction.caution == "outsider" and plan.reaction.acknowledge is False
+    assert not plan.ingest.anchor  # its Message-ID: no anchor for others to thread onto
+    # A participant's follow-up, by the same way, joins as before.
+    _, ok = _decide(config, mail, ThreadMatch(7, "references"), participant=True)
+    assert ok.stored.flagged == () and ok.ingest.participants and not ok.reaction.caution

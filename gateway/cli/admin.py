@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.cli.common import config_path, load, open_read
 from gateway.cli.errors import CommandError
+from routing.auth import unauthenticated
 from routing.config import GatewayConfig, load_config
 from routing.errors import ConfigError
 
@@ -62,6 +63,8 @@ def _config_check(args: argparse.Namespace) -> int:
         f"ok: {cfg.path}: {len(cfg.tenants)} tenants, {n_addr} addresses, {n_box} mailboxes, "
         f"{n_queues} queues, {n_rules} rules"
     )
+    for warning in unauthenticated(cfg):  # valid, but every From is believed
+        print(f"gateway: warning: {warning}", file=sys.stderr)
     return 0
 
 

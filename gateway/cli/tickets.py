@@ -109,7 +109,8 @@ def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
     print(f"tenant: {d['tenant']}   opened: {d['created_at']}")
     print("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in d["participants"]))
     for m in d["messages"]:
-        print(f"\n--- {m['direction']} {m['kind']} from {m['from']}  {m['date'] or ''}")
+        auth = f"  auth={m['auth']}" if m["direction"] == "in" else ""
+        print(f"\n--- {m['direction']} {m['kind']} from {m['from']}{auth}  {m['date'] or ''}")
         print(f"    Message-ID: {m['message_id']}")
         for a in m["attachments"]:
             print(

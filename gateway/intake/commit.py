@@ -22,6 +22,7 @@ from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
 from outbound.reactions import Event, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
+from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
@@ -74,7 +75,10 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=msg.sender,
     )
-    return Seen(key, duplicate=False, key_reused=reused, match=match)
+    participant = match.ticket_id is not None and repos.is_participant(
+        conn, tenant.slug, match.ticket_id, msg.sender
+    )
+    return Seen(key, duplicate=False, key_reused=reused, match=match, participant=participant)
 
 
 def commit_message(
@@ -151,8 +155,11 @@ def _react(
             acknowledge=r.acknowledge,
             notify=queue_agents(conn, tenant, ticket_id),
             subject=written.subject,
+            caution=r.caution,
         )
         kinds = react(conn, config, event, templates, now)
+        if r.caution:
+            return  # not that person, or not one of the ticket's: its clocks do not move
         clocks.on_message(
             conn, tenant.slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
             now=now, created=created,
@@ -162,11 +169,18 @@ def _react(
 
 
 def explain_commit(
-    conn: Connection, config: GatewayConfig, raw: RawMessage, parsed: ParsedMessage, now: datetime
+    conn: Connection,
+    config: GatewayConfig,
+    raw: RawMessage,
+    parsed: ParsedMessage,
+    now: datetime,
+    auth: AuthVerdict = NONE,
 ) -> list[dict[str, Any]]:
-    """Run the real commit stages for each tenant and say what they did; the caller rolls back."""
+    """Run the real commit stages for each tenant and say what they did; the caller rolls back.
+    ``auth``: the sender's verdict, checked before (as the pipeline does, outside the
+    transaction)."""
     out: list[dict[str, Any]] = []
-    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now)
+    msg = Arrival(raw, parsed, hashlib.sha256(raw.data).hexdigest(), now, auth)
     templates = Templates.of(config)
     for slug, job in jobs(AddressIndex(config), raw.envelope.rcpt_tos).items():
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}

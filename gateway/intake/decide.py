@@ -16,6 +16,7 @@ from datetime import datetime
 
 from outbound.reactions import is_ours
 from parsers.types import Attachment, ParsedMessage, RawMessage
+from routing.auth import NONE, AuthVerdict
 from routing.classify import Role, speaker
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.rules import Decision, Facts, evaluate
@@ -35,6 +36,7 @@ class Arrival:
     parsed: ParsedMessage
     sha256: str  # of the raw bytes
     now: datetime
+    auth: AuthVerdict = NONE  # sender authentication, checked before the commit
 
     @property
     def sender(self) -> str:
@@ -50,6 +52,7 @@ class Seen:
     duplicate: bool  # already stored under that key
     key_reused: bool = False  # its Message-ID came before with other bytes
     match: ThreadMatch | None = None  # the ticket it continues (None for a duplicate)
+    participant: bool = False  # the sender already takes part in that ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,13 @@ class Reaction:
     agent: Agent | None
     acknowledge: bool | None  # a rule's say; None: the tenant's setting
     bounce: bool  # a DSN about our mail: its failed addresses are marked bouncing
+    # "unverified" (the From failed authentication) or "outsider" (not a participant of
+    # the ticket it continues): stored, but it changes nothing and the notice says why.
+    caution: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.caution != "unverified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +96,33 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     flags = ["message-id-reused"] if seen.key_reused else []
     sender = msg.sender
     role, agent = speaker(parsed, raw.envelope.mail_from, tenant, match.claim, config.hostname)
+    # A From that fails authentication is not that person (docs/security.md): kept on
+    # the ticket, marked, and nothing is relayed, acknowledged or changed by it.
+    unverified = msg.auth.summary == "fail"
     if role == "agent" and (agent is None or agent.address != sender):
         # An agent's token with someone else's From: kept for agents to see, never relayed.
         role, agent = "client", None
         flags.append("agent-token-from-mismatch")
+    elif role == "agent" and msg.auth.summary not in ("pass", "none"):
+        # The token and the From match, but the From does not authenticate (or DNS did not
+        # say): an agent's reply is relayed only when it does.
+        role, agent = "client", None
+        flags.append("agent-unauthenticated")
+        unverified = True
+    # A client's follow-up threaded by References (or a tag) from someone who is not on
+    # the ticket: kept for the agents, but the sender does not join it.
+    outsider = (
+        not unverified
+        and role == "client"
+        and match.ticket_id is not None
+        and match.by in ("references", "tag")
+        and not seen.participant
+    )
+    if unverified:
+        flags.append("unverified")
+    elif outsider:
+        flags.append("outsider")
+    caution = "unverified" if unverified else "outsider" if outsider else ""
     facts = Facts(
         parsed=parsed,
         recipient=recipient,
@@ -132,14 +165,18 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         if created
         else None,
         ticket_id=match.ticket_id,
-        changes=_changes(rules, created=created),
-        tags=tuple(rules.tags),
-        participants=_participants(config, parsed, role, sender, created=created),
+        changes={} if caution else _changes(rules, created=created),
+        tags=() if caution else tuple(rules.tags),
+        anchor=not caution,
+        participants=()
+        if caution
+        else _participants(config, parsed, role, sender, created=created),
     )
     reaction = None
     if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
-        bounce = parsed.kind == "bounce" and bool(parsed.dsn)
-        reaction = Reaction(role, agent, rules.acknowledge, bounce)
+        bounce = parsed.kind == "bounce" and bool(parsed.dsn) and not unverified
+        acknowledge = False if caution else rules.acknowledge
+        reaction = Reaction(role, agent, acknowledge, bounce, caution=caution)
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
 
@@ -171,6 +208,8 @@ def _message_row(
         "envelope_from": raw.envelope.mail_from.lower(),
         "source": raw.source,
         "rules": rules.matched,
+        "auth": msg.auth.summary,
+        "auth_results": msg.auth.header or None,
     }
 
 

@@ -9,6 +9,7 @@ for rules and threading, and must work without clamd.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from email.parser import BytesHeaderParser
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
+from gateway.intake.auth import Authenticator, trusted_id
 from gateway.intake.commit import explain_commit
 from gateway.intake.decide import Plan
 from gateway.intake.pipeline import needs_scan
@@ -57,13 +59,18 @@ def explain(config: GatewayConfig, path: Path, to: list[str] | None) -> dict[str
         raise ExplainError(f"not a tenant address: {', '.join(unknown)}")
     sender = parsed.from_addr
     raw = RawMessage(Envelope(mail_from=sender, rcpt_tos=rcpts), data, "explain")
+    # As the pipeline does before its commit: a trusted front MTA's header, else DKIM and
+    # DMARC over DNS (a saved file has no client address, so SPF is not checked).
+    tenants_named = [r.tenant for r in map(index.lookup, rcpts) if r is not None]
+    trusted = trusted_id(config, raw, tenants_named)
+    verdict = asyncio.run(Authenticator(config).verdict(raw, sender, trusted))
     engine, live = _engine(config)
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             trans = conn.begin()
             try:
-                tenants = explain_commit(conn, config, raw, parsed, repos.now())
+                tenants = explain_commit(conn, config, raw, parsed, repos.now(), verdict)
                 for item in tenants:
                     item["ticket"] = _ticket(conn, item)
             finally:
@@ -80,6 +87,8 @@ def explain(config: GatewayConfig, path: Path, to: list[str] | None) -> dict[str
             "kind": parsed.kind,
             "attachments": len(parsed.attachments),
             "scanned_before_commit": needs_scan(parsed),
+            "auth": verdict.summary,
+            "auth_results": verdict.header,
         },
         "recipients": list(rcpts),
         "tenants": [_plain(config, item) for item in tenants],
@@ -154,6 +163,7 @@ def render(report: dict[str, Any]) -> str:
         f"message   {report['file']}",
         f"  from    {m['from'] or '(none)'}   kind {m['kind']}   id {m['message_id'] or '(none)'}",
         f"  subject {m['subject']}",
+        f"  auth    auth={m['auth']}" + (f"   {m['auth_results']}" if m["auth_results"] else ""),
         f"  scan    {'yes, before commit' if m['scanned_before_commit'] else 'not needed'}"
         f" ({m['attachments']} attachments)",
         f"store     {report['store']}",

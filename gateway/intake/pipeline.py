@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from gateway import metrics
 from gateway.clock import Clock
+from gateway.intake.auth import Authenticator, trusted_id
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.decide import Arrival
 from gateway.intake.replies import defer, outcome_for_exception, reject
@@ -59,6 +60,7 @@ class Trace:
     scan: str | None = None
     scan_detail: str | None = None
     signature: str | None = None
+    auth: str | None = None
     rule: str | None = None
     error: str | None = None
 
@@ -92,9 +94,11 @@ class Pipeline:
             max_parts=config.limits.max_parts,
         )
         self.templates = Templates.of(config)
+        self.auth = Authenticator(config)
 
-    async def process(self, raw: RawMessage) -> Outcome:
-        """Never raises: every fault is an Outcome (a timeout is a Defer)."""
+    async def process(self, raw: RawMessage, helo: str = "") -> Outcome:
+        """Never raises: every fault is an Outcome (a timeout is a Defer). ``helo``: the
+        client's EHLO name, for SPF's HELO check (SMTP only)."""
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
@@ -104,7 +108,7 @@ class Pipeline:
         outcome: Outcome
         try:
             async with asyncio.timeout(config.smtp.pipeline_timeout):
-                outcome = await self._process(raw, config, named, limits, trace, now)
+                outcome = await self._process(raw, config, named, limits, trace, now, helo)
         except Exception as exc:  # every fault is an answer, never a traceback
             outcome = outcome_for_exception(exc)
             trace.error = type(exc).__name__
@@ -155,8 +159,9 @@ class Pipeline:
         limits: Limits,
         trace: Trace,
         now: datetime,
+        helo: str = "",
     ) -> Outcome:
-        templates = self.templates
+        templates, auth = self.templates, self.auth
         if not named:
             return reject(Reason.NO_SUCH_RECIPIENT)
         if len(raw.data) > config.smtp.max_message_size:
@@ -177,8 +182,12 @@ class Pipeline:
             trace.scan = type(result).__name__.lower()
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
+        # Off the loop and before the transaction: DNS must never hold the writer.
+        trusted = trusted_id(config, raw, [j.recipient.tenant for j in named.values()])
+        verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
+        trace.auth = verdict.summary
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
-        msg = Arrival(raw, parsed, raw_sha, now)
+        msg = Arrival(raw, parsed, raw_sha, now, verdict)
 
         def bind(conn: Connection) -> None:
             # Files: fsynced already, checked not collected since (else 451, and the

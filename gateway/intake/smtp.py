@@ -135,7 +135,8 @@ class IntakeHandler:
                 data=bytes(envelope.original_content or b""),
                 source="smtp",
             )
-            return smtp_reply(await self.pipeline.process(raw))
+            helo = str(session.host_name or "")
+            return smtp_reply(await self.pipeline.process(raw, helo=helo))
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:

@@ -75,6 +75,9 @@ class ImapMailbox:
     timeout: float = 30.0  # every IMAP command
     max_failures: int = 5  # deferrals of one message before it is quarantined
     ca_file: Path | None = None
+    # The provider's Authentication-Results id to believe (the topmost header with it);
+    # empty: no header is believed (docs/security.md).
+    trusted_authserv_id: str = ""
 
     @property
     def key(self) -> str:
@@ -149,6 +152,9 @@ class SmtpSettings:
     tls_cert: Path | None = None  # STARTTLS is offered when a certificate is set
     tls_key: Path | None = None
     require_tls: bool = False  # refuse MAIL FROM before STARTTLS
+    # A front MTA that checks SPF/DKIM/DMARC: its topmost Authentication-Results with
+    # this id is believed and the gateway asks no DNS itself; empty: it checks itself.
+    trusted_authserv_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +240,10 @@ class GatewayConfig:
     # Where raw mail and attachments live: "files" under data_dir/blobs (one
     # machine), or "database" rows (several instances on one PostgreSQL).
     blobs: str = "database"
+    # Sender authentication's DNS: "system" (/etc/resolv.conf), "none" (no checks:
+    # messages are auth=none), or "HOST:PORT" of a resolver; each lookup's timeout.
+    dns_resolver: str = "system"
+    dns_timeout: float = 5.0
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:

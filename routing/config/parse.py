@@ -33,12 +33,13 @@ from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
 __all__ = ["Parsed", "parse_config"]
 
 _SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
+_RESOLVER = re.compile(r"(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}")
 _TABLES = {
     "gateway", "smtp", "http", "scanner", "limits", "outbound", "tenants", "backup", "reports",
 }  # fmt: skip
 _GATEWAY_KEYS = {
     "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
-    "watch_config", "instance", "lease_seconds", "blobs",
+    "watch_config", "instance", "lease_seconds", "blobs", "dns_resolver", "dns_timeout",
 }  # fmt: skip
 _LISTEN = frozenset({"host", "port"})  # one ``listen = "HOST:PORT"`` key in the file
 
@@ -92,6 +93,12 @@ def parse_config(path: Path, text: str) -> Parsed:
     blobs = c.take(g, "blobs", "gateway", str, "database")
     if blobs not in BLOB_STORES:
         c.error("gateway.blobs", "must be 'files' or 'database'")
+    dns_resolver = c.take(g, "dns_resolver", "gateway", str, "system")
+    if dns_resolver not in ("system", "none") and not _RESOLVER.fullmatch(dns_resolver):
+        c.error("gateway.dns_resolver", "must be 'system', 'none' or IP:PORT")
+    dns_timeout = c.take(g, "dns_timeout", "gateway", float, 5.0)
+    if not 0 < dns_timeout <= 60:
+        c.error("gateway.dns_timeout", "must be more than 0 and at most 60 seconds")
 
     http = _http(c, c.table(doc.get("http", {}), "http") or {})
     smtp = _smtp(c, c.table(doc.get("smtp", {}), "smtp") or {}, base_dir)
@@ -119,6 +126,8 @@ def parse_config(path: Path, text: str) -> Parsed:
         instance=instance,
         lease_seconds=lease_seconds,
         blobs=blobs,
+        dns_resolver=dns_resolver,
+        dns_timeout=dns_timeout,
     )
     return Parsed(config, secret_file, c)
 
@@ -169,8 +178,9 @@ def _smtp(c: Checker, s: dict[str, Any], base_dir: Path) -> SmtpSettings:
     c.unknown(s, keys_of(SmtpSettings, "listen", without=_LISTEN), "smtp")
     host, port = _listen(c, s, "smtp", "127.0.0.1:2525")
     values = c.fields(
-        s, "smtp", SmtpSettings, "max_message_size", "pipeline_timeout", "max_received"
-    )
+        s, "smtp", SmtpSettings, "max_message_size", "pipeline_timeout", "max_received",
+        "trusted_authserv_id",
+    )  # fmt: skip
     cert = c.take(s, "tls_cert", "smtp", str, "")
     key = c.take(s, "tls_key", "smtp", str, "")
     require = c.take(s, "require_tls", "smtp", bool, False)

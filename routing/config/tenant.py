@@ -264,7 +264,7 @@ def _mailboxes(
             "port": c.take(m, "port", mb, int, 993 if security == "tls" else 143),
             **c.fields(
                 m, mb, ImapMailbox, "folder", "processed_folder", "quarantine_folder", "idle",
-                "poll_interval", "timeout", "max_failures",
+                "poll_interval", "timeout", "max_failures", "trusted_authserv_id",
             ),
         }  # fmt: skip
         for key in ("poll_interval", "timeout", "max_failures"):

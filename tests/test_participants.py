@@ -1,0 +1,61 @@
+"""Who may join a ticket: the two-mail takeover of issue 16 against a running daemon."""
+
+from __future__ import annotations
+
+import re
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+from tests.daemon import Daemon
+
+
+def _mail(sender: str, subject: str, mid: str, headers: str = "") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: support@acme.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: {mid}\r\n{headers}\r\nHello.\r\n"
+    ).encode()
+
+
+def test_an_outsider_threaded_by_references_is_kept_but_never_joins(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw").start()
+    try:
+        code, text = d.send(
+            _mail("carol@client.test", "Printer", "<c-1@client.test>"), sender="carol@client.test"
+        )
+        assert code == 250, text
+        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        plant = _mail(
+            "outsider@evil.test", "Re: Printer", "<plant-2@evil.test>",
+            "In-Reply-To: <c-1@client.test>\r\n",
+        )  # fmt: skip
+        code, text = d.send(plant, sender="outsider@evil.test")
+        assert code == 250 and ref in text, text  # threaded into the ticket, for the agents
+        people = d.query(
+            "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
+            "WHERE t.ref = ?",
+            ref,
+        )
+        assert [p[0] for p in people] == ["carol@client.test"]
+        rows = d.query("SELECT from_addr, flags FROM messages ORDER BY id")
+        assert "outsider" in str(rows[1][1]) and "outsider" not in str(rows[0][1])
+        notices = d.query(
+            "SELECT o.body FROM outbox o WHERE o.kind = 'notice' ORDER BY o.id",
+        )
+        first = message_from_bytes(bytes(notices[-1][0]), policy=default)
+        text = first.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert text.startswith("Note: outsider@evil.test is not a participant"), text
+        # Its Message-ID is no anchor: mail "in reply to" the plant threads nowhere.
+        anchors = d.query("SELECT message_id FROM message_ids ORDER BY ticket_id")
+        assert "<plant-2@evil.test>" not in [a[0] for a in anchors], anchors
+        # The client's own follow-up by References still joins as ever.
+        code, text = d.send(
+            _mail("carol@client.test", "Re: Printer", "<c-3@client.test>",
+                  "In-Reply-To: <c-1@client.test>\r\n"),
+            sender="carol@client.test",
+        )  # fmt: skip
+        assert code == 250, text
+        flags = d.query("SELECT flags FROM messages ORDER BY id")
+        assert "outsider" not in str(flags[2][0])
+    finally:
+        d.stop()
