@@ -40,10 +40,11 @@ run: $(RUN_STAMP)
 # Debian packages the tests run for real (clamd, Dovecot, Chromium, poppler's
 # pdftoppm/pdftotext for the report PDF, systemd-analyze for the unit file, the
 # PostgreSQL server for the store's second engine, the age CLI that opens a
-# backup without the gateway), each as package:the file it
+# backup without the gateway, dnsmasq (dnsmasq-base: the binary, no system service)
+# as the DNS server of the SPF/DKIM/DMARC tests), each as package:the file it
 # installs (a glob where the path names a version). Needs root; only the missing
 # ones are installed.
-DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot dnsmasq:/usr/sbin/dnsmasq \
+DEBS := clamav-daemon:/usr/sbin/clamd dovecot-imapd:/usr/sbin/dovecot dnsmasq-base:/usr/sbin/dnsmasq \
         chromium:/usr/bin/chromium poppler-utils:/usr/bin/pdftoppm \
         systemd:/usr/bin/systemd-analyze 'postgresql:/usr/lib/postgresql/*/bin/initdb' \
         age:/usr/bin/age
