@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Collect now, then keep the collector off while pytest writes its summary.
+
+    Clients and event loops that a test left open are finalised by the garbage
+    collector; on CPython 3.11.7 a finaliser that runs while pytest builds an AST
+    for the summary corrupts the AST constructor's depth count, and the run ends
+    in ``SystemError: AST constructor recursion depth mismatch`` (CPython
+    gh-106905) after every test passed. Collecting here makes those finalisers
+    run at a known moment, and nothing is collected behind the summary's back.
+    """
+    gc.collect()
+    gc.disable()
 
 
 @pytest.fixture(scope="session")
