@@ -43,6 +43,17 @@ class Attachment:
     content_id: str | None
     data: bytes = field(repr=False, compare=False)
 
+    def as_row(self) -> dict[str, object]:
+        """What is stored and shown of an attachment: everything but its bytes."""
+        return {
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "inline": self.inline,
+            "content_id": self.content_id,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadHints:

@@ -87,17 +87,7 @@ def parsed_to_json(parsed: Any) -> dict[str, Any]:
         "text": parsed.text,
         "reply_text": parsed.reply_text,
         "html": parsed.html,
-        "attachments": [
-            {
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "sha256": a.sha256,
-                "inline": a.inline,
-                "content_id": a.content_id,
-            }
-            for a in parsed.attachments
-        ],
+        "attachments": [a.as_row() for a in parsed.attachments],
         "thread_hints": dataclasses.asdict(parsed.thread_hints)
         | {"references": list(parsed.thread_hints.references)},
         "defects": list(parsed.defects),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from outbound.reactions import is_ours
-from parsers.types import Attachment, ParsedMessage, RawMessage
+from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.classify import Role, speaker
 from routing.config import Agent, GatewayConfig, Tenant
@@ -154,7 +154,7 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         detail["rules"] = rules.matched
     ingest = Ingest(
         message=_message_row(msg, seen.key, role, flags, thread_by, rules),
-        attachments=tuple(_attachment_row(a) for a in parsed.attachments),
+        attachments=tuple(a.as_row() for a in parsed.attachments),
         actor=sender,
         detail=detail,
         open=NewTicket(
@@ -210,17 +210,6 @@ def _message_row(
         "rules": rules.matched,
         "auth": msg.auth.summary,
         "auth_results": msg.auth.header or None,
-    }
-
-
-def _attachment_row(a: Attachment) -> dict[str, object]:
-    return {
-        "filename": a.filename,
-        "content_type": a.content_type,
-        "size": a.size,
-        "sha256": a.sha256,
-        "inline": a.inline,
-        "content_id": a.content_id,
     }
 
 
