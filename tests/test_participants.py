@@ -59,3 +59,36 @@ def test_an_outsider_threaded_by_references_is_kept_but_never_joins(tmp_path: Pa
         assert "outsider" not in str(flags[2][0])
     finally:
         d.stop()
+
+
+def _people(d: Daemon, ref: str) -> list[str]:
+    rows = d.query(
+        "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
+        "WHERE t.ref = ? ORDER BY p.address",
+        ref,
+    )
+    return [r[0] for r in rows]
+
+
+def _open(d: Daemon, sender: str, headers: str = "", to: str = "support@acme.test") -> str:
+    mail = (
+        f"From: {sender}\r\nTo: {to}\r\n{headers}Subject: Printer\r\n"
+        f"Message-ID: <open-{abs(hash(sender + headers))}@client.test>\r\n\r\nHello.\r\n"
+    ).encode()
+    code, text = d.send(mail, sender="carol@client.test")
+    assert code == 250, text
+    return re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+
+
+def test_the_first_mails_to_and_cc_join_but_never_our_own_addresses(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw").start()
+    try:
+        ref = _open(
+            d,
+            '"Carol" <carol@client.test>',
+            "Cc: erin@client.test, alice@acme.test, billing+x@acme.test\r\n",
+            to="support@acme.test, Dave <dave@client.test>, carol@client.test",
+        )
+        assert _people(d, ref) == ["carol@client.test", "dave@client.test", "erin@client.test"]
+    finally:
+        d.stop()

@@ -230,15 +230,15 @@ def _changes(rules: Decision, *, created: bool) -> dict[str, str]:
 def _participants(
     config: GatewayConfig, parsed: ParsedMessage, role: Role, sender: str, *, created: bool
 ) -> tuple[Participant, ...]:
-    """A client who writes takes part; on a new ticket so do the people they copied,
-    but never one of our own addresses."""
+    """A client who writes takes part; on a new ticket so do the people they wrote to
+    or copied, but never one of our own addresses."""
     if role != "client":
         return ()
     out = [Participant(sender, parsed.from_name, "client" if created else "cc")]
     if created:
-        out += [
-            Participant(addr, "", "cc")
-            for addr in parsed.cc
-            if addr != sender and not is_ours(config, addr)
-        ]
+        seen = {sender}
+        for addr in (*parsed.to, *parsed.cc):
+            if addr not in seen and not is_ours(config, addr):
+                seen.add(addr)
+                out.append(Participant(addr, "", "cc"))
     return tuple(out)
