@@ -32,6 +32,7 @@ __all__ = [
     "failure_notice",
     "magic_link_mail",
     "new_message_id",
+    "refusal_notice",
     "relay",
     "report_mail",
     "sla_notice",
@@ -165,6 +166,43 @@ def agent_notice(
     return Composed(
         message_id=mid, mail_from=tenant.from_address, rcpt_tos=(agent.address,), body=body
     )
+
+
+def refusal_notice(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agent: Agent,
+    ref: str,
+    subject: str,
+    sender: str,
+    in_reply_to: str | None,
+    now: datetime,
+) -> Composed:
+    """Tells an agent that a reply carrying their token was not sent, and why.
+
+    It goes to the agent's configured address, never to the sender: whoever
+    holds a leaked notice learns nothing from it, and the agent can still
+    answer from an address of theirs. No Reply-To token: answering it does nothing.
+    """
+    text = (
+        f"Your reply on {ref} was NOT sent to the client.\n\n"
+        f"It carried your reply address, but came from {clean(sender)}, which is not "
+        f"{agent.address} nor one of your configured aliases. The message is kept on "
+        "the ticket for the agents to see; nobody was added to the ticket.\n\n"
+        "If it was you, answer again from your own address.\n"
+    )
+    mid, body = build(
+        MailContext(tenant=tenant, hostname=hostname, ref=ref, now=now, in_reply_to=in_reply_to),
+        kind="refusal",
+        subject=f"Not sent: {subject}",
+        from_name=tenant.name,
+        to=[(agent.name, agent.address)],
+        text=text,
+        reply_to=tenant.from_address,
+        auto_submitted="auto-generated",
+    )
+    return Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body)
 
 
 def relay(

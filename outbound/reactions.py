@@ -19,6 +19,7 @@ from outbound.compose import (
     acknowledgement,
     agent_notice,
     failure_notice,
+    refusal_notice,
     relay,
 )
 from parsers.types import ParsedMessage
@@ -66,6 +67,19 @@ def react(
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
         return _agent_reply(conn, config, ev, ev.agent, now)
+    if ev.caution == "refused" and ev.agent is not None:
+        mail = refusal_notice(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            agent=ev.agent,
+            ref=ev.ref,
+            subject=ev.subject or _ticket_subject(conn, ev),
+            sender=ev.sender,
+            in_reply_to=ev.parsed.message_id,
+            now=now,
+        )
+        queue(conn, ev.tenant.slug, "refusal", ev.ticket_id, mail, now=now)
+        return ["refusal"]
     outgoing: list[tuple[str, Composed]] = []
     slug = ev.tenant.slug
     agents = ev.tenant.agents if ev.notify is None else ev.notify
@@ -268,7 +282,8 @@ def _agent_reply(
         return ["note"]
     if not text.strip():
         return []
-    ours = {a.address for a in ev.tenant.agents} | set(ev.tenant.addresses)
+    ours = {x for a in ev.tenant.agents for x in (a.address, *a.aliases)}
+    ours |= set(ev.tenant.addresses)
     clients = [
         p
         for p in repos.participants_of(conn, slug, ev.ticket_id)
@@ -320,7 +335,7 @@ def is_ours(config: GatewayConfig, address: str) -> bool:
     local, _, domain = address.partition("@")
     bare = f"{local.split('+', 1)[0]}@{domain}"
     return any(
-        bare in t.addresses or bare == t.from_address or t.agent(bare) is not None
+        bare in t.addresses or bare == t.from_address or any(a.answers_from(bare) for a in t.agents)
         for t in config.tenants
     )
 

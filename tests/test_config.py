@@ -283,3 +283,26 @@ def test_parse_has_no_side_effects_and_resolve_adds_its_problems(tmp_path: Path)
     config = resolve(parse_config(_write(tmp_path, fixed), fixed))
     assert len(config.secret) >= 32 and config.instance
     assert (tmp_path / "var" / "secret.key").exists()
+
+
+def test_agent_aliases_are_plain_addresses_of_one_agent_only(tmp_path: Path) -> None:
+    base = '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n'
+    ok = (
+        f'{base}[[tenants.agents]]\naddress = "alice@acme.test"\n'
+        'aliases = ["Alice.Home@acme.test"]\n'
+    )
+    (agent,) = load_config(_write(tmp_path, ok)).tenants[0].agents
+    assert agent.aliases == ("alice.home@acme.test",)
+    assert agent.answers_from("alice.home@acme.test") and not agent.answers_from("x@acme.test")
+    bad = (
+        f'{base}[[tenants.agents]]\naddress = "alice@acme.test"\n'
+        'aliases = ["a@acme.test", "al+x@acme.test", "shared@acme.test"]\n'
+        '[[tenants.agents]]\naddress = "bob@acme.test"\naliases = ["shared@acme.test"]\n'
+    )
+    p = _write(tmp_path, bad)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    problems = info.value.problems
+    assert any("a@acme.test is already an address" in x for x in problems), problems
+    assert any("aliases: entry 2 is not a plain address" in x for x in problems), problems
+    assert any("shared@acme.test belongs to both" in x for x in problems), problems

@@ -80,6 +80,21 @@ def _open(d: Daemon, sender: str, headers: str = "", to: str = "support@acme.tes
     return re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
 
 
+def _agent_reply_address(d: Daemon) -> str:
+    """The Reply-To of Alice's notice: her token for the ticket."""
+    (body,) = d.query(
+        "SELECT body FROM outbox WHERE kind = 'notice' AND to_addr = ?", "alice@acme.test"
+    )
+    notice = message_from_bytes(bytes(body[0]), policy=default)
+    return str(notice["Reply-To"].addresses[0].addr_spec)
+
+
+def _reply(sender: str, to: str, text: str, mid: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: Re: Printer\r\nMessage-ID: {mid}\r\n\r\n{text}\r\n"
+    ).encode()
+
+
 def test_the_first_mails_to_and_cc_join_but_never_our_own_addresses(tmp_path: Path) -> None:
     d = Daemon(tmp_path / "gw").start()
     try:
@@ -90,5 +105,42 @@ def test_the_first_mails_to_and_cc_join_but_never_our_own_addresses(tmp_path: Pa
             to="support@acme.test, Dave <dave@client.test>, carol@client.test",
         )
         assert _people(d, ref) == ["carol@client.test", "dave@client.test", "erin@client.test"]
+    finally:
+        d.stop()
+
+
+def test_an_agent_answers_from_an_alias(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw", acme_extra='aliases = ["alice.home@acme.test"]\n').start()
+    try:
+        ref = _open(d, "carol@client.test")
+        token = _agent_reply_address(d)
+        reply = _reply("alice.home@acme.test", token, "Fixed it.", "<a-1@acme.test>")
+        assert d.send(reply, to=token, sender="alice.home@acme.test")[0] == 250
+        (relay,) = d.query("SELECT rcpt_tos FROM outbox WHERE kind = 'relay'")
+        assert "carol@client.test" in str(relay[0])
+        assert _people(d, ref) == ["carol@client.test"]  # an alias is never a client
+    finally:
+        d.stop()
+
+
+def test_a_token_with_another_from_is_refused_and_the_agent_told(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw").start()
+    try:
+        ref = _open(d, "carol@client.test")
+        token = _agent_reply_address(d)
+        forged = _reply("mallory@evil.test", token, "Pay to IBAN XX00.", "<m-1@evil.test>")
+        assert d.send(forged, to=token, sender="mallory@evil.test")[0] == 250
+        assert d.query("SELECT count(*) FROM outbox WHERE kind = 'relay'")[0][0] == 0
+        assert _people(d, ref) == ["carol@client.test"]
+        (flags,) = d.query("SELECT flags FROM messages WHERE from_addr = 'mallory@evil.test'")
+        assert "agent-token-from-mismatch" in str(flags[0])
+        (row,) = d.query("SELECT rcpt_tos, body FROM outbox WHERE kind = 'refusal'")
+        assert "alice@acme.test" in str(row[0]) and "mallory" not in str(row[0])
+        told = message_from_bytes(bytes(row[1]), policy=default)
+        text = told.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert f"Your reply on {ref} was NOT sent" in text and "mallory@evil.test" in text
+        # Nobody else hears of the forged mail, and the sender gets nothing.
+        kinds = d.query("SELECT kind, to_addr FROM outbox ORDER BY id")
+        assert [tuple(k) for k in kinds][-1] == ("refusal", "alice@acme.test"), kinds
     finally:
         d.stop()

@@ -63,8 +63,10 @@ class Reaction:
     agent: Agent | None
     acknowledge: bool | None  # a rule's say; None: the tenant's setting
     bounce: bool  # a DSN about our mail: its failed addresses are marked bouncing
-    # "unverified" (the From failed authentication) or "outsider" (not a participant of
-    # the ticket it continues): stored, but it changes nothing and the notice says why.
+    # "unverified" (the From failed authentication), "refused" (an agent's reply token
+    # with a From that is not that agent; ``agent`` is the token's agent, who is told) or
+    # "outsider" (not a participant of the ticket it continues): stored, but it changes
+    # nothing and the notice says why.
     caution: str = ""
 
     @property
@@ -99,9 +101,11 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     # A From that fails authentication is not that person (docs/security.md): kept on
     # the ticket, marked, and nothing is relayed, acknowledged or changed by it.
     unverified = msg.auth.summary == "fail"
-    if role == "agent" and (agent is None or agent.address != sender):
-        # An agent's token with someone else's From: kept for agents to see, never relayed.
-        role, agent = "client", None
+    refused = None
+    if role == "agent" and (agent is None or not agent.answers_from(sender)):
+        # An agent's token with someone else's From: kept for the agents to see, never
+        # relayed, and the agent whose token it is hears that it was not sent.
+        role, refused, agent = "client", agent, None
         flags.append("agent-token-from-mismatch")
     elif role == "agent" and msg.auth.summary not in ("pass", "none"):
         # The token and the From match, but the From does not authenticate (or DNS did not
@@ -122,7 +126,7 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         flags.append("unverified")
     elif outsider:
         flags.append("outsider")
-    caution = "unverified" if unverified else "outsider" if outsider else ""
+    caution = _caution(unverified=unverified, refused=refused is not None, outsider=outsider)
     facts = Facts(
         parsed=parsed,
         recipient=recipient,
@@ -176,9 +180,18 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
         bounce = parsed.kind == "bounce" and bool(parsed.dsn) and not unverified
         acknowledge = False if caution else rules.acknowledge
-        reaction = Reaction(role, agent, acknowledge, bounce, caution=caution)
+        reaction = Reaction(role, agent or refused, acknowledge, bounce, caution=caution)
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
+
+
+def _caution(*, unverified: bool, refused: bool, outsider: bool) -> str:
+    """Why a stored message changes nothing, the gravest reason first."""
+    if unverified:
+        return "unverified"
+    if refused:
+        return "refused"
+    return "outsider" if outsider else ""
 
 
 def _message_row(

@@ -42,6 +42,12 @@ BLOB_STORES = ("files", "database")  # [gateway] blobs
 class Agent:
     address: str
     name: str = ""
+    # Other addresses the agent answers from (docs/config.md): a reply with the agent's
+    # token is relayed from any of them, and none of them is ever a client.
+    aliases: tuple[str, ...] = ()
+
+    def answers_from(self, address: str) -> bool:
+        return address == self.address or address in self.aliases
 
 
 @dataclass(frozen=True, slots=True)

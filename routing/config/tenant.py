@@ -71,7 +71,10 @@ def parse_tenants(c: Checker, raw: Any, base_dir: Path) -> tuple[Tenant, ...]:
             addr = c.take(a, "address", abase, str, "")
             if not _ADDR.match(addr):
                 c.error(f"{abase}.address", "required: a plain address")
-            agents.append(Agent(address=addr.lower(), name=c.take(a, "name", abase, str, "")))
+            aliases = _aliases(c, a, abase, {addr.lower(), *clean})
+            name = c.take(a, "name", abase, str, "")
+            agents.append(Agent(address=addr.lower(), name=name, aliases=aliases))
+        _distinct_agent_addresses(c, agents, f"{base}.agents")
         agent_addrs = tuple(a.address for a in agents)
         queues, default_queue = _queues(c, t, base, agent_addrs)
         out.append(
@@ -282,3 +285,28 @@ def _mailboxes(
             )
         )
     return tuple(out)
+
+
+def _aliases(c: Checker, a: dict[str, Any], base: str, taken: set[str]) -> tuple[str, ...]:
+    """An agent's ``aliases``: plain addresses, none its own address or the tenant's."""
+    out: list[str] = []
+    for j, alias in enumerate(c.take(a, "aliases", base, list, [])):
+        if not isinstance(alias, str) or not _ADDR.match(alias):
+            c.error(f"{base}.aliases", f"entry {j + 1} is not a plain address (no '+')")
+            continue
+        alias = alias.lower()
+        if alias in taken or alias in out:
+            c.error(f"{base}.aliases", f"{alias} is already an address of this tenant or agent")
+            continue
+        out.append(alias)
+    return tuple(out)
+
+
+def _distinct_agent_addresses(c: Checker, agents: list[Agent], base: str) -> None:
+    """One address answers for one agent: a reply token names exactly one of them."""
+    owner: dict[str, str] = {}
+    for agent in agents:
+        for address in (agent.address, *agent.aliases):
+            if owner.get(address, agent.address) != agent.address:
+                c.error(base, f"{address} belongs to both {owner[address]} and {agent.address}")
+            owner.setdefault(address, agent.address)
