@@ -102,7 +102,7 @@ def react(
             ref=ev.ref,
             subject=ev.parsed.subject or "(no subject)",
             to_addr=ev.sender,
-            to_name=ev.parsed.from_name,
+            to_name="",  # never the sender's display name: anyone can write anything there
             reply_address=_reply_address(config, ev),
             in_reply_to=ev.parsed.message_id,
             now=now,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from store.db import insert_ignore
@@ -94,7 +94,10 @@ _ACKS_SINCE = (
     .where(
         outbox.c.tenant == _TENANT,
         outbox.c.kind == "ack",
-        outbox.c.to_addr == bindparam("address"),
+        or_(
+            outbox.c.to_addr == bindparam("address"),
+            outbox.c.to_addr.like(bindparam("tagged"), escape="\\"),
+        ),
         outbox.c.created_at >= bindparam("since"),
     )
 )
@@ -312,9 +315,19 @@ def thread_ids(
 
 
 def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> int:
-    """Acknowledgements queued for this address since ``since`` (the RFC 3834 rate limit)."""
-    row = conn.execute(_ACKS_SINCE, {"tenant": tenant, "address": address.lower(), "since": since})
-    return int(row.scalar_one())
+    """Acknowledgements queued for this address since ``since`` (the RFC 3834 rate limit).
+
+    ``user+anything@`` counts as ``user@``: a fresh tag per mail does not earn a fresh
+    acknowledgement."""
+    local, _, domain = address.lower().partition("@")
+    local = local.split("+", 1)[0]
+    tagged = f"{_like_escape(local)}+%@{_like_escape(domain)}"
+    params = {"tenant": tenant, "address": f"{local}@{domain}", "tagged": tagged, "since": since}
+    return int(conn.execute(_ACKS_SINCE, params).scalar_one())
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:

@@ -144,3 +144,18 @@ def test_a_token_with_another_from_is_refused_and_the_agent_told(tmp_path: Path)
         assert [tuple(k) for k in kinds][-1] == ("refusal", "alice@acme.test"), kinds
     finally:
         d.stop()
+
+
+def test_acknowledgements_skip_the_display_name_and_count_plus_tags(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw", extra="\n[outbound]\nack_limit = 1\n").start()
+    try:
+        _open(d, '"Pay IBAN XX00 now" <carol+one@client.test>')
+        _open(d, "carol+two@client.test")
+        _open(d, "carol@client.test")
+        acks = d.query("SELECT to_addr, body FROM outbox WHERE kind = 'ack' ORDER BY id")
+        assert [a[0] for a in acks] == ["carol+one@client.test"]
+        ack = message_from_bytes(bytes(acks[0][1]), policy=default)
+        assert str(ack["To"]) == "carol+one@client.test"
+        assert "IBAN" not in bytes(acks[0][1]).decode()
+    finally:
+        d.stop()
