@@ -26,7 +26,7 @@ from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
-from store import repos
+from store import ingest, repos
 
 __all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
 
@@ -266,14 +266,15 @@ def _agent_reply(
                 detail={"from": before.get(key), "to": value},
                 now=now,
             )
-    if changes or problems:
+    cc = _cc(conn, config, ev, agent, commands.cc_add, commands.cc_remove, problems, now)
+    if changes or problems or cc:
         repos.add_audit(
             conn,
             slug,
             "ticket.commands",
             actor=agent.address,
             ticket_id=ev.ticket_id,
-            detail={"changes": changes, "problems": problems, "note": commands.note},
+            detail={"changes": changes, "problems": problems, "note": commands.note, "cc": cc},
             now=now,
         )
     if commands.note:
@@ -309,6 +310,45 @@ def _agent_reply(
     )
     queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
     return ["relay"]
+
+
+def _cc(
+    conn: Connection,
+    config: GatewayConfig,
+    ev: Event,
+    agent: Agent,
+    add: tuple[str, ...],
+    remove: tuple[str, ...],
+    problems: list[str],
+    now: datetime,
+) -> dict[str, list[str]]:
+    """``#cc add``/``#cc remove``: who takes part, changed only by an agent's relayed reply
+    (token, From and authentication checked in decide), each change audited."""
+    done: dict[str, list[str]] = {}
+    slug = ev.tenant.slug
+    for verb, addresses in (("add", add), ("remove", remove)):
+        for address in addresses:
+            if verb == "add" and is_ours(config, address):
+                problems.append(f"#cc add: {address} is one of our own addresses")
+                continue
+            if verb == "add":
+                changed = ingest.add_participant(conn, slug, ev.ticket_id, address, "", "cc", now)
+            else:
+                changed = ingest.remove_participant(conn, slug, ev.ticket_id, address)
+            if not changed:
+                problems.append(f"#cc {verb}: no change for {address}")
+                continue
+            repos.add_audit(
+                conn,
+                slug,
+                f"participant.{'added' if verb == 'add' else 'removed'}",
+                actor=agent.address,
+                ticket_id=ev.ticket_id,
+                detail={"address": address},
+                now=now,
+            )
+            done.setdefault(verb, []).append(address)
+    return done
 
 
 def _may_acknowledge(

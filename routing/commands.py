@@ -1,4 +1,5 @@
-"""Commands an agent writes on the first lines of a reply: ``#note``, ``#close`` ...
+"""Commands an agent writes on the first lines of a reply: ``#note``, ``#close``,
+``#cc add ADDR`` ...
 
 Only leading lines count, so a ``#close`` quoted further down, or a hashtag in
 the middle of an answer, never acts on the ticket. An unknown ``#word`` ends
@@ -7,11 +8,13 @@ the command block and stays in the text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 __all__ = ["PRIORITIES", "Commands", "split_commands"]
 
 PRIORITIES = ("low", "normal", "high", "urgent")
+_ADDR = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +24,13 @@ class Commands:
     assign: str | None = None
     priority: str | None = None
     problems: tuple[str, ...] = field(default=())
+    cc_add: tuple[str, ...] = ()  # addresses to make participants of the ticket
+    cc_remove: tuple[str, ...] = ()  # participants to take off it
 
     @property
     def any(self) -> bool:
-        return bool(self.note or self.status or self.assign or self.priority)
+        changes = self.status or self.assign or self.priority or self.cc_add or self.cc_remove
+        return bool(self.note or changes)
 
 
 def split_commands(text: str) -> tuple[Commands, str]:
@@ -34,6 +40,7 @@ def split_commands(text: str) -> tuple[Commands, str]:
     note = False
     status = assign = priority = None
     problems: list[str] = []
+    cc: dict[str, list[str]] = {"add": [], "remove": []}
     while i < len(lines):
         line = lines[i].strip()
         if not line:
@@ -58,8 +65,18 @@ def split_commands(text: str) -> tuple[Commands, str]:
                 priority = arg.lower()
             else:
                 problems.append(f"#priority must be one of {', '.join(PRIORITIES)}")
+        elif word == "cc":
+            verb, _, addr = arg.partition(" ")
+            verb, addr = verb.lower(), addr.strip().lower()
+            if verb in cc and _ADDR.match(addr):
+                cc[verb].append(addr)
+            else:
+                problems.append("#cc needs add or remove and one plain address")
         else:
             break
         i += 1
     rest = "\n".join(lines[i:]).strip("\n")
-    return Commands(note, status, assign, priority, tuple(problems)), rest
+    commands = Commands(
+        note, status, assign, priority, tuple(problems), tuple(cc["add"]), tuple(cc["remove"])
+    )
+    return commands, rest

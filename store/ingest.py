@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.engine import Connection
 
 from store import repos
@@ -33,6 +33,7 @@ __all__ = [
     "insert_attachments",
     "insert_message",
     "record_message_id",
+    "remove_participant",
     "touch_ticket",
     "write",
 ]
@@ -216,5 +217,17 @@ def add_participant(
             "role": role,
             "created_at": now,
         },
+    )
+    return bool(res.rowcount)
+
+
+def remove_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
+    """True if the address took part in the ticket and no longer does."""
+    res = conn.execute(
+        delete(participants).where(
+            participants.c.tenant == tenant,
+            participants.c.ticket_id == ticket_id,
+            participants.c.address == address,
+        )
     )
     return bool(res.rowcount)

@@ -81,6 +81,9 @@ def test_commands_only_count_on_leading_lines() -> None:
     assert not cmds.any and text == "#hashtag first\nhello"
     cmds, _ = split_commands("#priority whenever")
     assert cmds.priority is None and cmds.problems
+    cmds, text = split_commands("#cc add Dave@x.test\n#cc remove e@x.test\n#cc frob\nHi")
+    assert (cmds.cc_add, cmds.cc_remove, text) == (("dave@x.test",), ("e@x.test",), "Hi")
+    assert cmds.problems == ("#cc needs add or remove and one plain address",)
 
 
 def test_the_ack_points_to_the_portal_only_when_there_is_one() -> None:

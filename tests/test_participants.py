@@ -159,3 +159,41 @@ def test_acknowledgements_skip_the_display_name_and_count_plus_tags(tmp_path: Pa
         assert "IBAN" not in bytes(acks[0][1]).decode()
     finally:
         d.stop()
+
+
+def test_an_agent_adds_and_removes_participants_and_nobody_else_can(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw").start()
+    try:
+        ref = _open(d, "carol@client.test")
+        token = _agent_reply_address(d)
+        # A forged reply with the token, and a client's own mail, cannot add anyone.
+        forged = _reply("mallory@evil.test", token, "#cc add mallory@evil.test\nHi", "<m-2@e.test>")
+        assert d.send(forged, to=token, sender="mallory@evil.test")[0] == 250
+        sneaky = _reply("carol@client.test", "support@acme.test", "#cc add x@evil.test", "<c-9@c>")
+        sneaky = sneaky.replace(b"Re: Printer", f"Re: [{ref}] Printer".encode())
+        assert d.send(sneaky, sender="carol@client.test")[0] == 250
+        assert _people(d, ref) == ["carol@client.test"]
+        add = "#cc add Dave@client.test\n#cc add billing@acme.test\nDave joins us."
+        assert d.send(_reply("alice@acme.test", token, add, "<a-2@acme.test>"), to=token)[0] == 250
+        assert _people(d, ref) == ["carol@client.test", "dave@client.test"]
+        (relay,) = d.query("SELECT rcpt_tos FROM outbox WHERE kind = 'relay'")
+        assert "dave@client.test" in str(relay[0])
+        remove = "#cc remove dave@client.test\n#note\nDave left."
+        assert (
+            d.send(_reply("alice@acme.test", token, remove, "<a-3@acme.test>"), to=token)[0] == 250
+        )
+        assert _people(d, ref) == ["carol@client.test"]
+        audit = d.query(
+            "SELECT actor, action, detail FROM audit_events "
+            "WHERE action LIKE 'participant.%' OR action = 'ticket.commands' ORDER BY id"
+        )
+        assert [(a[0], a[1]) for a in audit] == [
+            ("alice@acme.test", "participant.added"),
+            ("alice@acme.test", "ticket.commands"),
+            ("alice@acme.test", "participant.removed"),
+            ("alice@acme.test", "ticket.commands"),
+        ], audit
+        assert "dave@client.test" in str(audit[0][2])
+        assert "billing@acme.test is one of our own addresses" in str(audit[1][2])
+    finally:
+        d.stop()
