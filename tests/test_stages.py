@@ -380,6 +380,17 @@ def test_decide_an_agent_is_known_by_token_and_from(config: GatewayConfig) -> No
     assert (forged.role, forged.agent) == ("client", None)
     assert forged.stored.flagged == ("agent-token-from-mismatch",)
     assert forged.ingest.message["flags"] == ["agent-token-from-mismatch"]
+    # Refused: nobody joins, nothing changes, and the token's agent is the one told.
+    assert (forged.ingest.participants, forged.ingest.changes, forged.ingest.anchor) == (
+        (),
+        {},
+        False,
+    )
+    assert (forged.reaction.caution, forged.reaction.agent.address) == (
+        "refused",
+        "alice@acme.test",
+    )
+    assert forged.reaction.acknowledge is False
 
 
 def test_decide_rules_reject_drop_and_act(config: GatewayConfig) -> None:
