@@ -4,13 +4,20 @@ A client's new ticket gets an acknowledgement (rate-limited per sender, RFC
 3834) and the agents a notice; a client's follow-up notifies the agents; an
 agent's reply (recognised by its token and its From) acts on its leading
 commands and is relayed to the ticket's clients. Machines get nothing.
+
+A reaction that fails never fails the mail it reacts to (``guarded``): the
+mail is ours once stored, and a 4xx for our own fault would make the sender
+retry, forever, a mail that would fail the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
+import structlog
 from sqlalchemy.engine import Connection
 
 from outbound.compose import (
@@ -25,9 +32,12 @@ from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
-from store import repos
+from store import faults, repos
 
-__all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
+__all__ = ["Event", "bounced", "guarded", "is_ours", "queue", "queue_agents", "react"]
+
+log = structlog.get_logger("outbound.reactions")
+T = TypeVar("T")
 
 _CHANGE_ACTIONS = {
     "status": "ticket.status",
@@ -82,22 +92,27 @@ def react(
         )
         bouncing.discard(ev.sender.lower())
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
-        mail = acknowledgement(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            ref=ev.ref,
-            subject=ev.parsed.subject or "(no subject)",
-            to_addr=ev.sender,
-            to_name=ev.parsed.from_name,
-            reply_address=_reply_address(config, ev),
-            in_reply_to=ev.parsed.message_id,
-            now=now,
-            templates=templates,
-            portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
-            if config.http.public_url
-            else "",
-        )
-        outgoing.append(("ack", mail))
+
+        def ack() -> Composed:
+            return acknowledgement(
+                tenant=ev.tenant,
+                hostname=config.hostname,
+                ref=ev.ref,
+                subject=ev.parsed.subject or "(no subject)",
+                to_addr=ev.sender,
+                to_name=ev.parsed.from_name,
+                reply_address=_reply_address(config, ev),
+                in_reply_to=ev.parsed.message_id,
+                now=now,
+                templates=templates,
+                portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
+                if config.http.public_url
+                else "",
+            )
+
+        mail = guarded(conn, slug, ev.ticket_id, "acknowledgement", ack, now, writes=False)
+        if mail is not None:
+            outgoing.append(("ack", mail))
     if ev.created:  # the ticket holds just this message: no need to ask the store
         refs = [ev.parsed.message_id] if ev.parsed.message_id else []
     else:
@@ -106,25 +121,70 @@ def react(
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
-        mail = agent_notice(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            agent=agent,
-            event="new" if ev.created else "followup",
-            ref=ev.ref,
-            subject=subject,
-            client=ev.parsed.from_name or ev.sender,
-            text=ev.parsed.reply_text or ev.parsed.text,
-            reply_address=_reply_address(config, ev, agent),
-            in_reply_to=ev.parsed.message_id,
-            references=refs,
-            now=now,
-            templates=templates,
-            caution=ev.caution,
-        )
-        outgoing.append(("notice", mail))
+
+        def notice(agent: Agent = agent) -> Composed:
+            return agent_notice(
+                tenant=ev.tenant,
+                hostname=config.hostname,
+                agent=agent,
+                event="new" if ev.created else "followup",
+                ref=ev.ref,
+                subject=subject,
+                client=ev.parsed.from_name or ev.sender,
+                text=ev.parsed.reply_text or ev.parsed.text,
+                reply_address=_reply_address(config, ev, agent),
+                in_reply_to=ev.parsed.message_id,
+                references=refs,
+                now=now,
+                templates=templates,
+                caution=ev.caution,
+            )
+
+        mail = guarded(conn, slug, ev.ticket_id, "notice", notice, now, writes=False)
+        if mail is not None:
+            outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)
     return [kind for kind, _ in outgoing]
+
+
+def guarded(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int | None,
+    reaction: str,
+    work: Callable[[], T],
+    now: datetime,
+    *,
+    writes: bool = True,
+) -> T | None:
+    """Run one reaction; if it raises, undo only its own rows, record and log why.
+
+    ``writes``: the reaction writes rows, so it runs in its own savepoint (a
+    mere compose writes none and needs none). The failure is an audit event
+    ``reaction.failed`` on the ticket, where agents see it (``tickets show``).
+    """
+    savepoint = conn.begin_nested() if writes else None
+    try:
+        faults.fail_reaction(reaction)
+        result = work()
+    except Exception as exc:
+        if savepoint is not None:
+            savepoint.rollback()
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("reaction.failed", tenant=tenant, reaction=reaction, error=error)
+        repos.add_audit(
+            conn,
+            tenant,
+            "reaction.failed",
+            actor="gateway",
+            ticket_id=ticket_id,
+            detail={"reaction": reaction, "error": error},
+            now=now,
+        )
+        return None
+    if savepoint is not None:
+        savepoint.commit()
+    return result
 
 
 def bounced(
@@ -279,21 +339,25 @@ def _agent_reply(
     if not to:
         return []
     client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
-    mail = relay(
-        tenant=ev.tenant,
-        hostname=config.hostname,
-        agent=agent,
-        ref=ev.ref,
-        subject=_ticket_subject(conn, ev),
-        to=to,
-        text=text,
-        reply_address=_reply_address(config, ev),
-        in_reply_to=client_ids[-1] if client_ids else None,
-        references=client_ids,
-        now=now,
-    )
-    queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
-    return ["relay"]
+
+    def send() -> bool:
+        mail = relay(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            agent=agent,
+            ref=ev.ref,
+            subject=_ticket_subject(conn, ev),
+            to=to,
+            text=text,
+            reply_address=_reply_address(config, ev),
+            in_reply_to=client_ids[-1] if client_ids else None,
+            references=client_ids,
+            now=now,
+        )
+        queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
+        return True
+
+    return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
 
 
 def _may_acknowledge(
