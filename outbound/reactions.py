@@ -5,19 +5,15 @@ A client's new ticket gets an acknowledgement (rate-limited per sender, RFC
 agent's reply (recognised by its token and its From) acts on its leading
 commands and is relayed to the ticket's clients. Machines get nothing.
 
-A reaction that fails never fails the mail it reacts to (``guarded``): the
-mail is ours once stored, and a 4xx for our own fault would make the sender
-retry, forever, a mail that would fail the same way.
+Each reaction runs ``guarded`` (outbound/guard.py): one that fails never
+fails the mail it reacts to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
-import structlog
 from sqlalchemy.engine import Connection
 
 from outbound.compose import (
@@ -28,16 +24,14 @@ from outbound.compose import (
     failure_notice,
     relay,
 )
+from outbound.guard import guarded
 from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
-from store import faults, repos
+from store import repos
 
-__all__ = ["Event", "bounced", "guarded", "is_ours", "queue", "queue_agents", "react"]
-
-log = structlog.get_logger("outbound.reactions")
-T = TypeVar("T")
+__all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
 
 _CHANGE_ACTIONS = {
     "status": "ticket.status",
@@ -145,46 +139,6 @@ def react(
             outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)
     return [kind for kind, _ in outgoing]
-
-
-def guarded(
-    conn: Connection,
-    tenant: str,
-    ticket_id: int | None,
-    reaction: str,
-    work: Callable[[], T],
-    now: datetime,
-    *,
-    writes: bool = True,
-) -> T | None:
-    """Run one reaction; if it raises, undo only its own rows, record and log why.
-
-    ``writes``: the reaction writes rows, so it runs in its own savepoint (a
-    mere compose writes none and needs none). The failure is an audit event
-    ``reaction.failed`` on the ticket, where agents see it (``tickets show``).
-    """
-    savepoint = conn.begin_nested() if writes else None
-    try:
-        faults.fail_reaction(reaction)
-        result = work()
-    except Exception as exc:
-        if savepoint is not None:
-            savepoint.rollback()
-        error = f"{type(exc).__name__}: {exc}"[:500]
-        log.warning("reaction.failed", tenant=tenant, reaction=reaction, error=error)
-        repos.add_audit(
-            conn,
-            tenant,
-            "reaction.failed",
-            actor="gateway",
-            ticket_id=ticket_id,
-            detail={"reaction": reaction, "error": error},
-            now=now,
-        )
-        return None
-    if savepoint is not None:
-        savepoint.commit()
-    return result
 
 
 def bounced(

@@ -6,7 +6,7 @@ is one dictionary lookup. Every point is named below, so a test and the code
 that crashes agree on one spelling.
 
 ``GATEWAY_TEST_FAIL_REACTION=<reaction>`` makes that reaction to a stored mail
-raise instead (see ``outbound.reactions.guarded``): the clock has no input a
+raise instead (see ``outbound/guard.py``): the clock has no input a
 test could make fail for real, and one hook for all keeps the test uniform.
 """
 

@@ -4,7 +4,7 @@ The mail commits; the failed reaction is undone alone, recorded as the audit
 event ``reaction.failed`` on the ticket (``tickets show`` prints it) and
 logged, and the other reactions still happen. The failures are injected with
 ``GATEWAY_TEST_FAIL_REACTION`` (store/faults.py, a test-only hook read by
-``outbound.reactions.guarded``), except the first test's: a tenant's template
+``outbound/guard.py``), except the first test's: a tenant's template
 that really raises.
 """
 

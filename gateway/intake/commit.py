@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 
 from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
-from outbound.reactions import Event, bounced, guarded, queue_agents, react
+from outbound.guard import guarded
+from outbound.reactions import Event, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
