@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr
 
-from outbound.mime import MailContext, build, clean, new_message_id, render, thread_index
+from outbound.mime import (
+    MailContext,
+    build,
+    clean,
+    mailboxes,
+    new_message_id,
+    render,
+    thread_index,
+)
 from outbound.templates import DEFAULT_TEMPLATES, Templates
 from routing.config import Agent, Tenant
 
@@ -301,7 +309,7 @@ def magic_link_mail(
             ("Message-ID", mid),
             ("Date", format_datetime(now)),
             ("From", formataddr((clean(tenant.name), tenant.from_address), "utf-8")),
-            ("To", to_addr),
+            ("To", mailboxes([("", to_addr)])),
             ("Subject", clean(subject)),
             ("Auto-Submitted", "auto-generated"),
             ("X-Auto-Response-Suppress", "All"),

@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
+from outbound.mime import needs_smtputf8
 from outbound.reactions import queue
 from routing.config import GatewayConfig, OutboundAccount, Tenant
 from store import repos
@@ -164,12 +165,24 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
         local_hostname=config.hostname,
         timeout=config.outbound.timeout,
     )
+    rcpts = list(row["rcpt_tos"])
+    # An internationalised address (RFC 6531) goes only with SMTPUTF8; a server
+    # without it can never take the mail, so that is permanent and said plainly.
+    utf8 = needs_smtputf8(row["mail_from"], rcpts, row["body"])
     try:
         async with asyncio.timeout(config.outbound.timeout * 2):
             async with client:
                 errors, response = await client.sendmail(
-                    row["mail_from"], list(row["rcpt_tos"]), row["body"]
+                    row["mail_from"], rcpts, row["body"], mail_options=["SMTPUTF8"] if utf8 else []
                 )
+    except aiosmtplib.SMTPNotSupported as exc:
+        if not utf8:
+            return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
+        return Attempt(
+            "failed",
+            f"cannot be answered: the address needs SMTPUTF8 (RFC 6531), which the "
+            f"tenant's server {account.host} does not offer",
+        )
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [e.code for e in exc.recipients]
         permanent = all(c >= 500 for c in codes)

@@ -3,7 +3,9 @@
 Written out directly: the stdlib generator (even compat32) folded every header
 through Header objects and cost a fifth of the writer's time per message, and
 these mails are built inside the writer's transaction. Non-ASCII still goes
-through email.header (RFC 2047), and the body through binascii's QP encoder.
+through email.header (RFC 2047), and the body through binascii's QP encoder;
+an internationalised address (RFC 6532) is written as UTF-8, as it must be,
+and such a mail can only go with SMTPUTF8 (``needs_smtputf8``).
 tests/test_compose.py reads every kind of mail back through the stdlib parser.
 """
 
@@ -17,11 +19,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, quote
 
 from routing.config import Tenant
 
-__all__ = ["MailContext", "build", "clean", "new_message_id", "render", "thread_index"]
+__all__ = [
+    "MailContext",
+    "build",
+    "clean",
+    "mailboxes",
+    "needs_smtputf8",
+    "new_message_id",
+    "render",
+    "thread_index",
+]
+
+
+class Utf8(str):
+    """A header value written as UTF-8 (RFC 6532), not as RFC 2047 words: an address
+    with a UTF-8 local part or domain has no other form."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +60,21 @@ def new_message_id(kind: str, hostname: str) -> str:
 def clean(value: str) -> str:
     """No CR, LF or NUL ever reaches a header we write (header injection)."""
     return " ".join(value.replace("\x00", " ").split())
+
+
+def mailboxes(pairs: Sequence[tuple[str, str]]) -> str:
+    """An address header's value: RFC 2047 names beside ASCII addresses; once any
+    address is UTF-8, the whole value is (RFC 6532), names included."""
+    if all(a.isascii() for _, a in pairs):
+        return ", ".join(formataddr((clean(n), a), "utf-8") for n, a in pairs)
+    return Utf8(", ".join(f'"{quote(clean(n))}" <{a}>' if n else a for n, a in pairs))
+
+
+def needs_smtputf8(mail_from: str, rcpt_tos: Sequence[str], body: bytes) -> bool:
+    """UTF-8 in the envelope or in the headers: only an SMTPUTF8 server may take it
+    (RFC 6531); the body alone is quoted-printable and never needs it."""
+    head = body.split(b"\r\n\r\n", 1)[0]
+    return not (mail_from.isascii() and all(r.isascii() for r in rcpt_tos) and head.isascii())
 
 
 def thread_index(tenant: str, ref: str) -> str:
@@ -81,7 +112,7 @@ def build(
         ("Message-ID", mid),
         ("Date", format_datetime(ctx.now)),
         ("From", formataddr((clean(from_name), ctx.tenant.from_address), "utf-8")),
-        ("To", ", ".join(formataddr((clean(n), a), "utf-8") for n, a in to)),
+        ("To", mailboxes(to)),
         ("Reply-To", reply_to),
         ("Subject", f"[{ref}] {topic}" if f"[{ref}]" not in topic else topic),
     ]
@@ -109,12 +140,13 @@ def render(headers: list[tuple[str, str]], text: str) -> bytes:
     body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return head.encode("ascii") + b"\r\n" + body
+    return head.encode("utf-8") + b"\r\n" + body
 
 
 def _header_line(name: str, value: str) -> str:
-    """One header, folded at spaces below 78 columns; non-ASCII as RFC 2047 words."""
-    if not value.isascii():
+    """One header, folded at spaces below 78 columns; non-ASCII as RFC 2047 words,
+    unless it is ``Utf8``."""
+    if not value.isascii() and not isinstance(value, Utf8):
         encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
         return f"{name}: {encoded}\r\n"
     line = f"{name}: {value}"

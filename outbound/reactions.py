@@ -4,6 +4,9 @@ A client's new ticket gets an acknowledgement (rate-limited per sender, RFC
 3834) and the agents a notice; a client's follow-up notifies the agents; an
 agent's reply (recognised by its token and its From) acts on its leading
 commands and is relayed to the ticket's clients. Machines get nothing.
+
+Each reaction runs ``guarded`` (outbound/guard.py): one that fails never
+fails the mail it reacts to.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from outbound.compose import (
     refusal_notice,
     relay,
 )
+from outbound.guard import guarded
+from outbound.participants import apply_cc, is_ours
 from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
-from store import ingest, repos
+from store import repos
 
 __all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
 
@@ -96,22 +101,27 @@ def react(
         )
         bouncing.discard(ev.sender.lower())
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
-        mail = acknowledgement(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            ref=ev.ref,
-            subject=ev.parsed.subject or "(no subject)",
-            to_addr=ev.sender,
-            to_name="",  # never the sender's display name: anyone can write anything there
-            reply_address=_reply_address(config, ev),
-            in_reply_to=ev.parsed.message_id,
-            now=now,
-            templates=templates,
-            portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
-            if config.http.public_url
-            else "",
-        )
-        outgoing.append(("ack", mail))
+
+        def ack() -> Composed:
+            return acknowledgement(
+                tenant=ev.tenant,
+                hostname=config.hostname,
+                ref=ev.ref,
+                subject=ev.parsed.subject or "(no subject)",
+                to_addr=ev.sender,
+                to_name="",  # never the sender's display name: anyone can write anything there
+                reply_address=_reply_address(config, ev),
+                in_reply_to=ev.parsed.message_id,
+                now=now,
+                templates=templates,
+                portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
+                if config.http.public_url
+                else "",
+            )
+
+        mail = guarded(conn, slug, ev.ticket_id, "acknowledgement", ack, now, writes=False)
+        if mail is not None:
+            outgoing.append(("ack", mail))
     if ev.created:  # the ticket holds just this message: no need to ask the store
         refs = [ev.parsed.message_id] if ev.parsed.message_id else []
     else:
@@ -120,23 +130,28 @@ def react(
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
-        mail = agent_notice(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            agent=agent,
-            event="new" if ev.created else "followup",
-            ref=ev.ref,
-            subject=subject,
-            client=ev.parsed.from_name or ev.sender,
-            text=ev.parsed.reply_text or ev.parsed.text,
-            reply_address=_reply_address(config, ev, agent),
-            in_reply_to=ev.parsed.message_id,
-            references=refs,
-            now=now,
-            templates=templates,
-            caution=ev.caution,
-        )
-        outgoing.append(("notice", mail))
+
+        def notice(agent: Agent = agent) -> Composed:
+            return agent_notice(
+                tenant=ev.tenant,
+                hostname=config.hostname,
+                agent=agent,
+                event="new" if ev.created else "followup",
+                ref=ev.ref,
+                subject=subject,
+                client=ev.parsed.from_name or ev.sender,
+                text=ev.parsed.reply_text or ev.parsed.text,
+                reply_address=_reply_address(config, ev, agent),
+                in_reply_to=ev.parsed.message_id,
+                references=refs,
+                now=now,
+                templates=templates,
+                caution=ev.caution,
+            )
+
+        mail = guarded(conn, slug, ev.ticket_id, "notice", notice, now, writes=False)
+        if mail is not None:
+            outgoing.append(("notice", mail))
     queue_all(conn, slug, ev.ticket_id, outgoing, now=now)
     return [kind for kind, _ in outgoing]
 
@@ -266,7 +281,10 @@ def _agent_reply(
                 detail={"from": before.get(key), "to": value},
                 now=now,
             )
-    cc = _cc(conn, config, ev, agent, commands.cc_add, commands.cc_remove, problems, now)
+    cc = apply_cc(
+        conn, config, ev.tenant.slug, ev.ticket_id, agent,
+        commands.cc_add, commands.cc_remove, problems, now,
+    )
     if changes or problems or cc:
         repos.add_audit(
             conn,
@@ -295,60 +313,25 @@ def _agent_reply(
     if not to:
         return []
     client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
-    mail = relay(
-        tenant=ev.tenant,
-        hostname=config.hostname,
-        agent=agent,
-        ref=ev.ref,
-        subject=_ticket_subject(conn, ev),
-        to=to,
-        text=text,
-        reply_address=_reply_address(config, ev),
-        in_reply_to=client_ids[-1] if client_ids else None,
-        references=client_ids,
-        now=now,
-    )
-    queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
-    return ["relay"]
 
+    def send() -> bool:
+        mail = relay(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            agent=agent,
+            ref=ev.ref,
+            subject=_ticket_subject(conn, ev),
+            to=to,
+            text=text,
+            reply_address=_reply_address(config, ev),
+            in_reply_to=client_ids[-1] if client_ids else None,
+            references=client_ids,
+            now=now,
+        )
+        queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
+        return True
 
-def _cc(
-    conn: Connection,
-    config: GatewayConfig,
-    ev: Event,
-    agent: Agent,
-    add: tuple[str, ...],
-    remove: tuple[str, ...],
-    problems: list[str],
-    now: datetime,
-) -> dict[str, list[str]]:
-    """``#cc add``/``#cc remove``: who takes part, changed only by an agent's relayed reply
-    (token, From and authentication checked in decide), each change audited."""
-    done: dict[str, list[str]] = {}
-    slug = ev.tenant.slug
-    for verb, addresses in (("add", add), ("remove", remove)):
-        for address in addresses:
-            if verb == "add" and is_ours(config, address):
-                problems.append(f"#cc add: {address} is one of our own addresses")
-                continue
-            if verb == "add":
-                changed = ingest.add_participant(conn, slug, ev.ticket_id, address, "", "cc", now)
-            else:
-                changed = ingest.remove_participant(conn, slug, ev.ticket_id, address)
-            if not changed:
-                problems.append(f"#cc {verb}: no change for {address}")
-                continue
-            repos.add_audit(
-                conn,
-                slug,
-                f"participant.{'added' if verb == 'add' else 'removed'}",
-                actor=agent.address,
-                ticket_id=ev.ticket_id,
-                detail={"address": address},
-                now=now,
-            )
-            done.setdefault(verb, []).append(address)
-    return done
+    return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
 
 
 def _may_acknowledge(
@@ -368,16 +351,6 @@ def _may_acknowledge(
     window = config.outbound.ack_window if t.ack_window is None else t.ack_window
     since = now - timedelta(seconds=window)
     return repos.acks_since(conn, ev.tenant.slug, ev.sender, since) < limit
-
-
-def is_ours(config: GatewayConfig, address: str) -> bool:
-    """One of our tenant addresses (plus forms included) or agents: never a client."""
-    local, _, domain = address.partition("@")
-    bare = f"{local.split('+', 1)[0]}@{domain}"
-    return any(
-        bare in t.addresses or bare == t.from_address or any(a.answers_from(bare) for a in t.agents)
-        for t in config.tenants
-    )
 
 
 def _reply_address(config: GatewayConfig, ev: Event, agent: Agent | None = None) -> str:

@@ -4,6 +4,10 @@
 reaches that point: the kill is real, only its timing is chosen. Unset, this
 is one dictionary lookup. Every point is named below, so a test and the code
 that crashes agree on one spelling.
+
+``GATEWAY_TEST_FAIL_REACTION=<reaction>`` makes that reaction to a stored mail
+raise instead (see ``outbound/guard.py``): the clock has no input a
+test could make fail for real, and one hook for all keeps the test uniform.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ __all__ = [
     "BEFORE_COMMIT",
     "IMAP_AFTER_COMMIT_BEFORE_MOVE",
     "POINTS",
+    "InjectedFault",
     "crash_point",
+    "fail_reaction",
     "is_message_commit",
     "message_commit",
 ]
@@ -42,6 +48,18 @@ _POINT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
 def crash_point(name: str) -> None:
     if _POINT and _POINT == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAIL_REACTION = os.environ.get("GATEWAY_TEST_FAIL_REACTION", "")
+
+
+class InjectedFault(RuntimeError):
+    """The failure a fault test asked for; nothing else raises it."""
+
+
+def fail_reaction(name: str) -> None:
+    if _FAIL_REACTION and _FAIL_REACTION == name:
+        raise InjectedFault(f"injected fault in reaction {name!r}")
 
 
 _MESSAGE_COMMIT = "_gateway_message_commit"

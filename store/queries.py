@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from store.models import attachments, messages, participants, tickets
+from store.models import attachments, audit_events, messages, participants, tickets
 
 __all__ = ["list_tickets", "tenants_in_store", "ticket_detail"]
 
@@ -103,6 +103,17 @@ async def ticket_detail(
         if with_text:
             item["text"] = m.text
         out_msgs.append(item)
+    # What the gateway failed to do about the ticket (a reaction that raised, mail it
+    # gave up on): agents must see that nobody was answered.
+    problems = await conn.execute(
+        select(audit_events.c.action, audit_events.c.detail, audit_events.c.created_at)
+        .where(
+            audit_events.c.tenant == tenant,
+            audit_events.c.ticket_id == t.id,
+            audit_events.c.action.in_(("reaction.failed", "outbox.failed")),
+        )
+        .order_by(audit_events.c.id)
+    )
     return {
         "ref": t.ref,
         "tenant": t.tenant,
@@ -113,6 +124,7 @@ async def ticket_detail(
         "updated_at": _iso(t.updated_at),
         "participants": [{"address": a, "name": n, "role": r} for a, n, r in people],
         "messages": out_msgs,
+        "problems": [{"action": a, "detail": d, "created_at": _iso(c)} for a, d, c in problems],
     }
 
 

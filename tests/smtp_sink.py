@@ -75,8 +75,11 @@ class Sink:
         user: str = "acme",
         password: str = "s3cret!",
         require_auth: bool = True,
+        smtputf8: bool = False,
     ) -> None:
+        """``smtputf8``: offer SMTPUTF8 (RFC 6531), as a tenant's server may or may not."""
         self.user, self.password = user, password
+        self.smtputf8 = smtputf8
         self.require_auth = require_auth
         self.received: list[Received] = []
         self.refuse: dict[str, str] = {}
@@ -117,6 +120,7 @@ class Sink:
                 authenticator=self._auth,
                 auth_require_tls=True,
                 auth_required=self.require_auth,
+                enable_SMTPUTF8=self.smtputf8,
             )
 
         async def serve() -> None:

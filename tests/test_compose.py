@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from email import message_from_bytes
+from email import message_from_bytes, message_from_string
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -22,7 +22,7 @@ from outbound.compose import (
     sla_notice,
     thread_index,
 )
-from outbound.mime import build
+from outbound.mime import build, needs_smtputf8
 from parsers import parse
 from routing.commands import split_commands
 from routing.config import Agent, Tenant
@@ -294,3 +294,25 @@ def test_the_report_mail_carries_the_pdf_byte_for_byte() -> None:
     [attachment] = list(msg.iter_attachments())
     assert attachment.get_filename() == "acme-2026-10.pdf"
     assert attachment.get_content() == pdf
+
+
+def test_a_utf8_address_is_written_as_utf8_and_needs_smtputf8() -> None:
+    """RFC 6532: the address has no ASCII form, so the header is UTF-8, not RFC 2047
+    (composing it raised UnicodeEncodeError once, and the intake answered 451)."""
+    mail = acknowledgement(
+        tenant=ACME,
+        hostname="gw.test",
+        ref="ACME-7",
+        subject="Grüße",
+        to_addr="jdöe@mächine.example",
+        to_name="Jöhn",
+        reply_address="support+t7-abc@acme.test",
+        in_reply_to=None,
+        now=datetime(2026, 11, 23, tzinfo=UTC),
+    )
+    head = mail.body.split(b"\r\n\r\n", 1)[0]
+    assert 'To: "Jöhn" <jdöe@mächine.example>'.encode() in head.split(b"\r\n")
+    msg = message_from_string(mail.body.decode("utf-8"), policy=default)
+    assert msg["Subject"] == "[ACME-7] Grüße"
+    assert needs_smtputf8(mail.mail_from, mail.rcpt_tos, mail.body)
+    assert not needs_smtputf8("", ("zoe@client.test",), _ack(ACME, Templates()))

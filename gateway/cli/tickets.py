@@ -119,6 +119,10 @@ def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
             )
         print()
         print(_message_text(m.get("text") or "", quoted=quoted))
+    for p in d.get("problems", []):
+        what = p["detail"].get("reaction") or p["detail"].get("kind") or "-"
+        why = p["detail"].get("error") or p["detail"].get("reason") or ""
+        print(f"\n!!! {p['action']} ({what}) {p['created_at']}: {why}")
 
 
 def _message_text(text: str, *, quoted: bool) -> str:

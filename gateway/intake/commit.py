@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
+from outbound.guard import guarded
 from outbound.reactions import Event, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
@@ -135,10 +136,15 @@ def _react(
     written: Written,
     msg: Arrival,
 ) -> None:
-    """What the stored message calls for: mail queued in this transaction, and the clocks."""
+    """What the stored message calls for: mail queued in this transaction, and the clocks.
+
+    Each reaction in its own savepoint (``guarded``): one that fails is undone and
+    recorded, and the message stays committed; a 4xx would only bring it back.
+    """
     r, ticket_id = plan.reaction, written.ticket_id
     assert r is not None and ticket_id is not None
     tenant, parsed, sender, now = job.recipient.tenant, msg.parsed, msg.sender, msg.now
+    slug = tenant.slug
     if r.role != "machine" and written.ref is not None:
         created = plan.ingest is not None and plan.ingest.open is not None
         event = Event(
@@ -157,15 +163,24 @@ def _react(
             subject=written.subject,
             caution=r.caution,
         )
-        kinds = react(conn, config, event, templates, now)
+        kinds = guarded(
+            conn, slug, ticket_id, "reactions",
+            lambda: react(conn, config, event, templates, now), now,
+        ) or []  # fmt: skip
         if r.caution:
             return  # not that person, or not one of the ticket's: its clocks do not move
-        clocks.on_message(
-            conn, tenant.slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
-            now=now, created=created,
+        guarded(
+            conn, slug, ticket_id, "clock",
+            lambda: clocks.on_message(
+                conn, slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
+                now=now, created=created,
+            ), now,
         )  # fmt: skip
     elif r.bounce:
-        bounced(conn, config, tenant, ticket_id, parsed, now)
+        guarded(
+            conn, slug, ticket_id, "bounce",
+            lambda: bounced(conn, config, tenant, ticket_id, parsed, now), now,
+        )  # fmt: skip
 
 
 def explain_commit(

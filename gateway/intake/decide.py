@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from outbound.reactions import is_ours
+from outbound.participants import is_ours
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.classify import Role, speaker
