@@ -103,6 +103,33 @@ def test_a_lease_has_one_holder_and_passes_on_when_it_runs_out(engine: Engine) -
         assert leases.acquire(conn, "jobs:ops", "b", T0 + timedelta(seconds=53), 30)
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_stop_releases_the_lease_wherever_it_finds_the_holder(engine: Engine, steps: int) -> None:
+    """Cancelled inside its very first check (the daemon told to stop just after it
+    was ready), or later: the name is freed at once, never left to run out."""
+    from gateway.ops.instance import hold
+
+    async def go() -> None:
+        writer = Writer(engine)
+        try:
+            await writer.submit(
+                lambda c: leases.acquire(c, "instance:solo", "me", datetime.now(UTC), 30)
+            )
+            task = asyncio.create_task(
+                hold(writer, "instance:solo", "me", 30, asyncio.Event().wait)
+            )
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert "instance:solo" not in await writer.submit(leases.holders)
+        finally:
+            await writer.close()
+
+    asyncio.run(go())
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> GatewayConfig:
     """A config for _record's retry policy; no tenant is needed for a ``sent``."""

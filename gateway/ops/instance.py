@@ -39,7 +39,26 @@ async def hold(
     ttl: float,
     duty: Callable[[], Awaitable[None]],
 ) -> None:
-    """Run ``duty()`` whenever ``holder`` holds lease ``name``; only CancelledError leaves."""
+    """Run ``duty()`` whenever ``holder`` holds lease ``name``; only CancelledError leaves.
+
+    The lease is released however the cancellation finds us (even inside the first
+    check, or between checks), so a clean stop always frees the name at once."""
+    try:
+        await _hold(writer, name, holder, ttl, duty)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
+        raise
+
+
+async def _hold(
+    writer: Writer,
+    name: str,
+    holder: str,
+    ttl: float,
+    duty: Callable[[], Awaitable[None]],
+) -> None:
     beat = ttl / 3
     while True:
         if not await _acquire(writer, name, holder, ttl):
@@ -64,9 +83,6 @@ async def hold(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
             raise
         task.cancel()
         with contextlib.suppress(BaseException):
