@@ -198,7 +198,9 @@ def refusal_notice(
         f"It carried your reply address, but came from {clean(sender)}, which is not "
         f"{agent.address} nor one of your configured aliases. The message is kept on "
         "the ticket for the agents to see; nobody was added to the ticket.\n\n"
-        "If it was you, answer again from your own address.\n"
+        f"If it was you, answer again from {agent.address}; or ask the admin to add "
+        f"{clean(sender)} to your aliases in gateway.toml ([[tenants.agents]] "
+        'aliases = ["..."]), so replies from it are sent.\n'
     )
     mid, body = build(
         MailContext(tenant=tenant, hostname=hostname, ref=ref, now=now, in_reply_to=in_reply_to),

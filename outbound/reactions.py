@@ -27,8 +27,9 @@ from outbound.compose import (
 )
 from outbound.guard import guarded
 from outbound.participants import apply_cc, is_ours
+from outbound.ticket_mail import command_refusal
 from parsers.types import ParsedMessage
-from routing.commands import split_commands
+from routing.commands import Commands, split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import repos
@@ -64,6 +65,7 @@ class Event:
     # "outsider": not a participant; docs/security.md): nothing about the sender's
     # address changes by it, and the agents' notice says so first.
     caution: str = ""
+    reopened: bool = False  # a client's reply reopened the closed ticket
 
 
 def react(
@@ -136,7 +138,7 @@ def react(
                 tenant=ev.tenant,
                 hostname=config.hostname,
                 agent=agent,
-                event="new" if ev.created else "followup",
+                event="new" if ev.created else ("reopened" if ev.reopened else "followup"),
                 ref=ev.ref,
                 subject=subject,
                 client=ev.parsed.from_name or ev.sender,
@@ -257,19 +259,27 @@ def _agent_reply(
 ) -> list[str]:
     slug = ev.tenant.slug
     commands, text = split_commands(ev.parsed.reply_text)
+    refused = _refused(config, ev.tenant, commands)
+    if refused:
+        return _refuse(conn, config, ev, agent, refused, now)
+    before = repos.ticket_row(conn, slug, ev.ticket_id) or {}
     changes: dict[str, str | None] = {}
-    if commands.status:
+    if commands.status and commands.status != before.get("status"):
         changes["status"] = commands.status
+    elif (
+        ev.tenant.pending_on_agent_reply
+        and not commands.status
+        and not commands.note
+        and text.strip()
+        and before.get("status") == "open"
+    ):
+        changes["status"] = "pending"  # a relayed answer waits on the client
     if commands.priority:
         changes["priority"] = commands.priority
-    problems = list(commands.problems)
     if commands.assign:
-        if ev.tenant.agent(commands.assign) is not None:
-            changes["assignee"] = commands.assign
-        else:
-            problems.append(f"#assign: {commands.assign} is not an agent of this tenant")
+        changes["assignee"] = commands.assign
+    problems: list[str] = []
     if changes:
-        before = repos.ticket_row(conn, slug, ev.ticket_id) or {}
         repos.update_ticket(conn, slug, ev.ticket_id, now=now, **changes)
         for key, value in changes.items():  # one audit event per change, old and new value
             repos.add_audit(
@@ -332,6 +342,59 @@ def _agent_reply(
         return True
 
     return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
+
+
+def _refused(config: GatewayConfig, tenant: Tenant, commands: Commands) -> list[str]:
+    """Every command of the block that cannot be done as written; any one refuses the
+    whole reply (nothing relayed, nothing changed), so a typo never reaches a client."""
+    refused = list(commands.problems)
+    if commands.assign and tenant.agent(commands.assign) is None:
+        agents = ", ".join(a.address for a in tenant.agents)
+        refused.append(f"#assign {commands.assign}: not an agent here; use one of {agents}")
+    refused += [
+        f"#cc add {a}: one of our own addresses, never a participant"
+        for a in commands.cc_add
+        if is_ours(config, a)
+    ]
+    return refused
+
+
+def _refuse(
+    conn: Connection,
+    config: GatewayConfig,
+    ev: Event,
+    agent: Agent,
+    refused: list[str],
+    now: datetime,
+) -> list[str]:
+    """The reply stays on the ticket as an internal message (never on the client's pages),
+    is audited, and the agent hears at once what to fix."""
+    slug = ev.tenant.slug
+    if ev.message_row:
+        repos.add_message_flag(conn, slug, ev.message_row, "internal")
+    repos.add_audit(
+        conn, slug, "ticket.commands", actor=agent.address, ticket_id=ev.ticket_id,
+        detail={"refused": refused, "relayed": False}, now=now,
+    )  # fmt: skip
+
+    def tell() -> Composed:
+        return command_refusal(
+            tenant=ev.tenant,
+            hostname=config.hostname,
+            agent=agent,
+            ref=ev.ref,
+            subject=ev.subject or _ticket_subject(conn, ev),
+            problems=refused,
+            reply_address=_reply_address(config, ev, agent),
+            in_reply_to=ev.parsed.message_id,
+            now=now,
+        )
+
+    mail = guarded(conn, slug, ev.ticket_id, "refused", tell, now, writes=False)
+    if mail is None:
+        return []
+    queue(conn, slug, "refused", ev.ticket_id, mail, now=now)
+    return ["refused"]
 
 
 def _may_acknowledge(

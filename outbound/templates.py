@@ -26,15 +26,26 @@ You can also read and answer your tickets in the browser: {{ portal }}
 --
 {{ tenant_name }}
 """,
-    "notice.txt.j2": """{% if event == "new" %}New ticket {{ ref }}{% else %}New message on {{ ref }}{% endif %} from {{ client }}:
+    "notice.txt.j2": """{% if event == "new" %}New ticket {{ ref }}{% elif event == "reopened" %}Ticket {{ ref }} reopened: new message{% else %}New message on {{ ref }}{% endif %} from {{ client }}:
 
 {{ text }}
 
 --
 Reply to this mail to answer the client; your reply is sent from {{ tenant_address }}.
 Commands on the first lines of a reply: #note (internal, nothing is sent), #close, #open,
-#assign <agent address>, #priority <low|normal|high|urgent>.
+#pending (waiting on the client), #assign <agent address>, #priority <low|normal|high|urgent>.
 """,  # noqa: E501
+    "autoclose.txt.j2": """Hello,
+
+we have not heard from you for {{ waited }}, so ticket {{ ref }} is now closed:
+
+    {{ subject }}
+
+If you still need help, simply reply to this mail: your reply reopens the ticket.
+
+--
+{{ tenant_name }}
+""",
     "sla.txt.j2": """{% if state == "breached" %}SLA BREACHED{% else %}SLA warning{% endif %}: ticket {{ ref }}, {{ clock }}.
 
     {{ subject }}

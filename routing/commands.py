@@ -2,8 +2,10 @@
 ``#cc add ADDR`` ...
 
 Only leading lines count, so a ``#close`` quoted further down, or a hashtag in
-the middle of an answer, never acts on the ticket. An unknown ``#word`` ends
-the command block and stays in the text.
+the middle of an answer, never acts on the ticket. A leading line that looks like a
+command (``#`` and a word) but is none (``#nte``) is a problem like a bad value: the
+reply that carries it is refused whole (outbound/reactions.py), so a mistyped
+``#note`` never reaches a client. ``#1 thing`` or ``# heading`` are text.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["PRIORITIES", "Commands", "split_commands"]
+__all__ = ["COMMANDS_HELP", "PRIORITIES", "Commands", "split_commands"]
 
 PRIORITIES = ("low", "normal", "high", "urgent")
+COMMANDS_HELP = (
+    "#note, #close, #open, #pending, #assign <agent address>, "
+    f"#priority <{'|'.join(PRIORITIES)}>, #cc add <address>, #cc remove <address>"
+)
+_WORD = re.compile(r"^[a-z][a-z_-]*$")
 _ADDR = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 
 
 @dataclass(frozen=True, slots=True)
 class Commands:
     note: bool = False
-    status: str | None = None  # "open" | "closed"
+    status: str | None = None  # "open" | "pending" | "closed"
     assign: str | None = None
     priority: str | None = None
     problems: tuple[str, ...] = field(default=())
@@ -56,6 +63,8 @@ def split_commands(text: str) -> tuple[Commands, str]:
             status = "closed"
         elif word in ("open", "reopen"):
             status = "open"
+        elif word == "pending":
+            status = "pending"
         elif word == "assign":
             assign = arg.lower() or None
             if not assign:
@@ -64,7 +73,8 @@ def split_commands(text: str) -> tuple[Commands, str]:
             if arg.lower() in PRIORITIES:
                 priority = arg.lower()
             else:
-                problems.append(f"#priority must be one of {', '.join(PRIORITIES)}")
+                said = f" {arg}" if arg else ""
+                problems.append(f"#priority{said}: use one of {', '.join(PRIORITIES)}")
         elif word == "cc":
             verb, _, addr = arg.partition(" ")
             verb, addr = verb.lower(), addr.strip().lower()
@@ -72,6 +82,9 @@ def split_commands(text: str) -> tuple[Commands, str]:
                 cc[verb].append(addr)
             else:
                 problems.append("#cc needs add or remove and one plain address")
+        elif _WORD.match(word):
+            problems.append(f"#{word}: unknown command; the commands are {COMMANDS_HELP}")
+            break
         else:
             break
         i += 1

@@ -88,6 +88,9 @@ class Ingest:
     # Its Message-ID becomes a threading anchor for later mail; not for a message
     # whose sender is unverified or an outsider (others could thread onto it).
     anchor: bool = True
+    # The status ``changes`` moves the ticket from (a client's reply reopens it), for
+    # its own ``ticket.status`` event; None: the status stays.
+    status_was: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,11 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
         record_message_id(conn, tenant, plan.message["message_id"], ticket_id, "in")
     for p in plan.participants:
         add_participant(conn, tenant, ticket_id, p.address, p.name, p.role, now)
+    if plan.status_was is not None and "status" in plan.changes:
+        repos.add_audit(
+            conn, tenant, "ticket.status", actor=plan.actor, ticket_id=ticket_id,
+            detail={"from": plan.status_was, "to": plan.changes["status"]}, now=now,
+        )  # fmt: skip
     action = "ticket.created" if plan.open is not None else "message.added"
     repos.add_audit(
         conn, tenant, action, actor=plan.actor, ticket_id=ticket_id, detail=detail, now=now

@@ -77,10 +77,18 @@ def test_commands_only_count_on_leading_lines() -> None:
     cmds, text = split_commands("#close\n#priority high\n\nThanks!\n#note is not a command here")
     assert (cmds.status, cmds.priority, cmds.note) == ("closed", "high", False)
     assert text == "Thanks!\n#note is not a command here"
-    cmds, text = split_commands("#hashtag first\nhello")
-    assert not cmds.any and text == "#hashtag first\nhello"
+    # A leading "#word" that is no command is a problem (the reply is refused whole),
+    # so a mistyped #note cannot pass for text; "#1" or "# heading" are text.
+    cmds, text = split_commands("#nte the customer is rude\nhello")
+    assert not cmds.note and cmds.problems[0].startswith("#nte: unknown command")
+    assert "#note" in cmds.problems[0]
+    cmds, text = split_commands("#1 check the cable\n# Steps\nhello")
+    assert not cmds.any and not cmds.problems and text.startswith("#1 check")
     cmds, _ = split_commands("#priority whenever")
-    assert cmds.priority is None and cmds.problems
+    assert cmds.priority is None
+    assert cmds.problems == ("#priority whenever: use one of low, normal, high, urgent",)
+    cmds, _ = split_commands("#pending\nWaiting for your logs.")
+    assert cmds.status == "pending"
     cmds, text = split_commands("#cc add Dave@x.test\n#cc remove e@x.test\n#cc frob\nHi")
     assert (cmds.cc_add, cmds.cc_remove, text) == (("dave@x.test",), ("e@x.test",), "Hi")
     assert cmds.problems == ("#cc needs add or remove and one plain address",)

@@ -139,6 +139,7 @@ def test_a_token_with_another_from_is_refused_and_the_agent_told(tmp_path: Path)
         told = message_from_bytes(bytes(row[1]), policy=default)
         text = told.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert f"Your reply on {ref} was NOT sent" in text and "mallory@evil.test" in text
+        assert "aliases" in text and "New message" not in text
         # Nobody else hears of the forged mail, and the sender gets nothing.
         kinds = d.query("SELECT kind, to_addr FROM outbox ORDER BY id")
         assert [tuple(k) for k in kinds][-1] == ("refusal", "alice@acme.test"), kinds
@@ -173,7 +174,7 @@ def test_an_agent_adds_and_removes_participants_and_nobody_else_can(tmp_path: Pa
         sneaky = sneaky.replace(b"Re: Printer", f"Re: [{ref}] Printer".encode())
         assert d.send(sneaky, sender="carol@client.test")[0] == 250
         assert _people(d, ref) == ["carol@client.test"]
-        add = "#cc add Dave@client.test\n#cc add billing@acme.test\nDave joins us."
+        add = "#cc add Dave@client.test\nDave joins us."
         assert d.send(_reply("alice@acme.test", token, add, "<a-2@acme.test>"), to=token)[0] == 250
         assert _people(d, ref) == ["carol@client.test", "dave@client.test"]
         (relay,) = d.query("SELECT rcpt_tos FROM outbox WHERE kind = 'relay'")
@@ -194,6 +195,5 @@ def test_an_agent_adds_and_removes_participants_and_nobody_else_can(tmp_path: Pa
             ("alice@acme.test", "ticket.commands"),
         ], audit
         assert "dave@client.test" in str(audit[0][2])
-        assert "billing@acme.test is one of our own addresses" in str(audit[1][2])
     finally:
         d.stop()

@@ -291,6 +291,7 @@ def _decide(
     rcpt: str = "support@acme.test",
     auth: AuthVerdict = NONE,
     participant: bool = True,  # the sender takes part in the matched ticket
+    status: str | None = None,  # the matched ticket's status
 ) -> tuple[ParsedMessage, object]:
     parsed = parse(data)
     raw = _raw(data, rcpt, source=source)
@@ -301,6 +302,7 @@ def _decide(
         key_reused=reused,
         match=match,
         participant=participant and match.ticket_id is not None,
+        status=status,
     )
     return parsed, decide(seen, config, tenant, rcpt, Arrival(raw, parsed, SHA, NOW, auth))
 
@@ -610,3 +612,47 @@ def test_decide_a_follow_up_from_an_outsider_does_not_make_them_a_participant(
     # A participant's follow-up, by the same way, joins as before.
     _, ok = _decide(config, mail, ThreadMatch(7, "references"), participant=True)
     assert ok.stored.flagged == () and ok.ingest.participants and not ok.reaction.caution
+
+
+# -- ticket life: reopen, pending, the same mail delivered twice ---------------------------
+
+
+def test_decide_a_clients_reply_reopens_a_closed_ticket(config: GatewayConfig) -> None:
+    data = _mail("Re: [ACME-5] Printer")
+    _, plan = _decide(config, data, ThreadMatch(5, "tag"), status="closed")
+    assert plan.ingest.changes["status"] == "open" and plan.ingest.status_was == "closed"
+    assert plan.reaction.reopened  # the agents' notice says "reopened"
+    # Pending (waiting on the client): the reply sets it open again, no "reopened".
+    _, plan = _decide(config, data, ThreadMatch(5, "tag"), status="pending")
+    assert plan.ingest.changes["status"] == "open" and plan.ingest.status_was == "pending"
+    assert not plan.reaction.reopened
+    _, plan = _decide(config, data, ThreadMatch(5, "tag"), status="open")
+    assert "status" not in plan.ingest.changes and plan.ingest.status_was is None
+
+
+def test_decide_nobody_but_the_client_reopens(config: GatewayConfig) -> None:
+    data = _mail("Re: [ACME-5] Printer", sender="stranger@evil.test")
+    _, plan = _decide(config, data, ThreadMatch(5, "tag"), status="closed", participant=False)
+    assert plan.reaction.caution == "outsider"
+    assert "status" not in plan.ingest.changes and not plan.reaction.reopened
+    fail = AuthVerdict("fail", "fail", "none", "fail", "example")
+    _, plan = _decide(
+        config, _mail("Re: [ACME-5] Printer"), ThreadMatch(5, "tag"), status="closed", auth=fail
+    )
+    assert plan.reaction.caution == "unverified" and "status" not in plan.ingest.changes
+    robot = _mail("Re: [ACME-5] Printer", headers="Auto-Submitted: auto-replied\r\n")
+    _, plan = _decide(config, robot, ThreadMatch(5, "tag"), status="closed")
+    assert plan.role == "machine" and "status" not in plan.ingest.changes
+
+
+def test_decide_a_second_delivery_is_audited_not_stored(config: GatewayConfig) -> None:
+    data = _mail("Printer")
+    parsed = parse(data)
+    seen = Seen(parsed.message_id, duplicate=True, copy_of=41, copy_ticket=7)
+    plan = decide(
+        seen, config, config.tenants[0], "billing@acme.test", Arrival(_raw(data), parsed, SHA, NOW)
+    )
+    assert plan.stored.duplicate and plan.ingest is None and plan.reaction is None
+    assert plan.audit is not None and plan.audit.action == "message.redelivered"
+    assert plan.audit.ticket_id == 7
+    assert plan.audit.detail == {"message": 41, "sha256": SHA, "recipient": "billing@acme.test"}

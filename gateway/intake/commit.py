@@ -28,7 +28,7 @@ from routing.config import GatewayConfig
 from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Reject, Stored
-from store import clocks, ingest, repos
+from store import clocks, ingest, repos, ticket_life
 from store.ingest import Written
 
 __all__ = ["Job", "commit_message", "explain_commit", "jobs", "lookup"]
@@ -63,7 +63,12 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     if existing is not None and mid:
         if existing == raw_sha:
             return Seen(key, duplicate=True)
-        # Same Message-ID, other bytes: keep it, flagged (GLPI mailanalyzer #64).
+        copy = ticket_life.stored_copy(conn, tenant.slug, key)
+        if copy is not None and _same_mail(copy, msg):
+            # The same mail delivered again (To and Cc of one tenant, forwarded in two
+            # transactions: other Received lines): one message, this delivery audited.
+            return Seen(key, duplicate=True, copy_of=copy["id"], copy_ticket=copy["ticket_id"])
+        # Same Message-ID, other mail: keep it, flagged (GLPI mailanalyzer #64).
         key, reused = f"{mid}#{raw_sha}", True
         existing = repos.find_message(conn, tenant.slug, key)
     if existing is not None:
@@ -79,7 +84,22 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     participant = match.ticket_id is not None and repos.is_participant(
         conn, tenant.slug, match.ticket_id, msg.sender
     )
-    return Seen(key, duplicate=False, key_reused=reused, match=match, participant=participant)
+    status = (
+        ticket_life.ticket_status(conn, tenant.slug, match.ticket_id)
+        if match.ticket_id is not None
+        else None
+    )
+    return Seen(
+        key, duplicate=False, key_reused=reused, match=match, participant=participant,
+        status=status,
+    )  # fmt: skip
+
+
+def _same_mail(copy: dict[str, Any], msg: Arrival) -> bool:
+    """A stored message this one repeats: same sender, subject and text; only the
+    transport headers (Received, Delivered-To, ...) may differ."""
+    p = msg.parsed
+    return (copy["from_addr"], copy["subject"], copy["text"]) == (msg.sender, p.subject, p.text)
 
 
 def commit_message(
@@ -162,6 +182,7 @@ def _react(
             notify=queue_agents(conn, tenant, ticket_id),
             subject=written.subject,
             caution=r.caution,
+            reopened=r.reopened,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",

@@ -53,6 +53,11 @@ class Seen:
     key_reused: bool = False  # its Message-ID came before with other bytes
     match: ThreadMatch | None = None  # the ticket it continues (None for a duplicate)
     participant: bool = False  # the sender already takes part in that ticket
+    status: str | None = None  # that ticket's status (a client's reply reopens it)
+    # A second delivery of a stored message (same Message-ID, sender, subject and text,
+    # other bytes): the stored message's row and ticket, for the audit event.
+    copy_of: int | None = None
+    copy_ticket: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class Reaction:
     # "outsider" (not a participant of the ticket it continues): stored, but it changes
     # nothing and the notice says why.
     caution: str = ""
+    reopened: bool = False  # a client's reply to a closed ticket: the notice says so
 
     @property
     def verified(self) -> bool:
@@ -93,7 +99,11 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     """``recipient`` is the tenant address the envelope named (rules may test it)."""
     slug, raw, parsed = tenant.slug, msg.raw, msg.parsed
     if seen.duplicate or seen.match is None:
-        return Plan(Stored(slug, None, "none", drop=Reason.DUPLICATE))
+        event = None
+        if seen.copy_of is not None:
+            why = {"message": seen.copy_of, "sha256": msg.sha256, "recipient": recipient}
+            event = Audit("message.redelivered", msg.sender, why, seen.copy_ticket)
+        return Plan(Stored(slug, None, "none", drop=Reason.DUPLICATE), audit=event)
     match = seen.match
     flags = ["message-id-reused"] if seen.key_reused else []
     sender = msg.sender
@@ -127,6 +137,9 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     elif outsider:
         flags.append("outsider")
     caution = _caution(unverified=unverified, refused=refused is not None, outsider=outsider)
+    # A client's own reply brings a closed or pending ticket back to the agents; a
+    # message that changes nothing (caution) never does.
+    reopens = not caution and role == "client" and seen.status in ("closed", "pending")
     facts = Facts(
         parsed=parsed,
         recipient=recipient,
@@ -169,7 +182,8 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         if created
         else None,
         ticket_id=match.ticket_id,
-        changes={} if caution else _changes(rules, created=created),
+        changes={} if caution else _changes(rules, created=created, reopens=reopens),
+        status_was=seen.status if reopens else None,
         tags=() if caution else tuple(rules.tags),
         anchor=not caution,
         participants=()
@@ -180,7 +194,10 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
     if raw.source != "import":  # history: it must not email anyone or mark an address bouncing
         bounce = parsed.kind == "bounce" and bool(parsed.dsn) and not unverified
         acknowledge = False if caution else rules.acknowledge
-        reaction = Reaction(role, agent or refused, acknowledge, bounce, caution=caution)
+        reaction = Reaction(
+            role, agent or refused, acknowledge, bounce, caution=caution,
+            reopened=reopens and seen.status == "closed",
+        )  # fmt: skip
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
 
@@ -226,9 +243,9 @@ def _message_row(
     }
 
 
-def _changes(rules: Decision, *, created: bool) -> dict[str, str]:
+def _changes(rules: Decision, *, created: bool, reopens: bool = False) -> dict[str, str]:
     """A rule's ticket actions; a new ticket got its queue when it was opened."""
-    changes: dict[str, str] = {}
+    changes: dict[str, str] = {"status": "open"} if reopens else {}
     if rules.queue and not created:
         changes["queue"] = rules.queue
     if rules.priority:

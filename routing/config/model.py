@@ -126,6 +126,10 @@ class Tenant:
     templates: Path | None = None  # this tenant's template overrides
     ack_limit: int | None = None  # None: [outbound] ack_limit
     ack_window: float | None = None
+    # Ticket life: an agent's relayed answer sets the ticket pending (waiting on the
+    # client), and a ticket pending this many seconds closes itself (None: never).
+    pending_on_agent_reply: bool = False
+    auto_close_after: float | None = None
     sla: SlaSettings | None = None  # None: no SLA clocks for this tenant
     reports: TenantReports = field(default_factory=TenantReports)
 

@@ -22,7 +22,7 @@ from routing.config.model import (
 )
 from routing.rules import build_rules
 from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
-from routing.sla import parse_sla
+from routing.sla import parse_duration, parse_sla
 
 __all__ = ["parse_tenants"]
 
@@ -156,6 +156,13 @@ def _tenant_settings(c: Checker, t: dict[str, Any], base: str, base_dir: Path) -
         out["ack_window"] = c.take(t, "ack_window", base, float, None)
         if out["ack_window"] is not None and not out["ack_window"] > 0:
             c.error(f"{base}.ack_window", "must be greater than 0")
+    out["pending_on_agent_reply"] = c.take(t, "pending_on_agent_reply", base, bool, False)
+    if "auto_close_after" in t:
+        raw = t["auto_close_after"]
+        seconds = parse_duration(raw) if isinstance(raw, str) else None
+        if seconds is None or seconds <= 0:
+            c.error(f"{base}.auto_close_after", "expected a duration such as '7d' or '36h'")
+        out["auto_close_after"] = seconds
     return out
 
 

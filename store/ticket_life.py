@@ -1,0 +1,60 @@
+"""The reads a ticket's life needs: its status before a message moves it, the stored
+message a second delivery is a copy of, and the pending tickets due to close.
+
+Apart from ``store/repos.py`` because they belong together: a client's reply reopens
+a closed or pending ticket (gateway/intake/decide.py), the same mail delivered twice
+(To and Cc of one tenant, forwarded in two transactions) is one message, and a
+pending ticket nobody answered closes itself (gateway/ops/jobs.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from store.models import messages, tickets
+
+__all__ = ["STATUSES", "pending_due", "stored_copy", "ticket_status"]
+
+# open: an agent is to act; pending: waiting on the client (a reply opens it again);
+# closed: done (a client's reply reopens it).
+STATUSES = ("open", "pending", "closed")
+
+
+def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:
+    return conn.execute(
+        select(tickets.c.status).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+    ).scalar_one_or_none()
+
+
+def stored_copy(conn: Connection, tenant: str, key: str) -> dict[str, Any] | None:
+    """The message stored under ``key``: what tells a second delivery of it (same
+    sender, subject and text, other transport headers) from a reused Message-ID."""
+    row = conn.execute(
+        select(
+            messages.c.id,
+            messages.c.ticket_id,
+            messages.c.from_addr,
+            messages.c.subject,
+            messages.c.text,
+            messages.c.raw_sha256,
+        ).where(messages.c.tenant == tenant, messages.c.message_key == key)
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def pending_due(conn: Connection, tenant: str, before: datetime) -> list[dict[str, Any]]:
+    """Pending tickets untouched since ``before``: nobody wrote since it was set pending."""
+    rows = conn.execute(
+        select(tickets.c.id, tickets.c.ref, tickets.c.subject, tickets.c.updated_at)
+        .where(
+            tickets.c.tenant == tenant,
+            tickets.c.status == "pending",
+            tickets.c.updated_at < before,
+        )
+        .order_by(tickets.c.id)
+    )
+    return [dict(r._mapping) for r in rows]
