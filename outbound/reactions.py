@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from outbound.agent_reply import agent_reply, ticket_subject
 from outbound.compose import (
     Composed,
     Templates,
@@ -23,24 +24,25 @@ from outbound.compose import (
     agent_notice,
     failure_notice,
     refusal_notice,
-    relay,
 )
 from outbound.guard import guarded
-from outbound.participants import apply_cc, is_ours
-from outbound.ticket_mail import command_refusal
+from outbound.outbox import client_recipients, queue, queue_all, reply_address
+from outbound.participants import is_ours
 from parsers.types import ParsedMessage
-from routing.commands import Commands, split_commands
 from routing.config import Agent, GatewayConfig, Tenant
-from routing.tokens import make_token
 from store import repos
 
-__all__ = ["Event", "bounced", "is_ours", "queue", "queue_agents", "react"]
+__all__ = [
+    "Event",
+    "bounced",
+    "client_recipients",
+    "is_ours",
+    "queue",
+    "queue_agents",
+    "react",
+    "reply_address",
+]
 
-_CHANGE_ACTIONS = {
-    "status": "ticket.status",
-    "priority": "ticket.priority",
-    "assignee": "ticket.assigned",
-}
 _NO_ANSWER_LOCALPARTS = {"mailer-daemon", "postmaster", "noreply", "no-reply", "do-not-reply"}
 
 
@@ -73,14 +75,14 @@ def react(
 ) -> list[str]:
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
-        return _agent_reply(conn, config, ev, ev.agent, now)
+        return agent_reply(conn, config, ev, ev.agent, now)
     if ev.caution == "refused" and ev.agent is not None:
         mail = refusal_notice(
             tenant=ev.tenant,
             hostname=config.hostname,
             agent=ev.agent,
             ref=ev.ref,
-            subject=ev.subject or _ticket_subject(conn, ev),
+            subject=ev.subject or ticket_subject(conn, ev),
             sender=ev.sender,
             in_reply_to=ev.parsed.message_id,
             now=now,
@@ -128,7 +130,7 @@ def react(
         refs = [ev.parsed.message_id] if ev.parsed.message_id else []
     else:
         refs = repos.thread_ids(conn, slug, ev.ticket_id)
-    subject = ev.subject or _ticket_subject(conn, ev)
+    subject = ev.subject or ticket_subject(conn, ev)
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -224,179 +226,6 @@ def queue_agents(conn: Connection, tenant: Tenant, ticket_id: int) -> tuple[Agen
     return tuple(a for a in tenant.agents if a.address in wanted)
 
 
-def queue(
-    conn: Connection,
-    tenant: str,
-    kind: str,
-    ticket_id: int | None,
-    mail: Composed,
-    *,
-    now: datetime | None = None,
-) -> None:
-    """The outbox row and its Message-ID, so a reply to it threads before it is even sent."""
-    queue_all(conn, tenant, ticket_id, [(kind, mail)], now=now)
-
-
-def queue_all(
-    conn: Connection,
-    tenant: str,
-    ticket_id: int | None,
-    mails: list[tuple[str, Composed]],
-    *,
-    now: datetime | None = None,
-) -> None:
-    """Several mails of one event in two statements, not two each."""
-    repos.enqueue_many(
-        conn,
-        tenant,
-        [(kind, ticket_id, m.message_id, m.mail_from, m.rcpt_tos, m.body) for kind, m in mails],
-        now=now,
-    )
-
-
-def _agent_reply(
-    conn: Connection, config: GatewayConfig, ev: Event, agent: Agent, now: datetime
-) -> list[str]:
-    slug = ev.tenant.slug
-    commands, text = split_commands(ev.parsed.reply_text)
-    refused = _refused(config, ev.tenant, commands)
-    if refused:
-        return _refuse(conn, config, ev, agent, refused, now)
-    before = repos.ticket_row(conn, slug, ev.ticket_id) or {}
-    changes: dict[str, str | None] = {}
-    if commands.status and commands.status != before.get("status"):
-        changes["status"] = commands.status
-    elif (
-        ev.tenant.pending_on_agent_reply
-        and not commands.status
-        and not commands.note
-        and text.strip()
-        and before.get("status") == "open"
-    ):
-        changes["status"] = "pending"  # a relayed answer waits on the client
-    if commands.priority:
-        changes["priority"] = commands.priority
-    if commands.assign:
-        changes["assignee"] = commands.assign
-    problems: list[str] = []
-    if changes:
-        repos.update_ticket(conn, slug, ev.ticket_id, now=now, **changes)
-        for key, value in changes.items():  # one audit event per change, old and new value
-            repos.add_audit(
-                conn,
-                slug,
-                _CHANGE_ACTIONS[key],
-                actor=agent.address,
-                ticket_id=ev.ticket_id,
-                detail={"from": before.get(key), "to": value},
-                now=now,
-            )
-    cc = apply_cc(
-        conn, config, ev.tenant.slug, ev.ticket_id, agent,
-        commands.cc_add, commands.cc_remove, problems, now,
-    )
-    if changes or problems or cc:
-        repos.add_audit(
-            conn,
-            slug,
-            "ticket.commands",
-            actor=agent.address,
-            ticket_id=ev.ticket_id,
-            detail={"changes": changes, "problems": problems, "note": commands.note, "cc": cc},
-            now=now,
-        )
-    if commands.note:
-        if ev.message_row:
-            repos.add_message_flag(conn, slug, ev.message_row, "internal")
-        return ["note"]
-    if not text.strip():
-        return []
-    ours = {x for a in ev.tenant.agents for x in (a.address, *a.aliases)}
-    ours |= set(ev.tenant.addresses)
-    clients = [
-        p
-        for p in repos.participants_of(conn, slug, ev.ticket_id)
-        if p["role"] in ("client", "cc") and p["address"] not in ours
-    ]
-    bouncing = repos.bouncing_among(conn, slug, [p["address"] for p in clients])
-    to = [(p["name"], p["address"]) for p in clients if p["address"] not in bouncing]
-    if not to:
-        return []
-    client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
-
-    def send() -> bool:
-        mail = relay(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            agent=agent,
-            ref=ev.ref,
-            subject=_ticket_subject(conn, ev),
-            to=to,
-            text=text,
-            reply_address=_reply_address(config, ev),
-            in_reply_to=client_ids[-1] if client_ids else None,
-            references=client_ids,
-            now=now,
-        )
-        queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
-        return True
-
-    return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
-
-
-def _refused(config: GatewayConfig, tenant: Tenant, commands: Commands) -> list[str]:
-    """Every command of the block that cannot be done as written; any one refuses the
-    whole reply (nothing relayed, nothing changed), so a typo never reaches a client."""
-    refused = list(commands.problems)
-    if commands.assign and tenant.agent(commands.assign) is None:
-        agents = ", ".join(a.address for a in tenant.agents)
-        refused.append(f"#assign {commands.assign}: not an agent here; use one of {agents}")
-    refused += [
-        f"#cc add {a}: one of our own addresses, never a participant"
-        for a in commands.cc_add
-        if is_ours(config, a)
-    ]
-    return refused
-
-
-def _refuse(
-    conn: Connection,
-    config: GatewayConfig,
-    ev: Event,
-    agent: Agent,
-    refused: list[str],
-    now: datetime,
-) -> list[str]:
-    """The reply stays on the ticket as an internal message (never on the client's pages),
-    is audited, and the agent hears at once what to fix."""
-    slug = ev.tenant.slug
-    if ev.message_row:
-        repos.add_message_flag(conn, slug, ev.message_row, "internal")
-    repos.add_audit(
-        conn, slug, "ticket.commands", actor=agent.address, ticket_id=ev.ticket_id,
-        detail={"refused": refused, "relayed": False}, now=now,
-    )  # fmt: skip
-
-    def tell() -> Composed:
-        return command_refusal(
-            tenant=ev.tenant,
-            hostname=config.hostname,
-            agent=agent,
-            ref=ev.ref,
-            subject=ev.subject or _ticket_subject(conn, ev),
-            problems=refused,
-            reply_address=_reply_address(config, ev, agent),
-            in_reply_to=ev.parsed.message_id,
-            now=now,
-        )
-
-    mail = guarded(conn, slug, ev.ticket_id, "refused", tell, now, writes=False)
-    if mail is None:
-        return []
-    queue(conn, slug, "refused", ev.ticket_id, mail, now=now)
-    return ["refused"]
-
-
 def _may_acknowledge(
     conn: Connection, config: GatewayConfig, ev: Event, now: datetime, bouncing: set[str]
 ) -> bool:
@@ -417,12 +246,4 @@ def _may_acknowledge(
 
 
 def _reply_address(config: GatewayConfig, ev: Event, agent: Agent | None = None) -> str:
-    number = int(ev.ref.rsplit("-", 1)[1])
-    token = make_token(config.secret, ev.tenant.slug, number, agent.address if agent else None)
-    local, _, domain = ev.address.partition("@")
-    return f"{local}+{token}@{domain}"
-
-
-def _ticket_subject(conn: Connection, ev: Event) -> str:
-    row = repos.ticket_row(conn, ev.tenant.slug, ev.ticket_id)
-    return str(row["subject"]) if row else (ev.parsed.subject or "(no subject)")
+    return reply_address(config, ev.tenant.slug, ev.address, ev.ref, agent)

@@ -76,10 +76,11 @@ def ticket_clocks(conn: Connection, tenant: str, ticket_id: int) -> dict[str, An
 
 
 def open_tickets(conn: Connection, tenant: str) -> list[dict[str, Any]]:
-    """Tickets whose clocks may still run: open ones (closed clocks have stopped)."""
+    """Tickets whose clocks may still run: open and pending ones (closed clocks have
+    stopped; a pending one waits on the client, paused)."""
     rows = conn.execute(
         select(*_CLOCK_COLUMNS)
-        .where(tickets.c.tenant == tenant, tickets.c.status == "open")
+        .where(tickets.c.tenant == tenant, tickets.c.status.in_(("open", "pending")))
         .order_by(tickets.c.id)
     )
     return [_row(r._mapping) for r in rows]
@@ -125,7 +126,7 @@ def on_message(
     if role == "agent" and answered:
         if t["first_response_at"] is None:
             values.update(first_response_at=now, first_response_by=sender)
-        if t["status"] == "open" and not waiting:
+        if t["status"] in ("open", "pending") and not waiting:
             pauses.append((now, None))
             waiting = True
     elif role == "client" and waiting:

@@ -1,4 +1,5 @@
-"""The daemon's operations work: SLA watch, monthly reports, report deletion, daily backups.
+"""The daemon's operations work: SLA watch, auto-close, monthly reports, report deletion,
+daily backups.
 
 Each job is a plain coroutine taking the time as an argument, so tests (and
 ``gateway report``) run it directly; ``run_ops`` calls them on a schedule with
@@ -25,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.clock import Clock
 from gateway.ops import backup as backups
 from gateway.ops.report_pdf import collect, previous_month, render_pdf, report_path, write_atomic
-from outbound.compose import report_mail
+from outbound.auto_close import close_pending, due_closes
+from outbound.compose import Templates, report_mail
 from outbound.reactions import queue
 from outbound.sla_watch import check_sla, due_notices
 from routing.config import GatewayConfig, Tenant
@@ -35,6 +37,7 @@ from store.writer import Writer
 
 __all__ = [
     "OpsState",
+    "auto_close_round",
     "backup_due",
     "delete_expired_reports",
     "make_report",
@@ -54,6 +57,7 @@ class OpsState:
 
     sla_checked_at: str | None = None
     sla_notices: int = 0
+    auto_closed: int = 0  # pending tickets closed by [tenants] auto_close_after
     last_backup: dict[str, Any] | None = None
     last_report: dict[str, Any] | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
@@ -67,6 +71,7 @@ class OpsState:
         return {
             "sla_checked_at": self.sla_checked_at,
             "sla_notices": self.sla_notices,
+            "auto_closed": self.auto_closed,
             "last_backup": self.last_backup,
             "last_report": self.last_report,
             "errors": self.errors,
@@ -90,6 +95,26 @@ async def sla_round(
     for n in sent:
         log.info("sla.notice", tenant=n.tenant, ticket=n.ref, clock=n.clock, state=n.state)
     return len(sent)
+
+
+# --- auto-close ------------------------------------------------------------------------------
+
+
+async def auto_close_round(
+    config: GatewayConfig, engine: AsyncEngine, writer: Writer, now: datetime
+) -> int:
+    """Close the pending tickets ``[tenants] auto_close_after`` has run out on, each
+    client told that a reply reopens it; return how many closed."""
+    if not any(t.auto_close_after for t in config.tenants):
+        return 0
+    async with engine.connect() as conn:
+        due = await conn.run_sync(lambda c: due_closes(c, config, now))
+    if not due:
+        return 0
+    closed = await writer.submit(lambda c: close_pending(c, config, now, Templates.of(config)))
+    for t in closed:
+        log.info("ticket.auto_closed", tenant=t.tenant, ticket=t.ref, mailed=t.mailed)
+    return len(closed)
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -266,6 +291,13 @@ async def run_ops(
                 wake()
         except Exception as exc:
             state.error("sla", exc, now)
+        try:
+            closed = await auto_close_round(config, engine, writer, now)
+            if closed:
+                state.auto_closed += closed
+                wake()
+        except Exception as exc:
+            state.error("auto_close", exc, now)
         if loop.time() >= slow_at:
             slow_at = loop.time() + SLOW_INTERVAL
             await _slow(config, engine, writer, wake, now, state)
