@@ -99,7 +99,9 @@ def _close(
             now=now,
             templates=templates,
         )
-        queue(conn, slug, "autoclose", ticket_id, mail, now=now)
+        # Queued at the store's own time, as the SLA watch's notices: the outbox worker
+        # sends what is due by that clock.
+        queue(conn, slug, "autoclose", ticket_id, mail)
     return Closed(slug, ref, len(to))
 
 

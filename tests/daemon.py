@@ -56,6 +56,7 @@ slug = "acme"
 name = "Acme Support"
 addresses = ["support@acme.test", "billing@acme.test"]
 tag_prefix = "ACME"
+{acme_settings}
 
 [[tenants.agents]]
 address = "alice@acme.test"
@@ -83,13 +84,16 @@ class Daemon:
         scanner: str = "127.0.0.1:9",
         scan_deadline: float = 30,
         acme_extra: str = "",
+        acme_settings: str = "",
         http_extra: str = "",
         gateway_extra: str = "",
         database_url: str | None = None,
         blobs: str | None = None,
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
-        points where nothing answers, so mail with attachments is deferred. ``blobs`` is
+        points where nothing answers, so mail with attachments is deferred.
+        ``acme_settings``: keys of acme's own ``[[tenants]]`` table (``acme_extra`` comes
+        after its first agent, for the agent's keys and acme's sub-tables). ``blobs`` is
         ``[gateway] blobs`` ("files" or "database"); $GATEWAY_TEST_BLOBS sets the default,
         to try a test against the other store (tests that reach into the blob folder
         or kill at ``after_blob_fsync`` are about the files)."""
@@ -125,6 +129,7 @@ class Daemon:
                 scanner=scanner,
                 scan_deadline=scan_deadline,
                 acme_extra=acme_extra,
+                acme_settings=acme_settings,
                 http_extra=http_extra,
                 database_url=database_url,
                 gateway_extra=gateway_extra,
