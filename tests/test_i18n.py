@@ -180,6 +180,12 @@ def _context(name: str, lang: str) -> dict[str, Any]:
                 "status": "closed",
                 "updated_at": datetime(2024, 4, 2, 9, 30, 12, 345, tzinfo=UTC),
             },
+            {
+                "ref": "ACME-3",
+                "subject": "Toner",
+                "status": "pending",
+                "updated_at": "2024-05-02T08:15:00+00:00",
+            },
         ],
         "ticket": {"ref": "ACME-1", "subject": f"Help {EVIL}", "status": "open"},
         "messages": [
@@ -334,6 +340,7 @@ def test_ticket_pages_link_and_format() -> None:
     assert 'href="/t/acme/tickets/ACME-1"' in listing
     assert 'action="/t/acme/logout"' in listing
     assert ">Open<" in listing and ">Closed<" in listing
+    assert 'class="status status-pending">Waiting for your reply<' in listing
     assert ">2024-05-01 08:15<" in listing  # ISO string, to the minute
     assert ">2024-04-02 09:30<" in listing  # datetime, to the minute
 
