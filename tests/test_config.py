@@ -306,3 +306,19 @@ def test_agent_aliases_are_plain_addresses_of_one_agent_only(tmp_path: Path) -> 
     assert any("a@acme.test is already an address" in x for x in problems), problems
     assert any("aliases: entry 2 is not a plain address" in x for x in problems), problems
     assert any("shared@acme.test belongs to both" in x for x in problems), problems
+
+
+def test_ticket_life_keys(tmp_path: Path) -> None:
+    base = '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n'
+    t = load_config(_write(tmp_path, base)).tenants[0]
+    assert (t.pending_on_agent_reply, t.auto_close_after) == (False, None)
+    good = f'{base}pending_on_agent_reply = true\nauto_close_after = "7d"\n'
+    t = load_config(_write(tmp_path, good)).tenants[0]
+    assert (t.pending_on_agent_reply, t.auto_close_after) == (True, 7 * 86400.0)
+    for value in ('"soon"', "7", '"0m"'):
+        p = _write(tmp_path, f"{base}auto_close_after = {value}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(p)
+        assert info.value.problems == [
+            f"{p}:4: tenants[0].auto_close_after: expected a duration such as '7d' or '36h'"
+        ]
