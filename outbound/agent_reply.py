@@ -49,14 +49,6 @@ def agent_reply(
     changes: dict[str, str | None] = {}
     if commands.status and commands.status != before.get("status"):
         changes["status"] = commands.status
-    elif (
-        ev.tenant.pending_on_agent_reply
-        and not commands.status
-        and not commands.note
-        and text.strip()
-        and before.get("status") == "open"
-    ):
-        changes["status"] = "pending"  # a relayed answer waits on the client
     if commands.priority:
         changes["priority"] = commands.priority
     if commands.assign:
@@ -116,7 +108,16 @@ def agent_reply(
         queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
         return True
 
-    return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
+    if not guarded(conn, slug, ev.ticket_id, "relay", send, now):
+        return []
+    if ev.tenant.pending_on_agent_reply and not commands.status and before.get("status") == "open":
+        # The answer went out: the ticket waits on the client now.
+        repos.update_ticket(conn, slug, ev.ticket_id, now=now, status="pending")
+        repos.add_audit(
+            conn, slug, "ticket.status", actor=agent.address, ticket_id=ev.ticket_id,
+            detail={"from": "open", "to": "pending", "by": "pending_on_agent_reply"}, now=now,
+        )  # fmt: skip
+    return ["relay"]
 
 
 def _refused(config: GatewayConfig, tenant: Tenant, commands: Commands) -> list[str]:
