@@ -30,6 +30,7 @@ from routing.config import Tenant
 
 __all__ = [
     "Body",
+    "Composed",
     "MailContext",
     "Part",
     "build",
@@ -59,6 +60,16 @@ class MailContext:
     now: datetime
     in_reply_to: str | None = None
     references: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A mail ready for the outbox: its Message-ID, envelope and bytes."""
+
+    message_id: str
+    mail_from: str  # envelope sender; "" for the null sender (RFC 3834 section 3)
+    rcpt_tos: tuple[str, ...]
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,10 @@ from outbound.compose import (
     refusal_notice,
     relay,
 )
+from outbound.files import carried
 from outbound.guard import guarded
 from outbound.participants import apply_cc, is_ours
+from parsers.html_quotes import drop_leading_lines
 from parsers.types import ParsedMessage
 from routing.commands import split_commands
 from routing.config import Agent, GatewayConfig, Tenant
@@ -127,6 +129,14 @@ def react(
     else:
         refs = repos.thread_ids(conn, slug, ev.ticket_id)
     subject = ev.subject or _ticket_subject(conn, ev)
+    ticket_url = config.http.agent_ticket_url(slug, ev.ref)
+    files, left_out = carried(
+        conn,
+        ev.parsed.attachments,
+        config.data_dir / "blobs",
+        limit=config.outbound.notice_attachments_max,
+        withhold=bool(ev.caution),
+    )
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -147,6 +157,10 @@ def react(
                 now=now,
                 templates=templates,
                 caution=ev.caution,
+                ticket_url=ticket_url,
+                html=ev.parsed.html_reply,
+                files=files,
+                left_out=left_out,
             )
 
         mail = guarded(conn, slug, ev.ticket_id, "notice", notice, now, writes=False)
@@ -313,8 +327,13 @@ def _agent_reply(
     if not to:
         return []
     client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
+    html = ev.parsed.html_reply
+    if html is not None:  # never a #command in what the client reads
+        html = drop_leading_lines(html, _command_lines(ev.parsed.reply_text, text))
 
     def send() -> bool:
+        # The agent's files, all of them: the agent chose to send each one.
+        files, _ = carried(conn, ev.parsed.attachments, config.data_dir / "blobs", limit=None)
         mail = relay(
             tenant=ev.tenant,
             hostname=config.hostname,
@@ -327,11 +346,20 @@ def _agent_reply(
             in_reply_to=client_ids[-1] if client_ids else None,
             references=client_ids,
             now=now,
+            html=html,
+            files=files,
         )
         queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
         return True
 
     return ["relay"] if guarded(conn, slug, ev.ticket_id, "relay", send, now) else []
+
+
+def _command_lines(reply_text: str, rest: str) -> list[str]:
+    """The lines ``split_commands`` took off the top of ``reply_text`` to leave ``rest``."""
+    whole = reply_text.rstrip("\n")
+    head = whole[: len(whole) - len(rest)] if whole.endswith(rest) else whole
+    return [line.strip() for line in head.split("\n") if line.strip()]
 
 
 def _may_acknowledge(
