@@ -67,12 +67,14 @@ def carried(
 
 def human_size(size: int) -> str:
     """1536 -> "1.5 KiB": the size as an agent reads it."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB"):
-        if value < 1024 or unit == "MiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"  # pragma: no cover
+    if size < 1024:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 _WHY = {
