@@ -79,7 +79,7 @@ def human_size(size: int) -> str:
 
 _WHY = {
     "limit": "over this mail's limit of {limit} for attachments",
-    "caution": "not attached, as the sender is not verified",
+    "caution": "withheld: see the warning above about this sender",
     "missing": "no longer stored",
 }
 

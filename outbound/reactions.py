@@ -328,6 +328,9 @@ def _agent_reply(
         return []
     client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
     html = ev.parsed.html_reply
+    quote_in_text = ev.parsed.reply_text.strip() != ev.parsed.text.strip()
+    if html is not None and html == ev.parsed.html and quote_in_text:
+        html = None  # the text had a quote the HTML's markers did not show: text only
     if html is not None:  # never a #command in what the client reads
         html = drop_leading_lines(html, _command_lines(ev.parsed.reply_text, text))
 

@@ -175,6 +175,30 @@ def test_files_travel_both_ways_byte_exact(gateway: Daemon, account: Sink) -> No
     _assert_readable(relay)
     assert gateway.query("SELECT priority FROM tickets")[0][0] == "high"
 
+    # A quote the text shows but no HTML marker does (a client we do not know):
+    # the HTML could carry the notice, so the client gets the text alone. HTML with
+    # no quote at all goes as it is.
+    for n_relay, (plain, markup) in enumerate(
+        [
+            (f"Any news?\n\nOn Mon, Carol wrote:\n{quoted}\n", "<p>Any news?</p><p>QUOTED</p>"),
+            ("One more thing.\n", "<p>One more <i>thing</i>.</p>"),
+        ],
+        start=2,
+    ):
+        again = EmailMessage()
+        again["From"], again["To"], again["Subject"] = "alice@acme.test", to, "Re: x"
+        again.set_content(plain)
+        again.add_alternative(markup, "html")
+        code, text = gateway.send(again.as_bytes(policy=SMTP), to=to, sender="alice@acme.test")
+        assert code == 250, text
+        relays = account.wait_for(_to(who, "reply"), count=n_relay)
+        last = relays[n_relay - 1].msg
+        html_part = last.get_body(("html",))
+        if n_relay == 2:
+            assert html_part is None and "QUOTED" not in str(last)
+        else:
+            assert html_part is not None and "<i>thing</i>" in html_part.get_content()
+
 
 def test_every_mail_is_readable_raw_and_the_link_works(gateway: Daemon, account: Sink) -> None:
     """The acknowledgement and the sign-in mail as a plain sink holds them: the link
