@@ -34,10 +34,12 @@ __all__ = [
     "Composed",
     "MailContext",
     "Part",
+    "as_7bit",
     "build",
     "clean",
     "encode_text",
     "mailboxes",
+    "needs_8bitmime",
     "needs_smtputf8",
     "new_message_id",
     "render",
@@ -128,6 +130,23 @@ def needs_smtputf8(mail_from: str, rcpt_tos: Sequence[str], body: bytes) -> bool
 def needs_8bitmime(body: bytes) -> bool:
     """An 8bit part (UTF-8 text sent as it is): the delivery declares BODY=8BITMIME."""
     return b"Content-Transfer-Encoding: 8bit" in body
+
+
+def as_7bit(body: bytes) -> bytes:
+    """``body`` with its 8bit parts quoted-printable: for the rare server without
+    8BITMIME (RFC 6152), where 8bit text is the one thing that must be encoded."""
+    from email import encoders, message_from_bytes
+    from email.policy import compat32
+
+    msg = message_from_bytes(body, policy=compat32)
+    for part in msg.walk():
+        if str(part.get("Content-Transfer-Encoding", "")).lower() != "8bit":
+            continue
+        payload = part.get_payload(decode=True)
+        del part["Content-Transfer-Encoding"]
+        part.set_payload(payload)
+        encoders.encode_quopri(part)
+    return msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
 
 
 def thread_index(tenant: str, ref: str) -> str:

@@ -356,3 +356,29 @@ def test_a_notice_without_a_web_side_names_the_files_it_left_out() -> None:
     assert "no web side is configured" in text and "/a/acme/t/" not in text
     (small,) = [p for p in msg.iter_attachments()]
     assert small.get_filename() == "small.txt" and small.get_payload(decode=True) == b"tiny\x00\xff"
+
+
+def test_an_8bit_mail_becomes_7bit_for_a_server_without_8bitmime() -> None:
+    from outbound.mime import as_7bit, needs_8bitmime
+
+    mail = relay(
+        tenant=ACME,
+        hostname="gw.test",
+        agent=ALICE,
+        ref="ACME-7",
+        subject="Re: Zürich",
+        to=[("", "zoe@client.test")],
+        text="Grüße aus Köln.\n",
+        reply_address="support+t7-abc@acme.test",
+        in_reply_to=None,
+        references=[],
+        now=NOW,
+        html="<p>Grüße aus <b>Köln</b>.</p>",
+    )
+    assert needs_8bitmime(mail.body)
+    seven = as_7bit(mail.body)
+    assert seven.isascii() and not needs_8bitmime(seven)
+    before, after = (message_from_bytes(b, policy=default) for b in (mail.body, seven))
+    for kind in ("plain", "html"):
+        assert before.get_body((kind,)).get_content() == after.get_body((kind,)).get_content()
+    assert after["Message-ID"] == mail.message_id
