@@ -254,7 +254,7 @@ def _text_part(subtype: str, text: str) -> tuple[list[tuple[str, str]], bytes]:
 
 def _file_part(part: Part) -> tuple[list[tuple[str, str]], bytes]:
     """Base64, 76 columns; the name as RFC 2231 when it is not ASCII."""
-    name = clean(part.filename) or "attachment"
+    name = clean(part.filename)[:200] or "attachment"  # RFC 2231 may triple it: under 998
     if name.isascii():
         param = f'"{quote(name)}"'
         ctype_name, disp_name = f"name={param}", f"filename={param}"
