@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import Connection
 
 from outbound.compose import Composed, relay
+from outbound.files import carried
 from outbound.guard import guarded
 from outbound.outbox import client_recipients, queue, reply_address
 from outbound.participants import apply_cc, is_ours
 from outbound.ticket_mail import command_refusal
+from parsers.html_quotes import drop_leading_lines
 from routing.commands import Commands, split_commands
 from routing.config import Agent, GatewayConfig, Tenant
 from store import repos
@@ -90,8 +92,16 @@ def agent_reply(
     if not to:
         return []
     client_ids = repos.thread_ids(conn, slug, ev.ticket_id, role="client")
+    html = ev.parsed.html_reply
+    quote_in_text = ev.parsed.reply_text.strip() != ev.parsed.text.strip()
+    if html is not None and html == ev.parsed.html and quote_in_text:
+        html = None  # the text had a quote the HTML's markers did not show: text only
+    if html is not None:  # never a #command in what the client reads
+        html = drop_leading_lines(html, _command_lines(ev.parsed.reply_text, text))
 
     def send() -> bool:
+        # The agent's files, all of them: the agent chose to send each one.
+        files, _ = carried(conn, ev.parsed.attachments, config.data_dir / "blobs", limit=None)
         mail = relay(
             tenant=ev.tenant,
             hostname=config.hostname,
@@ -104,6 +114,8 @@ def agent_reply(
             in_reply_to=client_ids[-1] if client_ids else None,
             references=client_ids,
             now=now,
+            html=html,
+            files=files,
         )
         queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
         return True
@@ -118,6 +130,13 @@ def agent_reply(
             detail={"from": "open", "to": "pending", "by": "pending_on_agent_reply"}, now=now,
         )  # fmt: skip
     return ["relay"]
+
+
+def _command_lines(reply_text: str, rest: str) -> list[str]:
+    """The lines ``split_commands`` took off the top of ``reply_text`` to leave ``rest``."""
+    whole = reply_text.rstrip("\n")
+    head = whole[: len(whole) - len(rest)] if whole.endswith(rest) else whole
+    return [line.strip() for line in head.split("\n") if line.strip()]
 
 
 def _refused(config: GatewayConfig, tenant: Tenant, commands: Commands) -> list[str]:

@@ -15,12 +15,15 @@ relayed reply is a person speaking and does not.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr
 
+from outbound.files import LeftOut, left_out_text, notice_html
 from outbound.mime import (
+    Body,
+    Composed,
     MailContext,
+    Part,
     build,
     clean,
     mailboxes,
@@ -28,12 +31,15 @@ from outbound.mime import (
     render,
     thread_index,
 )
+from outbound.report_mail import report_mail
 from outbound.templates import DEFAULT_TEMPLATES, Templates
 from routing.config import Agent, Tenant
 
 __all__ = [
     "Composed",
+    "LeftOut",
     "MailContext",
+    "Part",
     "Templates",
     "acknowledgement",
     "agent_notice",
@@ -48,13 +54,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Composed:
-    message_id: str
-    mail_from: str  # envelope sender; "" for the null sender (RFC 3834 section 3)
-    rcpt_tos: tuple[str, ...]
-    body: bytes
-
+# Where the client's text goes in the rendered notice, so the HTML part can put the
+# client's own HTML in its place.
+_MARK = "\x00client-text\x00"
 
 # The first lines of an agent's notice about a message that changes nothing: its From
 # failed sender authentication, or its sender is not a participant of the ticket
@@ -133,27 +135,42 @@ def agent_notice(
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
     caution: str = "",
+    ticket_url: str = "",
+    html: str | None = None,
+    files: Sequence[Part] = (),
+    left_out: LeftOut | None = None,
 ) -> Composed:
     """What an agent gets for a new ticket or a client's follow-up; replying answers the client.
 
     ``Reply-To`` carries a token bound to this ticket and this agent, so the
     agent's reply is recognised by the token, never by its ``From`` alone.
     ``caution`` (a key of ``CAUTIONS``): why the message changes nothing; its warning
-    comes before the tenant's template, so an override cannot leave it out.
+    comes before the tenant's template, so an override cannot leave it out, and so
+    does the list of the client's files this mail does not carry (``left_out``).
+    ``files``: the client's files as stored, inline images by their Content-ID;
+    ``html``: the client's sanitised HTML, shown inside the notice's HTML part.
+    ``ticket_url``: the agents' page of the ticket, in every notice.
     """
-    body_text = templates.render(
+    marked = templates.render(
         tenant.slug,
         "notice.txt.j2",
         event=event,
         ref=ref,
         client=client,
-        text=text,
+        text=_MARK,
         subject=clean(subject),
         tenant_address=tenant.from_address,
         tenant_name=tenant.name,
+        ticket_url=ticket_url,
     )
+    if ticket_url and ticket_url not in marked:  # an override without it: still there
+        marked = marked.rstrip("\n") + f"\n\nThe ticket:\n{ticket_url}\n"
+    if left_out is not None and left_out.files:
+        marked = left_out_text(left_out, ticket_url) + marked
     if caution:
-        body_text = CAUTIONS[caution].format(client=client) + body_text
+        marked = CAUTIONS[caution].format(client=client) + marked
+    body_text = marked.replace(_MARK, text)
+    body = Body(body_text, notice_html(marked, _MARK, html) if html else None, tuple(files))
     mid, body = build(
         MailContext(
             tenant=tenant,
@@ -167,7 +184,7 @@ def agent_notice(
         subject=subject,
         from_name=f"{client} via {tenant.name}",
         to=[(agent.name, agent.address)],
-        text=body_text,
+        text=body,
         reply_to=reply_address,
         auto_submitted="auto-generated",
     )
@@ -228,8 +245,13 @@ def relay(
     in_reply_to: str | None,
     references: Sequence[str],
     now: datetime,
+    html: str | None = None,
+    files: Sequence[Part] = (),
 ) -> Composed:
-    """An agent's answer, sent to the client from the tenant's address, in the client's thread."""
+    """An agent's answer, sent to the client from the tenant's address, in the client's thread.
+
+    ``html``: the agent's own HTML, sanitised and without the quoted notice, as the
+    alternative to ``text``; ``files``: the agent's attachments and inline images."""
     name = f"{agent.name} ({tenant.name})" if agent.name else tenant.name
     mid, body = build(
         MailContext(
@@ -244,7 +266,7 @@ def relay(
         subject=subject,
         from_name=name,
         to=to,
-        text=text.rstrip() + "\n",
+        text=Body(text.rstrip() + "\n", html, tuple(files)),
         reply_to=reply_address,
         auto_submitted=None,
     )
@@ -353,41 +375,3 @@ def sla_notice(
         )
         out.append(Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body))
     return out
-
-
-def report_mail(
-    *,
-    tenant: Tenant,
-    hostname: str,
-    to: Sequence[str],
-    month: str,
-    filename: str,
-    pdf: bytes,
-    now: datetime,
-) -> Composed:
-    """The monthly report as a PDF attachment, to the tenant's report recipients.
-
-    Built with the stdlib's EmailMessage: it is made once a month, outside the
-    message path, so the generator's cost does not matter here.
-    """
-    from email.message import EmailMessage
-    from email.policy import SMTP
-
-    msg = EmailMessage(policy=SMTP)
-    mid = new_message_id("report", hostname)
-    msg["Message-ID"] = mid
-    msg["Date"] = format_datetime(now)
-    msg["From"] = formataddr((clean(tenant.name), tenant.from_address))
-    msg["To"] = ", ".join(to)
-    msg["Subject"] = f"{clean(tenant.name)}: support report for {month}"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Loop"] = hostname
-    msg.set_content(
-        f"Attached: the support report of {tenant.name} for {month} (PDF).\n\n"
-        "Tickets opened and closed, response and resolution times, SLA attainment,\n"
-        "busiest hours, per queue and per agent.\n"
-    )
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=filename)
-    body = msg.as_bytes()
-    return Composed(message_id=mid, mail_from="", rcpt_tos=tuple(to), body=body)

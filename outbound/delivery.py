@@ -29,7 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
-from outbound.mime import needs_smtputf8
+from outbound.mime import as_7bit, needs_8bitmime, needs_smtputf8
 from outbound.reactions import queue
 from routing.config import GatewayConfig, OutboundAccount, Tenant
 from store import repos
@@ -172,8 +172,17 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
     try:
         async with asyncio.timeout(config.outbound.timeout * 2):
             async with client:
+                options = ["SMTPUTF8"] if utf8 else []
+                body = row["body"]
+                # UTF-8 text goes as it is (8bit), said so to the server; to one that
+                # does not know the word, quoted-printable (the same mail, other bytes).
+                if needs_8bitmime(body):
+                    if client.supports_extension("8bitmime"):
+                        options.append("BODY=8BITMIME")
+                    else:
+                        body = as_7bit(body)
                 errors, response = await client.sendmail(
-                    row["mail_from"], rcpts, row["body"], mail_options=["SMTPUTF8"] if utf8 else []
+                    row["mail_from"], rcpts, body, mail_options=options
                 )
     except aiosmtplib.SMTPNotSupported as exc:
         if not utf8:

@@ -25,6 +25,7 @@ from outbound.compose import (
     failure_notice,
     refusal_notice,
 )
+from outbound.files import carried
 from outbound.guard import guarded
 from outbound.outbox import client_recipients, queue, queue_all, reply_address
 from outbound.participants import is_ours
@@ -131,6 +132,14 @@ def react(
     else:
         refs = repos.thread_ids(conn, slug, ev.ticket_id)
     subject = ev.subject or ticket_subject(conn, ev)
+    ticket_url = config.http.agent_ticket_url(slug, ev.ref)
+    files, left_out = carried(
+        conn,
+        ev.parsed.attachments,
+        config.data_dir / "blobs",
+        limit=config.outbound.notice_attachments_max,
+        withhold=bool(ev.caution),
+    )
     for agent in agents:
         if agent.address in bouncing or agent.address == ev.sender:
             continue
@@ -151,6 +160,10 @@ def react(
                 now=now,
                 templates=templates,
                 caution=ev.caution,
+                ticket_url=ticket_url,
+                html=ev.parsed.html_reply,
+                files=files,
+                left_out=left_out,
             )
 
         mail = guarded(conn, slug, ev.ticket_id, "notice", notice, now, writes=False)

@@ -20,8 +20,10 @@ we have received your message and opened ticket {{ ref }}:
 
 Simply reply to this mail to add to it; please keep [{{ ref }}] in the subject.
 {% if portal %}
-You can also read and answer your tickets in the browser: {{ portal }}
-(you get a sign-in link by mail; no password).
+You can also read and answer your tickets in the browser
+(you get a sign-in link by mail; no password):
+
+{{ portal }}
 {% endif %}
 --
 {{ tenant_name }}
@@ -34,7 +36,10 @@ You can also read and answer your tickets in the browser: {{ portal }}
 Reply to this mail to answer the client; your reply is sent from {{ tenant_address }}.
 Commands on the first lines of a reply: #note (internal, nothing is sent), #close, #open,
 #pending (waiting on the client), #assign <agent address>, #priority <low|normal|high|urgent>.
-""",  # noqa: E501
+{% if ticket_url %}
+The ticket:
+{{ ticket_url }}
+{% endif %}""",  # noqa: E501
     "autoclose.txt.j2": """Hello,
 
 we have not heard from you for {{ waited }}, so ticket {{ ref }} is now closed:

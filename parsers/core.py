@@ -18,6 +18,7 @@ from parsers.autoreply import classify
 from parsers.body import walk
 from parsers.errors import ParseError, Unreadable
 from parsers.html import html_to_text, sanitise
+from parsers.html_quotes import strip_html_quote
 from parsers.legacy_headers import decode_raw_headers
 from parsers.limits import Limits, prescan
 from parsers.mime import decode_bytes, decode_words, header_text, parse_tree
@@ -61,12 +62,19 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     found = walk(msg, defects, html_to_text)
     text = "\n".join(t for _, t in found.texts if t)
     html = sanitise(found.html) if found.html is not None else None
+    html_reply = html
+    if found.html is not None:
+        stripped = strip_html_quote(found.html)
+        if len(stripped) != len(found.html):
+            html_reply = sanitise(stripped)
     attachments = found.attachments
     if found.html is not None and any(a.content_id for a in attachments):
         attachments = [_mark_referenced(a, found.html) for a in attachments]
     result = _assemble(
         msg, defects, text, html, tuple(attachments), found.part_types, found.returned
     )
+    if html_reply is not None:
+        result = replace(result, html_reply=html_reply)
     return replace(result, dsn=tuple(found.dsn)) if found.dsn else result
 
 

@@ -93,3 +93,6 @@ class ParsedMessage:
     dsn: tuple[tuple[str, str, str], ...] = ()  # bounces: (recipient, action, status) per block
     # Top-level headers as (lower-cased name, decoded value), bounded: what routing rules read.
     headers: tuple[tuple[str, str], ...] = ()
+    # ``html`` without the quoted mail below the reply (parsers/html_quotes.py), sanitised:
+    # what an agent's HTML answer says this time, as ``reply_text`` is for text.
+    html_reply: str | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +153,25 @@ class Checker:
 @functools.cache
 def _hints(cls: type) -> dict[str, type]:
     return typing.get_type_hints(cls)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b|bytes)?\s*", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int | None:
+    """A size key's value in bytes: a whole number, or a string such as "10 MiB",
+    "512KiB", "2 MB" (KiB/MiB/GiB are powers of 1024, KB/MB/GB of 1000); None if it
+    is neither, so the caller names the key."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    m = _SIZE.fullmatch(value)
+    if m is None:
+        return None
+    unit = (m.group(2) or "").lower()
+    factor = 1
+    if unit not in ("", "b", "bytes"):
+        factor = (1024 if "i" in unit else 1000) ** ("kmg".index(unit[0]) + 1)
+    return int(float(m.group(1)) * factor)
+

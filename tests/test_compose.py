@@ -324,3 +324,69 @@ def test_a_utf8_address_is_written_as_utf8_and_needs_smtputf8() -> None:
     assert msg["Subject"] == "[ACME-7] Grüße"
     assert needs_smtputf8(mail.mail_from, mail.rcpt_tos, mail.body)
     assert not needs_smtputf8("", ("zoe@client.test",), _ack(ACME, Templates()))
+
+
+def test_text_goes_as_it_is_unless_a_line_is_too_long_for_smtp() -> None:
+    from outbound.mime import encode_text
+
+    link = "https://help.acme.test/t/acme/login?s=abc&v=" + "x" * 300
+    assert encode_text(f"Sign in:\n\n{link}\n") == ("7bit", f"Sign in:\r\n\r\n{link}\r\n".encode())
+    cte, body = encode_text("Grüße\n")
+    assert (cte, body) == ("8bit", "Grüße\r\n".encode())
+    cte, body = encode_text("a" * 999 + "\n")  # over 998 octets: only then quoted-printable
+    assert cte == "quoted-printable" and max(len(x) for x in body.split(b"\r\n")) <= 76
+    assert encode_text("bare\rCR")[0] == "7bit"  # a lone CR is a line end, as everywhere
+    assert encode_text("nul\x00byte")[0] == "quoted-printable"
+
+
+def test_a_notice_without_a_web_side_names_the_files_it_left_out() -> None:
+    from outbound.compose import LeftOut, Part
+
+    mail = agent_notice(
+        tenant=ACME,
+        hostname="gw.test",
+        agent=ALICE,
+        event="new",
+        ref="ACME-7",
+        subject="Scan",
+        client="Zoë",
+        text="See attached.",
+        reply_address="support+t7-agent@acme.test",
+        in_reply_to=None,
+        references=[],
+        now=NOW,
+        files=[Part("small.txt", "text/plain", b"tiny\x00\xff")],
+        left_out=LeftOut((("huge.iso", 3 * 1024**3, "limit"),), 10 * 1024**2),
+    )
+    msg = message_from_bytes(mail.body, policy=default)
+    text = msg.get_body(("plain",)).get_content()
+    assert "huge.iso (3.0 GiB; over this mail's limit of 10.0 MiB" in text
+    assert "no web side is configured" in text and "/a/acme/t/" not in text
+    (small,) = [p for p in msg.iter_attachments()]
+    assert small.get_filename() == "small.txt" and small.get_payload(decode=True) == b"tiny\x00\xff"
+
+
+def test_an_8bit_mail_becomes_7bit_for_a_server_without_8bitmime() -> None:
+    from outbound.mime import as_7bit, needs_8bitmime
+
+    mail = relay(
+        tenant=ACME,
+        hostname="gw.test",
+        agent=ALICE,
+        ref="ACME-7",
+        subject="Re: Zürich",
+        to=[("", "zoe@client.test")],
+        text="Grüße aus Köln.\n",
+        reply_address="support+t7-abc@acme.test",
+        in_reply_to=None,
+        references=[],
+        now=NOW,
+        html="<p>Grüße aus <b>Köln</b>.</p>",
+    )
+    assert needs_8bitmime(mail.body)
+    seven = as_7bit(mail.body)
+    assert seven.isascii() and not needs_8bitmime(seven)
+    before, after = (message_from_bytes(b, policy=default) for b in (mail.body, seven))
+    for kind in ("plain", "html"):
+        assert before.get_body((kind,)).get_content() == after.get_body((kind,)).get_content()
+    assert after["Message-ID"] == mail.message_id

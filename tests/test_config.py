@@ -322,3 +322,17 @@ def test_ticket_life_keys(tmp_path: Path) -> None:
         assert info.value.problems == [
             f"{p}:4: tenants[0].auto_close_after: expected a duration such as '7d' or '36h'"
         ]
+
+
+def test_notice_attachments_max_is_a_size(tmp_path: Path) -> None:
+    base = '[[tenants]]\nslug = "acme"\naddresses = ["support@acme.test"]\n'
+    assert load_config(_write(tmp_path, base)).outbound.notice_attachments_max == 10 * 1024**2
+    for value, size in (('"512 KiB"', 512 * 1024), ('"2 MB"', 2_000_000), ("4096", 4096)):
+        p = _write(tmp_path, f"[outbound]\nnotice_attachments_max = {value}\n{base}")
+        assert load_config(p).outbound.notice_attachments_max == size
+    for value in ('"ten megs"', "-1", "true"):
+        p = _write(tmp_path, f"[outbound]\nnotice_attachments_max = {value}\n{base}")
+        with pytest.raises(ConfigError) as info:
+            load_config(p)
+        (problem,) = info.value.problems
+        assert problem.startswith(f"{p}:2: outbound.notice_attachments_max: expected a size")

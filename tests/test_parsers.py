@@ -111,3 +111,36 @@ def test_random_bytes_are_parsed_or_refused(data: bytes) -> None:
     except ParseError:
         return
     _clean(parsed)
+
+
+HTML_REPLIES = sorted((ROOT / "fixtures" / "html-replies").glob("*.html"))
+
+
+@pytest.mark.parametrize("path", HTML_REPLIES, ids=lambda p: p.stem)
+def test_html_reply_loses_the_quoted_notice(path: Path) -> None:
+    """One agent's answer per mail client, quoting our notice below it: the quote goes,
+    the answer (with its markup) stays; ``html`` keeps the whole mail."""
+    markup = path.read_text(encoding="utf-8")
+    mail = (
+        b"From: Alice <alice@acme.test>\r\nTo: support@acme.test\r\nSubject: Re: x\r\n"
+        b"Message-ID: <r@acme.test>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: text/html; charset="utf-8"\r\n\r\n' + markup.encode("utf-8")
+    )
+    p = parse(mail)
+    assert p.html is not None and "QUOTED-NOTICE" in p.html
+    assert p.html_reply is not None
+    assert "QUOTED-NOTICE" not in p.html_reply and "wrote:" not in p.html_reply
+    assert "From:" not in p.html_reply and "<hr" not in p.html_reply
+    assert "<b>attached guide</b>" in p.html_reply and "Hello Carol," in p.html_reply
+    assert "QUOTED-NOTICE" not in p.reply_text  # the text side agrees
+
+
+def test_html_without_a_quote_is_the_whole_html() -> None:
+    from parsers.html_quotes import drop_leading_lines, strip_html_quote
+
+    assert strip_html_quote("<p>Just this</p>") == "<p>Just this</p>"
+    html = "<div>#close</div><div>#priority&nbsp;high</div><div>Fixed &amp; done</div>"
+    assert drop_leading_lines(html, ["#close", "#priority high"]) == (
+        "<div></div><div></div><div>Fixed &amp; done</div>"
+    )
+    assert drop_leading_lines("<p>Hello</p><p>#close</p>", ["#close"]) is None

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -39,3 +40,31 @@ def test_the_readme_smtplib_snippet_prints_the_250_that_names_the_ticket(
     number = int(ref.removeprefix("ACME-"))
     rows = d.query("SELECT count(*) FROM tickets WHERE tenant = 'acme' AND number = ?", number)
     assert rows[0][0] == 1  # the ticket the answer names was committed before it
+
+
+def test_the_readme_agent_answers_with_a_file(tmp_path: Path, clamd: Clamd) -> None:
+    """The tour's second snippet, run as printed with the notice's Reply-To: the
+    client's relay carries guide.pdf."""
+    text = README.read_text(encoding="utf-8")
+    found = re.search(r"python3 - '[^']+' <<'PY'\n(.*?)\n    PY\n", text, re.S)
+    assert found, "the README has no agent's answer"
+    code = textwrap.dedent(found.group(1)).replace("agent@acme.test", "alice@acme.test")
+    d = Daemon(tmp_path / "gw", scanner=clamd.address).start()
+    try:
+        first = subprocess.run(
+            [sys.executable, "-c", _snippet().replace("2525", str(d.port))],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert first.stdout.startswith("250"), first.stderr
+        body = d.query("SELECT body FROM outbox WHERE kind = 'notice'")[0][0]
+        reply_to = re.search(rb"Reply-To: (support\+\S+@acme\.test)", bytes(body)).group(1)  # type: ignore[union-attr]
+        out = subprocess.run(
+            [sys.executable, "-c", code.replace("2525", str(d.port)), reply_to.decode()],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.stdout.startswith("250 "), out.stderr
+        relay = bytes(d.query("SELECT body FROM outbox WHERE kind = 'relay'")[0][0])
+        assert b'filename="guide.pdf"' in relay
+        assert b"please follow the attached guide" in relay
+    finally:
+        d.stop()

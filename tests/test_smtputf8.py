@@ -9,6 +9,7 @@ acknowledgement fails with a reason the agents are told of, never the intake.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from email import message_from_string
 from email.message import Message
@@ -112,8 +113,11 @@ def test_utf8_mail_is_stored_threaded_and_answered_with_smtputf8(
         (to,) = a["To"].addresses
         assert (to.addr_spec, to.display_name) == (SENDER, "")  # no display name: only a claim
         assert a["In-Reply-To"] == "<grüße.1@mächine.example>" and f"[{ref}]" in a["Subject"]
-        (status,) = d.query("SELECT status FROM outbox WHERE kind = 'ack'")
-        assert status[0] == "sent"
+        # The sink has it before the gateway hears the 250 and records it: wait for that.
+        deadline = time.monotonic() + 30
+        while d.query("SELECT status FROM outbox WHERE kind = 'ack'")[0][0] != "sent":
+            assert time.monotonic() < deadline, "the ack was never recorded as sent"
+            time.sleep(0.05)
 
         # The client answers the acknowledgement: the same ticket.
         again = _mail(

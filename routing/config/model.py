@@ -189,6 +189,13 @@ class HttpSettings:
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
+    def agent_ticket_url(self, tenant: str, ref: str) -> str:
+        """The agents' page of a ticket (the agents' web desk serves it), for the
+        mails that point an agent there; "" when there is no web side to point at."""
+        if not self.enabled:
+            return ""
+        return f"{self.base_url}/a/{tenant}/t/{ref}"
+
 
 @dataclass(frozen=True, slots=True)
 class ScannerSettings:
@@ -215,6 +222,9 @@ class OutboundSettings:
     # How long a claimed (``sending``) row stays this instance's; after that another
     # instance takes it over. Longer than one attempt can last (2 x timeout).
     claim_lease: float = 180.0
+    # The client's files an agent's notice carries, in bytes as stored; the rest are
+    # listed in it with a link to the ticket's page. Written as a size ("10 MiB").
+    notice_attachments_max: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from routing.config.model import (
 )
 from routing.config.tenant import parse_tenants
 from routing.errors import ConfigError
-from routing.schema import LOOPBACK_HOSTS, Checker, keys_of
+from routing.schema import LOOPBACK_HOSTS, Checker, keys_of, parse_size
 
 __all__ = ["Parsed", "parse_config"]
 
@@ -232,4 +232,12 @@ def _outbound(c: Checker, o: dict[str, Any], base_dir: Path) -> OutboundSettings
     values["claim_lease"] = c.take(o, "claim_lease", "outbound", float, 2 * values["timeout"] + 60)
     if not values["claim_lease"] > 2 * values["timeout"]:
         c.error("outbound.claim_lease", "must be longer than 2 x outbound.timeout")
+    size = parse_size(o.get("notice_attachments_max", "10 MiB"))
+    if size is None:
+        c.error(
+            "outbound.notice_attachments_max",
+            'expected a size such as "10 MiB", "500 KB" or a number of bytes',
+        )
+    else:
+        values["notice_attachments_max"] = size
     return OutboundSettings(**values)
