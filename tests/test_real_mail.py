@@ -81,7 +81,42 @@ EXPECT: dict[str, dict[str, Any]] = {
         "html": None,
         "text": ["could not\nbe delivered", "550 5.1.1 User unknown"],
         "not_text": ["We fixed the printer", "Reporting-MTA"],
-        "attachments": [("part-4.eml", "message/rfc822")],
+        "attachments": [
+            ("part-2.txt", "message/delivery-status"),
+            ("part-5.eml", "message/rfc822"),
+        ],
+    },
+    "bounce-exchange.eml": {  # Exchange Online's NDR: its own HTML, the returned headers only
+        "kind": "bounce",
+        "html": ["couldn't be delivered", "RecipientNotFound"],
+        "text": ["old.user wasn't found at client.test."],
+        "not_text": ["Reporting-MTA"],
+        "attachments": [
+            ("part-3.txt", "message/delivery-status"),
+            ("part-4.txt", "text/rfc822-headers"),
+        ],
+    },
+    "bounce-gmail-html.eml": {  # Gmail's: the report's HTML is the ticket's, never the returned
+        "kind": "bounce",
+        "html": ["Address not found", "550 5.1.1"],
+        "not_html": ["password"],
+        "text": ["Address not found"],
+        "not_text": ["password", "Reporting-MTA"],
+        "attachments": [
+            ("icon.png", "image/png"),
+            ("part-4.txt", "message/delivery-status"),
+            ("part-7.eml", "message/rfc822"),
+        ],
+    },
+    "mdn-read-receipt.eml": {  # Thunderbird's read receipt: a robot's mail, no answer
+        "kind": "auto_reply",
+        "html": None,
+        "text": ["This is a Return Receipt"],
+        "not_text": ["Reporting-UA"],
+        "attachments": [
+            ("MDNPart2.txt", "message/disposition-notification"),
+            ("MDNPart3.txt", "text/rfc822-headers"),
+        ],
     },
     "attached-message.eml": {
         "html": None,
@@ -102,6 +137,8 @@ def _check(name: str, got: dict[str, Any]) -> None:
         else:
             positions = [got["html"].find(h) for h in want["html"]]
             assert -1 not in positions and positions == sorted(positions), (name, got["html"])
+    for h in want.get("not_html", []):
+        assert h not in got["html"], (name, h)
     for t in want.get("text", []):
         assert t in got["text"], (name, t, got["text"])
     for t in want.get("not_text", []):
@@ -165,6 +202,18 @@ def test_returned_message_is_kept_whole() -> None:
     assert b"<p>We fixed the <b>printer</b>.</p>" in returned.data
     assert p.dsn == (("gone@client.test", "failed", "5.1.1"),)
     assert p.thread_hints.subject_tag == "ACME-7"  # the bounce still finds its ticket
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECT if EXPECT[n].get("kind") == "bounce"))
+def test_bounce_reads_its_report(name: str) -> None:
+    """The status and the returned headers are attachments and still read for the bounce logic."""
+    p = parse((REAL / name).read_bytes())
+    assert p.dsn and all(
+        action == "failed" and status.startswith("5.") for _, action, status in p.dsn
+    )
+    assert p.thread_hints.subject_tag is not None
+    status = next(a for a in p.attachments if a.content_type == "message/delivery-status")
+    assert b"Final-Recipient:" in status.data and b"Status: 5." in status.data
 
 
 def test_attached_message_is_kept_whole_and_its_html_stays_in_it() -> None:
