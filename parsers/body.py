@@ -63,6 +63,7 @@ _EXT = {
     **dict.fromkeys(_REPORT, ".txt"),
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
 
 
 @dataclass(slots=True)
@@ -251,6 +252,9 @@ def _text_of(part: Message, defects: list[str]) -> str:
     charset = part.get_param("charset")
     if isinstance(charset, tuple):  # RFC 2231-encoded parameter
         charset = charset[2]
+    if not charset and not raw.isascii() and part.get_content_type() == "text/html":
+        meta = _META_CHARSET.search(raw[:4096])  # what a browser reads (WHATWG prescan)
+        charset = meta.group(1).decode("ascii") if meta else None
     text = decode_bytes(raw, str(charset) if charset else None, defects)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

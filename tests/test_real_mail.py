@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from parsers import parse
+from parsers.detect import detect_codec
 from parsers.legacy_headers import decode_raw_headers
-from parsers.mime import parse_tree
+from parsers.mime import iso2022jp_ms, parse_tree
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
@@ -33,6 +34,41 @@ EXPECT: dict[str, dict[str, Any]] = {
         "from": "anna@example.test",
         "name": "Anna Berger",
         "defects": {"multiple-from"},
+    },
+    "from-comment-nested.eml": {"from": "client@example.test", "name": "A. Client (Sales)"},
+    "from-encoded-whole-mailbox.eml": {  # a broken mailer encoded name and address as one word
+        "from": "j.mueller@example.test",
+        "name": "Müller, Jürgen",
+        "defects": {"encoded-address"},
+    },
+    "header-encoded-word-unclosed.eml": {
+        "name": "Jürgen Müller",
+        "subject": "Grüße aus dem Büro",
+        "defects": {"bad-encoded-word"},
+    },
+    "body-8bit-no-charset-gbk.eml": {  # old Foxmail: 8-bit GBK body, no charset at all
+        "name": "王小明",
+        "subject": "打印机卡纸了",
+        "text": ["三楼的打印机卡纸了，请尽快派人来修理。"],
+        "defects": {"charset-mismatch:none"},
+    },
+    "body-utf8-labelled-latin1.eml": {
+        "text": ["Grüße aus Zürich: der Drucker läuft nicht."],
+        "defects": {"charset-mismatch:iso-8859-1"},
+    },
+    "body-cp1252-labelled-utf8.eml": {
+        "text": ["Grüße aus Zürich – der Drucker läuft nicht. “Papierstau”, sagt er."],
+        "defects": {"charset-mismatch:utf-8"},
+    },
+    "body-iso-2022-jp-nec.eml": {  # Outlook's ISO-2022-JP carries cp932's ① and ㈱ (CP50220)
+        "name": "山田太郎",
+        "subject": "㈱山田商事\u3000プリンター①の件",
+        "text": ["㈱山田商事の山田です。\nプリンター①が紙詰まりしています。"],
+    },
+    "html-meta-charset.eml": {  # no charset on the part: the HTML's own <meta> names it
+        "from": "ivan@example.test",
+        "html": ["Принтер на третьем этаже сломался."],
+        "text": ["Принтер на третьем этаже сломался."],
     },
     "header-8bit-gbk.eml": {
         "from": "wang@example.test",
@@ -270,3 +306,28 @@ def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
     p = parse((head + _HTML_REPLIES[client]).encode())
     assert p.reply_text == "Serial is XK-4471-B"
     assert "Hello Anna" in p.text
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "codec"),
+    [
+        ("您好，三楼的打印机卡纸了，请尽快派人来修理。", "gbk", "gb18030"),  # not cp949
+        ("打印机卡纸了，请帮忙看看。", "gbk", "gb18030"),
+        ("프린터가 고장났습니다. 도와주세요", "cp949", "cp949"),
+        ("プリンターの紙詰まりについて、ご確認ください。", "shift_jis", "cp932"),
+        ("Grüße aus Zürich", "utf-8", "utf_8"),
+        ("Grüße aus Zürich", "cp1252", "cp1252"),  # no single-byte guess: what clients assume
+    ],
+)
+def test_detect_codec(text: str, encoding: str, codec: str) -> None:
+    raw = text.encode(encoding)
+    assert detect_codec(raw) == codec
+    assert raw.decode(codec) == text
+
+
+def test_iso2022jp_as_outlook_writes_it() -> None:
+    plain = "プリンターの紙詰まり、山田太郎です。"
+    assert iso2022jp_ms(plain.encode("iso2022_jp")) == plain
+    assert iso2022jp_ms(b"\x1b$B-!-j\x1b(B ok") == "①㈱ ok"  # NEC row 13 (CP50220)
+    assert iso2022jp_ms(b"\x1b$B-\x1b(B") is None  # half a character: not ISO-2022-JP
+    assert iso2022jp_ms("Grüße".encode()) is None
