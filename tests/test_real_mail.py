@@ -52,6 +52,11 @@ EXPECT: dict[str, dict[str, Any]] = {
         "text": ["三楼的打印机卡纸了，请尽快派人来修理。"],
         "defects": {"charset-mismatch:none"},
     },
+    "body-8bit-no-charset-koi8r.eml": {  # an old Russian client: KOI8-R, named nowhere
+        "subject": "Принтер на третьем этаже",
+        "text": ["Принтер на третьем этаже сломался, помогите пожалуйста."],
+        "defects": {"header-8bit-not-utf8", "charset-mismatch:none"},
+    },
     "body-utf8-labelled-latin1.eml": {
         "text": ["Grüße aus Zürich: der Drucker läuft nicht."],
         "defects": {"charset-mismatch:iso-8859-1"},
@@ -317,6 +322,10 @@ def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
         ("プリンターの紙詰まりについて、ご確認ください。", "shift_jis", "cp932"),
         ("Grüße aus Zürich", "utf-8", "utf_8"),
         ("Grüße aus Zürich", "cp1252", "cp1252"),  # no single-byte guess: what clients assume
+        ("Ça a été très épuisé, à côté", "cp1252", "cp1252"),
+        ("Принтер сломался, помогите", "cp1251", "cp1251"),  # Cyrillic by its shape
+        ("Принтер сломался, помогите", "koi8_r", "koi8_r"),  # and by where lower case lies
+        ("Привіт, принтер не працює", "cp1251", "cp1251"),
     ],
 )
 def test_detect_codec(text: str, encoding: str, codec: str) -> None:
