@@ -1,10 +1,12 @@
 """Mail as real clients and MTAs write it (issue #19), through parsers.parse and `gateway parse`.
 
 One fixture per class in fixtures/real/, written in the client's or MTA's own
-format: old comment-form names, encoded names with commas and quotes, a bad
-From above a good one, raw 8-bit headers in legacy charsets, broken encoded
-words, several HTML parts, junk before the header, a delivery report, an
-attached message.
+format: old comment-form names (nested too), encoded names with commas and
+quotes, a mailbox encoded whole, a bad From above a good one, raw 8-bit headers
+in legacy charsets, broken encoded words, 8-bit bodies without a charset or
+with the wrong one, Outlook's ISO-2022-JP, several HTML parts, junk before the
+header, delivery reports (Postfix, Exchange, Gmail), a read receipt, an
+attached message. tests/test_real_intake.py sends each through SMTP too.
 """
 
 from __future__ import annotations
