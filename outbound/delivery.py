@@ -29,7 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
-from outbound.mime import as_7bit, needs_8bitmime, needs_smtputf8
+from outbound.mime import as_7bit, downgrade, needs_8bitmime, needs_smtputf8
 from outbound.reactions import queue
 from routing.config import GatewayConfig, OutboundAccount, Tenant
 from store import repos
@@ -50,6 +50,8 @@ class Attempt:
     result: str  # sent | retry | failed
     detail: str = ""
     code: int | None = None
+    # Sent to the others, but these could not be answered (they need SMTPUTF8).
+    unanswerable: tuple[str, ...] = ()
 
 
 class Delivery:
@@ -168,7 +170,9 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
     rcpts = list(row["rcpt_tos"])
     # An internationalised address (RFC 6531) goes only with SMTPUTF8; a server
     # without it can never take the mail, so that is permanent and said plainly.
+    # Its ASCII co-recipients still get the mail, with ASCII headers (split).
     utf8 = needs_smtputf8(row["mail_from"], rcpts, row["body"])
+    unanswerable: list[str] = []
     try:
         async with asyncio.timeout(config.outbound.timeout * 2):
             async with client:
@@ -181,17 +185,25 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
                         options.append("BODY=8BITMIME")
                     else:
                         body = as_7bit(body)
-                errors, response = await client.sendmail(
-                    row["mail_from"], rcpts, body, mail_options=options
-                )
+                try:
+                    errors, response = await client.sendmail(
+                        row["mail_from"], rcpts, body, mail_options=options
+                    )
+                except aiosmtplib.SMTPNotSupported:
+                    plain, down = _without_smtputf8(row["mail_from"], rcpts, body)
+                    if not (utf8 and plain and down):
+                        raise
+                    unanswerable = [r for r in rcpts if r not in plain]
+                    errors, response = await client.sendmail(
+                        row["mail_from"],
+                        plain,
+                        down,
+                        mail_options=[o for o in options if o != "SMTPUTF8"],
+                    )
     except aiosmtplib.SMTPNotSupported as exc:
         if not utf8:
             return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
-        return Attempt(
-            "failed",
-            f"cannot be answered: the address needs SMTPUTF8 (RFC 6531), which the "
-            f"tenant's server {account.host} does not offer",
-        )
+        return Attempt("failed", _needs_smtputf8(account))
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [e.code for e in exc.recipients]
         permanent = all(c >= 500 for c in codes)
@@ -202,10 +214,31 @@ async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, 
         return Attempt("failed" if permanent else "retry", f"{exc.code} {exc.message}", exc.code)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
+    if unanswerable:
+        reason = _needs_smtputf8(account)
+        return Attempt("sent", f"partly: {', '.join(unanswerable)} {reason}"[:1000],
+                       unanswerable=tuple(unanswerable))  # fmt: skip
     if errors:  # some recipients refused, the others accepted: done, refusals noted
         refused = "; ".join(f"{r}: {e.code} {e.message}" for r, e in errors.items())
         return Attempt("sent", f"partly refused: {refused}"[:1000])
     return Attempt("sent", response[:200])
+
+
+def _needs_smtputf8(account: OutboundAccount) -> str:
+    return (
+        f"cannot be answered: the address needs SMTPUTF8 (RFC 6531), which the "
+        f"tenant's server {account.host} does not offer"
+    )
+
+
+def _without_smtputf8(
+    mail_from: str, rcpts: list[str], body: bytes
+) -> tuple[list[str], bytes | None]:
+    """The recipients an ASCII mail can reach, and that mail (headers downgraded)."""
+    if not mail_from.isascii():
+        return [], None
+    plain = [r for r in rcpts if r.isascii()]
+    return plain, downgrade(body) if plain else None
 
 
 def _tls_context(account: OutboundAccount) -> ssl.SSLContext | None:
@@ -294,6 +327,8 @@ def _record(
                 **done,
             )
         )
+        if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
+            _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
         return res.rowcount == 1
     created = row["created_at"]
     if created.tzinfo is None:  # SQLite hands back naive UTC
@@ -323,6 +358,21 @@ def _record(
     )
     if res.rowcount != 1:
         return False
+    _tell(conn, config, tenant, row, tuple(row["rcpt_tos"]), reason, now)
+    return True
+
+
+def _tell(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    recipients: tuple[str, ...],
+    reason: str,
+    now: datetime,
+) -> None:
+    """Mail that did not reach ``recipients``: an audit event on the ticket
+    (``tickets show``) and a failure notice to the tenant's agents."""
     repos.add_audit(
         conn,
         row["tenant"],
@@ -332,13 +382,13 @@ def _record(
         detail={
             "message_id": row["message_id"],
             "kind": row["kind"],
-            "recipients": list(row["rcpt_tos"]),
+            "recipients": list(recipients),
             "reason": reason[:500],
-            "attempts": attempts,
+            "attempts": row["attempts"] + 1,
         },
     )
     if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
-        return True
+        return
     ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
     mail = failure_notice(
         tenant=tenant,
@@ -346,9 +396,8 @@ def _record(
         agents=tenant.agents,
         ref=str(ticket["ref"]) if ticket else "-",
         subject=str(ticket["subject"]) if ticket else "(no ticket)",
-        recipients=list(row["rcpt_tos"]),
+        recipients=list(recipients),
         reason=reason,
         now=now,
     )
     queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
-    return True

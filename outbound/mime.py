@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
-from email.utils import encode_rfc2231, format_datetime, formataddr, quote
+from email.utils import encode_rfc2231, format_datetime, formataddr, getaddresses, quote
 from functools import cached_property
 
 from routing.config import Tenant
@@ -37,6 +37,7 @@ __all__ = [
     "as_7bit",
     "build",
     "clean",
+    "downgrade",
     "encode_text",
     "mailboxes",
     "needs_8bitmime",
@@ -147,6 +148,46 @@ def as_7bit(body: bytes) -> bytes:
         part.set_payload(payload)
         encoders.encode_quopri(part)
     return msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
+
+
+_ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender"}
+
+
+def downgrade(body: bytes) -> bytes | None:
+    """The same mail with ASCII headers only, for recipients behind a server without
+    SMTPUTF8; None when that cannot be done. An ASCII mailbox keeps its address (its
+    name as an RFC 2047 word); a UTF-8 one, which no ASCII mail can address, is shown
+    as an empty group named by it in RFC 2047 words, as RFC 6857 section 3.1.3 does."""
+    head, sep, rest = body.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    fields: list[list[bytes]] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    out: list[bytes] = []
+    for lines in fields:
+        raw = b"\r\n".join(lines)
+        if raw.isascii():
+            out.append(raw + b"\r\n")
+            continue
+        name, _, value = raw.decode("utf-8", "replace").partition(":")
+        value = " ".join(value.split())
+        if name.strip().lower() in _ADDRESS_HEADERS:
+            value = ", ".join(
+                formataddr((clean(n), a), "utf-8") if a.isascii() else _group(n, a)
+                for n, a in getaddresses([value])
+            )
+        out.append(_header_line(name.strip(), value).encode("ascii", "replace"))
+    downgraded = b"".join(out) + b"\r\n" + rest
+    return downgraded if downgraded.split(b"\r\n\r\n", 1)[0].isascii() else None
+
+
+def _group(name: str, address: str) -> str:
+    shown = f"{clean(name)} <{address}>" if name else address
+    return f"{Header(shown, 'utf-8').encode()} :;"
 
 
 def thread_index(tenant: str, ref: str) -> str:

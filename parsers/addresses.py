@@ -55,20 +55,70 @@ def parse_address(value: str, defects: list[str] | None = None) -> tuple[str, st
     except Exception:  # the grammar must not take the parse down with it
         parsed = None
     if parsed is None or getattr(parsed, "addr_type", "email") != "email":
+        found = _commented(value) or _wholly_encoded(value, defects)
+        if found is not None:
+            return _name(found[0], defects), found[1]
         if defects is not None:
             defects.append("bad-address")
         return "", ""
-    name = parsed.display_name or _comment_name(value)
+    name = parsed.display_name or (_commented(value) or ("", ""))[0]
     return _name(name, defects), parsed.address.lower()
 
 
-_COMMENT = re.compile(r"^\s*[^\s<>()]+@[^\s<>()]+\s*\((?P<c>(?:[^()\\]|\\.)*)\)\s*$")
+_BARE = re.compile(rf"\s*<?(?P<spec>{_SPEC})>?\s*")
 
 
-def _comment_name(value: str) -> str:
-    """The name in the old ``addr (Name)`` form (RFC 822), which clients still show."""
-    m = _COMMENT.match(value)
-    return re.sub(r"\\(.)", r"\1", m.group("c")).strip() if m else ""
+def _commented(value: str) -> tuple[str, str] | None:
+    """(name, addr-spec) of the old ``addr (Name)`` form (RFC 822), which clients still
+    show, nested comments included (``addr (A. Client (Sales))``); None if it is not."""
+    if "(" not in value:
+        return None
+    rest: list[str] = []
+    comments: list[str] = []
+    depth, esc = 0, False
+    for ch in value:
+        if esc:
+            esc = False
+            if depth:
+                comments[-1] += ch
+            continue
+        if ch == "\\":
+            esc = True
+        elif ch == "(":
+            depth += 1
+            if depth == 1:
+                comments.append("")
+                continue
+        elif ch == ")" and depth:
+            depth -= 1
+            if not depth:
+                continue
+        if depth:
+            comments[-1] += ch
+        elif ch != "\\":
+            rest.append(ch)
+    m = _BARE.fullmatch("".join(rest))
+    if depth or m is None or not comments:
+        return None
+    return comments[0].strip(), m.group("spec").lower()
+
+
+def _wholly_encoded(value: str, defects: list[str] | None) -> tuple[str, str] | None:
+    """A mailbox a broken mailer encoded whole (``=?utf-8?b?...?=`` around name and
+    address), read as clients read it: decoded, then parsed as one mailbox."""
+    stripped = value.strip()
+    if not stripped.startswith("=?") or _WORD.sub("", stripped).strip():
+        return None
+    decoded = decode_words(stripped, [])
+    if "=?" in decoded or "@" not in decoded:
+        return None
+    m = _SIMPLE.fullmatch(decoded)
+    if m is None:
+        return None
+    if defects is not None:
+        defects.append("encoded-address")
+    name = m.group("q") if m.group("q") is not None else (m.group("n") or "")
+    return name, (m.group("bare") or m.group("spec")).lower()
 
 
 def parse_address_list(value: str, defects: list[str] | None = None) -> tuple[str, ...]:

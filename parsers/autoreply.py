@@ -17,13 +17,16 @@ __all__ = ["classify"]
 _EXCHANGE_SUPPRESS = {"all", "oof", "autoreply"}
 _DAEMONS = {"mailer-daemon", "postmaster"}
 _REPORT_PARTS = {"message/delivery-status", "message/global-delivery-status"}
+# A read receipt (RFC 8098) is made by the client, even when its user clicked for it:
+# answering it would start a loop of robots, so it counts as an automatic reply.
+_RECEIPTS = {"message/disposition-notification", "message/global-disposition-notification"}
 
 
 def classify(msg: Message, from_addr: str, part_types: set[str]) -> Kind:
     """bounce > auto_reply > list > normal; ``part_types`` are the tree's content types."""
     if _is_bounce(msg, from_addr, part_types):
         return "bounce"
-    if _is_auto_reply(msg):
+    if _is_auto_reply(msg) or part_types & _RECEIPTS:
         return "auto_reply"
     if _value(msg, "Precedence") in ("bulk", "list", "junk"):
         return "list"

@@ -3,13 +3,14 @@
 A leaf is body when it is text/plain or text/html without an attachment
 disposition and without a filename; several HTML parts in a row (Apple Mail
 around an attachment) are all body, in order, as clients show them. Inside a
-delivery report (multipart/report) only the human-readable part is body; the
-returned message is one .eml attachment, kept whole; the delivery status and
-returned headers are read for the bounce logic (``dsn``, thread hints) but
-are no attachment, since an attachment must be virus-scanned before the
-commit and these parts are machine-written text. An enclosed message's HTML is
-never the ticket's HTML; its text and attachments count (a forwarded mail),
-and one forwarded as an attachment is also kept whole as its .eml.
+delivery report (multipart/report, RFC 6522) only the human-readable part is
+body; the returned message is one .eml attachment, kept whole, and the
+delivery status (``message/delivery-status``, RFC 3464) and returned headers
+(``text/rfc822-headers``) are attachments too, read besides for the bounce
+logic (``dsn``, thread hints): like every attachment they reach clamd before
+anything is stored. An enclosed message's HTML is never the ticket's HTML;
+its text and attachments count (a forwarded mail), and one forwarded as an
+attachment is also kept whole as its .eml.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ _EXT = {
     "message/rfc822": ".eml",
     "application/zip": ".zip",
     "image/webp": ".webp",
+    **dict.fromkeys(_REPORT, ".txt"),
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
 
 
 @dataclass(slots=True)
@@ -128,11 +131,13 @@ def _visit(
                 in_report=in_report or ctype == "multipart/report",
             )
         return
-    if ctype in _REPORT:
+    if ctype in _REPORT:  # read for the bounce logic, then kept as an attachment below
         if ctype in ("text/rfc822-headers", "message/global-headers"):
             acc.returned.append(returned_headers(_decoded(part, defects)))
         elif ctype in ("message/delivery-status", "message/global-delivery-status"):
             acc.dsn.extend(delivery_status(part))
+        acc.leaves += 1
+        acc.attachments.append(_attachment(part, ctype, acc.leaves, False, defects, acc))
         return
     if part.get_content_maintype() == "message" and isinstance(payload, list):
         for inner in payload:  # forwarded or returned message
@@ -247,6 +252,9 @@ def _text_of(part: Message, defects: list[str]) -> str:
     charset = part.get_param("charset")
     if isinstance(charset, tuple):  # RFC 2231-encoded parameter
         charset = charset[2]
+    if not charset and not raw.isascii() and part.get_content_type() == "text/html":
+        meta = _META_CHARSET.search(raw[:4096])  # what a browser reads (WHATWG prescan)
+        charset = meta.group(1).decode("ascii") if meta else None
     text = decode_bytes(raw, str(charset) if charset else None, defects)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")

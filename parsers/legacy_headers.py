@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from email.message import Message
 
-from parsers.mime import codec_name, superset
+from parsers.detect import detect_codec
+from parsers.mime import codec_name, iso2022jp_ms, superset
 
 __all__ = ["decode_raw_headers"]
-
-# What charset-normalizer may name for header bytes: the multi-byte charsets it tells
-# apart reliably. On a few bytes of Latin text it guesses wildly (cp857 for German), so a
-# single-byte guess is not taken; windows-1252 is then what clients assume (as WHATWG does).
-_DETECTABLE = {"gb18030", "gbk", "gb2312", "big5", "big5hkscs", "cp932", "shift_jis", "euc_jp",
-               "euc_kr", "cp949", "cp950", "johab", "utf_8"}  # fmt: skip
 
 
 def decode_raw_headers(msg: Message, defects: list[str]) -> None:
@@ -25,8 +20,8 @@ def decode_raw_headers(msg: Message, defects: list[str]) -> None:
 
     Done once per message with all such bytes together, as mail clients do: UTF-8
     when they are UTF-8 (RFC 6532); else the charset the body parts declare (a
-    client writes its headers in its own locale); else what charset-normalizer
-    recognises among the multi-byte charsets; else windows-1252.
+    client writes its headers in its own locale); else ``detect_codec``: what
+    charset-normalizer recognises among the multi-byte charsets, else windows-1252.
     """
     items = list(msg.raw_items())
     raw = [v.encode("ascii", "surrogateescape") for _, v in items if _needs_decoding(v)]
@@ -38,14 +33,17 @@ def decode_raw_headers(msg: Message, defects: list[str]) -> None:
     for name, value in items:
         if _needs_decoding(value):
             data = value.encode("ascii", "surrogateescape")
-            value = (
-                data.decode("iso2022_jp", "replace")
-                if b"\x1b" in data
-                else data.decode(codec, "replace")
-            )
+            value = _iso2022jp(data) if b"\x1b" in data else data.decode(codec, "replace")
         msg.set_raw(name, value)
     if codec != "utf_8":
         defects.append("header-8bit-not-utf8")
+
+
+def _iso2022jp(data: bytes) -> str:
+    try:
+        return data.decode("iso2022_jp")
+    except UnicodeDecodeError:
+        return iso2022jp_ms(data) or data.decode("iso2022_jp", "replace")
 
 
 def _needs_decoding(value: object) -> bool:
@@ -71,10 +69,4 @@ def _header_codec(raw: bytes, msg: Message) -> str:
                 return codec
             except (UnicodeDecodeError, LookupError):
                 continue
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(raw).best()
-    guess = codec_name(best.encoding) if best is not None else None
-    if guess in _DETECTABLE:
-        return superset(guess)
-    return "cp1252"
+    return detect_codec(raw)

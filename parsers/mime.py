@@ -38,6 +38,7 @@ __all__ = [
     "decode_words",
     "flanker_address",
     "header_text",
+    "iso2022jp_ms",
     "parse_header_block",
     "parse_tree",
     "superset",
@@ -126,36 +127,104 @@ def codec_name(charset: str | None) -> str | None:
 
 
 def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
-    """Decode body or header bytes; never raises, records what it had to guess."""
+    """Decode body or header bytes; never raises, records what it had to guess.
+
+    Bytes the label cannot decode (or no label at all on 8-bit text) are read in
+    the charset ``parsers.detect`` finds, never as U+FFFD for every letter; a
+    Latin-1 label on UTF-8 bytes is read as UTF-8 (see ``_word_text``).
+    """
     codec = codec_name(charset)
     if codec is None:
         defects.append(f"unknown-charset:{_label(charset)}")
+        return _detected(raw)
+    if codec in _LATIN and not raw.isascii():
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return raw.decode("cp1252", "replace")
+            pass
+        else:
+            defects.append(f"charset-mismatch:{_label(charset)}")
+            return text
     try:
         return raw.decode(codec)
     except UnicodeDecodeError:
         pass
     except Exception:  # a codec's own bug must not stop parsing
         defects.append(f"unknown-charset:{_label(charset)}")
-        return raw.decode("utf-8", "replace")
-    for alt in (_SUPERSET.get(codec), "utf-8"):
-        if alt:
-            try:
-                text = raw.decode(alt)
-            except UnicodeDecodeError:
-                continue
-            if alt != _SUPERSET.get(codec):
-                defects.append(f"charset-mismatch:{_label(charset)}")
+        return _detected(raw)
+    alt = _SUPERSET.get(codec)
+    if alt:
+        try:
+            return raw.decode(alt)
+        except UnicodeDecodeError:
+            pass
+    if codec.startswith("iso2022_jp"):
+        text = iso2022jp_ms(raw)
+        if text is not None:
             return text
     defects.append(f"charset-mismatch:{_label(charset)}")
-    return raw.decode(codec, "replace")
+    return _detected(raw)
+
+
+_ISO2022 = re.compile(rb"\x1b(\$@|\$B|\(B|\(J|\(I)")
+
+
+def iso2022jp_ms(raw: bytes) -> str | None:
+    """ISO-2022-JP as Outlook and Windows write it (CP50220): JIS X 0208 with the NEC and
+    IBM rows of cp932 (①, ㈱, Roman numerals), which Python's iso2022_jp codecs refuse.
+    Each two-byte JIS character is turned into its Shift_JIS bytes and read as cp932;
+    None when the bytes are not ISO-2022-JP at all."""
+    if not raw.isascii():  # ISO-2022-JP is 7-bit
+        return None
+    if b"\x1b$(" in raw:  # JIS X 0212/0213 designations: Python's codecs know them
+        for codec in ("iso2022_jp_2004", "iso2022_jp_2"):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError:
+                continue
+        return None
+    out = bytearray()
+    mode = b"(B"
+    pieces = _ISO2022.split(raw)
+    for i, piece in enumerate(pieces):
+        if not i % 2 and b"\x1b" in piece:
+            return None
+        if i % 2:
+            mode = piece.lstrip(b"$") if piece.startswith(b"(") else b"$B"
+            continue
+        if mode == b"$B":
+            if len(piece) % 2 and piece.endswith((b"\n", b"\r")):
+                piece, tail = piece[:-1], piece[-1:]
+            else:
+                tail = b""
+            if len(piece) % 2:
+                return None
+            for j in range(0, len(piece), 2):
+                j1, j2 = piece[j], piece[j + 1]
+                if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
+                    return None
+                s1 = ((j1 + 1) >> 1) + (0x70 if j1 <= 0x5E else 0xB0)
+                s2 = j2 + (0x7E if not j1 % 2 else (0x1F if j2 < 0x60 else 0x20))
+                out += bytes((s1, s2))
+            out += tail
+        elif mode == b"(I":
+            out += bytes(b | 0x80 for b in piece)
+        else:
+            out += piece
+    try:
+        return out.decode("cp932")
+    except UnicodeDecodeError:
+        return None
+
+
+def _detected(raw: bytes) -> str:
+    from parsers.detect import detect_codec  # it imports this module
+
+    return raw.decode(detect_codec(raw), "replace")
 
 
 def _label(charset: str | None) -> str:
-    return re.sub(r"[^A-Za-z0-9._:-]", "?", (charset or "")[:40]).lower()
+    return re.sub(r"[^A-Za-z0-9._:-]", "?", (charset or "none")[:40]).lower()
 
 
 def header_text(value: str | None, defects: list[str]) -> str:
@@ -181,6 +250,7 @@ def header_text(value: str | None, defects: list[str]) -> str:
 _FOLD = re.compile(r"\r?\n(?=[ \t])|\r(?=[ \t])")
 # The payload may hold spaces: broken mailers write them and clients decode the word anyway.
 _EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
+_EW_OPEN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\s*$")
 _WS_ONLY = re.compile(r"[ \t\r\n]*")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 
@@ -193,6 +263,9 @@ def decode_words(text: str, defects: list[str]) -> str:
     """
     if "=?" not in text:
         return text
+    if _EW_OPEN.search(text):  # the last word's "?=" lost: clients decode it anyway
+        text = text.rstrip() + "?="
+        defects.append("bad-encoded-word")
     out: list[str] = []
     pend_cs: str | None = None
     pend: list[bytes] = []

@@ -1,18 +1,22 @@
 """What ``gateway status`` shows an operator from the store: the outbox and its
-recent failures, and when each tenant's last report was made."""
+recent failures, the reactions that failed lately, and when each tenant's last
+report was made."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from store.clocks import aware
-from store.models import outbox, reports
+from store.models import audit_events, outbox, reports
 
-__all__ = ["outbox_summary", "report_summary"]
+__all__ = ["REACTION_WINDOW_HOURS", "outbox_summary", "reaction_failures", "report_summary"]
+
+#: How far back ``gateway status`` counts failed reactions.
+REACTION_WINDOW_HOURS = 24
 
 
 def outbox_summary(conn: Connection, now: datetime, recent: int = 3) -> dict[str, Any]:
@@ -53,5 +57,37 @@ def report_summary(conn: Connection) -> dict[str, dict[str, Any]]:
             "month": month,
             "made": (aware(created) or datetime.now(UTC)).isoformat(timespec="seconds"),
             "deleted": deleted is not None,
+        }
+    return out
+
+
+def reaction_failures(
+    conn: Connection, now: datetime, hours: int = REACTION_WINDOW_HOURS
+) -> dict[str, dict[str, Any]]:
+    """Per tenant, the ``reaction.failed`` audit events of the last ``hours``: their count
+    and the newest one. A reaction that fails never defers the mail (outbound/guard.py),
+    so without this count an admin would only learn of it from each ticket."""
+    since = now - timedelta(hours=hours)
+    recent = (audit_events.c.action == "reaction.failed") & (audit_events.c.created_at >= since)
+    counts = conn.execute(
+        select(audit_events.c.tenant, func.count()).where(recent).group_by(audit_events.c.tenant)
+    ).all()
+    out: dict[str, dict[str, Any]] = {}
+    for tenant, count in sorted(counts):
+        newest = conn.execute(
+            select(audit_events.c.detail, audit_events.c.created_at)
+            .where(recent, audit_events.c.tenant == tenant)
+            .order_by(audit_events.c.id.desc())
+            .limit(1)
+        ).first()
+        detail = newest[0] if newest is not None and isinstance(newest[0], dict) else {}
+        out[tenant] = {
+            "count": int(count),
+            "hours": hours,
+            "last": {
+                "reaction": str(detail.get("reaction", "?")),
+                "error": str(detail.get("error", ""))[:200],
+                "at": aware(newest[1]).isoformat(timespec="seconds") if newest else None,
+            },
         }
     return out

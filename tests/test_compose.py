@@ -22,7 +22,7 @@ from outbound.compose import (
     sla_notice,
     thread_index,
 )
-from outbound.mime import build, needs_smtputf8
+from outbound.mime import build, downgrade, needs_smtputf8
 from parsers import parse
 from routing.commands import split_commands
 from routing.config import Agent, Tenant
@@ -390,3 +390,38 @@ def test_an_8bit_mail_becomes_7bit_for_a_server_without_8bitmime() -> None:
     for kind in ("plain", "html"):
         assert before.get_body((kind,)).get_content() == after.get_body((kind,)).get_content()
     assert after["Message-ID"] == mail.message_id
+
+
+def test_a_relay_downgraded_for_a_server_without_smtputf8() -> None:
+    """The ASCII recipients of a mixed relay get ASCII headers (RFC 6857): their
+    addresses stay, the UTF-8 one is only a group name; an ASCII mail is unchanged."""
+    mail = relay(
+        tenant=ACME,
+        hostname="gw.test",
+        agent=Agent(address="alice@acme.test", name="Alice"),
+        ref="ACME-7",
+        subject="Grüße",
+        to=[("Jöhn Döe", "jdöe@mächine.example"), ("Bob Müller", "bob@client.test")],
+        text="Fixed.",
+        reply_address="support+t7-abc@acme.test",
+        in_reply_to=None,
+        references=(),
+        now=datetime(2026, 11, 23, tzinfo=UTC),
+    )
+    assert needs_smtputf8(mail.mail_from, ("bob@client.test",), mail.body)
+    down = downgrade(mail.body)
+    assert down is not None
+    head, body = down.split(b"\r\n\r\n", 1)
+    assert head.isascii() and body == mail.body.split(b"\r\n\r\n", 1)[1]
+    assert not needs_smtputf8(mail.mail_from, ("bob@client.test",), down)
+    msg = message_from_bytes(down, policy=default)
+    to = msg["To"]
+    assert [(a.display_name, a.addr_spec) for a in to.addresses] == [
+        ("Bob Müller", "bob@client.test")
+    ]
+    assert [g.display_name for g in to.groups if g.display_name] == [
+        "Jöhn Döe <jdöe@mächine.example>"
+    ]
+    assert msg["Subject"] == "[ACME-7] Grüße" and msg["Message-ID"] == mail.message_id
+    ascii_ack = _ack(ACME, Templates())
+    assert downgrade(ascii_ack) == ascii_ack

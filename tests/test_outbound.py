@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from routing.secrets import load_keyring
+from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
 from tests.smtp_sink import Sink
@@ -49,7 +50,7 @@ def account(tmp_path: Path) -> Iterator[Sink]:
     sink.stop()
 
 
-def _daemon(tmp_path: Path, sink: Sink, extra: str = FAST) -> Daemon:
+def _daemon(tmp_path: Path, sink: Sink, extra: str = FAST, scanner: str = "127.0.0.1:9") -> Daemon:
     home = tmp_path / "gw"
     keys = load_keyring(home / "var" / "keys.toml")
     secret = keys.encrypt(sink.password, tenant="acme", field="password")
@@ -62,7 +63,7 @@ username = "{sink.user}"
 password = "{secret}"
 ca_file = "{sink.ca_file}"
 """
-    return Daemon(home, acme_extra=outbound, extra=extra)
+    return Daemon(home, acme_extra=outbound, extra=extra, scanner=scanner)
 
 
 def _client_mail(who: str, subject: str = "Printer jammed") -> bytes:
@@ -280,8 +281,10 @@ def _dsn(rcpt: str, about: Message) -> bytes:
     ).encode()
 
 
-def test_bounce_of_our_mail_stops_mail_to_that_address(tmp_path: Path, account: Sink) -> None:
-    d = _daemon(tmp_path, account).start()
+def test_bounce_of_our_mail_stops_mail_to_that_address(
+    tmp_path: Path, account: Sink, clamd: Clamd
+) -> None:
+    d = _daemon(tmp_path, account, scanner=clamd.address).start()  # a report's parts are scanned
     try:
         who = f"ivy.{uuid.uuid4().hex[:6]}@client.test"
         assert d.send(_client_mail(who), sender=who)[0] == 250

@@ -62,6 +62,7 @@ def test_a_template_that_raises_costs_the_acknowledgement_only(tmp_path: Path) -
     (folder / "acme" / "ack.txt.j2").write_text("Hello {{ no_such_variable() }}\n")
     d = Daemon(tmp_path / "gw", extra=f'[outbound]\ntemplates = "{folder}"\n').start()
     try:
+        assert "reaction none failed in the last 24 h" in d.cli("status").stdout.decode()
         _, ref = _new_ticket(d)
         assert _kinds(d, ref) == ["notice"]  # the agents still hear of it
         (failure,) = _failures(d, ref)
@@ -115,5 +116,12 @@ def test_a_failing_relay_keeps_the_agents_reply(tmp_path: Path) -> None:
         assert d.query("SELECT count(*) FROM messages")[0][0] == 2
         assert "relay" not in _kinds(d, ref)
         assert [f["reaction"] for f in _failures(d, ref)] == ["relay"]
+        # The admin sees it without opening the ticket: `gateway status`, per tenant.
+        screen = d.cli("status").stdout.decode()
+        assert "reaction acme: 1 FAILED in the last 24 h; last relay" in screen, screen
+        report = json.loads(d.cli("status", "--json").stdout)
+        assert report["reactions"]["acme"]["count"] == 1
+        assert report["reactions"]["acme"]["last"]["reaction"] == "relay"
+        assert "globex" not in report["reactions"]
     finally:
         d.stop()

@@ -1,10 +1,12 @@
 """Mail as real clients and MTAs write it (issue #19), through parsers.parse and `gateway parse`.
 
 One fixture per class in fixtures/real/, written in the client's or MTA's own
-format: old comment-form names, encoded names with commas and quotes, a bad
-From above a good one, raw 8-bit headers in legacy charsets, broken encoded
-words, several HTML parts, junk before the header, a delivery report, an
-attached message.
+format: old comment-form names (nested too), encoded names with commas and
+quotes, a mailbox encoded whole, a bad From above a good one, raw 8-bit headers
+in legacy charsets, broken encoded words, 8-bit bodies without a charset or
+with the wrong one, Outlook's ISO-2022-JP, several HTML parts, junk before the
+header, delivery reports (Postfix, Exchange, Gmail), a read receipt, an
+attached message. tests/test_real_intake.py sends each through SMTP too.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import pytest
 
 from parsers import parse
+from parsers.detect import detect_codec
 from parsers.legacy_headers import decode_raw_headers
-from parsers.mime import parse_tree
+from parsers.mime import iso2022jp_ms, parse_tree
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
@@ -33,6 +36,46 @@ EXPECT: dict[str, dict[str, Any]] = {
         "from": "anna@example.test",
         "name": "Anna Berger",
         "defects": {"multiple-from"},
+    },
+    "from-comment-nested.eml": {"from": "client@example.test", "name": "A. Client (Sales)"},
+    "from-encoded-whole-mailbox.eml": {  # a broken mailer encoded name and address as one word
+        "from": "j.mueller@example.test",
+        "name": "Müller, Jürgen",
+        "defects": {"encoded-address"},
+    },
+    "header-encoded-word-unclosed.eml": {
+        "name": "Jürgen Müller",
+        "subject": "Grüße aus dem Büro",
+        "defects": {"bad-encoded-word"},
+    },
+    "body-8bit-no-charset-gbk.eml": {  # old Foxmail: 8-bit GBK body, no charset at all
+        "name": "王小明",
+        "subject": "打印机卡纸了",
+        "text": ["三楼的打印机卡纸了，请尽快派人来修理。"],
+        "defects": {"charset-mismatch:none"},
+    },
+    "body-8bit-no-charset-koi8r.eml": {  # an old Russian client: KOI8-R, named nowhere
+        "subject": "Принтер на третьем этаже",
+        "text": ["Принтер на третьем этаже сломался, помогите пожалуйста."],
+        "defects": {"header-8bit-not-utf8", "charset-mismatch:none"},
+    },
+    "body-utf8-labelled-latin1.eml": {
+        "text": ["Grüße aus Zürich: der Drucker läuft nicht."],
+        "defects": {"charset-mismatch:iso-8859-1"},
+    },
+    "body-cp1252-labelled-utf8.eml": {
+        "text": ["Grüße aus Zürich – der Drucker läuft nicht. “Papierstau”, sagt er."],
+        "defects": {"charset-mismatch:utf-8"},
+    },
+    "body-iso-2022-jp-nec.eml": {  # Outlook's ISO-2022-JP carries cp932's ① and ㈱ (CP50220)
+        "name": "山田太郎",
+        "subject": "㈱山田商事\u3000プリンター①の件",
+        "text": ["㈱山田商事の山田です。\nプリンター①が紙詰まりしています。"],
+    },
+    "html-meta-charset.eml": {  # no charset on the part: the HTML's own <meta> names it
+        "from": "ivan@example.test",
+        "html": ["Принтер на третьем этаже сломался."],
+        "text": ["Принтер на третьем этаже сломался."],
     },
     "header-8bit-gbk.eml": {
         "from": "wang@example.test",
@@ -81,7 +124,42 @@ EXPECT: dict[str, dict[str, Any]] = {
         "html": None,
         "text": ["could not\nbe delivered", "550 5.1.1 User unknown"],
         "not_text": ["We fixed the printer", "Reporting-MTA"],
-        "attachments": [("part-4.eml", "message/rfc822")],
+        "attachments": [
+            ("part-2.txt", "message/delivery-status"),
+            ("part-5.eml", "message/rfc822"),
+        ],
+    },
+    "bounce-exchange.eml": {  # Exchange Online's NDR: its own HTML, the returned headers only
+        "kind": "bounce",
+        "html": ["couldn't be delivered", "RecipientNotFound"],
+        "text": ["old.user wasn't found at client.test."],
+        "not_text": ["Reporting-MTA"],
+        "attachments": [
+            ("part-3.txt", "message/delivery-status"),
+            ("part-4.txt", "text/rfc822-headers"),
+        ],
+    },
+    "bounce-gmail-html.eml": {  # Gmail's: the report's HTML is the ticket's, never the returned
+        "kind": "bounce",
+        "html": ["Address not found", "550 5.1.1"],
+        "not_html": ["password"],
+        "text": ["Address not found"],
+        "not_text": ["password", "Reporting-MTA"],
+        "attachments": [
+            ("icon.png", "image/png"),
+            ("part-4.txt", "message/delivery-status"),
+            ("part-7.eml", "message/rfc822"),
+        ],
+    },
+    "mdn-read-receipt.eml": {  # Thunderbird's read receipt: a robot's mail, no answer
+        "kind": "auto_reply",
+        "html": None,
+        "text": ["This is a Return Receipt"],
+        "not_text": ["Reporting-UA"],
+        "attachments": [
+            ("MDNPart2.txt", "message/disposition-notification"),
+            ("MDNPart3.txt", "text/rfc822-headers"),
+        ],
     },
     "attached-message.eml": {
         "html": None,
@@ -102,6 +180,8 @@ def _check(name: str, got: dict[str, Any]) -> None:
         else:
             positions = [got["html"].find(h) for h in want["html"]]
             assert -1 not in positions and positions == sorted(positions), (name, got["html"])
+    for h in want.get("not_html", []):
+        assert h not in got["html"], (name, h)
     for t in want.get("text", []):
         assert t in got["text"], (name, t, got["text"])
     for t in want.get("not_text", []):
@@ -167,6 +247,18 @@ def test_returned_message_is_kept_whole() -> None:
     assert p.thread_hints.subject_tag == "ACME-7"  # the bounce still finds its ticket
 
 
+@pytest.mark.parametrize("name", sorted(n for n in EXPECT if EXPECT[n].get("kind") == "bounce"))
+def test_bounce_reads_its_report(name: str) -> None:
+    """The status and the returned headers are attachments and still read for the bounce logic."""
+    p = parse((REAL / name).read_bytes())
+    assert p.dsn and all(
+        action == "failed" and status.startswith("5.") for _, action, status in p.dsn
+    )
+    assert p.thread_hints.subject_tag is not None
+    status = next(a for a in p.attachments if a.content_type == "message/delivery-status")
+    assert b"Final-Recipient:" in status.data and b"Status: 5." in status.data
+
+
 def test_attached_message_is_kept_whole_and_its_html_stays_in_it() -> None:
     p = parse((REAL / "attached-message.eml").read_bytes())
     assert p.html is None
@@ -221,3 +313,32 @@ def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
     p = parse((head + _HTML_REPLIES[client]).encode())
     assert p.reply_text == "Serial is XK-4471-B"
     assert "Hello Anna" in p.text
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "codec"),
+    [
+        ("您好，三楼的打印机卡纸了，请尽快派人来修理。", "gbk", "gb18030"),  # not cp949
+        ("打印机卡纸了，请帮忙看看。", "gbk", "gb18030"),
+        ("프린터가 고장났습니다. 도와주세요", "cp949", "cp949"),
+        ("プリンターの紙詰まりについて、ご確認ください。", "shift_jis", "cp932"),
+        ("Grüße aus Zürich", "utf-8", "utf_8"),
+        ("Grüße aus Zürich", "cp1252", "cp1252"),  # no single-byte guess: what clients assume
+        ("Ça a été très épuisé, à côté", "cp1252", "cp1252"),
+        ("Принтер сломался, помогите", "cp1251", "cp1251"),  # Cyrillic by its shape
+        ("Принтер сломался, помогите", "koi8_r", "koi8_r"),  # and by where lower case lies
+        ("Привіт, принтер не працює", "cp1251", "cp1251"),
+    ],
+)
+def test_detect_codec(text: str, encoding: str, codec: str) -> None:
+    raw = text.encode(encoding)
+    assert detect_codec(raw) == codec
+    assert raw.decode(codec) == text
+
+
+def test_iso2022jp_as_outlook_writes_it() -> None:
+    plain = "プリンターの紙詰まり、山田太郎です。"
+    assert iso2022jp_ms(plain.encode("iso2022_jp")) == plain
+    assert iso2022jp_ms(b"\x1b$B-!-j\x1b(B ok") == "①㈱ ok"  # NEC row 13 (CP50220)
+    assert iso2022jp_ms(b"\x1b$B-\x1b(B") is None  # half a character: not ISO-2022-JP
+    assert iso2022jp_ms("Grüße".encode()) is None

@@ -20,6 +20,7 @@ import pytest
 
 from routing.secrets import load_keyring
 from tests.daemon import Daemon
+from tests.mail import make_mail
 from tests.smtp_sink import Received, Sink
 
 FAST = """
@@ -145,5 +146,48 @@ def test_without_smtputf8_the_agents_learn_the_client_was_not_answered(
         assert row["status"] == "failed" and "SMTPUTF8" in row["last_error"]
         assert "outbox.failed (ack)" in d.cli("tickets", "show", ref).stdout.decode()
         assert not [r for r in ascii_account.received if SENDER in r.rcpt_tos]
+    finally:
+        d.stop()
+
+
+def test_a_relay_without_smtputf8_still_reaches_its_ascii_recipients(
+    tmp_path: Path, ascii_account: Sink
+) -> None:
+    """Split per recipient: the ASCII one gets the agent's answer (its headers in ASCII),
+    the UTF-8 one is recorded as not answered, and the agents are told who."""
+    d = _daemon(tmp_path, ascii_account).start()
+    try:
+        text = _send(d, _mail(headers="Cc: Bob <bob@client.test>\r\n"))
+        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        (notice,) = ascii_account.wait_for(
+            lambda r: r.rcpt_tos == ["alice@acme.test"] and b"<notice." in r.data
+        )
+        n = _parsed(notice)
+        answer = make_mail(
+            sender="Alice Agent <alice@acme.test>",
+            to=str(n["Reply-To"]),
+            subject=f"Re: {n['Subject']}",
+            body="The tray was loose; fixed.",
+            headers={"In-Reply-To": str(n["Message-ID"])},
+        )
+        code, reply = d.send(answer, to=str(n["Reply-To"]), sender="alice@acme.test")
+        assert code == 250 and ref in reply, reply
+
+        (relayed,) = ascii_account.wait_for(lambda r: b"<reply." in r.data)
+        assert relayed.rcpt_tos == ["bob@client.test"]
+        assert relayed.data.split(b"\r\n\r\n", 1)[0].isascii()  # sent without SMTPUTF8
+        r = _parsed(relayed)
+        assert "The tray was loose" in r.get_content()
+        assert [a.addr_spec for a in r["To"].addresses] == ["bob@client.test"]
+        assert SENDER in str(r["To"])  # still shown who else it was for, as a group name
+        (row,) = d.query("SELECT status, last_error FROM outbox WHERE kind = 'relay'")
+        assert row["status"] == "sent" and SENDER in row["last_error"]
+
+        told = ascii_account.wait_for(
+            lambda r: r.rcpt_tos == ["alice@acme.test"] and b"<failure." in r.data, count=2
+        )  # one for the acknowledgement, one for the relay
+        assert all(SENDER in _parsed(t).get_content() for t in told)
+        shown = d.cli("tickets", "show", ref).stdout.decode()
+        assert "outbox.failed (relay)" in shown and "outbox.failed (ack)" in shown
     finally:
         d.stop()

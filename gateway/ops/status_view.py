@@ -19,7 +19,7 @@ from gateway.ops.backup import ARCHIVE_NAME, list_backups
 from outbound.sla_watch import clock_states
 from routing.config import GatewayConfig
 from store import clocks
-from store.status import outbox_summary, report_summary
+from store.status import REACTION_WINDOW_HOURS, outbox_summary, reaction_failures, report_summary
 
 __all__ = ["collect_extra", "package_version", "render_extra"]
 
@@ -110,6 +110,7 @@ async def collect_extra(
                 out["outbox"] = await conn.run_sync(lambda c: outbox_summary(c, now))
                 out["sla"] = await conn.run_sync(lambda c: _sla(c, config, now))
                 out["reports"] = await conn.run_sync(report_summary)
+                out["reactions"] = await conn.run_sync(lambda c: reaction_failures(c, now))
         except Exception as exc:  # an older schema (run gateway db upgrade): say so, go on
             out["store_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     return out
@@ -123,6 +124,21 @@ def _age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def _reactions(failed: dict[str, dict[str, Any]]) -> list[str]:
+    """Reactions (acknowledgement, notice, relay, SLA clock) that failed lately, per tenant:
+    the mail was stored all the same, but someone was not told."""
+    if not failed:
+        return [f"reaction none failed in the last {REACTION_WINDOW_HOURS} h"]
+    lines = []
+    for tenant, f in failed.items():
+        last = f["last"]
+        lines.append(
+            f"reaction {tenant}: {f['count']} FAILED in the last {f['hours']} h; last "
+            f"{last['reaction']} at {(last['at'] or '-')[:19]}: {last['error'][:120]}"
+        )
+    return lines
 
 
 def render_extra(report: dict[str, Any]) -> list[str]:
@@ -158,6 +174,8 @@ def render_extra(report: dict[str, Any]) -> list[str]:
             f"sla      {tenant}: {c['open']} open, {c['breached']} BREACHED, "
             f"{c['warning']} at risk, {c['paused']} waiting on the client"
         )
+    if "reactions" in report:
+        lines += _reactions(report["reactions"])
     b = report["backups"]
     if b.get("last"):
         last = b["last"]
