@@ -9,8 +9,10 @@ default is a permanent 500, which would make the sender bounce the mail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -122,25 +124,37 @@ class IntakeHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.counted():
+            raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
+            helo = str(session.host_name or "")
+            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """One message in flight: a drain at shutdown waits for it to be answered."""
         self.in_flight += 1
         self.idle.clear()
         try:
-            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-            raw = RawMessage(
-                envelope=MailEnvelope(
-                    mail_from=_reverse_path(envelope.mail_from),
-                    rcpt_tos=tuple(envelope.rcpt_tos),
-                    peer=str(peer),
-                ),
-                data=bytes(envelope.original_content or b""),
-                source="smtp",
-            )
-            helo = str(session.host_name or "")
-            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+            yield
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
+
+    def raw_message(
+        self, session: Session, envelope: Envelope, rcpts: tuple[str, ...], source: str
+    ) -> RawMessage:
+        """The pipeline's input: the envelope as the client gave it, and the bytes."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        return RawMessage(
+            envelope=MailEnvelope(
+                mail_from=_reverse_path(envelope.mail_from),
+                rcpt_tos=rcpts,
+                peer=str(peer),
+            ),
+            data=bytes(envelope.original_content or b""),
+            source=source,
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         try:
