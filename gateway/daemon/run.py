@@ -143,7 +143,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         line = ready_line(config, self.smtp_address, self._web_base())
-        log.info("gateway.ready", line=line)
+        log.info("gateway.ready", line=line, loop=type(loop).__module__.split(".")[0])
         with contextlib.suppress(OSError):  # no stdout (closed, a gone pipe): the log has it
             print(line, flush=True)
         self.ready.set()
