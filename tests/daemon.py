@@ -101,6 +101,9 @@ class Daemon:
             gateway_extra = f'blobs = "{self.blobs}"\n{gateway_extra}'
         else:
             self.blobs = "database"  # the default of [gateway] blobs
+        if os.environ.get("GATEWAY_TEST_LOOP") and "loop" not in gateway_extra:
+            # [gateway] loop for every daemon of a run (bench/ab.py measures each loop)
+            gateway_extra = f'loop = "{os.environ["GATEWAY_TEST_LOOP"]}"\n{gateway_extra}'
         if "dns_resolver" not in gateway_extra:
             # The tests' mail comes from made-up domains: no sender checks against the
             # system's DNS (tests/test_sender_auth.py runs its own server).
