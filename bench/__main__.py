@@ -138,13 +138,26 @@ def _json_path(out: Path) -> Path:
     )
 
 
+def _ab(json_path: Path) -> dict[str, Any] | None:
+    """bench/ab.py's before/after beside the run's JSON (its own run, its own date)."""
+    from bench.ab import medians
+
+    path = json_path.parent / "ab.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["medians"] = medians(doc["rounds"])
+    return dict(doc)
+
+
 def render_only(out: Path) -> int:
     """BENCHMARKS.md from the JSON already there: the figures stay those of the run."""
     from bench.report import render
 
     json_path = _json_path(out)
     doc = json.loads(json_path.read_text(encoding="utf-8"))
-    (out / "BENCHMARKS.md").write_text(render(doc, json_path.relative_to(out)), encoding="utf-8")
+    md = render(doc, json_path.relative_to(out), _ab(json_path))
+    (out / "BENCHMARKS.md").write_text(md, encoding="utf-8")
     print(f"wrote {out / 'BENCHMARKS.md'} from {json_path}")
     return 0
 
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import render
 
     md = out / "BENCHMARKS.md"
-    md.write_text(render(doc, json_path.relative_to(out)), encoding="utf-8")
+    md.write_text(render(doc, json_path.relative_to(out), _ab(json_path)), encoding="utf-8")
     print(f"wrote {md} and {json_path}")
     return 1 if doc["errors"] else 0
 

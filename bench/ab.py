@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import fig_outbox, fig_pipe, fig_smtp
-from bench.common import ROOT, corpus, machine, workdir, write_load
+from bench.common import ROOT, corpus, machine, summary, workdir, write_load
 
 
 def _side(root: Path | None, loop: str | None = None) -> None:
@@ -88,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(rnd)
             _side(None)
     doc = {
-        "command": "python -m bench.ab " + " ".join(argv or []),
+        "command": shlex.join(["python", "-m", "bench.ab", *(argv or sys.argv[1:])]),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
         "messages": len(mails),
         "rounds": rounds,
-        "medians": _medians(rounds, [s[0] for s in sides], levels),
+        "medians": medians(rounds),
     }
     path = ROOT / "bench" / "results" / "ab.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,28 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _medians(rounds: list[dict[str, Any]], sides: list[str], levels: list[int]) -> dict[str, Any]:
-    def med(values: list[float | None]) -> float | None:
-        vals = [v for v in values if v is not None]
-        return statistics.median(vals) if vals else None
-
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per side, each figure's summary (median, min, max) over the rounds."""
     out: dict[str, Any] = {}
-    for side in sides:
+    for side in rounds[0]:
         rs = [r[side] for r in rounds]
         s: dict[str, Any] = {}
-        for k in map(str, levels):
+        for k in rs[0]["fig1"]:
             for key in ("gateway_rate", "sink_rate", "ratio", "cpu_us", "sink_cpu_us"):
-                s[f"fig1_k{k}_{key}"] = med([x["fig1"][k][key] for x in rs])
+                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
             s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
-        s["fig7_rate"] = med([x["fig7"]["rate"]["median"] for x in rs])
-        s["fig7_ratio"] = med([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
-        s["fig7_ratio_reused"] = med([x["fig7"]["ratio_gateway_bare_reused"]["median"] for x in rs])
+        s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
+        s["fig7_ratio"] = _summary([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
+        s["fig7_ratio_reused"] = _summary(
+            [x["fig7"]["ratio_gateway_bare_reused"]["median"] for x in rs]
+        )
         if "fig3_lmtp" in rs[0]:
-            s["fig3_lmtp_rate"] = med([x["fig3_lmtp"]["lmtp_rate"]["median"] for x in rs])
-            s["fig3_smtp_rate"] = med([x["fig3_lmtp"]["smtp_rate"]["median"] for x in rs])
-            s["fig3_ratio"] = med([x["fig3_lmtp"]["ratio_lmtp_smtp"]["median"] for x in rs])
+            for key in ("lmtp_rate", "smtp_rate", "ratio_lmtp_smtp"):
+                s[f"fig3_{key}"] = _summary([x["fig3_lmtp"][key]["median"] for x in rs])
         out[side] = s
     return out
+
+
+def _summary(values: list[float | None]) -> dict[str, Any] | None:
+    vals = [v for v in values if v is not None]
+    return summary(vals) if vals else None
 
 
 if __name__ == "__main__":
