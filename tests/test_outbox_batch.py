@@ -75,3 +75,24 @@ def _wait_sent(d: Daemon) -> dict[str, Any]:
             return {"sent": len(rows), "rows": rows}
         time.sleep(0.05)
     raise AssertionError(rows)
+
+
+def test_lanes_share_the_free_connections_by_tenant() -> None:
+    """One tenant's backlog fills every free connection; several tenants each get at
+    least one, about their share; a lane keeps the claim order."""
+    from outbound.delivery import _lanes
+
+    def rows(tenant: str, n: int, start: int = 0) -> list[dict[str, Any]]:
+        return [{"tenant": tenant, "id": start + i} for i in range(n)]
+
+    lanes = _lanes(rows("acme", 80), 4)
+    assert [len(lane) for lane in lanes] == [20, 20, 20, 20]
+    assert [r["id"] for r in lanes[0]] == list(range(0, 80, 4))
+    lanes = _lanes(rows("acme", 30) + rows("globex", 2, 100) + rows("initech", 1, 200), 4)
+    by = {lane[0]["tenant"]: 0 for lane in lanes}
+    for lane in lanes:
+        by[lane[0]["tenant"]] += 1
+        assert len({r["tenant"] for r in lane}) == 1
+    assert by == {"acme": 4, "globex": 1, "initech": 1}
+    assert sorted(r["id"] for lane in lanes for r in lane) == [*range(30), 100, 101, 200]
+    assert _lanes([], 4) == []
