@@ -32,7 +32,7 @@ from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
 from gateway.intake.lmtp import LmtpHandler, start_lmtp
-from gateway.intake.smtp import IntakeHandler, start_smtp
+from gateway.intake.smtp import IntakeHandler, drain, start_smtp
 from gateway.logs import set_log_privacy
 from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
@@ -185,11 +185,7 @@ class Daemon:
             yield
         finally:
             log.info("shutdown.draining", in_flight=handler.in_flight)
-            handler.draining = True
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
-                    await handler.idle.wait()
+            await drain(handler, server, config.smtp.pipeline_timeout + 5)
 
     @contextlib.asynccontextmanager
     async def _lmtp(self) -> AsyncIterator[None]:
@@ -215,11 +211,7 @@ class Daemon:
         try:
             yield
         finally:
-            handler.draining = True
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
-                    await handler.idle.wait()
+            await drain(handler, server, config.smtp.pipeline_timeout + 5)
             if lmtp.path is not None:
                 with contextlib.suppress(OSError):
                     lmtp.path.unlink()

@@ -25,7 +25,7 @@ from parsers.types import RawMessage
 from routing.config import SmtpSettings
 from routing.verdicts import Reason
 
-__all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
+__all__ = ["GatewaySMTP", "IntakeHandler", "drain", "start_smtp"]
 
 log = structlog.get_logger("gateway.smtp")
 _SHUTTING_DOWN = smtp_reply(defer(Reason.SHUTTING_DOWN))
@@ -173,6 +173,16 @@ class IntakeHandler:
     ) -> list[str]:
         session.host_name = hostname
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
+async def drain(handler: IntakeHandler, server: asyncio.Server, within: float) -> None:
+    """Stop accepting and let the messages in flight be answered (at most ``within`` seconds),
+    so their senders get a real answer, not a dropped connection."""
+    handler.draining = True
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await handler.idle.wait()
 
 
 def tls_context(settings: SmtpSettings | None) -> ssl.SSLContext | None:
