@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -80,24 +81,23 @@ def fill_outbox(d: Daemon, n: int) -> None:
     engine.dispose()
 
 
+def _bare_rate(loop: Callable[[int, int, int], Coroutine[Any, Any, None]], n: int) -> float:
+    """Mails a second of one bare client loop into a fresh sink."""
+    sink = Sink(count=True)
+    try:
+        t0 = time.perf_counter()
+        asyncio.run(loop(sink.port, n, WORKER_CONCURRENCY))
+        return n / (time.perf_counter() - t0)
+    finally:
+        sink.stop()
+
+
 def fig7(n: int, runs: int) -> dict[str, Any]:
     raw = []
     with workdir("fig7") as tmp:
         for r in range(runs):
-            sink = Sink(count=True)
-            try:
-                t0 = time.perf_counter()
-                asyncio.run(_bare(sink.port, n, WORKER_CONCURRENCY))
-                bare = n / (time.perf_counter() - t0)
-            finally:
-                sink.stop()
-            sink = Sink(count=True)
-            try:
-                t0 = time.perf_counter()
-                asyncio.run(_bare_reused(sink.port, n, WORKER_CONCURRENCY))
-                bare_reused = n / (time.perf_counter() - t0)
-            finally:
-                sink.stop()
+            bare = _bare_rate(_bare, n)
+            bare_reused = _bare_rate(_bare_reused, n)
             sink = Sink(count=True)
             try:
                 acct = (

@@ -29,7 +29,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.replies import smtp_reply
-from gateway.intake.smtp import GatewaySMTP, IntakeHandler
+from gateway.intake.smtp import GatewaySMTP, IntakeHandler, session_options
 
 __all__ = ["GatewayLMTP", "LmtpHandler", "start_lmtp"]
 
@@ -80,15 +80,7 @@ async def start_lmtp(
     loop = asyncio.get_running_loop()
 
     def factory() -> GatewayLMTP:
-        return GatewayLMTP(
-            handler,
-            data_size_limit=max_size,
-            hostname=hostname,
-            ident="helpdesk-gateway",
-            timeout=300,
-            decode_data=False,
-            enable_SMTPUTF8=True,
-        )
+        return GatewayLMTP(handler, **session_options(hostname, max_size))
 
     if path is None:
         return await loop.create_server(factory, host=host, port=port)

@@ -25,7 +25,7 @@ from parsers.types import RawMessage
 from routing.config import SmtpSettings
 from routing.verdicts import Reason
 
-__all__ = ["GatewaySMTP", "IntakeHandler", "drain", "start_smtp"]
+__all__ = ["GatewaySMTP", "IntakeHandler", "drain", "session_options", "start_smtp"]
 
 log = structlog.get_logger("gateway.smtp")
 _SHUTTING_DOWN = smtp_reply(defer(Reason.SHUTTING_DOWN))
@@ -213,17 +213,24 @@ async def start_smtp(
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
             handler,
-            data_size_limit=max_size,
-            hostname=hostname,
-            ident="helpdesk-gateway",
-            timeout=300,
-            decode_data=False,
-            enable_SMTPUTF8=True,
+            **session_options(hostname, max_size),
             tls_context=context,
             require_starttls=require,
         )
 
     return await loop.create_server(factory, host=host, port=port)
+
+
+def session_options(hostname: str, max_size: int) -> dict[str, Any]:
+    """aiosmtpd's settings for every session of ours, SMTP's and LMTP's alike."""
+    return {
+        "data_size_limit": max_size,
+        "hostname": hostname,
+        "ident": "helpdesk-gateway",
+        "timeout": 300,
+        "decode_data": False,
+        "enable_SMTPUTF8": True,
+    }
 
 
 def _reverse_path(address: str | None) -> str:
