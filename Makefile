@@ -74,7 +74,7 @@ test: $(STAMP) system-deps lint
 # the package from configuring or starting a system instance) and wrk.
 BENCH_DEBS := postfix wrk
 bench-deps: $(STAMP) system-deps
-	@$(PIP) -e '.[test,bench]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@$(PIP) -e '.[test,bench,fast]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
 	@if [ ! -x /usr/sbin/postfix ] || ! command -v wrk >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections && \

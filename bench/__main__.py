@@ -43,6 +43,7 @@ class Counts:
     fig2_levels: list[int] = field(default_factory=lambda: [1, 8, 32])
     fig3_per_run: int = 30
     fig3_corpus: int = 200
+    fig3_lmtp_corpus: int = 600
     fig4_corpus: int = 1000
     fig4_latency: int = 50
     fig5_sizes: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
@@ -68,6 +69,7 @@ SMOKE = Counts(
     fig2_levels=[4],
     fig3_per_run=2,
     fig3_corpus=40,
+    fig3_lmtp_corpus=40,
     fig4_corpus=40,
     fig4_latency=2,
     fig5_sizes=[400, 800, 2000],
@@ -103,7 +105,9 @@ def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]
     if name == "fig2":
         return fig_smtp.fig2(c.fig2_corpus, c.fig2_levels, runs)
     if name == "fig3":
-        return fig_pipe.fig3(c.fig3_corpus, c.fig3_per_run, runs)
+        out = fig_pipe.fig3(c.fig3_corpus, c.fig3_per_run, runs)
+        out["lmtp"] = fig_pipe.fig3_lmtp(c.fig3_lmtp_corpus, runs)
+        return out
     if name == "fig4":
         return fig_imap.fig4(c.fig4_corpus, c.fig4_latency, runs)
     if name == "fig5":
@@ -134,13 +138,26 @@ def _json_path(out: Path) -> Path:
     )
 
 
+def _ab(json_path: Path) -> dict[str, Any] | None:
+    """bench/ab.py's before/after beside the run's JSON (its own run, its own date)."""
+    from bench.ab import medians
+
+    path = json_path.parent / "ab.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["medians"] = medians(doc["rounds"])
+    return dict(doc)
+
+
 def render_only(out: Path) -> int:
     """BENCHMARKS.md from the JSON already there: the figures stay those of the run."""
     from bench.report import render
 
     json_path = _json_path(out)
     doc = json.loads(json_path.read_text(encoding="utf-8"))
-    (out / "BENCHMARKS.md").write_text(render(doc, json_path.relative_to(out)), encoding="utf-8")
+    md = render(doc, json_path.relative_to(out), _ab(json_path))
+    (out / "BENCHMARKS.md").write_text(md, encoding="utf-8")
     print(f"wrote {out / 'BENCHMARKS.md'} from {json_path}")
     return 0
 
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import render
 
     md = out / "BENCHMARKS.md"
-    md.write_text(render(doc, json_path.relative_to(out)), encoding="utf-8")
+    md.write_text(render(doc, json_path.relative_to(out), _ab(json_path)), encoding="utf-8")
     print(f"wrote {md} and {json_path}")
     return 1 if doc["errors"] else 0
 

@@ -271,10 +271,11 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 def run_load(
-    port: int | Sequence[int], load: Path, conc: int, timeout: float = 900
+    port: int | Sequence[int], load: Path, conc: int, timeout: float = 900, lmtp: bool = False
 ) -> dict[str, Any]:
     """Run the load generator (bench/smtp_client.py) in its own process; its JSON result.
-    Several ports spread the ``conc`` sessions round-robin across them (several instances)."""
+    Several ports spread the ``conc`` sessions round-robin across them (several instances);
+    ``lmtp``: speak LMTP to the gateway's LMTP listener."""
     ports = [port] if isinstance(port, int) else list(port)
     out = subprocess.run(
         [
@@ -283,6 +284,7 @@ def run_load(
             ",".join(map(str, ports)),
             str(load),
             str(conc),
+            *(["lmtp"] if lmtp else []),
         ],
         capture_output=True,
         text=True,

@@ -1,4 +1,5 @@
-"""Figure 3: ``gateway ingest`` (the MTA pipe, one process per message) messages per second.
+"""Figure 3: how an MTA hands mail over: the pipe (``gateway ingest``, one process per
+message) and the LMTP listener, each against its ceiling.
 
 An MTA's pipe transport starts one process per message, so the figure is
 dominated by start-up: interpreter, imports, opening the store, migrations
@@ -7,6 +8,11 @@ start (``python -c pass``) run the same number of times; their ratio says how
 much of the per-message time is ours. Messages: the first M of the text-only
 corpus mix, delivered one after the other (the MTA's default of one pipe at
 a time per recipient), each into the same store.
+
+LMTP (``fig3_lmtp``): the same text-only mail through the LMTP listener
+([lmtp] listen) with one session (the MTA's one delivery agent at a time)
+against SMTP K=1 to a gateway of the same config, each a fresh daemon and
+store, the order alternating between runs; the ratio LMTP/SMTP is per run.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, ROOT, corpus, count_rows, summary, workdir
+from bench.common import PY, ROOT, corpus, count_rows, run_load, summary, workdir, write_load
 from tests.daemon import Daemon
 
 
@@ -100,5 +106,38 @@ def fig3(count: int, per_run: int, runs: int) -> dict[str, Any]:
         "ratio_ingest_bare": summary([x["rate"] / x["bare_rate"] for x in raw]),
         "exit_codes": dict(exits),
         "per_run": per_run,
+        "raw": raw,
+    }
+
+
+def fig3_lmtp(count: int, runs: int) -> dict[str, Any]:
+    """LMTP handoff (one session) / SMTP K=1, same mail, same run."""
+    with workdir("fig3-lmtp") as tmp:
+        mails = [m for m in corpus(count, tmp) if not m.scan]
+        load = write_load(mails, tmp / "load.pkl")
+        raw: list[dict[str, Any]] = []
+        for r in range(runs):
+            res: dict[str, Any] = {}
+            order = ("smtp", "lmtp") if r % 2 == 0 else ("lmtp", "smtp")
+            for way in order:
+                d = Daemon(tmp / f"{way}-{r}", lmtp="127.0.0.1:0").start()
+                try:
+                    port = d.lmtp_port if way == "lmtp" else d.port
+                    res[way] = run_load(port, load, 1, lmtp=way == "lmtp")
+                finally:
+                    d.stop()
+            raw.append(res)
+            print(
+                f"  run {r + 1}: LMTP {res['lmtp']['rate']:.0f} msg/s, "
+                f"SMTP K=1 {res['smtp']['rate']:.0f} msg/s, codes {res['lmtp']['codes']}",
+                flush=True,
+            )
+    return {
+        "messages": len(mails),
+        "lmtp_rate": summary([x["lmtp"]["rate"] for x in raw]),
+        "smtp_rate": summary([x["smtp"]["rate"] for x in raw]),
+        "lmtp_p50_ms": summary([x["lmtp"]["p50_ms"] or 0 for x in raw]),
+        "smtp_p50_ms": summary([x["smtp"]["p50_ms"] or 0 for x in raw]),
+        "ratio_lmtp_smtp": summary([x["lmtp"]["rate"] / x["smtp"]["rate"] for x in raw]),
         "raw": raw,
     }

@@ -59,16 +59,38 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
     # "gateway_files": the same gateway with [gateway] blobs = "files" (each blob a file,
     # fsynced with its folder before the commit) instead of the default rows.
     blobs = "files" if kind == "gateway_files" else None
-    gw = Daemon(work, scanner=scanner or "127.0.0.1:9", blobs=blobs).start()
+    # Both tenants' outbound accounts point at a bare sink (its own process), so the
+    # acknowledgements go out during the run and the rate counts only with the outbox
+    # keeping up: its depth at the end of the load is reported beside the rate.
+    outbox_sink = Sink()
+    account = (
+        f'[tenants.outbound]\nhost = "127.0.0.1"\nport = {outbox_sink.port}\nsecurity = "none"\n'
+    )
+    gw = Daemon(
+        work, scanner=scanner or "127.0.0.1:9", blobs=blobs, acme_extra=account, extra=account
+    )
     try:
+        gw.start()
         assert gw.proc is not None
         cpu0 = cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
+        res["outbox"] = _outbox_depth(work / "var" / "gateway.db")
     finally:
         gw.stop()
+        outbox_sink.stop()
     res["rows"] = count_rows(work / "var" / "gateway.db")
     return res
+
+
+def _outbox_depth(db: Path) -> dict[str, int]:
+    """The outbox by status the moment the load ends (pending + sending = the backlog)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+    by = {str(s): int(n) for s, n in rows}
+    return {"backlog": by.get("pending", 0) + by.get("sending", 0), "sent": by.get("sent", 0)}
 
 
 def _cells(
@@ -113,6 +135,7 @@ def _cells(
                 cell[kind]["server_cpu_us_per_msg"] = summary(cpu)
             if kind.startswith("gateway"):
                 cell[kind]["rows"] = [x["rows"] for x in rs]
+                cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]
         for kind in kinds[1:]:
             cell[f"ratio_{kind}_sink"] = summary(
                 [g["rate"] / s["rate"] for g, s in zip(by_kind[kind], by_kind["sink"], strict=True)]

@@ -46,7 +46,8 @@ def _para(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
-def render(doc: dict[str, Any], json_rel: Path) -> str:
+def render(doc: dict[str, Any], json_rel: Path, ab: dict[str, Any] | None = None) -> str:
+    """BENCHMARKS.md from a run's JSON; ``ab``: bench/ab.py's before/after, if one was run."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         trim_blocks=True,
@@ -80,6 +81,7 @@ def render(doc: dict[str, Any], json_rel: Path) -> str:
         figures=figures,
         targets=_targets(figs),
         bounds=_bounds(figs),
+        ab=ab,
     )
     return text.rstrip() + "\n"
 

@@ -4,7 +4,7 @@ Why raw and separate: aiosmtplib's client was measured at about the server's own
 CPU per message (310-650 µs), so a client sharing the server's core or loop halves
 what is measured. This one costs ~150 µs per message.
 
-    python bench/smtp_client.py PORT[,PORT...] LOADFILE K
+    python bench/smtp_client.py PORT[,PORT...] LOADFILE K [lmtp]
 
 LOADFILE is a pickle of waves, each a list of (rcpt, dot-stuffed payload).
 Waves are delivered in order, each fully answered before the next starts
@@ -15,6 +15,8 @@ sessions are opened round-robin across them and the 250s are also counted
 per port. Latency is from the
 end of DATA (the payload and its final ".") to the reply. Only 250 counts as
 accepted; other codes are counted by class. Prints one JSON object.
+With ``lmtp`` it speaks LMTP (RFC 2033: LHLO; one recipient, so one reply
+after DATA), as an MTA hands mail to the gateway's LMTP listener.
 Stdlib only, bounded by a 600 s overall timeout.
 """
 
@@ -29,7 +31,7 @@ from collections import Counter
 
 
 async def run(
-    ports: list[int], waves: list[list[tuple[str, bytes]]], conc: int
+    ports: list[int], waves: list[list[tuple[str, bytes]]], conc: int, lmtp: bool = False
 ) -> dict[str, object]:
     lat: list[float] = []
     tx: list[float] = []  # MAIL FROM to the reply after DATA: the SMTP transaction alone
@@ -40,7 +42,7 @@ async def run(
     async def opened(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
         r, w = await asyncio.open_connection("127.0.0.1", port)
         await reply(r)
-        w.write(b"EHLO bench.client.test\r\n")
+        w.write(b"LHLO bench.client.test\r\n" if lmtp else b"EHLO bench.client.test\r\n")
         await reply(r)
         return r, w, port
 
@@ -130,7 +132,8 @@ def main() -> int:
     path, conc = sys.argv[2], int(sys.argv[3])
     with open(path, "rb") as f:
         waves = pickle.load(f)
-    result = asyncio.run(asyncio.wait_for(run(ports, waves, conc), 600))
+    lmtp = sys.argv[4:5] == ["lmtp"]
+    result = asyncio.run(asyncio.wait_for(run(ports, waves, conc, lmtp), 600))
     print(json.dumps(result))
     return 0
 

@@ -17,6 +17,7 @@ the traceback is formatted, so an exception's text is scrubbed as well.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -25,6 +26,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 
 from store.redact import pseudonym
@@ -62,8 +64,19 @@ def set_log_privacy(config: Any) -> None:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_body(key: str) -> bool:
+    return key.lower() in _BODIES
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(key: str) -> bool:
+    """Asked of every key of every event: cached, as the keys are a small fixed set."""
+    return key != "event" and any(word in key.lower() for word in _REDACT)
+
+
 def _drop_bodies(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
-    for key in [k for k in event if k.lower() in _BODIES]:
+    for key in [k for k in event if _is_body(k)]:
         del event[key]
     return event
 
@@ -82,7 +95,7 @@ def _scrub(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
     for key in list(event):
         if key in _KEEP:
             continue
-        if any(word in key.lower() for word in _REDACT) and key != "event":
+        if _is_secret(key):
             event[key] = "[redacted]"
         else:
             event[key] = _clean(event[key], policy, show)
@@ -131,9 +144,17 @@ class _ScrubbingFormatter(logging.Formatter):
         return _clean_text(super().format(record), _policy, show=False)
 
 
+def _dumps(event: Any, default: Any = None) -> str:
+    """orjson (a fifth of the stdlib's time per line), compact, one line; a value it
+    cannot encode is written as its repr, as structlog's own renderer does."""
+    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def setup_logging(fmt: str = "json", level: int = logging.INFO) -> None:
+    """Loggers are cached on first use (the level filter is bound once, not looked up per
+    call); the JSON is orjson's."""
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )

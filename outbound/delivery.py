@@ -11,6 +11,15 @@ two; on SQLite the writer's IMMEDIATE transaction serializes the claims.
 Temporary failures (4xx, network, timeouts) retry with jittered exponential
 backoff until ``max_age``; a 5xx, or that age, gives up with an audit event
 and a notice to the tenant's agents (never a notice about a notice).
+
+Batched (issue 21): one claim takes rows for every free connection at once;
+each tenant's rows are split into lanes, and a lane sends its rows one after
+the other over one connection to the tenant's account (outbound/sender.py),
+at most ``concurrency`` connections at a time. Outcomes are written as they
+come, all that are waiting in one writer transaction (no wait window). A
+lane that could not send a row before the lease is near its end hands the
+rest back unsent (``pending``, no attempt counted), so a slow server never
+lets another instance take over a row this one is still sending.
 """
 
 from __future__ import annotations
@@ -18,20 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
-from dataclasses import dataclass
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiosmtplib
 import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
-from outbound.mime import as_7bit, downgrade, needs_8bitmime, needs_smtputf8
 from outbound.reactions import queue
-from routing.config import GatewayConfig, OutboundAccount, Tenant
+from outbound.sender import AccountConnection, Attempt
+from routing.config import GatewayConfig, Tenant
 from store import repos
 from store.models import outbox
 from store.writer import Writer
@@ -41,17 +48,7 @@ __all__ = ["Attempt", "Delivery"]
 log = structlog.get_logger("outbound.delivery")
 
 _NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one delivery attempt came to: sent, retry later, or give up."""
-
-    result: str  # sent | retry | failed
-    detail: str = ""
-    code: int | None = None
-    # Sent to the others, but these could not be answered (they need SMTPUTF8).
-    unanswerable: tuple[str, ...] = ()
+PER_CONNECTION = 20  # rows one lane sends over its connection, at most
 
 
 class Delivery:
@@ -63,8 +60,12 @@ class Delivery:
         self.instance = config.instance
         self.concurrency = concurrency
         self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)  # open connections
+        self._results: list[tuple[dict[str, Any], Attempt, GatewayConfig]] = []
+        self._recorded = asyncio.Event()
         self.sent = 0
         self.failed = 0
+        self.connections = 0  # opened so far (each carries up to PER_CONNECTION mails)
         self.attempts: dict[tuple[str, str], int] = {}  # (kind, result) -> count, for /metrics
 
     def configure(self, config: GatewayConfig) -> None:
@@ -78,28 +79,32 @@ class Delivery:
         me = self.instance
         await self.writer.submit(lambda conn: _release_claims(conn, me))
         running: set[asyncio.Task[None]] = set()
+        recorder = asyncio.create_task(self._record_forever())
 
         def done(task: asyncio.Task[None]) -> None:
             running.discard(task)
-            self._wake.set()  # a slot is free: claim the next row
+            self._wake.set()  # a connection is free: claim the next rows
 
         try:
             while True:
                 self._wake.clear()
-                # Only as many rows as there are free slots: a claimed row's lease
-                # starts now, so it must not wait behind other sends.
+                # Only as many rows as the free connections will send before the lease
+                # (which starts now) is near its end.
                 free = self.concurrency - len(running)
                 rows: list[dict[str, Any]] = []
+                until = time.monotonic() + self.config.outbound.claim_lease
                 if free > 0:
                     lease = self.config.outbound.claim_lease
                     try:
                         rows = await self.writer.submit(
-                            lambda conn, n=free, ttl=lease: _claim(conn, repos.now(), n, me, ttl)
+                            lambda conn, n=free * PER_CONNECTION, ttl=lease: _claim(
+                                conn, repos.now(), n, me, ttl
+                            )
                         )
                     except Exception as exc:  # the store is busy or down: try again soon
                         log.warning("outbox.claim_failed", error=type(exc).__name__)
-                for row in rows:
-                    task = asyncio.create_task(self._deliver(row))
+                for lane in _lanes(rows, free):
+                    task = asyncio.create_task(self._lane(lane, until))
                     running.add(task)
                     task.add_done_callback(done)
                 if not rows:
@@ -110,23 +115,66 @@ class Delivery:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
+            with contextlib.suppress(Exception):  # what was sent is marked sent, if it can be
+                await self._record_waiting()
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
-        config = self.config
-        tenant = config.tenant(row["tenant"])
-        try:
-            attempt = await send_one(config, tenant, row)
-        except Exception as exc:  # a bug must not leave the row claimed until restart
-            log.exception("outbox.send_crashed", id=row["id"])
-            attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
-        me = self.instance
-        try:
-            kept = await self.writer.submit(
-                lambda conn: _record(conn, config, tenant, row, attempt, me)
-            )
-        except Exception as exc:  # stays "sending": released at next start or taken over
-            log.error("outbox.record_failed", id=row["id"], error=type(exc).__name__)
+    async def _lane(self, rows: list[dict[str, Any]], until: float) -> None:
+        """Send ``rows`` (one tenant's) over one connection, in order."""
+        async with self._slots:
+            config = self.config
+            tenant = config.tenant(rows[0]["tenant"])
+            link = AccountConnection(config, tenant.outbound if tenant is not None else None)
+            try:
+                for i, row in enumerate(rows):
+                    # The worst one attempt can take (2 x timeout) must end before the
+                    # lease does, or another instance could send it too.
+                    if time.monotonic() + 2 * config.outbound.timeout > until:
+                        await self._hand_back(rows[i:])
+                        return
+                    try:
+                        attempt = await link.send(row)
+                    except Exception as exc:  # a bug must not leave the row claimed
+                        log.exception("outbox.send_crashed", id=row["id"])
+                        attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
+                    self._results.append((row, attempt, config))
+                    self._recorded.set()
+            finally:
+                self.connections += link.opened
+                await link.close()
+
+    async def _hand_back(self, rows: list[dict[str, Any]]) -> None:
+        me, ids = self.instance, [r["id"] for r in rows]
+        log.info("outbox.handed_back", count=len(ids))
+        with contextlib.suppress(Exception):  # else released at next start or taken over
+            await self.writer.submit(lambda conn: _unclaim(conn, ids, me))
+
+    async def _record_forever(self) -> None:
+        while True:
+            await self._recorded.wait()
+            self._recorded.clear()
+            try:
+                await self._record_waiting()
+            except Exception as exc:  # stays "sending": released at next start or taken over
+                log.error("outbox.record_failed", error=type(exc).__name__)
+
+    async def _record_waiting(self) -> None:
+        """Every outcome waiting, in one transaction (group commit, no wait window)."""
+        batch, self._results = self._results, []
+        if not batch:
             return
+        me = self.instance
+        kept = await self.writer.submit(
+            lambda conn: [
+                _record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
+                for row, attempt, config in batch
+            ]
+        )
+        for (row, attempt, _config), ok in zip(batch, kept, strict=True):
+            self._count(row, attempt, ok)
+
+    def _count(self, row: dict[str, Any], attempt: Attempt, kept: bool) -> None:
         if not kept:  # the lease ran out mid-send and another instance has the row now
             log.warning("outbox.claim_lost", id=row["id"], result=attempt.result)
             return
@@ -149,102 +197,27 @@ class Delivery:
         )
 
 
-async def send_one(config: GatewayConfig, tenant: Tenant | None, row: dict[str, Any]) -> Attempt:
-    """One SMTP transaction; every outcome is an Attempt, nothing raises but cancellation."""
-    account = tenant.outbound if tenant is not None else None
-    if account is None:
-        return Attempt("retry", "no outbound account configured for this tenant")
-    # The SMTP client, not aiosmtplib.send(): send() refuses the null sender
-    # that acknowledgements must use (RFC 3834 section 3).
-    client = aiosmtplib.SMTP(
-        hostname=account.host,
-        port=account.port,
-        username=account.username or None,
-        password=account.password or None,
-        use_tls=account.security == "tls",
-        start_tls=account.security == "starttls",
-        tls_context=_tls_context(account),
-        local_hostname=config.hostname,
-        timeout=config.outbound.timeout,
+def _lanes(rows: list[dict[str, Any]], free: int) -> list[list[dict[str, Any]]]:
+    """Each tenant's rows split over about its share of the ``free`` connections (at
+    least one each), in claim order within a lane."""
+    by_tenant: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_tenant.setdefault(r["tenant"], []).append(r)
+    lanes: list[list[dict[str, Any]]] = []
+    for mine in by_tenant.values():
+        n = max(1, min(len(mine), round(free * len(mine) / len(rows))))
+        lanes += [mine[i::n] for i in range(n)]
+    return lanes
+
+
+def _unclaim(conn: Connection, ids: list[int], instance: str) -> int:
+    """Claimed rows handed back unsent: due again, no attempt counted."""
+    res = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
+        .values(status="pending", claimed_by=None, claimed_until=None)
     )
-    rcpts = list(row["rcpt_tos"])
-    # An internationalised address (RFC 6531) goes only with SMTPUTF8; a server
-    # without it can never take the mail, so that is permanent and said plainly.
-    # Its ASCII co-recipients still get the mail, with ASCII headers (split).
-    utf8 = needs_smtputf8(row["mail_from"], rcpts, row["body"])
-    unanswerable: list[str] = []
-    try:
-        async with asyncio.timeout(config.outbound.timeout * 2):
-            async with client:
-                options = ["SMTPUTF8"] if utf8 else []
-                body = row["body"]
-                # UTF-8 text goes as it is (8bit), said so to the server; to one that
-                # does not know the word, quoted-printable (the same mail, other bytes).
-                if needs_8bitmime(body):
-                    if client.supports_extension("8bitmime"):
-                        options.append("BODY=8BITMIME")
-                    else:
-                        body = as_7bit(body)
-                try:
-                    errors, response = await client.sendmail(
-                        row["mail_from"], rcpts, body, mail_options=options
-                    )
-                except aiosmtplib.SMTPNotSupported:
-                    plain, down = _without_smtputf8(row["mail_from"], rcpts, body)
-                    if not (utf8 and plain and down):
-                        raise
-                    unanswerable = [r for r in rcpts if r not in plain]
-                    errors, response = await client.sendmail(
-                        row["mail_from"],
-                        plain,
-                        down,
-                        mail_options=[o for o in options if o != "SMTPUTF8"],
-                    )
-    except aiosmtplib.SMTPNotSupported as exc:
-        if not utf8:
-            return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
-        return Attempt("failed", _needs_smtputf8(account))
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        codes = [e.code for e in exc.recipients]
-        permanent = all(c >= 500 for c in codes)
-        detail = "; ".join(f"{e.recipient}: {e.code} {e.message}" for e in exc.recipients)
-        return Attempt("failed" if permanent else "retry", detail[:1000], min(codes, default=None))
-    except aiosmtplib.SMTPResponseException as exc:
-        permanent = 500 <= exc.code < 600
-        return Attempt("failed" if permanent else "retry", f"{exc.code} {exc.message}", exc.code)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        return Attempt("retry", f"{type(exc).__name__}: {exc}"[:1000])
-    if unanswerable:
-        reason = _needs_smtputf8(account)
-        return Attempt("sent", f"partly: {', '.join(unanswerable)} {reason}"[:1000],
-                       unanswerable=tuple(unanswerable))  # fmt: skip
-    if errors:  # some recipients refused, the others accepted: done, refusals noted
-        refused = "; ".join(f"{r}: {e.code} {e.message}" for r, e in errors.items())
-        return Attempt("sent", f"partly refused: {refused}"[:1000])
-    return Attempt("sent", response[:200])
-
-
-def _needs_smtputf8(account: OutboundAccount) -> str:
-    return (
-        f"cannot be answered: the address needs SMTPUTF8 (RFC 6531), which the "
-        f"tenant's server {account.host} does not offer"
-    )
-
-
-def _without_smtputf8(
-    mail_from: str, rcpts: list[str], body: bytes
-) -> tuple[list[str], bytes | None]:
-    """The recipients an ASCII mail can reach, and that mail (headers downgraded)."""
-    if not mail_from.isascii():
-        return [], None
-    plain = [r for r in rcpts if r.isascii()]
-    return plain, downgrade(body) if plain else None
-
-
-def _tls_context(account: OutboundAccount) -> ssl.SSLContext | None:
-    if account.ca_file is None:
-        return None
-    return ssl.create_default_context(cafile=str(account.ca_file))
+    return res.rowcount
 
 
 def _release_claims(conn: Connection, instance: str) -> int:
@@ -323,7 +296,7 @@ def _record(
                 status="sent",
                 attempts=attempts,
                 sent_at=now,
-                last_error=attempt.detail or None,
+                last_error=attempt.detail or None,  # None, or "partly refused: ..."
                 **done,
             )
         )

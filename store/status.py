@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 
 from store.clocks import aware
@@ -29,6 +29,9 @@ def outbox_summary(conn: Connection, now: datetime, recent: int = 3) -> dict[str
     failures = conn.execute(
         select(outbox.c.tenant, outbox.c.kind, outbox.c.to_addr, outbox.c.last_error)
         .where(outbox.c.last_error.is_not(None), outbox.c.last_error != "")
+        # A sent row's note is no error, unless some recipients were refused; rows
+        # sent before that rule hold the server's 250 text there.
+        .where(or_(outbox.c.status != "sent", outbox.c.last_error.like("partly refused%")))
         .order_by(outbox.c.id.desc())
         .limit(recent)
     ).all()

@@ -38,7 +38,7 @@ log_format = "json"
 listen = "127.0.0.1:0"
 max_message_size = {max_size}
 pipeline_timeout = {timeout}
-
+{lmtp_table}
 [http]
 listen = "127.0.0.1:0"
 {http_extra}
@@ -89,6 +89,7 @@ class Daemon:
         gateway_extra: str = "",
         database_url: str | None = None,
         blobs: str | None = None,
+        lmtp: str = "",
     ) -> None:
         """``scanner`` is a clamd address (the clamd fixtures' ``.address``); the default
         points where nothing answers, so mail with attachments is deferred.
@@ -96,13 +97,17 @@ class Daemon:
         after its first agent, for the agent's keys and acme's sub-tables). ``blobs`` is
         ``[gateway] blobs`` ("files" or "database"); $GATEWAY_TEST_BLOBS sets the default,
         to try a test against the other store (tests that reach into the blob folder
-        or kill at ``after_blob_fsync`` are about the files)."""
+        or kill at ``after_blob_fsync`` are about the files). ``lmtp``: ``[lmtp] listen``
+        (``127.0.0.1:0`` or a socket path); the bound port is ``lmtp_port``."""
         self.home = home
         self.blobs = blobs or os.environ.get("GATEWAY_TEST_BLOBS", "")
         if self.blobs:
             gateway_extra = f'blobs = "{self.blobs}"\n{gateway_extra}'
         else:
             self.blobs = "database"  # the default of [gateway] blobs
+        if os.environ.get("GATEWAY_TEST_LOOP") and "loop" not in gateway_extra:
+            # [gateway] loop for every daemon of a run (bench/ab.py measures each loop)
+            gateway_extra = f'loop = "{os.environ["GATEWAY_TEST_LOOP"]}"\n{gateway_extra}'
         if "dns_resolver" not in gateway_extra:
             # The tests' mail comes from made-up domains: no sender checks against the
             # system's DNS (tests/test_sender_auth.py runs its own server).
@@ -133,6 +138,7 @@ class Daemon:
                 http_extra=http_extra,
                 database_url=database_url,
                 gateway_extra=gateway_extra,
+                lmtp_table=f'\n[lmtp]\nlisten = "{lmtp}"\n' if lmtp else "",
             ),
             encoding="utf-8",
         )
@@ -141,12 +147,14 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.http_port = 0
+        self.lmtp = lmtp
+        self.lmtp_port = 0
         self.log_path = home / "daemon.log"
 
     # lifetime ---------------------------------------------------------------
     def start(self, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
         run_env = {**self.env, **(env or {})}
-        self.port = self.http_port = 0
+        self.port = self.http_port = self.lmtp_port = 0
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -164,7 +172,9 @@ class Daemon:
                     self.http_port = json.loads(line)["port"]
                 if b'"smtp.listening"' in line:
                     self.port = json.loads(line)["port"]
-            if self.port and self.http_port:
+                if b'"lmtp.listening"' in line:
+                    self.lmtp_port = json.loads(line).get("port", 0) or -1
+            if self.port and self.http_port and (self.lmtp_port or not self.lmtp):
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_text()}")

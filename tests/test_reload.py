@@ -123,4 +123,4 @@ def test_a_change_of_the_file_reloads_without_a_signal(tmp_path: Path) -> None:
     finally:
         d.stop()
     log = d.log_text()
-    assert '"trigger": "watch"' in log and "config.reload_refused" in log
+    assert '"trigger":"watch"' in log and "config.reload_refused" in log

@@ -42,9 +42,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.daemon import run_daemon
+    from gateway.daemon.loop import run_on
 
     config = load(args, level=logging.INFO)
-    return asyncio.run(run_daemon(config.path))
+    return run_on(config.loop, lambda: run_daemon(config.path))
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -31,7 +31,8 @@ from gateway.daemon.files import digest, watch_file, write_status
 from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
-from gateway.intake.smtp import IntakeHandler, start_smtp
+from gateway.intake.lmtp import LmtpHandler, start_lmtp
+from gateway.intake.smtp import IntakeHandler, drain, start_smtp
 from gateway.logs import set_log_privacy
 from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
@@ -80,6 +81,7 @@ class Daemon:
         self.started = time.time()
         self.ops_state = OpsState()
         self.smtp_address: tuple[str, int] = ("", 0)
+        self.lmtp_address: str | None = None  # HOST:PORT or the socket's path, when on
         self.http_port: int | None = None
         self._loaded = digest(config_path)
         self._stopping = asyncio.Event()
@@ -134,12 +136,14 @@ class Daemon:
         if config.http.enabled:
             await stack.enter_async_context(self._http())
         await stack.enter_async_context(self._smtp())
+        if config.lmtp.enabled:
+            await stack.enter_async_context(self._lmtp())
         self._start_services()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         line = ready_line(config, self.smtp_address, self._web_base())
-        log.info("gateway.ready", line=line)
+        log.info("gateway.ready", line=line, loop=type(loop).__module__.split(".")[0])
         with contextlib.suppress(OSError):  # no stdout (closed, a gone pipe): the log has it
             print(line, flush=True)
         self.ready.set()
@@ -181,11 +185,36 @@ class Daemon:
             yield
         finally:
             log.info("shutdown.draining", in_flight=handler.in_flight)
-            handler.draining = True
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(config.smtp.pipeline_timeout + 5):
-                    await handler.idle.wait()
+            await drain(handler, server, config.smtp.pipeline_timeout + 5)
+
+    @contextlib.asynccontextmanager
+    async def _lmtp(self) -> AsyncIterator[None]:
+        """The LMTP listener (TCP or a unix socket), drained on the way out as SMTP's."""
+        config = self.config
+        handler = LmtpHandler(self.services.pipeline)
+        lmtp = config.lmtp
+        server = await start_lmtp(
+            handler,
+            hostname=config.hostname,
+            max_size=config.smtp.max_message_size,
+            host=lmtp.host,
+            port=lmtp.port,
+            path=lmtp.path,
+        )
+        if lmtp.path is not None:
+            self.lmtp_address = str(lmtp.path)
+            log.info("lmtp.listening", path=self.lmtp_address)
+        else:
+            host, port = server.sockets[0].getsockname()[:2]
+            self.lmtp_address = f"{host}:{port}"
+            log.info("lmtp.listening", host=host, port=port)
+        try:
+            yield
+        finally:
+            await drain(handler, server, config.smtp.pipeline_timeout + 5)
+            if lmtp.path is not None:
+                with contextlib.suppress(OSError):
+                    lmtp.path.unlink()
 
     @contextlib.asynccontextmanager
     async def _http(self) -> AsyncIterator[None]:
@@ -314,6 +343,7 @@ class Daemon:
                 "starttls": config.smtp.tls_cert is not None,
                 "require_tls": config.smtp.require_tls,
             },
+            "lmtp": self.lmtp_address,
             "http": (
                 {"host": config.http.host, "port": self.http_port}
                 if self.http_port is not None

@@ -44,7 +44,7 @@ __all__ = ["Authenticator", "DnsFailure", "trusted_id"]
 
 # Mail whose sender can be checked: what arrived from the outside world, and a saved
 # message ``route explain`` is asked about.
-CHECKED_SOURCES = frozenset({"smtp", "ingest", "imap", "explain"})
+CHECKED_SOURCES = frozenset({"smtp", "lmtp", "ingest", "imap", "explain"})
 
 
 # Signatures verified per message: each may cost a lookup, and a sender chooses how

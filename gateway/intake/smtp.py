@@ -9,8 +9,10 @@ default is a permanent 500, which would make the sender bounce the mail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -23,7 +25,7 @@ from parsers.types import RawMessage
 from routing.config import SmtpSettings
 from routing.verdicts import Reason
 
-__all__ = ["GatewaySMTP", "IntakeHandler", "start_smtp"]
+__all__ = ["GatewaySMTP", "IntakeHandler", "drain", "session_options", "start_smtp"]
 
 log = structlog.get_logger("gateway.smtp")
 _SHUTTING_DOWN = smtp_reply(defer(Reason.SHUTTING_DOWN))
@@ -122,25 +124,37 @@ class IntakeHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.counted():
+            raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
+            helo = str(session.host_name or "")
+            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+
+    @contextlib.contextmanager
+    def counted(self) -> Iterator[None]:
+        """One message in flight: a drain at shutdown waits for it to be answered."""
         self.in_flight += 1
         self.idle.clear()
         try:
-            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-            raw = RawMessage(
-                envelope=MailEnvelope(
-                    mail_from=_reverse_path(envelope.mail_from),
-                    rcpt_tos=tuple(envelope.rcpt_tos),
-                    peer=str(peer),
-                ),
-                data=bytes(envelope.original_content or b""),
-                source="smtp",
-            )
-            helo = str(session.host_name or "")
-            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+            yield
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
+
+    def raw_message(
+        self, session: Session, envelope: Envelope, rcpts: tuple[str, ...], source: str
+    ) -> RawMessage:
+        """The pipeline's input: the envelope as the client gave it, and the bytes."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        return RawMessage(
+            envelope=MailEnvelope(
+                mail_from=_reverse_path(envelope.mail_from),
+                rcpt_tos=rcpts,
+                peer=str(peer),
+            ),
+            data=bytes(envelope.original_content or b""),
+            source=source,
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         try:
@@ -159,6 +173,16 @@ class IntakeHandler:
     ) -> list[str]:
         session.host_name = hostname
         return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
+async def drain(handler: IntakeHandler, server: asyncio.Server, within: float) -> None:
+    """Stop accepting and let the messages in flight be answered (at most ``within`` seconds),
+    so their senders get a real answer, not a dropped connection."""
+    handler.draining = True
+    server.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await handler.idle.wait()
 
 
 def tls_context(settings: SmtpSettings | None) -> ssl.SSLContext | None:
@@ -189,17 +213,24 @@ async def start_smtp(
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
             handler,
-            data_size_limit=max_size,
-            hostname=hostname,
-            ident="helpdesk-gateway",
-            timeout=300,
-            decode_data=False,
-            enable_SMTPUTF8=True,
+            **session_options(hostname, max_size),
             tls_context=context,
             require_starttls=require,
         )
 
     return await loop.create_server(factory, host=host, port=port)
+
+
+def session_options(hostname: str, max_size: int) -> dict[str, Any]:
+    """aiosmtpd's settings for every session of ours, SMTP's and LMTP's alike."""
+    return {
+        "data_size_limit": max_size,
+        "hostname": hostname,
+        "ident": "helpdesk-gateway",
+        "timeout": 300,
+        "decode_data": False,
+        "enable_SMTPUTF8": True,
+    }
 
 
 def _reverse_path(address: str | None) -> str:

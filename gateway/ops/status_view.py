@@ -154,6 +154,8 @@ def render_extra(report: dict[str, Any]) -> list[str]:
         else ("STARTTLS offered" if ls["smtp"]["starttls"] else "no TLS")
     )
     lines.append(f"smtp     {bound}  {tls}")
+    if daemon.get("lmtp"):
+        lines.append(f"lmtp     {daemon['lmtp']}")
     http = daemon.get("http")
     lines.append(
         "http     "

@@ -23,6 +23,7 @@ __all__ = [
     "HttpSettings",
     "ImapMailbox",
     "LimitsConfig",
+    "LmtpSettings",
     "OutboundAccount",
     "OutboundSettings",
     "Queue",
@@ -168,6 +169,20 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LmtpSettings:
+    """The LMTP listener (RFC 2033) a local MTA hands mail to; off unless ``listen`` is
+    set. Size limit and pipeline timeout are [smtp]'s: it is the same intake."""
+
+    host: str = ""
+    port: int = 0
+    path: Path | None = None  # a unix socket instead of TCP
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None or bool(self.host)
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     """The web side: health, status and metrics (and, later, the clients' pages)."""
 
@@ -264,6 +279,10 @@ class GatewayConfig:
     # messages are auth=none), or "HOST:PORT" of a resolver; each lookup's timeout.
     dns_resolver: str = "system"
     dns_timeout: float = 5.0
+    lmtp: LmtpSettings = field(default_factory=LmtpSettings)
+    # The event loop: "asyncio", "uvloop" (the optional ``fast`` extra), or "auto":
+    # uvloop when it is installed.
+    loop: str = "auto"
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:

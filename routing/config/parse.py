@@ -22,6 +22,7 @@ from routing.config.model import (
     GatewayConfig,
     HttpSettings,
     LimitsConfig,
+    LmtpSettings,
     OutboundSettings,
     ScannerSettings,
     SmtpSettings,
@@ -35,12 +36,15 @@ __all__ = ["Parsed", "parse_config"]
 _SCANNER_ADDRESS = re.compile(r"(unix:)?/\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}")
 _RESOLVER = re.compile(r"(\[[0-9A-Fa-f:]+\]|[0-9.]+):\d{1,5}")
 _TABLES = {
-    "gateway", "smtp", "http", "scanner", "limits", "outbound", "tenants", "backup", "reports",
+    "gateway", "smtp", "lmtp", "http", "scanner", "limits", "outbound", "tenants", "backup",
+    "reports",
 }  # fmt: skip
 _GATEWAY_KEYS = {
     "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
     "watch_config", "instance", "lease_seconds", "blobs", "dns_resolver", "dns_timeout",
+    "loop",
 }  # fmt: skip
+_LOOPS = ("auto", "asyncio", "uvloop")
 _LISTEN = frozenset({"host", "port"})  # one ``listen = "HOST:PORT"`` key in the file
 
 
@@ -99,9 +103,13 @@ def parse_config(path: Path, text: str) -> Parsed:
     dns_timeout = c.take(g, "dns_timeout", "gateway", float, 5.0)
     if not 0 < dns_timeout <= 60:
         c.error("gateway.dns_timeout", "must be more than 0 and at most 60 seconds")
+    loop = c.take(g, "loop", "gateway", str, "auto")
+    if loop not in _LOOPS:
+        c.error("gateway.loop", "must be 'auto', 'asyncio' or 'uvloop'")
 
     http = _http(c, c.table(doc.get("http", {}), "http") or {})
     smtp = _smtp(c, c.table(doc.get("smtp", {}), "smtp") or {}, base_dir)
+    lmtp = _lmtp(c, c.table(doc.get("lmtp", {}), "lmtp") or {}, base_dir)
     scanner = _scanner(c, c.table(doc.get("scanner", {}), "scanner") or {})
     limits = _limits(c, c.table(doc.get("limits", {}), "limits") or {})
     outbound = _outbound(c, c.table(doc.get("outbound", {}), "outbound") or {}, base_dir)
@@ -128,6 +136,8 @@ def parse_config(path: Path, text: str) -> Parsed:
         blobs=blobs,
         dns_resolver=dns_resolver,
         dns_timeout=dns_timeout,
+        lmtp=lmtp,
+        loop=loop,
     )
     return Parsed(config, secret_file, c)
 
@@ -191,6 +201,31 @@ def _smtp(c: Checker, s: dict[str, Any], base_dir: Path) -> SmtpSettings:
     if cert and key:
         values.update(tls_cert=base_dir / cert, tls_key=base_dir / key)
     return SmtpSettings(host=host.strip("[]"), port=port, require_tls=require, **values)
+
+
+def _lmtp(c: Checker, s: dict[str, Any], base_dir: Path) -> LmtpSettings:
+    """``listen = "HOST:PORT"``, or a unix socket: ``"/path"`` or ``"unix:path"``
+    (relative to the config file's folder). Absent: no LMTP listener."""
+    c.unknown(s, {"listen"}, "lmtp")
+    listen = c.take(s, "listen", "lmtp", str, "")
+    if not listen:
+        return LmtpSettings()
+    if listen.startswith(("/", "unix:")):
+        path = listen.removeprefix("unix:")
+        if not path:
+            c.error("lmtp.listen", "unix: needs a socket path")
+            return LmtpSettings()
+        sock = base_dir / path
+        if not sock.parent.is_dir():
+            c.error("lmtp.listen", f"no such folder: {sock.parent}")
+        elif (sock.exists() or sock.is_symlink()) and not sock.is_socket():
+            c.error("lmtp.listen", f"{sock} exists and is not a socket")
+        return LmtpSettings(path=sock)
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        c.error("lmtp.listen", "expected HOST:PORT, /path/to/socket or unix:path")
+        return LmtpSettings()
+    return LmtpSettings(host=host.strip("[]"), port=int(port))
 
 
 def _scanner(c: Checker, sc: dict[str, Any]) -> ScannerSettings:

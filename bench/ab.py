@@ -1,0 +1,134 @@
+"""Before and after a change, in one run: figures 1 (K=1, K=32), 3 (LMTP) and 7.
+
+    python -m bench.ab --base /tmp/base-checkout [--runs 3] [--corpus 1000] [--mails 500]
+
+The machine is shared, so figures from two separate runs say little: this runs
+the gateway of ``--base`` (another checkout, e.g. ``git archive main | tar -x``)
+and this checkout's in alternating order, each time beside its own ceiling (the
+bare aiosmtpd sink, the bare aiosmtplib loop), and reports each side's ratio to
+that ceiling per round. The harness (load client, sinks, outbox fill) is this
+checkout's for both sides; only the gateway's code differs (``PYTHONPATH``).
+``--loops`` also measures this checkout on each event loop (asyncio, uvloop).
+Writes one JSON to stdout's last line and bench/results/ab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import fig_outbox, fig_pipe, fig_smtp
+from bench.common import ROOT, corpus, machine, summary, workdir, write_load
+
+
+def _side(root: Path | None, loop: str | None = None) -> None:
+    """Point the daemons this process starts at ``root``'s code (None: this checkout)."""
+    if root is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = str(root)
+    if loop is None:
+        os.environ.pop("GATEWAY_TEST_LOOP", None)
+    else:
+        os.environ["GATEWAY_TEST_LOOP"] = loop
+
+
+def _fig1(load: Path, levels: list[int], tmp: Path) -> dict[str, Any]:
+    out = fig_smtp._cells(load, levels, 1, ["sink", "gateway"], None, tmp)["cells"]
+    cells = {}
+    for k, cell in out.items():
+        gw = cell["gateway"]
+        cells[k] = {
+            "gateway_rate": gw["rate"]["median"],
+            "sink_rate": cell["sink"]["rate"]["median"],
+            "ratio": cell["ratio_gateway_sink"]["median"],
+            "cpu_us": (gw.get("server_cpu_us_per_msg") or {}).get("median"),
+            "sink_cpu_us": (cell["sink"].get("server_cpu_us_per_msg") or {}).get("median"),
+            "outbox_at_end": gw["outbox_at_end"][0],
+        }
+    return cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.ab")
+    ap.add_argument("--base", type=Path, required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--corpus", type=int, default=1000)
+    ap.add_argument("--mails", type=int, default=500)
+    ap.add_argument("--levels", default="1,32")
+    ap.add_argument("--loops", action="store_true")
+    args = ap.parse_args(argv)
+    levels = [int(k) for k in args.levels.split(",")]
+    sides: list[tuple[str, Path | None, str | None]] = [
+        ("before", args.base.resolve(), None),
+        ("after", None, None),
+    ]
+    if args.loops:
+        sides += [("after-asyncio", None, "asyncio"), ("after-uvloop", None, "uvloop")]
+    rounds: list[dict[str, Any]] = []
+    with workdir("ab") as tmp:
+        mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
+        load = write_load(mails, tmp / "load.pkl")
+        for r in range(args.runs):
+            order = sides if r % 2 == 0 else list(reversed(sides))
+            rnd: dict[str, Any] = {}
+            for name, root, loop in order:
+                _side(root, loop)
+                print(f"== round {r + 1}: {name}", flush=True)
+                res: dict[str, Any] = {"fig1": _fig1(load, levels, tmp / f"{name}-{r}")}
+                res["fig7"] = fig_outbox.fig7(args.mails, 1)
+                if name == "after":  # the LMTP listener exists only after
+                    res["fig3_lmtp"] = fig_pipe.fig3_lmtp(min(args.corpus, 600), 1)
+                rnd[name] = res
+            rounds.append(rnd)
+            _side(None)
+    doc = {
+        "command": shlex.join(["python", "-m", "bench.ab", *(argv or sys.argv[1:])]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "messages": len(mails),
+        "rounds": rounds,
+        "medians": medians(rounds),
+    }
+    path = ROOT / "bench" / "results" / "ab.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(doc["medians"]))
+    return 0
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per side, each figure's summary (median, min, max) over the rounds."""
+    out: dict[str, Any] = {}
+    for side in rounds[0]:
+        rs = [r[side] for r in rounds]
+        s: dict[str, Any] = {}
+        for k in rs[0]["fig1"]:
+            for key in ("gateway_rate", "sink_rate", "ratio", "cpu_us", "sink_cpu_us"):
+                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
+            s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
+        s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
+        s["fig7_ratio"] = _summary([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
+        s["fig7_ratio_reused"] = _summary(
+            [x["fig7"]["ratio_gateway_bare_reused"]["median"] for x in rs]
+        )
+        if "fig3_lmtp" in rs[0]:
+            for key in ("lmtp_rate", "smtp_rate", "ratio_lmtp_smtp"):
+                s[f"fig3_{key}"] = _summary([x["fig3_lmtp"][key]["median"] for x in rs])
+        out[side] = s
+    return out
+
+
+def _summary(values: list[float | None]) -> dict[str, Any] | None:
+    vals = [v for v in values if v is not None]
+    return summary(vals) if vals else None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
