@@ -36,7 +36,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from store.models import tickets
 
-__all__ = ["Hit", "in_models", "install", "query_terms", "search_tickets", "uninstall"]
+__all__ = [
+    "Hit",
+    "drop_deleted",
+    "in_models",
+    "install",
+    "query_terms",
+    "search_tickets",
+    "uninstall",
+]
 
 # Enough for any real query; a pasted page is cut here rather than run.
 MAX_TERMS = 16
@@ -196,6 +204,19 @@ def install(conn: Connection) -> None:
     """Create the index for this engine and fill it from the stored messages."""
     for sql in _PG_INSTALL if conn.dialect.name == "postgresql" else _SQLITE_INSTALL:
         conn.exec_driver_sql(sql)
+
+
+def drop_deleted(conn: Connection) -> None:
+    """Rewrite the SQLite index without the entries of deleted and changed rows.
+
+    FTS5 records a deletion as a marker and drops the old words only when its
+    segments merge; an erasure (store/privacy.py) must not leave a person's
+    words there, so it calls this in its own transaction ('optimize' merges
+    every segment, and secure_delete zeroes the freed pages). PostgreSQL keeps
+    no separate copy: the row's own tsvector went with the row.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("INSERT INTO message_search(message_search) VALUES ('optimize')")
 
 
 def uninstall(conn: Connection) -> None:
