@@ -230,3 +230,26 @@ def test_a_word_everywhere_still_finds_a_small_tenants_tickets(
     assert set(newest) == set(big[-5:])
     # The tenant's slug is how the index is narrowed, never a word that matches.
     assert _refs(db, "acme", "acme") == [] and _refs(db, "globex", "globex") == []
+
+
+def test_the_index_objects_are_there_at_head(db: str) -> None:
+    """A later migration that rebuilds ``messages`` (alembic batch mode on SQLite) drops
+    its triggers with the old table; it must call ``search.install`` again, or this fails."""
+    _search(db, "acme", "x")
+    engine = create_writer_engine(db)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                sql = "SELECT name FROM sqlite_master WHERE name LIKE 'message_search%'"
+                names = {r[0] for r in conn.execute(text(sql))}
+                assert {"message_search_ai", "message_search_ad", "message_search_au"} <= names
+            else:
+                sql = (
+                    "SELECT attgenerated FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+                    " AND attname = 'search_doc'"
+                )
+                assert conn.execute(text(sql)).scalar() == "s"
+                idx = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_search_doc'"
+                assert conn.execute(text(idx)).scalar() == 1
+    finally:
+        engine.dispose()
