@@ -106,11 +106,11 @@ _SQLITE_SEARCH = text(
 # 'simple': no stemming, as on SQLite. A message's text is cut at 200,000 characters
 # because a tsvector has a 1 MB limit and an oversized one would refuse the INSERT.
 _PG_DOC = """
-    setweight(to_tsvector('simple'::regconfig, coalesce(subject, '')), 'A')
-    || setweight(to_tsvector('simple'::regconfig, coalesce(from_addr, '') || ' '
+    to_tsvector('simple'::regconfig, coalesce(subject, '') || ' '
+        || coalesce(from_addr, '') || ' '
         || translate(coalesce(from_addr, ''), '@.+_-', '     ') || ' '
-        || coalesce(from_name, '')), 'B')
-    || setweight(to_tsvector('simple'::regconfig, left(coalesce(text, ''), 200000)), 'D')
+        || coalesce(from_name, '') || ' '
+        || left(coalesce(text, ''), 200000))
 """
 _PG_INSTALL = [
     # Adding a stored generated column rewrites the table: that is the backfill.
