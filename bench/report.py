@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 MiB = 2**20
 TEMPLATES = Path(__file__).parent / "templates"
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
 CORES = 2  # this machine's; the header names it
 
 
@@ -279,6 +279,16 @@ def _fig10(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fig11(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """Each engine's slowest query class at the median, against "well under a second"."""
+    worst = []
+    for engine, g in (("SQLite", f), ("PostgreSQL", f.get("postgresql"))):
+        if g:
+            name = max(g["cells"], key=lambda k, g=g: med(g["cells"][k]["p50_ms"]) or 0)
+            worst.append({"engine": engine, "query": name, "ms": med(g["cells"][name]["p50_ms"])})
+    return {"worst": worst}
+
+
 _FACTS = {
     "fig1": _fig1,
     "fig2": _fig2,
@@ -290,6 +300,7 @@ _FACTS = {
     "fig8": _fig8,
     "fig9": _fig9,
     "fig10": _fig10,
+    "fig11": _fig11,
 }
 
 
