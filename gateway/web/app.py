@@ -94,9 +94,7 @@ class _Admin:
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(
-                self.pool, bcrypt.checkpw, password.encode(), self.hash
-            )
+            ok = await loop.run_in_executor(self.pool, bcrypt.checkpw, password.encode(), self.hash)
         finally:
             self.waiting -= 1
         if ok:
