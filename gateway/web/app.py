@@ -94,7 +94,9 @@ class _Admin:
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(self.pool, bcrypt.checkpw, password.encode(), self.hash)
+            ok = await loop.run_in_executor(
+                self.pool, bcrypt.checkpw, password.encode(), self.hash
+            )
         finally:
             self.waiting -= 1
         if ok:
