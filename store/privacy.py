@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from store import search
 from store.models import (
     attachments,
     audit_events,
@@ -309,4 +310,6 @@ def erase_subject(
                     .values(actor=actor, detail=detail)
                 )
                 done.audit_redacted += 1
+    # 8. The search index forgets the old words now, not at its next merge.
+    search.drop_deleted(conn)
     return done
