@@ -155,7 +155,7 @@ def test_an_agent_signs_in_lists_filters_opens_and_downloads(desk: Daemon, sink:
     d = desk
     carol = send(
         d, "Carol <carol@client.test>", "Printer jammed",
-        body="The printer on floor 3 is jammed.\n\nOn Monday Carol wrote:\n> old history",
+        body="The printer on floor 3 is out of toner.\n\nOn Monday Carol wrote:\n> old history",
         attachments=[("jam report.pdf", "application/pdf", PDF)],
     )  # fmt: skip
     vip = send(d, "vic@bigcorp.example", "VIP outage")
@@ -189,6 +189,18 @@ def test_an_agent_signs_in_lists_filters_opens_and_downloads(desk: Daemon, sink:
     assert carol not in html
     _, html, _ = b.get("/a/acme/t/?list=nonsense&page=x&priority=<b>")  # a clear default
     assert vip in html
+
+    # The search box (store/search.py): text, sender and ref, with the filters on top.
+    _, html, _ = b.get("/a/acme/t/?q=Toner+floor")
+    assert carol in html and vip not in html and bill not in html
+    _, html, _ = b.get("/a/acme/t/?q=dora%40client.test")
+    assert bill in html and carol not in html
+    _, html, _ = b.get(f"/a/acme/t/?q={vip.lower()}")
+    assert vip in html and carol not in html
+    _, html, _ = b.get("/a/acme/t/?q=toner&priority=high")
+    assert carol not in html
+    code, html, _ = b.get("/a/acme/t/?q=%22%29+OR+NEAR%28*")  # FTS syntax is just words
+    assert code == 200 and carol not in html
 
     code, html, _ = b.get(f"/a/acme/t/{carol}")
     assert code == 200 and "floor 3" in html

@@ -133,7 +133,9 @@ class Daemon:
         self.site = ClientSite(
             config, services.writer, services.pipeline, services.blobs, services.delivery.wake
         )
-        self.desk = DeskSite(config, services.writer, services.blobs, services.delivery.wake)
+        self.desk = DeskSite(
+            config, services.writer, services.engine, services.blobs, services.delivery.wake
+        )
         if config.http.enabled:
             await stack.enter_async_context(self._http())
         await stack.enter_async_context(self._smtp())

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import Clock
 from gateway.web.client import fold_quotes
@@ -42,9 +43,12 @@ from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import desk, repos
 from store.blobs import BlobStore
+from store.search import search_tickets
 from store.writer import Writer
 
-__all__ = ["DeskSite"]
+__all__ = ["SEARCH_LIMIT", "DeskSite"]
+
+SEARCH_LIMIT = 50  # search hits shown, best first: one page, no paging through the rest
 
 
 class DeskSite(SignIn):
@@ -59,11 +63,13 @@ class DeskSite(SignIn):
         self,
         config: GatewayConfig,
         writer: Writer,
+        engine: AsyncEngine,
         blobs: BlobStore,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
         super().__init__(config, writer, wake, clock)
+        self.engine = engine  # reads for the search box: beside the writer, not through it
         self.blobs = blobs
 
     def routes(self, app: web.Application) -> None:
@@ -102,7 +108,12 @@ class DeskSite(SignIn):
         q = ListQuery.parse(request.query, tenant)
         now = self.clock()
         where = q.store_filter(agent.address)
-        if q.view == "closed":
+        if q.search:
+            rows = [r for r in await self._search(tenant, q.search) if q.keeps(r)]
+            for r in rows:
+                r["sla"] = sla_of(tenant, r, now)
+            total = len(rows)
+        elif q.view == "closed":
             page = ((q.page - 1) * PAGE_SIZE, PAGE_SIZE)
             rows, total = await self.writer.submit(
                 lambda conn: desk.desk_tickets(conn, tenant.slug, where, page)
@@ -135,6 +146,14 @@ class DeskSite(SignIn):
             prev_url=q.url(base, page=q.page - 1) if q.page > 1 else "",
             next_url=q.url(base, page=q.page + 1) if q.page < pages else "",
         )  # fmt: skip
+
+    async def _search(self, tenant: Tenant, text: str) -> list[dict[str, Any]]:
+        """The search box: store/search.py's hits (best first, at most SEARCH_LIMIT) as
+        list rows, on a reader connection so a search never queues in the writer."""
+        async with self.engine.connect() as conn:
+            hits = await search_tickets(conn, tenant.slug, text, limit=SEARCH_LIMIT)
+            ids = [h.ticket_id for h in hits]
+            return await conn.run_sync(lambda c: desk.desk_rows(c, tenant.slug, ids))
 
     async def ticket(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)

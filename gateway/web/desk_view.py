@@ -36,6 +36,7 @@ class ListQuery:
     tag: str = ""
     priority: str = ""
     page: int = 1
+    search: str = ""  # the search box (store/search.py); set, it replaces the list
 
     @classmethod
     def parse(cls, query: Mapping[str, str], tenant: Tenant) -> ListQuery:
@@ -52,7 +53,16 @@ class ListQuery:
             tag=query.get("tag", "").strip()[:64],
             priority=priority if priority in PRIORITIES else "",
             page=page,
+            search=" ".join(query.get("q", "").split())[:200],
         )  # fmt: skip
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        """Whether a search hit passes the form's filters (the lists filter in SQL)."""
+        return (
+            (not self.queue or row["queue"] == self.queue)
+            and (not self.priority or row["priority"] == self.priority)
+            and (not self.tag or self.tag in row["tags"])
+        )
 
     def store_filter(self, agent: str) -> DeskFilter:
         return DeskFilter(
@@ -69,7 +79,13 @@ class ListQuery:
         from urllib.parse import urlencode
 
         q = replace(self, **change)
-        params = {"list": q.view, "queue": q.queue, "tag": q.tag, "priority": q.priority}
+        params = {
+            "q": q.search,
+            "list": q.view,
+            "queue": q.queue,
+            "tag": q.tag,
+            "priority": q.priority,
+        }
         params = {k: v for k, v in params.items() if v}
         if q.page > 1:
             params["page"] = str(q.page)
