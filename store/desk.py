@@ -171,7 +171,11 @@ def desk_ticket(conn: Connection, tenant: str, ref: str) -> dict[str, Any] | Non
             attachments.c.content_type,
         )
         .join(messages, messages.c.id == attachments.c.message_id)
-        .where(attachments.c.tenant == tenant, messages.c.ticket_id == tid)
+        .where(
+            attachments.c.tenant == tenant,
+            messages.c.tenant == tenant,
+            messages.c.ticket_id == tid,
+        )
         .order_by(attachments.c.message_id, attachments.c.position)
     ):
         files.setdefault(a.message_id, []).append(dict(a._mapping))
@@ -211,6 +215,7 @@ def desk_attachment(conn: Connection, tenant: str, ref: str, sha256: str) -> dic
         .where(
             tickets.c.tenant == tenant,
             tickets.c.ref == ref,
+            messages.c.tenant == tenant,
             attachments.c.tenant == tenant,
             attachments.c.sha256 == sha256,
         )
