@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, machine
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig10", "fig11")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Counts:
     fig9_max_runs: int = 3  # 4 cases x 2 levels per run, ~90 s a run: 3 keep it near 5 min
     fig9_levels: list[int] = field(default_factory=lambda: [8, 32])
     fig9_instances: list[int] = field(default_factory=lambda: [1, 2, 3])
+    fig11_messages: int = 1_000_000
+    fig11_rounds: int = 20
+    fig11_budget_s: float = 900.0  # the fill stops here and says how far it got
 
 
 SMOKE = Counts(
@@ -82,6 +85,8 @@ SMOKE = Counts(
     fig9_corpus=40,
     fig9_levels=[4],
     fig9_instances=[1, 2],
+    fig11_messages=2000,
+    fig11_rounds=2,
 )
 
 
@@ -93,6 +98,7 @@ def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]
         fig_outbox,
         fig_pipe,
         fig_replies,
+        fig_search,
         fig_smtp,
         fig_threading,
         fig_web,
@@ -123,6 +129,8 @@ def run_figure(name: str, c: Counts, runs: int, results: Path) -> dict[str, Any]
         )
     if name == "fig10":
         return fig_replies.fig10()  # a score, not a timing: one pass is the figure
+    if name == "fig11":
+        return fig_search.fig11(c.fig11_messages, c.fig11_rounds, runs, c.fig11_budget_s)
     raise ValueError(name)
 
 

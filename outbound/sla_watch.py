@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -19,7 +20,7 @@ from routing.sla import ClockState, SlaPolicy, assess, format_duration
 from routing.tokens import make_token
 from store import clocks, repos
 
-__all__ = ["Notice", "check_sla", "clock_states", "due_notices"]
+__all__ = ["Notice", "check_sla", "clock_states", "due_notices", "ticket_sla"]
 
 _LABEL = {"first_response": "first response", "resolution": "resolution"}
 
@@ -42,6 +43,41 @@ def clock_states(policy: SlaPolicy, ticket: dict[str, object], now: datetime) ->
         resolved_at=ticket["resolved_at"],  # type: ignore[arg-type]
         pauses=ticket["pauses"],  # type: ignore[arg-type]
     )
+
+
+# A ticket is listed under the clock that most needs an agent now: a running breach,
+# then a warning, waiting on the client, running; only then a stopped clock's verdict.
+_WORST = ("breached", "warning", "paused", "running", "missed", "met")
+
+
+def ticket_sla(tenant: Tenant, ticket: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """A ticket's SLA for a list or a page (CLI, status, agents' desk); None: no SLA.
+
+    ``ticket`` is a row of ``store.clocks``. ``state`` is the most urgent
+    clock's (breached, warning, paused, running, missed, met), ``due_at`` the next
+    moment a running clock runs out, and ``clocks`` each clock with its numbers.
+    """
+    if tenant.sla is None:
+        return None
+    policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
+    states = clock_states(policy, ticket, now)
+    if not states:
+        return None
+    dues = [s.due_at for s in states if s.due_at is not None]
+    return {
+        "state": min((s.state for s in states), key=_WORST.index),
+        "due_at": min(dues).isoformat() if dues else None,
+        "clocks": [
+            {
+                "clock": s.clock,
+                "state": s.state,
+                "elapsed_seconds": round(s.elapsed),
+                "target_seconds": round(s.target),
+                "due_at": s.due_at.isoformat() if s.due_at else None,
+            }
+            for s in states
+        ],
+    }
 
 
 def due_notices(conn: Connection, config: GatewayConfig, now: datetime) -> list[Notice]:

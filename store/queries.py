@@ -5,6 +5,7 @@ Like the repositories, every function is scoped by tenant.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.models import attachments, audit_events, messages, participants, tickets
 
-__all__ = ["list_tickets", "tenants_in_store", "ticket_detail"]
+__all__ = ["audit_trail", "list_tickets", "status_history", "tenants_in_store", "ticket_detail"]
 
 
 def _iso(value: Any) -> str | None:
@@ -25,10 +26,37 @@ async def tenants_in_store(conn: AsyncConnection) -> list[str]:
     return [r for (r,) in rows]
 
 
-async def list_tickets(conn: AsyncConnection, tenant: str) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        select(tickets).where(tickets.c.tenant == tenant).order_by(tickets.c.number)
-    )
+async def list_tickets(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    assignee: str | None = None,
+    since: datetime | None = None,
+    ids: set[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The tenant's tickets by number, narrowed by whichever filters are given.
+
+    ``assignee=""`` means unassigned; ``since`` keeps tickets with activity (a
+    message or a change, ``updated_at``) at or after it; ``ids`` keeps only those.
+    """
+    where = [tickets.c.tenant == tenant]
+    if status is not None:
+        where.append(tickets.c.status == status)
+    if queue is not None:
+        where.append(tickets.c.queue == queue)
+    if assignee == "":
+        where.append(tickets.c.assignee.is_(None))
+    elif assignee is not None:
+        where.append(tickets.c.assignee == assignee)
+    if since is not None:
+        where.append(tickets.c.updated_at >= since)
+    if ids is not None:
+        if not ids:
+            return []
+        where.append(tickets.c.id.in_(sorted(ids)))
+    rows = await conn.execute(select(tickets).where(*where).order_by(tickets.c.number))
     return [
         {
             "id": r.id,
@@ -37,8 +65,73 @@ async def list_tickets(conn: AsyncConnection, tenant: str) -> list[dict[str, Any
             "subject": r.subject,
             "status": r.status,
             "queue": r.queue,
+            "priority": r.priority,
+            "assignee": r.assignee,
+            "category": r.category,
+            "tags": list(r.tags or []),
             "created_at": _iso(r.created_at),
             "updated_at": _iso(r.updated_at),
+        }
+        for r in rows
+    ]
+
+
+async def audit_trail(
+    conn: AsyncConnection,
+    tenant: str,
+    *,
+    ticket_id: int | None = None,
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The tenant's audit events, oldest first, with the ref of each one's ticket."""
+    where = [audit_events.c.tenant == tenant]
+    if ticket_id is not None:
+        where.append(audit_events.c.ticket_id == ticket_id)
+    if since is not None:
+        where.append(audit_events.c.created_at >= since)
+    rows = await conn.execute(
+        select(audit_events, tickets.c.ref)
+        .outerjoin(
+            tickets, (tickets.c.id == audit_events.c.ticket_id) & (tickets.c.tenant == tenant)
+        )
+        .where(*where)
+        .order_by(audit_events.c.id)
+    )
+    return [
+        {
+            "at": _iso(r.created_at),
+            "ticket": r.ref,
+            "action": r.action,
+            "actor": r.actor,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]
+
+
+async def status_history(
+    conn: AsyncConnection, tenant: str, ticket_id: int
+) -> list[dict[str, Any]]:
+    """Each status the ticket had, from the audit log: opened, then every change."""
+    rows = await conn.execute(
+        select(
+            audit_events.c.action,
+            audit_events.c.actor,
+            audit_events.c.detail,
+            audit_events.c.created_at,
+        )
+        .where(
+            audit_events.c.tenant == tenant,
+            audit_events.c.ticket_id == ticket_id,
+            audit_events.c.action.in_(("ticket.created", "ticket.status")),
+        )
+        .order_by(audit_events.c.id)
+    )
+    return [
+        {
+            "status": "open" if r.action == "ticket.created" else (r.detail or {}).get("to"),
+            "at": _iso(r.created_at),
+            "by": r.actor,
         }
         for r in rows
     ]
@@ -120,8 +213,16 @@ async def ticket_detail(
         "subject": t.subject,
         "status": t.status,
         "queue": t.queue,
+        "priority": t.priority,
+        "assignee": t.assignee,
+        "category": t.category,
+        "tags": list(t.tags or []),
         "created_at": _iso(t.created_at),
         "updated_at": _iso(t.updated_at),
+        "first_response_at": _iso(t.first_response_at),
+        "first_response_by": t.first_response_by,
+        "resolved_at": _iso(t.resolved_at),
+        "status_history": await status_history(conn, tenant, int(t.id)),
         "participants": [{"address": a, "name": n, "role": r} for a, n, r in people],
         "messages": out_msgs,
         "problems": [{"action": a, "detail": d, "created_at": _iso(c)} for a, d, c in problems],

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,28 +48,32 @@ __all__ = [
 
 # Enough for any real query; a pasted page is cut here rather than run.
 MAX_TERMS = 16
+# How many of the newest matching messages are ranked. A word in half of a store of a
+# million messages would otherwise rank half a million rows on every search; the
+# window keeps that bounded (BENCHMARKS.md, figure 11), and a rarer query is ranked whole.
+WINDOW = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 # --- SQLite: FTS5 over messages (external content), kept by triggers --------------
-_FTS_COLUMNS = "subject, text, from_addr, from_name"
+_FTS_COLUMNS = "subject, text, from_addr, from_name, tenant"
 _SQLITE_INSTALL = [
     f"""CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5(
         {_FTS_COLUMNS}, content='messages', content_rowid='id',
         tokenize='unicode61 remove_diacritics 0')""",
     f"""CREATE TRIGGER IF NOT EXISTS message_search_ai AFTER INSERT ON messages BEGIN
         INSERT INTO message_search(rowid, {_FTS_COLUMNS})
-        VALUES (new.id, new.subject, new.text, new.from_addr, new.from_name);
+        VALUES (new.id, new.subject, new.text, new.from_addr, new.from_name, new.tenant);
     END""",
     f"""CREATE TRIGGER IF NOT EXISTS message_search_ad AFTER DELETE ON messages BEGIN
         INSERT INTO message_search(message_search, rowid, {_FTS_COLUMNS})
-        VALUES ('delete', old.id, old.subject, old.text, old.from_addr, old.from_name);
+        VALUES ('delete', old.id, old.subject, old.text, old.from_addr, old.from_name, old.tenant);
     END""",
     f"""CREATE TRIGGER IF NOT EXISTS message_search_au
         AFTER UPDATE OF subject, text, from_addr, from_name ON messages BEGIN
         INSERT INTO message_search(message_search, rowid, {_FTS_COLUMNS})
-        VALUES ('delete', old.id, old.subject, old.text, old.from_addr, old.from_name);
+        VALUES ('delete', old.id, old.subject, old.text, old.from_addr, old.from_name, old.tenant);
         INSERT INTO message_search(rowid, {_FTS_COLUMNS})
-        VALUES (new.id, new.subject, new.text, new.from_addr, new.from_name);
+        VALUES (new.id, new.subject, new.text, new.from_addr, new.from_name, new.tenant);
     END""",
     # Fills the index from the rows already there (a no-op on an empty store).
     "INSERT INTO message_search(message_search) VALUES ('rebuild')",
@@ -80,12 +84,19 @@ _SQLITE_UNINSTALL = [
     "DROP TRIGGER IF EXISTS message_search_ai",
     "DROP TABLE IF EXISTS message_search",
 ]
-# bm25 weights per column (subject, text, from_addr, from_name), lower is better;
-# MATERIALIZED because bm25() only runs in the MATCH query itself, not flattened.
-_SQLITE_SEARCH = text(
+# The newest WINDOW messages that match are ranked (bm25, per column: subject, text,
+# from_addr, from_name, tenant; lower is better), best message per ticket.
+# MATERIALIZED: bm25() only runs in the MATCH query itself, not flattened into the join.
+# First the window is the whole store's newest matches, which FTS5 reads newest first,
+# stopping early. Only when that window was full and held too few of this tenant's
+# tickets is it taken again with the tenant in the MATCH (intersecting with a large
+# tenant's every message costs more than the first try, so it comes second). A slug
+# may share its first word with another's ("acme", "acme-eu"): the join checks it.
+_SQLITE_SEARCH_TEXT = text(
     """WITH f AS MATERIALIZED (
-        SELECT rowid AS id, bm25(message_search, 8.0, 1.0, 4.0, 4.0) AS score
-        FROM message_search WHERE message_search MATCH :q)
+        SELECT rowid AS id, bm25(message_search, 8.0, 1.0, 4.0, 4.0, 0.0) AS score
+        FROM message_search WHERE message_search MATCH :q
+        ORDER BY rowid DESC LIMIT :window)
     SELECT m.ticket_id AS ticket_id, MIN(f.score) AS score
     FROM f JOIN messages AS m ON m.id = f.id
     WHERE m.tenant = :tenant AND m.ticket_id IS NOT NULL
@@ -113,10 +124,14 @@ _PG_UNINSTALL = [
     "ALTER TABLE messages DROP COLUMN IF EXISTS search_doc",
 ]
 _PG_SEARCH = text(
-    """SELECT m.ticket_id AS ticket_id, MAX(ts_rank(m.search_doc, q)) AS score
-    FROM messages AS m, plainto_tsquery('simple'::regconfig, :q) AS q
-    WHERE m.search_doc @@ q AND m.tenant = :tenant AND m.ticket_id IS NOT NULL
-    GROUP BY m.ticket_id ORDER BY score DESC, m.ticket_id DESC LIMIT :limit"""
+    """WITH f AS MATERIALIZED (
+        SELECT m.ticket_id, m.search_doc FROM messages AS m
+        WHERE m.search_doc @@ plainto_tsquery('simple'::regconfig, :q)
+          AND m.tenant = :tenant AND m.ticket_id IS NOT NULL
+        ORDER BY m.id DESC LIMIT :window)
+    SELECT f.ticket_id AS ticket_id,
+        MAX(ts_rank(f.search_doc, plainto_tsquery('simple'::regconfig, :q))) AS score
+    FROM f GROUP BY f.ticket_id ORDER BY score DESC, f.ticket_id DESC LIMIT :limit"""
 )
 
 _OUTSIDE_TABLES = re.compile(r"^message_search(_(data|idx|docsize|config|content))?$")
@@ -138,6 +153,10 @@ def query_terms(query: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(query)][:MAX_TERMS]
 
 
+# The columns a query's words are looked for in (never the tenant's slug).
+_TEXT = "{subject text from_addr from_name}"
+
+
 def _fts5_query(terms: list[str]) -> str:
     # Each word quoted: whatever the user typed (AND, NEAR, "*", ":") is a word, never
     # FTS5 syntax, so no input can make the query fail to parse.
@@ -152,8 +171,10 @@ async def search_tickets(
     Searched: each message's subject, text and sender (address and display
     name), and the ticket refs of the tenant (a ref typed whole, any case, is
     the first hit). All words must match within one message; no stemming, no
-    prefixes. Agents' view: internal notes and every participant's mail count,
-    so this is never for a client's pages. An empty query finds nothing.
+    prefixes. Ranked among the newest ``WINDOW`` matching messages: a word
+    that is everywhere finds the recent tickets, not the best of all time.
+    Agents' view: internal notes and every participant's mail count, so this
+    is never for a client's pages. An empty query finds nothing.
     ``limit`` caps the tickets returned (1..1000).
     """
     limit = max(1, min(int(limit), 1000))
@@ -161,19 +182,21 @@ async def search_tickets(
     if not terms:
         return []
     named = await _by_ref(conn, tenant, query)
+    params = {"tenant": tenant, "limit": limit, "window": WINDOW}
     if conn.dialect.name == "postgresql":
-        stmt, q = _PG_SEARCH, " ".join(terms)
+        rows = (await conn.execute(_PG_SEARCH, {**params, "q": " ".join(terms)})).all()
     else:
-        stmt, q = _SQLITE_SEARCH, _fts5_query(terms)
-    ranked = [
-        int(r.ticket_id)
-        for r in await conn.execute(stmt, {"q": q, "tenant": tenant, "limit": limit})
-    ]
+        words = f"{_TEXT} : ({_fts5_query(terms)})"
+        rows = (await conn.execute(_SQLITE_SEARCH_TEXT, {**params, "q": words})).all()
+        if len(rows) < limit and (await _window_full(conn, words)):
+            mine = f"tenant : {_fts5_query([tenant])} AND {words}"
+            rows = (await conn.execute(_SQLITE_SEARCH_TEXT, {**params, "q": mine})).all()
+    ranked = [int(r.ticket_id) for r in rows]
     by_ref = {h.ticket_id for h in named}
     ids = ([h.ticket_id for h in named] + [t for t in ranked if t not in by_ref])[:limit]
     if not ids:
         return []
-    rows = {
+    found = {
         int(r.id): r
         for r in await conn.execute(
             select(tickets.c.id, tickets.c.ref, tickets.c.subject, tickets.c.status).where(
@@ -182,19 +205,37 @@ async def search_tickets(
         )
     }
     return [
-        Hit(t, rows[t].ref, rows[t].subject, rows[t].status, t in by_ref) for t in ids if t in rows
+        Hit(t, found[t].ref, found[t].subject, found[t].status, t in by_ref)
+        for t in ids
+        if t in found
     ]
 
 
+async def _window_full(conn: AsyncConnection, words: str) -> bool:
+    """Whether more messages match than the window holds (the store's, any tenant)."""
+    found = await conn.execute(
+        text(
+            "SELECT count(*) FROM (SELECT 1 FROM message_search WHERE message_search MATCH :q "
+            "LIMIT :window)"
+        ),
+        {"q": words, "window": WINDOW},
+    )
+    return int(found.scalar_one()) >= WINDOW
+
+
 async def _by_ref(conn: AsyncConnection, tenant: str, query: str) -> list[Hit]:
-    """The tickets whose ref is one of the query's whitespace-separated words."""
+    """The tickets whose ref is one of the query's whitespace-separated words.
+
+    Refs are stored in upper case (``PREFIX-N``), so the unique (tenant, ref)
+    index answers this; an upper() around the column would read every ticket.
+    """
     words = {w.strip(".,;:()[]<>#\"'").upper() for w in query.split()[:MAX_TERMS]}
     words = {w for w in words if "-" in w}
     if not words:
         return []
     rows = await conn.execute(
         select(tickets.c.id, tickets.c.ref, tickets.c.subject, tickets.c.status)
-        .where(tickets.c.tenant == tenant, func.upper(tickets.c.ref).in_(sorted(words)))
+        .where(tickets.c.tenant == tenant, tickets.c.ref.in_(sorted(words)))
         .order_by(tickets.c.id.desc())
     )
     return [Hit(int(r.id), r.ref, r.subject, r.status, True) for r in rows]

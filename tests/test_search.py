@@ -205,3 +205,51 @@ def test_the_migration_fills_the_index_for_messages_stored_before_it(db: str) ->
     finally:
         engine.dispose()
     assert _refs(db, "acme", "before") == [ref]  # _search upgrades first
+
+
+def test_a_word_everywhere_still_finds_a_small_tenants_tickets(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the newest WINDOW matches are ranked; a tenant crowded out of that window
+    by a larger one is searched again on its own (a smaller window shows it here)."""
+    monkeypatch.setattr(search, "WINDOW", 5)
+    _search(db, "acme", "x")
+    engine = create_writer_engine(db)
+    try:
+        with engine.begin() as conn:
+            small = _open(conn, "globex", "GLOBEX", "Printer", "old printer", "g@x.test")
+            big = [
+                _open(conn, "acme", "ACME", f"Printer {i}", "printer again", f"a{i}@x.test")
+                for i in range(8)
+            ]
+    finally:
+        engine.dispose()
+    assert _refs(db, "globex", "printer") == [small]
+    newest = _refs(db, "acme", "printer", limit=50)
+    assert len(newest) == 5 and set(newest) <= set(big)  # the window: the newest five
+    assert set(newest) == set(big[-5:])
+    # The tenant's slug is how the index is narrowed, never a word that matches.
+    assert _refs(db, "acme", "acme") == [] and _refs(db, "globex", "globex") == []
+
+
+def test_the_index_objects_are_there_at_head(db: str) -> None:
+    """A later migration that rebuilds ``messages`` (alembic batch mode on SQLite) drops
+    its triggers with the old table; it must call ``search.install`` again, or this fails."""
+    _search(db, "acme", "x")
+    engine = create_writer_engine(db)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                sql = "SELECT name FROM sqlite_master WHERE name LIKE 'message_search%'"
+                names = {r[0] for r in conn.execute(text(sql))}
+                assert {"message_search_ai", "message_search_ad", "message_search_au"} <= names
+            else:
+                sql = (
+                    "SELECT attgenerated FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+                    " AND attname = 'search_doc'"
+                )
+                assert conn.execute(text(sql)).scalar() == "s"
+                idx = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_messages_search_doc'"
+                assert conn.execute(text(idx)).scalar() == 1
+    finally:
+        engine.dispose()

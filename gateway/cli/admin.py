@@ -25,7 +25,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     pc = sub.add_parser("config", parents=[common], help="check the config file")
     csub = pc.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    pcc = csub.add_parser("check", parents=[common])
+    pcc = csub.add_parser(
+        "check", parents=[common], help="every error with its file, line and key; exit 1"
+    )
     pcc.add_argument("path", nargs="?", type=Path)
     pcc.set_defaults(func=_config_check)
 
@@ -37,7 +39,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     pd = sub.add_parser("db", parents=[common], help="database maintenance")
     dsub = pd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    dsub.add_parser("upgrade", parents=[common]).set_defaults(func=_db_upgrade)
+    dsub.add_parser(
+        "upgrade", parents=[common], help="bring the schema to the newest migration"
+    ).set_defaults(func=_db_upgrade)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``gateway gdpr export|erase|hash`` and ``gateway purge``: the privacy policy's commands.
+"""``gateway gdpr export|erase|rectify|hash`` and ``gateway purge``: the privacy policy's commands.
 
 Which command serves which right is in docs/privacy.md. Each prints what it
 did (or, for ``purge --dry-run``, what it would do) and leaves an audit
@@ -33,6 +33,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--no-verify", action="store_true", help="skip searching the data directory afterwards"
     )
     ph = gsub.add_parser("hash", help="the pseudonym of EMAIL in tombstones and logs")
+    pc = gsub.add_parser(
+        "rectify", help="correct a person's address or name on every row of a tenant"
+    )
+    pc.add_argument("--tenant", required=True, metavar="SLUG")
+    pc.add_argument("--address", required=True, metavar="OLD", help="the address as stored")
+    pc.add_argument("--new-address", default=None, metavar="NEW", help="the correct address")
+    pc.add_argument("--name", default=None, help="the correct display name")
     for p in (pe, pr, ph):
         p.add_argument("email")
         if p is not ph:
@@ -41,7 +48,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pp.add_argument("--dry-run", action="store_true", help="print what would go, change nothing")
     pp.add_argument("--tenant", default=None, metavar="SLUG")
     pp.set_defaults(func=_purge)
-    for p, func in ((pe, _export), (pr, _erase), (ph, _hash)):
+    for p, func in ((pe, _export), (pr, _erase), (ph, _hash), (pc, _rectify)):
         add_config_option(p)
         p.set_defaults(func=func)
 
@@ -71,6 +78,50 @@ def _erase(args: argparse.Namespace) -> int:
     if email in tenant.addresses:
         raise CommandError(f"{email} is an address of tenant {tenant.slug!r}, not a person")
     return asyncio.run(_erase_of(config, tenant, email, verify=not args.no_verify))
+
+
+def _rectify(args: argparse.Namespace) -> int:
+    config = load(args)
+    tenant = _tenant(config, args.tenant)
+    old = _address(args.address)
+    new = _address(args.new_address) if args.new_address is not None else None
+    name = " ".join(args.name.split()) if args.name is not None else None
+    if new is None and name is None:
+        raise CommandError("nothing to correct: give --new-address, --name or both")
+    if new == old:
+        new = None
+    for addr in (old, new):
+        if addr is not None and addr in tenant.addresses:
+            raise CommandError(f"{addr} is an address of tenant {tenant.slug!r}, not a person")
+    return asyncio.run(_rectify_of(config, tenant, old, new, name))
+
+
+async def _rectify_of(
+    config: GatewayConfig, tenant: Tenant, old: str, new: str | None, name: str | None
+) -> int:
+    from gateway.ops.gdpr import rectify
+
+    async with _services(config) as services:
+        done = await rectify(services, config, tenant, old, new, name)
+    if not done.total:
+        raise CommandError(f"nothing held about {old} in {tenant.slug}", os.EX_NOINPUT)
+    what = (
+        " and ".join(
+            x
+            for x in (f"address to {new}" if new else "", f"name to {name!r}" if name else "")
+            if x
+        )
+        or "name (cleared)"
+    )
+    c = done.counts()
+    print(f"corrected {old} in {tenant.slug}: {what}")
+    print(
+        f"  participation rows: {c['participation']}, messages they sent: {c['messages_from']}, "
+        f"messages addressed to them: {c['messages_addressed']}, tickets (assignee, first "
+        f"responder): {c['tickets']}, sign-in links, sessions and bounce marks deleted: "
+        f"{c['sign_in_rows_deleted']}"
+    )
+    return 0
 
 
 def _address(value: str) -> str:

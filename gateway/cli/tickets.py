@@ -1,4 +1,9 @@
-"""``gateway tickets list|show|dump``: read the store without a running daemon."""
+"""``gateway tickets list|show|dump`` and ``gateway audit``: read the store without a daemon.
+
+What an agent's desk shows, for whoever has a shell: each ticket's priority,
+assignee, tags and SLA, filters to find the breached ones, full-text search
+(store/search.py), and the audit trail. ``--json`` prints what scripts read.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,47 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.cli.common import load, open_read
 from gateway.cli.errors import CommandError
-from routing.config import GatewayConfig
+from routing.config import GatewayConfig, Tenant
+from routing.sla import format_duration, parse_duration
 
 __all__ = ["add_parsers"]
+
+# Search hits a filtered list looks through; more than an admin reads in a terminal.
+SEARCH_LIMIT = 1000
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pt = sub.add_parser("tickets", parents=[common], help="list, show or dump tickets")
     tsub = pt.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
-    pl = tsub.add_parser("list", parents=[common])
+    pl = tsub.add_parser(
+        "list", parents=[common], help="tickets with priority, assignee, tags and SLA due"
+    )
     pl.add_argument("--tenant", default=None, metavar="SLUG")
+    pl.add_argument("--status", choices=("open", "closed"), default=None)
+    pl.add_argument("--queue", default=None, metavar="NAME")
+    pl.add_argument(
+        "--assignee", default=None, metavar="ADDRESS", help="an agent, or 'none' for unassigned"
+    )
+    pl.add_argument("--tag", default=None, metavar="TAG")
+    pl.add_argument("--breached", action="store_true", help="open tickets past an SLA target")
+    pl.add_argument("--at-risk", action="store_true", help="open tickets close to an SLA target")
+    pl.add_argument(
+        "--search", default=None, metavar="TEXT", help="words in subject, text, sender or ref"
+    )
+    pl.add_argument(
+        "--since",
+        default=None,
+        metavar="WHEN",
+        help="activity since a date (2027-01-20, 2027-01-20T09:00) or a while ago (7d, 12h)",
+    )
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_run(_list))
-    ps = tsub.add_parser("show", parents=[common])
+    ps = tsub.add_parser("show", parents=[common], help="one ticket: messages, clocks, history")
     ps.add_argument("ref")
     ps.add_argument("--json", action="store_true")
     ps.add_argument(
@@ -32,7 +61,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="print each message whole, quoted history included (by default it is folded)",
     )
     ps.set_defaults(func=_run(_show))
-    tsub.add_parser("dump", parents=[common]).set_defaults(func=_run(_dump))
+    tsub.add_parser(
+        "dump", parents=[common], help="every ticket in full, as one JSON array"
+    ).set_defaults(func=_run(_dump))
+    pa = sub.add_parser("audit", parents=[common], help="print the audit trail")
+    who = pa.add_mutually_exclusive_group(required=True)
+    who.add_argument("--ticket", default=None, metavar="REF")
+    who.add_argument("--tenant", default=None, metavar="SLUG")
+    pa.add_argument("--since", default=None, metavar="WHEN", help="as for tickets list")
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=_run(_audit))
 
 
 _Action = Callable[[GatewayConfig, Any, argparse.Namespace], Awaitable[int]]
@@ -57,27 +95,154 @@ def _run(action: _Action) -> Callable[[argparse.Namespace], int]:
     return command
 
 
-async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
-    from store.queries import list_tickets
+def _now() -> datetime:
+    from gateway.clock import system_clock
 
-    if args.tenant and config.tenant(args.tenant) is None:
-        raise CommandError(f"unknown tenant {args.tenant!r}")
-    slugs = [args.tenant] if args.tenant else [t.slug for t in config.tenants]
-    rows = [row for s in slugs for row in await list_tickets(conn, s)]
+    return system_clock()().astimezone(UTC)
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """``--since``: an ISO date or time (UTC unless it says), or a while ago (7d, 12h, 1h30m)."""
+    seconds = parse_duration(value)
+    if seconds is not None:
+        return now - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise CommandError(
+            f"--since {value!r}: expected a date (2027-01-20), a time (2027-01-20T09:00) "
+            "or a while ago (7d, 12h, 1h30m)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _tenants(config: GatewayConfig, slug: str | None) -> list[Tenant]:
+    if slug is None:
+        return list(config.tenants)
+    tenant = config.tenant(slug)
+    if tenant is None:
+        raise CommandError(f"unknown tenant {slug!r}")
+    return [tenant]
+
+
+async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
+    from outbound.sla_watch import ticket_sla
+    from store import clocks
+    from store.queries import list_tickets
+    from store.search import search_tickets
+
+    now = _now()
+    since = parse_since(args.since, now) if args.since else None
+    assignee = "" if (args.assignee or "").lower() == "none" else args.assignee
+    rows: list[dict[str, Any]] = []
+    for tenant in _tenants(config, args.tenant):
+        order: list[int] | None = None
+        if args.search is not None:
+            hits = await search_tickets(conn, tenant.slug, args.search, limit=SEARCH_LIMIT)
+            order = [h.ticket_id for h in hits]
+        found = await list_tickets(
+            conn,
+            tenant.slug,
+            status=args.status,
+            queue=args.queue,
+            assignee=assignee.lower() if assignee else assignee,
+            since=since,
+            ids=set(order) if order is not None else None,
+        )
+        if order is not None:  # best match first
+            found.sort(key=lambda r: order.index(r["id"]))
+        open_clocks = {
+            int(t["id"]): t
+            for t in await conn.run_sync(lambda c, s=tenant.slug: clocks.open_tickets(c, s))
+        }
+        for row in found:
+            t = open_clocks.get(int(row["id"]))
+            row["sla"] = ticket_sla(tenant, t, now) if t is not None else None
+            state = (row["sla"] or {}).get("state")
+            if args.tag is not None and args.tag not in row["tags"]:
+                continue
+            if (args.breached or args.at_risk) and not (
+                (args.breached and state == "breached") or (args.at_risk and state == "warning")
+            ):
+                continue
+            rows.append(row)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['ref']:<14} {r['status']:<8} {r['created_at'][:19]}  {r['subject']}")
+        return 0
+    if rows:
+        print(
+            f"{'REF':<12} {'STATUS':<6} {'PRIORITY':<8} {'QUEUE':<10} {'ASSIGNEE':<20} "
+            f"{'TAGS':<16} {'SLA DUE':<34} SUBJECT"
+        )
+    for r in rows:
+        print(
+            f"{r['ref']:<12} {r['status']:<6} {r['priority']:<8} {r['queue']:<10} "
+            f"{r['assignee'] or '-':<20} {','.join(r['tags']) or '-':<16} "
+            f"{sla_due(r['sla'], now):<34} {r['subject']}"
+        )
     return 0
+
+
+def sla_due(sla: dict[str, Any] | None, now: datetime) -> str:
+    """The SLA column: ``in 2h 05m (2027-01-27 11:00Z)``, ``BREACHED``, ``waiting``, ``-``."""
+    if not sla:
+        return "-"
+    state = sla["state"]
+    if state == "breached":
+        return "BREACHED"
+    if state == "paused":
+        return "waiting on client"
+    if sla.get("due_at") and state in ("running", "warning"):
+        due = datetime.fromisoformat(sla["due_at"]).astimezone(UTC)
+        left = format_duration(max(0.0, (due - now).total_seconds()))
+        risk = "AT RISK " if state == "warning" else ""
+        return f"{risk}in {left} ({due:%Y-%m-%d %H:%M}Z)"
+    return state
+
+
+async def _audit(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
+    from store.queries import audit_trail
+
+    since = parse_since(args.since, _now()) if args.since else None
+    if args.ticket is not None:
+        slug = _tenant_of_ref(config, args.ticket)
+        ticket_id = await _ticket_id(conn, slug, args.ticket.upper())
+        events = await audit_trail(conn, slug, ticket_id=ticket_id, since=since)
+    else:
+        slug = _tenants(config, args.tenant)[0].slug
+        events = await audit_trail(conn, slug, since=since)
+    if args.json:
+        print(json.dumps(events, ensure_ascii=False, indent=2))
+        return 0
+    for e in events:
+        detail = json.dumps(e["detail"], ensure_ascii=False, sort_keys=True)
+        print(f"{e['at'][:19]}  {e['ticket'] or '-':<12} {e['action']:<18} {e['actor']}  {detail}")
+    return 0
+
+
+async def _ticket_id(conn: Any, tenant: str, ref: str) -> int:
+    from sqlalchemy import select
+
+    from store.models import tickets
+
+    found = (
+        await conn.execute(
+            select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.ref == ref)
+        )
+    ).scalar()
+    if found is None:
+        raise CommandError(f"no ticket {ref}", os.EX_NOINPUT)
+    return int(found)
 
 
 async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
     from store.queries import ticket_detail
 
-    detail = await ticket_detail(conn, _tenant_of_ref(config, args.ref), args.ref.upper())
+    slug = _tenant_of_ref(config, args.ref)
+    detail = await ticket_detail(conn, slug, args.ref.upper())
     if detail is None:
         raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
+    await _add_sla(config, conn, slug, detail, _now())
     if args.json:
         print(json.dumps(detail, ensure_ascii=False, indent=2))
     else:
@@ -88,12 +253,29 @@ async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
 async def _dump(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
     from store.queries import list_tickets, ticket_detail
 
+    now = _now()
     everything = []
     for t in config.tenants:
         for row in await list_tickets(conn, t.slug):
-            everything.append(await ticket_detail(conn, t.slug, row["ref"]))
+            detail = await ticket_detail(conn, t.slug, row["ref"])
+            if detail is not None:
+                await _add_sla(config, conn, t.slug, detail, now)
+                everything.append(detail)
     print(json.dumps(everything, ensure_ascii=False, indent=2))
     return 0
+
+
+async def _add_sla(
+    config: GatewayConfig, conn: Any, slug: str, detail: dict[str, Any], now: datetime
+) -> None:
+    """``detail["sla"]``: where the ticket's clocks stand now (None: the tenant has no SLA)."""
+    from outbound.sla_watch import ticket_sla
+    from store import clocks
+
+    tenant = config.tenant(slug)
+    ticket_id = await _ticket_id(conn, slug, detail["ref"])
+    row = await conn.run_sync(lambda c: clocks.ticket_clocks(c, slug, ticket_id))
+    detail["sla"] = ticket_sla(tenant, row, now) if tenant is not None and row else None
 
 
 def _tenant_of_ref(config: GatewayConfig, ref: str) -> str:
@@ -107,6 +289,19 @@ def _tenant_of_ref(config: GatewayConfig, ref: str) -> str:
 def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
     print(f"{d['ref']}  [{d['status']}]  {d['subject']}")
     print(f"tenant: {d['tenant']}   opened: {d['created_at']}")
+    print(
+        f"priority: {d['priority']}   queue: {d['queue']}   assignee: {d['assignee'] or '-'}"
+        f"   category: {d['category'] or '-'}   tags: {', '.join(d['tags']) or '-'}"
+    )
+    history = [f"{h['status']} {(h['at'] or '')[:16]} by {h['by']}" for h in d["status_history"]]
+    print("status history: " + ("; ".join(history) or "-"))
+    for c in (d.get("sla") or {}).get("clocks", []):
+        label = c["clock"].replace("_", " ")
+        due = f", due {c['due_at'][:16]}" if c["due_at"] else ""
+        print(
+            f"sla {label}: {c['state']} ({format_duration(c['elapsed_seconds'])} of "
+            f"{format_duration(c['target_seconds'])}{due})"
+        )
     print("participants: " + ", ".join(f"{p['address']} ({p['role']})" for p in d["participants"]))
     for m in d["messages"]:
         auth = f"  auth={m['auth']}" if m["direction"] == "in" else ""

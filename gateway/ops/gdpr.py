@@ -28,6 +28,7 @@ from store import repos
 from store.blobs import BlobStore
 from store.blobs_db import DatabaseBlobStore
 from store.privacy import Erasure, collect_subject, erase_subject, names_of, raw_mentions
+from store.rectify import Rectification, rectify_subject
 from store.redact import Redactor, pseudonym
 from store.retention import Policy, Purge, collect_blobs, purge
 
@@ -42,6 +43,7 @@ __all__ = [
     "find_mentions",
     "purge_tenants",
     "record_admin_event",
+    "rectify",
     "retention_daily",
 ]
 
@@ -115,6 +117,38 @@ def export_archive(data: dict, read: Callable[[str], bytes | None], out: Path) -
                     n += 1
         z.writestr("export.json", json.dumps(data, ensure_ascii=False, indent=2, default=str))
     return n + 1
+
+
+# -- rectification ----------------------------------------------------------------------
+
+
+async def rectify(
+    services: Any,
+    config: GatewayConfig,
+    tenant: Tenant,
+    old: str,
+    new: str | None,
+    name: str | None,
+) -> Rectification:
+    """Correct a person's address and/or name in one transaction with its audit event.
+
+    The event names the old address by its pseudonym only: an erasure of the
+    new address later must not leave the old one behind in the log.
+    """
+    actor = admin_actor()
+
+    def work(conn: Connection) -> Rectification:
+        done = rectify_subject(conn, tenant.slug, old, new, name)
+        if done.total:
+            detail: dict[str, Any] = {"subject": pseudonym(config.secret, old), **done.counts()}
+            if new:
+                detail["new_address"] = new
+            detail["name_changed"] = name is not None
+            repos.add_audit(conn, tenant.slug, "gdpr.rectified", actor=actor, detail=detail)
+        return done
+
+    result: Rectification = await services.writer.submit(work)
+    return result
 
 
 # -- erasure -----------------------------------------------------------------------------

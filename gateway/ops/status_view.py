@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.ops.backup import ARCHIVE_NAME, list_backups
-from outbound.sla_watch import clock_states
+from outbound.sla_watch import ticket_sla
 from routing.config import GatewayConfig
 from store import clocks
 from store.status import outbox_summary, report_summary
@@ -44,22 +44,22 @@ def versions(schema: str | None) -> dict[str, str | None]:
     }
 
 
-def _sla(conn: Any, config: GatewayConfig, now: datetime) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
+def _sla(conn: Any, config: GatewayConfig, now: datetime) -> dict[str, dict[str, Any]]:
+    """Per tenant: open tickets by their worst clock, and which refs are breached."""
+    out: dict[str, dict[str, Any]] = {}
     for tenant in config.tenants:
         if tenant.sla is None:
             continue
-        counts = {"open": 0, "warning": 0, "breached": 0, "paused": 0}
+        counts: dict[str, Any] = {"open": 0, "warning": 0, "breached": 0, "paused": 0}
+        breached: list[str] = []
         for t in clocks.open_tickets(conn, tenant.slug):
             counts["open"] += 1
-            states = {
-                s.state
-                for s in clock_states(tenant.sla.policy_for(t["queue"], t["priority"]), t, now)
-            }
-            for key in ("breached", "warning", "paused"):
-                if key in states:
-                    counts[key] += 1
-                    break
+            state = (ticket_sla(tenant, t, now) or {}).get("state")
+            if state in ("breached", "warning", "paused"):
+                counts[state] += 1
+            if state == "breached":
+                breached.append(str(t["ref"]))
+        counts["breached_refs"] = breached
         out[tenant.slug] = counts
     return out
 
@@ -158,6 +158,13 @@ def render_extra(report: dict[str, Any]) -> list[str]:
             f"sla      {tenant}: {c['open']} open, {c['breached']} BREACHED, "
             f"{c['warning']} at risk, {c['paused']} waiting on the client"
         )
+        refs = c.get("breached_refs") or []
+        if refs:  # which ones, and where the rest are
+            more = f" and {len(refs) - 5} more" if len(refs) > 5 else ""
+            lines.append(
+                f"         breached: {', '.join(refs[:5])}{more} "
+                f"(gateway tickets list --tenant {tenant} --breached)"
+            )
     b = report["backups"]
     if b.get("last"):
         last = b["last"]
