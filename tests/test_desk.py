@@ -11,15 +11,17 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.web.desk_view import ListQuery, due_text
+from gateway.web.desk_view import ListQuery, due_text, page_of
 from gateway.web.i18n import translator
 from routing.config import Tenant
 from routing.secrets import load_keyring
+from routing.sla import Calendar, SlaPolicy, SlaSettings
 from tests.clamd_harness import Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -289,6 +291,22 @@ def test_nobody_else_gets_the_desk(desk: Daemon, sink: Sink) -> None:
     assert _with_cookie(d, "/t/acme/tickets", "gw_session", token)[0] == 303
 
 
+def test_the_desk_locks_out_like_the_client_pages(desk: Daemon, sink: Sink) -> None:
+    """Five bad tries with an agent's link lock the agent out; a spent link is spent."""
+    b = Browser(desk)
+    ask_link(b, "a/acme", "bob@acme.test")
+    link = desk_link(sink, "bob@acme.test")
+    selector = re.search(r"s=([0-9a-f]+)", link).group(1)  # type: ignore[union-attr]
+    for _ in range(5):
+        csrf = b.form("/a/acme/")["csrf"]
+        code, html, _ = b.post("/a/acme/login", {"csrf": csrf, "s": selector, "v": "wrong"})
+        assert code == 403 and "invalid, expired or already used" in html
+    code, _ = sign_in(b, link)  # the right link, now locked
+    assert code == 403 and b.get("/a/acme/t/")[0] == 303
+    # No session was made, by the bad tries or the locked good one.
+    assert desk.query("SELECT count(*) FROM web_sessions")[0][0] == 0
+
+
 def _outbox_link(d: Daemon, who: str) -> str:
     """The newest link queued for ``who`` (globex has no SMTP account of its own here)."""
     from tests.test_web_client import _link
@@ -321,3 +339,40 @@ def test_a_stale_or_hostile_query_falls_back_to_the_defaults() -> None:
     q = ListQuery.parse({"list": "closed", "tag": " vip ", "page": "2"}, tenant)
     assert (q.view, q.tag, q.page) == ("closed", "vip", 2)
     assert q.url("/a/acme", page=3) == "/a/acme/t/?list=closed&tag=vip&page=3"
+
+
+def _row(ref: str, created: datetime, **kw: Any) -> dict[str, Any]:
+    row = {
+        "ref": ref, "status": "open", "queue": "general", "priority": "normal",
+        "created_at": created, "updated_at": created, "first_response_at": None,
+        "resolved_at": None, "pauses": [], "tags": [],
+    }  # fmt: skip
+    return row | kw
+
+
+def test_the_lists_sort_by_due_and_know_waiting_and_late() -> None:
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    policy = SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
+    tenant = Tenant(
+        slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
+        sla=SlaSettings(default=policy),
+    )  # fmt: skip
+    h = timedelta(hours=1)
+    rows = [
+        _row("fresh", now - h),  # due in 3 h
+        _row("late", now - 6 * h),  # 2 h past its target
+        _row("risky", now - 3.75 * h),  # due in 15 min: at risk
+        _row("later", now - 5 * h, first_response_at=now - 4 * h,
+             pauses=[(now - 4 * h, None)]),  # answered, waiting on the client
+        _row("pending", now - 2 * h, status="pending"),
+    ]  # fmt: skip
+    page, total = page_of([dict(r) for r in rows], ListQuery(view="open"), tenant, now)
+    assert [r["ref"] for r in page] == ["late", "risky", "pending", "fresh", "later"]
+    assert total == 5 and page[0]["sla"]["over"] == 2 * 3600
+    waiting, _ = page_of([dict(r) for r in rows], ListQuery(view="waiting"), tenant, now)
+    assert [r["ref"] for r in waiting] == ["pending", "later"]
+    late, _ = page_of([dict(r) for r in rows], ListQuery(view="late"), tenant, now)
+    assert [r["ref"] for r in late] == ["late", "risky"]
+    many = [_row(f"t{i}", now - timedelta(minutes=i)) for i in range(30)]
+    second, total = page_of(many, ListQuery(view="open", page=2), tenant, now)
+    assert total == 30 and [r["ref"] for r in second] == [f"t{i}" for i in range(4, -1, -1)]
