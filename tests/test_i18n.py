@@ -115,6 +115,7 @@ def test_placeholders_are_the_documented_ones() -> None:
         "desk.mail.subject": {"tenant"},
         "desk.mail.body": {"link"},
         "desk.signed_in": {"agent"},
+        "desk.sent.body": {"address"},
         "desk.search.title": {"query"},
         "desk.count": {"total"},
         "desk.page": {"page", "pages"},

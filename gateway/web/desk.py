@@ -58,6 +58,7 @@ class DeskSite(SignIn):
     HOME = "t/"
     MAIL_KEYS = ("desk.mail.subject", "desk.mail.body")
     FORM_TEMPLATE = "desk_form.html"
+    SENT_TEMPLATE = "desk_sent.html"
 
     def __init__(
         self,

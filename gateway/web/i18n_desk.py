@@ -1,8 +1,8 @@
 """The agents' desk's texts (gateway/web/desk.py), merged into gateway/web/i18n.py's
 ``MESSAGES``: apart so that each file stays readable, one table per site.
 
-``desk.form.intro`` must not say whether an address is an agent's: the page
-after the form is the clients' ``sent.body``, the same for everyone.
+``desk.form.intro`` and ``desk.sent.body`` must not say whether an address is
+an agent's: the page after the form is the same for every address.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
             "\n"
             "The link is valid for 15 minutes and works only once.\n"
             "If you did not ask for it, you can ignore this email.\n"
+        ),
+        "desk.sent.body": (
+            "If {address} is an agent's address here, we have sent a link to it. "
+            "It is valid for 15 minutes and works once."
         ),
         "desk.title": "Desk",
         "desk.signed_in": "Signed in as {agent}",
@@ -119,6 +123,10 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
             "Der Link ist 15 Minuten lang gültig und funktioniert nur einmal.\n"
             "Falls Sie ihn nicht angefordert haben, können Sie diese E-Mail ignorieren.\n"
         ),
+        "desk.sent.body": (
+            "Falls {address} hier die Adresse eines Agenten ist, haben wir einen Link an diese "
+            "Adresse gesendet. Er ist 15 Minuten lang gültig und funktioniert nur einmal."
+        ),
         "desk.title": "Desk",
         "desk.signed_in": "Angemeldet als {agent}",
         "desk.lists": "Listen",
@@ -210,6 +218,10 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
             "\n"
             "Bağlantı 15 dakika geçerlidir ve yalnızca bir kez kullanılabilir.\n"
             "Bu bağlantıyı siz istemediyseniz bu e-postayı dikkate almayabilirsiniz.\n"
+        ),
+        "desk.sent.body": (
+            "{address} burada bir temsilci adresiyse, bu adrese bir bağlantı gönderdik. "
+            "Bağlantı 15 dakika geçerlidir ve yalnızca bir kez kullanılabilir."
         ),
         "desk.title": "Masa",
         "desk.signed_in": "{agent} olarak giriş yapıldı",

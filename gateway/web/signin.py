@@ -81,6 +81,7 @@ class SignIn(Pages):
     HOME = "tickets"  # under _base(tenant): where a signed-in user lands
     MAIL_KEYS = ("mail.subject", "mail.body")  # the link mail's texts (gateway/web/i18n.py)
     FORM_TEMPLATE = "form.html"
+    SENT_TEMPLATE = "sent.html"  # the answer to a link request, the same for every address
 
     def _may_sign_in(self, conn: Connection, tenant: Tenant, address: str) -> bool:
         """Whether ``address`` gets a link: here, a client of one of the tenant's tickets."""
@@ -130,7 +131,7 @@ class SignIn(Pages):
                 lambda conn: self._maybe_send(conn, tenant, address, source, lang)
             )
         # The same page for known, unknown, locked and rate-limited addresses.
-        return self._render(request, tenant, "sent.html", address=address or "-")
+        return self._render(request, tenant, self.SENT_TEMPLATE, address=address or "-")
 
     async def _after_answer(self, work: Callable[[Connection], bool]) -> None:
         """Run ``work`` in the writer after this request is answered. Past ``PENDING``
