@@ -118,7 +118,8 @@ def rectify_subject(
             .where(participants.c.tenant == tenant, participants.c.address == target)
             .values(name=name)
         )
-        done.participation += int(res.rowcount or 0)
+        if not (new and new != old):  # else these rows were counted as moved already
+            done.participation += int(res.rowcount or 0)
     # Messages: the ones they sent, and the To/Cc lists that name them (the JSON
     # lists are narrowed by their text first, so a large tenant is not read whole).
     for m in conn.execute(

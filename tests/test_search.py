@@ -253,3 +253,17 @@ def test_the_index_objects_are_there_at_head(db: str) -> None:
                 assert conn.execute(text(idx)).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_subject_before_sender_before_text_then_newest(db: str) -> None:
+    _search(db, "acme", "x")
+    engine = create_writer_engine(db)
+    try:
+        with engine.begin() as conn:
+            subject = _open(conn, "acme", "ACME", "Toner empty", "see title", "a@x.test")
+            sender = _open(conn, "acme", "ACME", "Hello", "a question", "toner@x.test")
+            text_old = _open(conn, "acme", "ACME", "Hi", "the toner is low", "b@x.test")
+            text_new = _open(conn, "acme", "ACME", "Hey", "toner again", "c@x.test")
+    finally:
+        engine.dispose()
+    assert _refs(db, "acme", "toner") == [subject, sender, text_new, text_old]

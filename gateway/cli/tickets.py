@@ -133,24 +133,26 @@ async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
 
     now = _now()
     since = parse_since(args.since, now) if args.since else None
-    assignee = "" if (args.assignee or "").lower() == "none" else args.assignee
+    assignee = args.assignee.strip().lower() if args.assignee is not None else None
+    if assignee == "none":
+        assignee = ""  # unassigned
     rows: list[dict[str, Any]] = []
     for tenant in _tenants(config, args.tenant):
-        order: list[int] | None = None
+        rank: dict[int, int] | None = None
         if args.search is not None:
             hits = await search_tickets(conn, tenant.slug, args.search, limit=SEARCH_LIMIT)
-            order = [h.ticket_id for h in hits]
+            rank = {h.ticket_id: i for i, h in enumerate(hits)}
         found = await list_tickets(
             conn,
             tenant.slug,
             status=args.status,
             queue=args.queue,
-            assignee=assignee.lower() if assignee else assignee,
+            assignee=assignee,
             since=since,
-            ids=set(order) if order is not None else None,
+            ids=set(rank) if rank is not None else None,
         )
-        if order is not None:  # best match first
-            found.sort(key=lambda r: order.index(r["id"]))
+        if rank is not None:  # best match first
+            found.sort(key=lambda r, rank=rank: rank[int(r["id"])])
         open_clocks = {
             int(t["id"]): t
             for t in await conn.run_sync(lambda c, s=tenant.slug: clocks.open_tickets(c, s))
@@ -158,14 +160,8 @@ async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
         for row in found:
             t = open_clocks.get(int(row["id"]))
             row["sla"] = ticket_sla(tenant, t, now) if t is not None else None
-            state = (row["sla"] or {}).get("state")
-            if args.tag is not None and args.tag not in row["tags"]:
-                continue
-            if (args.breached or args.at_risk) and not (
-                (args.breached and state == "breached") or (args.at_risk and state == "warning")
-            ):
-                continue
-            rows.append(row)
+            if _keep(row, args):
+                rows.append(row)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -181,6 +177,16 @@ async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
             f"{sla_due(r['sla'], now):<34} {r['subject']}"
         )
     return 0
+
+
+def _keep(row: dict[str, Any], args: argparse.Namespace) -> bool:
+    """The filters the store cannot apply: a tag in the JSON list, the SLA state now."""
+    if args.tag is not None and args.tag not in row["tags"]:
+        return False
+    if not (args.breached or args.at_risk):
+        return True
+    state = (row["sla"] or {}).get("state")
+    return (args.breached and state == "breached") or (args.at_risk and state == "warning")
 
 
 def sla_due(sla: dict[str, Any] | None, now: datetime) -> str:
