@@ -23,6 +23,7 @@ SQLITE_ONLY = {
     "test_scan.py": "no store",
     "test_scan_smtp.py": "time budget: a scan verdict is stored as in test_smtp",
     "test_browser.py": "time budget: the web store calls run in test_web_client",
+    "test_desk_browser.py": "time budget: the desk's store calls run in test_desk",
     "test_starttls.py": "no store beyond test_smtp's",
     "test_web.py": "status endpoints; the counts run in test_outbound's store",
     "test_cli.py": "command-line parsing",

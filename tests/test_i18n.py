@@ -31,10 +31,10 @@ EVIL = "<script>alert(1)</script>"
 BASE_VARS = {"t", "lang", "languages", "tenant_name", "css_href"}
 # The exact variables each page uses, on top of base.html's: web_client.py relies on this.
 PAGE_VARS: dict[str, set[str]] = {
-    "form.html": {"tenant_slug", "csrf", "challenge"},
-    "sent.html": {"tenant_slug", "address"},
-    "continue.html": {"tenant_slug", "csrf", "selector", "verifier"},
-    "error.html": {"tenant_slug", "message_key"},
+    "form.html": {"base_path", "csrf", "challenge"},
+    "sent.html": {"base_path", "address"},
+    "continue.html": {"base_path", "csrf", "selector", "verifier"},
+    "error.html": {"base_path", "message_key"},
     "tickets.html": {"tenant_slug", "csrf", "tickets"},
     "ticket.html": {"tenant_slug", "csrf", "ticket", "messages"},
 }
@@ -111,6 +111,20 @@ def test_placeholders_are_the_documented_ones() -> None:
         "sent.body": {"address"},
         "mail.subject": {"tenant"},
         "mail.body": {"link"},
+        "desk.title.form": {"tenant"},
+        "desk.mail.subject": {"tenant"},
+        "desk.mail.body": {"link"},
+        "desk.signed_in": {"agent"},
+        "desk.sent.body": {"address"},
+        "desk.search.title": {"query"},
+        "desk.count": {"total"},
+        "desk.page": {"page", "pages"},
+        "desk.unit.min": {"n"},
+        "desk.unit.h": {"n"},
+        "desk.unit.d": {"n"},
+        "desk.due.in": {"amount"},
+        "desk.due.over": {"amount"},
+        "desk.ticket.due_at": {"at"},
     }
     for key, text in MESSAGES["en"].items():
         assert _fields(text) == expected.get(key, set()), key
@@ -161,6 +175,7 @@ def _context(name: str, lang: str) -> dict[str, Any]:
     }
     everything: dict[str, Any] = {
         "tenant_slug": "acme",
+        "base_path": "/t/acme",
         "csrf": "csrf-token-123",
         "challenge": json.dumps({"salt": EVIL, "challenge": "ab", "maxnumber": 1}),
         "address": f"x{EVIL}@example.com",

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 import store.access
+import store.desk
 import store.imap_state
 import store.ingest
 import store.privacy
@@ -43,7 +44,7 @@ from parsers.types import Envelope, RawMessage
 from routing.config import load_config
 from routing.tokens import make_token
 from routing.verdicts import Accepted
-from store import access, privacy, repos
+from store import access, desk, privacy, repos
 from tests.mail import make_mail
 from tests.pg_harness import pg_reader, session_cluster, use_postgresql
 
@@ -92,6 +93,7 @@ def test_every_store_function_takes_the_tenant_first() -> None:
         store.ingest,
         store.imap_state,
         store.access,
+        store.desk,
         store.queries,
         store.privacy,
         store.retention,
@@ -263,6 +265,13 @@ def _reads(
             assert not repos.is_participant(conn, tenant, tid, who)
             assert access.client_ticket(conn, tenant, who, ref) is None
             assert access.client_attachment(conn, tenant, who, ref, "0" * 64) is None
+        # The agents' desk (gateway/web/desk.py) sees all of its tenant, none of another.
+        assert desk.desk_ticket(conn, tenant, ref) is None
+        assert desk.desk_rows(conn, tenant, [tid]) == []
+        assert desk.desk_attachment(conn, tenant, ref, "0" * 64) is None
+    for closed in (False, True):
+        rows, _ = desk.desk_tickets(conn, tenant, desk.DeskFilter(closed=closed))
+        assert {str(r["ref"]) for r in rows} <= mine
     assert repos.tickets_for_message_ids(conn, tenant, their_ids) == {}
     assert repos.sent_by_us(conn, tenant, their_ids) == []
     for who in [*CLIENTS, AGENT]:

@@ -41,6 +41,7 @@ from gateway.ops.status_view import package_version
 from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
+from gateway.web.desk import DeskSite
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
@@ -89,6 +90,7 @@ class Daemon:
         self._mailboxes: dict[tuple[str, ImapMailbox], tuple[str, MailboxWorker]] = {}
         self.services: Services
         self.site: ClientSite
+        self.desk: DeskSite  # the agents' pages, /a/<tenant>/
         self.tasks: Supervisor
 
     # -- lifetime --------------------------------------------------------------------------
@@ -132,6 +134,9 @@ class Daemon:
         self.tasks = await stack.enter_async_context(Supervisor(self._service_died))
         self.site = ClientSite(
             config, services.writer, services.pipeline, services.blobs, services.delivery.wake
+        )
+        self.desk = DeskSite(
+            config, services.writer, services.engine, services.blobs, services.delivery.wake
         )
         if config.http.enabled:
             await stack.enter_async_context(self._http())
@@ -218,18 +223,18 @@ class Daemon:
 
     @contextlib.asynccontextmanager
     async def _http(self) -> AsyncIterator[None]:
-        """Status, metrics and the clients' pages."""
+        """Status, metrics, the clients' pages and the agents' desk."""
         http, services = self.config.http, self.services
         app = make_app(
             http,
             self.full_status,
             self.refresh_gauges,
             lambda: dict(services.delivery.attempts),
-            self.site.routes,
+            lambda app: (self.site.routes(app), self.desk.routes(app)),
         )
         runner, self.http_port = await start_http(app, http.host, http.port)
         try:
-            self.site.base_url = self._web_base()
+            self.site.base_url = self.desk.base_url = self._web_base()
             log.info("http.listening", host=http.host, port=self.http_port)
             yield
         finally:
@@ -321,6 +326,7 @@ class Daemon:
         set_log_privacy(new)
         self.services.delivery.configure(new)
         self.site.configure(new)
+        self.desk.configure(new)
         self._start_mailboxes(new)
         self.generation += 1
         log.info("config.reloaded", trigger=trigger, generation=self.generation)

@@ -7,10 +7,8 @@ what every page shares is ``gateway/web/pages.py``.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.engine import Connection
@@ -27,7 +25,7 @@ from store import access, repos
 from store.blobs import BlobStore
 from store.writer import Writer
 
-__all__ = ["ClientSite"]
+__all__ = ["ClientSite", "fold_quotes"]
 
 
 class ClientSite(SignIn):
@@ -93,7 +91,7 @@ class ClientSite(SignIn):
             return self._error(request, tenant, "error.notfound", 404)
         ticket, msgs = found
         shown = [
-            _folded(m)
+            fold_quotes(m)
             | {
                 "author": (
                     translate(self._lang(request), "ticket.support")
@@ -170,25 +168,10 @@ class ClientSite(SignIn):
         if att is None:
             return self._error(request, tenant, "error.notfound", 404)
         # Only now, with a row of this client's tenant naming it, is the blob read.
-        response: web.StreamResponse
-        path = self.blobs.file(sha)
-        if path is not None:
-            response = web.FileResponse(path)  # sendfile, straight from the blob
-        else:
-            data = await asyncio.to_thread(self.blobs.get, sha)  # the database store
-            if data is None:
-                return self._error(request, tenant, "error.notfound", 404)
-            response = web.Response(body=data)
-        name = str(att["filename"])
-        ascii_name = name.encode("ascii", "replace").decode().replace('"', "_") or "file"
-        response.headers["Content-Type"] = "application/octet-stream"
-        response.headers["Content-Disposition"] = (
-            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-        )
-        return response
+        return await self._send_file(request, tenant, sha, str(att["filename"]))
 
 
-def _folded(message: dict[str, Any]) -> dict[str, str]:
+def fold_quotes(message: dict[str, Any]) -> dict[str, str]:
     """``text`` to show and ``quoted``, the history folded behind "show quoted text".
 
     Computed here from the stored full text rather than read from the stored

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from gateway.web.i18n_desk import DESK_MESSAGES
 from routing.config import LANGUAGES
 
 __all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "MESSAGES", "pick_language", "translate", "translator"]
@@ -224,6 +225,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
     },
 }
+
+for _lang, _texts in DESK_MESSAGES.items():  # the agents' desk: gateway/web/i18n_desk.py
+    MESSAGES[_lang].update(_texts)
 
 
 def _quality(params: str) -> float:

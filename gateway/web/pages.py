@@ -1,16 +1,25 @@
-"""What every client page shares: the tenant from the URL, the language, rendering
-with the security headers, cookies, the CSRF check and the session lookup.
+"""What every page of the clients' site (``/t/``) and the agents' desk (``/a/``)
+shares: the tenant from the URL, the language, rendering with the security
+headers, cookies, the CSRF check and the session lookup.
+
+The two sites are two subclasses with their own ``PREFIX``, session cookie and
+``REALM``: cookies are scoped to ``/<prefix>/<tenant>/``, so a browser never
+sends one site's cookies to the other, and every token (session, link verifier)
+is hashed with the realm in front, so a client's token presented to the desk
+(or the other way round) matches no row at all.
 
 The rules these helpers keep are listed in ``gateway/web/signin.py``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -20,6 +29,7 @@ from gateway.web.i18n import LANGUAGES, pick_language, translate
 from gateway.web.peers import Peers
 from routing.config import GatewayConfig, Tenant
 from store import access
+from store.blobs import BlobStore
 from store.writer import Writer
 
 __all__ = ["PAGE_CSP", "Pages"]
@@ -32,7 +42,13 @@ PAGE_CSP = (
 
 
 class Pages:
-    """The base of the client site: each page class adds its handlers, these stay one."""
+    """The base of both sites: each page class adds its handlers, these stay one."""
+
+    blobs: BlobStore  # set by the subclasses that serve files
+
+    PREFIX = "t"  # the URL's first segment: /t/<tenant>/ for clients
+    SESSION_COOKIE = "gw_session"
+    REALM = ""  # hashed in front of every token; the clients' stays "" (rows already stored)
 
     def __init__(
         self,
@@ -64,6 +80,14 @@ class Pages:
             raise web.HTTPNotFound(text="not found\n")
         return tenant
 
+    def _base(self, tenant: Tenant) -> str:
+        """``/<prefix>/<tenant>``: where this site's pages of this tenant live."""
+        return f"/{self.PREFIX}/{tenant.slug}"
+
+    def _digest(self, token: str) -> str:
+        """What is stored of a token: its SHA-256, with this site's realm in front."""
+        return hashlib.sha256((self.REALM + token).encode()).hexdigest()
+
     def _lang(self, request: web.Request) -> str:
         tenant = self.config.tenant(request.match_info.get("slug", ""))
         return pick_language(
@@ -83,6 +107,7 @@ class Pages:
             languages=tenant.languages,
             tenant_name=tenant.name,
             tenant_slug=tenant.slug,
+            base_path=self._base(tenant),
             csrf=csrf,
             css_href="/static/gateway.css",
             **ctx,
@@ -107,7 +132,7 @@ class Pages:
         response.set_cookie(
             name,
             value,
-            path=f"/t/{tenant.slug}/",
+            path=f"{self._base(tenant)}/",
             httponly=http_only,
             secure=not self.config.http.insecure_cookies,
             samesite="Lax",
@@ -140,14 +165,35 @@ class Pages:
         return self._render(request, tenant, "error.html", status=status, message_key=key)
 
     async def _session(self, request: web.Request, tenant: Tenant) -> str | None:
-        token = request.cookies.get("gw_session")
+        token = request.cookies.get(self.SESSION_COOKIE)
         if not token:
             return None
-        digest = hashlib.sha256(token.encode()).hexdigest()
+        digest = self._digest(token)
         now = self.clock()
         return await self.writer.submit(
             lambda conn: access.session_address(conn, tenant.slug, digest, now)
         )
+
+    async def _send_file(
+        self, request: web.Request, tenant: Tenant, sha: str, name: str
+    ) -> web.StreamResponse:
+        """A stored file as a download. Call it only after a row of this tenant that the
+        user may see has named ``sha``: the blob store itself knows no tenants."""
+        response: web.StreamResponse
+        path = self.blobs.file(sha)
+        if path is not None:
+            response = web.FileResponse(path)  # sendfile, straight from the blob
+        else:
+            data = await asyncio.to_thread(self.blobs.get, sha)  # the database store
+            if data is None:
+                return self._error(request, tenant, "error.notfound", 404)
+            response = web.Response(body=data)
+        ascii_name = name.encode("ascii", "replace").decode().replace('"', "_") or "file"
+        response.headers["Content-Type"] = "application/octet-stream"
+        response.headers["Content-Disposition"] = (
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+        )
+        return response
 
     async def css(self, _request: web.Request) -> web.StreamResponse:
         return web.FileResponse(_HERE / "static" / "gateway.css")

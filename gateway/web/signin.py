@@ -1,4 +1,9 @@
-"""Clients sign in to their own tickets through magic links, without an account.
+"""Clients (``/t/``) and agents (``/a/``) sign in through magic links, without an account.
+
+One machinery for both sites (gateway/web/client.py, gateway/web/desk.py): a
+subclass says who may have a link (``_may_sign_in``), whom the session is for
+(``_account``), where a signed-in user lands (``HOME``) and which mail texts go
+out; everything below holds for both.
 
 - A link is a selector (finds the row) and a verifier (only its SHA-256 is
   stored), valid 15 minutes, spent by one atomic UPDATE. Opening it (GET) only
@@ -26,7 +31,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -74,6 +78,19 @@ log = structlog.get_logger("web")
 class SignIn(Pages):
     """The sign-in form, the link mail, the continue page, login and logout."""
 
+    HOME = "tickets"  # under _base(tenant): where a signed-in user lands
+    MAIL_KEYS = ("mail.subject", "mail.body")  # the link mail's texts (gateway/web/i18n.py)
+    FORM_TEMPLATE = "form.html"
+    SENT_TEMPLATE = "sent.html"  # the answer to a link request, the same for every address
+
+    def _may_sign_in(self, conn: Connection, tenant: Tenant, address: str) -> bool:
+        """Whether ``address`` gets a link: here, a client of one of the tenant's tickets."""
+        return access.is_client(conn, tenant.slug, address)
+
+    def _account(self, tenant: Tenant, address: str) -> str | None:
+        """Whom a spent link's session is for (None: nobody any more)."""
+        return address
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -88,11 +105,11 @@ class SignIn(Pages):
     async def form(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
         if await self._session(request, tenant):
-            raise web.HTTPSeeOther(f"/t/{tenant.slug}/tickets")
+            raise web.HTTPSeeOther(f"{self._base(tenant)}/{self.HOME}")
         if not self.config.http.link_challenge:
-            return self._render(request, tenant, "form.html", challenge="")
+            return self._render(request, tenant, self.FORM_TEMPLATE, challenge="")
         challenge = json.dumps(self.challenge.issue())
-        response = self._render(request, tenant, "form.html", challenge=challenge)
+        response = self._render(request, tenant, self.FORM_TEMPLATE, challenge=challenge)
         response.headers["Content-Security-Policy"] = f"{PAGE_CSP}; script-src 'self'"
         return response
 
@@ -114,7 +131,7 @@ class SignIn(Pages):
                 lambda conn: self._maybe_send(conn, tenant, address, source, lang)
             )
         # The same page for known, unknown, locked and rate-limited addresses.
-        return self._render(request, tenant, "sent.html", address=address or "-")
+        return self._render(request, tenant, self.SENT_TEMPLATE, address=address or "-")
 
     async def _after_answer(self, work: Callable[[Connection], bool]) -> None:
         """Run ``work`` in the writer after this request is answered. Past ``PENDING``
@@ -150,13 +167,11 @@ class SignIn(Pages):
             return False  # refused: recorded nowhere, so it spends nobody else's budget
         access.add_event(conn, slug, "request", address, source, now)
         if (
-            access.count_events(conn, slug, "link", since, address=address)
-            >= REQUESTS_PER_ADDRESS
+            access.count_events(conn, slug, "link", since, address=address) >= REQUESTS_PER_ADDRESS
             or access.count_events(conn, slug, "link", now - timedelta(hours=1))
             >= REQUESTS_PER_TENANT
-            or access.count_events(conn, slug, "failure", since, address=address)
-            >= MAX_FAILURES
-            or not access.is_client(conn, slug, address)
+            or access.count_events(conn, slug, "failure", since, address=address) >= MAX_FAILURES
+            or not self._may_sign_in(conn, tenant, address)
         ):
             return False
         selector, verifier = secrets.token_hex(12), secrets.token_urlsafe(32)
@@ -165,17 +180,17 @@ class SignIn(Pages):
             slug,
             address,
             selector,
-            hashlib.sha256(verifier.encode()).hexdigest(),
+            self._digest(verifier),
             now,
             LINK_TTL,
         )
-        link = f"{self.base_url}/t/{slug}/login?s={selector}&v={quote(verifier)}"
+        link = f"{self.base_url}{self._base(tenant)}/login?s={selector}&v={quote(verifier)}"
         mail = magic_link_mail(
             tenant=tenant,
             hostname=self.config.hostname,
             to_addr=address,
-            subject=translate(lang, "mail.subject", tenant=tenant.name),
-            text=translate(lang, "mail.body", link=link),
+            subject=translate(lang, self.MAIL_KEYS[0], tenant=tenant.name),
+            text=translate(lang, self.MAIL_KEYS[1], link=link),
             now=now,
         )
         queue(conn, slug, "link", None, mail)
@@ -202,7 +217,7 @@ class SignIn(Pages):
         verifier = str(form.get("v", ""))[:128]
         csrf_ok = await self._csrf_ok(request, form)
         source = self._source(request)
-        digest = hashlib.sha256(verifier.encode()).hexdigest()
+        digest = self._digest(verifier)
         now = self.clock()
         session = secrets.token_urlsafe(32)
 
@@ -213,13 +228,14 @@ class SignIn(Pages):
                 else access.SpentLink(False, access.link_owner(conn, tenant.slug, selector))
             )
             address = spent.address
+            account = self._account(tenant, address) if address is not None else None
             if address is not None:
                 since = now - LOCK_WINDOW
                 if access.count_events(conn, tenant.slug, "failure", since, address=address) >= (
                     MAX_FAILURES
                 ):
                     return None  # locked: even a good link does not open it now
-            if not spent.ok or address is None:
+            if not spent.ok or address is None or account is None:
                 access.add_event(conn, tenant.slug, "failure", address or "", source, now)
                 repos.add_audit(
                     conn,
@@ -232,22 +248,26 @@ class SignIn(Pages):
             access.new_session(
                 conn,
                 tenant.slug,
-                address,
-                hashlib.sha256(session.encode()).hexdigest(),
+                account,
+                self._digest(session),
                 now,
                 SESSION_TTL,
             )
             repos.add_audit(
-                conn, tenant.slug, "web.login", actor=address, detail={"source": source}
+                conn,
+                tenant.slug,
+                "web.login",
+                actor=address,
+                detail={"source": source, "site": self.PREFIX},
             )
-            return address
+            return account
 
         address = await self.writer.submit(work)
         if address is None:
             key = "error.link" if csrf_ok else "error.csrf"
             return self._error(request, tenant, key, 403)
-        response = web.HTTPSeeOther(f"/t/{tenant.slug}/tickets")
-        self._cookie(response, tenant, "gw_session", session, days=SESSION_TTL.days)
+        response = web.HTTPSeeOther(f"{self._base(tenant)}/{self.HOME}")
+        self._cookie(response, tenant, self.SESSION_COOKIE, session, days=SESSION_TTL.days)
         self._cookie(response, tenant, "gw_csrf", secrets.token_urlsafe(24))  # renewed at sign-in
         raise response
 
@@ -256,9 +276,8 @@ class SignIn(Pages):
         form = await request.post()
         if not await self._csrf_ok(request, form):
             return self._error(request, tenant, "error.csrf", 403)
-        token = request.cookies.get("gw_session", "")
-        digest = hashlib.sha256(token.encode()).hexdigest()
+        digest = self._digest(request.cookies.get(self.SESSION_COOKIE, ""))
         await self.writer.submit(lambda conn: access.end_session(conn, tenant.slug, digest))
-        response = web.HTTPSeeOther(f"/t/{tenant.slug}/")
-        response.del_cookie("gw_session", path=f"/t/{tenant.slug}/")
+        response = web.HTTPSeeOther(f"{self._base(tenant)}/")
+        response.del_cookie(self.SESSION_COOKIE, path=f"{self._base(tenant)}/")
         raise response
