@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.models import attachments, audit_events, messages, participants, tickets
 
-__all__ = ["list_tickets", "tenants_in_store", "ticket_detail"]
+__all__ = ["list_tickets", "tenants_in_store", "ticket_detail", "tickets_queued_as"]
 
 
 def _iso(value: Any) -> str | None:
@@ -23,6 +23,19 @@ async def tenants_in_store(conn: AsyncConnection) -> list[str]:
     """Admin scope only: which tenants have rows at all."""
     rows = await conn.execute(select(tickets.c.tenant).distinct().order_by(tickets.c.tenant))
     return [r for (r,) in rows]
+
+
+async def tickets_queued_as(conn: AsyncConnection, queued_as: str) -> list[tuple[str, str]]:
+    """Admin scope: (tenant, ref) of each ticket that holds the mail a 250 named
+    ``queued as <id>`` (one per tenant the envelope named)."""
+    rows = await conn.execute(
+        select(tickets.c.tenant, tickets.c.ref)
+        .join(messages, messages.c.ticket_id == tickets.c.id)
+        .where(messages.c.queued_as == queued_as)
+        .distinct()
+        .order_by(tickets.c.tenant)
+    )
+    return [(t, r) for t, r in rows]
 
 
 async def list_tickets(conn: AsyncConnection, tenant: str) -> list[dict[str, Any]]:
@@ -97,6 +110,7 @@ async def ticket_detail(
             "thread_by": m.thread_by,
             "flags": m.flags,
             "auth": m.auth,  # sender authentication: pass | fail | temperror | none
+            "queued_as": m.queued_as,  # the id the 250 named (None: stored before 0015)
             "created_at": _iso(m.created_at),
             "attachments": atts.get(m.id, []),
         }

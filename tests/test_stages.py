@@ -25,6 +25,7 @@ from gateway.intake.replies import (
     imap_action,
     outcome_for_exception,
     quarantine,
+    queue_id,
     reject,
     smtp_reply,
     verdict,
@@ -198,10 +199,15 @@ def test_accepted_replies_exit_codes_and_imap_actions() -> None:
     new = Stored("acme", "ACME-1", "new")
     dup = Stored("acme", None, "none", drop=Reason.DUPLICATE)
     dropped = Stored("globex", None, "none", drop=Reason.RULE_DROP)
-    assert smtp_reply(Accepted((new, dup))) == "250 2.0.0 OK ACME-1"
-    assert smtp_reply(Drop((dup,))) == "250 2.0.0 OK already received"
-    assert smtp_reply(Drop((dup, dropped))) == "250 2.0.0 OK recorded"
-    assert smtp_reply(Accepted((Stored("acme", None, "none"),))) == "250 2.0.0 OK recorded"
+    # Every 250 names the arrival's opaque id and nothing else: no ref to probe, and a
+    # duplicate or a rule's drop reads like any other accepted mail (issue 16).
+    qid = queue_id()
+    assert re.fullmatch(r"[0-9a-f]{16}", qid) and qid != queue_id()
+    assert smtp_reply(Accepted((new, dup), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Drop((dup,), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Drop((dup, dropped), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Accepted((Stored("acme", None, "none"),), qid)).endswith(qid)
+    assert "ACME" not in smtp_reply(Accepted((new,), qid))
     for outcome in (Accepted((new,)), Drop((dup,))):
         assert (exit_code(outcome), imap_action(outcome)) == (os.EX_OK, ImapAction.DONE)
     assert imap_action(defer(Reason.SCANNER_UNAVAILABLE)) is ImapAction.LEAVE
@@ -256,7 +262,7 @@ def test_the_documented_smtp_answers_are_the_table() -> None:
     assert documented == ours | protocol
     texts = {a.smtp.replace("{detail}", "<>") for a in ANSWERS.values() if a.code}
     protocol_texts = {
-        "250 2.0.0 OK <>",
+        "250 2.0.0 OK queued as <>",
         "530 5.7.0 Must issue a STARTTLS command first",
         "552 5.3.4 Message size exceeds fixed maximum message size",
     }

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_run(_list))
     ps = tsub.add_parser("show", parents=[common])
-    ps.add_argument("ref")
+    ps.add_argument("ref", help="a ticket's ref, or the id a 250 named (OK queued as ID)")
     ps.add_argument("--json", action="store_true")
     ps.add_argument(
         "--quoted",
@@ -73,16 +74,27 @@ async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
 
 
 async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
-    from store.queries import ticket_detail
+    from store.queries import ticket_detail, tickets_queued_as
 
-    detail = await ticket_detail(conn, _tenant_of_ref(config, args.ref), args.ref.upper())
-    if detail is None:
-        raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
-    if args.json:
-        print(json.dumps(detail, ensure_ascii=False, indent=2))
+    if _QUEUED_AS.fullmatch(args.ref):  # what a sender can quote: their 250's id
+        found = await tickets_queued_as(conn, args.ref)
+        if not found:
+            raise CommandError(f"no ticket holds the mail queued as {args.ref}", os.EX_NOINPUT)
     else:
-        _print_ticket(detail, quoted=args.quoted)
+        found = [(_tenant_of_ref(config, args.ref), args.ref.upper())]
+    details = [await ticket_detail(conn, slug, ref) for slug, ref in found]
+    if details[0] is None:
+        raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
+    if args.json:  # one ticket as an object; a mail to two tenants as a list of them
+        shown = details[0] if len(details) == 1 else details
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        return 0
+    for detail in details:
+        _print_ticket(detail, quoted=args.quoted)  # type: ignore[arg-type]
     return 0
+
+
+_QUEUED_AS = re.compile(r"[0-9a-f]{16}")  # gateway/intake/replies.py queue_id()
 
 
 async def _dump(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
@@ -112,6 +124,8 @@ def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
         auth = f"  auth={m['auth']}" if m["direction"] == "in" else ""
         print(f"\n--- {m['direction']} {m['kind']} from {m['from']}{auth}  {m['date'] or ''}")
         print(f"    Message-ID: {m['message_id']}")
+        if m.get("queued_as"):
+            print(f"    queued as:  {m['queued_as']}")
         for a in m["attachments"]:
             print(
                 f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "

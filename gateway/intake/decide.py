@@ -37,6 +37,7 @@ class Arrival:
     sha256: str  # of the raw bytes
     now: datetime
     auth: AuthVerdict = NONE  # sender authentication, checked before the commit
+    queued_as: str = ""  # the opaque id the 250 names (gateway/intake/replies.py)
 
     @property
     def sender(self) -> str:
@@ -223,6 +224,7 @@ def _message_row(
         "rules": rules.matched,
         "auth": msg.auth.summary,
         "auth_results": msg.auth.header or None,
+        "queued_as": msg.queued_as or None,
     }
 
 
