@@ -397,6 +397,14 @@ def test_decide_an_agent_is_known_by_token_and_from(config: GatewayConfig) -> No
         "alice@acme.test",
     )
     assert forged.reaction.acknowledge is False
+    # A forger whose From also fails authentication is refused all the same: the agent
+    # is told (a refusal, not just the agents' warning), and the message is unverified.
+    _, both = _decide(
+        config, _mail("Re: Printer", sender="ceo@bank.test"), match, auth=AuthVerdict("fail")
+    )
+    assert both.stored.flagged == ("agent-token-from-mismatch", "unverified")
+    assert (both.reaction.caution, both.reaction.agent.address) == ("refused", "alice@acme.test")
+    assert (both.ingest.participants, both.ingest.changes, both.ingest.anchor) == ((), {}, False)
 
 
 def test_decide_rules_reject_drop_and_act(config: GatewayConfig) -> None:

@@ -187,11 +187,16 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
 
 
 def _caution(*, unverified: bool, refused: bool, outsider: bool) -> str:
-    """Why a stored message changes nothing, the gravest reason first."""
-    if unverified:
-        return "unverified"
+    """Why a stored message changes nothing, the gravest reason first.
+
+    A refused token comes before an unverified From: either way nothing is relayed,
+    but only the refusal tells the agent whose reply address was used, and a forger
+    who also fails authentication must not spare them that notice (issue 16).
+    """
     if refused:
         return "refused"
+    if unverified:
+        return "unverified"
     return "outsider" if outsider else ""
 
 
