@@ -275,6 +275,17 @@ def test_the_documented_smtp_answers_are_the_table() -> None:
             assert int(exit_) == matching[0].exit, line
 
 
+def test_the_security_probe_table_names_tests_that_exist() -> None:
+    """docs/security.md's table of issue 16's probes points at a test for each: a test
+    renamed or dropped must not leave the table promising a proof that is gone."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(tests/\w+\.py)::(\w+)`", text))
+    assert len(named) >= 20, named
+    for path, name in sorted(named):
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name}"
+
+
 def test_crash_points_are_named_once() -> None:
     used = set()
     for path in (ROOT / "tests").glob("test_*.py"):
