@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.models import attachments, audit_events, messages, participants, tickets
 
-__all__ = ["list_tickets", "tenants_in_store", "ticket_detail", "tickets_queued_as"]
+__all__ = ["list_tickets", "tenants_in_store", "ticket_detail", "ticket_queued_as"]
 
 
 def _iso(value: Any) -> str | None:
@@ -25,17 +25,16 @@ async def tenants_in_store(conn: AsyncConnection) -> list[str]:
     return [r for (r,) in rows]
 
 
-async def tickets_queued_as(conn: AsyncConnection, queued_as: str) -> list[tuple[str, str]]:
-    """Admin scope: (tenant, ref) of each ticket that holds the mail a 250 named
-    ``queued as <id>`` (one per tenant the envelope named)."""
-    rows = await conn.execute(
-        select(tickets.c.tenant, tickets.c.ref)
-        .join(messages, messages.c.ticket_id == tickets.c.id)
-        .where(messages.c.queued_as == queued_as)
-        .distinct()
-        .order_by(tickets.c.tenant)
-    )
-    return [(t, r) for t, r in rows]
+async def ticket_queued_as(conn: AsyncConnection, tenant: str, queued_as: str) -> str | None:
+    """The ref of the tenant's ticket holding the mail a 250 named ``queued as <id>``."""
+    return (
+        await conn.execute(
+            select(tickets.c.ref)
+            .join(messages, messages.c.ticket_id == tickets.c.id)
+            .where(messages.c.tenant == tenant, messages.c.queued_as == queued_as)
+            .limit(1)
+        )
+    ).scalar()
 
 
 async def list_tickets(conn: AsyncConnection, tenant: str) -> list[dict[str, Any]]:

@@ -243,6 +243,15 @@ class Daemon:
         return int(self.query("SELECT count(*) FROM messages WHERE queued_as = ?",
                               queued_as(reply))[0][0])  # fmt: skip
 
+    def people(self, ref: str) -> list[str]:
+        """The participants of ticket ``ref``, by address."""
+        rows = self.query(
+            "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
+            "WHERE t.ref = ? ORDER BY p.address",
+            ref,
+        )
+        return [r[0] for r in rows]
+
     def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
             [sys.executable, "-m", "gateway", *args, "--config", str(self.config)],

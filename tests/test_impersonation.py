@@ -96,15 +96,6 @@ def _open(d: Daemon) -> str:
     return d.ref(text)
 
 
-def _people(d: Daemon, ref: str) -> list[str]:
-    rows = d.query(
-        "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
-        "WHERE t.ref = ? ORDER BY p.address",
-        ref,
-    )
-    return [r[0] for r in rows]
-
-
 def _ticket(d: Daemon, ref: str) -> tuple[object, ...]:
     """What a message could change on the ticket: status, priority, assignee, clocks."""
     (row,) = d.query(
@@ -156,7 +147,7 @@ def test_the_two_mail_takeover_fails(gw: Daemon) -> None:
     code, text = gw.send(join, sender="mallory@evil.test")
     assert code == 250, text
     assert gw.ref(text) != ref  # the planted Message-ID threads nowhere
-    assert _people(gw, ref) == [CAROL]
+    assert gw.people(ref) == [CAROL]
     assert _ticket(gw, ref)[:2] == ("open", "normal")  # the forged IBAN moved no rule
     assert [(k, to) for k, to, _ in _outbox(gw) if to == "mallory@evil.test"] == [
         ("ack", "mallory@evil.test")  # for the ticket mallory opened, and nothing of carol's
@@ -172,7 +163,7 @@ def test_a_forged_client_changes_nothing(gw: Daemon) -> None:
     code, text = gw.send(forged, sender="mallory@evil.test")
     assert code == 250 and gw.ref(text) == ref, text
     assert _flags(gw, "<f-1@evil.test>") == ('["unverified"]', "fail")
-    assert _ticket(gw, ref) == before and _people(gw, ref) == [CAROL]
+    assert _ticket(gw, ref) == before and gw.people(ref) == [CAROL]
     # Only the agent hears of it, warned first; nobody else gets anything.
     assert _outbox(gw)[sent:] == [("notice", ALICE, "Warning: unverified sender. This "
                                    "message claims to be from carol@shop.test, but the "
@@ -200,7 +191,7 @@ def test_a_forged_agent_is_not_relayed_and_changes_nothing(gw: Daemon) -> None:
     assert code == 250 and gw.ref(text) == ref, text
     flags, auth = _flags(gw, "<fa-1@evil.test>")
     assert auth == "fail" and "agent-unauthenticated" in flags and "unverified" in flags
-    assert _ticket(gw, ref) == before and _people(gw, ref) == [CAROL]  # no #close, no #cc
+    assert _ticket(gw, ref) == before and gw.people(ref) == [CAROL]  # no #close, no #cc
     # Not relayed; the agent whose From it forged is the one who must hear of it.
     new = _outbox(gw)[sent:]
     assert [(k, to) for k, to, _ in new] == [("notice", ALICE)], new
@@ -227,6 +218,6 @@ def test_a_token_with_another_unauthenticated_from_still_tells_the_agent(gw: Dae
     assert code == 250 and gw.ref(text) == ref, text
     flags, auth = _flags(gw, "<ft-1@evil.test>")
     assert auth == "fail" and "agent-token-from-mismatch" in flags and "unverified" in flags
-    assert _ticket(gw, ref) == before and _people(gw, ref) == [CAROL]
+    assert _ticket(gw, ref) == before and gw.people(ref) == [CAROL]
     new = _outbox(gw)[sent:]
     assert new == [("refusal", ALICE, f"Your reply on {ref} was NOT sent to the client.")], new

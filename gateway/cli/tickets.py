@@ -74,10 +74,14 @@ async def _list(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
 
 
 async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
-    from store.queries import ticket_detail, tickets_queued_as
+    from store.queries import ticket_detail, ticket_queued_as
 
     if _QUEUED_AS.fullmatch(args.ref):  # what a sender can quote: their 250's id
-        found = await tickets_queued_as(conn, args.ref)
+        found = []
+        for t in config.tenants:  # one ticket per tenant the mail went to
+            ref = await ticket_queued_as(conn, t.slug, args.ref)
+            if ref is not None:
+                found.append((t.slug, ref))
         if not found:
             raise CommandError(f"no ticket holds the mail queued as {args.ref}", os.EX_NOINPUT)
     else:
