@@ -169,7 +169,7 @@ def enhance(status: str, hostname: str = "") -> str:
 
 def queue_id() -> str:
     """A fresh opaque id for one arrival: random, so it tells nothing (no ref, no count,
-    no time) and cannot be guessed to find a message; 64 bits, so two never meet."""
+    no time) and cannot be guessed to find a message; 64 bits, so a clash is unlikely."""
     return secrets.token_hex(8)
 
 
