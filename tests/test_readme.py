@@ -38,5 +38,7 @@ def test_the_readme_smtplib_snippet_prints_the_250_with_the_queued_id(
     # The answer names no ticket, but the message it names was committed before it,
     # and `gateway tickets show <id>` finds its ticket as the README says.
     (ref,) = d.refs(out.stdout)
-    shown = d.cli("tickets", "show", out.stdout.split()[-1])
+    queued = out.stdout.split()[-1]
+    shown = d.cli("tickets", "show", queued)
     assert shown.returncode == 0 and shown.stdout.decode().startswith(ref), shown
+    assert f"queued as:  {queued}" in shown.stdout.decode()  # shown with its message
