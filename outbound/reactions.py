@@ -141,7 +141,10 @@ def react(
         withhold=bool(ev.caution),
     )
     for agent in agents:
-        if agent.address in bouncing or agent.address == ev.sender:
+        # An agent is not told of their own mail, unless it only claims to be theirs:
+        # a forged From of an agent is the one notice that agent must get.
+        own = agent.address == ev.sender and ev.caution != "unverified"
+        if agent.address in bouncing or own:
             continue
 
         def notice(agent: Agent = agent) -> Composed:

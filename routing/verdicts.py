@@ -70,9 +70,14 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """Committed for every tenant the envelope named (250; exit 0)."""
+    """Committed for every tenant the envelope named (250; exit 0).
+
+    ``queued_as``: the arrival's opaque id, the only thing the 250 names (never a
+    ticket ref, which would let anyone probe refs); logged and stored with the message.
+    """
 
     stored: tuple[Stored, ...]
+    queued_as: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,12 +137,16 @@ messages = Table(
     # and the RFC 8601 Authentication-Results text it was read from (None: no check).
     Column("auth", String(16), nullable=False, server_default="none"),
     Column("auth_results", Text, nullable=True),
+    # The opaque id the 250 named ("OK queued as ..."), random per arrival: what a
+    # sender can quote to find their mail; never the ticket ref. None before 0015.
+    Column("queued_as", String(32), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Set when retention or an erasure deleted the raw blob; raw_sha256 stays
     # as the dedupe fingerprint, but it no longer keeps the blob alive.
     Column("raw_purged_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("tenant", "message_key"),
     Index(None, "ticket_id"),
+    Index(None, "queued_as"),
     Index(None, "tenant", "message_id"),
 )
 

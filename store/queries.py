@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from store.models import attachments, audit_events, messages, participants, tickets
 
-__all__ = ["audit_trail", "list_tickets", "status_history", "tenants_in_store", "ticket_detail"]
+__all__ = [
+    "audit_trail",
+    "list_tickets",
+    "status_history",
+    "tenants_in_store",
+    "ticket_detail",
+    "ticket_queued_as",
+]
 
 
 def _iso(value: Any) -> str | None:
@@ -24,6 +31,18 @@ async def tenants_in_store(conn: AsyncConnection) -> list[str]:
     """Admin scope only: which tenants have rows at all."""
     rows = await conn.execute(select(tickets.c.tenant).distinct().order_by(tickets.c.tenant))
     return [r for (r,) in rows]
+
+
+async def ticket_queued_as(conn: AsyncConnection, tenant: str, queued_as: str) -> str | None:
+    """The ref of the tenant's ticket holding the mail a 250 named ``queued as <id>``."""
+    return (
+        await conn.execute(
+            select(tickets.c.ref)
+            .join(messages, messages.c.ticket_id == tickets.c.id)
+            .where(messages.c.tenant == tenant, messages.c.queued_as == queued_as)
+            .limit(1)
+        )
+    ).scalar()
 
 
 async def list_tickets(
@@ -190,6 +209,7 @@ async def ticket_detail(
             "thread_by": m.thread_by,
             "flags": m.flags,
             "auth": m.auth,  # sender authentication: pass | fail | temperror | none
+            "queued_as": m.queued_as,  # the id the 250 named (None: stored before 0015)
             "created_at": _iso(m.created_at),
             "attachments": atts.get(m.id, []),
         }

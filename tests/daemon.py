@@ -13,18 +13,39 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import smtplib
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.pg_harness import pg_reader, session_cluster, use_postgresql
 
 ROOT = Path(__file__).resolve().parent.parent
+QUEUED = re.compile(r"(?:250 )?2\.0\.0 OK queued as ([0-9a-f]{16})\s*")
+
+
+def queued_as(reply: str) -> str:
+    """The opaque id of a 250 to DATA; fails the test for any other answer."""
+    found = QUEUED.fullmatch(reply)
+    assert found, f"not a 250 OK queued as <id>: {reply!r}"
+    return found.group(1)
+
+
+def refs_queued_as(query: Callable[..., list[Any]], reply: str) -> list[str]:
+    """Refs of the tickets holding the mail ``reply`` named, read with ``query`` (SQL
+    with ``?`` placeholders), one per tenant it went to."""
+    rows = query(
+        "SELECT DISTINCT t.ref, t.tenant FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+        "WHERE m.queued_as = ? ORDER BY t.tenant",
+        queued_as(reply),
+    )
+    return [r[0] for r in rows]
 
 CONFIG = """
 [gateway]
@@ -220,6 +241,31 @@ class Daemon:
                     return code, msg.decode()
             code, msg = s.data(data)
             return code, msg.decode()
+
+    def refs(self, reply: str) -> list[str]:
+        """The tickets holding the mail a 250 named (``OK queued as <id>``), by store:
+        the reply itself never names a ticket (issue 16)."""
+        return refs_queued_as(self.query, reply)
+
+    def ref(self, reply: str) -> str:
+        """The one ticket the mail a 250 named went to."""
+        (ref,) = self.refs(reply)
+        return ref
+
+    def kept(self, reply: str) -> int:
+        """How many messages were stored for the mail a 250 named: 0 for a duplicate
+        (or a rule's drop), whose answer reads like any other (issue 16)."""
+        return int(self.query("SELECT count(*) FROM messages WHERE queued_as = ?",
+                              queued_as(reply))[0][0])  # fmt: skip
+
+    def people(self, ref: str) -> list[str]:
+        """The participants of ticket ``ref``, by address."""
+        rows = self.query(
+            "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
+            "WHERE t.ref = ? ORDER BY p.address",
+            ref,
+        )
+        return [r[0] for r in rows]
 
     def cli(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(

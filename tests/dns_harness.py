@@ -10,6 +10,7 @@ the test fails with its log, never skips.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import shutil
 import signal
@@ -21,13 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dkim
 import dns.exception
 import dns.message
 import dns.query
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.ports import free_port
 
-__all__ = ["DNSMASQ", "Dns", "running_dns", "txt_chunks"]
+__all__ = ["DNSMASQ", "Dns", "dkim_key", "dkim_sign", "running_dns", "txt_chunks"]
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 START_TIMEOUT = 30.0
@@ -116,6 +120,28 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
         except (TimeoutError, OSError, dns.exception.Timeout):
             time.sleep(0.1)
     raise RuntimeError(f"dnsmasq did not answer on 127.0.0.1:{port}")
+
+
+def dkim_key() -> tuple[bytes, str]:
+    """A fresh RSA key: the PEM to sign with, and the DKIM record that publishes it."""
+    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = k.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = k.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def dkim_sign(text: bytes, domain: str, key: bytes, selector: str = "sel") -> bytes:
+    """``text`` with a DKIM-Signature by dkimpy for ``domain`` (From, To, Subject signed)."""
+    sig = dkim.sign(
+        text, selector.encode(), domain.encode(), key, include_headers=[b"from", b"to", b"subject"]
+    )
+    return sig + text
 
 
 def closed_port() -> int:

@@ -77,7 +77,7 @@ def test_tickets_list_show_dump(daemon: Daemon) -> None:
         attachments=[("report.pdf", "application/pdf", b"%PDF-1.4 test")],
     )
     _code, text = daemon.send(data, sender="quinn@client.test")
-    ref = text.split()[-1]
+    ref = daemon.ref(text)
     listed = daemon.cli("tickets", "list", "--tenant", "acme", "--json")
     assert ref in [t["ref"] for t in json.loads(listed.stdout)]
     shown = json.loads(daemon.cli("tickets", "show", ref, "--json").stdout)

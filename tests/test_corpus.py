@@ -52,9 +52,9 @@ def delivered(
                 for name, raw, (code, text) in pool.map(deliver, names):
                     sent[name] = {"raw": raw, "code": code, "text": text}
                     if name in root_thread and code == 250:
-                        m = re.search(r"\b([A-Z]+-\d+)\b", text)
-                        if m:
-                            thread_ref[root_thread[name]] = m.group(1)
+                        refs = d.refs(text)  # none for a duplicate
+                        if refs:
+                            thread_ref[root_thread[name]] = refs[0]
         yield d, exp, sent
     finally:
         d.stop()

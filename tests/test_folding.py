@@ -34,7 +34,7 @@ def test_client_page_folds_the_quoted_history(site: Daemon) -> None:  # noqa: F8
     anna = "anna@client.test"
     code, text = site.send(make_mail(sender=anna, subject="Printer", body=BODY), sender=anna)
     assert code == 250, text
-    ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    ref = site.ref(text)
     b = Browser(site)
     assert _request_link(b, anna)[0] == 200
     assert _sign_in(b, _link(site, anna))[0] == 303
@@ -54,7 +54,7 @@ def test_tickets_show_folds_and_quoted_shows_all(daemon: Daemon) -> None:
     carl = "carl@client.test"
     code, text = daemon.send(make_mail(sender=carl, subject="Folding", body=BODY), sender=carl)
     assert code == 250, text
-    ref = text.split()[-1]
+    ref = daemon.ref(text)
     plain = daemon.cli("tickets", "show", ref)
     assert plain.returncode == 0, plain.stderr
     out = plain.stdout.decode()

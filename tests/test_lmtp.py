@@ -84,7 +84,7 @@ def test_tcp_one_recipient_accepted_one_refused(tcp: Daemon) -> None:
         assert (250, "ENHANCEDSTATUSCODES") in lhlo
         codes, after = c.send(["support@acme.test", "nobody@acme.test"])
         assert codes == [250, 550]
-        assert len(after) == 1 and after[0].startswith("250 2.0.0 OK ACME-"), after
+        assert len(after) == 1 and tcp.ref(after[0]).startswith("ACME-"), after
         assert c.cmd("QUIT")[0][0] == 221
     rows = tcp.query("SELECT tenant, source FROM messages")
     assert [(r[0], r[1]) for r in rows] == [("acme", "lmtp")]
@@ -99,7 +99,7 @@ def test_per_recipient_replies_differ_after_data(tcp: Daemon) -> None:
         codes, after = c.send(["help@globex.test", "support@acme.test"])
         assert codes == [250, 250]
         assert after[0] == "550 5.7.1 Globex takes no mail", after
-        assert after[1].startswith("250 2.0.0 OK ACME-"), after
+        assert tcp.ref(after[1]).startswith("ACME-"), after
     assert [r[0] for r in tcp.query("SELECT tenant FROM messages")] == ["acme"]
 
 
@@ -128,8 +128,8 @@ def test_unix_socket_two_tenants_two_replies(tmp_path: Path) -> None:
             c.cmd("LHLO mta.test")
             codes, after = c.send(["support@acme.test", "help@globex.test"])
         assert codes == [250, 250]
-        assert after[0].startswith("250 2.0.0 OK ACME-"), after
-        assert after[1].startswith("250 2.0.0 OK GLOBEX-"), after
+        assert d.ref(after[0]).startswith("ACME-"), after
+        assert d.ref(after[1]).startswith("GLOBEX-"), after
         rows = d.query("SELECT tenant FROM messages ORDER BY tenant")
         assert [r[0] for r in rows] == ["acme", "globex"]
     finally:

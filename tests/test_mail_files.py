@@ -116,7 +116,7 @@ def test_files_travel_both_ways_byte_exact(gateway: Daemon, account: Sink) -> No
     mail.add_attachment(BIG, maintype="application", subtype="octet-stream", filename="dump.bin")
     code, text = gateway.send(mail.as_bytes(policy=SMTP), sender=who)
     assert code == 250, text
-    ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    ref = gateway.ref(text)
     page = f"http://127.0.0.1:{gateway.http_port}/a/acme/t/{ref}"
 
     (notice,) = account.wait_for(_to("alice@acme.test", "notice"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import secrets
 import smtplib
 import time
@@ -212,9 +211,9 @@ def test_three_instances_one_killed_nothing_lost_nothing_twice(
                     code, text, _ = _send(live, first, raw, by_file[name]["to"])
                     answers.setdefault(name, []).append(code)
                     if name in root_thread and code == 250:
-                        m = re.search(r"\b([A-Z]+-\d+)\b", text)
-                        if m:
-                            thread_ref[root_thread[name]] = m.group(1)
+                        refs = first.refs(text)  # none for a duplicate
+                        if refs:
+                            thread_ref[root_thread[name]] = refs[0]
         assert killed is not None and doubled > 0
         reader = live[0]
 

@@ -92,7 +92,7 @@ def test_the_whole_conversation(tmp_path: Path, account: Sink) -> None:
         first = _client_mail(who)
         code, text = d.send(first, sender=who)
         assert code == 250, text
-        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        ref = d.ref(text)
         first_id = re.search(rb"Message-ID: (<[^>]+>)", first).group(1).decode()  # type: ignore[union-attr]
 
         (ack,) = account.wait_for(lambda r: _to(who)(r) and _kind("ack")(r))
@@ -116,7 +116,7 @@ def test_the_whole_conversation(tmp_path: Path, account: Sink) -> None:
             f"On Mon, 4 Mar 2024, Helpdesk wrote:\n{quoted}\n",
         )
         code, text = d.send(answer, to=_addr(n["Reply-To"]), sender="alice@acme.test")
-        assert code == 250 and ref in text, text
+        assert code == 250 and d.ref(text) == ref, text
         (relay,) = account.wait_for(lambda r: _to(who)(r) and _kind("reply")(r))
         r = relay.msg
         assert _addr(r["From"]) == "support@acme.test" and relay.mail_from == "support@acme.test"
@@ -128,7 +128,7 @@ def test_the_whole_conversation(tmp_path: Path, account: Sink) -> None:
         # The client answers the relay: same ticket, and the agent hears of it.
         again = _reply(r, f"Carol Client <{who}>", "Thanks, works now!")
         code, text = d.send(again, to=_addr(r["Reply-To"]), sender=who)
-        assert code == 250 and ref in text, text
+        assert code == 250 and d.ref(text) == ref, text
         notices = account.wait_for(
             lambda x: _to("alice@acme.test")(x) and _kind("notice")(x), count=2
         )
@@ -146,7 +146,7 @@ def test_agent_commands_and_notes(tmp_path: Path, account: Sink) -> None:
     try:
         who = f"dave.{uuid.uuid4().hex[:6]}@client.test"
         _, text = d.send(_client_mail(who), sender=who)
-        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        ref = d.ref(text)
         (notice,) = account.wait_for(lambda r: _to("alice@acme.test")(r) and _kind("notice")(r))
         note = _reply(notice.msg, "alice@acme.test", "#note\n#priority urgent\nCustomer is VIP.")
         assert d.send(note, to=_addr(notice.msg["Reply-To"]), sender="alice@acme.test")[0] == 250
@@ -169,7 +169,7 @@ def test_forged_agent_mail_is_never_relayed(tmp_path: Path, account: Sink) -> No
     try:
         who = f"erin.{uuid.uuid4().hex[:6]}@client.test"
         _, text = d.send(_client_mail(who), sender=who)
-        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        ref = d.ref(text)
         (notice,) = account.wait_for(lambda r: _to("alice@acme.test")(r) and _kind("notice")(r))
         # Someone else uses the agent's reply address (a leaked notice): kept, not relayed.
         forged = _reply(notice.msg, "mallory@evil.test", "Please pay to IBAN XX00.")

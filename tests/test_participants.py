@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
@@ -24,13 +23,13 @@ def test_an_outsider_threaded_by_references_is_kept_but_never_joins(tmp_path: Pa
             _mail("carol@client.test", "Printer", "<c-1@client.test>"), sender="carol@client.test"
         )
         assert code == 250, text
-        ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+        ref = d.ref(text)
         plant = _mail(
             "outsider@evil.test", "Re: Printer", "<plant-2@evil.test>",
             "In-Reply-To: <c-1@client.test>\r\n",
         )  # fmt: skip
         code, text = d.send(plant, sender="outsider@evil.test")
-        assert code == 250 and ref in text, text  # threaded into the ticket, for the agents
+        assert code == 250 and d.ref(text) == ref, text  # threaded into the ticket, for the agents
         people = d.query(
             "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
             "WHERE t.ref = ?",
@@ -61,15 +60,6 @@ def test_an_outsider_threaded_by_references_is_kept_but_never_joins(tmp_path: Pa
         d.stop()
 
 
-def _people(d: Daemon, ref: str) -> list[str]:
-    rows = d.query(
-        "SELECT p.address FROM participants p JOIN tickets t ON t.id = p.ticket_id "
-        "WHERE t.ref = ? ORDER BY p.address",
-        ref,
-    )
-    return [r[0] for r in rows]
-
-
 def _open(d: Daemon, sender: str, headers: str = "", to: str = "support@acme.test") -> str:
     mail = (
         f"From: {sender}\r\nTo: {to}\r\n{headers}Subject: Printer\r\n"
@@ -77,7 +67,7 @@ def _open(d: Daemon, sender: str, headers: str = "", to: str = "support@acme.tes
     ).encode()
     code, text = d.send(mail, sender="carol@client.test")
     assert code == 250, text
-    return re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    return d.ref(text)
 
 
 def _agent_reply_address(d: Daemon) -> str:
@@ -104,7 +94,7 @@ def test_the_first_mails_to_and_cc_join_but_never_our_own_addresses(tmp_path: Pa
             "Cc: erin@client.test, alice@acme.test, billing+x@acme.test\r\n",
             to="support@acme.test, Dave <dave@client.test>, carol@client.test",
         )
-        assert _people(d, ref) == ["carol@client.test", "dave@client.test", "erin@client.test"]
+        assert d.people(ref) == ["carol@client.test", "dave@client.test", "erin@client.test"]
     finally:
         d.stop()
 
@@ -118,7 +108,7 @@ def test_an_agent_answers_from_an_alias(tmp_path: Path) -> None:
         assert d.send(reply, to=token, sender="alice.home@acme.test")[0] == 250
         (relay,) = d.query("SELECT rcpt_tos FROM outbox WHERE kind = 'relay'")
         assert "carol@client.test" in str(relay[0])
-        assert _people(d, ref) == ["carol@client.test"]  # an alias is never a client
+        assert d.people(ref) == ["carol@client.test"]  # an alias is never a client
     finally:
         d.stop()
 
@@ -131,7 +121,7 @@ def test_a_token_with_another_from_is_refused_and_the_agent_told(tmp_path: Path)
         forged = _reply("mallory@evil.test", token, "Pay to IBAN XX00.", "<m-1@evil.test>")
         assert d.send(forged, to=token, sender="mallory@evil.test")[0] == 250
         assert d.query("SELECT count(*) FROM outbox WHERE kind = 'relay'")[0][0] == 0
-        assert _people(d, ref) == ["carol@client.test"]
+        assert d.people(ref) == ["carol@client.test"]
         (flags,) = d.query("SELECT flags FROM messages WHERE from_addr = 'mallory@evil.test'")
         assert "agent-token-from-mismatch" in str(flags[0])
         (row,) = d.query("SELECT rcpt_tos, body FROM outbox WHERE kind = 'refusal'")
@@ -173,17 +163,17 @@ def test_an_agent_adds_and_removes_participants_and_nobody_else_can(tmp_path: Pa
         sneaky = _reply("carol@client.test", "support@acme.test", "#cc add x@evil.test", "<c-9@c>")
         sneaky = sneaky.replace(b"Re: Printer", f"Re: [{ref}] Printer".encode())
         assert d.send(sneaky, sender="carol@client.test")[0] == 250
-        assert _people(d, ref) == ["carol@client.test"]
+        assert d.people(ref) == ["carol@client.test"]
         add = "#cc add Dave@client.test\nDave joins us."
         assert d.send(_reply("alice@acme.test", token, add, "<a-2@acme.test>"), to=token)[0] == 250
-        assert _people(d, ref) == ["carol@client.test", "dave@client.test"]
+        assert d.people(ref) == ["carol@client.test", "dave@client.test"]
         (relay,) = d.query("SELECT rcpt_tos FROM outbox WHERE kind = 'relay'")
         assert "dave@client.test" in str(relay[0])
         remove = "#cc remove dave@client.test\n#note\nDave left."
         assert (
             d.send(_reply("alice@acme.test", token, remove, "<a-3@acme.test>"), to=token)[0] == 250
         )
-        assert _people(d, ref) == ["carol@client.test"]
+        assert d.people(ref) == ["carol@client.test"]
         audit = d.query(
             "SELECT actor, action, detail FROM audit_events "
             "WHERE action LIKE 'participant.%' OR action = 'ticket.commands' ORDER BY id"

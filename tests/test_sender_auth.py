@@ -10,17 +10,13 @@ and an SPF that fails.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.policy import default
 from email.utils import make_msgid
 from pathlib import Path
 
-import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.intake.auth import Authenticator, trusted_id
 from parsers.types import Envelope, RawMessage
@@ -28,26 +24,11 @@ from routing.auth import AuthVerdict
 from routing.config import load_config
 from routing.errors import ConfigError
 from tests.daemon import Daemon
-from tests.dns_harness import Dns, closed_port, running_dns
+from tests.dns_harness import Dns, closed_port, dkim_key, dkim_sign, running_dns
 
-
-def _key() -> tuple[bytes, str]:
-    """A fresh RSA key: the PEM to sign with, and the DKIM record that publishes it."""
-    k = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = k.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = k.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
-
-
-GOOD_KEY, GOOD_RECORD = _key()
-EVIL_KEY, EVIL_RECORD = _key()
-NOPOLICY_KEY, NOPOLICY_RECORD = _key()
+GOOD_KEY, GOOD_RECORD = dkim_key()
+EVIL_KEY, EVIL_RECORD = dkim_key()
+NOPOLICY_KEY, NOPOLICY_RECORD = dkim_key()
 
 ZONE = {
     "good.test": "v=spf1 ip4:127.0.0.1 -all",
@@ -75,11 +56,7 @@ def _mail(from_addr: str, *, sign: tuple[str, bytes] | None = None, headers: str
         f"Message-ID: {make_msgid(domain='t.test')}\r\n\r\nHello.\r\n"
     ).encode()
     if sign is not None:
-        domain, key = sign
-        sig = dkim.sign(
-            text, b"sel", domain.encode(), key, include_headers=[b"from", b"to", b"subject"]
-        )
-        text = sig + text
+        text = dkim_sign(text, *sign)
     return text
 
 

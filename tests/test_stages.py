@@ -25,6 +25,7 @@ from gateway.intake.replies import (
     imap_action,
     outcome_for_exception,
     quarantine,
+    queue_id,
     reject,
     smtp_reply,
     verdict,
@@ -198,10 +199,15 @@ def test_accepted_replies_exit_codes_and_imap_actions() -> None:
     new = Stored("acme", "ACME-1", "new")
     dup = Stored("acme", None, "none", drop=Reason.DUPLICATE)
     dropped = Stored("globex", None, "none", drop=Reason.RULE_DROP)
-    assert smtp_reply(Accepted((new, dup))) == "250 2.0.0 OK ACME-1"
-    assert smtp_reply(Drop((dup,))) == "250 2.0.0 OK already received"
-    assert smtp_reply(Drop((dup, dropped))) == "250 2.0.0 OK recorded"
-    assert smtp_reply(Accepted((Stored("acme", None, "none"),))) == "250 2.0.0 OK recorded"
+    # Every 250 names the arrival's opaque id and nothing else: no ref to probe, and a
+    # duplicate or a rule's drop reads like any other accepted mail (issue 16).
+    qid = queue_id()
+    assert re.fullmatch(r"[0-9a-f]{16}", qid) and qid != queue_id()
+    assert smtp_reply(Accepted((new, dup), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Drop((dup,), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Drop((dup, dropped), qid)) == f"250 2.0.0 OK queued as {qid}"
+    assert smtp_reply(Accepted((Stored("acme", None, "none"),), qid)).endswith(qid)
+    assert "ACME" not in smtp_reply(Accepted((new,), qid))
     for outcome in (Accepted((new,)), Drop((dup,))):
         assert (exit_code(outcome), imap_action(outcome)) == (os.EX_OK, ImapAction.DONE)
     assert imap_action(defer(Reason.SCANNER_UNAVAILABLE)) is ImapAction.LEAVE
@@ -256,7 +262,7 @@ def test_the_documented_smtp_answers_are_the_table() -> None:
     assert documented == ours | protocol
     texts = {a.smtp.replace("{detail}", "<>") for a in ANSWERS.values() if a.code}
     protocol_texts = {
-        "250 2.0.0 OK <>",
+        "250 2.0.0 OK queued as <>",
         "530 5.7.0 Must issue a STARTTLS command first",
         "552 5.3.4 Message size exceeds fixed maximum message size",
     }
@@ -267,6 +273,17 @@ def test_the_documented_smtp_answers_are_the_table() -> None:
         matching = [a for a in ANSWERS.values() if a.smtp.replace("{detail}", "<>") == line]
         if matching and exit_ != "-":
             assert int(exit_) == matching[0].exit, line
+
+
+def test_the_security_probe_table_names_tests_that_exist() -> None:
+    """docs/security.md's table of issue 16's probes points at a test for each: a test
+    renamed or dropped must not leave the table promising a proof that is gone."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(tests/\w+\.py)::(\w+)`", text))
+    assert len(named) >= 20, named
+    for path, name in sorted(named):
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name}"
 
 
 def test_crash_points_are_named_once() -> None:
@@ -393,6 +410,14 @@ def test_decide_an_agent_is_known_by_token_and_from(config: GatewayConfig) -> No
         "alice@acme.test",
     )
     assert forged.reaction.acknowledge is False
+    # A forger whose From also fails authentication is refused all the same: the agent
+    # is told (a refusal, not just the agents' warning), and the message is unverified.
+    _, both = _decide(
+        config, _mail("Re: Printer", sender="ceo@bank.test"), match, auth=AuthVerdict("fail")
+    )
+    assert both.stored.flagged == ("agent-token-from-mismatch", "unverified")
+    assert (both.reaction.caution, both.reaction.agent.address) == ("refused", "alice@acme.test")
+    assert (both.ingest.participants, both.ingest.changes, both.ingest.anchor) == ((), {}, False)
 
 
 def test_decide_rules_reject_drop_and_act(config: GatewayConfig) -> None:

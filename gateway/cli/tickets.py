@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +54,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_run(_list))
     ps = tsub.add_parser("show", parents=[common], help="one ticket: messages, clocks, history")
-    ps.add_argument("ref")
+    ps.add_argument("ref", help="a ticket's ref, or the id a 250 named (OK queued as ID)")
     ps.add_argument("--json", action="store_true")
     ps.add_argument(
         "--quoted",
@@ -242,18 +243,35 @@ async def _ticket_id(conn: Any, tenant: str, ref: str) -> int:
 
 
 async def _show(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
-    from store.queries import ticket_detail
+    from store.queries import ticket_detail, ticket_queued_as
 
-    slug = _tenant_of_ref(config, args.ref)
-    detail = await ticket_detail(conn, slug, args.ref.upper())
-    if detail is None:
-        raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
-    await _add_sla(config, conn, slug, detail, _now())
-    if args.json:
-        print(json.dumps(detail, ensure_ascii=False, indent=2))
+    if _QUEUED_AS.fullmatch(args.ref):  # what a sender can quote: their 250's id
+        found = []
+        for t in config.tenants:  # one ticket per tenant the mail went to
+            ref = await ticket_queued_as(conn, t.slug, args.ref)
+            if ref is not None:
+                found.append((t.slug, ref))
+        if not found:
+            raise CommandError(f"no ticket holds the mail queued as {args.ref}", os.EX_NOINPUT)
     else:
-        _print_ticket(detail, quoted=args.quoted)
+        found = [(_tenant_of_ref(config, args.ref), args.ref.upper())]
+    details = [await ticket_detail(conn, slug, ref) for slug, ref in found]
+    if details[0] is None:
+        raise CommandError(f"no ticket {args.ref}", os.EX_NOINPUT)
+    now = _now()
+    for (slug, _ref), detail in zip(found, details, strict=True):
+        if detail is not None:
+            await _add_sla(config, conn, slug, detail, now)
+    if args.json:  # one ticket as an object; a mail to two tenants as a list of them
+        shown = details[0] if len(details) == 1 else details
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+        return 0
+    for detail in details:
+        _print_ticket(detail, quoted=args.quoted)  # type: ignore[arg-type]
     return 0
+
+
+_QUEUED_AS = re.compile(r"[0-9a-f]{16}")  # gateway/intake/replies.py queue_id()
 
 
 async def _dump(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> int:
@@ -313,6 +331,8 @@ def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
         auth = f"  auth={m['auth']}" if m["direction"] == "in" else ""
         print(f"\n--- {m['direction']} {m['kind']} from {m['from']}{auth}  {m['date'] or ''}")
         print(f"    Message-ID: {m['message_id']}")
+        if m.get("queued_as"):
+            print(f"    queued as:  {m['queued_as']}")
         for a in m["attachments"]:
             print(
                 f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "

@@ -37,6 +37,7 @@ class Arrival:
     sha256: str  # of the raw bytes
     now: datetime
     auth: AuthVerdict = NONE  # sender authentication, checked before the commit
+    queued_as: str = ""  # the opaque id the 250 names (gateway/intake/replies.py)
 
     @property
     def sender(self) -> str:
@@ -203,11 +204,16 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
 
 
 def _caution(*, unverified: bool, refused: bool, outsider: bool) -> str:
-    """Why a stored message changes nothing, the gravest reason first."""
-    if unverified:
-        return "unverified"
+    """Why a stored message changes nothing, the gravest reason first.
+
+    A refused token comes before an unverified From: either way nothing is relayed,
+    but only the refusal tells the agent whose reply address was used, and a forger
+    who also fails authentication must not spare them that notice (issue 16).
+    """
     if refused:
         return "refused"
+    if unverified:
+        return "unverified"
     return "outsider" if outsider else ""
 
 
@@ -240,6 +246,7 @@ def _message_row(
         "rules": rules.matched,
         "auth": msg.auth.summary,
         "auth_results": msg.auth.header or None,
+        "queued_as": msg.queued_as or None,
     }
 
 

@@ -26,7 +26,7 @@ from gateway.clock import Clock
 from gateway.intake.auth import Authenticator, trusted_id
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.decide import Arrival
-from gateway.intake.replies import defer, outcome_for_exception, reject
+from gateway.intake.replies import defer, outcome_for_exception, queue_id, reject
 from gateway.intake.scan import Scanner
 from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable, Unscannable
 from outbound.compose import Templates
@@ -61,6 +61,7 @@ class Trace:
     scan_detail: str | None = None
     signature: str | None = None
     auth: str | None = None
+    queued_as: str | None = None  # the id the 250 names: find the message by it
     rule: str | None = None
     error: str | None = None
 
@@ -102,7 +103,7 @@ class Pipeline:
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
-        trace = Trace(raw.source, len(raw.data))
+        trace = Trace(raw.source, len(raw.data), queued_as=queue_id())
         named = jobs(self.index, raw.envelope.rcpt_tos)
         trace.tenants = sorted(named)
         outcome: Outcome
@@ -187,7 +188,8 @@ class Pipeline:
         verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
         trace.auth = verdict.summary
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
-        msg = Arrival(raw, parsed, raw_sha, now, verdict)
+        queued_as = trace.queued_as or ""
+        msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
 
         def bind(conn: Connection) -> None:
             # Files: fsynced already, checked not collected since (else 451, and the
@@ -204,8 +206,8 @@ class Pipeline:
             self.after_commit()
         crash_point(AFTER_COMMIT_BEFORE_REPLY)
         if stored and all(s.drop is not None for s in stored):
-            return Drop(tuple(stored))
-        return Accepted(tuple(stored))
+            return Drop(tuple(stored), queued_as)
+        return Accepted(tuple(stored), queued_as)
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> ScanResult:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as

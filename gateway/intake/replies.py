@@ -11,15 +11,17 @@ tests/test_stages.py holds the two together.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
 from parsers.errors import HeaderTooLarge, ParseError, StructureTooDeep
-from routing.verdicts import Accepted, Defer, Drop, Outcome, Quarantine, Reason, Reject
+from routing.verdicts import Accepted, Defer, Outcome, Quarantine, Reason, Reject
 from store.errors import StoreUnavailable
 
 __all__ = [
     "ANSWERS",
+    "QUEUED",
     "Answer",
     "ImapAction",
     "defer",
@@ -28,6 +30,7 @@ __all__ = [
     "imap_action",
     "outcome_for_exception",
     "quarantine",
+    "queue_id",
     "reject",
     "smtp_reply",
     "verdict",
@@ -58,6 +61,7 @@ class Answer:
 
 
 _Q, _LEAVE, _DONE = ImapAction.QUARANTINE, ImapAction.LEAVE, ImapAction.DONE
+QUEUED = "OK queued as {detail}"  # every 250 to DATA: the arrival's opaque id, no ref
 
 ANSWERS: dict[Reason, Answer] = {
     Reason.NO_SUCH_RECIPIENT: Answer(550, "5.1.1", "No such recipient here", _Q, os.EX_NOUSER),
@@ -94,8 +98,10 @@ ANSWERS: dict[Reason, Answer] = {
     Reason.FAULT: Answer(
         451, "4.3.0", "Temporary failure, try again later", _LEAVE, os.EX_TEMPFAIL
     ),
-    Reason.DUPLICATE: Answer(250, "2.0.0", "OK already received", _DONE, os.EX_OK),
-    Reason.RULE_DROP: Answer(250, "2.0.0", "OK recorded", _DONE, os.EX_OK),
+    # Every 250 reads the same, so a sender learns neither a ticket's ref nor whether a
+    # Message-ID was known or a rule dropped the mail; the log line tells them apart.
+    Reason.DUPLICATE: Answer(250, "2.0.0", QUEUED, _DONE, os.EX_OK),
+    Reason.RULE_DROP: Answer(250, "2.0.0", QUEUED, _DONE, os.EX_OK),
     Reason.DEFERRED_TOO_OFTEN: Answer(0, "", "deferred {detail} times", _Q, os.EX_TEMPFAIL),
 }
 
@@ -161,6 +167,12 @@ def enhance(status: str, hostname: str = "") -> str:
     return f"{code} {enh} {text}"
 
 
+def queue_id() -> str:
+    """A fresh opaque id for one arrival: random, so it tells nothing (no ref, no count,
+    no time) and cannot be guessed to find a message; 64 bits, so a clash is unlikely."""
+    return secrets.token_hex(8)
+
+
 def verdict(reason: Reason, detail: object = "") -> Reject | Defer:
     """The refusal or deferral the table says for ``reason``."""
     a = ANSWERS[reason]
@@ -202,13 +214,8 @@ def quarantine(outcome: Reject | Defer, deferrals: int = 0) -> Quarantine:
 
 
 def smtp_reply(outcome: Outcome) -> str:
-    if isinstance(outcome, Drop):
-        return ANSWERS[outcome.reason].smtp
-    if isinstance(outcome, Accepted):
-        refs = [s.ticket_ref for s in outcome.stored if s.ticket_ref]
-        if outcome.stored and all(s.duplicate for s in outcome.stored):
-            return ANSWERS[Reason.DUPLICATE].smtp
-        return "250 2.0.0 OK " + (" ".join(refs) if refs else "recorded")
+    if isinstance(outcome, Accepted):  # a Drop too: the same words, see QUEUED
+        return "250 2.0.0 " + QUEUED.format(detail=outcome.queued_as or "-")
     if isinstance(outcome, Quarantine):
         raise ValueError("a quarantine is the IMAP intake's, never an SMTP answer")
     return f"{outcome.code} {outcome.enhanced} {outcome.text}"
