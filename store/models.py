@@ -138,7 +138,7 @@ messages = Table(
     Column("auth", String(16), nullable=False, server_default="none"),
     Column("auth_results", Text, nullable=True),
     # The opaque id the 250 named ("OK queued as ..."), random per arrival: what a
-    # sender can quote to find their mail; never the ticket ref. None before 0015.
+    # sender can quote to find their mail; never the ticket ref. None before 0012.
     Column("queued_as", String(32), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Set when retention or an erasure deleted the raw blob; raw_sha256 stays

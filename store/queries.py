@@ -209,7 +209,7 @@ async def ticket_detail(
             "thread_by": m.thread_by,
             "flags": m.flags,
             "auth": m.auth,  # sender authentication: pass | fail | temperror | none
-            "queued_as": m.queued_as,  # the id the 250 named (None: stored before 0015)
+            "queued_as": m.queued_as,  # the id the 250 named (None: stored before 0012)
             "created_at": _iso(m.created_at),
             "attachments": atts.get(m.id, []),
         }
