@@ -20,7 +20,7 @@ import pytest
 from gateway.cli.main import _parser
 from tests.daemon import Daemon
 from tests.mail import make_mail
-from tests.test_privacy import _agent_reply_address, _ref
+from tests.test_privacy import _agent_reply_address
 
 ACME = """
 [[tenants.queues]]
@@ -77,7 +77,7 @@ def _send(d: Daemon, subject: str, sender: str, body: str = "Hello.", **kw: Any)
     data = make_mail(subject=subject, sender=sender, body=body, **kw)
     code, text = d.send(data, to=to, sender=sender.split("<")[-1].rstrip(">"))
     assert code == 250, text
-    return _ref(text)
+    return d.ref(text)
 
 
 def _list(d: Daemon, *args: str) -> list[dict[str, Any]]:

@@ -109,12 +109,15 @@ def send(d: Daemon, who: str, subject: str, **kw: Any) -> str:
     return d.ref(text)
 
 
+_SIGN_IN = re.compile(r"https?://\S+/a/\S+[?&]s=[0-9a-f]+\S*")
+
+
 def desk_link(sink: Sink, who: str, after: int = 0) -> str:
     """The desk link mailed to ``who`` (through the tenant's SMTP account)."""
     (mail,) = sink.wait_for(
-        lambda r: who in r.rcpt_tos and "/a/" in r.msg.get_content(), count=after + 1
-    )[after:]
-    m = re.search(r"https?://\S+/a/\S+", mail.msg.get_content())
+        lambda r: who in r.rcpt_tos and _SIGN_IN.search(r.msg.get_content()), count=after + 1
+    )[after:]  # a sign-in mail, not a notice (which links the ticket's desk page)
+    m = _SIGN_IN.search(mail.msg.get_content())
     assert m, mail.msg.get_content()
     return m.group(0)
 
