@@ -28,7 +28,7 @@ from outbound.mime import (
     render,
     thread_index,
 )
-from outbound.templates import DEFAULT_TEMPLATES, Templates
+from outbound.templates import DEFAULT_TEMPLATES, FALLBACK_LANGUAGE, Templates
 from routing.config import Agent, Tenant
 
 __all__ = [
@@ -84,6 +84,7 @@ def acknowledgement(
     in_reply_to: str | None,
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
+    lang: str = FALLBACK_LANGUAGE,
     portal: str = "",
 ) -> Composed:
     """The automatic answer to a client who opened a ticket.
@@ -93,11 +94,13 @@ def acknowledgement(
     to live longer than 15 minutes to be of use there.
 
     Marked ``Auto-Submitted: auto-replied`` and sent from the null sender, so
-    no well-behaved robot answers it, and it carries our X-Loop.
+    no well-behaved robot answers it, and it carries our X-Loop. ``lang``: the
+    client's language (outbound/language.py).
     """
     text = templates.render(
         tenant.slug,
         "ack.txt.j2",
+        lang,
         name=clean(to_name),
         ref=ref,
         subject=clean(subject),
@@ -226,9 +229,17 @@ def relay(
     in_reply_to: str | None,
     references: Sequence[str],
     now: datetime,
+    templates: Templates = DEFAULT_TEMPLATES,
+    lang: str = FALLBACK_LANGUAGE,
 ) -> Composed:
-    """An agent's answer, sent to the client from the tenant's address, in the client's thread."""
+    """An agent's answer, sent to the client from the tenant's address, in the client's thread.
+
+    Under the agent's words, a footer in the client's language (``relay_footer.txt.j2``)
+    names the ticket and says that answering the mail is all it takes."""
     name = f"{agent.name} ({tenant.name})" if agent.name else tenant.name
+    footer = templates.render(
+        tenant.slug, "relay_footer.txt.j2", lang, ref=ref, tenant_name=tenant.name
+    )
     mid, body = build(
         MailContext(
             tenant=tenant,
@@ -242,7 +253,7 @@ def relay(
         subject=subject,
         from_name=name,
         to=to,
-        text=text.rstrip() + "\n",
+        text=text.rstrip() + "\n" + footer,
         reply_to=reply_address,
         auto_submitted=None,
     )

@@ -26,6 +26,7 @@ from outbound.compose import (
     relay,
 )
 from outbound.guard import guarded
+from outbound.language import client_language, remember_language
 from outbound.participants import apply_cc, is_ours
 from parsers.types import ParsedMessage
 from routing.commands import split_commands
@@ -71,7 +72,7 @@ def react(
 ) -> list[str]:
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
-        return _agent_reply(conn, config, ev, ev.agent, now)
+        return _agent_reply(conn, config, ev, ev.agent, templates, now)
     if ev.caution == "refused" and ev.agent is not None:
         mail = refusal_notice(
             tenant=ev.tenant,
@@ -100,6 +101,9 @@ def react(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )
         bouncing.discard(ev.sender.lower())
+    lang = ev.tenant.languages[0]
+    if not ev.caution:  # a stranger's or a forger's words say nothing of the client's language
+        lang = remember_language(conn, ev.tenant, ev.ticket_id, ev.parsed, created=ev.created)
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
 
         def ack() -> Composed:
@@ -114,6 +118,7 @@ def react(
                 in_reply_to=ev.parsed.message_id,
                 now=now,
                 templates=templates,
+                lang=lang,
                 portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
                 if config.http.public_url
                 else "",
@@ -253,7 +258,12 @@ def queue_all(
 
 
 def _agent_reply(
-    conn: Connection, config: GatewayConfig, ev: Event, agent: Agent, now: datetime
+    conn: Connection,
+    config: GatewayConfig,
+    ev: Event,
+    agent: Agent,
+    templates: Templates,
+    now: datetime,
 ) -> list[str]:
     slug = ev.tenant.slug
     commands, text = split_commands(ev.parsed.reply_text)
@@ -327,6 +337,8 @@ def _agent_reply(
             in_reply_to=client_ids[-1] if client_ids else None,
             references=client_ids,
             now=now,
+            templates=templates,
+            lang=client_language(conn, ev.tenant, ev.ticket_id),
         )
         queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
         return True

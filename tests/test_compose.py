@@ -268,7 +268,10 @@ def test_every_kind_of_mail_reads_back_with_its_addresses_and_thread() -> None:
     assert read["notice"]["References"].split() == ["<first@client.test>", "<orig@client.test>"]
     assert "Der Drucker ist kaputt." in read["notice"].get_content()
     assert read["relay"]["Auto-Submitted"] is None  # a person speaking
-    assert read["relay"].get_content().replace("\r\n", "\n") == "Wir kümmern uns darum.\n"
+    assert read["relay"].get_content().replace("\r\n", "\n") == (
+        "Wir kümmern uns darum.\n\n--\nAcme Support, ticket ACME-7: "
+        "simply reply to this mail to answer.\n"
+    )
     assert _people(read["relay"]["From"]) == [("Älice O'Agent (Acme Support)", "support@acme.test")]
     assert read["failure"]["Bcc"] is None and read["failure"]["Subject"].startswith("[ACME-7]")
     assert read["link"]["Subject"] == "Ihr Anmeldelink — Acme"

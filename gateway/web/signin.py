@@ -39,7 +39,6 @@ from sqlalchemy.engine import Connection
 
 from gateway.clock import Clock
 from gateway.web.challenge import LinkChallenge
-from gateway.web.i18n import translate
 from gateway.web.pages import PAGE_CSP, Pages
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
@@ -174,8 +173,12 @@ class SignIn(Pages):
             tenant=tenant,
             hostname=self.config.hostname,
             to_addr=address,
-            subject=translate(lang, "mail.subject", tenant=tenant.name),
-            text=translate(lang, "mail.body", link=link),
+            subject=self.mail_templates.render(
+                slug, "signin_subject.txt.j2", lang, tenant_name=tenant.name
+            ).strip(),
+            text=self.mail_templates.render(
+                slug, "signin.txt.j2", lang, link=link, tenant_name=tenant.name
+            ),
             now=now,
         )
         queue(conn, slug, "link", None, mail)
