@@ -40,6 +40,7 @@ from gateway.ops.status_view import package_version
 from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
+from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
@@ -133,6 +134,8 @@ class Daemon:
         )
         if config.http.enabled:
             await stack.enter_async_context(self._http())
+        now = system_clock()()
+        await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
         await stack.enter_async_context(self._smtp())
         self._start_services()
         loop = asyncio.get_running_loop()
