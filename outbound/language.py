@@ -22,15 +22,22 @@ __all__ = ["client_language", "remember_language"]
 def remember_language(
     conn: Connection, tenant: Tenant, ticket_id: int, parsed: ParsedMessage, *, created: bool
 ) -> str:
-    """The language to answer this client's message in, stored on the ticket when it
-    says more than the default does. A follow-up whose language cannot be told (too
-    short) or is not offered leaves the ticket's as it was."""
+    """The language to answer this client's message in, kept on the ticket.
+
+    Told once: a new ticket's first message sets it; a follow-up is looked at only
+    while the ticket has none (its first message was too short to tell, or in a
+    language the tenant does not offer), so the common follow-up costs one read and
+    no detection. A language the tenant does not offer is never stored.
+    """
+    if not created:
+        stored = ticket_language(conn, tenant.slug, ticket_id)
+        if stored is not None:
+            return stored if stored in tenant.languages else tenant.languages[0]
     lang = detect(parsed)
-    if lang in tenant.languages:
-        if not (created and lang == tenant.languages[0]):  # null already means the first
-            set_ticket_language(conn, tenant.slug, ticket_id, lang)
-        return lang
-    return tenant.languages[0] if created else client_language(conn, tenant, ticket_id)
+    if lang not in tenant.languages:
+        return tenant.languages[0]
+    set_ticket_language(conn, tenant.slug, ticket_id, lang)
+    return lang
 
 
 def client_language(conn: Connection, tenant: Tenant, ticket_id: int) -> str:

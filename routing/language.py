@@ -14,10 +14,12 @@ from collections.abc import Sequence
 
 from parsers.types import ParsedMessage
 
-__all__ = ["MIN_TEXT", "answer_language", "detect"]
+__all__ = ["MIN_TEXT", "answer_language", "detect", "warm"]
 
 MIN_TEXT = 12  # characters: below this a guess is noise ("Hi", "Danke!")
-_SAMPLE = 2000  # characters looked at: enough for a sure answer, cheap on a long mail
+# Characters looked at: plenty for a sure answer. Measured on 2 shared cores: 0.27 ms
+# for 600 characters, 0.72 ms for 2,000; it runs in the writer's transaction.
+_SAMPLE = 800
 _CODE = re.compile(r"[a-z]{2,3}")
 
 
@@ -47,3 +49,12 @@ def answer_language(parsed: ParsedMessage, offered: Sequence[str]) -> str:
     tenant's first (``[[tenants]] languages``)."""
     lang = detect(parsed)
     return lang if lang in offered else offered[0]
+
+
+def warm() -> None:
+    """Load the model now (about 2 s and 100 MiB, once per process), so the first
+    client mail does not pay for it inside the writer's transaction; the daemon calls
+    this in a worker thread at start."""
+    from py3langid.langid import classify
+
+    classify("warm")

@@ -159,7 +159,7 @@ def test_a_german_client_is_answered_in_german_an_english_one_in_english(
         ref_en, ack_en = _ack_for(d, account, ENGLISH)
         assert ack_en.msg.get_content().startswith("Hello,")
         langs = dict(d.query("SELECT ref, client_language FROM tickets"))
-        assert langs == {ref_de: "de", ref_en: None}  # null: the tenant's first, English
+        assert langs == {ref_de: "de", ref_en: "en"}
 
         # The agent answers the German ticket in English: the client's footer stays German.
         (notice,) = account.wait_for(
@@ -180,6 +180,17 @@ def test_a_german_client_is_answered_in_german_an_english_one_in_english(
         )
         text = relay.msg.get_content()
         assert "We will send someone" in text and "Antworten Sie einfach" in text, text
+
+        # A first mail too short to tell is answered in the tenant's first language;
+        # the client's next mail tells, and the ticket keeps it from then on.
+        ref, ack = _ack_for(d, account, "Hilfe!")
+        assert ack.msg.get_content().startswith("Hello,")
+        reply_to = str(ack.msg["Reply-To"])
+        who = ack.rcpt_tos[0]
+        more = make_mail(sender=who, to=reply_to, subject=f"Re: {ack.msg['Subject']}", body=GERMAN)
+        assert ref in d.send(more, to=reply_to, sender=who)[1]
+        langs = dict(d.query("SELECT ref, client_language FROM tickets"))
+        assert langs[ref] == "de"
     finally:
         d.stop()
 
@@ -196,5 +207,6 @@ def test_the_admins_folder_wins_for_its_language(tmp_path: Path, account: Sink) 
         assert ack.msg.get_content().rstrip() == f"Moin! Ihr Anliegen hat die Nummer {ref}."
         _ref, ack_en = _ack_for(d, account, ENGLISH)
         assert ack_en.msg.get_content().startswith("Hello,")  # ours: no English override
+
     finally:
         d.stop()
