@@ -21,7 +21,6 @@ from outbound.texts import BUILTIN, CLIENT_TEMPLATES
 from parsers import parse
 from routing.config import LANGUAGES
 from routing.language import answer_language, detect
-from routing.secrets import load_keyring
 from tests.daemon import Daemon
 from tests.mail import make_mail
 from tests.smtp_sink import Received, Sink
@@ -122,19 +121,7 @@ def account(tmp_path: Path) -> Iterator[Sink]:
 
 def _daemon(tmp_path: Path, sink: Sink, extra: str = "") -> Daemon:
     home = tmp_path / "gw"
-    secret = load_keyring(home / "var" / "keys.toml").encrypt(
-        sink.password, tenant="acme", field="password"
-    )
-    outbound = f"""
-[tenants.outbound]
-host = "127.0.0.1"
-port = {sink.port}
-security = "starttls"
-username = "{sink.user}"
-password = "{secret}"
-ca_file = "{sink.ca_file}"
-"""
-    return Daemon(home, acme_extra=outbound, extra=FAST + extra)
+    return Daemon(home, acme_extra=sink.account(home), extra=FAST + extra)
 
 
 def _ack_for(d: Daemon, sink: Sink, body: str) -> tuple[str, Received]:
