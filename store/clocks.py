@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from store.models import sla_tenant_state, tickets
 
@@ -195,11 +196,15 @@ def sync_sla_states(
 ) -> None:
     """A tenant newly under SLA starts now; one no longer under it loses its row, so
     turning SLA on again later starts afresh instead of counting the time it was off."""
-    new = configured - states.keys()
-    if new:
-        conn.execute(
-            insert(sla_tenant_state), [{"tenant": t, "since": now.astimezone(UTC)} for t in new]
-        )
+    for tenant in sorted(configured - states.keys()):
+        # Another instance on the same database may record it first: theirs stands.
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(insert(sla_tenant_state).values(tenant=tenant, since=now.astimezone(UTC)))
+        except IntegrityError:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
     gone = states.keys() - configured
     if gone:
         conn.execute(delete(sla_tenant_state).where(sla_tenant_state.c.tenant.in_(gone)))

@@ -45,13 +45,19 @@ def versions(schema: str | None) -> dict[str, str | None]:
 
 
 def _sla(conn: Any, config: GatewayConfig, now: datetime) -> dict[str, dict[str, int]]:
+    """Per tenant: open tickets, and of those watched (opened since SLA began, as the
+    SLA watch counts them) how many are breached, at risk or waiting on the client."""
     out: dict[str, dict[str, int]] = {}
+    began = clocks.sla_states(conn)
     for tenant in config.tenants:
         if tenant.sla is None:
             continue
         counts = {"open": 0, "warning": 0, "breached": 0, "paused": 0}
+        since = began[tenant.slug].since if tenant.slug in began else now
         for t in clocks.open_tickets(conn, tenant.slug):
             counts["open"] += 1
+            if t["created_at"] < since:
+                continue
             states = {
                 s.state
                 for s in clock_states(tenant.sla.policy_for(t["queue"], t["priority"]), t, now)
