@@ -14,7 +14,7 @@ relayed reply is a person speaking and does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr
@@ -43,7 +43,6 @@ __all__ = [
     "refusal_notice",
     "relay",
     "report_mail",
-    "sla_notice",
     "thread_index",
 ]
 
@@ -329,39 +328,6 @@ def magic_link_mail(
         text,
     )
     return Composed(message_id=mid, mail_from="", rcpt_tos=(to_addr,), body=body)
-
-
-def sla_notice(
-    *,
-    tenant: Tenant,
-    hostname: str,
-    agents: Sequence[Agent],
-    ref: str,
-    subject: str,
-    reply_to: Mapping[str, str],
-    values: Mapping[str, str],
-    now: datetime,
-    templates: Templates = DEFAULT_TEMPLATES,
-) -> list[Composed]:
-    """A warning before, or the news of, a missed SLA target: one mail per agent, each
-    with that agent's reply address so answering it reaches the client."""
-    text = templates.render(tenant.slug, "sla.txt.j2", ref=ref, subject=clean(subject), **values)
-    label = "SLA breached" if values.get("state") == "breached" else "SLA warning"
-    ctx = MailContext(tenant=tenant, hostname=hostname, ref=ref, now=now)
-    out: list[Composed] = []
-    for agent in agents:
-        mid, body = build(
-            ctx,
-            kind="sla",
-            subject=f"{label}: {subject}",
-            from_name=tenant.name,
-            to=[(agent.name, agent.address)],
-            text=text,
-            reply_to=reply_to.get(agent.address, tenant.from_address),
-            auto_submitted="auto-generated",
-        )
-        out.append(Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body))
-    return out
 
 
 def report_mail(

@@ -1,9 +1,10 @@
-"""The digest of SLA alerts: one mail to one agent listing every ticket that fell due.
+"""The mails of the SLA watch (outbound/sla_watch.py) to agents.
 
-Not a mail of any one ticket's thread, so it carries no ticket tag nor a reply token:
-the agent answers a ticket from its own notice or its page. When an agent has a single
-alert, the watch sends the ticket's own notice instead (``compose.sla_notice``), whose
-reply reaches the client.
+``sla_notice``: one ticket's warning or breach, in the ticket's thread, with each
+agent's reply address, so answering it reaches the client. ``sla_digest``: one mail to
+one agent listing every ticket that fell due; not of any one ticket's thread, so it
+carries no ticket tag nor a reply token: the agent answers a ticket from its own
+notice or its page. The watch sends the notice when an agent has a single alert.
 """
 
 from __future__ import annotations
@@ -13,11 +14,44 @@ from datetime import datetime
 from email.utils import format_datetime, formataddr
 
 from outbound.compose import Composed
-from outbound.mime import clean, mailboxes, new_message_id, render
+from outbound.mime import MailContext, build, clean, mailboxes, new_message_id, render
 from outbound.templates import DEFAULT_TEMPLATES, Templates
 from routing.config import Agent, Tenant
 
-__all__ = ["sla_digest"]
+__all__ = ["sla_digest", "sla_notice"]
+
+
+def sla_notice(
+    *,
+    tenant: Tenant,
+    hostname: str,
+    agents: Sequence[Agent],
+    ref: str,
+    subject: str,
+    reply_to: Mapping[str, str],
+    values: Mapping[str, str],
+    now: datetime,
+    templates: Templates = DEFAULT_TEMPLATES,
+) -> list[Composed]:
+    """A warning before, or the news of, a missed SLA target: one mail per agent, each
+    with that agent's reply address so answering it reaches the client."""
+    text = templates.render(tenant.slug, "sla.txt.j2", ref=ref, subject=clean(subject), **values)
+    label = "SLA breached" if values.get("state") == "breached" else "SLA warning"
+    ctx = MailContext(tenant=tenant, hostname=hostname, ref=ref, now=now)
+    out: list[Composed] = []
+    for agent in agents:
+        mid, body = build(
+            ctx,
+            kind="sla",
+            subject=f"{label}: {subject}",
+            from_name=tenant.name,
+            to=[(agent.name, agent.address)],
+            text=text,
+            reply_to=reply_to.get(agent.address, tenant.from_address),
+            auto_submitted="auto-generated",
+        )
+        out.append(Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body))
+    return out
 
 
 def sla_digest(

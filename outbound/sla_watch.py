@@ -17,9 +17,9 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from outbound.compose import Templates, sla_notice
+from outbound.compose import Templates
 from outbound.reactions import queue
-from outbound.sla_mail import sla_digest
+from outbound.sla_mail import sla_digest, sla_notice
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.sla import ClockState, SlaPolicy, assess, format_duration
 from routing.tokens import make_token

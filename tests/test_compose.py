@@ -19,10 +19,10 @@ from outbound.compose import (
     magic_link_mail,
     relay,
     report_mail,
-    sla_notice,
     thread_index,
 )
 from outbound.mime import build, needs_smtputf8
+from outbound.sla_mail import sla_notice
 from parsers import parse
 from routing.commands import split_commands
 from routing.config import Agent, Tenant
