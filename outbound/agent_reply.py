@@ -17,8 +17,10 @@ from sqlalchemy.engine import Connection
 from outbound.compose import Composed, relay
 from outbound.files import carried
 from outbound.guard import guarded
+from outbound.language import client_language
 from outbound.outbox import client_recipients, queue, reply_address
 from outbound.participants import apply_cc, is_ours
+from outbound.templates import DEFAULT_TEMPLATES, Templates
 from outbound.ticket_mail import command_refusal
 from parsers.html_quotes import drop_leading_lines
 from routing.commands import Commands, split_commands
@@ -38,7 +40,12 @@ _CHANGE_ACTIONS = {
 
 
 def agent_reply(
-    conn: Connection, config: GatewayConfig, ev: Event, agent: Agent, now: datetime
+    conn: Connection,
+    config: GatewayConfig,
+    ev: Event,
+    agent: Agent,
+    now: datetime,
+    templates: Templates = DEFAULT_TEMPLATES,
 ) -> list[str]:
     """Act on the reply's leading commands and relay the rest to the ticket's clients;
     any refused command refuses the whole reply, and the agent is told at once."""
@@ -116,6 +123,8 @@ def agent_reply(
             now=now,
             html=html,
             files=files,
+            templates=templates,
+            lang=client_language(conn, ev.tenant, ev.ticket_id),
         )
         queue(conn, slug, "relay", ev.ticket_id, mail, now=now)
         return True

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from outbound.language import client_language
 from outbound.outbox import client_recipients, queue, reply_address
 from outbound.templates import DEFAULT_TEMPLATES, Templates
 from outbound.ticket_mail import auto_close_mail
@@ -98,6 +99,8 @@ def _close(
             references=client_ids,
             now=now,
             templates=templates,
+            lang=client_language(conn, tenant, ticket_id),
+            days=int(after // 86400) if after % 86400 == 0 else None,
         )
         # Queued at the store's own time, as the SLA watch's notices: the outbox worker
         # sends what is due by that clock.

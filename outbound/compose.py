@@ -14,9 +14,10 @@ relayed reply is a person speaking and does not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from email.utils import format_datetime, formataddr
+from html import escape
 
 from outbound.files import LeftOut, left_out_text, notice_html
 from outbound.mime import (
@@ -32,7 +33,7 @@ from outbound.mime import (
     thread_index,
 )
 from outbound.report_mail import report_mail
-from outbound.templates import DEFAULT_TEMPLATES, Templates
+from outbound.templates import DEFAULT_TEMPLATES, FALLBACK_LANGUAGE, Templates
 from routing.config import Agent, Tenant
 
 __all__ = [
@@ -49,7 +50,6 @@ __all__ = [
     "refusal_notice",
     "relay",
     "report_mail",
-    "sla_notice",
     "thread_index",
 ]
 
@@ -86,6 +86,7 @@ def acknowledgement(
     in_reply_to: str | None,
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
+    lang: str = FALLBACK_LANGUAGE,
     portal: str = "",
 ) -> Composed:
     """The automatic answer to a client who opened a ticket.
@@ -95,11 +96,13 @@ def acknowledgement(
     to live longer than 15 minutes to be of use there.
 
     Marked ``Auto-Submitted: auto-replied`` and sent from the null sender, so
-    no well-behaved robot answers it, and it carries our X-Loop.
+    no well-behaved robot answers it, and it carries our X-Loop. ``lang``: the
+    client's language (outbound/language.py).
     """
     text = templates.render(
         tenant.slug,
         "ack.txt.j2",
+        lang,
         name=clean(to_name),
         ref=ref,
         subject=clean(subject),
@@ -247,12 +250,19 @@ def relay(
     now: datetime,
     html: str | None = None,
     files: Sequence[Part] = (),
+    templates: Templates = DEFAULT_TEMPLATES,
+    lang: str = FALLBACK_LANGUAGE,
 ) -> Composed:
     """An agent's answer, sent to the client from the tenant's address, in the client's thread.
 
     ``html``: the agent's own HTML, sanitised and without the quoted notice, as the
-    alternative to ``text``; ``files``: the agent's attachments and inline images."""
+    alternative to ``text``; ``files``: the agent's attachments and inline images.
+    Under the agent's words, a footer in the client's language (``relay_footer.txt.j2``)
+    names the ticket and says that answering the mail is all it takes."""
     name = f"{agent.name} ({tenant.name})" if agent.name else tenant.name
+    footer = templates.render(
+        tenant.slug, "relay_footer.txt.j2", lang, ref=ref, tenant_name=tenant.name
+    )
     mid, body = build(
         MailContext(
             tenant=tenant,
@@ -266,7 +276,7 @@ def relay(
         subject=subject,
         from_name=name,
         to=to,
-        text=Body(text.rstrip() + "\n", html, tuple(files)),
+        text=Body(text.rstrip() + "\n" + footer, _with_footer(html, footer), tuple(files)),
         reply_to=reply_address,
         auto_submitted=None,
     )
@@ -344,34 +354,9 @@ def magic_link_mail(
     return Composed(message_id=mid, mail_from="", rcpt_tos=(to_addr,), body=body)
 
 
-def sla_notice(
-    *,
-    tenant: Tenant,
-    hostname: str,
-    agents: Sequence[Agent],
-    ref: str,
-    subject: str,
-    reply_to: Mapping[str, str],
-    values: Mapping[str, str],
-    now: datetime,
-    templates: Templates = DEFAULT_TEMPLATES,
-) -> list[Composed]:
-    """A warning before, or the news of, a missed SLA target: one mail per agent, each
-    with that agent's reply address so answering it reaches the client."""
-    text = templates.render(tenant.slug, "sla.txt.j2", ref=ref, subject=clean(subject), **values)
-    label = "SLA breached" if values.get("state") == "breached" else "SLA warning"
-    ctx = MailContext(tenant=tenant, hostname=hostname, ref=ref, now=now)
-    out: list[Composed] = []
-    for agent in agents:
-        mid, body = build(
-            ctx,
-            kind="sla",
-            subject=f"{label}: {subject}",
-            from_name=tenant.name,
-            to=[(agent.name, agent.address)],
-            text=text,
-            reply_to=reply_to.get(agent.address, tenant.from_address),
-            auto_submitted="auto-generated",
-        )
-        out.append(Composed(message_id=mid, mail_from="", rcpt_tos=(agent.address,), body=body))
-    return out
+def _with_footer(html: str | None, footer: str) -> str | None:
+    """The relay's HTML part carries the same footer as its text, escaped."""
+    if html is None:
+        return None
+    lines = "<br>\n".join(escape(line) for line in footer.strip("\n").split("\n"))
+    return f"{html}\n<p>{lines}</p>\n"

@@ -27,6 +27,7 @@ from outbound.compose import (
 )
 from outbound.files import carried
 from outbound.guard import guarded
+from outbound.language import remember_language
 from outbound.outbox import client_recipients, queue, queue_all, reply_address
 from outbound.participants import is_ours
 from parsers.types import ParsedMessage
@@ -76,7 +77,7 @@ def react(
 ) -> list[str]:
     """Queue what this message calls for; return the kinds queued (for the log line)."""
     if ev.role == "agent" and ev.agent is not None:
-        return agent_reply(conn, config, ev, ev.agent, now)
+        return agent_reply(conn, config, ev, ev.agent, now, templates)
     if ev.caution == "refused" and ev.agent is not None:
         mail = refusal_notice(
             tenant=ev.tenant,
@@ -105,6 +106,9 @@ def react(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )
         bouncing.discard(ev.sender.lower())
+    lang = ev.tenant.languages[0]
+    if not ev.caution:  # a stranger's or a forger's words say nothing of the client's language
+        lang = remember_language(conn, ev.tenant, ev.ticket_id, ev.parsed, created=ev.created)
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
 
         def ack() -> Composed:
@@ -119,6 +123,7 @@ def react(
                 in_reply_to=ev.parsed.message_id,
                 now=now,
                 templates=templates,
+                lang=lang,
                 portal=f"{config.http.public_url.rstrip('/')}/t/{slug}/"
                 if config.http.public_url
                 else "",

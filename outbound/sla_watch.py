@@ -3,6 +3,11 @@
 Run periodically by the daemon inside one writer transaction: the notice, the
 audit event and the mark that it was sent commit together, so a crash never
 sends a warning twice nor loses a breach from the audit log.
+
+No storms (issue 17: turning SLA on for a tenant with a backlog sent 11 alerts in 4 s):
+clocks count only for tickets opened since the watch first saw SLA configured for the
+tenant (``sla_tenant_state.since``), and an agent gets at most one mail per
+``[tenants.sla] digest_every``, listing everything that fell due meanwhile.
 """
 
 from __future__ import annotations
@@ -13,14 +18,23 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from outbound.compose import Templates, sla_notice
+from outbound.compose import Templates
 from outbound.reactions import queue
+from outbound.sla_mail import sla_digest, sla_notice
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.sla import ClockState, SlaPolicy, assess, format_duration
 from routing.tokens import make_token
 from store import clocks, repos
 
-__all__ = ["Notice", "check_sla", "clock_states", "due_notices", "ticket_sla"]
+__all__ = [
+    "Notice",
+    "check_sla",
+    "clock_states",
+    "due_notices",
+    "setup_pending",
+    "start_sla",
+    "ticket_sla",
+]
 
 _LABEL = {"first_response": "first response", "resolution": "resolution"}
 
@@ -86,6 +100,21 @@ def due_notices(conn: Connection, config: GatewayConfig, now: datetime) -> list[
     return check_sla(conn, config, now, dry_run=True)
 
 
+def setup_pending(conn: Connection, config: GatewayConfig) -> bool:
+    """A tenant was put under SLA, or taken from it, since the watch last wrote: the
+    writer must record it even when no notice is due (reads only)."""
+    return set(clocks.sla_states(conn)) != {t.slug for t in config.tenants if t.sla}
+
+
+def start_sla(conn: Connection, config: GatewayConfig, now: datetime) -> None:
+    """Record which tenants are under SLA from ``now``; the daemon calls it before it
+    takes mail, so no ticket opened under SLA is missed by a late first round (a
+    reload is recorded by the next round, a few seconds later)."""
+    clocks.sync_sla_states(
+        conn, {t.slug for t in config.tenants if t.sla}, clocks.sla_states(conn), now
+    )
+
+
 def check_sla(
     conn: Connection,
     config: GatewayConfig,
@@ -94,30 +123,71 @@ def check_sla(
     *,
     dry_run: bool = False,
 ) -> list[Notice]:
-    """Queue every warning and breach notice that is due and not yet sent."""
+    """Queue the warnings and breaches that are due and not yet sent: one mail per agent
+    per ``[tenants.sla] digest_every`` at most, for tickets opened since SLA began.
+
+    What falls due within a digest period waits, untold and unmarked, for the next
+    digest; its audit event is written when it is told, with the moment it was due.
+    """
+    states = clocks.sla_states(conn)
+    if not dry_run:
+        start_sla(conn, config, now)
     out: list[Notice] = []
     for tenant in config.tenants:
         if tenant.sla is None:
             continue
-        for ticket in clocks.open_tickets(conn, tenant.slug):
-            policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
+        state = states.get(tenant.slug)
+        since = state.since if state is not None else now  # starts with this round
+        last = state.last_digest_at if state is not None else None
+        if last is not None and (now - last).total_seconds() < tenant.sla.digest_every:
+            continue
+        due = _due(conn, tenant, since, now)
+        slug = tenant.slug
+        out += [Notice(slug, str(t["ref"]), s.clock, s.state) for t, _, ss in due for s in ss]
+        if dry_run or not due:
+            continue
+        alerts: dict[str, list[_Alert]] = {}
+        for ticket, policy, sts in due:
             notified = list(ticket["sla_notified"])
-            sent = False
-            for st in clock_states(policy, ticket, now):
-                if st.state not in ("warning", "breached"):
-                    continue
-                mark = f"{st.clock}:{st.state}"
-                if mark in notified:
-                    continue
-                # A breach found without a warning before it (the daemon was down)
-                # is told once, as a breach.
-                notified += [mark] if st.state == "warning" else [mark, f"{st.clock}:warning"]
-                if not dry_run:
-                    _notify(conn, config, tenant, ticket, policy, st, now, templates)
-                out.append(Notice(tenant.slug, str(ticket["ref"]), st.clock, st.state))
-                sent = True
-            if sent and not dry_run:
-                clocks.set_notified(conn, tenant.slug, int(ticket["id"]), sorted(set(notified)))
+            for st in sts:
+                # A breach found without a warning before it (the daemon was down, or a
+                # digest period held it) is told once, as a breach.
+                notified += [f"{st.clock}:{st.state}"]
+                if st.state == "breached":
+                    notified.append(f"{st.clock}:warning")
+                _audit(conn, tenant, ticket, st)
+            clocks.set_notified(conn, tenant.slug, int(ticket["id"]), sorted(set(notified)))
+            for agent in _recipients(tenant, ticket):
+                for st in sts:
+                    alerts.setdefault(agent.address, []).append(_Alert(ticket, policy, st))
+        _send(conn, config, tenant, alerts, now, templates)
+        clocks.set_digest_sent(conn, tenant.slug, now)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Alert:
+    ticket: dict[str, object]
+    policy: SlaPolicy
+    state: ClockState
+
+
+def _due(
+    conn: Connection, tenant: Tenant, since: datetime, now: datetime
+) -> list[tuple[dict[str, object], SlaPolicy, list[ClockState]]]:
+    """Each open ticket opened since SLA began with the clocks it has not been told of."""
+    assert tenant.sla is not None
+    out = []
+    for ticket in clocks.open_tickets(conn, tenant.slug, since):
+        policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
+        notified = set(ticket["sla_notified"])
+        sts = [
+            st
+            for st in clock_states(policy, ticket, now)
+            if st.state in ("warning", "breached") and f"{st.clock}:{st.state}" not in notified
+        ]
+        if sts:
+            out.append((ticket, policy, sts))
     return out
 
 
@@ -132,24 +202,13 @@ def _recipients(tenant: Tenant, ticket: dict[str, object]) -> list[Agent]:
     return list(tenant.agents)
 
 
-def _notify(
-    conn: Connection,
-    config: GatewayConfig,
-    tenant: Tenant,
-    ticket: dict[str, object],
-    policy: SlaPolicy,
-    st: ClockState,
-    now: datetime,
-    templates: Templates | None,
-) -> None:
-    ticket_id = int(ticket["id"])  # type: ignore[call-overload]
-    ref = str(ticket["ref"])
+def _audit(conn: Connection, tenant: Tenant, ticket: dict[str, object], st: ClockState) -> None:
     repos.add_audit(
         conn,
         tenant.slug,
         f"sla.{st.state}",
         actor="gateway",
-        ticket_id=ticket_id,
+        ticket_id=int(ticket["id"]),  # type: ignore[call-overload]
         detail={
             "clock": st.clock,
             "target_seconds": st.target,
@@ -159,40 +218,73 @@ def _notify(
             "priority": ticket["priority"],
         },
     )
-    agents = [a for a in _recipients(tenant, ticket) if a.address]
-    bouncing = repos.bouncing_among(conn, tenant.slug, [a.address for a in agents])
-    agents = [a for a in agents if a.address not in bouncing]
-    if not agents:
-        return
-    number = int(ref.rsplit("-", 1)[1])
-    local, _, domain = tenant.addresses[0].partition("@")
-    reply_to = {
-        a.address: f"{local}+{make_token(config.secret, tenant.slug, number, a.address)}@{domain}"
-        for a in agents
-    }
+
+
+def _values(policy: SlaPolicy, st: ClockState) -> dict[str, str]:
+    """What the templates say of one clock."""
     cal = policy.calendar
-    calendar = "around the clock" if cal.always else f"business hours, {cal.tz}"
     due = ""
     if st.due_at is not None:
         zone = cal.tz if cal.tz is not None else None
         due = st.due_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-    mails = sla_notice(
-        tenant=tenant,
-        hostname=config.hostname,
-        agents=agents,
-        ref=ref,
-        subject=str(ticket["subject"]),
-        reply_to=reply_to,
-        values={
-            "state": st.state,
-            "clock": _LABEL[st.clock],
-            "target": format_duration(st.target),
-            "elapsed": format_duration(st.elapsed),
-            "calendar": calendar,
-            "due": due,
-        },
-        now=now,
-        **({"templates": templates} if templates is not None else {}),
-    )
-    for mail in mails:
-        queue(conn, tenant.slug, "sla", ticket_id, mail)
+    return {
+        "state": st.state,
+        "clock": _LABEL[st.clock],
+        "target": format_duration(st.target),
+        "elapsed": format_duration(st.elapsed),
+        "calendar": "around the clock" if cal.always else f"business hours, {cal.tz}",
+        "due": due,
+    }
+
+
+def _send(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant,
+    alerts: dict[str, list[_Alert]],
+    now: datetime,
+    templates: Templates | None,
+) -> None:
+    """One mail per agent: a single alert as the ticket's own notice (answering it
+    reaches the client), several as one digest. Never to a bouncing address."""
+    assert tenant.sla is not None
+    bouncing = repos.bouncing_among(conn, tenant.slug, list(alerts))
+    extra = {"templates": templates} if templates is not None else {}
+    local, _, domain = tenant.addresses[0].partition("@")
+    for address, mine in alerts.items():
+        agent = tenant.agent(address)
+        if agent is None or address in bouncing:
+            continue
+        if len(mine) == 1:
+            (a,) = mine
+            ref = str(a.ticket["ref"])
+            number = int(ref.rsplit("-", 1)[1])
+            token = make_token(config.secret, tenant.slug, number, address)
+            (mail,) = sla_notice(
+                tenant=tenant,
+                hostname=config.hostname,
+                agents=[agent],
+                ref=ref,
+                subject=str(a.ticket["subject"]),
+                reply_to={address: f"{local}+{token}@{domain}"},
+                values=_values(a.policy, a.state),
+                now=now,
+                **extra,  # type: ignore[arg-type]
+            )
+            queue(conn, tenant.slug, "sla", int(a.ticket["id"]), mail)  # type: ignore[call-overload]
+            continue
+        items = [
+            {**_values(a.policy, a.state), "ref": str(a.ticket["ref"]),
+             "subject": str(a.ticket["subject"])}
+            for a in mine
+        ]  # fmt: skip
+        mail = sla_digest(
+            tenant=tenant,
+            hostname=config.hostname,
+            agent=agent,
+            items=items,
+            every=format_duration(tenant.sla.digest_every),
+            now=now,
+            **extra,  # type: ignore[arg-type]
+        )
+        queue(conn, tenant.slug, "sla", None, mail)

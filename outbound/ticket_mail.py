@@ -13,7 +13,7 @@ from datetime import datetime
 
 from outbound.compose import Composed
 from outbound.mime import MailContext, build, clean
-from outbound.templates import DEFAULT_TEMPLATES, Templates
+from outbound.templates import DEFAULT_TEMPLATES, FALLBACK_LANGUAGE, Templates
 from routing.commands import COMMANDS_HELP
 from routing.config import Agent, Tenant
 
@@ -74,6 +74,8 @@ def auto_close_mail(
     references: Sequence[str],
     now: datetime,
     templates: Templates = DEFAULT_TEMPLATES,
+    lang: str = FALLBACK_LANGUAGE,
+    days: int | None = None,
 ) -> Composed:
     """The client's last mail of a pending ticket that closed itself: a reply reopens it.
 
@@ -83,9 +85,11 @@ def auto_close_mail(
     text = templates.render(
         tenant.slug,
         "autoclose.txt.j2",
+        lang,
         ref=ref,
         subject=clean(subject),
         waited=waited,
+        days=days,
         tenant_name=tenant.name,
     )
     mid, body = build(

@@ -45,6 +45,7 @@ _DURATION = re.compile(r"^(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?$")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 # A deadline further away than this is a configuration nobody meant (no working day at all).
 _HORIZON_DAYS = 3 * 366
+DIGEST_EVERY = 15 * 60.0  # seconds: ``[tenants.sla] digest_every`` when not given ("15m")
 # Waiting-on-the-client periods, oldest first; the last one may still be open (None).
 Pauses = Sequence[tuple[datetime, datetime | None]]
 
@@ -152,6 +153,9 @@ class SlaTarget:
 class SlaSettings:
     default: SlaPolicy
     targets: tuple[SlaTarget, ...] = ()
+    # At most one mail of SLA alerts per agent this often (outbound/sla_watch.py): a
+    # burst of warnings and breaches comes as one digest, never as a storm.
+    digest_every: float = DIGEST_EVERY
 
     def policy_for(self, queue: str | None, priority: str | None) -> SlaPolicy:
         for t in self.targets:
@@ -264,14 +268,20 @@ def parse_sla(
         return None
     allowed = {
         "calendar", "timezone", "hours", "days", "holidays", "first_response", "resolution",
-        "warn_before", "targets",
+        "warn_before", "targets", "digest_every",
     }  # fmt: skip
     c.unknown(raw, allowed, base)
+    digest_every = DIGEST_EVERY
+    if "digest_every" in raw:
+        every = raw["digest_every"]
+        digest_every = (parse_duration(every) if isinstance(every, str) else None) or 0.0
+        if digest_every <= 0:
+            c.error(f"{base}.digest_every", "expected a duration such as '15m', '1h' or '1h30m'")
     calendar = _calendar(c, raw, base, None)
     default = _policy(c, raw, base, calendar, None)
     targets: list[SlaTarget] = []
     for _, tb, t in c.tables(raw.get("targets", []), f"{base}.targets", "tenants.sla.targets"):
-        c.unknown(t, allowed - {"targets"} | {"queue", "priority"}, tb)
+        c.unknown(t, allowed - {"targets", "digest_every"} | {"queue", "priority"}, tb)
         queue, priority = t.get("queue"), t.get("priority")
         if queue is not None and queue not in queues:
             c.error(f"{tb}.queue", f"unknown queue {queue!r}")
@@ -281,7 +291,7 @@ def parse_sla(
             c.error(tb, "a target names a queue, a priority or both")
         cal = _calendar(c, t, tb, calendar) if _CAL_KEYS & t.keys() else calendar
         targets.append(SlaTarget(_policy(c, t, tb, cal, default), queue, priority))
-    return SlaSettings(default=default, targets=tuple(targets))
+    return SlaSettings(default=default, targets=tuple(targets), digest_every=digest_every)
 
 
 _CAL_KEYS = {"calendar", "timezone", "hours", "days", "holidays"}

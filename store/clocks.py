@@ -16,15 +16,28 @@ strings, the last one possibly open (``end`` null).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from store.models import tickets
+from store.models import sla_tenant_state, tickets
 
-__all__ = ["aware", "on_message", "open_tickets", "pauses_of", "set_notified", "ticket_clocks"]
+__all__ = [
+    "SlaState",
+    "aware",
+    "on_message",
+    "open_tickets",
+    "pauses_of",
+    "set_digest_sent",
+    "set_notified",
+    "sla_states",
+    "sync_sla_states",
+    "ticket_clocks",
+]
 
 _CLOCK_COLUMNS = (
     tickets.c.id,
@@ -75,14 +88,18 @@ def ticket_clocks(conn: Connection, tenant: str, ticket_id: int) -> dict[str, An
     return _row(row._mapping) if row is not None else None
 
 
-def open_tickets(conn: Connection, tenant: str) -> list[dict[str, Any]]:
+def open_tickets(
+    conn: Connection, tenant: str, since: datetime | None = None
+) -> list[dict[str, Any]]:
     """Tickets whose clocks may still run: open and pending ones (closed clocks have
-    stopped; a pending one waits on the client, paused)."""
-    rows = conn.execute(
-        select(*_CLOCK_COLUMNS)
-        .where(tickets.c.tenant == tenant, tickets.c.status.in_(("open", "pending")))
-        .order_by(tickets.c.id)
+    stopped; a pending one waits on the client, paused), and with ``since`` only those
+    opened from then on (SLA came later than the others)."""
+    query = select(*_CLOCK_COLUMNS).where(
+        tickets.c.tenant == tenant, tickets.c.status.in_(("open", "pending"))
     )
+    if since is not None:
+        query = query.where(tickets.c.created_at >= since)
+    rows = conn.execute(query.order_by(tickets.c.id))
     return [_row(r._mapping) for r in rows]
 
 
@@ -157,4 +174,48 @@ def set_notified(conn: Connection, tenant: str, ticket_id: int, notified: list[s
         update(tickets)
         .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
         .values(sla_notified=notified)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SlaState:
+    """When SLA began for a tenant, and when its agents last got a digest of alerts."""
+
+    since: datetime
+    last_digest_at: datetime | None
+
+
+def sla_states(conn: Connection) -> dict[str, SlaState]:
+    """Every tenant's row: a handful, read in one statement each round."""
+    rows = conn.execute(select(sla_tenant_state))
+    return {
+        r.tenant: SlaState(aware(r.since), aware(r.last_digest_at))  # type: ignore[arg-type]
+        for r in rows
+    }
+
+
+def sync_sla_states(
+    conn: Connection, configured: set[str], states: dict[str, SlaState], now: datetime
+) -> None:
+    """A tenant newly under SLA starts now; one no longer under it loses its row, so
+    turning SLA on again later starts afresh instead of counting the time it was off."""
+    for tenant in sorted(configured - states.keys()):
+        # Another instance on the same database may record it first: theirs stands.
+        savepoint = conn.begin_nested()
+        try:
+            conn.execute(insert(sla_tenant_state).values(tenant=tenant, since=now.astimezone(UTC)))
+        except IntegrityError:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+    gone = states.keys() - configured
+    if gone:
+        conn.execute(delete(sla_tenant_state).where(sla_tenant_state.c.tenant.in_(gone)))
+
+
+def set_digest_sent(conn: Connection, tenant: str, now: datetime) -> None:
+    conn.execute(
+        update(sla_tenant_state)
+        .where(sla_tenant_state.c.tenant == tenant)
+        .values(last_digest_at=now.astimezone(UTC))
     )

@@ -40,6 +40,7 @@ __all__ = [
     "outbox",
     "participants",
     "reports",
+    "sla_tenant_state",
     "ticket_counters",
     "tickets",
     "web_sessions",
@@ -85,6 +86,9 @@ tickets = Table(
     Column("resolved_at", DateTime(timezone=True), nullable=True),
     Column("sla_pauses", JSON, nullable=False, server_default="[]"),
     Column("sla_notified", JSON, nullable=False, server_default="[]"),
+    # The language the client writes in (routing/language.py), one of the tenant's:
+    # every mail to the client on this ticket is written in it. Null: the tenant's first.
+    Column("client_language", String(8), nullable=True),
     UniqueConstraint("tenant", "number"),
     UniqueConstraint("tenant", "ref"),
 )
@@ -341,4 +345,15 @@ blobs = Table(
     Column("size", BigInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Per tenant with ``[tenants.sla]``: when the gateway first saw SLA configured for it
+# (clocks run only for tickets opened since: turning SLA on never makes the open
+# backlog breach at once), and when the last digest of SLA alerts went out.
+sla_tenant_state = Table(
+    "sla_tenant_state",
+    metadata,
+    Column("tenant", String(40), primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("last_digest_at", DateTime(timezone=True), nullable=True),
 )

@@ -141,6 +141,20 @@ class Sink:
         self._thread.join(10)
         self._loop.close()
 
+    def account(self, home: Path, tenant: str = "acme") -> str:
+        """The ``[tenants.outbound]`` table that sends a daemon at ``home`` through this
+        sink, its password encrypted with that home's keyring as an admin's would be."""
+        from routing.secrets import load_keyring
+
+        secret = load_keyring(home / "var" / "keys.toml").encrypt(
+            self.password, tenant=tenant, field="password"
+        )
+        return (
+            f'\n[tenants.outbound]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'security = "starttls"\nusername = "{self.user}"\npassword = "{secret}"\n'
+            f'ca_file = "{self.ca_file}"\n'
+        )
+
     def wait_for(
         self, pred: Callable[[Received], bool], count: int = 1, timeout: float = 30
     ) -> list[Received]:

@@ -19,10 +19,10 @@ from outbound.compose import (
     magic_link_mail,
     relay,
     report_mail,
-    sla_notice,
     thread_index,
 )
 from outbound.mime import build, downgrade, needs_smtputf8
+from outbound.sla_mail import sla_notice
 from parsers import parse
 from routing.commands import split_commands
 from routing.config import Agent, Tenant
@@ -276,7 +276,10 @@ def test_every_kind_of_mail_reads_back_with_its_addresses_and_thread() -> None:
     assert read["notice"]["References"].split() == ["<first@client.test>", "<orig@client.test>"]
     assert "Der Drucker ist kaputt." in read["notice"].get_content()
     assert read["relay"]["Auto-Submitted"] is None  # a person speaking
-    assert read["relay"].get_content().replace("\r\n", "\n") == "Wir kümmern uns darum.\n"
+    assert read["relay"].get_content().replace("\r\n", "\n") == (
+        "Wir kümmern uns darum.\n\n--\nAcme Support, ticket ACME-7: "
+        "simply reply to this mail to answer.\n"
+    )
     assert _people(read["relay"]["From"]) == [("Älice O'Agent (Acme Support)", "support@acme.test")]
     assert read["failure"]["Bcc"] is None and read["failure"]["Subject"].startswith("[ACME-7]")
     assert read["link"]["Subject"] == "Ihr Anmeldelink — Acme"

@@ -109,11 +109,7 @@ def test_placeholders_are_the_documented_ones() -> None:
     expected = {
         "title.form": {"tenant"},
         "sent.body": {"address"},
-        "mail.subject": {"tenant"},
-        "mail.body": {"link"},
         "desk.title.form": {"tenant"},
-        "desk.mail.subject": {"tenant"},
-        "desk.mail.body": {"link"},
         "desk.signed_in": {"agent"},
         "desk.sent.body": {"address"},
         "desk.search.title": {"query"},
@@ -136,7 +132,7 @@ def test_lockout_reads_exactly_like_a_bad_link() -> None:
 
 
 def test_translate_fills_placeholders_and_falls_back() -> None:
-    assert translate("de", "mail.subject", tenant="Acme") == "Ihr Anmeldelink für Acme"
+    assert translate("de", "title.form", tenant="Acme") == "Ihre Support-Tickets bei Acme"
     assert translate("xx", "form.submit") == "Send me a link"
     assert translate("tr", "no.such.key") == "no.such.key"
     # A user-supplied value is a value, never a format string.
@@ -145,12 +141,20 @@ def test_translate_fills_placeholders_and_falls_back() -> None:
     assert t("logout") == MESSAGES["tr"]["logout"]
 
 
-def test_mail_body_is_plain_text_with_the_link() -> None:
+def test_sign_in_mail_is_plain_text_with_the_link_in_every_language() -> None:
+    """The sign-in mail is a template per language (outbound/texts.py), like every mail
+    to a client: the link whole on a line of its own, the lifetime stated, no markup."""
+    from outbound.templates import Templates
+
+    link = "https://h.example/t/acme/login?s=a&v=b"
+    templates = Templates()
     for lang in LANGUAGES:
-        body = translate(lang, "mail.body", link="https://h.example/t/acme/login?s=a&v=b")
-        assert "https://h.example/t/acme/login?s=a&v=b" in body
+        body = templates.render("acme", "signin.txt.j2", lang, link=link, tenant_name="Acme")
+        assert f"\n{link}\n" in body
         assert "15" in body
         assert "<" not in body
+    subject = templates.render("acme", "signin_subject.txt.j2", "de", tenant_name="Acme")
+    assert subject.strip() == "Ihr Anmeldelink für Acme"
 
 
 # --- templates --------------------------------------------------------------------------

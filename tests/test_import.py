@@ -16,6 +16,9 @@ import random
 import re
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +263,7 @@ def test_bad_paths_and_arguments_are_one_line(tmp_path: Path) -> None:
         ((str(tmp_path / "blob.bin"), "--tenant", "acme"), 65),
         ((str(tmp_path / "blob.bin"), "--tenant", "nobody"), 64),
         ((str(tmp_path / "blob.bin"), "--tenant", "acme", "--to", "help@globex.test"), 64),
+        ((str(tmp_path / "blob.bin"), "--tenant", "acme", "--open-since", "soon"), 64),
     ]
     for args, want in cases:
         out = d.cli("import", *args)
@@ -302,6 +306,84 @@ def test_deferred_messages_exit_75_and_a_rerun_finishes(tmp_path: Path, clamd: C
     assert (s["tickets_opened"], s["replies_threaded"], s["duplicates"]) == (1, 1, 1)
     ticket = {r["thread_by"]: r["ticket_id"] for r in up.query("SELECT * FROM messages")}
     assert ticket["references"] == ticket["new"] and len(ticket) == 2  # new, references
+
+
+# --- history keeps its dates (issue 17) --------------------------------------------
+
+
+def _history(tmp_path: Path) -> Path:
+    """Three conversations: one of 2024, one whose old question got a reply yesterday,
+    one from two days ago."""
+    recent = format_datetime(datetime.now(UTC) - timedelta(days=1))
+    older = format_datetime(datetime.now(UTC) - timedelta(days=2))
+    mails = [
+        _dated(make_mail(subject="Old", message_id="<old@client.test>"),
+               "Mon, 04 Mar 2024 08:06:00 +0000"),
+        _dated(make_mail(subject="Long", message_id="<long@client.test>"),
+               "Tue, 05 Mar 2024 08:00:00 +0000"),
+        _dated(make_mail(subject="Re: Long", headers={"References": "<long@client.test>"}),
+               recent),
+        _dated(make_mail(subject="New", message_id="<new@client.test>"), older),
+    ]  # fmt: skip
+    path = tmp_path / "history.mbox"
+    path.unlink(missing_ok=True)  # mbox appends: each call writes the three anew
+    box = mailbox.mbox(path, create=True)
+    for data in mails:
+        box.add(data)
+    box.close()
+    return path
+
+
+def _tickets(d: Daemon) -> dict[str, tuple[str, str]]:
+    rows = d.query("SELECT subject, status, created_at FROM tickets")
+    return {r["subject"]: (r["status"], str(r["created_at"])[:10]) for r in rows}
+
+
+def test_imported_tickets_keep_their_dates_and_old_ones_are_closed(tmp_path: Path) -> None:
+    d = Daemon(tmp_path / "gw")
+    code, s, stderr = _import(d, _history(tmp_path))
+    assert code == 0, stderr
+    assert (s["tickets_opened"], s["tickets_dated"], s["tickets_closed"]) == (3, 3, 1)
+    two_days_ago = str((datetime.now(UTC) - timedelta(days=2)).date())
+    assert _tickets(d) == {
+        "Old": ("closed", "2024-03-04"),
+        "Long": ("open", "2024-03-05"),  # its last message is recent
+        "New": ("open", two_days_ago),
+    }
+    (resolved,) = d.query("SELECT resolved_at FROM tickets WHERE subject = 'Old'")[0]
+    assert str(resolved).startswith("2024-03-04 08:06")
+
+    # --open-since chooses: a day back closes the two-day-old one too.
+    other = Daemon(tmp_path / "gw2")
+    code, s, stderr = _import(other, _history(tmp_path), "--open-since", "36h")
+    assert code == 0 and s["tickets_closed"] == 2, stderr
+    assert _tickets(other)["New"][0] == "closed"
+    third = Daemon(tmp_path / "gw3")
+    code, s, stderr = _import(third, _history(tmp_path), "--open-since", "2024-01-01")
+    assert code == 0 and s["tickets_closed"] == 0, stderr
+
+
+def test_history_imported_then_sla_turned_on_alerts_nobody(tmp_path: Path) -> None:
+    """The issue's storm: imported history counted as open and breached at once."""
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    sla = '\n[tenants.sla]\ncalendar = "24x7"\nfirst_response = "1h"\nresolution = "8h"\n'
+    d = Daemon(tmp_path / "gw", acme_extra=sla, env={"GATEWAY_TEST_CLOCK_FILE": str(clock)})
+    assert _import(d, _history(tmp_path))[0] == 0
+    d.start()
+    try:
+        clock.write_text(str(12 * 3600))  # the recent tickets are hours past their targets
+        checked: set[object] = set()
+        deadline = time.monotonic() + 60
+        while len(checked) < 3 and time.monotonic() < deadline:  # a whole round since the shift
+            status = json.loads(d.cli("status", "--json").stdout)
+            checked.add(status["daemon"]["ops"]["sla_checked_at"])
+            time.sleep(0.3)
+        assert len(checked) == 3, d.log_text()
+        assert d.query("SELECT count(*) FROM outbox WHERE kind = 'sla'")[0][0] == 0
+        assert d.query("SELECT count(*) FROM audit_events WHERE action LIKE 'sla.%'")[0][0] == 0
+    finally:
+        d.stop()
 
 
 # --- the terminal ------------------------------------------------------------------

@@ -153,6 +153,7 @@ holidays = [2026-12-25, "2026-12-26"]
 first_response = "4h"
 resolution = "2d"
 warn_before = "30m"
+digest_every = "1h"
 
 [[tenants.sla.targets]]
 priority = "urgent"
@@ -185,6 +186,7 @@ def test_sla_config_per_tenant_queue_and_priority(tmp_path: Path) -> None:
     billing = sla.policy_for("billing", "normal")
     assert billing.resolution == 8 * H and billing.calendar == d.calendar
     assert sla.policy_for("default", "normal") is d
+    assert sla.digest_every == H
     assert cfg.tenants[0].reports.recipients == ("boss@acme.test",)
 
 
@@ -211,6 +213,7 @@ first_response = "soon"
 [[tenants.sla.targets]]
 queue = "nope"
 first_response = "1h"
+digest_every = "1h"
 
 [tenants.reports]
 monthly = true
@@ -229,7 +232,8 @@ monthly = true
         f"{p}:16: tenants[0].sla.first_response: expected a duration such as '4h', '30m', "
         "'1h30m' or '2d'",
         f"{p}:19: tenants[0].sla.targets[0].queue: unknown queue 'nope'",
-        f"{p}:22: tenants[0].reports.recipients: monthly reports need at least one recipient",
+        f"{p}:21: tenants[0].sla.targets[0].digest_every: unknown key",
+        f"{p}:23: tenants[0].reports.recipients: monthly reports need at least one recipient",
     ]
     for line in expected:
         assert line in problems, (line, problems)

@@ -41,6 +41,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--to", default=None, metavar="ADDR", help="the tenant address (default: its first)"
     )
     pim.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    pim.add_argument(
+        "--open-since",
+        default=None,
+        metavar="DURATION|DATE",
+        help="tickets whose last message is older are closed (default: 30d)",
+    )
     pim.set_defaults(func=_import)
 
     pr = sub.add_parser("route", parents=[common], help="explain how a message would be routed")
@@ -146,7 +152,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     """Exit 0 when every message was imported, duplicate or refused; 75 when some were
     deferred, so a script reruns it (dedupe makes the rerun harmless)."""
-    from gateway.ops.importer import BarProgress, Progress, run_import
+    from gateway.clock import system_clock
+    from gateway.ops.importer import OPEN_SINCE, BarProgress, Progress, open_since, run_import
     from gateway.ops.sources import open_source
 
     config = load(args)
@@ -156,10 +163,14 @@ def _import(args: argparse.Namespace) -> int:
     rcpt = (args.to or tenant.addresses[0]).lower()
     if rcpt not in tenant.addresses:
         raise CommandError(f"{args.to} is not an address of tenant {tenant.slug!r}")
+    try:
+        since = open_since(args.open_since or OPEN_SINCE, system_clock()())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     source = open_source(args.path)
     progress = BarProgress() if sys.stderr.isatty() else Progress()
     try:
-        summary = asyncio.run(run_import(config, source, tenant.slug, rcpt, progress))
+        summary = asyncio.run(run_import(config, source, tenant.slug, rcpt, progress, since))
     except OSError as exc:
         raise CommandError(f"storage unavailable: {exc.strerror or exc}", os.EX_TEMPFAIL) from None
     finally:

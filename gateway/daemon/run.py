@@ -42,8 +42,10 @@ from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
 from gateway.web.desk import DeskSite
+from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
+from routing.language import warm
 from store.queries import store_status
 
 __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
@@ -87,6 +89,7 @@ class Daemon:
         self._loaded = digest(config_path)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once everything is up (for tests, embedding)
+        self._warming: asyncio.Future[None] | None = None
         self._mailboxes: dict[tuple[str, ImapMailbox], tuple[str, MailboxWorker]] = {}
         self.services: Services
         self.site: ClientSite
@@ -140,6 +143,11 @@ class Daemon:
         )
         if config.http.enabled:
             await stack.enter_async_context(self._http())
+        now = system_clock()()
+        await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
+        if any(len(t.languages) > 1 for t in config.tenants):  # the language model, unawaited
+            self._warming = asyncio.get_running_loop().run_in_executor(None, warm)
+            self._warming.add_done_callback(lambda f: f.exception())  # a failure shows at use
         await stack.enter_async_context(self._smtp())
         if config.lmtp.enabled:
             await stack.enter_async_context(self._lmtp())

@@ -29,7 +29,7 @@ from gateway.ops.report_pdf import collect, previous_month, render_pdf, report_p
 from outbound.auto_close import close_pending, due_closes
 from outbound.compose import Templates, report_mail
 from outbound.reactions import queue
-from outbound.sla_watch import check_sla, due_notices
+from outbound.sla_watch import check_sla, due_notices, setup_pending
 from routing.config import GatewayConfig, Tenant
 from store import reports as store_reports
 from store import repos
@@ -85,10 +85,10 @@ async def sla_round(
     config: GatewayConfig, engine: AsyncEngine, writer: Writer, now: datetime
 ) -> int:
     """Send the warnings and breach notices due now; return how many went out."""
-    if not any(t.sla for t in config.tenants):
-        return 0
     async with engine.connect() as conn:
-        due = await conn.run_sync(lambda c: due_notices(c, config, now))
+        due = await conn.run_sync(
+            lambda c: due_notices(c, config, now) or setup_pending(c, config)
+        )
     if not due:
         return 0
     sent = await writer.submit(lambda c: check_sla(c, config, now))

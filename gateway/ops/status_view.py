@@ -45,15 +45,21 @@ def versions(schema: str | None) -> dict[str, str | None]:
 
 
 def _sla(conn: Any, config: GatewayConfig, now: datetime) -> dict[str, dict[str, Any]]:
-    """Per tenant: open tickets by their worst clock, and which refs are breached."""
+    """Per tenant: open tickets, and of those watched (opened since SLA began, as the
+    SLA watch counts them) how many are breached, at risk or waiting on the client,
+    and which refs are breached."""
     out: dict[str, dict[str, Any]] = {}
+    began = clocks.sla_states(conn)
     for tenant in config.tenants:
         if tenant.sla is None:
             continue
         counts: dict[str, Any] = {"open": 0, "warning": 0, "breached": 0, "paused": 0}
         breached: list[str] = []
+        since = began[tenant.slug].since if tenant.slug in began else now
         for t in clocks.open_tickets(conn, tenant.slug):
             counts["open"] += 1
+            if t["created_at"] < since:
+                continue
             state = (ticket_sla(tenant, t, now) or {}).get("state")
             if state in ("breached", "warning", "paused"):
                 counts[state] += 1

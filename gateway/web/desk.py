@@ -58,7 +58,7 @@ class DeskSite(SignIn):
     SESSION_COOKIE = "gw_agent"
     REALM = "agent|"
     HOME = "t/"
-    MAIL_KEYS = ("desk.mail.subject", "desk.mail.body")
+    MAIL_TEMPLATES = ("desk_signin_subject.txt.j2", "desk_signin.txt.j2")
     FORM_TEMPLATE = "desk_form.html"
     SENT_TEMPLATE = "desk_sent.html"
 

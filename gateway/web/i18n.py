@@ -1,8 +1,10 @@
-"""Languages and texts for the client-facing web pages and the sign-in email.
+"""Languages and texts for the client-facing web pages.
 
 The texts live here, in one plain dict, rather than in gettext catalogues: there are
 three languages and a few dozen strings, and a dict is easy to review, to test (every key
 in every language, the same placeholders everywhere) and to ship without a build step.
+The mails (the sign-in mail among them) are jinja2 templates per language in
+outbound/texts.py, which an admin may override like every mail's wording.
 
 Security-relevant wording is deliberate and must stay that way in every language:
 
@@ -90,17 +92,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "logout": "Sign out",
         "language": "Language",
         "skip": "Skip to main content",
-        "mail.subject": "Your sign-in link for {tenant}",
-        "mail.body": (
-            "Hello,\n"
-            "\n"
-            "use this link to sign in and read your support tickets:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "The link is valid for 15 minutes and works only once.\n"
-            "If you did not ask for it, you can ignore this email.\n"
-        ),
     },
     "de": {
         "title.form": "Ihre Support-Tickets bei {tenant}",
@@ -152,17 +143,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "logout": "Abmelden",
         "language": "Sprache",
         "skip": "Zum Inhalt springen",
-        "mail.subject": "Ihr Anmeldelink für {tenant}",
-        "mail.body": (
-            "Guten Tag,\n"
-            "\n"
-            "mit diesem Link melden Sie sich an und können Ihre Support-Tickets lesen:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "Der Link ist 15 Minuten lang gültig und funktioniert nur einmal.\n"
-            "Falls Sie ihn nicht angefordert haben, können Sie diese E-Mail ignorieren.\n"
-        ),
     },
     "tr": {
         "title.form": "{tenant} – destek talepleriniz",
@@ -212,17 +192,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "logout": "Çıkış yap",
         "language": "Dil",
         "skip": "Ana içeriğe geç",
-        "mail.subject": "{tenant} için giriş bağlantınız",
-        "mail.body": (
-            "Merhaba,\n"
-            "\n"
-            "giriş yapıp destek taleplerinizi okumak için bu bağlantıyı kullanın:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "Bağlantı 15 dakika geçerlidir ve yalnızca bir kez kullanılabilir.\n"
-            "Bu bağlantıyı siz istemediyseniz bu e-postayı dikkate almayabilirsiniz.\n"
-        ),
     },
 }
 

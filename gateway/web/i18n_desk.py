@@ -16,17 +16,6 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
             "Agents: enter your address and we will send you a link to sign in. "
             "The link is valid for 15 minutes. You answer tickets by email, as always."
         ),
-        "desk.mail.subject": "Your sign-in link for the {tenant} desk",
-        "desk.mail.body": (
-            "Hello,\n"
-            "\n"
-            "use this link to sign in to the agents' desk:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "The link is valid for 15 minutes and works only once.\n"
-            "If you did not ask for it, you can ignore this email.\n"
-        ),
         "desk.sent.body": (
             "If {address} is an agent's address here, we have sent a link to it. "
             "It is valid for 15 minutes and works once."
@@ -112,17 +101,6 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
             "Für Agenten: Geben Sie Ihre Adresse ein, dann senden wir Ihnen einen Link zum "
             "Anmelden. Er ist 15 Minuten lang gültig. Antworten schreiben Sie wie immer per E-Mail."
         ),
-        "desk.mail.subject": "Ihr Anmeldelink für den Desk von {tenant}",
-        "desk.mail.body": (
-            "Guten Tag,\n"
-            "\n"
-            "mit diesem Link melden Sie sich am Agenten-Desk an:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "Der Link ist 15 Minuten lang gültig und funktioniert nur einmal.\n"
-            "Falls Sie ihn nicht angefordert haben, können Sie diese E-Mail ignorieren.\n"
-        ),
         "desk.sent.body": (
             "Falls {address} hier die Adresse eines Agenten ist, haben wir einen Link an diese "
             "Adresse gesendet. Er ist 15 Minuten lang gültig und funktioniert nur einmal."
@@ -207,17 +185,6 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
         "desk.form.intro": (
             "Temsilciler: adresinizi girin, size giriş için bir bağlantı gönderelim. "
             "Bağlantı 15 dakika geçerlidir. Taleplere her zamanki gibi e-postayla yanıt verirsiniz."
-        ),
-        "desk.mail.subject": "{tenant} masası için giriş bağlantınız",
-        "desk.mail.body": (
-            "Merhaba,\n"
-            "\n"
-            "temsilci masasına giriş yapmak için bu bağlantıyı kullanın:\n"
-            "\n"
-            "{link}\n"
-            "\n"
-            "Bağlantı 15 dakika geçerlidir ve yalnızca bir kez kullanılabilir.\n"
-            "Bu bağlantıyı siz istemediyseniz bu e-postayı dikkate almayabilirsiniz.\n"
         ),
         "desk.sent.body": (
             "{address} burada bir temsilci adresiyse, bu adrese bir bağlantı gönderdik. "

@@ -27,6 +27,7 @@ from aiohttp import web
 from gateway.clock import Clock, system_clock
 from gateway.web.i18n import LANGUAGES, pick_language, translate
 from gateway.web.peers import Peers
+from outbound.templates import Templates
 from routing.config import GatewayConfig, Tenant
 from store import access
 from store.blobs import BlobStore
@@ -64,6 +65,7 @@ class Pages:
         self.peers = Peers(config.http.trusted_proxies)
         # Set by the daemon once the listener is bound (port 0 picks one).
         self.base_url = config.http.base_url
+        self.mail_templates = Templates.of(config)  # the sign-in mail, per language
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
             autoescape=True,
@@ -72,6 +74,7 @@ class Pages:
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
+        self.mail_templates = Templates.of(config)
         self.peers = Peers(config.http.trusted_proxies)
 
     def _tenant(self, request: web.Request) -> Tenant:

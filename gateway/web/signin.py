@@ -43,7 +43,6 @@ from sqlalchemy.engine import Connection
 
 from gateway.clock import Clock
 from gateway.web.challenge import LinkChallenge
-from gateway.web.i18n import translate
 from gateway.web.pages import PAGE_CSP, Pages
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
@@ -79,7 +78,8 @@ class SignIn(Pages):
     """The sign-in form, the link mail, the continue page, login and logout."""
 
     HOME = "tickets"  # under _base(tenant): where a signed-in user lands
-    MAIL_KEYS = ("mail.subject", "mail.body")  # the link mail's texts (gateway/web/i18n.py)
+    # The link mail's templates, per language (outbound/texts.py; a tenant may override).
+    MAIL_TEMPLATES = ("signin_subject.txt.j2", "signin.txt.j2")
     FORM_TEMPLATE = "form.html"
     SENT_TEMPLATE = "sent.html"  # the answer to a link request, the same for every address
 
@@ -189,8 +189,12 @@ class SignIn(Pages):
             tenant=tenant,
             hostname=self.config.hostname,
             to_addr=address,
-            subject=translate(lang, self.MAIL_KEYS[0], tenant=tenant.name),
-            text=translate(lang, self.MAIL_KEYS[1], link=link),
+            subject=self.mail_templates.render(
+                slug, self.MAIL_TEMPLATES[0], lang, tenant_name=tenant.name
+            ).strip(),
+            text=self.mail_templates.render(
+                slug, self.MAIL_TEMPLATES[1], lang, link=link, tenant_name=tenant.name
+            ),
             now=now,
         )
         queue(conn, slug, "link", None, mail)

@@ -7,7 +7,6 @@ which condition missed. The semantics are in routing/rules/__init__.py.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from parsers.types import ParsedMessage
+from routing.language import detect
 
 __all__ = ["Condition", "Decision", "Facts", "Reject", "Rule", "evaluate"]
 
@@ -51,17 +51,7 @@ class _LanguageCache:
 
     @cached_property
     def value(self) -> str:
-        for v in self.facts.header("content-language"):
-            code = v.split(",")[0].strip().split("-")[0].lower()
-            if re.fullmatch(r"[a-z]{2,3}", code):
-                return code
-        text = (self.facts.parsed.reply_text or self.facts.parsed.text)[:2000]
-        if len(text.strip()) < 12:
-            return ""
-        from py3langid.langid import classify  # lazy: loads a model on first use
-
-        lang, _score = classify(text)
-        return str(lang)
+        return detect(self.facts.parsed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,46 @@
+"""The language of every mail to a client: the client's, remembered on the ticket.
+
+A client's mail shows its language (routing/language.py: ``Content-Language`` or the
+text itself); it is kept on the ticket when it is one the tenant offers, so mail that a
+client's message did not cause (an agent's relayed reply, an auto-close) speaks it too.
+Where nothing was ever shown, the tenant's first language (``[[tenants]] languages``),
+which is also what the client's web pages fall back to.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from parsers.types import ParsedMessage
+from routing.config import Tenant
+from routing.language import detect
+from store.languages import set_ticket_language, ticket_language
+
+__all__ = ["client_language", "remember_language"]
+
+
+def remember_language(
+    conn: Connection, tenant: Tenant, ticket_id: int, parsed: ParsedMessage, *, created: bool
+) -> str:
+    """The language to answer this client's message in, kept on the ticket.
+
+    Told once: a new ticket's first message sets it; a follow-up is looked at only
+    while the ticket has none (its first message was too short to tell, or in a
+    language the tenant does not offer), so the common follow-up costs one read and
+    no detection. A language the tenant does not offer is never stored.
+    """
+    if not created:
+        stored = ticket_language(conn, tenant.slug, ticket_id)
+        if stored is not None:
+            return stored if stored in tenant.languages else tenant.languages[0]
+    lang = detect(parsed)
+    if lang not in tenant.languages:
+        return tenant.languages[0]
+    set_ticket_language(conn, tenant.slug, ticket_id, lang)
+    return lang
+
+
+def client_language(conn: Connection, tenant: Tenant, ticket_id: int) -> str:
+    """The ticket's client language, if still offered by the tenant; else its first."""
+    lang = ticket_language(conn, tenant.slug, ticket_id)
+    return lang if lang in tenant.languages else tenant.languages[0]

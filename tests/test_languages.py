@@ -1,0 +1,199 @@
+"""Every mail to a client speaks the client's language (issue 17, "Ticket life").
+
+The language is the one the client's mail is written in (its Content-Language, else
+the text, routing/language.py), kept on the ticket, else the tenant's first; the texts
+are templates per language that an admin's folder overrides (outbound/templates.py).
+The end-to-end tests run the daemon over real SMTP with a real sink on both engines.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from email.utils import getaddresses
+from pathlib import Path
+
+import pytest
+
+from outbound.templates import Templates
+from outbound.texts import BUILTIN, CLIENT_TEMPLATES
+from parsers import parse
+from routing.config import LANGUAGES
+from routing.language import answer_language, detect
+from tests.daemon import Daemon
+from tests.mail import make_mail
+from tests.smtp_sink import Received, Sink
+
+FAST = """
+[outbound]
+retry_base = 0.2
+retry_max = 1
+poll_interval = 0.1
+timeout = 10
+"""
+
+GERMAN = (
+    "Guten Tag, unser Drucker im dritten Stock druckt seit heute Morgen nur noch "
+    "leere Seiten. Können Sie bitte jemanden vorbeischicken?"
+)
+ENGLISH = "Hello, the printer on the third floor prints only blank pages since this morning."
+FRENCH = "Bonjour, mon imprimante ne marche plus depuis ce matin, pouvez-vous m'aider ?"
+
+
+def _parsed(body: str, content_language: str = ""):  # type: ignore[no-untyped-def]
+    data = make_mail(body=body)
+    if content_language:  # after the build: set_content drops Content-* headers
+        data = f"Content-Language: {content_language}\r\n".encode() + data
+    return parse(data)
+
+
+# --- detection ------------------------------------------------------------------------
+
+
+def test_the_text_tells_the_language() -> None:
+    assert detect(_parsed(GERMAN)) == "de"
+    assert detect(_parsed(ENGLISH)) == "en"
+    assert detect(_parsed("Danke!")) == ""  # too short to tell: no guess
+    # The same text, the same answer: the model is a fixed table, no sampling.
+    assert {detect(_parsed(GERMAN)) for _ in range(5)} == {"de"}
+
+
+def test_content_language_wins_over_the_text() -> None:
+    assert detect(_parsed(ENGLISH, "de-CH, en")) == "de"
+    assert detect(_parsed(ENGLISH, "<script>")) == "en"  # not a code
+
+
+def test_a_language_the_tenant_does_not_offer_gets_the_tenants_first() -> None:
+    assert answer_language(_parsed(FRENCH), ("de", "en")) == "de"
+    assert answer_language(_parsed(GERMAN), ("en", "de")) == "de"
+    assert answer_language(_parsed(GERMAN), ("en",)) == "en"
+    assert answer_language(_parsed("ok"), ("tr", "en")) == "tr"
+
+
+# --- templates ------------------------------------------------------------------------
+
+
+def _names(text: str) -> set[str]:
+    return set(re.findall(r"{{\s*(\w+)", text)) | set(re.findall(r"{% if (\w+)", text))
+
+
+def test_every_client_mail_is_complete_in_every_language() -> None:
+    """English and German (and Turkish) ship complete, with the same variables, so a
+    client never gets an English mail for want of a text, nor a render error."""
+    for name in CLIENT_TEMPLATES:
+        english = BUILTIN[f"en/{name}"]
+        for lang in LANGUAGES:
+            text = BUILTIN.get(f"{lang}/{name}")
+            assert text and text.strip(), (lang, name)
+            assert _names(text) == _names(english), (lang, name)
+
+
+def test_a_language_folder_overrides_that_language_only(tmp_path: Path) -> None:
+    (tmp_path / "acme" / "de").mkdir(parents=True)
+    (tmp_path / "acme" / "de" / "ack.txt.j2").write_text("Moin {{ ref }}\n")
+    t = Templates(tmp_path)
+    ctx = {"name": "", "ref": "ACME-1", "subject": "s", "tenant_name": "Acme", "portal": ""}
+    assert t.render("acme", "ack.txt.j2", "de", **ctx) == "Moin ACME-1\n"
+    assert t.render("acme", "ack.txt.j2", "en", **ctx).startswith("Hello,")
+    assert t.render("globex", "ack.txt.j2", "de", **ctx).startswith("Guten Tag,")
+    # A file straight in the folder speaks for every language; a language folder beats it.
+    (tmp_path / "acme" / "ack.txt.j2").write_text("Any {{ ref }}\n")
+    t = Templates(tmp_path)
+    assert t.render("acme", "ack.txt.j2", "en", **ctx) == "Any ACME-1\n"
+    assert t.render("acme", "ack.txt.j2", "de", **ctx) == "Moin ACME-1\n"
+    # Agents' mail is English only: any language falls back to it.
+    assert "could not be delivered" in t.render(
+        "acme", "failure.txt.j2", "de", ref="A-1", subject="s", recipients="x", reason="r"
+    )
+    assert t.render("acme", "ack.txt.j2", "../../x", **ctx) == "Any ACME-1\n"  # not a path
+
+
+# --- end to end -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def account(tmp_path: Path) -> Iterator[Sink]:
+    sink = Sink(tmp_path).start()
+    yield sink
+    sink.stop()
+
+
+def _daemon(tmp_path: Path, sink: Sink, extra: str = "") -> Daemon:
+    home = tmp_path / "gw"
+    return Daemon(home, acme_extra=sink.account(home), extra=FAST + extra)
+
+
+def _ack_for(d: Daemon, sink: Sink, body: str) -> tuple[str, Received]:
+    who = f"client.{uuid.uuid4().hex[:8]}@client.test"
+    code, text = d.send(make_mail(sender=who, body=body), sender=who)
+    assert code == 250, text
+    ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    (ack,) = sink.wait_for(
+        lambda r: who in r.rcpt_tos and r.msg["Message-ID"].startswith("<ack.")
+    )
+    return ref, ack
+
+
+def test_a_german_client_is_answered_in_german_an_english_one_in_english(
+    tmp_path: Path, account: Sink
+) -> None:
+    d = _daemon(tmp_path, account).start()
+    try:
+        ref_de, ack_de = _ack_for(d, account, GERMAN)
+        body = ack_de.msg.get_content()
+        assert body.startswith("Guten Tag,") and f"das Ticket {ref_de} eröffnet" in body, body
+        ref_en, ack_en = _ack_for(d, account, ENGLISH)
+        assert ack_en.msg.get_content().startswith("Hello,")
+        langs = dict(d.query("SELECT ref, client_language FROM tickets"))
+        assert langs == {ref_de: "de", ref_en: "en"}
+
+        # The agent answers the German ticket in English: the client's footer stays German.
+        (notice,) = account.wait_for(
+            lambda r: "alice@acme.test" in r.rcpt_tos and ref_de in str(r.msg["Subject"])
+        )
+        reply_to = getaddresses([str(notice.msg["Reply-To"])])[0][1]
+        answer = make_mail(
+            sender="Alice Agent <alice@acme.test>",
+            to=reply_to,
+            subject=f"Re: {notice.msg['Subject']}",
+            body="We will send someone this afternoon.",
+        )
+        code, text = d.send(answer, to=reply_to, sender="alice@acme.test")
+        assert code == 250, text
+        client = ack_de.rcpt_tos[0]
+        (relay,) = account.wait_for(
+            lambda r: client in r.rcpt_tos and r.msg["Message-ID"].startswith("<reply.")
+        )
+        text = relay.msg.get_content()
+        assert "We will send someone" in text and "Antworten Sie einfach" in text, text
+
+        # A first mail too short to tell is answered in the tenant's first language;
+        # the client's next mail tells, and the ticket keeps it from then on.
+        ref, ack = _ack_for(d, account, "Hilfe!")
+        assert ack.msg.get_content().startswith("Hello,")
+        reply_to = str(ack.msg["Reply-To"])
+        who = ack.rcpt_tos[0]
+        more = make_mail(sender=who, to=reply_to, subject=f"Re: {ack.msg['Subject']}", body=GERMAN)
+        assert ref in d.send(more, to=reply_to, sender=who)[1]
+        langs = dict(d.query("SELECT ref, client_language FROM tickets"))
+        assert langs[ref] == "de"
+    finally:
+        d.stop()
+
+
+def test_the_admins_folder_wins_for_its_language(tmp_path: Path, account: Sink) -> None:
+    folder = tmp_path / "gw" / "wording" / "acme" / "de"
+    folder.mkdir(parents=True)
+    (folder / "ack.txt.j2").write_text(
+        "Moin! Ihr Anliegen hat die Nummer {{ ref }}.\n", encoding="utf-8"
+    )
+    d = _daemon(tmp_path, account, 'templates = "wording"\n').start()
+    try:
+        ref, ack = _ack_for(d, account, GERMAN)
+        assert ack.msg.get_content().rstrip() == f"Moin! Ihr Anliegen hat die Nummer {ref}."
+        _ref, ack_en = _ack_for(d, account, ENGLISH)
+        assert ack_en.msg.get_content().startswith("Hello,")  # ours: no English override
+
+    finally:
+        d.stop()
