@@ -56,7 +56,8 @@ You can also read and answer your tickets in the browser
 """,
     "autoclose.txt.j2": """Hello,
 
-we have not heard from you for {{ waited }}, so ticket {{ ref }} is now closed:
+we have not heard from you for {{ (days ~ " days") if days else waited }}, so ticket {{ ref }}
+is now closed:
 
     {{ subject }}
 
@@ -148,8 +149,7 @@ Sie können Ihre Tickets auch im Browser lesen und beantworten
 """,
     "autoclose.txt.j2": """Guten Tag,
 
-{% set seit = (days ~ " Tagen") if days else waited -%}
-wir haben seit {{ seit }} nichts von Ihnen gehört und das Ticket {{ ref }}
+wir haben seit {{ (days ~ " Tagen") if days else waited }} nichts von Ihnen gehört und das Ticket {{ ref }}
 daher geschlossen:
 
     {{ subject }}
@@ -206,8 +206,7 @@ Taleplerinizi tarayıcıda da okuyup yanıtlayabilirsiniz
 """,
     "autoclose.txt.j2": """Merhaba,
 
-{% set beri = (days ~ " gündür") if days else (waited ~ " süredir") -%}
-{{ beri }} sizden haber alamadığımız için {{ ref }} numaralı talep
+{{ (days ~ " gündür") if days else (waited ~ " süredir") }} sizden haber alamadığımız için {{ ref }} numaralı talep
 kapatıldı:
 
     {{ subject }}

@@ -128,7 +128,7 @@ def _ack_for(d: Daemon, sink: Sink, body: str) -> tuple[str, Received]:
     who = f"client.{uuid.uuid4().hex[:8]}@client.test"
     code, text = d.send(make_mail(sender=who, body=body), sender=who)
     assert code == 250, text
-    ref = re.search(r"ACME-\d+", text).group(0)  # type: ignore[union-attr]
+    ref = d.ref(text)
     (ack,) = sink.wait_for(
         lambda r: who in r.rcpt_tos and r.msg["Message-ID"].startswith("<ack.")
     )

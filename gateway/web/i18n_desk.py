@@ -71,7 +71,7 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
         "priority.normal": "normal",
         "priority.high": "high",
         "priority.urgent": "urgent",
-        "status.pending": "Waiting",
+        "desk.status.pending": "Waiting on the client",
         "desk.ticket.back": "Back to the lists",
         "desk.ticket.reply": "Reply by email",
         "desk.ticket.reply_hint": (
@@ -156,7 +156,7 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
         "priority.normal": "normal",
         "priority.high": "hoch",
         "priority.urgent": "dringend",
-        "status.pending": "Wartend",
+        "desk.status.pending": "Wartet auf den Kunden",
         "desk.ticket.back": "Zurück zu den Listen",
         "desk.ticket.reply": "Per E-Mail antworten",
         "desk.ticket.reply_hint": (
@@ -241,7 +241,7 @@ DESK_MESSAGES: dict[str, dict[str, str]] = {
         "priority.normal": "normal",
         "priority.high": "yüksek",
         "priority.urgent": "acil",
-        "status.pending": "Beklemede",
+        "desk.status.pending": "Müşteri bekleniyor",
         "desk.ticket.back": "Listelere dön",
         "desk.ticket.reply": "E-postayla yanıtla",
         "desk.ticket.reply_hint": (
