@@ -3,16 +3,14 @@
 The checks themselves need DNS, so they run in ``gateway/intake/auth.py``;
 this module holds what both that check and a front MTA's report come down to:
 an ``AuthVerdict`` (SPF, DKIM, DMARC and one summary), written as an RFC 8601
-``Authentication-Results`` header with our own authserv-id, and the reading of
-a trusted front MTA's header. Only the topmost header with the trusted id is
-believed: a sender can write any header it likes below it (RFC 8601 section
-5), and the front MTA adds its own on top.
+``Authentication-Results`` header with our own authserv-id. Reading a trusted
+front MTA's headers (which of them to believe, and merging them) is in
+``routing/auth_front.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import Message
 from functools import lru_cache
 
 import authres
@@ -30,7 +28,6 @@ __all__ = [
     "header_text",
     "org_domain",
     "summarise",
-    "trusted_verdict",
     "unauthenticated",
 ]
 
@@ -131,43 +128,6 @@ def header_text(
     results.append(DMARCAuthenticationResult(result=dmarc, header_from=from_domain or None))
     text = str(authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results))
     return text.removeprefix("Authentication-Results: ")
-
-
-def trusted_verdict(head: Message, authserv_id: str, from_domain: str) -> AuthVerdict | None:
-    """The topmost ``Authentication-Results`` with ``authserv_id``, as a verdict; None when
-    there is none. Every other such header (other ids, or ours further down, which the
-    sender may have written) is ignored."""
-    for value in head.get_all("Authentication-Results") or []:
-        text = " ".join(str(value).split())
-        try:
-            parsed = authres.AuthenticationResultsHeader.parse_value(text)
-        except Exception:  # a malformed header is the sender's: not a report of our MTA
-            continue
-        if str(parsed.authserv_id).lower() != authserv_id.lower():
-            continue
-        return _from_report(parsed, authserv_id, from_domain, text)
-    return None
-
-
-def _from_report(
-    parsed: authres.AuthenticationResultsHeader, authserv_id: str, from_domain: str, text: str
-) -> AuthVerdict:
-    spf, spf_domain, dmarc = "none", "", "none"
-    dkim: list[DkimResult] = []
-    for r in parsed.results:
-        method, result = str(r.method).lower(), str(r.result).lower()
-        props = {f"{p.type}.{p.name}".lower(): str(p.value) for p in r.properties}
-        if method == "spf" and "smtp.mailfrom" in props and spf == "none":
-            spf, spf_domain = result, props["smtp.mailfrom"].rpartition("@")[2]
-        elif method == "dkim":
-            dkim.append(DkimResult(result, props.get("header.d", "")))
-        elif method == "dmarc" and dmarc == "none":
-            dmarc = result
-    if dmarc not in ("pass", "fail", "temperror", "none"):
-        dmarc = "none"  # permerror, bestguesspass, ...: decide by alignment below
-    summary = summarise(from_domain, spf, spf_domain, tuple(dkim), dmarc)
-    worst_dkim = dkim_word(tuple(dkim))
-    return AuthVerdict(summary, spf, worst_dkim, dmarc, text)
 
 
 def dkim_word(dkim: tuple[DkimResult, ...]) -> str:

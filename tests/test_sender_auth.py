@@ -132,12 +132,16 @@ def test_trusted_front_mta_header_is_believed_without_dns(tmp_path: Path) -> Non
 
 def test_forged_results_below_the_trusted_one_and_other_ids_are_ignored(tmp_path: Path) -> None:
     config = _config(tmp_path, "none", trusted="mx.front.test")
-    top = "Authentication-Results: mx.front.test; dmarc=fail header.from=bank.test\r\n"
+    top = (
+        "Authentication-Results: mx.front.test; dmarc=fail header.from=bank.test\r\n"
+        "Received: from mail.evil.test by mx.front.test (Postfix)\r\n"  # the front's own
+    )
     forged = (
         "Authentication-Results: mx.front.test; spf=pass smtp.mailfrom=ceo@bank.test;"
         " dkim=pass header.d=bank.test; dmarc=pass header.from=bank.test\r\n"
     )
     v = _check(config, _mail("ceo@bank.test", headers=top + forged), "", "ceo@bank.test")
+    assert "dmarc=pass" not in v.header, v.header
     assert (v.summary, v.dmarc) == ("fail", "fail")
     # Only other ids (the sender's own words): nothing is believed.
     other = "Authentication-Results: mx.other.test; dmarc=pass header.from=bank.test\r\n"
@@ -203,13 +207,17 @@ def test_route_explain_shows_the_verdict(tmp_path: Path) -> None:
     d.config.write_text(
         d.config.read_text().replace("[smtp]\n", '[smtp]\ntrusted_authserv_id = "mx.front.test"\n')
     )
-    top = "Authentication-Results: mx.front.test; dmarc=fail header.from=bank.test\r\n"
+    top = (
+        "Authentication-Results: mx.front.test; dmarc=fail header.from=bank.test\r\n"
+        "Received: from mail.evil.test by mx.front.test (Postfix)\r\n"
+    )
     forged = "Authentication-Results: mx.front.test; dmarc=pass header.from=bank.test\r\n"
     eml = tmp_path / "forged.eml"
     eml.write_bytes(_mail("ceo@bank.test", headers=top + forged))
     out = d.cli("route", "explain", str(eml))
     assert out.returncode == 0, out.stderr
     assert b"auth=fail   mx.front.test; dmarc=fail" in out.stdout, out.stdout
+    assert b"dmarc=pass" not in out.stdout, out.stdout  # the forgery under the Received
     # no front MTA configured and no DNS: the headers are the sender's words
     d.config.write_text(d.config.read_text().replace('trusted_authserv_id = "mx.front.test"\n', ""))
     out = d.cli("route", "explain", str(eml))

@@ -4,12 +4,13 @@ Runs in the message path before the commit transaction (like the scan), in a
 worker thread: the libraries resolve synchronously, and every lookup has a
 timeout, so the event loop and the store's writer never wait on DNS. A lookup
 that fails (timeout, SERVFAIL, no resolver) makes that check a ``temperror``,
-never a pass. Behind a front MTA that already checks, its topmost
-``Authentication-Results`` with ``trusted_authserv_id`` is believed instead and
-no DNS is asked (``routing/auth.py``). The libraries: pyspf (RFC 7208), dkimpy
-(RFC 6376), dnspython (the resolver), authres (RFC 8601 headers) and
-publicsuffixlist (the organizational domain); the DMARC policy lookup (RFC
-7489 section 6.6.3) is here, since it is a few lines on top of them.
+never a pass. Behind a front MTA that already checks, the block of
+``Authentication-Results`` with ``trusted_authserv_id`` it added on top is
+believed instead and no DNS is asked (``routing/auth_front.py``).
+The libraries: pyspf (RFC 7208), dkimpy (RFC 6376), dnspython (the
+resolver), authres (RFC 8601 headers) and publicsuffixlist (the
+organizational domain); the DMARC policy lookup (RFC 7489 section 6.6.3) is
+here, since it is a few lines on top of them.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from routing.auth import (
     header_text,
     org_domain,
     summarise,
-    trusted_verdict,
 )
+from routing.auth_front import trusted_verdict
 from routing.config import GatewayConfig, Tenant
 
 __all__ = ["Authenticator", "DnsFailure", "trusted_id"]

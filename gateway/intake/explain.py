@@ -163,7 +163,8 @@ def render(report: dict[str, Any]) -> str:
         f"message   {report['file']}",
         f"  from    {m['from'] or '(none)'}   kind {m['kind']}   id {m['message_id'] or '(none)'}",
         f"  subject {m['subject']}",
-        f"  auth    auth={m['auth']}" + (f"   {m['auth_results']}" if m["auth_results"] else ""),
+        f"  auth    auth={m['auth']}"
+        + (f"   {m['auth_results']}".replace("\n", "\n" + " " * 22) if m["auth_results"] else ""),
         f"  scan    {'yes, before commit' if m['scanned_before_commit'] else 'not needed'}"
         f" ({m['attachments']} attachments)",
         f"store     {report['store']}",

@@ -82,8 +82,8 @@ class ImapMailbox:
     timeout: float = 30.0  # every IMAP command
     max_failures: int = 5  # deferrals of one message before it is quarantined
     ca_file: Path | None = None
-    # The provider's Authentication-Results id to believe (the topmost header with it);
-    # empty: no header is believed (docs/security.md).
+    # The provider's Authentication-Results id to believe (the block of headers with it
+    # the provider added on top, routing/auth_front.py); empty: none is believed.
     trusted_authserv_id: str = ""
 
     @property
@@ -163,8 +163,8 @@ class SmtpSettings:
     tls_cert: Path | None = None  # STARTTLS is offered when a certificate is set
     tls_key: Path | None = None
     require_tls: bool = False  # refuse MAIL FROM before STARTTLS
-    # A front MTA that checks SPF/DKIM/DMARC: its topmost Authentication-Results with
-    # this id is believed and the gateway asks no DNS itself; empty: it checks itself.
+    # A front MTA that checks SPF/DKIM/DMARC: the Authentication-Results with this id it
+    # added on top are believed, merged, and no DNS is asked; empty: it checks itself.
     trusted_authserv_id: str = ""
 
 
