@@ -149,8 +149,8 @@ Sie können Ihre Tickets auch im Browser lesen und beantworten
 """,
     "autoclose.txt.j2": """Guten Tag,
 
-wir haben seit {{ (days ~ " Tagen") if days else waited }} nichts von Ihnen gehört und das Ticket {{ ref }}
-daher geschlossen:
+wir haben seit {{ (days ~ " Tagen") if days else waited }} nichts von Ihnen gehört
+und das Ticket {{ ref }} daher geschlossen:
 
     {{ subject }}
 
@@ -206,8 +206,8 @@ Taleplerinizi tarayıcıda da okuyup yanıtlayabilirsiniz
 """,
     "autoclose.txt.j2": """Merhaba,
 
-{{ (days ~ " gündür") if days else (waited ~ " süredir") }} sizden haber alamadığımız için {{ ref }} numaralı talep
-kapatıldı:
+{{ (days ~ " gündür") if days else (waited ~ " süredir") }} sizden haber alamadığımız
+için {{ ref }} numaralı talep kapatıldı:
 
     {{ subject }}
 
