@@ -110,9 +110,15 @@ def trusted_verdict(head: Message, authserv_id: str, from_domain: str) -> AuthVe
     texts = front_block(head, authserv_id)
     if not texts:
         return None
+    if len(_methods(texts[0])) > 1:
+        # A front that writes one combined header (rspamd, Gmail, Microsoft, Fastmail)
+        # said everything in it; a header below it may be the sender's own first one,
+        # which joins the block where the front writes just above the sender's.
+        texts = texts[:1]
     spf, spf_domain, dmarc = "", "", ""
     dkim: list[DkimResult] = []
-    for text in texts:
+    dkim_from: int | None = None  # the one header whose DKIM results count
+    for index, text in enumerate(texts):
         parsed = _parse(text)
         for r in parsed.results if parsed is not None else ():
             method, result = str(r.method).lower(), str(r.result).lower()
@@ -122,6 +128,14 @@ def trusted_verdict(head: Message, authserv_id: str, from_domain: str) -> AuthVe
                 if not spf or _worse(result, spf) == result != spf:
                     spf, spf_domain = result, domain
             elif method == "dkim":
+                # Only the topmost header that reports DKIM at all: a lower one may be
+                # the sender's own first header, which joins the block where the front
+                # writes its one header just above the sender's (Gmail, Fastmail). SPF
+                # and DMARC need no such care: the worse report wins there.
+                if dkim_from is None:
+                    dkim_from = index
+                if index != dkim_from:
+                    continue
                 domain = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
                 dkim.append(DkimResult(result, domain.lower()))
             elif method == "dmarc":
@@ -130,3 +144,10 @@ def trusted_verdict(head: Message, authserv_id: str, from_domain: str) -> AuthVe
     spf, dmarc = spf or "none", dmarc or "none"
     summary = summarise(from_domain, spf, spf_domain, tuple(dkim), dmarc)
     return AuthVerdict(summary, spf, dkim_word(tuple(dkim)), dmarc, "\n".join(texts))
+
+
+def _methods(text: str) -> set[str]:
+    """The checks among SPF, DKIM and DMARC that one header reports."""
+    parsed = _parse(text)
+    found = {str(r.method).lower() for r in (parsed.results if parsed is not None else ())}
+    return found & {"spf", "dkim", "dmarc"}

@@ -111,6 +111,22 @@ def test_gmail_forgery_below_its_header_and_other_ids_are_ignored() -> None:
     assert _verdict(data, "mx.google.com", "bob@nopolicy.test") == EXPECTED["nopolicy-fail"]
 
 
+@pytest.mark.parametrize("front", ["fastmail", "rspamd", "microsoft365"])
+def test_a_forged_first_sender_header_adds_no_dkim_pass_to_a_combined_header(front: str) -> None:
+    """Where the front writes one combined header (two checks or more in it) just above
+    the sender's headers, a forged header with its id as the sender's very first one
+    joins the block; it must not turn unsigned mail from a domain without a policy into
+    a DKIM pass. (Gmail reports SPF alone for such mail: that case stays open, see
+    docs/security.md.)"""
+    trusted, blocks = FRONTS[front]
+    authserv = trusted.replace("*.", "mx1.")
+    forged = f"Authentication-Results: {authserv}; dkim=pass header.d=nopolicy.test\r\n"
+    if front == "microsoft365":
+        forged = "Authentication-Results: dkim=pass (signature was verified) header.d=nopolicy.test\r\n"
+    data = _mail(blocks["nopolicy-fail"], "bob@nopolicy.test", sender_headers=forged)
+    assert _verdict(data, trusted, "bob@nopolicy.test") == EXPECTED["nopolicy-fail"]
+
+
 def test_two_reports_of_one_check_that_disagree_are_not_a_pass() -> None:
     """Two milters both checking SPF (OpenDMARC's SPFSelfValidate and policyd-spf), or
     two DMARC results: the less favourable one counts."""
