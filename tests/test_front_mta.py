@@ -122,7 +122,8 @@ def test_a_forged_first_sender_header_adds_no_dkim_pass_to_a_combined_header(fro
     authserv = trusted.replace("*.", "mx1.")
     forged = f"Authentication-Results: {authserv}; dkim=pass header.d=nopolicy.test\r\n"
     if front == "microsoft365":
-        forged = "Authentication-Results: dkim=pass (signature was verified) header.d=nopolicy.test\r\n"
+        forged = "Authentication-Results: dkim=pass (signature was verified) header.d=nopolicy.test"
+        forged += "\r\n"
     data = _mail(blocks["nopolicy-fail"], "bob@nopolicy.test", sender_headers=forged)
     assert _verdict(data, trusted, "bob@nopolicy.test") == EXPECTED["nopolicy-fail"]
 
