@@ -175,7 +175,7 @@ def test_a_german_client_is_answered_in_german_an_english_one_in_english(
         reply_to = str(ack.msg["Reply-To"])
         who = ack.rcpt_tos[0]
         more = make_mail(sender=who, to=reply_to, subject=f"Re: {ack.msg['Subject']}", body=GERMAN)
-        assert ref in d.send(more, to=reply_to, sender=who)[1]
+        assert d.ref(d.send(more, to=reply_to, sender=who)[1]) == ref
         langs = dict(d.query("SELECT ref, client_language FROM tickets"))
         assert langs[ref] == "de"
     finally:
