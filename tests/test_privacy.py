@@ -172,6 +172,8 @@ def test_export_erase_and_nothing_left(gw: Daemon, tmp_path: Path) -> None:
         "SELECT actor FROM audit_events WHERE action = 'web.attachment_downloaded'"
     )
     assert [r[0] for r in downloads] == [CAROL]
+    viewed = "SELECT count(*) FROM audit_events WHERE action = 'web.ticket_viewed'"
+    assert gw.count_reaching(viewed, 1) == 1  # the view's row, written in a batch
 
     # -- export: a zip with her tickets, messages, files and audit entries -------------
     out = tmp_path / "carol.zip"

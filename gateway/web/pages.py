@@ -27,9 +27,11 @@ from aiohttp import web
 from gateway.clock import Clock, system_clock
 from gateway.web.i18n import LANGUAGES, pick_language, translate
 from gateway.web.peers import Peers
+from gateway.web.view_log import ViewLog
 from routing.config import GatewayConfig, Tenant
 from store import access
 from store.blobs import BlobStore
+from store.reader import Reader
 from store.writer import Writer
 
 __all__ = ["PAGE_CSP", "Pages"]
@@ -54,11 +56,15 @@ class Pages:
         self,
         config: GatewayConfig,
         writer: Writer,
+        reader: Reader,
+        views: ViewLog,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
         self.config = config
-        self.writer = writer
+        self.writer = writer  # what a page changes (sign-in, downloads' audit, replies)
+        self.reader = reader  # what a page shows: never queued behind the writer's commits
+        self.views = views  # the audit rows of views, written in batches
         self.wake = wake  # the outbox: a mail was queued
         self.clock = clock or system_clock()
         self.peers = Peers(config.http.trusted_proxies)
@@ -170,7 +176,7 @@ class Pages:
             return None
         digest = self._digest(token)
         now = self.clock()
-        return await self.writer.submit(
+        return await self.reader.read(
             lambda conn: access.session_address(conn, tenant.slug, digest, now)
         )
 
