@@ -50,10 +50,9 @@ def _send(d: Daemon, data: bytes, sender: str, to: str = "support@acme.test") ->
     return text
 
 
-def _ref(reply: str) -> str:
-    m = re.search(r"(ACME|GLOBEX)-\d+", reply)
-    assert m, reply
-    return m.group(0)
+def _ref(d: Daemon, reply: str) -> str:
+    """The ticket of the mail a 250 named (the reply names no ticket, issue 16)."""
+    return d.ref(reply)
 
 
 def _agent_reply_address(d: Daemon, ref: str) -> str:
@@ -67,6 +66,7 @@ def _agent_reply_address(d: Daemon, ref: str) -> str:
 def _fill(d: Daemon) -> dict[str, str]:
     """Carol alone on one ticket; Carol (cc) and Dave on another, sharing a file."""
     alone = _ref(
+        d,
         _send(
             d,
             make_mail(
@@ -79,9 +79,10 @@ def _fill(d: Daemon) -> dict[str, str]:
                 ],
             ),
             CAROL,
-        )
+        ),
     )
     shared = _ref(
+        d,
         _send(
             d,
             make_mail(
@@ -92,7 +93,7 @@ def _fill(d: Daemon) -> dict[str, str]:
                 attachments=[("manual.pdf", "application/pdf", SHARED)],
             ),
             DAVE,
-        )
+        ),
     )
     _send(
         d,
@@ -135,7 +136,7 @@ def _fill(d: Daemon) -> dict[str, str]:
     assert b.get(f"/t/acme/tickets/{alone}/files/{sha}")[0] == 200
     # And she is a client of another vendor too.
     other = _ref(
-        _send(d, make_mail(sender=CAROL, to="help@globex.test"), CAROL, "help@globex.test")
+        d, _send(d, make_mail(sender=CAROL, to="help@globex.test"), CAROL, "help@globex.test")
     )
     return {"alone": alone, "shared": shared, "globex": other}
 

@@ -74,6 +74,7 @@ class Pages:
             loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            auto_reload=False,  # templates ship with the code: no stat() per page
         )
 
     def configure(self, config: GatewayConfig) -> None:
