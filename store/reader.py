@@ -26,7 +26,7 @@ from store.db import create_writer_engine
 __all__ = ["READ_THREADS", "Reader"]
 
 T = TypeVar("T")
-READ_THREADS = 2  # one per core of the machines the gateway is sized for; reads hold the GIL
+READ_THREADS = 1
 
 
 class Reader:
