@@ -89,7 +89,16 @@ _CLIENT_FILES = (
     )
     .where(
         attachments.c.tenant == bindparam("tenant"),
-        attachments.c.message_id.in_(bindparam("ids", expanding=True)),
+        # By the ticket, not a list of ids: an expanding IN is compiled again per call.
+        # Files of messages not shown (notes, machine mail) are dropped below.
+        attachments.c.message_id.in_(
+            select(messages.c.id)
+            .where(
+                messages.c.tenant == bindparam("tenant"),
+                messages.c.ticket_id == bindparam("ticket_id"),
+            )
+            .scalar_subquery()
+        ),
     )
     .order_by(attachments.c.message_id, attachments.c.position)
 )
@@ -263,10 +272,9 @@ def client_ticket(
         for m in conn.execute(_CLIENT_MESSAGES, {"tenant": tenant, "ticket_id": ticket["id"]})
     ]
     msgs = [m for m in msgs if "internal" not in (m["flags"] or [])]
-    ids = [m["id"] for m in msgs]
     files: dict[int, list[dict[str, Any]]] = {}
-    if ids:
-        for a in conn.execute(_CLIENT_FILES, {"tenant": tenant, "ids": ids}):
+    if msgs:
+        for a in conn.execute(_CLIENT_FILES, {"tenant": tenant, "ticket_id": ticket["id"]}):
             files.setdefault(a.message_id, []).append(dict(a._mapping))
     for m in msgs:
         m["attachments"] = files.get(m["id"], [])

@@ -72,13 +72,13 @@ class ClientSite(SignIn):
 
     async def ticket(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        address = await self._session(request, tenant)
-        if address is None:
-            raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
         ref = request.match_info["ref"]
-        found = await self.reader.read(
-            lambda conn: access.client_ticket(conn, tenant.slug, address, ref)
+        signed_in = await self._signed_in_read(
+            request, tenant, lambda conn, who: access.client_ticket(conn, tenant.slug, who, ref)
         )
+        if signed_in is None:
+            raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
+        address, found = signed_in
         if found is None:
             return self._error(request, tenant, "error.notfound", 404)
         ticket, msgs = found

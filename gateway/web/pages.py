@@ -18,11 +18,12 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from sqlalchemy.engine import Connection
 
 from gateway.clock import Clock, system_clock
 from gateway.web.i18n import LANGUAGES, pick_language, translate
@@ -36,6 +37,7 @@ from store.writer import Writer
 
 __all__ = ["PAGE_CSP", "Pages"]
 
+T = TypeVar("T")
 _HERE = Path(__file__).parent
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -172,14 +174,25 @@ class Pages:
         return self._render(request, tenant, "error.html", status=status, message_key=key)
 
     async def _session(self, request: web.Request, tenant: Tenant) -> str | None:
+        found = await self._signed_in_read(request, tenant, lambda _conn, _address: None)
+        return found[0] if found is not None else None
+
+    async def _signed_in_read(
+        self, request: web.Request, tenant: Tenant, work: Callable[[Connection, str], T]
+    ) -> tuple[str, T] | None:
+        """The session's address and ``work(conn, address)``, read in one go on the
+        reader (one hop and one snapshot per page); None without a live session."""
         token = request.cookies.get(self.SESSION_COOKIE)
         if not token:
             return None
         digest = self._digest(token)
         now = self.clock()
-        return await self.reader.read(
-            lambda conn: access.session_address(conn, tenant.slug, digest, now)
-        )
+
+        def read(conn: Connection) -> tuple[str, T] | None:
+            address = access.session_address(conn, tenant.slug, digest, now)
+            return None if address is None else (address, work(conn, address))
+
+        return await self.reader.read(read)
 
     async def _send_file(
         self, request: web.Request, tenant: Tenant, sha: str, name: str
