@@ -202,7 +202,12 @@ def _fig6(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fig8(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    return {"bare_times": 1 / (med(f["ratio_gateway_bare"]) or 1)}
+    target = 0.15 * (med(f["bare_rate"]) or 0)  # issue 21's target for this figure
+    return {
+        "bare_times": 1 / (med(f["ratio_gateway_bare"]) or 1),
+        "target_rate": target,
+        "budget_us": 1e6 / target if target else 0,
+    }
 
 
 _FIG9_CASES = {
