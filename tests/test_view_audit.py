@@ -10,6 +10,7 @@ on both engines.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import urllib.request
@@ -17,11 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
+
+from gateway.web.view_log import ViewLog
 from routing.config import load_config
 from store import access, repos
 from store.db import create_writer_engine
+from store.writer import Writer
 from tests.daemon import Daemon
 from tests.mail import make_mail
+from tests.pg_harness import session_cluster, use_postgresql
+from tests.test_migrations import _migrate
 
 CLIENT = "carol@client.test"
 AGENT = "alice@acme.test"
@@ -78,3 +86,46 @@ def test_views_are_audited_once_each_after_a_burst_and_a_clean_stop(tmp_path: Pa
     )
     ticket = d.query("SELECT id FROM tickets WHERE ref = ?", ref)[0][0]
     assert sorted(tuple(r) for r in rows) == sorted([(CLIENT, ticket), (AGENT, ticket)])
+
+
+def test_the_buffer_is_bounded_and_keeps_what_a_failed_write_did_not_take(
+    tmp_path: Path,
+) -> None:
+    """A full buffer makes the next view wait for a write (never more than ``limit``
+    rows held), and rows a failed write did not take stay, in order, for the next."""
+    if use_postgresql():
+        cluster = session_cluster()
+        url = cluster.url(cluster.new_database("views"))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    _migrate(url)
+    engine = create_writer_engine(url)
+    count = text("SELECT count(*) FROM audit_events WHERE action = 'web.ticket_viewed'")
+
+    async def go() -> None:
+        writer = Writer(engine)
+        views = ViewLog(writer, interval=3600, limit=4)  # only a full buffer or close writes
+        for i in range(10):
+            await views.add("acme", "web.ticket_viewed", actor=f"c{i}@x.test", ticket_id=None)
+            assert len(views.rows) <= 4
+        assert views.written == 8  # two full buffers, each written by the view that met it
+
+        failing = ViewLog(Writer(engine), interval=3600, limit=100)
+        await failing.add("acme", "web.ticket_viewed", actor="late@x.test", ticket_id=None)
+        await failing.writer.close()  # a writer that takes nothing more
+        with pytest.raises(Exception, match="shutting down"):
+            await failing.flush()
+        assert [r["actor"] for r in failing.rows] == ["late@x.test"]  # kept
+        await failing.close()  # stops its flusher; the row is logged as lost, not raised
+
+        await views.close()
+        assert views.written == 10 and not views.rows
+        await writer.close()
+
+    asyncio.run(go())
+    engine = create_writer_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(count).scalar_one() == 10
+        actors = conn.execute(text("SELECT actor FROM audit_events ORDER BY id")).scalars()
+        assert list(actors) == [f"c{i}@x.test" for i in range(10)]
+    engine.dispose()
