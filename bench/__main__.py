@@ -162,13 +162,19 @@ def _ab(json_path: Path) -> dict[str, Any] | None:
     return dict(doc)
 
 
+def _ab_web(json_path: Path) -> dict[str, Any] | None:
+    """bench/ab_web.py's before/after of figure 8, beside the run's JSON, if one was run."""
+    path = json_path.parent / "ab_web.json"
+    return dict(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+
+
 def render_only(out: Path) -> int:
     """BENCHMARKS.md from the JSON already there: the figures stay those of the run."""
     from bench.report import render
 
     json_path = _json_path(out)
     doc = json.loads(json_path.read_text(encoding="utf-8"))
-    md = render(doc, json_path.relative_to(out), _ab(json_path))
+    md = render(doc, json_path.relative_to(out), _ab(json_path), _ab_web(json_path))
     (out / "BENCHMARKS.md").write_text(md, encoding="utf-8")
     print(f"wrote {out / 'BENCHMARKS.md'} from {json_path}")
     return 0
@@ -253,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import render
 
     md = out / "BENCHMARKS.md"
-    md.write_text(render(doc, json_path.relative_to(out), _ab(json_path)), encoding="utf-8")
+    md.write_text(
+        render(doc, json_path.relative_to(out), _ab(json_path), _ab_web(json_path)),
+        encoding="utf-8",
+    )
     print(f"wrote {md} and {json_path}")
     return 1 if doc["errors"] else 0
 

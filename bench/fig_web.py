@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, ROOT, skipped_by_env, stop_pid, summary, workdir
+from bench.common import PY, ROOT, cpu_seconds, skipped_by_env, stop_pid, summary, workdir
 from tests.daemon import Daemon
 
 CLIENT = "carol@client.test"
@@ -120,9 +120,17 @@ def fig8(conc: int, secs: float, runs: int) -> dict[str, Any]:
                     page = resp.read()
                     if resp.status != 200 or b"error 42" not in page:
                         raise RuntimeError(f"ticket page not served: {resp.status}")
+                assert d.proc is not None
+                cpu0 = cpu_seconds(d.proc.pid)
                 gw = _load(url, cookie, conc, secs)
+                # The daemon's CPU per answered page (the load generator's excluded).
+                cpu = cpu_seconds(d.proc.pid) - cpu0
+                gw["cpu_us_per_req"] = cpu * 1e6 / max(gw["requests"], 1)
+                audited = "SELECT count(*) FROM audit_events WHERE action = 'web.ticket_viewed'"
             finally:
                 d.stop()
+            # Every view audited once, the buffered ones written at the stop (view_log.py).
+            gw["audited"] = int(d.query(audited)[0][0]) - 1  # less the check above
             ceiling = subprocess.Popen(
                 [PY, "-m", "bench.web_ceiling", str(len(page))],
                 cwd=ROOT,
@@ -144,7 +152,9 @@ def fig8(conc: int, secs: float, runs: int) -> dict[str, Any]:
             )
             print(
                 f"  run {r + 1} ({gw['generator']}): ticket page {gw['rate']:.0f} req/s "
-                f"p50 {gw['p50_ms']:.1f} p99 {gw['p99_ms']:.1f} ms (non-2xx {gw['non_2xx']}); "
+                f"p50 {gw['p50_ms']:.1f} p99 {gw['p99_ms']:.1f} ms (non-2xx {gw['non_2xx']}), "
+                f"{gw['cpu_us_per_req']:.0f} µs CPU a page, {gw['audited']} views audited "
+                f"of {gw['requests']}; "
                 f"bare aiohttp {bare['rate']:.0f} req/s",
                 flush=True,
             )
@@ -157,6 +167,7 @@ def fig8(conc: int, secs: float, runs: int) -> dict[str, Any]:
         "p50_ms": summary([x["gateway"]["p50_ms"] for x in raw]),
         "p99_ms": summary([x["gateway"]["p99_ms"] for x in raw]),
         "non_2xx": sum(x["gateway"]["non_2xx"] for x in raw),
+        "cpu_us_per_req": summary([x["gateway"]["cpu_us_per_req"] for x in raw]),
         "bare_rate": summary([x["bare"]["rate"] for x in raw]),
         "bare_p99_ms": summary([x["bare"]["p99_ms"] for x in raw]),
         "ratio_gateway_bare": summary([x["ratio"] for x in raw]),

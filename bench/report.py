@@ -46,8 +46,14 @@ def _para(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text.strip())
 
 
-def render(doc: dict[str, Any], json_rel: Path, ab: dict[str, Any] | None = None) -> str:
-    """BENCHMARKS.md from a run's JSON; ``ab``: bench/ab.py's before/after, if one was run."""
+def render(
+    doc: dict[str, Any],
+    json_rel: Path,
+    ab: dict[str, Any] | None = None,
+    ab_web: dict[str, Any] | None = None,
+) -> str:
+    """BENCHMARKS.md from a run's JSON; ``ab``: bench/ab.py's before/after, if one was run;
+    ``ab_web``: bench/ab_web.py's (figure 8), likewise."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         trim_blocks=True,
@@ -82,6 +88,7 @@ def render(doc: dict[str, Any], json_rel: Path, ab: dict[str, Any] | None = None
         targets=_targets(figs),
         bounds=_bounds(figs),
         ab=ab,
+        ab_web=ab_web,
     )
     return text.rstrip() + "\n"
 
@@ -195,7 +202,12 @@ def _fig6(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fig8(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    return {"bare_times": 1 / (med(f["ratio_gateway_bare"]) or 1)}
+    target = 0.15 * (med(f["bare_rate"]) or 0)  # issue 21's target for this figure
+    return {
+        "bare_times": 1 / (med(f["ratio_gateway_bare"]) or 1),
+        "target_rate": target,
+        "budget_us": 1e6 / target if target else 0,
+    }
 
 
 _FIG9_CASES = {

@@ -18,6 +18,7 @@ from store.blob_moves import files_to_rows, rows_to_files
 from store.blobs import BlobStore, FileBlobStore
 from store.blobs_db import DatabaseBlobStore
 from store.db import create_engine, create_writer_engine, upgrade
+from store.reader import Reader
 from store.writer import Writer
 
 __all__ = ["Services", "make_blob_store", "make_scanner", "open_services"]
@@ -30,6 +31,8 @@ class Services:
         self.config = config
         self.engine = create_engine(config.database_url)
         self.writer = Writer(create_writer_engine(config.database_url))
+        # Pages' reads (sessions, tickets, the desk's lists): never queued behind the writer.
+        self.reader = Reader.for_url(config.database_url)
         self.blobs = make_blob_store(config, self.writer)
         self.scanner = make_scanner(config)
         self.pipeline = Pipeline(config, self.writer, self.blobs, self.scanner)
@@ -38,6 +41,7 @@ class Services:
 
     async def close(self) -> None:
         await self.writer.close()
+        self.reader.close()
         await self.engine.dispose()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from store.models import (
@@ -42,6 +42,66 @@ __all__ = [
 ]
 
 _CLIENT_ROLES = ("client", "cc")
+
+# The reads of every page view, built once with bind parameters: building a
+# select() per call (coercion, cache key) cost more CPU than SQLite running it
+# (figure 8's profile; store/repos.py does the same for the mail's path).
+_SESSION = select(web_sessions.c.address, web_sessions.c.expires_at).where(
+    web_sessions.c.tenant == bindparam("tenant"),
+    web_sessions.c.token_hash == bindparam("token_hash"),
+)
+_VISIBLE = select(participants.c.ticket_id).where(
+    participants.c.tenant == bindparam("tenant"),
+    participants.c.address == bindparam("address"),
+    participants.c.role.in_(_CLIENT_ROLES),
+)
+_CLIENT_TICKET = select(tickets).where(
+    tickets.c.tenant == bindparam("tenant"),
+    tickets.c.ref == bindparam("ref"),
+    tickets.c.id.in_(_VISIBLE.scalar_subquery()),
+)
+_CLIENT_MESSAGES = (
+    select(
+        messages.c.id,
+        messages.c.from_addr,
+        messages.c.from_name,
+        messages.c.sender_role,
+        messages.c.date,
+        messages.c.created_at,
+        messages.c.text,
+        messages.c.reply_text,
+        messages.c.flags,
+    )
+    .where(
+        messages.c.tenant == bindparam("tenant"),
+        messages.c.ticket_id == bindparam("ticket_id"),
+        messages.c.sender_role.in_(("client", "agent")),
+    )
+    .order_by(messages.c.id)
+)
+_CLIENT_FILES = (
+    select(
+        attachments.c.message_id,
+        attachments.c.filename,
+        attachments.c.size,
+        attachments.c.sha256,
+        attachments.c.content_type,
+    )
+    .where(
+        attachments.c.tenant == bindparam("tenant"),
+        # By the ticket, not a list of ids: an expanding IN is compiled again per call.
+        # Files of messages not shown (notes, machine mail) are dropped below.
+        attachments.c.message_id.in_(
+            select(messages.c.id)
+            .where(
+                messages.c.tenant == bindparam("tenant"),
+                messages.c.ticket_id == bindparam("ticket_id"),
+            )
+            .scalar_subquery()
+        ),
+    )
+    .order_by(attachments.c.message_id, attachments.c.position)
+)
 
 
 def add_event(
@@ -167,11 +227,7 @@ def new_session(
 
 def session_address(conn: Connection, tenant: str, token_hash: str, now: datetime) -> str | None:
     """The session's client, while the server-side expiry has not passed."""
-    row = conn.execute(
-        select(web_sessions.c.address, web_sessions.c.expires_at).where(
-            web_sessions.c.tenant == tenant, web_sessions.c.token_hash == token_hash
-        )
-    ).first()
+    row = conn.execute(_SESSION, {"tenant": tenant, "token_hash": token_hash}).first()
     if row is None or _aware(row.expires_at, now) <= now:
         return None
     return str(row.address)
@@ -207,53 +263,18 @@ def client_ticket(
     conn: Connection, tenant: str, address: str, ref: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The ticket and its messages a client may read: no internal notes, no machine mail."""
-    row = conn.execute(
-        select(tickets).where(
-            tickets.c.tenant == tenant,
-            tickets.c.ref == ref,
-            tickets.c.id.in_(_visible(tenant, address)),
-        )
-    ).first()
+    row = conn.execute(_CLIENT_TICKET, {"tenant": tenant, "ref": ref, "address": address}).first()
     if row is None:
         return None
     ticket = dict(row._mapping)
     msgs = [
         dict(m._mapping)
-        for m in conn.execute(
-            select(
-                messages.c.id,
-                messages.c.from_addr,
-                messages.c.from_name,
-                messages.c.sender_role,
-                messages.c.date,
-                messages.c.created_at,
-                messages.c.text,
-                messages.c.reply_text,
-                messages.c.flags,
-            )
-            .where(
-                messages.c.tenant == tenant,
-                messages.c.ticket_id == ticket["id"],
-                messages.c.sender_role.in_(("client", "agent")),
-            )
-            .order_by(messages.c.id)
-        )
+        for m in conn.execute(_CLIENT_MESSAGES, {"tenant": tenant, "ticket_id": ticket["id"]})
     ]
     msgs = [m for m in msgs if "internal" not in (m["flags"] or [])]
-    ids = [m["id"] for m in msgs]
     files: dict[int, list[dict[str, Any]]] = {}
-    if ids:
-        for a in conn.execute(
-            select(
-                attachments.c.message_id,
-                attachments.c.filename,
-                attachments.c.size,
-                attachments.c.sha256,
-                attachments.c.content_type,
-            )
-            .where(attachments.c.tenant == tenant, attachments.c.message_id.in_(ids))
-            .order_by(attachments.c.message_id, attachments.c.position)
-        ):
+    if msgs:
+        for a in conn.execute(_CLIENT_FILES, {"tenant": tenant, "ticket_id": ticket["id"]}):
             files.setdefault(a.message_id, []).append(dict(a._mapping))
     for m in msgs:
         m["attachments"] = files.get(m["id"], [])

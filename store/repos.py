@@ -28,6 +28,7 @@ from store.models import (
 __all__ = [
     "acks_since",
     "add_audit",
+    "add_audits",
     "add_message_flag",
     "bouncing_among",
     "clear_bouncing",
@@ -221,6 +222,16 @@ def add_audit(
             "created_at": now or _now(),
         },
     )
+
+
+def add_audits(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Many audit rows in one ``executemany`` (the web's buffered view rows).
+
+    Each row has the columns of ``add_audit``'s arguments: tenant, ticket_id,
+    actor, action, detail, created_at (the time of the view, not of the write).
+    """
+    if rows:
+        conn.execute(_INSERT_AUDIT, rows)
 
 
 def outbox_last_id(conn: Connection) -> int:

@@ -306,6 +306,17 @@ class Daemon:
         root = self.home / "var" / "blobs"
         return {p.name for p in root.rglob("*") if p.is_file()}
 
+    def count_reaching(self, sql: str, n: int, *params: Any, within: float = 15) -> int:
+        """``SELECT count(*) ...``'s value once it reaches ``n`` (or ``within`` seconds
+        pass): for rows written a moment after the answer, such as the audit rows of
+        page views (gateway/web/view_log.py). The caller asserts on the value."""
+        deadline = time.monotonic() + within
+        while True:
+            count = int(self.query(sql, *params)[0][0])
+            if count >= n or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
     def query(self, sql: str, *params: Any) -> list[Any]:
         """Rows of ``sql`` (``?`` placeholders) from whichever store this gateway uses."""
         if self.pg_database is not None:

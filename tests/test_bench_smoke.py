@@ -62,11 +62,12 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
 def test_the_committed_benchmarks_md_is_the_render_of_the_committed_json() -> None:
     """BENCHMARKS.md is generated (bench/report.py and its template): the file in the repo
     is exactly what ``python -m bench --render`` makes from bench/results/benchmarks.json
-    (and bench/ab.py's ab.json beside it, when there is one)."""
-    from bench.__main__ import _ab
+    (and bench/ab.py's ab.json and bench/ab_web.py's ab_web.json beside it, when there
+    are)."""
+    from bench.__main__ import _ab, _ab_web
     from bench.report import render
 
     rel = Path("bench") / "results" / "benchmarks.json"
     doc = json.loads((ROOT / rel).read_text(encoding="utf-8"))
-    expected = render(doc, rel, _ab(ROOT / rel))
+    expected = render(doc, rel, _ab(ROOT / rel), _ab_web(ROOT / rel))
     assert expected == (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")

@@ -244,6 +244,8 @@ def test_an_agent_signs_in_lists_filters_opens_and_downloads(desk: Daemon, sink:
     assert "jam%20report.pdf" in req.headers["Content-Disposition"]
     assert b.get(f"/a/acme/t/{carol}/files/{'0' * 64}")[0] == 404
     assert b.get("/a/acme/t/ACME-999")[0] == 404
+    viewed = "SELECT count(*) FROM audit_events WHERE action = 'desk.ticket_viewed'"
+    assert d.count_reaching(viewed, 1) >= 1  # the view's row is written in a batch
     actions = [r[0] for r in d.query("SELECT action FROM audit_events ORDER BY id")]
     assert "desk.ticket_viewed" in actions and "desk.attachment_downloaded" in actions
 

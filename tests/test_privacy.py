@@ -51,7 +51,7 @@ def _send(d: Daemon, data: bytes, sender: str, to: str = "support@acme.test") ->
 
 
 def _ref(d: Daemon, reply: str) -> str:
-    """The ticket the mail a 250 named went to (the reply never names it)."""
+    """The ticket of the mail a 250 named (the reply names no ticket, issue 16)."""
     return d.ref(reply)
 
 
@@ -79,7 +79,7 @@ def _fill(d: Daemon) -> dict[str, str]:
                 ],
             ),
             CAROL,
-        )
+        ),
     )
     shared = _ref(
         d,
@@ -93,7 +93,7 @@ def _fill(d: Daemon) -> dict[str, str]:
                 attachments=[("manual.pdf", "application/pdf", SHARED)],
             ),
             DAVE,
-        )
+        ),
     )
     _send(
         d,
@@ -136,8 +136,7 @@ def _fill(d: Daemon) -> dict[str, str]:
     assert b.get(f"/t/acme/tickets/{alone}/files/{sha}")[0] == 200
     # And she is a client of another vendor too.
     other = _ref(
-        d,
-        _send(d, make_mail(sender=CAROL, to="help@globex.test"), CAROL, "help@globex.test")
+        d, _send(d, make_mail(sender=CAROL, to="help@globex.test"), CAROL, "help@globex.test")
     )
     return {"alone": alone, "shared": shared, "globex": other}
 
@@ -174,6 +173,8 @@ def test_export_erase_and_nothing_left(gw: Daemon, tmp_path: Path) -> None:
         "SELECT actor FROM audit_events WHERE action = 'web.attachment_downloaded'"
     )
     assert [r[0] for r in downloads] == [CAROL]
+    viewed = "SELECT count(*) FROM audit_events WHERE action = 'web.ticket_viewed'"
+    assert gw.count_reaching(viewed, 1) == 1  # the view's row, written in a batch
 
     # -- export: a zip with her tickets, messages, files and audit entries -------------
     out = tmp_path / "carol.zip"

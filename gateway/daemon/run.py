@@ -42,6 +42,7 @@ from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
 from gateway.web.desk import DeskSite
+from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
@@ -135,12 +136,17 @@ class Daemon:
             Policy.STOP,
         )
         self.tasks = await stack.enter_async_context(Supervisor(self._service_died))
+        # The audit rows of page views, of both sites, written in batches (view_log.py).
+        self.views = ViewLog(services.writer)
+        writer, reader, views = services.writer, services.reader, self.views
         self.site = ClientSite(
-            config, services.writer, services.pipeline, services.blobs, services.delivery.wake
-        )
+            config, writer, reader, views, services.pipeline, services.blobs,
+            services.delivery.wake,
+        )  # fmt: skip
         self.desk = DeskSite(
-            config, services.writer, services.engine, services.blobs, services.delivery.wake
-        )
+            config, writer, reader, views, services.engine, services.blobs,
+            services.delivery.wake,
+        )  # fmt: skip
         if config.http.enabled:
             await stack.enter_async_context(self._http())
         now = system_clock()()
@@ -238,7 +244,12 @@ class Daemon:
             self.full_status,
             self.refresh_gauges,
             lambda: dict(services.delivery.attempts),
-            lambda app: (self.site.routes(app), self.desk.routes(app)),
+            lambda app: (
+                self.site.routes(app),
+                self.desk.routes(app),
+                # After the last request is answered, before the writer closes.
+                app.on_cleanup.append(self.views.close),
+            ),
         )
         runner, self.http_port = await start_http(app, http.host, http.port)
         try:

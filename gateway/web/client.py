@@ -17,12 +17,14 @@ from gateway.clock import Clock
 from gateway.intake.pipeline import Pipeline
 from gateway.web.i18n import translate
 from gateway.web.signin import SignIn
+from gateway.web.view_log import ViewLog
 from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig
 from routing.tokens import make_token
 from routing.verdicts import Accepted
 from store import access, repos
 from store.blobs import BlobStore
+from store.reader import Reader
 from store.writer import Writer
 
 __all__ = ["ClientSite", "fold_quotes"]
@@ -33,12 +35,14 @@ class ClientSite(SignIn):
         self,
         config: GatewayConfig,
         writer: Writer,
+        reader: Reader,
+        views: ViewLog,
         pipeline: Pipeline,
         blobs: BlobStore,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(config, writer, wake, clock)
+        super().__init__(config, writer, reader, views, wake, clock)
         self.pipeline = pipeline
         self.blobs = blobs
 
@@ -61,35 +65,30 @@ class ClientSite(SignIn):
         address = await self._session(request, tenant)
         if address is None:
             raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
-        rows = await self.writer.submit(
+        rows = await self.reader.read(
             lambda conn: access.client_tickets(conn, tenant.slug, address)
         )
         return self._render(request, tenant, "tickets.html", tickets=rows)
 
     async def ticket(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        address = await self._session(request, tenant)
-        if address is None:
-            raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
         ref = request.match_info["ref"]
-
-        def work(conn: Connection) -> Any:
-            found = access.client_ticket(conn, tenant.slug, address, ref)
-            if found is not None:
-                repos.add_audit(
-                    conn,
-                    tenant.slug,
-                    "web.ticket_viewed",
-                    actor=address,
-                    ticket_id=found[0]["id"],
-                    detail={"source": self._source(request)},
-                )
-            return found
-
-        found = await self.writer.submit(work)
+        signed_in = await self._signed_in_read(
+            request, tenant, lambda conn, who: access.client_ticket(conn, tenant.slug, who, ref)
+        )
+        if signed_in is None:
+            raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
+        address, found = signed_in
         if found is None:
             return self._error(request, tenant, "error.notfound", 404)
         ticket, msgs = found
+        await self.views.add(
+            tenant.slug,
+            "web.ticket_viewed",
+            actor=address,
+            ticket_id=ticket["id"],
+            detail={"source": self._source(request)},
+        )
         shown = [
             fold_quotes(m)
             | {
@@ -124,7 +123,7 @@ class ClientSite(SignIn):
             return self._error(request, tenant, "error.csrf", 403)
         ref = request.match_info["ref"]
         text = str(form.get("text", "")).strip()
-        found = await self.writer.submit(
+        found = await self.reader.read(
             lambda conn: access.client_ticket(conn, tenant.slug, address, ref)
         )
         if found is None:

@@ -38,12 +38,14 @@ from gateway.web.desk_view import (
 )
 from gateway.web.i18n import translator
 from gateway.web.signin import SignIn
+from gateway.web.view_log import ViewLog
 from outbound.sla_watch import clock_states
 from routing.commands import PRIORITIES
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import desk, repos
 from store.blobs import BlobStore
+from store.reader import Reader
 from store.search import search_tickets
 from store.writer import Writer
 
@@ -66,13 +68,15 @@ class DeskSite(SignIn):
         self,
         config: GatewayConfig,
         writer: Writer,
+        reader: Reader,
+        views: ViewLog,
         engine: AsyncEngine,
         blobs: BlobStore,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(config, writer, wake, clock)
-        self.engine = engine  # the lists and the search box read here, beside the writer
+        super().__init__(config, writer, reader, views, wake, clock)
+        self.engine = engine  # the search box reads here (store/search.py is async)
         self.blobs = blobs
 
     def routes(self, app: web.Application) -> None:
@@ -152,8 +156,7 @@ class DeskSite(SignIn):
     async def _read(self, work: Callable[[Connection], T]) -> T:
         """A read of the lists on a reader connection: a long list never holds up the
         single writer, which commits the mail."""
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(work)
+        return await self.reader.read(work)
 
     async def _search(self, tenant: Tenant, text: str) -> list[dict[str, Any]]:
         """The search box: store/search.py's hits (best first, at most SEARCH_LIMIT) as
@@ -167,24 +170,16 @@ class DeskSite(SignIn):
         tenant = self._tenant(request)
         agent = await self._agent(request, tenant)
         ref = request.match_info["ref"]
-        source = self._source(request)
-
-        def work(conn: Connection) -> dict[str, Any] | None:
-            found = desk.desk_ticket(conn, tenant.slug, ref)
-            if found is not None:
-                repos.add_audit(
-                    conn,
-                    tenant.slug,
-                    "desk.ticket_viewed",
-                    actor=agent.address,
-                    ticket_id=found["ticket"]["id"],
-                    detail={"source": source},
-                )
-            return found
-
-        found = await self.writer.submit(work)
+        found = await self._read(lambda conn: desk.desk_ticket(conn, tenant.slug, ref))
         if found is None:
             return self._error(request, tenant, "error.notfound", 404)
+        await self.views.add(
+            tenant.slug,
+            "desk.ticket_viewed",
+            actor=agent.address,
+            ticket_id=found["ticket"]["id"],
+            detail={"source": self._source(request)},
+        )
         t = translator(self._lang(request))
         now = self.clock()
         ticket = found["ticket"]

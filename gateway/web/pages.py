@@ -18,23 +18,27 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from sqlalchemy.engine import Connection
 
 from gateway.clock import Clock, system_clock
 from gateway.web.i18n import LANGUAGES, pick_language, translate
 from gateway.web.peers import Peers
+from gateway.web.view_log import ViewLog
 from outbound.templates import Templates
 from routing.config import GatewayConfig, Tenant
 from store import access
 from store.blobs import BlobStore
+from store.reader import Reader
 from store.writer import Writer
 
 __all__ = ["PAGE_CSP", "Pages"]
 
+T = TypeVar("T")
 _HERE = Path(__file__).parent
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -55,11 +59,15 @@ class Pages:
         self,
         config: GatewayConfig,
         writer: Writer,
+        reader: Reader,
+        views: ViewLog,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
         self.config = config
-        self.writer = writer
+        self.writer = writer  # what a page changes (sign-in, downloads' audit, replies)
+        self.reader = reader  # what a page shows: never queued behind the writer's commits
+        self.views = views  # the audit rows of views, written in batches
         self.wake = wake  # the outbox: a mail was queued
         self.clock = clock or system_clock()
         self.peers = Peers(config.http.trusted_proxies)
@@ -70,6 +78,7 @@ class Pages:
             loader=jinja2.FileSystemLoader(str(_HERE / "templates")),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            auto_reload=False,  # templates ship with the code: no stat() per page
         )
 
     def configure(self, config: GatewayConfig) -> None:
@@ -168,14 +177,25 @@ class Pages:
         return self._render(request, tenant, "error.html", status=status, message_key=key)
 
     async def _session(self, request: web.Request, tenant: Tenant) -> str | None:
+        found = await self._signed_in_read(request, tenant, lambda _conn, _address: None)
+        return found[0] if found is not None else None
+
+    async def _signed_in_read(
+        self, request: web.Request, tenant: Tenant, work: Callable[[Connection, str], T]
+    ) -> tuple[str, T] | None:
+        """The session's address and ``work(conn, address)``, read in one go on the
+        reader (one hop and one snapshot per page); None without a live session."""
         token = request.cookies.get(self.SESSION_COOKIE)
         if not token:
             return None
         digest = self._digest(token)
         now = self.clock()
-        return await self.writer.submit(
-            lambda conn: access.session_address(conn, tenant.slug, digest, now)
-        )
+
+        def read(conn: Connection) -> tuple[str, T] | None:
+            address = access.session_address(conn, tenant.slug, digest, now)
+            return None if address is None else (address, work(conn, address))
+
+        return await self.reader.read(read)
 
     async def _send_file(
         self, request: web.Request, tenant: Tenant, sha: str, name: str

@@ -44,11 +44,13 @@ from sqlalchemy.engine import Connection
 from gateway.clock import Clock
 from gateway.web.challenge import LinkChallenge
 from gateway.web.pages import PAGE_CSP, Pages
+from gateway.web.view_log import ViewLog
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
 from parsers.addresses import parse_address
 from routing.config import GatewayConfig, Tenant
 from store import access, repos
+from store.reader import Reader
 from store.writer import Writer
 
 __all__ = [
@@ -95,10 +97,12 @@ class SignIn(Pages):
         self,
         config: GatewayConfig,
         writer: Writer,
+        reader: Reader,
+        views: ViewLog,
         wake: Callable[[], None],
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(config, writer, wake, clock)
+        super().__init__(config, writer, reader, views, wake, clock)
         self.challenge = LinkChallenge()
         self.pending: set[asyncio.Task[None]] = set()
 
