@@ -83,7 +83,18 @@ def render(doc: dict[str, Any], json_rel: Path, ab: dict[str, Any] | None = None
         bounds=_bounds(figs),
         ab=ab,
     )
-    return text.rstrip() + "\n"
+    return text.rstrip() + "\n" + _notes()
+
+
+#: Hand-written measurements of one change (a before/after beside the run's figures),
+#: appended in name order: they stay in BENCHMARKS.md when it is rendered again.
+NOTES = Path(__file__).resolve().parent / "results" / "notes"
+
+
+def _notes() -> str:
+    return "".join(
+        f"\n{p.read_text(encoding='utf-8').rstrip()}\n" for p in sorted(NOTES.glob("*.md"))
+    )
 
 
 def _merged(m: dict[str, Any], fig: dict[str, Any]) -> dict[str, Any]:
