@@ -1,6 +1,7 @@
 """Before and after a change, in one run: figures 1 (K=1, K=32), 3 (LMTP) and 7.
 
     python -m bench.ab --base /tmp/base-checkout [--runs 3] [--corpus 1000] [--mails 500]
+                       [--figures 1,3,7]
 
 The machine is shared, so figures from two separate runs say little: this runs
 the gateway of ``--base`` (another checkout, e.g. ``git archive main | tar -x``)
@@ -63,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mails", type=int, default=500)
     ap.add_argument("--levels", default="1,32")
     ap.add_argument("--loops", action="store_true")
+    ap.add_argument("--figures", default="1,3,7", help="which of 1, 3, 7 (default all)")
     args = ap.parse_args(argv)
     levels = [int(k) for k in args.levels.split(",")]
+    figures = set(args.figures.split(","))
     sides: list[tuple[str, Path | None, str | None]] = [
         ("before", args.base.resolve(), None),
         ("after", None, None),
@@ -82,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 _side(root, loop)
                 print(f"== round {r + 1}: {name}", flush=True)
                 res: dict[str, Any] = {"fig1": _fig1(load, levels, tmp / f"{name}-{r}")}
-                res["fig7"] = fig_outbox.fig7(args.mails, 1)
-                if name == "after":  # the LMTP listener exists only after
+                if "7" in figures:
+                    res["fig7"] = fig_outbox.fig7(args.mails, 1)
+                if name == "after" and "3" in figures:  # the LMTP listener exists only after
                     res["fig3_lmtp"] = fig_pipe.fig3_lmtp(min(args.corpus, 600), 1)
                 rnd[name] = res
             rounds.append(rnd)
@@ -113,6 +117,9 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             for key in ("gateway_rate", "sink_rate", "ratio", "cpu_us", "sink_cpu_us"):
                 s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
             s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
+        if "fig7" not in rs[0]:
+            out[side] = s
+            continue
         s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
         s["fig7_ratio"] = _summary([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
         s["fig7_ratio_reused"] = _summary(

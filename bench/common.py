@@ -175,6 +175,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pid: int, quiet: float = 0.01, window: float = 0.3, limit: float = 15.0) -> float:
+    """Wait until a just-started server is idle (under ``quiet`` s of CPU in ``window``).
+
+    The gateway is ready to answer before its start-up work is done (the language
+    model loads in a thread, about 0.5 s of CPU): counted into a run of a few hundred
+    messages, that alone read as hundreds of µs per message. Returns the seconds waited.
+    """
+    t0 = time.monotonic()
+    last = cpu_seconds(pid)
+    while time.monotonic() - t0 < limit:
+        time.sleep(window)
+        now = cpu_seconds(pid)
+        if now - last < quiet:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 class Sink:
     """A bare aiosmtpd server in its own process whose handler only answers 250.
 

@@ -32,6 +32,7 @@ from bench.common import (
     count_rows,
     cpu_seconds,
     run_load,
+    settle,
     summary,
     workdir,
     write_load,
@@ -44,6 +45,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
     if kind == "sink":
         sink = Sink()
         try:
+            settle(sink.proc.pid)
             cpu0 = cpu_seconds(sink.proc.pid)
             res = run_load(sink.port, load, k)
             res["server_cpu_s"] = cpu_seconds(sink.proc.pid) - cpu0
@@ -72,6 +74,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
     try:
         gw.start()
         assert gw.proc is not None
+        settle(gw.proc.pid)  # start-up work (the language model) is no message's cost
         cpu0 = cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
@@ -207,8 +210,16 @@ def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, A
     }
     rates = {}
     for fmt, dest in files.items():
-        gw = Daemon(tmp / f"profile-{fmt}").start()
+        # As in the figure: acknowledgements go out to a bare sink during the run, and
+        # the start-up work is over before py-spy looks.
+        outbox_sink = Sink()
+        account = (
+            f'[tenants.outbound]\nhost = "127.0.0.1"\nport = {outbox_sink.port}\n'
+            'security = "none"\n'
+        )
+        gw = Daemon(tmp / f"profile-{fmt}", acme_extra=account, extra=account).start()
         assert gw.proc is not None
+        settle(gw.proc.pid)
         spy_proc = subprocess.Popen(
             [
                 spy,
@@ -238,6 +249,7 @@ def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, A
                 spy_proc.kill()
                 spy_proc.wait()
             gw.stop()
+            outbox_sink.stop()
     top = top_functions(files["raw"]) if files["raw"].exists() else "(no samples)"
     text_path = results / "fig1-profile-top.txt"
     text_path.write_text(top, encoding="utf-8")

@@ -90,7 +90,18 @@ def render(
         ab=ab,
         ab_web=ab_web,
     )
-    return text.rstrip() + "\n"
+    return text.rstrip() + "\n" + _notes()
+
+
+#: Hand-written measurements of one change (a before/after beside the run's figures),
+#: appended in name order: they stay in BENCHMARKS.md when it is rendered again.
+NOTES = Path(__file__).resolve().parent / "results" / "notes"
+
+
+def _notes() -> str:
+    return "".join(
+        f"\n{p.read_text(encoding='utf-8').rstrip()}\n" for p in sorted(NOTES.glob("*.md"))
+    )
 
 
 def _merged(m: dict[str, Any], fig: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from store import faults, repos
+from store.db import Savepoint
 
 __all__ = ["guarded"]
 
@@ -39,7 +40,7 @@ def guarded(
     mere compose writes none and needs none). The failure is an audit event
     ``reaction.failed`` on the ticket, where agents see it (``tickets show``).
     """
-    savepoint = conn.begin_nested() if writes else None
+    savepoint = Savepoint(conn) if writes else None
     try:
         faults.fail_reaction(reaction)
         result = work()

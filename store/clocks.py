@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -54,6 +54,10 @@ _CLOCK_COLUMNS = (
     tickets.c.sla_pauses,
     tickets.c.sla_notified,
 )
+# Built once: every client's and agent's message reads its ticket's clocks.
+_TICKET_CLOCKS = select(*_CLOCK_COLUMNS).where(
+    tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+)
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -82,9 +86,7 @@ def _raw(pauses: list[tuple[datetime, datetime | None]]) -> list[list[str | None
 
 
 def ticket_clocks(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(*_CLOCK_COLUMNS).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-    ).first()
+    row = conn.execute(_TICKET_CLOCKS, {"tenant": tenant, "id": ticket_id}).first()
     return _row(row._mapping) if row is not None else None
 
 

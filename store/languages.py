@@ -3,7 +3,7 @@ to the client, written when a client's mail shows a language (outbound/language.
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import Connection
 
 from store.models import tickets
@@ -11,23 +11,27 @@ from store.models import tickets
 __all__ = ["set_ticket_language", "ticket_language"]
 
 
+# Built once (each message reads or writes one): a statement built per call costs its
+# cache key every time. An UPDATE may not name a bound value after a column (w_...).
+_READ = select(tickets.c.client_language).where(
+    tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+)
+_WRITE = (
+    update(tickets)
+    .where(
+        tickets.c.tenant == bindparam("w_tenant"),
+        tickets.c.id == bindparam("w_id"),
+        or_(tickets.c.client_language.is_(None), tickets.c.client_language != bindparam("lang")),
+    )
+    .values(client_language=bindparam("lang"))
+)
+
+
 def ticket_language(conn: Connection, tenant: str, ticket_id: int) -> str | None:
     """The stored language; None for a ticket whose client never showed one."""
-    return conn.execute(
-        select(tickets.c.client_language).where(
-            tickets.c.tenant == tenant, tickets.c.id == ticket_id
-        )
-    ).scalar()
+    return conn.execute(_READ, {"tenant": tenant, "id": ticket_id}).scalar()
 
 
 def set_ticket_language(conn: Connection, tenant: str, ticket_id: int, lang: str) -> None:
     """One statement that writes only when the language changed (no read before it)."""
-    conn.execute(
-        update(tickets)
-        .where(
-            tickets.c.tenant == tenant,
-            tickets.c.id == ticket_id,
-            or_(tickets.c.client_language.is_(None), tickets.c.client_language != lang),
-        )
-        .values(client_language=lang)
-    )
+    conn.execute(_WRITE, {"w_tenant": tenant, "w_id": ticket_id, "lang": lang})

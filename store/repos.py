@@ -70,6 +70,11 @@ _TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).whe
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
 )
+_IS_PARTICIPANT = select(participants.c.id).where(
+    participants.c.tenant == _TENANT,
+    participants.c.ticket_id == bindparam("id"),
+    participants.c.address == bindparam("address"),
+)
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
 _NEXT_NUMBER = (
     update(ticket_counters)
@@ -156,13 +161,7 @@ def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
 
 
 def is_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
-    row = conn.execute(
-        select(participants.c.id).where(
-            participants.c.tenant == tenant,
-            participants.c.ticket_id == ticket_id,
-            participants.c.address == address,
-        )
-    )
+    row = conn.execute(_IS_PARTICIPANT, {"tenant": tenant, "id": ticket_id, "address": address})
     return row.first() is not None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
 from store.models import messages, tickets
@@ -24,10 +24,14 @@ __all__ = ["STATUSES", "pending_due", "stored_copy", "ticket_status"]
 STATUSES = ("open", "pending", "closed")
 
 
+# Built once: read for every follow-up (a statement built per call costs its cache key).
+_STATUS = select(tickets.c.status).where(
+    tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+)
+
+
 def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:
-    return conn.execute(
-        select(tickets.c.status).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
-    ).scalar_one_or_none()
+    return conn.execute(_STATUS, {"tenant": tenant, "id": ticket_id}).scalar_one_or_none()
 
 
 def stored_copy(conn: Connection, tenant: str, key: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string
 from email.message import EmailMessage
@@ -21,7 +22,7 @@ from outbound.compose import (
     report_mail,
     thread_index,
 )
-from outbound.mime import build, downgrade, needs_smtputf8
+from outbound.mime import build, downgrade, encoded_words, needs_smtputf8
 from outbound.sla_mail import sla_notice
 from parsers import parse
 from routing.commands import split_commands
@@ -428,3 +429,21 @@ def test_a_relay_downgraded_for_a_server_without_smtputf8() -> None:
     assert msg["Subject"] == "[ACME-7] Grüße" and msg["Message-ID"] == mail.message_id
     ascii_ack = _ack(ACME, Templates())
     assert downgrade(ascii_ack) == ascii_ack
+
+
+@pytest.mark.parametrize("length", [1, 14, 15, 16, 44, 45, 46, 120, 400])
+@pytest.mark.parametrize("alphabet", ["é", "日本", "a🙂", "Grüße, Ärger "])
+def test_encoded_words_read_back_exactly_and_fold_below_78(length: int, alphabet: str) -> None:
+    """Our RFC 2047 writer (it replaced email.header's, for speed): a subject of any
+    length and script reads back as written, every line under 78 columns and every
+    word under 75, and no character is cut between two words."""
+    value = (alphabet * length)[:length]
+    raw = f"Subject: {encoded_words(value, len('Subject: '))}\r\n\r\n".encode("ascii")
+    lines = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert all(len(line) <= 78 for line in lines), lines
+    words = [w for line in lines for w in line.split() if w.startswith(b"=?")]
+    assert all(len(w) <= 75 for w in words) and len(words) == len(lines)
+    for w in words:  # each word is whole UTF-8: no character split across two
+        assert w.startswith(b"=?utf-8?b?") and w.endswith(b"?=")
+        base64.b64decode(w[10:-2]).decode("utf-8")  # strict: raises on a cut character
+    assert message_from_bytes(raw, policy=default)["Subject"] == value

@@ -29,6 +29,7 @@ from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Reject, Stored
 from store import clocks, ingest, repos, ticket_life
+from store.db import Savepoint
 from store.ingest import Written
 
 __all__ = ["Job", "commit_message", "explain_commit", "jobs", "lookup"]
@@ -115,7 +116,7 @@ def commit_message(
     ``bind`` writes the message's blobs (database store) or checks them (files):
     inside the savepoint, so a rejected message leaves none of its bytes.
     """
-    savepoint = conn.begin_nested()
+    savepoint = Savepoint(conn)
     bind(conn)
     stored: list[Stored] = []
     for job in jobs.values():

@@ -1,0 +1,81 @@
+"""Statements per message through the commit stages, and their CPU, on figure 1's mix.
+
+    python -m bench.statements [--corpus 1000] [--top 20]
+
+Runs ``commit_message`` (look up, decide, write, react) for each text-only corpus
+message on a real SQLite store in memory, one transaction each, in this process: no
+SMTP, no writer thread, no outbox. A SQLAlchemy ``before_cursor_execute`` listener
+counts what goes through SQLAlchemy (savepoints said straight to the driver do not);
+the CPU is ``time.process_time`` around the loop, the language model loaded before.
+Issue 21 used it to count statements before and after (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import create_engine, event
+
+from bench.common import corpus, workdir
+from gateway.intake.commit import commit_message, jobs
+from gateway.intake.decide import Arrival
+from outbound.compose import Templates
+from parsers import parse
+from parsers.types import Envelope, RawMessage
+from routing.config import load_config
+from routing.language import warm
+from routing.tenants import AddressIndex
+from store.models import metadata
+from tests.test_stages import CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.statements")
+    ap.add_argument("--corpus", type=int, default=1000)
+    ap.add_argument("--top", type=int, default=20)
+    args = ap.parse_args(argv)
+    with workdir("statements") as tmp:
+        (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
+        config = load_config(tmp / "gateway.toml")
+        mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
+    parsed = [parse(m.data) for m in mails]
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    counts: Counter[str] = Counter()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        counts[re.sub(r"\s+", " ", statement)[:100]] += 1
+
+    templates, index = Templates.of(config), AddressIndex(config)
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    warm()
+    with engine.connect() as conn:
+        counts.clear()
+        t0 = time.process_time()
+        for i, (m, p) in enumerate(zip(mails, parsed, strict=True)):
+            raw = RawMessage(
+                Envelope(mail_from=p.from_addr or "", rcpt_tos=(m.rcpt,)), m.data, "smtp"
+            )
+            msg = Arrival(raw, p, hashlib.sha256(m.data).hexdigest(), now + timedelta(seconds=i))
+            with conn.begin():
+                commit_message(
+                    conn, config, templates, jobs(index, raw.envelope.rcpt_tos), msg, lambda c: None
+                )
+        cpu = time.process_time() - t0
+    n = len(mails)
+    print(f"{n} messages: {sum(counts.values()) / n:.2f} statements and {cpu / n * 1e6:,.0f} µs "
+          f"of CPU per message in the commit stages")  # fmt: skip
+    for statement, c in counts.most_common(args.top):
+        print(f"{c / n:6.2f}  {statement}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
