@@ -23,6 +23,7 @@ of tasks, each awaiting the one before); only the pipeline runs beside them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from email.parser import BytesHeaderParser
@@ -105,11 +106,16 @@ class Drain:
         w.state.backlog = len(uids)
         todo = deque(uids)
         chain = _Chain()
-        deferred = 0
+        deferred = batches = 0
+        started = time.perf_counter()
+        waited = 0.0  # the pipeline idle, waiting on the server: what prefetch is to hide
         try:
             nxt = chain.then(lambda: self._fetch_batch(todo)) if todo else None
             while nxt is not None:
+                t0 = time.perf_counter()
                 batch, data, size = await nxt
+                waited += time.perf_counter() - t0
+                batches += 1
                 nxt = chain.then(lambda: self._fetch_batch(todo)) if todo else None
                 done: list[int] = []
                 aside: list[tuple[int, str]] = []
@@ -121,9 +127,22 @@ class Drain:
                     if done:
                         crash_point(IMAP_AFTER_COMMIT_BEFORE_MOVE)
                     chain.then(lambda d=done, a=aside: self._settle(d, a))
+            t0 = time.perf_counter()
             await chain.finish()
+            waited += time.perf_counter() - t0
         finally:
             chain.abandon()
+        if uids:
+            log.info(
+                "imap.drained",
+                tenant=w.tenant.slug,
+                mailbox=w.box.key,
+                messages=len(uids),
+                batches=batches,
+                deferred=deferred,
+                secs=round(time.perf_counter() - started, 3),
+                waited_on_server=round(waited, 3),
+            )
         return deferred
 
     # -- the IMAP side (run inside the chain) -------------------------------------------
