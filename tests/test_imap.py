@@ -321,3 +321,26 @@ def test_corpus_through_imap_scores_as_through_smtp(
         assert_every_class_right(d, exp, sent)
     finally:
         d.kill()
+
+
+def test_wire_reads_bodies_whichever_side_the_uid_stands_and_folds_uid_runs() -> None:
+    """Dovecot puts the UID first; RFC 3501 lets a server put it after the body."""
+    from aioimaplib import Response
+
+    from gateway.intake.imap_wire import bodies, uid_set
+
+    resp = Response(
+        "OK",
+        [
+            b"1 FETCH (UID 7 BODY[] {3}",
+            bytearray(b"abc"),
+            b")",
+            b"2 FETCH (BODY[] {2}",
+            bytearray(b"de"),
+            b" UID 9)",
+            b"3 FETCH (UID 10 FLAGS (\\Seen))",  # no body: nothing for UID 10
+            b"Fetch completed.",
+        ],
+    )
+    assert bodies(resp) == {7: b"abc", 9: b"de"}
+    assert uid_set([9, 1, 2, 3, 7, 10, 5]) == "1:3,5,7,9:10"
