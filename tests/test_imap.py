@@ -344,3 +344,35 @@ def test_wire_reads_bodies_whichever_side_the_uid_stands_and_folds_uid_runs() ->
     )
     assert bodies(resp) == {7: b"abc", 9: b"de"}
     assert uid_set([9, 1, 2, 3, 7, 10, 5]) == "1:3,5,7,9:10"
+
+
+class _DovecotWithoutMove(Dovecot):
+    """A Dovecot that does not list MOVE (RFC 6851), as some servers still do not."""
+
+    def config_text(self) -> str:
+        return super().config_text() + "imap_capability = IMAP4rev1 IDLE UIDPLUS\n"
+
+
+def test_without_move_a_batch_leaves_by_copy_store_and_one_uid_expunge(
+    tmp_path: Path,
+) -> None:
+    server = _DovecotWithoutMove(tmp_path / "dovecot", {USER: PASSWORD}, tls=False)
+    server.start()
+    n = FETCH_COUNT + 4
+    try:
+        for i in range(n):
+            server.save(USER, make_mail(sender=f"m{i}@client.test", subject=f"no move {i}"))
+        d = _daemon(tmp_path, server)
+        try:
+            d.start()
+            assert _wait(lambda: _status(d).get("committed") == n, timeout=60), d.log_text()
+            assert server.count(USER) == 0 and server.count(USER, "Processed") == n
+            commands = _status(d)["commands"]
+            assert "UID MOVE" not in commands, commands
+            for kind in ("UID COPY", "UID STORE", "UID EXPUNGE"):
+                assert commands[kind] == 2, commands  # a batch of 32, then one of 4
+            assert _messages(d) == n
+        finally:
+            d.kill()
+    finally:
+        server.stop()
