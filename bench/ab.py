@@ -1,7 +1,7 @@
 """Before and after a change, in one run: figures 1 (K=1, K=32), 3 (LMTP) and 7.
 
     python -m bench.ab --base /tmp/base-checkout [--runs 3] [--corpus 1000] [--mails 500]
-                       [--figures 1,3,7]
+    python -m bench.ab --base /tmp/base-checkout --only fig4,fig6b   # the IMAP figures
 
 The machine is shared, so figures from two separate runs say little: this runs
 the gateway of ``--base`` (another checkout, e.g. ``git archive main | tar -x``)
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fig_outbox, fig_pipe, fig_smtp
+from bench import fig_imap, fig_outbox, fig_pipe, fig_smtp
 from bench.common import ROOT, corpus, machine, summary, workdir, write_load
 
 
@@ -64,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mails", type=int, default=500)
     ap.add_argument("--levels", default="1,32")
     ap.add_argument("--loops", action="store_true")
-    ap.add_argument("--figures", default="1,3,7", help="which of 1, 3, 7 (default all)")
+    ap.add_argument(
+        "--only",
+        default="fig1,fig3,fig7",
+        help="figures to compare, of fig1, fig3 (LMTP, after only), fig4 (IMAP drain), "
+        "fig6b (IMAP backlog memory)",
+    )
+    ap.add_argument("--backlog", type=int, default=50_000, help="fig6b's backlog")
     args = ap.parse_args(argv)
     levels = [int(k) for k in args.levels.split(",")]
-    figures = set(args.figures.split(","))
+    only = set(args.only.split(","))
     sides: list[tuple[str, Path | None, str | None]] = [
         ("before", args.base.resolve(), None),
         ("after", None, None),
@@ -84,11 +90,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, root, loop in order:
                 _side(root, loop)
                 print(f"== round {r + 1}: {name}", flush=True)
-                res: dict[str, Any] = {"fig1": _fig1(load, levels, tmp / f"{name}-{r}")}
-                if "7" in figures:
+                res: dict[str, Any] = {}
+                if "fig1" in only:
+                    res["fig1"] = _fig1(load, levels, tmp / f"{name}-{r}")
+                if "fig7" in only:
                     res["fig7"] = fig_outbox.fig7(args.mails, 1)
-                if name == "after" and "3" in figures:  # the LMTP listener exists only after
+                if "fig3" in only and name == "after":  # the LMTP listener exists only after
                     res["fig3_lmtp"] = fig_pipe.fig3_lmtp(min(args.corpus, 600), 1)
+                if "fig4" in only:
+                    res["fig4"] = fig_imap.fig4(args.corpus, 20, 1)
+                if "fig6b" in only:
+                    res["fig6b"] = fig_imap.backlog_memory(args.backlog, 20.0, 1)
                 rnd[name] = res
             rounds.append(rnd)
             _side(None)
@@ -113,18 +125,25 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for side in rounds[0]:
         rs = [r[side] for r in rounds]
         s: dict[str, Any] = {}
-        for k in rs[0]["fig1"]:
+        for k in rs[0].get("fig1", {}):
             for key in ("gateway_rate", "sink_rate", "ratio", "cpu_us", "sink_cpu_us"):
                 s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
             s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
-        if "fig7" not in rs[0]:
-            out[side] = s
-            continue
-        s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
-        s["fig7_ratio"] = _summary([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
-        s["fig7_ratio_reused"] = _summary(
-            [x["fig7"]["ratio_gateway_bare_reused"]["median"] for x in rs]
-        )
+        if "fig7" in rs[0]:
+            s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
+            s["fig7_ratio"] = _summary([x["fig7"]["ratio_gateway_bare"]["median"] for x in rs])
+            s["fig7_ratio_reused"] = _summary(
+                [x["fig7"]["ratio_gateway_bare_reused"]["median"] for x in rs]
+            )
+        if "fig4" in rs[0]:
+            for key in ("rate", "smtp_rate", "ratio_imap_smtp", "idle_p50_ms", "idle_p99_ms"):
+                s[f"fig4_{key}"] = _summary([x["fig4"][key]["median"] for x in rs])
+        if "fig6b" in rs[0]:
+            for key in ("peak_rss", "first_commit_s", "drained_in_window"):
+                s[f"fig6b_{key}"] = _summary([x["fig6b"][key]["median"] for x in rs])
+            s["fig6b_cores"] = _summary(
+                [x["fig6b"]["gateway_cores_in_window"]["median"] for x in rs]
+            )
         if "fig3_lmtp" in rs[0]:
             for key in ("lmtp_rate", "smtp_rate", "ratio_lmtp_smtp"):
                 s[f"fig3_{key}"] = _summary([x["fig3_lmtp"][key]["median"] for x in rs])

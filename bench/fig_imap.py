@@ -99,11 +99,17 @@ def _drain_run(
             _wait_first_row(db, deadline)
             t0 = time.perf_counter()
             left = len(mails)
+            # The folder is asked (a doveadm process) only when no row came in the last
+            # 0.05 s: one every 0.2 s took a share of the 2 cores the drain runs on.
+            rows = -1
             while time.monotonic() < deadline:
-                left = server.count(USER)
-                if left == 0:
-                    break
-                time.sleep(0.2)
+                now = count_rows(db)
+                if now == rows:
+                    left = server.count(USER)
+                    if left == 0:
+                        break
+                rows = now
+                time.sleep(0.05)
             drain = time.perf_counter() - t0
             rows = count_rows(db)
             lat = _idle_latency(server, db, latency)

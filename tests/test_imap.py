@@ -9,13 +9,16 @@ SIGKILL of the gateway between the commit and the MOVE.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.intake.imap_drain import FETCH_COUNT
 from routing.secrets import load_keyring
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
@@ -39,7 +42,14 @@ def imap(dovecot_factory) -> Dovecot:  # type: ignore[no-untyped-def]
     return dovecot_factory({USER: PASSWORD})
 
 
-def _daemon(tmp_path: Path, server: Dovecot, *, scanner: str = "127.0.0.1:9", **box: str) -> Daemon:
+def _daemon(
+    tmp_path: Path,
+    server: Dovecot,
+    *,
+    scanner: str = "127.0.0.1:9",
+    max_size: int = 10 * 1024 * 1024,
+    **box: str,
+) -> Daemon:
     home = tmp_path / "gw"
     secret = load_keyring(home / "var" / "keys.toml").encrypt(
         PASSWORD, tenant="acme", field="password"
@@ -55,7 +65,7 @@ password = "{secret}"
 poll_interval = 1
 timeout = 5
 {extra}"""
-    return Daemon(home, acme_extra=block, scanner=scanner, scan_deadline=5)
+    return Daemon(home, acme_extra=block, scanner=scanner, scan_deadline=5, max_size=max_size)
 
 
 @pytest.fixture
@@ -120,16 +130,57 @@ def test_backlog_drains_once_and_survives_kicks(gateway: Daemon, imap: Dovecot) 
 def test_kill_between_commit_and_move_loses_nothing_and_duplicates_nothing(
     gateway: Daemon, imap: Dovecot
 ) -> None:
-    for i in range(3):
+    # More than one batch: the kill comes after the first batch's commits, before its MOVE.
+    n = FETCH_COUNT + 8
+    for i in range(n):
         imap.save(USER, make_mail(sender=f"k{i}@client.test", subject=f"crash {i}"))
     gateway.start(env={"GATEWAY_TEST_CRASH_AT": "imap_after_commit_before_move"})
     assert _wait(lambda: gateway.proc is not None and gateway.proc.poll() is not None)
-    assert _messages(gateway) == 1 and imap.count(USER) == 3  # committed, not moved
+    assert _messages(gateway) == FETCH_COUNT  # the first batch committed, nothing moved
+    assert imap.count(USER) == n and imap.count(USER, "Processed") == 0
     gateway.start(env={"GATEWAY_TEST_CRASH_AT": ""})
     assert _wait(lambda: imap.count(USER) == 0, timeout=30), gateway.log_text()
-    assert _messages(gateway) == 3
-    assert gateway.query("SELECT count(*) FROM tickets")[0][0] == 3
-    assert imap.count(USER, "Processed") == 3
+    assert _messages(gateway) == n
+    assert gateway.query("SELECT count(*) FROM tickets")[0][0] == n
+    assert imap.count(USER, "Processed") == n
+    # the first batch was offered twice and recognised the second time
+    log = gateway.log_path.read_text()
+    dupes = [line for line in log.splitlines() if '"duplicate":[true]' in line]
+    assert len(dupes) == FETCH_COUNT, len(dupes)
+
+
+def _status(d: Daemon) -> dict[str, Any]:
+    try:
+        status = json.loads((d.home / "var" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return status["mailboxes"][0] if status.get("mailboxes") else {}
+
+
+def test_backlog_drains_with_a_fetch_and_a_move_per_batch(tmp_path: Path, imap: Dovecot) -> None:
+    """A backlog of n costs about n / FETCH_COUNT body FETCHes and MOVEs, not n of each;
+    a message over the size limit is never fetched and goes to quarantine."""
+    n = 2 * FETCH_COUNT + 6
+    for i in range(n):
+        imap.save(USER, make_mail(sender=f"b{i}@client.test", subject=f"batch {i}"))
+    imap.save(USER, make_mail(sender="big@client.test", body="x" * 8000))
+    d = _daemon(tmp_path, imap, max_size=6000)
+    try:
+        d.start()
+        assert _wait(
+            lambda: _status(d).get("committed") == n and _status(d).get("quarantined") == 1,
+            timeout=60,
+        ), (_status(d), d.log_text()[-3000:])
+        assert _messages(d) == n and imap.count(USER) == 0
+        assert imap.count(USER, "Processed") == n and imap.count(USER, "Quarantine") == 1
+        commands = _status(d)["commands"]
+        batches = -(-n // FETCH_COUNT)  # 3: 32, 32, 6 and the big one (not fetched)
+        assert commands["FETCH BODY"] == batches, commands
+        assert commands["FETCH SIZE"] == 1, commands
+        # one MOVE per batch to Processed, one for the quarantined message
+        assert commands["UID MOVE"] == batches + 1, commands
+    finally:
+        d.kill()
 
 
 def test_uidvalidity_change_resyncs_without_duplicates(gateway: Daemon, imap: Dovecot) -> None:
@@ -189,6 +240,7 @@ def test_infected_goes_to_quarantine_and_scanner_down_leaves_it_in_place(
         d.start()
         assert _wait(lambda: imap.count(USER, "Quarantine") == 1, timeout=30), d.log_text()
         assert _messages(d) == 0
+
         def actions() -> set[str]:
             return {r[0] for r in d.query("SELECT action FROM audit_events")}
 
@@ -269,3 +321,58 @@ def test_corpus_through_imap_scores_as_through_smtp(
         assert_every_class_right(d, exp, sent)
     finally:
         d.kill()
+
+
+def test_wire_reads_bodies_whichever_side_the_uid_stands_and_folds_uid_runs() -> None:
+    """Dovecot puts the UID first; RFC 3501 lets a server put it after the body."""
+    from aioimaplib import Response
+
+    from gateway.intake.imap_wire import bodies, uid_set
+
+    resp = Response(
+        "OK",
+        [
+            b"1 FETCH (UID 7 BODY[] {3}",
+            bytearray(b"abc"),
+            b")",
+            b"2 FETCH (BODY[] {2}",
+            bytearray(b"de"),
+            b" UID 9)",
+            b"3 FETCH (UID 10 FLAGS (\\Seen))",  # no body: nothing for UID 10
+            b"Fetch completed.",
+        ],
+    )
+    assert bodies(resp) == {7: b"abc", 9: b"de"}
+    assert uid_set([9, 1, 2, 3, 7, 10, 5]) == "1:3,5,7,9:10"
+
+
+class _DovecotWithoutMove(Dovecot):
+    """A Dovecot that does not list MOVE (RFC 6851), as some servers still do not."""
+
+    def config_text(self) -> str:
+        return super().config_text() + "imap_capability = IMAP4rev1 IDLE UIDPLUS\n"
+
+
+def test_without_move_a_batch_leaves_by_copy_store_and_one_uid_expunge(
+    tmp_path: Path,
+) -> None:
+    server = _DovecotWithoutMove(tmp_path / "dovecot", {USER: PASSWORD}, tls=False)
+    server.start()
+    n = FETCH_COUNT + 4
+    try:
+        for i in range(n):
+            server.save(USER, make_mail(sender=f"m{i}@client.test", subject=f"no move {i}"))
+        d = _daemon(tmp_path, server)
+        try:
+            d.start()
+            assert _wait(lambda: _status(d).get("committed") == n, timeout=60), d.log_text()
+            assert server.count(USER) == 0 and server.count(USER, "Processed") == n
+            commands = _status(d)["commands"]
+            assert "UID MOVE" not in commands, commands
+            for kind in ("UID COPY", "UID STORE", "UID EXPUNGE"):
+                assert commands[kind] == 2, commands  # a batch of 32, then one of 4
+            assert _messages(d) == n
+        finally:
+            d.kill()
+    finally:
+        server.stop()

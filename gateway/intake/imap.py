@@ -8,7 +8,9 @@ place; a permanent refusal, or ``max_failures`` deferrals of the same
 message, moves it to the quarantine folder with an audit event, so one bad
 message never blocks the rest. Every IMAP command has a timeout (a server
 that vanishes during IDLE would otherwise hang us), and a lost session
-reconnects with jittered exponential backoff.
+reconnects with jittered exponential backoff. The drain itself (bodies fetched in
+batches ahead of the pipeline, committed batches moved in one command) is
+``gateway/intake/imap_drain.py``.
 
 TLS fails closed (``gateway/intake/imap_tls.py``): with ``tls`` or ``starttls`` nothing is
 logged in or fetched until the server's certificate is verified, and a refusal shows
@@ -23,30 +25,23 @@ import random
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import Any
 
 import aioimaplib
 import structlog
 from sqlalchemy.engine import Connection
 
+from gateway.intake.imap_drain import Drain
 from gateway.intake.imap_tls import describe_failure, starttls, tls_context
 from gateway.intake.imap_wire import (
     SessionLost,
     consume,
-    literal,
     ok,
-    sizes,
     uidvalidity_of,
 )
 from gateway.intake.pipeline import Pipeline
-from gateway.intake.replies import ImapAction, imap_action, quarantine, reject
-from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig, ImapMailbox, Tenant
-from routing.verdicts import Defer, Outcome, Reason, Reject
 from store import imap_state, repos
-from store.faults import IMAP_AFTER_COMMIT_BEFORE_MOVE, crash_point
 from store.writer import Writer
 
 __all__ = ["MailboxState", "MailboxWorker"]
@@ -58,7 +53,6 @@ _IDLE_RENEW = 25 * 60  # RFC 2177: re-issue before the server's 30-minute cut
 # new message only once, inside the answer to some earlier command, and then
 # never again during IDLE; a missed push then costs at most this long.
 _IDLE_CHECK = 30.0
-_BATCH = 50  # UIDs whose sizes are fetched at once; bodies go one at a time
 
 
 @dataclass
@@ -75,6 +69,7 @@ class MailboxState:
     committed: int = 0
     quarantined: int = 0
     failures: dict[int, int] = field(default_factory=dict)
+    commands: dict[str, int] = field(default_factory=dict)  # IMAP commands sent, by kind
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +82,7 @@ class MailboxState:
             "last_error": self.last_error,
             "committed": self.committed,
             "quarantined": self.quarantined,
+            "commands": dict(self.commands),
         }
 
 
@@ -142,16 +138,14 @@ class MailboxWorker:
         lost = self._lost = asyncio.Event()
         imap = self._client(lambda _exc: lost.set())
         try:
-            await self._call(imap.wait_hello_from_server(), "greeting", check=False)
+            await self.call(imap.wait_hello_from_server(), "greeting", check=False)
             if box.security == "starttls":
-                await self._call(
-                    starttls(imap, tls_context(box), box.host), "STARTTLS", check=False
-                )
-            await self._call(imap.login(box.username, box.password), "LOGIN")
+                await self.call(starttls(imap, tls_context(box), box.host), "STARTTLS", check=False)
+            await self.call(imap.login(box.username, box.password), "LOGIN")
             self.state.connected = True
             for folder in (box.processed_folder, box.quarantine_folder):
-                await self._call(imap.create(folder), "CREATE", check=False)  # may exist
-            selected = await self._call(imap.select(box.folder), "SELECT")
+                await self.call(imap.create(folder), "CREATE", check=False)  # may exist
+            selected = await self.call(imap.select(box.folder), "SELECT")
             uidvalidity = uidvalidity_of(selected)
             await self._check_uidvalidity(uidvalidity)
             self.state.last_error = None
@@ -159,7 +153,7 @@ class MailboxWorker:
                 if lost.is_set():
                     raise SessionLost("connection lost")
                 self._arrived = False
-                deferred = await self._drain(imap, uidvalidity)
+                deferred = await Drain(self, imap, uidvalidity).run()
                 self.state.last_success = time.time()
                 if self._arrived:  # IDLE would not announce it again: drain now
                     continue
@@ -170,7 +164,7 @@ class MailboxWorker:
                     await self._idle(imap, lost)
                 else:
                     await asyncio.sleep(box.poll_interval)
-                    await self._call(imap.noop(), "NOOP")
+                    await self.call(imap.noop(), "NOOP")
         finally:
             self.state.connected = self.state.idling = False
             if not lost.is_set():  # a polite LOGOUT, but never a wait on a dead session
@@ -181,12 +175,15 @@ class MailboxWorker:
             if transport is not None:
                 transport.close()
 
-    async def _call(self, aw: Awaitable[Any], what: str, *, check: bool = True) -> Any:
+    async def call(self, aw: Awaitable[Any], what: str, *, check: bool = True) -> Any:
         """One IMAP command under our own deadline, abandoned at once if the session dies.
+
+        ``what`` names the command in errors and counts it in ``state.commands``.
 
         aioimaplib drops its timeout for UID MOVE/COPY/STORE/EXPUNGE, and a
         command in flight when the server goes away never completes.
         """
+        self.state.commands[what] = self.state.commands.get(what, 0) + 1
         cmd = asyncio.ensure_future(aw)
         lost = asyncio.ensure_future(self._lost.wait())
         try:
@@ -197,7 +194,7 @@ class MailboxWorker:
             lost.cancel()
         if cmd in done:
             resp = cmd.result()
-            if any(bytes(x).endswith(b"EXISTS") for x in getattr(resp, "lines", [])[:-1]):
+            if any(x.endswith(b"EXISTS") for x in getattr(resp, "lines", [])[:-1]):
                 self._arrived = True  # new mail announced inside another command's answer
             return ok(resp, what) if check else resp
         # Not awaited: aioimaplib may sit out its own timeout before it notices.
@@ -273,111 +270,3 @@ class MailboxWorker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.box.timeout):
                         await idle
-
-    # -- draining --------------------------------------------------------------------------
-
-    async def _drain(self, imap: aioimaplib.IMAP4, uidvalidity: int) -> int:
-        """Offer every message in the folder to the pipeline; return how many were deferred."""
-        resp = await self._call(imap.uid_search("ALL", charset=None), "UID SEARCH")
-        uids = sorted(
-            {int(x) for line in resp.lines[:1] for x in bytes(line).split() if x.isdigit()}
-        )
-        self.state.backlog = len(uids)
-        deferred = 0
-        for start in range(0, len(uids), _BATCH):
-            batch = uids[start : start + _BATCH]
-            sizes = await self._sizes(imap, batch)
-            for uid in batch:
-                if not await self._one(imap, uid, sizes.get(uid, 0), uidvalidity):
-                    deferred += 1
-                self.state.backlog -= 1
-        return deferred
-
-    async def _sizes(self, imap: aioimaplib.IMAP4, uids: list[int]) -> dict[int, int]:
-        resp = await self._call(
-            imap.uid("fetch", ",".join(map(str, uids)), "(RFC822.SIZE)"), "FETCH"
-        )
-        return sizes(resp)
-
-    async def _one(self, imap: aioimaplib.IMAP4, uid: int, size: int, uidvalidity: int) -> bool:
-        """True when the message left the folder (committed or quarantined)."""
-        outcome: Outcome
-        if size > self.max_size:
-            outcome = reject(Reason.TOO_BIG_TO_FETCH, size)
-        else:
-            resp = await self._call(imap.uid("fetch", str(uid), "(BODY.PEEK[])"), "FETCH")
-            data = literal(resp)
-            if data is None:
-                raise SessionLost(f"no body in FETCH of UID {uid}")
-            outcome = await self.pipeline.process(self._raw(data))
-        action = imap_action(outcome)
-        if action is ImapAction.DONE:
-            crash_point(IMAP_AFTER_COMMIT_BEFORE_MOVE)
-            await self._move(imap, uid, self.box.processed_folder)
-            await self._advance(uidvalidity, uid)
-            self.state.committed += 1
-            self.state.failures.pop(uid, None)
-            return True
-        assert isinstance(outcome, Reject | Defer)
-        if action is ImapAction.LEAVE:
-            n = self.state.failures[uid] = self.state.failures.get(uid, 0) + 1
-            if n < self.box.max_failures:
-                return False
-            aside = quarantine(outcome, n)
-        else:
-            aside = quarantine(outcome)
-        await self._quarantine(imap, uid, aside.text)
-        self.state.failures.pop(uid, None)
-        return True
-
-    def _raw(self, data: bytes) -> RawMessage:
-        """The envelope IMAP lost: Return-Path as sender, Delivered-To (plus-token kept) if ours."""
-        head = BytesHeaderParser().parsebytes(data[:65536])
-        sender = getaddresses([str(head.get("Return-Path", "") or head.get("From", ""))])
-        rcpt = self.box.address
-        for value in head.get_all("Delivered-To") or []:
-            addr = getaddresses([str(value)])[0][1].lower()
-            local, _, domain = addr.partition("@")
-            if f"{local.split('+', 1)[0]}@{domain}" == self.box.address:
-                rcpt = addr
-                break
-        envelope = Envelope(
-            mail_from=sender[0][1] if sender else "",
-            rcpt_tos=(rcpt,),
-            peer=f"imap:{self.box.host}",
-        )
-        return RawMessage(envelope, data, "imap")
-
-    async def _quarantine(self, imap: aioimaplib.IMAP4, uid: int, reason: str) -> None:
-        await self._move(imap, uid, self.box.quarantine_folder)
-        self.state.quarantined += 1
-        slug, key = self.tenant.slug, self.box.key
-
-        def work(conn: Connection) -> None:
-            repos.add_audit(
-                conn, slug, "imap.quarantined", actor=key, detail={"uid": uid, "reason": reason}
-            )
-
-        await self.writer.submit(work)
-        log.warning("imap.quarantined", tenant=slug, mailbox=key, uid=uid, reason=reason)
-
-    async def _move(self, imap: aioimaplib.IMAP4, uid: int, folder: str) -> None:
-        if imap.has_capability("MOVE"):
-            await self._call(imap.uid("move", str(uid), folder), "UID MOVE")
-            return
-        await self._call(imap.uid("copy", str(uid), folder), "UID COPY")
-        await self._call(imap.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
-        if imap.has_capability("UIDPLUS"):
-            await self._call(imap.uid("expunge", str(uid)), "UID EXPUNGE")
-        else:
-            await self._call(imap.expunge(), "EXPUNGE")
-
-    async def _advance(self, uidvalidity: int, uid: int) -> None:
-        slug, key = self.tenant.slug, self.box.key
-
-        def work(conn: Connection) -> None:
-            known = imap_state.imap_position(conn, slug, key)
-            if known is None or known[1] < uid:
-                imap_state.save_imap_position(conn, slug, key, uidvalidity, uid)
-
-        await self.writer.submit(work)
