@@ -145,8 +145,13 @@ def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
         # DEFERRED and never block anyone in WAL mode.
         # Straight to the driver: through exec_driver_sql this BEGIN cost about as
         # much as the page's own queries (a py-spy profile of figure 8).
+        # Through the DB-API cursor, which both the sync driver and SQLAlchemy's
+        # aiosqlite adapter run synchronously (aiosqlite's own connection would hand
+        # back a coroutine, and the BEGIN would never be sent).
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur.execute(f"BEGIN {mode}")
+        cur.close()
 
 
 # The newest migration: revisions are named by their file's four-digit prefix
