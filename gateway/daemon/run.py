@@ -28,11 +28,10 @@ import structlog
 from gateway import metrics
 from gateway.clock import system_clock
 from gateway.daemon.files import digest, watch_file, write_status
+from gateway.daemon.listeners import lmtp_listener, smtp_listener
 from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
-from gateway.intake.lmtp import LmtpHandler, start_lmtp
-from gateway.intake.smtp import IntakeHandler, drain, start_smtp
 from gateway.logs import set_log_privacy
 from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
@@ -154,9 +153,13 @@ class Daemon:
         if any(len(t.languages) > 1 for t in config.tenants):  # the language model, unawaited
             self._warming = asyncio.get_running_loop().run_in_executor(None, warm)
             self._warming.add_done_callback(lambda f: f.exception())  # a failure shows at use
-        await stack.enter_async_context(self._smtp())
+        self.smtp_address = await stack.enter_async_context(
+            smtp_listener(config, services.pipeline)
+        )
         if config.lmtp.enabled:
-            await stack.enter_async_context(self._lmtp())
+            self.lmtp_address = await stack.enter_async_context(
+                lmtp_listener(config, services.pipeline)
+            )
         self._start_services()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -182,58 +185,6 @@ class Daemon:
     def _service_died(self, name: str) -> None:
         log.error("shutdown.service_died", service=name, exit_code=EX_SOFTWARE)
         self.stop(EX_SOFTWARE)
-
-    @contextlib.asynccontextmanager
-    async def _smtp(self) -> AsyncIterator[None]:
-        """The listener; on the way out it stops accepting and lets the messages in
-        flight finish, so their senders get a real answer, not a dropped connection."""
-        config = self.config
-        handler = IntakeHandler(self.services.pipeline)
-        server = await start_smtp(
-            handler,
-            config.smtp.host,
-            config.smtp.port,
-            hostname=config.hostname,
-            max_size=config.smtp.max_message_size,
-            tls=config.smtp,
-        )
-        host, port = server.sockets[0].getsockname()[:2]
-        self.smtp_address = (host, port)
-        log.info("smtp.listening", host=host, port=port, tenants=len(config.tenants))
-        try:
-            yield
-        finally:
-            log.info("shutdown.draining", in_flight=handler.in_flight)
-            await drain(handler, server, config.smtp.pipeline_timeout + 5)
-
-    @contextlib.asynccontextmanager
-    async def _lmtp(self) -> AsyncIterator[None]:
-        """The LMTP listener (TCP or a unix socket), drained on the way out as SMTP's."""
-        config = self.config
-        handler = LmtpHandler(self.services.pipeline)
-        lmtp = config.lmtp
-        server = await start_lmtp(
-            handler,
-            hostname=config.hostname,
-            max_size=config.smtp.max_message_size,
-            host=lmtp.host,
-            port=lmtp.port,
-            path=lmtp.path,
-        )
-        if lmtp.path is not None:
-            self.lmtp_address = str(lmtp.path)
-            log.info("lmtp.listening", path=self.lmtp_address)
-        else:
-            host, port = server.sockets[0].getsockname()[:2]
-            self.lmtp_address = f"{host}:{port}"
-            log.info("lmtp.listening", host=host, port=port)
-        try:
-            yield
-        finally:
-            await drain(handler, server, config.smtp.pipeline_timeout + 5)
-            if lmtp.path is not None:
-                with contextlib.suppress(OSError):
-                    lmtp.path.unlink()
 
     @contextlib.asynccontextmanager
     async def _http(self) -> AsyncIterator[None]:
