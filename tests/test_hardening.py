@@ -384,7 +384,7 @@ def test_known_and_unknown_addresses_are_answered_before_any_lookup(tmp_path: Pa
 
     async def main() -> tuple[list[int], int, int]:
         writer = HeldWriter()
-        site = SignIn(config, writer, lambda: None)  # type: ignore[arg-type]
+        site = SignIn(config, writer, None, None, lambda: None)  # type: ignore[arg-type]
         app = aiohttp.web.Application()
         app.router.add_post("/t/{slug}/link", site.request_link)
         runner = aiohttp.web.AppRunner(app)
