@@ -223,14 +223,15 @@ def add_audit(
     )
 
 
-def add_audits(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Many audit rows in one ``executemany`` (the web's buffered view rows).
+def add_audits(conn: Connection, tenant: str, rows: list[dict[str, Any]]) -> None:
+    """Many audit rows of ``tenant`` in one ``executemany`` (the web's buffered views).
 
-    Each row has the columns of ``add_audit``'s arguments: tenant, ticket_id,
-    actor, action, detail, created_at (the time of the view, not of the write).
+    Each row has the columns of ``add_audit``'s arguments but the tenant: ticket_id,
+    actor, action, detail, created_at (the time of the view, not of the write). The
+    tenant is set here from the argument, as every store function takes it.
     """
     if rows:
-        conn.execute(_INSERT_AUDIT, rows)
+        conn.execute(_INSERT_AUDIT, [{**row, "tenant": tenant} for row in rows])
 
 
 def outbox_last_id(conn: Connection) -> int:

@@ -103,7 +103,12 @@ class ViewLog:
             return 0
 
         def work(conn: Connection) -> None:
-            repos.add_audits(conn, rows)
+            by_tenant: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                rest = {k: v for k, v in row.items() if k != "tenant"}
+                by_tenant.setdefault(row["tenant"], []).append(rest)
+            for tenant, mine in by_tenant.items():
+                repos.add_audits(conn, tenant, mine)
 
         try:
             await self.writer.submit(work)
