@@ -212,7 +212,10 @@ def test_connection_dropped_after_data_resends_the_same_mail(tmp_path: Path, acc
     try:
         who = f"gina.{uuid.uuid4().hex[:6]}@client.test"
         assert d.send(_client_mail(who), sender=who)[0] == 250
-        copies = account.wait_for(lambda r: _to(who)(r) and _kind("ack")(r), count=2)
+        # Bounded generously: under a loaded machine the retry has come after 30 s.
+        copies = account.wait_for(
+            lambda r: _to(who)(r) and _kind("ack")(r), count=2, timeout=120
+        )
         assert len(copies) == 2  # one lost reply = at most one duplicate
         assert copies[0].msg["Message-ID"] == copies[1].msg["Message-ID"]
         assert copies[0].data == copies[1].data
