@@ -112,15 +112,14 @@ class DatabaseBlobStore:
         """Narrowed here to the rows no row seems to name (so a big store does not come
         back whole); ``store.retention.collect_blobs`` checks again after ``hold``."""
         cutoff = datetime.fromtimestamp(older_than, UTC)
-        live_raw = messages.c.raw_purged_at.is_(None)
-        if conn.dialect.name == "postgresql":  # planned as a hash anti-join
-            not_raw = ~exists().where(messages.c.raw_sha256 == blobs.c.sha256, live_raw)
-        else:  # SQLite would scan messages once per blob (raw_sha256 has no index)
-            not_raw = blobs.c.sha256.not_in(select(messages.c.raw_sha256).where(live_raw))
+        # A probe of ix_messages_raw_sha256_kept per blob on SQLite (it read the whole
+        # of messages into a temporary list before that index), an anti-join on PostgreSQL.
         query = select(blobs.c.sha256).where(
             blobs.c.created_at < cutoff,
             ~exists().where(attachments.c.sha256 == blobs.c.sha256),
-            not_raw,
+            ~exists().where(
+                messages.c.raw_sha256 == blobs.c.sha256, messages.c.raw_purged_at.is_(None)
+            ),
         )
         return {str(s) for (s,) in conn.execute(query)}
 

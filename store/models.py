@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -91,6 +92,9 @@ tickets = Table(
     Column("client_language", String(8), nullable=True),
     UniqueConstraint("tenant", "number"),
     UniqueConstraint("tenant", "ref"),
+    # Retention's closed tickets past their days (store/retention.py): without it the
+    # daily purge read every ticket of the tenant under the write lock.
+    Index(None, "tenant", "status", "updated_at"),
 )
 
 participants = Table(
@@ -152,6 +156,23 @@ messages = Table(
     Index(None, "ticket_id"),
     Index(None, "queued_as"),
     Index(None, "tenant", "message_id"),
+    # Only the messages whose raw mail is still kept, so retention's daily look for the
+    # old ones and the blob collector's "does a row still name this blob" are index
+    # probes, not reads of the whole table under the write lock (issue 21, figure 5:
+    # 5.6 s of the writer at 1,000,000 messages). Partial: a purged row leaves both.
+    Index(
+        "ix_messages_raw_kept",
+        "tenant",
+        "created_at",
+        sqlite_where=text("raw_purged_at IS NULL"),
+        postgresql_where=text("raw_purged_at IS NULL"),
+    ),
+    Index(
+        "ix_messages_raw_sha256_kept",
+        "raw_sha256",
+        sqlite_where=text("raw_purged_at IS NULL"),
+        postgresql_where=text("raw_purged_at IS NULL"),
+    ),
 )
 
 attachments = Table(

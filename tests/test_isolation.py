@@ -83,6 +83,7 @@ NO_TENANT = {
     "store.queries.tenants_in_store": "admin scope: which tenants exist",
     "store.queries.store_status": "admin scope: counts for /status",
     "store.retention.collect_blobs": "blobs are shared by content; it returns no rows",
+    "store.retention.find_orphans": "blobs are shared by content; it returns no rows",
     "store.privacy.unlocked_audit": "no rows",
 }
 

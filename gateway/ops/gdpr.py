@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import json
 import re
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from store.blobs_db import DatabaseBlobStore
 from store.privacy import Erasure, collect_subject, erase_subject, names_of, raw_mentions
 from store.rectify import Rectification, rectify_subject
 from store.redact import Redactor, pseudonym
-from store.retention import Policy, Purge, collect_blobs, purge
+from store.retention import Policy, Purge, collect_blobs, find_orphans, purge
 
 __all__ = [
     "ErasureReport",
@@ -356,11 +357,10 @@ async def purge_tenants(
         results[tenant.slug] = await services.writer.submit(work)
         candidates |= results[tenant.slug].blob_candidates
     if not dry_run:
-        await services.writer.submit(
-            lambda conn: collect_blobs(
-                conn, services.blobs, candidates, orphans_older_than=ORPHAN_AGE
-            )
+        candidates |= await asyncio.to_thread(
+            find_orphans, services.writer.engine, services.blobs, time.time() - ORPHAN_AGE
         )
+        await services.writer.submit(lambda conn: collect_blobs(conn, services.blobs, candidates))
         await compact(services, vacuum=False)
     return results
 
