@@ -16,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from markupsafe import escape
 from sqlalchemy.engine import Connection
 
 from gateway.clock import Clock, system_clock
-from gateway.web.i18n import LANGUAGES, pick_language, translate
+from gateway.web.i18n import LANGUAGES, pick_language, translator
 from gateway.web.peers import Peers
 from gateway.web.view_log import ViewLog
 from outbound.templates import Templates
@@ -36,7 +37,7 @@ from store.blobs import BlobStore
 from store.reader import Reader
 from store.writer import Writer
 
-__all__ = ["PAGE_CSP", "Pages"]
+__all__ = ["PAGE_CACHE", "PAGE_CSP", "Pages"]
 
 T = TypeVar("T")
 _HERE = Path(__file__).parent
@@ -44,6 +45,7 @@ PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+PAGE_CACHE = 256  # rendered pages kept (_render_cached): a few MB at most
 
 
 class Pages:
@@ -80,11 +82,16 @@ class Pages:
             undefined=jinja2.StrictUndefined,
             auto_reload=False,  # templates ship with the code: no stat() per page
         )
+        # Where a page's CSRF token goes: rendered as this mark, which no stored text can
+        # hold (random per process), and replaced per request (_respond).
+        self._csrf_mark = f"csrf-{secrets.token_hex(16)}"
+        self._pages: dict[tuple[Any, ...], list[bytes]] = {}  # _render_cached's, in order
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
         self.mail_templates = Templates.of(config)
         self.peers = Peers(config.http.trusted_proxies)
+        self._pages.clear()  # a tenant's name or languages may have changed
 
     def _tenant(self, request: web.Request) -> Tenant:
         tenant = self.config.tenant(request.match_info["slug"])
@@ -100,6 +107,11 @@ class Pages:
         """What is stored of a token: its SHA-256, with this site's realm in front."""
         return hashlib.sha256((self.REALM + token).encode()).hexdigest()
 
+    def _session_digest(self, request: web.Request) -> str | None:
+        """What the store holds of the request's session token; None without a cookie."""
+        token = request.cookies.get(self.SESSION_COOKIE)
+        return self._digest(token) if token else None
+
     def _lang(self, request: web.Request) -> str:
         tenant = self.config.tenant(request.match_info.get("slug", ""))
         return pick_language(
@@ -112,19 +124,52 @@ class Pages:
         self, request: web.Request, tenant: Tenant, name: str, status: int = 200, **ctx: Any
     ) -> web.Response:
         lang = self._lang(request)
-        csrf = request.cookies.get("gw_csrf") or secrets.token_urlsafe(24)
+        return self._respond(request, tenant, lang, self._page(tenant, name, lang, ctx), status)
+
+    def _render_cached(
+        self,
+        request: web.Request,
+        tenant: Tenant,
+        name: str,
+        key: Hashable,
+        ctx: Callable[[str], dict[str, Any]],
+    ) -> web.Response:
+        """``_render`` for a page that is the same for everyone who may see it, but for
+        the CSRF token: rendered once per ``key`` and language. ``key`` must hold
+        everything the page shows (the rows read, not a version number), so no change
+        in the store needs to reach this cache: changed data is another key."""
+        lang = self._lang(request)
+        full = (name, tenant.slug, lang, key)
+        parts = self._pages.get(full)
+        if parts is None:
+            parts = self._page(tenant, name, lang, ctx(lang))
+            if len(self._pages) >= PAGE_CACHE:
+                del self._pages[next(iter(self._pages))]  # the oldest entry
+            self._pages[full] = parts
+        return self._respond(request, tenant, lang, parts, 200)
+
+    def _page(self, tenant: Tenant, name: str, lang: str, ctx: dict[str, Any]) -> list[bytes]:
+        """The rendered page as UTF-8, split where the CSRF token goes."""
         html = self.env.get_template(name).render(
-            t=lambda key, **kw: translate(lang, key, **kw),
+            t=translator(lang),
             lang=lang,
             languages=tenant.languages,
             tenant_name=tenant.name,
             tenant_slug=tenant.slug,
             base_path=self._base(tenant),
-            csrf=csrf,
+            csrf=self._csrf_mark,
             css_href="/static/gateway.css",
             **ctx,
         )
-        response = web.Response(text=html, status=status, content_type="text/html")
+        return html.encode().split(self._csrf_mark.encode())
+
+    def _respond(
+        self, request: web.Request, tenant: Tenant, lang: str, parts: list[bytes], status: int
+    ) -> web.Response:
+        csrf = request.cookies.get("gw_csrf") or secrets.token_urlsafe(24)
+        # The cookie's value is the client's input: escaped as the template would.
+        body = str(escape(csrf)).encode().join(parts)
+        response = web.Response(body=body, status=status, content_type="text/html", charset="utf-8")
         response.headers["Content-Security-Policy"] = PAGE_CSP
         self._cookie(response, tenant, "gw_csrf", csrf, http_only=True)
         if request.query.get("lang") in tenant.languages:
@@ -185,10 +230,9 @@ class Pages:
     ) -> tuple[str, T] | None:
         """The session's address and ``work(conn, address)``, read in one go on the
         reader (one hop and one snapshot per page); None without a live session."""
-        token = request.cookies.get(self.SESSION_COOKIE)
-        if not token:
+        digest = self._session_digest(request)
+        if digest is None:
             return None
-        digest = self._digest(token)
         now = self.clock()
 
         def read(conn: Connection) -> tuple[str, T] | None:
