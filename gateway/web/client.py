@@ -77,9 +77,10 @@ class ClientSite(SignIn):
         tenant = self._tenant(request)
         ref = request.match_info["ref"]
         digest, now = self._session_digest(request), self.clock()
-        # The session and the ticket in one read of two statements (the page opened most).
+        # The session and the ticket in one read of two statements (the page opened most),
+        # on the loop itself where the store allows (store/reader.py).
         signed_in = digest and await self.reader.read(
-            lambda conn: access.session_ticket(conn, tenant.slug, digest, ref, now)
+            lambda conn: access.session_ticket(conn, tenant.slug, digest, ref, now), inline=True
         )
         if not signed_in:
             raise web.HTTPSeeOther(f"/t/{tenant.slug}/")
@@ -93,6 +94,7 @@ class ClientSite(SignIn):
             actor=address,
             ticket_id=ticket["id"],
             detail={"source": self._source(request)},
+            now=now,
         )
         # The page is the same for every client of the ticket: keyed by what it shows.
         key = (
