@@ -18,6 +18,7 @@ import functools
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Callable, Hashable
 from http.cookies import Morsel
 from pathlib import Path
@@ -38,7 +39,7 @@ from store.blobs import BlobStore
 from store.reader import Reader
 from store.writer import Writer
 
-__all__ = ["PAGE_CACHE", "PAGE_CSP", "Pages"]
+__all__ = ["PAGE_CACHE", "PAGE_CSP", "PAGE_TTL", "Pages"]
 
 _HERE = Path(__file__).parent
 PAGE_CSP = (
@@ -46,6 +47,7 @@ PAGE_CSP = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_CACHE = 256  # rendered pages kept (_render_cached): a few MB at most
+PAGE_TTL = 300.0  # seconds a rendered page is kept, however often it is shown
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what token_urlsafe makes: safe in HTML and cookies
@@ -100,7 +102,7 @@ class Pages:
         # Where a page's CSRF token goes: rendered as this mark, which no stored text can
         # hold (random per process), and replaced per request (_respond).
         self._csrf_mark = f"csrf-{secrets.token_hex(16)}"
-        self._pages: dict[tuple[Any, ...], list[bytes]] = {}  # _render_cached's, in order
+        self._pages: dict[tuple[Any, ...], tuple[float, list[bytes]]] = {}  # (rendered, page)
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -152,16 +154,20 @@ class Pages:
         """``_render`` for a page that is the same for everyone who may see it, but for
         the CSRF token: rendered once per ``key`` and language. ``key`` must hold
         everything the page shows (the rows read, not a version number), so no change
-        in the store needs to reach this cache: changed data is another key."""
+        in the store needs to reach this cache: changed data is another key. An entry
+        lives ``PAGE_TTL`` at most, so an erased text leaves the memory soon too."""
         lang = self._lang(request)
         full = (name, tenant.slug, lang, key)
-        parts = self._pages.get(full)
-        if parts is None:
-            parts = self._page(tenant, name, lang, ctx(lang))
-            if len(self._pages) >= PAGE_CACHE:
-                del self._pages[next(iter(self._pages))]  # the oldest entry
-            self._pages[full] = parts
-        return self._respond(request, tenant, lang, parts, 200)
+        pages, now = self._pages, time.monotonic()
+        while pages:  # in the order rendered: the oldest first
+            oldest = next(iter(pages))
+            if len(pages) < PAGE_CACHE and pages[oldest][0] > now - PAGE_TTL:
+                break
+            del pages[oldest]
+        found = pages.get(full)
+        if found is None:
+            found = pages[full] = (now, self._page(tenant, name, lang, ctx(lang)))
+        return self._respond(request, tenant, lang, found[1], 200)
 
     def _page(self, tenant: Tenant, name: str, lang: str, ctx: dict[str, Any]) -> list[bytes]:
         """The rendered page as UTF-8, split where the CSRF token goes."""
