@@ -66,7 +66,7 @@ def main() -> int:
             d.stop()
     gw = result["gw"]
     print(
-        f"{gw['rate']:.0f} req/s, p50 {gw['p50_ms']:.1f} ms, "
+        f"{gw['rate']:.0f} req/s, p50 {gw['p50_ms']:.1f} ms, p99 {gw['p99_ms']:.1f} ms, "
         f"{cpu * 1e6 / max(gw['requests'], 1):.0f} µs CPU a page (py-spy attached)"
     )
     print("\n".join(top(args.out)))
