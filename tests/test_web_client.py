@@ -23,6 +23,8 @@ from pathlib import Path
 import altcha
 import pytest
 
+from routing.config import load_config
+from routing.tokens import make_token
 from tests.daemon import Daemon
 from tests.mail import make_mail
 
@@ -184,6 +186,21 @@ def test_a_client_signs_in_reads_and_replies(site: Daemon) -> None:
     b2 = Browser(site)
     assert _sign_in(b2, link)[0] == 403
     assert b.post(f"/t/acme/tickets/{ref}/reply", {"text": "x"})[0] == 403
+
+    # The page is rendered once per what it shows (gateway/web/pages.py): a new message
+    # and the reply show at once, an agent's internal note never; a logout ends it at once.
+    number = int(site.query("SELECT number FROM tickets WHERE ref = ?", ref)[0][0])
+    token = make_token(load_config(site.config).secret, "acme", number, "alice@acme.test")
+    plus = f"support+{token}@acme.test"
+    for body in ("#note\nToner is on order.", "We sent a technician."):
+        mail = make_mail(sender="alice@acme.test", to=plus, subject=f"Re: [{ref}]", body=body)
+        assert site.send(mail, to=plus, sender="alice@acme.test")[0] == 250
+    code, html, _ = b.get(f"/t/acme/tickets/{ref}")
+    assert code == 200 and "Still jammed!" in html and "We sent a technician." in html
+    assert "Toner is on order." not in html
+    assert b.post("/t/acme/logout", {"csrf": csrf})[0] == 303
+    code, _, headers = b.get(f"/t/acme/tickets/{ref}")
+    assert code == 303 and headers["Location"] == "/t/acme/"
 
 
 def test_same_answer_for_known_and_unknown_addresses(site: Daemon) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -152,7 +153,7 @@ class Daemon:
         await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
         if any(len(t.languages) > 1 for t in config.tenants):  # the language model, unawaited
             self._warming = asyncio.get_running_loop().run_in_executor(None, warm)
-            self._warming.add_done_callback(lambda f: f.exception())  # a failure shows at use
+            self._warming.add_done_callback(lambda f: (f.exception(), _freeze()))
         self.smtp_address = await stack.enter_async_context(
             smtp_listener(config, services.pipeline)
         )
@@ -168,6 +169,7 @@ class Daemon:
         log.info("gateway.ready", line=line, loop=type(loop).__module__.split(".")[0])
         with contextlib.suppress(OSError):  # no stdout (closed, a gone pipe): the log has it
             print(line, flush=True)
+        _freeze()
         self.ready.set()
         return True
 
@@ -367,3 +369,12 @@ async def run_daemon(config_path: Path) -> int:
     """``gateway run``: the exit code (0 after SIGTERM/SIGINT; EX_SOFTWARE if a
     service the daemon cannot run without died)."""
     return await Daemon(config_path).run()
+
+
+def _freeze() -> None:
+    """What start-up built (modules, the config, SQLAlchemy's tables and compiled
+    statements, the language model) lives as long as the process: moved out of the
+    collector's sight. Without this every full collection walked all of it: pauses
+    of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md)."""
+    gc.collect()
+    gc.freeze()

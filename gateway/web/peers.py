@@ -31,6 +31,8 @@ class Peers:
         )
 
     def _trusted(self, address: str) -> bool:
+        if not self.trusted:  # no proxies (the default): no address to parse per request
+            return False
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
