@@ -26,6 +26,7 @@ from store.models import (
 )
 
 __all__ = [
+    "FILE_COLUMNS",
     "SpentLink",
     "add_event",
     "client_attachment",
@@ -79,14 +80,16 @@ _CLIENT_MESSAGES = (
     )
     .order_by(messages.c.id)
 )
+# What a page shows of a message's file (the clients' pages here, the desk in store/desk.py).
+FILE_COLUMNS = (
+    attachments.c.message_id,
+    attachments.c.filename,
+    attachments.c.size,
+    attachments.c.sha256,
+    attachments.c.content_type,
+)
 _CLIENT_FILES = (
-    select(
-        attachments.c.message_id,
-        attachments.c.filename,
-        attachments.c.size,
-        attachments.c.sha256,
-        attachments.c.content_type,
-    )
+    select(*FILE_COLUMNS)
     .where(
         attachments.c.tenant == bindparam("tenant"),
         # By the ticket, not a list of ids: an expanding IN is compiled again per call.

@@ -45,6 +45,7 @@ from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import desk, repos
 from store.blobs import BlobStore
+from store.clocks import watched
 from store.reader import Reader
 from store.search import search_tickets
 from store.writer import Writer
@@ -202,7 +203,7 @@ class DeskSite(SignIn):
             for m in found["messages"]
         ]  # fmt: skip
         clocks = []
-        if tenant.sla is not None:
+        if tenant.sla is not None and watched(ticket):
             policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
             for s in clock_states(policy, ticket, now):
                 clocks.append(
