@@ -363,13 +363,17 @@ def _row(ref: str, created: datetime, **kw: Any) -> dict[str, Any]:
     return row | kw
 
 
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+SLA_TENANT = Tenant(
+    slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
+    sla=SlaSettings(
+        default=SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
+    ),
+)  # fmt: skip
+
+
 def test_the_lists_sort_by_due_and_know_waiting_and_late() -> None:
-    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-    policy = SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
-    tenant = Tenant(
-        slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
-        sla=SlaSettings(default=policy),
-    )  # fmt: skip
+    now, tenant = NOW, SLA_TENANT
     h = timedelta(hours=1)
     rows = [
         _row("fresh", now - h),  # due in 3 h
@@ -395,12 +399,7 @@ def test_a_ticket_from_before_sla_began_shows_no_clock() -> None:
     """The desk's lists and the CLI (``ticket_sla``) keep the SLA watch's rule: a backlog
     opened before SLA began for the tenant is never alerted on, so it shows no clock
     either (it would show as long overdue)."""
-    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-    policy = SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
-    tenant = Tenant(
-        slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
-        sla=SlaSettings(default=policy),
-    )  # fmt: skip
+    now, tenant = NOW, SLA_TENANT
     opened = now - timedelta(hours=6)
     backlog = _row("old", opened, sla_since=opened + timedelta(minutes=1), sla_notified=[])
     unrecorded = _row("unrecorded", opened, sla_since=None, sla_notified=[])
