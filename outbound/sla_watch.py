@@ -67,11 +67,13 @@ _WORST = ("breached", "warning", "paused", "running", "missed", "met")
 def ticket_sla(tenant: Tenant, ticket: dict[str, Any], now: datetime) -> dict[str, Any] | None:
     """A ticket's SLA for a list or a page (CLI, status, agents' desk); None: no SLA.
 
-    ``ticket`` is a row of ``store.clocks``. ``state`` is the most urgent
-    clock's (breached, warning, paused, running, missed, met), ``due_at`` the next
-    moment a running clock runs out, and ``clocks`` each clock with its numbers.
+    ``ticket`` is a row of ``store.clocks`` with ``sla_since``: a ticket opened before
+    SLA began for the tenant has none (``clocks.watched``), as the watch sends it none.
+    ``state`` is the most urgent clock's (breached, warning, paused, running, missed,
+    met), ``due_at`` the next moment a running clock runs out, and ``clocks`` each
+    clock with its numbers.
     """
-    if tenant.sla is None:
+    if tenant.sla is None or not clocks.watched(ticket):
         return None
     policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
     states = clock_states(policy, ticket, now)

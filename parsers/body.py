@@ -119,7 +119,13 @@ def _visit(
     payload = part.get_payload()
     if ctype.startswith("multipart/") and isinstance(payload, list):
         if ctype == "multipart/alternative":
-            _alternative(payload, acc, defects, h2t, in_related, in_report)
+            _alternative(
+                payload,
+                acc,
+                lambda child, sub: _visit(
+                    child, sub, defects, h2t, in_related=in_related, in_report=in_report
+                ),
+            )
             return
         for child in payload:
             _visit(
@@ -171,18 +177,14 @@ def _visit(
 
 
 def _alternative(
-    children: list[Message],
-    acc: Walk,
-    defects: list[str],
-    h2t: HtmlToText,
-    in_related: bool,
-    in_report: bool,
+    children: list[Message], acc: Walk, visit: Callable[[Message, Walk], None]
 ) -> None:
-    """One rendering for ``text`` (plain preferred), the first HTML, all attachments."""
+    """One rendering for ``text`` (plain preferred), the first HTML, all attachments;
+    ``visit`` walks one child into its own ``Walk`` as the parent walks its parts."""
     subs: list[Walk] = []
     for child in children:
         sub = Walk(leaves=acc.leaves)
-        _visit(child, sub, defects, h2t, in_related=in_related, in_report=in_report)
+        visit(child, sub)
         acc.leaves = sub.leaves
         subs.append(sub)
     chosen = next((s for s in subs if any(k == "plain" for k, _ in s.texts)), None)

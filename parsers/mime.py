@@ -131,7 +131,9 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
 
     Bytes the label cannot decode (or no label at all on 8-bit text) are read in
     the charset ``parsers.detect`` finds, never as U+FFFD for every letter; a
-    Latin-1 label on UTF-8 bytes is read as UTF-8 (see ``_word_text``).
+    Latin-1 label on UTF-8 bytes is read as UTF-8, a common mailer bug in bodies and
+    encoded words alike: non-ASCII UTF-8 almost never happens by chance in Latin-1
+    text, so this reads them as their writer meant instead of as "GrÃ¼Ã\x9fe".
     """
     codec = codec_name(charset)
     if codec is None:
@@ -274,41 +276,24 @@ def decode_words(text: str, defects: list[str]) -> str:
         gap = text[pos : m.start()]
         if not (pend and _WS_ONLY.fullmatch(gap)):
             if pend:
-                out.append(_word_text(b"".join(pend), pend_cs, defects))
+                out.append(decode_bytes(b"".join(pend), pend_cs, defects))
                 pend = []
             out.append(gap)
         charset = m.group(1).split("*", 1)[0]  # RFC 2231 language suffix
         raw = _word_bytes(m.group(2), m.group(3), defects)
         if pend and charset.lower() != (pend_cs or "").lower():
-            out.append(_word_text(b"".join(pend), pend_cs, defects))
+            out.append(decode_bytes(b"".join(pend), pend_cs, defects))
             pend = []
         pend_cs = charset
         pend.append(raw)
         pos = m.end()
     if pend:
-        out.append(_word_text(b"".join(pend), pend_cs, defects))
+        out.append(decode_bytes(b"".join(pend), pend_cs, defects))
     out.append(text[pos:])
     return "".join(out)
 
 
 _LATIN = {"ascii", "latin_1", "iso8859_1", "iso8859_15", "cp1252"}
-
-
-def _word_text(raw: bytes, charset: str | None, defects: list[str]) -> str:
-    """Encoded words labelled Latin-1 whose bytes are UTF-8 are UTF-8 (a common mailer bug).
-
-    Non-ASCII UTF-8 almost never happens by chance in Latin-1 text, so this
-    reads them as their writer meant instead of as "GrÃ¼Ã\x9fe".
-    """
-    if not raw.isascii() and codec_name(charset) in _LATIN:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            defects.append(f"charset-mismatch:{_label(charset)}")
-            return text
-    return decode_bytes(raw, charset, defects)
 
 
 def _word_bytes(enc: str, payload: str, defects: list[str]) -> bytes:

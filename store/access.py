@@ -27,6 +27,7 @@ from store.models import (
 from store.prepared import Prepared
 
 __all__ = [
+    "FILE_COLUMNS",
     "SpentLink",
     "add_event",
     "client_attachment",
@@ -69,6 +70,14 @@ _CLIENT_TICKET = select(tickets).where(
     tickets.c.ref == bindparam("ref"),
     tickets.c.id.in_(_VISIBLE.scalar_subquery()),
 )
+# What a page shows of a message's file (the clients' pages here, the desk in store/desk.py).
+FILE_COLUMNS = (
+    attachments.c.message_id,
+    attachments.c.filename,
+    attachments.c.size,
+    attachments.c.sha256,
+    attachments.c.content_type,
+)
 # The messages a client may read with their files, in one statement (a message
 # without files comes once, its file columns NULL).
 _CLIENT_THREAD = Prepared(
@@ -81,10 +90,7 @@ _CLIENT_THREAD = Prepared(
         messages.c.created_at,
         messages.c.text,
         messages.c.reply_text,
-        attachments.c.filename,
-        attachments.c.size,
-        attachments.c.sha256,
-        attachments.c.content_type,
+        *FILE_COLUMNS[1:],
     )
     .select_from(
         messages.outerjoin(

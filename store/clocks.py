@@ -15,7 +15,7 @@ strings, the last one possibly open (``end`` null).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +27,12 @@ from sqlalchemy.exc import IntegrityError
 from store.models import sla_tenant_state, tickets
 
 __all__ = [
+    "CLOCKS",
+    "SLA_SINCE",
+    "TICKET_HEAD",
     "SlaState",
     "aware",
+    "clock_row",
     "on_message",
     "open_tickets",
     "pauses_of",
@@ -37,9 +41,12 @@ __all__ = [
     "sla_states",
     "sync_sla_states",
     "ticket_clocks",
+    "watched",
 ]
 
-_CLOCK_COLUMNS = (
+# What names a ticket in a list, and its SLA clocks: the clocks here, the monthly
+# report (store/reports.py) and the desk's lists (store/desk.py) read the same columns.
+TICKET_HEAD = (
     tickets.c.id,
     tickets.c.ref,
     tickets.c.subject,
@@ -47,15 +54,29 @@ _CLOCK_COLUMNS = (
     tickets.c.queue,
     tickets.c.priority,
     tickets.c.assignee,
+)
+CLOCKS = (
     tickets.c.created_at,
     tickets.c.first_response_at,
     tickets.c.first_response_by,
     tickets.c.resolved_at,
     tickets.c.sla_pauses,
-    tickets.c.sla_notified,
 )
-# Built once: every client's and agent's message reads its ticket's clocks.
+# When SLA began for the ticket's tenant (NULL: not under SLA, or not yet recorded):
+# a row that carries it can say by itself whether its clocks count (``watched``).
+SLA_SINCE = (
+    select(sla_tenant_state.c.since)
+    .where(sla_tenant_state.c.tenant == tickets.c.tenant)
+    .scalar_subquery()
+    .label("sla_since")
+)
+_CLOCK_COLUMNS = (*TICKET_HEAD, *CLOCKS, tickets.c.sla_notified)
+# Built once: every client's and agent's message reads its ticket's clocks (and
+# moving them needs no ``sla_since``: that costs the hot path no subquery).
 _TICKET_CLOCKS = select(*_CLOCK_COLUMNS).where(
+    tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+)
+_SHOWN_CLOCKS = select(*_CLOCK_COLUMNS, SLA_SINCE).where(
     tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
 )
 
@@ -85,9 +106,22 @@ def _raw(pauses: list[tuple[datetime, datetime | None]]) -> list[list[str | None
     return [[a.isoformat(), b.isoformat() if b else None] for a, b in pauses]
 
 
-def ticket_clocks(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
-    row = conn.execute(_TICKET_CLOCKS, {"tenant": tenant, "id": ticket_id}).first()
-    return _row(row._mapping) if row is not None else None
+def watched(ticket: Mapping[str, Any]) -> bool:
+    """Whether a ticket's SLA clocks count: it was opened since SLA began for its tenant
+    (a row read with ``SLA_SINCE``). The SLA watch alerts on no other ticket (it reads
+    ``open_tickets`` with ``since``), so the desk, the CLI and ``gateway status`` show
+    clocks by this same rule: a backlog from before SLA is shown without any."""
+    since = ticket.get("sla_since")
+    return since is not None and ticket["created_at"] >= since
+
+
+def ticket_clocks(
+    conn: Connection, tenant: str, ticket_id: int, *, shown: bool = True
+) -> dict[str, Any] | None:
+    """One ticket's clocks; ``shown``: with ``sla_since``, for ``watched``."""
+    query = _SHOWN_CLOCKS if shown else _TICKET_CLOCKS
+    row = conn.execute(query, {"tenant": tenant, "id": ticket_id}).first()
+    return clock_row(row._mapping) if row is not None else None
 
 
 def open_tickets(
@@ -96,21 +130,25 @@ def open_tickets(
     """Tickets whose clocks may still run: open and pending ones (closed clocks have
     stopped; a pending one waits on the client, paused), and with ``since`` only those
     opened from then on (SLA came later than the others)."""
-    query = select(*_CLOCK_COLUMNS).where(
+    query = select(*_CLOCK_COLUMNS, SLA_SINCE).where(
         tickets.c.tenant == tenant, tickets.c.status.in_(("open", "pending"))
     )
     if since is not None:
         query = query.where(tickets.c.created_at >= since)
     rows = conn.execute(query.order_by(tickets.c.id))
-    return [_row(r._mapping) for r in rows]
+    return [clock_row(r._mapping) for r in rows]
 
 
-def _row(m: Any) -> dict[str, Any]:
+def clock_row(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A row read with ``CLOCKS`` as ``routing.sla.assess`` takes it: aware datetimes
+    (SQLite's are naive) and ``pauses`` parsed; the other columns as read."""
     d = dict(m)
-    for key in ("created_at", "first_response_at", "resolved_at"):
-        d[key] = aware(d[key])
+    for key in ("created_at", "updated_at", "first_response_at", "resolved_at", "sla_since"):
+        if key in d:
+            d[key] = aware(d[key])
     d["pauses"] = pauses_of(d.pop("sla_pauses"))
-    d["sla_notified"] = list(d["sla_notified"] or [])
+    if "sla_notified" in d:
+        d["sla_notified"] = list(d["sla_notified"] or [])
     return d
 
 
@@ -133,7 +171,7 @@ def on_message(
     """
     if created and role == "client":
         return
-    t = ticket_clocks(conn, tenant, ticket_id)
+    t = ticket_clocks(conn, tenant, ticket_id, shown=False)
     if t is None:
         return
     now = now.astimezone(UTC)

@@ -20,26 +20,15 @@ from typing import Any
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.engine import Connection
 
-from store.clocks import aware, pauses_of
+from store.access import FILE_COLUMNS
+from store.clocks import CLOCKS, SLA_SINCE, TICKET_HEAD, aware, clock_row
 from store.models import attachments, audit_events, messages, participants, tickets
 
 __all__ = ["DeskFilter", "desk_attachment", "desk_rows", "desk_ticket", "desk_tickets"]
 
-_ROW = (
-    tickets.c.id,
-    tickets.c.ref,
-    tickets.c.subject,
-    tickets.c.status,
-    tickets.c.queue,
-    tickets.c.priority,
-    tickets.c.assignee,
-    tickets.c.tags,
-    tickets.c.created_at,
-    tickets.c.updated_at,
-    tickets.c.first_response_at,
-    tickets.c.resolved_at,
-    tickets.c.sla_pauses,
-)
+# A list row: the clocks' columns with the tags and the last activity, and when SLA
+# began for the tenant (``clocks.watched``: a ticket from before shows no clock).
+_ROW = (*TICKET_HEAD, tickets.c.tags, tickets.c.updated_at, *CLOCKS, SLA_SINCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +91,7 @@ def desk_rows(conn: Connection, tenant: str, ids: list[int]) -> list[dict[str, A
 
 
 def _row(m: Any) -> dict[str, Any]:
-    d = dict(m)
-    for key in ("created_at", "updated_at", "first_response_at", "resolved_at"):
-        d[key] = aware(d[key])
-    d["pauses"] = pauses_of(d.pop("sla_pauses"))
+    d = clock_row(m)
     d["tags"] = list(d["tags"] or [])
     return d
 
@@ -163,13 +149,7 @@ def desk_ticket(conn: Connection, tenant: str, ref: str) -> dict[str, Any] | Non
     ]
     files: dict[int, list[dict[str, Any]]] = {}
     for a in conn.execute(
-        select(
-            attachments.c.message_id,
-            attachments.c.filename,
-            attachments.c.size,
-            attachments.c.sha256,
-            attachments.c.content_type,
-        )
+        select(*FILE_COLUMNS)
         .join(messages, messages.c.id == attachments.c.message_id)
         .where(
             attachments.c.tenant == tenant,

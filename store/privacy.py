@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from store import search
@@ -251,27 +251,8 @@ def erase_subject(
             participants.c.tenant == tenant, participants.c.address == address
         )
     )
-    for t in conn.execute(
-        select(tickets.c.id, tickets.c.subject, tickets.c.assignee).where(
-            tickets.c.tenant == tenant
-        )
-    ).all():
-        subject, assignee = redactor.value(t.subject), redactor.value(t.assignee)
-        if (subject, assignee) != (t.subject, t.assignee):
-            conn.execute(
-                update(tickets)
-                .where(tickets.c.tenant == tenant, tickets.c.id == t.id)
-                .values(subject=subject, assignee=assignee)
-            )
-    for mid_row, mid in conn.execute(
-        select(message_ids.c.id, message_ids.c.message_id).where(message_ids.c.tenant == tenant)
-    ).all():
-        if redactor.mentions(mid):
-            conn.execute(
-                update(message_ids)
-                .where(message_ids.c.tenant == tenant, message_ids.c.id == mid_row)
-                .values(message_id=redactor.value(mid))
-            )
+    _redact_rows(conn, tickets, tenant, redactor, "subject", "assignee")
+    _redact_rows(conn, message_ids, tenant, redactor, "message_id")
 
     # 5. Mail we sent or will send: to them, deleted; naming them, deleted once sent,
     # redacted while it still waits (the agent still gets the notice).
@@ -297,19 +278,27 @@ def erase_subject(
 
     # 7. The audit log keeps what happened, with the pseudonym for who.
     with unlocked_audit(conn, "gdpr.erase"):
-        for r in conn.execute(
-            select(audit_events.c.id, audit_events.c.actor, audit_events.c.detail).where(
-                audit_events.c.tenant == tenant
-            )
-        ).all():
-            actor, detail = redactor.value(r.actor), redactor.value(r.detail)
-            if (actor, detail) != (r.actor, r.detail):
-                conn.execute(
-                    update(audit_events)
-                    .where(audit_events.c.tenant == tenant, audit_events.c.id == r.id)
-                    .values(actor=actor, detail=detail)
-                )
-                done.audit_redacted += 1
+        done.audit_redacted += _redact_rows(conn, audit_events, tenant, redactor, "actor", "detail")
     # 8. The search index forgets the old words now, not at its next merge.
     search.drop_deleted(conn)
     return done
+
+
+def _redact_rows(
+    conn: Connection, table: Table, tenant: str, redactor: Redactor, *columns: str
+) -> int:
+    """Every mention in ``columns`` of the tenant's rows of ``table`` becomes the
+    pseudonym; returns how many rows changed (only those are written)."""
+    changed = 0
+    shown = [table.c[name] for name in columns]
+    for r in conn.execute(select(table.c.id, *shown).where(table.c.tenant == tenant)).all():
+        before = tuple(r)[1:]
+        after = tuple(redactor.value(v) for v in before)
+        if after != before:
+            conn.execute(
+                update(table)
+                .where(table.c.tenant == tenant, table.c.id == r.id)
+                .values(dict(zip(columns, after, strict=True)))
+            )
+            changed += 1
+    return changed

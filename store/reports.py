@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from store.clocks import aware, pauses_of
+from store.clocks import CLOCKS, TICKET_HEAD, aware, clock_row
 from store.models import audit_events, messages, reports, tickets
 
 __all__ = [
@@ -33,19 +33,7 @@ def month_tickets(
 ) -> list[dict[str, Any]]:
     """Tickets opened in [start, end) or resolved in it, with their clocks."""
     rows = conn.execute(
-        select(
-            tickets.c.id,
-            tickets.c.ref,
-            tickets.c.status,
-            tickets.c.queue,
-            tickets.c.priority,
-            tickets.c.assignee,
-            tickets.c.created_at,
-            tickets.c.first_response_at,
-            tickets.c.first_response_by,
-            tickets.c.resolved_at,
-            tickets.c.sla_pauses,
-        )
+        select(*TICKET_HEAD, *CLOCKS)
         .where(
             tickets.c.tenant == tenant,
             or_(
@@ -55,14 +43,7 @@ def month_tickets(
         )
         .order_by(tickets.c.id)
     )
-    out = []
-    for r in rows:
-        d = dict(r._mapping)
-        for key in ("created_at", "first_response_at", "resolved_at"):
-            d[key] = aware(d[key])
-        d["pauses"] = pauses_of(d.pop("sla_pauses"))
-        out.append(d)
-    return out
+    return [clock_row(r._mapping) for r in rows]
 
 
 def client_message_times(

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Column, Select, or_, select
 from sqlalchemy.engine import Connection
 
 from store.models import (
@@ -53,32 +53,30 @@ def column_set(conn: Connection, *queries: Select[Any]) -> set[Any]:
 
 def names_of(conn: Connection, tenant: str, address: str) -> set[str]:
     """Display names this address used with the tenant: erased along with it."""
-    names = column_set(
-        conn,
-        select(participants.c.name).where(
-            participants.c.tenant == tenant, participants.c.address == address
-        ),
-        select(messages.c.from_name).where(
-            messages.c.tenant == tenant, messages.c.from_addr == address
-        ),
-    )
+    names = _theirs(conn, tenant, address, participants.c.name, messages.c.from_name)
     return {str(n) for n in names if str(n).strip()}
 
 
 def their_tickets(conn: Connection, tenant: str, address: str) -> set[int]:
     """The tickets they are on, or wrote to."""
-    ids = column_set(
+    return {
+        int(t)
+        for t in _theirs(conn, tenant, address, participants.c.ticket_id, messages.c.ticket_id)
+    }
+
+
+def _theirs(
+    conn: Connection, tenant: str, address: str, on: Column[Any], wrote: Column[Any]
+) -> set[Any]:
+    """``on`` of their participant rows and ``wrote`` of the messages they sent, as one
+    set (NULLs left out: a message off any ticket)."""
+    return column_set(
         conn,
-        select(participants.c.ticket_id).where(
-            participants.c.tenant == tenant, participants.c.address == address
-        ),
-        select(messages.c.ticket_id).where(
-            messages.c.tenant == tenant,
-            messages.c.from_addr == address,
-            messages.c.ticket_id.is_not(None),
+        select(on).where(participants.c.tenant == tenant, participants.c.address == address),
+        select(wrote).where(
+            messages.c.tenant == tenant, messages.c.from_addr == address, wrote.is_not(None)
         ),
     )
-    return {int(t) for t in ids}
 
 
 def collect_subject(conn: Connection, tenant: str, address: str) -> dict[str, Any]:

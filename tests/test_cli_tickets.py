@@ -143,8 +143,11 @@ def test_list_filters_columns_show_audit_and_status(gw: tuple[Daemon, Path]) -> 
     line = {ln.split()[0]: ln for ln in table[1:]}
     assert "BREACHED" in line[printer]
     assert "alice@acme.test" in line[invoice] and "invoice,money" in line[invoice]
-    assert re.search(r" AT RISK in (19|20)m \(\d{4}-\d\d-\d\d \d\d:\d\dZ\) +Invoice", line[invoice])
-    assert re.search(r" in 5h (19|20)m \(", line[question])
+    # 20m at the invoice's arrival, less the real time the commands above took (minutes
+    # on a loaded machine: 18m was seen).
+    due = r"\(\d{4}-\d\d-\d\d \d\d:\d\dZ\)"
+    assert re.search(rf" AT RISK in (1\d|20)m {due} +Invoice", line[invoice])
+    assert re.search(r" in 5h (1\d|20)m \(", line[question])
 
     # An agent closes the printer ticket: its history, the audit trail, the clocks.
     code, text = d.send(

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from gateway.web.desk_view import ListQuery, due_text, page_of
+from gateway.web.desk_view import ListQuery, due_text, page_of, sla_of
 from gateway.web.i18n import translator
+from outbound.sla_watch import ticket_sla
 from routing.config import Tenant
 from routing.secrets import load_keyring
 from routing.sla import Calendar, SlaPolicy, SlaSettings
@@ -357,17 +358,22 @@ def _row(ref: str, created: datetime, **kw: Any) -> dict[str, Any]:
         "ref": ref, "status": "open", "queue": "general", "priority": "normal",
         "created_at": created, "updated_at": created, "first_response_at": None,
         "resolved_at": None, "pauses": [], "tags": [],
+        "sla_since": created - timedelta(days=1),  # SLA began before: its clocks count
     }  # fmt: skip
     return row | kw
 
 
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+SLA_TENANT = Tenant(
+    slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
+    sla=SlaSettings(
+        default=SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
+    ),
+)  # fmt: skip
+
+
 def test_the_lists_sort_by_due_and_know_waiting_and_late() -> None:
-    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-    policy = SlaPolicy(calendar=Calendar(), first_response=4 * 3600, warn_before=1800)
-    tenant = Tenant(
-        slug="acme", name="Acme", addresses=("s@acme.test",), tag_prefix="ACME",
-        sla=SlaSettings(default=policy),
-    )  # fmt: skip
+    now, tenant = NOW, SLA_TENANT
     h = timedelta(hours=1)
     rows = [
         _row("fresh", now - h),  # due in 3 h
@@ -387,3 +393,19 @@ def test_the_lists_sort_by_due_and_know_waiting_and_late() -> None:
     many = [_row(f"t{i}", now - timedelta(minutes=i)) for i in range(30)]
     second, total = page_of(many, ListQuery(view="open", page=2), tenant, now)
     assert total == 30 and [r["ref"] for r in second] == [f"t{i}" for i in range(4, -1, -1)]
+
+
+def test_a_ticket_from_before_sla_began_shows_no_clock() -> None:
+    """The desk's lists and the CLI (``ticket_sla``) keep the SLA watch's rule: a backlog
+    opened before SLA began for the tenant is never alerted on, so it shows no clock
+    either (it would show as long overdue)."""
+    now, tenant = NOW, SLA_TENANT
+    opened = now - timedelta(hours=6)
+    backlog = _row("old", opened, sla_since=opened + timedelta(minutes=1), sla_notified=[])
+    unrecorded = _row("unrecorded", opened, sla_since=None, sla_notified=[])
+    watched = _row("new", opened, sla_since=opened, sla_notified=[])
+    for row in (backlog, unrecorded):
+        assert sla_of(tenant, row, now)["state"] == ""
+        assert ticket_sla(tenant, row, now) is None
+    assert sla_of(tenant, watched, now)["state"] == "breached"
+    assert ticket_sla(tenant, watched, now)["state"] == "breached"  # type: ignore[index]

@@ -360,6 +360,7 @@ def test_the_link_form_wants_a_proof_of_work(tmp_path: Path) -> None:
 def test_known_and_unknown_addresses_are_answered_before_any_lookup(tmp_path: Path) -> None:
     """Structurally: the store is not touched before the answer, for either address.
     The writer here holds every unit of work until the test lets it go."""
+    from gateway.web.pages import SiteParts
     from gateway.web.signin import SignIn
     from routing.config import load_config
 
@@ -384,7 +385,8 @@ def test_known_and_unknown_addresses_are_answered_before_any_lookup(tmp_path: Pa
 
     async def main() -> tuple[list[int], int, int]:
         writer = HeldWriter()
-        site = SignIn(config, writer, None, None, lambda: None)  # type: ignore[arg-type]
+        parts = SiteParts(config, writer, None, None, None, lambda: None)  # type: ignore[arg-type]
+        site = SignIn(parts)
         app = aiohttp.web.Application()
         app.router.add_post("/t/{slug}/link", site.request_link)
         runner = aiohttp.web.AppRunner(app)

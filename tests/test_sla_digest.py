@@ -9,8 +9,15 @@ from __future__ import annotations
 import email
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gateway.web.desk_view import sla_of
+from routing.config import load_config
+from store import desk
+from store.clocks import watched
+from store.db import create_writer_engine
+from store.desk import DeskFilter
 from tests.daemon import Daemon
 from tests.mail import make_mail
 
@@ -88,8 +95,40 @@ def test_turning_sla_on_with_a_backlog_alerts_nobody(tmp_path: Path) -> None:
         assert _count(d, SLA_MAIL) == 2
         tickets = d.query("SELECT DISTINCT ticket_id FROM audit_events WHERE action LIKE 'sla.%'")
         assert [r[0] for r in tickets] == [12]
+        _the_backlog_shows_no_clock(d)
     finally:
         d.stop()
+
+
+def _the_backlog_shows_no_clock(d: Daemon) -> None:
+    """The CLI and the desk show clocks by the watch's rule (store.clocks.watched): the
+    eleven tickets from before SLA began show none, though hours past any target."""
+    listed = json.loads(d.cli("tickets", "list", "--json").stdout)
+    sla = {r["ref"]: r["sla"] for r in listed}
+    assert [ref for ref, s in sla.items() if s is not None] == ["ACME-12"], sla
+    assert sla["ACME-12"]["state"] == "breached"
+    for ref, want in (("ACME-1", None), ("ACME-12", "breached")):
+        shown = json.loads(d.cli("tickets", "show", ref, "--json").stdout)
+        assert (shown["sla"] or {}).get("state") == want, shown["sla"]
+    status = json.loads(d.cli("status", "--json").stdout)
+    assert status["sla"]["acme"]["open"] == 12 and status["sla"]["acme"]["breached"] == 1
+    # The desk's list rows, as its pages read them.
+    url = d.database_url
+    if url.startswith("sqlite"):
+        url = f"sqlite:///{d.home / 'var' / 'gateway.db'}"
+    engine = create_writer_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows, _ = desk.desk_tickets(conn, "acme", DeskFilter())
+            ticket = desk.desk_ticket(conn, "acme", "ACME-1")
+    finally:
+        engine.dispose()
+    tenant = load_config(d.config).tenant("acme")
+    assert tenant is not None
+    now = datetime.now(UTC) + timedelta(hours=7)  # past every target, as the shifted clock
+    shown = {r["ref"]: sla_of(tenant, r, now)["state"] for r in rows}
+    assert [ref for ref, state in shown.items() if state] == ["ACME-12"], shown
+    assert ticket is not None and not watched(ticket["ticket"])
 
 
 def test_many_alerts_are_one_digest_per_agent(tmp_path: Path) -> None:

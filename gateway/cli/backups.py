@@ -71,7 +71,8 @@ def _report(args: argparse.Namespace) -> int:
 async def _report_of(config: GatewayConfig, args: argparse.Namespace) -> int:
     from gateway.clock import system_clock
     from gateway.ops.jobs import make_report, store_report
-    from gateway.ops.report_pdf import MONTH, write_atomic
+    from gateway.ops.report_figures import MONTH
+    from gateway.ops.report_pdf import write_atomic
     from gateway.services import open_services
 
     tenant = config.tenant(args.tenant)

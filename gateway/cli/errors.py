@@ -42,7 +42,7 @@ _TABLE: dict[str, tuple[int, str]] = {
     "gateway.ops.errors.BackupMisconfigured": (os.EX_CONFIG, ""),
     "gateway.ops.sources.SourceError": (os.EX_DATAERR, ""),
     "gateway.ops.sources.SourceUnreadable": (os.EX_NOINPUT, ""),
-    "gateway.ops.report_pdf.ReportError": (os.EX_USAGE, ""),
+    "gateway.ops.report_figures.ReportError": (os.EX_USAGE, ""),
     "gateway.ops.instance.InstanceInUse": (os.EX_CONFIG, ""),
     "gateway.daemon.loop.LoopUnavailable": (os.EX_CONFIG, "config error: "),
     "gateway.intake.explain.ExplainError": (os.EX_DATAERR, ""),

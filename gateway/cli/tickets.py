@@ -292,7 +292,8 @@ async def _dump(config: GatewayConfig, conn: Any, args: argparse.Namespace) -> i
 async def _add_sla(
     config: GatewayConfig, conn: Any, slug: str, detail: dict[str, Any], now: datetime
 ) -> None:
-    """``detail["sla"]``: where the ticket's clocks stand now (None: the tenant has no SLA)."""
+    """``detail["sla"]``: where the ticket's clocks stand now (None: the tenant has no SLA,
+    or the ticket was opened before it began)."""
     from outbound.sla_watch import ticket_sla
     from store import clocks
 

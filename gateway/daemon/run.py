@@ -42,6 +42,7 @@ from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
 from gateway.web.desk import DeskSite
+from gateway.web.pages import SiteParts
 from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
@@ -138,15 +139,12 @@ class Daemon:
         self.tasks = await stack.enter_async_context(Supervisor(self._service_died))
         # The audit rows of page views, of both sites, written in batches (view_log.py).
         self.views = ViewLog(services.writer)
-        writer, reader, views = services.writer, services.reader, self.views
-        self.site = ClientSite(
-            config, writer, reader, views, services.pipeline, services.blobs,
+        parts = SiteParts(
+            config, services.writer, services.reader, self.views, services.blobs,
             services.delivery.wake,
         )  # fmt: skip
-        self.desk = DeskSite(
-            config, writer, reader, views, services.engine, services.blobs,
-            services.delivery.wake,
-        )  # fmt: skip
+        self.site = ClientSite(parts, services.pipeline)
+        self.desk = DeskSite(parts, services.engine)
         if config.http.enabled:
             await stack.enter_async_context(self._http())
         now = system_clock()()

@@ -44,52 +44,43 @@ async def hold(
     The lease is released however the cancellation finds us (even inside the first
     check, or between checks), so a clean stop always frees the name at once."""
     try:
-        await _hold(writer, name, holder, ttl, duty)
+        beat = ttl / 3
+        while True:
+            if not await _acquire(writer, name, holder, ttl):
+                await asyncio.sleep(beat * random.uniform(0.8, 1.2))
+                continue
+            log.info("lease.taken", lease=name, holder=holder)
+            task = asyncio.create_task(duty(), name=f"duty:{name}")
+            renewed = asyncio.get_running_loop().time()
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=beat)
+                    if task.done():
+                        break
+                    if await _acquire(writer, name, holder, ttl):
+                        renewed = asyncio.get_running_loop().time()
+                    elif asyncio.get_running_loop().time() - renewed > ttl - beat:
+                        # Lost, or the store was unreachable so long that it may be: stop
+                        # before the lease can have passed to someone else.
+                        log.warning("lease.lost", lease=name, holder=holder)
+                        break
+            except asyncio.CancelledError:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            failed = None if task.cancelled() else task.exception()
+            if failed is not None:
+                log.warning("lease.duty_failed", lease=name, error=type(failed).__name__)
+            await asyncio.sleep(beat * random.uniform(0.8, 1.2))
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await writer.submit(lambda conn, gone=holder: leases.release(conn, name, gone))
         raise
-
-
-async def _hold(
-    writer: Writer,
-    name: str,
-    holder: str,
-    ttl: float,
-    duty: Callable[[], Awaitable[None]],
-) -> None:
-    beat = ttl / 3
-    while True:
-        if not await _acquire(writer, name, holder, ttl):
-            await asyncio.sleep(beat * random.uniform(0.8, 1.2))
-            continue
-        log.info("lease.taken", lease=name, holder=holder)
-        task = asyncio.create_task(duty(), name=f"duty:{name}")
-        renewed = asyncio.get_running_loop().time()
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=beat)
-                if task.done():
-                    break
-                if await _acquire(writer, name, holder, ttl):
-                    renewed = asyncio.get_running_loop().time()
-                elif asyncio.get_running_loop().time() - renewed > ttl - beat:
-                    # Lost, or the store was unreachable so long that it may be: stop
-                    # before the lease can have passed to someone else.
-                    log.warning("lease.lost", lease=name, holder=holder)
-                    break
-        except asyncio.CancelledError:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("lease.duty_failed", lease=name, error=type(task.exception()).__name__)
-        await asyncio.sleep(beat * random.uniform(0.8, 1.2))
 
 
 async def _acquire(writer: Writer, name: str, holder: str, ttl: float) -> bool:

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import Clock
 from gateway.ops import backup as backups
-from gateway.ops.report_pdf import collect, previous_month, render_pdf, report_path, write_atomic
+from gateway.ops.report_figures import collect, previous_month
+from gateway.ops.report_pdf import render_pdf, report_path, write_atomic
 from outbound.auto_close import close_pending, due_closes
 from outbound.compose import Templates, report_mail
 from outbound.reactions import queue

@@ -1,6 +1,6 @@
 """``gateway report``: a tenant's month on paper, for a manager.
 
-The figures are gateway/ops/report_figures.py's (re-exported here). The PDF is made
+The figures are gateway/ops/report_figures.py's. The PDF is made
 with reportlab, the charts with matplotlib (Agg, no display), in a worker thread: a
 month of a large tenant takes seconds.
 """
@@ -14,30 +14,11 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from gateway.ops.report_figures import (
-    MONTH,
-    Group,
-    MonthStats,
-    ReportError,
-    collect,
-    month_bounds,
-    percentile,
-    previous_month,
-)
+from gateway.ops.report_figures import Group, MonthStats, percentile
 from routing.config import GatewayConfig
 from routing.sla import format_duration
 
-__all__ = [
-    "MONTH",
-    "MonthStats",
-    "ReportError",
-    "collect",
-    "month_bounds",
-    "percentile",
-    "previous_month",
-    "render_pdf",
-    "report_path",
-]
+__all__ = ["render_pdf", "report_path", "write_atomic"]
 
 
 def report_path(config: GatewayConfig, tenant: str, month: str) -> Path:

@@ -49,18 +49,14 @@ def _sla(conn: Any, config: GatewayConfig, now: datetime) -> dict[str, dict[str,
     SLA watch counts them) how many are breached, at risk or waiting on the client,
     and which refs are breached."""
     out: dict[str, dict[str, Any]] = {}
-    began = clocks.sla_states(conn)
     for tenant in config.tenants:
         if tenant.sla is None:
             continue
         counts: dict[str, Any] = {"open": 0, "warning": 0, "breached": 0, "paused": 0}
         breached: list[str] = []
-        since = began[tenant.slug].since if tenant.slug in began else now
         for t in clocks.open_tickets(conn, tenant.slug):
             counts["open"] += 1
-            if t["created_at"] < since:
-                continue
-            state = (ticket_sla(tenant, t, now) or {}).get("state")
+            state = (ticket_sla(tenant, t, now) or {}).get("state")  # None: not watched
             if state in ("breached", "warning", "paused"):
                 counts[state] += 1
             if state == "breached":

@@ -7,25 +7,20 @@ what every page shares is ``gateway/web/pages.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import Connection
 
-from gateway.clock import Clock
 from gateway.intake.pipeline import Pipeline
 from gateway.web.i18n import translate
+from gateway.web.pages import SiteParts
 from gateway.web.signin import SignIn
-from gateway.web.view_log import ViewLog
 from parsers.types import Envelope, RawMessage
-from routing.config import GatewayConfig, Tenant
+from routing.config import Tenant
 from routing.tokens import make_token
 from routing.verdicts import Accepted
 from store import access, repos
-from store.blobs import BlobStore
-from store.reader import Reader
-from store.writer import Writer
 
 __all__ = ["ClientSite", "fold_quotes"]
 
@@ -34,30 +29,14 @@ _SHOWN = ("id", "from_addr", "from_name", "sender_role", "date", "created_at", "
 
 
 class ClientSite(SignIn):
-    def __init__(
-        self,
-        config: GatewayConfig,
-        writer: Writer,
-        reader: Reader,
-        views: ViewLog,
-        pipeline: Pipeline,
-        blobs: BlobStore,
-        wake: Callable[[], None],
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(config, writer, reader, views, wake, clock)
-        self.pipeline = pipeline
-        self.blobs = blobs
+    def __init__(self, parts: SiteParts, pipeline: Pipeline) -> None:
+        super().__init__(parts)
+        self.pipeline = pipeline  # a reply typed on a page enters as mail does
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/static/gateway.css", self.css)
         app.router.add_get("/static/challenge.js", self.script)
-        app.on_shutdown.append(self.drain)
-        app.router.add_get("/t/{slug}/", self.form)
-        app.router.add_post("/t/{slug}/link", self.request_link)
-        app.router.add_get("/t/{slug}/login", self.continue_page)
-        app.router.add_post("/t/{slug}/login", self.login)
-        app.router.add_post("/t/{slug}/logout", self.logout)
+        super().routes(app)
         app.router.add_get("/t/{slug}/tickets", self.tickets)
         app.router.add_get("/t/{slug}/tickets/{ref}", self.ticket)
         app.router.add_post("/t/{slug}/tickets/{ref}/reply", self.reply)

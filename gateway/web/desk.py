@@ -25,7 +25,6 @@ from aiohttp import web
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.clock import Clock
 from gateway.web.client import fold_quotes
 from gateway.web.desk_view import (
     LISTS,
@@ -37,17 +36,15 @@ from gateway.web.desk_view import (
     sla_of,
 )
 from gateway.web.i18n import translator
+from gateway.web.pages import SiteParts
 from gateway.web.signin import SignIn
-from gateway.web.view_log import ViewLog
 from outbound.sla_watch import clock_states
 from routing.commands import PRIORITIES
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import desk, repos
-from store.blobs import BlobStore
-from store.reader import Reader
+from store.clocks import watched
 from store.search import search_tickets
-from store.writer import Writer
 
 __all__ = ["SEARCH_LIMIT", "DeskSite"]
 
@@ -64,28 +61,12 @@ class DeskSite(SignIn):
     FORM_TEMPLATE = "desk_form.html"
     SENT_TEMPLATE = "desk_sent.html"
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        writer: Writer,
-        reader: Reader,
-        views: ViewLog,
-        engine: AsyncEngine,
-        blobs: BlobStore,
-        wake: Callable[[], None],
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(config, writer, reader, views, wake, clock)
+    def __init__(self, parts: SiteParts, engine: AsyncEngine) -> None:
+        super().__init__(parts)
         self.engine = engine  # the search box reads here (store/search.py is async)
-        self.blobs = blobs
 
     def routes(self, app: web.Application) -> None:
-        app.on_shutdown.append(self.drain)
-        app.router.add_get("/a/{slug}/", self.form)
-        app.router.add_post("/a/{slug}/link", self.request_link)
-        app.router.add_get("/a/{slug}/login", self.continue_page)
-        app.router.add_post("/a/{slug}/login", self.login)
-        app.router.add_post("/a/{slug}/logout", self.logout)
+        super().routes(app)
         app.router.add_get("/a/{slug}/t/", self.tickets)
         app.router.add_get("/a/{slug}/t/{ref}", self.ticket)
         app.router.add_get("/a/{slug}/t/{ref}/files/{sha}", self.download)
@@ -202,7 +183,7 @@ class DeskSite(SignIn):
             for m in found["messages"]
         ]  # fmt: skip
         clocks = []
-        if tenant.sla is not None:
+        if tenant.sla is not None and watched(ticket):
             policy = tenant.sla.policy_for(ticket["queue"], ticket["priority"])
             for s in clock_states(policy, ticket, now):
                 clocks.append(

@@ -21,6 +21,7 @@ from outbound.sla_watch import clock_states
 from routing.commands import PRIORITIES
 from routing.config import Tenant
 from routing.sla import ClockState
+from store.clocks import watched
 from store.desk import DeskFilter
 
 __all__ = ["LISTS", "PAGE_SIZE", "ListQuery", "due_text", "local_time", "page_of", "sla_of"]
@@ -100,7 +101,8 @@ class ListQuery:
 def sla_of(tenant: Tenant, row: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The clock that matters most for the list: a late one, else the one due first.
 
-    ``state`` is "" for a ticket without SLA clocks (no ``[tenants.sla]``, or closed);
+    ``state`` is "" for a ticket without SLA clocks (no ``[tenants.sla]``, closed, or
+    opened before SLA began for the tenant: ``store.clocks.watched``);
     ``due_at`` is when the shown clock runs out (None: paused or already late),
     ``over`` how many calendar seconds a late clock is past its target, and
     ``waiting`` whether the ticket waits on the client.
@@ -109,7 +111,7 @@ def sla_of(tenant: Tenant, row: dict[str, Any], now: datetime) -> dict[str, Any]
         row["status"] == "open" and bool(row["pauses"]) and row["pauses"][-1][1] is None
     )
     out: dict[str, Any] = {"state": "", "due_at": None, "over": 0.0, "waiting": waiting}
-    if tenant.sla is None or row["status"] == "closed":
+    if tenant.sla is None or row["status"] == "closed" or not watched(row):
         return out
     states = clock_states(tenant.sla.policy_for(row["queue"], row["priority"]), row, now)
     live = [s for s in states if s.state in ("running", "warning", "breached", "paused")]

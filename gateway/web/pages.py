@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from http.cookies import Morsel
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from store.blobs import BlobStore
 from store.reader import Reader
 from store.writer import Writer
 
-__all__ = ["PAGE_CACHE", "PAGE_CSP", "PAGE_TTL", "Pages"]
+__all__ = ["PAGE_CACHE", "PAGE_CSP", "PAGE_TTL", "Pages", "SiteParts"]
 
 _HERE = Path(__file__).parent
 PAGE_CSP = (
@@ -65,30 +66,35 @@ def _cookie_attributes(path: str, http_only: bool, secure: bool, max_age: int | 
     return morsel.OutputString()[len("n=v") :]
 
 
+@dataclass(frozen=True, slots=True)
+class SiteParts:
+    """What every page class works through, made once by the daemon for both sites:
+    each site's constructor takes these as one and adds only its own parts."""
+
+    config: GatewayConfig
+    writer: Writer
+    reader: Reader
+    views: ViewLog
+    blobs: BlobStore  # the files the ticket pages serve
+    wake: Callable[[], None]
+    clock: Clock | None = None
+
+
 class Pages:
     """The base of both sites: each page class adds its handlers, these stay one."""
-
-    blobs: BlobStore  # set by the subclasses that serve files
 
     PREFIX = "t"  # the URL's first segment: /t/<tenant>/ for clients
     SESSION_COOKIE = "gw_session"
     REALM = ""  # hashed in front of every token; the clients' stays "" (rows already stored)
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        writer: Writer,
-        reader: Reader,
-        views: ViewLog,
-        wake: Callable[[], None],
-        clock: Clock | None = None,
-    ) -> None:
-        self.config = config
-        self.writer = writer  # what a page changes (sign-in, downloads' audit, replies)
-        self.reader = reader  # what a page shows: never queued behind the writer's commits
-        self.views = views  # the audit rows of views, written in batches
-        self.wake = wake  # the outbox: a mail was queued
-        self.clock = clock or system_clock()
+    def __init__(self, parts: SiteParts) -> None:
+        config = self.config = parts.config
+        self.writer = parts.writer  # what a page changes (sign-in, downloads' audit, replies)
+        self.reader = parts.reader  # what a page shows: never queued behind the writer's commits
+        self.views = parts.views  # the audit rows of views, written in batches
+        self.blobs = parts.blobs
+        self.wake = parts.wake  # the outbox: a mail was queued
+        self.clock = parts.clock or system_clock()
         self.peers = Peers(config.http.trusted_proxies)
         # Set by the daemon once the listener is bound (port 0 picks one).
         self.base_url = config.http.base_url

@@ -41,17 +41,13 @@ import structlog
 from aiohttp import web
 from sqlalchemy.engine import Connection
 
-from gateway.clock import Clock
 from gateway.web.challenge import LinkChallenge
-from gateway.web.pages import PAGE_CSP, Pages
-from gateway.web.view_log import ViewLog
+from gateway.web.pages import PAGE_CSP, Pages, SiteParts
 from outbound.compose import magic_link_mail
 from outbound.reactions import queue
 from parsers.addresses import parse_address
-from routing.config import GatewayConfig, Tenant
+from routing.config import Tenant
 from store import access, repos
-from store.reader import Reader
-from store.writer import Writer
 
 __all__ = [
     "LINK_TTL",
@@ -93,18 +89,20 @@ class SignIn(Pages):
         """Whom a spent link's session is for (None: nobody any more)."""
         return address
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        writer: Writer,
-        reader: Reader,
-        views: ViewLog,
-        wake: Callable[[], None],
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(config, writer, reader, views, wake, clock)
+    def __init__(self, parts: SiteParts) -> None:
+        super().__init__(parts)
         self.challenge = LinkChallenge()
         self.pending: set[asyncio.Task[None]] = set()
+
+    def routes(self, app: web.Application) -> None:
+        """Signing in, under this site's prefix; a site adds its own pages after."""
+        base = f"/{self.PREFIX}/{{slug}}"
+        app.on_shutdown.append(self.drain)
+        app.router.add_get(f"{base}/", self.form)
+        app.router.add_post(f"{base}/link", self.request_link)
+        app.router.add_get(f"{base}/login", self.continue_page)
+        app.router.add_post(f"{base}/login", self.login)
+        app.router.add_post(f"{base}/logout", self.logout)
 
     async def form(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)

@@ -11,46 +11,10 @@ routing/schema.py.
 
 from __future__ import annotations
 
-from routing.config.model import (
-    BLOB_STORES,
-    LANGUAGES,
-    Agent,
-    GatewayConfig,
-    HttpSettings,
-    ImapMailbox,
-    LimitsConfig,
-    LmtpSettings,
-    OutboundAccount,
-    OutboundSettings,
-    Queue,
-    Retention,
-    ScannerSettings,
-    SmtpSettings,
-    Tenant,
-    default_config_path,
-)
+# The shape's names are listed once, in model.py's __all__; the package adds its readers.
+from routing.config import model
+from routing.config.model import *  # noqa: F403
 from routing.config.parse import Parsed, parse_config
 from routing.config.resolve import load_config, resolve
 
-__all__ = [
-    "BLOB_STORES",
-    "LANGUAGES",
-    "Agent",
-    "GatewayConfig",
-    "HttpSettings",
-    "ImapMailbox",
-    "LimitsConfig",
-    "LmtpSettings",
-    "OutboundAccount",
-    "OutboundSettings",
-    "Parsed",
-    "Queue",
-    "Retention",
-    "ScannerSettings",
-    "SmtpSettings",
-    "Tenant",
-    "default_config_path",
-    "load_config",
-    "parse_config",
-    "resolve",
-]
+__all__ = [*model.__all__, "Parsed", "load_config", "parse_config", "resolve"]
