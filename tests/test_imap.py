@@ -54,6 +54,7 @@ def _daemon(
     secret = load_keyring(home / "var" / "keys.toml").encrypt(
         PASSWORD, tenant="acme", field="password"
     )
+    box.setdefault("poll_interval", "1")
     extra = "".join(f"{k} = {v}\n" for k, v in box.items())
     block = f"""
 [[tenants.imap]]
@@ -62,7 +63,6 @@ port = {server.port}
 security = "none"
 username = "{USER}"
 password = "{secret}"
-poll_interval = 1
 timeout = 5
 {extra}"""
     return Daemon(home, acme_extra=block, scanner=scanner, scan_deadline=5, max_size=max_size)
@@ -92,15 +92,24 @@ def _messages(d: Daemon) -> int:
         return 0
 
 
-def test_new_mail_while_idling_is_a_ticket_within_two_seconds(
-    gateway: Daemon, imap: Dovecot
+@pytest.fixture
+def idle_gateway(tmp_path: Path, imap: Dovecot) -> Iterator[Daemon]:
+    # A minute between polls: under IDLE the folder is re-read only after 30 s of
+    # quiet, so mail taken well before that came at the server's word (EXISTS).
+    d = _daemon(tmp_path, imap, poll_interval="60")
+    yield d
+    d.kill()
+
+
+def test_new_mail_while_idling_is_taken_at_the_servers_word_not_by_a_poll(
+    idle_gateway: Daemon, imap: Dovecot
 ) -> None:
+    # How fast is figure 4's to say (bench/fig_imap.py), not a test's.
+    gateway = idle_gateway
     gateway.start()
     assert _wait(lambda: _idling(gateway)), gateway.log_text()
     imap.save(USER, make_mail(sender="carol@client.test"))
-    t0 = time.monotonic()
-    assert _wait(lambda: _messages(gateway) == 1, timeout=2.0), gateway.log_text()
-    assert time.monotonic() - t0 <= 2.0
+    assert _wait(lambda: _messages(gateway) == 1, timeout=20.0), gateway.log_text()
     (row,) = gateway.query(
         "SELECT m.source, t.ref FROM messages m JOIN tickets t ON t.id = m.ticket_id"
     )
