@@ -11,7 +11,8 @@ Holding them changes no guarantee: a savepoint rolled back (``store.db.Savepoint
 a message rejected by a rule, a reaction that failed) drops the rows added since it
 was taken; a flush that fails fails the batch, which the writer then retries one
 message at a time, so a message whose rows fail still fails alone. Only the writer
-turns it on (``hold``), around message commits; every other caller writes at once.
+turns it on (``hold``), for message commits alone; every other caller, and the
+writer's other work, writes at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from store.direct import Direct
 
-__all__ = ["flush", "hold", "mark", "pending", "rollback_to", "write"]
+__all__ = ["flush", "hold", "mark", "pending", "rollback_to", "suspended", "write"]
 
 _KEY = "gateway_deferred"
 
@@ -38,6 +39,18 @@ def hold(conn: Connection) -> Iterator[None]:
         yield
     finally:
         conn.info.pop(_KEY, None)
+
+
+@contextmanager
+def suspended(conn: Connection) -> Iterator[None]:
+    """Write at once inside (after a ``flush``): the writer's other work (jobs, the outbox's
+    claims, the web's view log) may read what it writes, or undo it by its own savepoints."""
+    held = conn.info.pop(_KEY, None)
+    try:
+        yield
+    finally:
+        if held is not None:
+            conn.info[_KEY] = held
 
 
 def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -186,9 +186,12 @@ class Writer:
                 _lock_counters(conn, sorted({t for w in works for t in getattr(w, _TENANTS, ())}))
             results = []
             for w in works:
-                if not is_message_commit(w):
-                    deferred.flush(conn)  # other work may read what the messages held
-                results.append(w(conn))
+                if is_message_commit(w):
+                    results.append(w(conn))
+                    continue
+                deferred.flush(conn)  # other work may read what the messages held
+                with deferred.suspended(conn):
+                    results.append(w(conn))
             deferred.flush(conn)
             if any(is_message_commit(w) for w in works):
                 crash_point(BEFORE_COMMIT)

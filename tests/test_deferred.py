@@ -5,6 +5,7 @@ them, several messages in one transaction, each in its savepoint."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, func, insert, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from gateway.intake.commit import commit_message, jobs
@@ -25,7 +26,9 @@ from routing.verdicts import Reject
 from store import deferred, repos
 from store.db import create_writer_engine
 from store.direct import Direct
+from store.faults import message_commit
 from store.models import audit_events, message_ids, metadata, outbox, ticket_counters, tickets
+from store.writer import Writer
 from tests.pg_harness import session_cluster, use_postgresql
 from tests.test_stages import CONFIG, NOW, _mail, _raw
 
@@ -38,7 +41,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> GatewayConfig:
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[Connection]:
+def engine(tmp_path: Path) -> Iterator[Engine]:
     if use_postgresql():
         cluster = session_cluster()
         url = cluster.url(cluster.new_database("deferred"))
@@ -46,9 +49,14 @@ def conn(tmp_path: Path) -> Iterator[Connection]:
         url = f"sqlite:///{tmp_path / 'gw.db'}"
     engine = create_writer_engine(url)
     metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def conn(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as c, c.begin():
         yield c
-    engine.dispose()
 
 
 def _commit(config: GatewayConfig, conn: Connection, data: bytes, *rcpts: str) -> Any:
@@ -125,3 +133,35 @@ def test_a_direct_statement_raises_sqlalchemys_error_and_is_seen_by_listeners(
     nested.rollback()
     assert caught.value.orig is not None
     event.remove(conn.engine, "before_cursor_execute", listener)
+
+
+def test_the_writer_holds_message_rows_only_and_writes_them_before_other_work(
+    config: GatewayConfig, engine: Engine
+) -> None:
+    """One batch: a message, a unit that reads the audit log, another message. The reader
+    sees the first message's row (flushed before it); all three commit together."""
+    writer = Writer(engine)
+
+    def message(subject: str) -> Any:
+        return message_commit(lambda c: _commit(config, c, _mail(subject)))
+
+    def audit_count(c: Connection) -> int:
+        return _count(c, audit_events)
+
+    async def batch() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                writer.submit(message("Printer")),
+                writer.submit(audit_count),
+                writer.submit(message("Scanner")),
+            )
+        finally:
+            await writer.close()
+
+    first, seen, second = asyncio.run(batch())
+    assert (first[0].ticket_ref, second[0].ticket_ref) == ("ACME-1", "ACME-2")
+    assert seen == 1
+    assert writer.batches == 1
+    with engine.connect() as c:
+        assert _count(c, audit_events) == 2
+        assert _count(c, outbox, outbox.c.kind == "ack") == 2
