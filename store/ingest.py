@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from store import repos
 from store.db import insert_ignore
 from store.direct import Direct
-from store.models import attachments, message_ids, messages, participants, tickets
+from store.models import attachments, messages, participants, tickets
 
 __all__ = [
     "Audit",
@@ -50,9 +50,6 @@ _TOUCH_TICKET = Direct(
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("ts"))
     .returning(tickets.c.ref, tickets.c.subject)
-)
-_INSERT_ID = Direct(
-    lambda conn: insert_ignore(conn, message_ids), ("tenant", "message_id", "ticket_id", "origin")
 )
 _INSERT_PARTICIPANT = Direct(
     lambda conn: insert_ignore(conn, participants),
@@ -214,7 +211,7 @@ def record_message_id(
     conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
 ) -> None:
     """Remember an id for threading; the first ticket to claim an id keeps it."""
-    _INSERT_ID.rowcount(
+    repos.INSERT_MESSAGE_ID.rowcount(
         conn,
         {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
     )

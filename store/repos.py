@@ -27,6 +27,7 @@ from store.models import (
 )
 
 __all__ = [
+    "INSERT_MESSAGE_ID",
     "acks_since",
     "add_audit",
     "add_audits",
@@ -63,8 +64,10 @@ _INSERT_AUDIT = Direct(insert(audit_events), _AUDIT_KEYS)
 _OUTBOX_KEYS = ("tenant", "ticket_id", "kind", "message_id", "mail_from", "rcpt_tos", "body",
                 "status", "attempts", "next_attempt_at", "created_at", "to_addr")  # fmt: skip
 _INSERT_OUTBOX = Direct(insert(outbox), _OUTBOX_KEYS)
-_INSERT_IDS = Direct(lambda conn: insert_ignore(conn, message_ids),
-                     ("tenant", "message_id", "ticket_id", "origin"))  # fmt: skip
+# A Message-ID for threading (store/ingest.py's anchors use it too; the first ticket
+# to claim an id keeps it).
+INSERT_MESSAGE_ID = Direct(lambda conn: insert_ignore(conn, message_ids),
+                           ("tenant", "message_id", "ticket_id", "origin"))  # fmt: skip
 _TENANT = bindparam("tenant")
 _FIND_MESSAGE = Direct(
     select(messages.c.raw_sha256).where(
@@ -296,7 +299,7 @@ def enqueue_many(
         for _, tid, mid, *_ in mails
         if tid is not None
     ]
-    deferred.write(conn, _INSERT_IDS, ids)
+    deferred.write(conn, INSERT_MESSAGE_ID, ids)
 
 
 def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
