@@ -1,10 +1,12 @@
 """Statements per message through the commit stages, and their CPU, on figure 1's mix.
 
-    python -m bench.statements [--corpus 1000] [--top 20]
+    python -m bench.statements [--corpus 1000] [--top 20] [--batch 1]
 
 Runs ``commit_message`` (look up, decide, write, react) for each text-only corpus
-message on a real SQLite store in memory, one transaction each, in this process: no
-SMTP, no writer thread, no outbox. A SQLAlchemy ``before_cursor_execute`` listener
+message on a real SQLite store in memory, one transaction each (``--batch N``: N
+messages a transaction, as the writer commits them, holding the rows it holds and
+writing them before each commit: store/deferred.py), in this process: no SMTP, no
+writer thread, no outbox. A SQLAlchemy ``before_cursor_execute`` listener
 counts what goes through SQLAlchemy (savepoints said straight to the driver do not);
 the CPU is ``time.process_time`` around the loop, the language model loaded before.
 Issue 21 used it to count statements before and after (BENCHMARKS.md).
@@ -13,6 +15,7 @@ Issue 21 used it to count statements before and after (BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import re
 import time
@@ -21,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection
 
 from bench.common import corpus, workdir
 from gateway.intake.commit import commit_message, jobs
@@ -35,10 +39,28 @@ from store.models import metadata
 from tests.test_stages import CONFIG
 
 
+def _held(conn: Connection) -> Any:
+    """The writer's holding of deferrable rows, where this checkout has it."""
+    try:
+        from store import deferred
+    except ImportError:  # a checkout from before store/deferred.py: nothing is held
+        return contextlib.nullcontext()
+    return deferred.hold(conn)
+
+
+def _flush(conn: Connection) -> None:
+    try:
+        from store import deferred
+    except ImportError:
+        return
+    deferred.flush(conn)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.statements")
     ap.add_argument("--corpus", type=int, default=1000)
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=1, help="messages a transaction")
     args = ap.parse_args(argv)
     with workdir("statements") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
@@ -59,15 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     with engine.connect() as conn:
         counts.clear()
         t0 = time.process_time()
-        for i, (m, p) in enumerate(zip(mails, parsed, strict=True)):
-            raw = RawMessage(
-                Envelope(mail_from=p.from_addr or "", rcpt_tos=(m.rcpt,)), m.data, "smtp"
-            )
-            msg = Arrival(raw, p, hashlib.sha256(m.data).hexdigest(), now + timedelta(seconds=i))
-            with conn.begin():
-                commit_message(
-                    conn, config, templates, jobs(index, raw.envelope.rcpt_tos), msg, lambda c: None
-                )
+        items = list(enumerate(zip(mails, parsed, strict=True)))
+        for start in range(0, len(items), args.batch):
+            with conn.begin(), _held(conn):
+                for i, (m, p) in items[start : start + args.batch]:
+                    raw = RawMessage(
+                        Envelope(mail_from=p.from_addr or "", rcpt_tos=(m.rcpt,)), m.data, "smtp"
+                    )
+                    sha = hashlib.sha256(m.data).hexdigest()
+                    msg = Arrival(raw, p, sha, now + timedelta(seconds=i))
+                    named = jobs(index, raw.envelope.rcpt_tos)
+                    commit_message(conn, config, templates, named, msg, lambda c: None)
+                _flush(conn)
         cpu = time.process_time() - t0
     n = len(mails)
     print(f"{n} messages: {sum(counts.values()) / n:.2f} statements and {cpu / n * 1e6:,.0f} µs "

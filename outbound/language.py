@@ -16,7 +16,27 @@ from routing.config import Tenant
 from routing.language import detect
 from store.languages import set_ticket_language, ticket_language
 
-__all__ = ["client_language", "remember_language"]
+__all__ = ["client_language", "planned_language", "remember_language"]
+
+
+def planned_language(
+    tenant: Tenant, parsed: ParsedMessage, *, created: bool, stored: str | None
+) -> tuple[str | None, str | None]:
+    """(the language to answer in, the one a new ticket is opened with), where the plan
+    can tell without the store: (None, None) leaves it to ``remember_language``.
+
+    A new ticket's language goes into its INSERT (one statement, not an UPDATE after
+    it); a follow-up whose ticket holds one (read with its status before deciding)
+    costs no read. Same rules as ``remember_language``.
+    """
+    if created:
+        lang = detect(parsed)
+        if lang not in tenant.languages:
+            return tenant.languages[0], None
+        return lang, lang
+    if stored is not None:
+        return (stored if stored in tenant.languages else tenant.languages[0]), None
+    return None, None
 
 
 def remember_language(

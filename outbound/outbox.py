@@ -14,6 +14,7 @@ from outbound.compose import Composed
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import repos
+from store.bouncing import bouncing_among
 
 __all__ = ["client_recipients", "queue", "queue_all", "reply_address"]
 
@@ -70,5 +71,5 @@ def client_recipients(
         for p in repos.participants_of(conn, tenant.slug, ticket_id)
         if p["role"] in ("client", "cc") and p["address"] not in ours
     ]
-    bouncing = repos.bouncing_among(conn, tenant.slug, [p["address"] for p in clients])
+    bouncing = bouncing_among(conn, tenant.slug, [p["address"] for p in clients])
     return [(p["name"], p["address"]) for p in clients if p["address"] not in bouncing]

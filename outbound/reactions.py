@@ -33,6 +33,7 @@ from outbound.participants import is_ours
 from parsers.types import ParsedMessage
 from routing.config import Agent, GatewayConfig, Tenant
 from store import repos
+from store.bouncing import bouncing_among, clear_bouncing, mark_bouncing
 
 __all__ = [
     "Event",
@@ -70,6 +71,7 @@ class Event:
     # address changes by it, and the agents' notice says so first.
     caution: str = ""
     reopened: bool = False  # a client's reply reopened the closed ticket
+    language: str | None = None  # to answer in, when the plan knew it (no read, no write)
 
 
 def react(
@@ -96,18 +98,20 @@ def react(
     agents = ev.tenant.agents if ev.notify is None else ev.notify
     # One look at the bouncing marks for the sender and every agent: a client who
     # writes to us is reachable again, so their mark goes.
-    bouncing = repos.bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
+    bouncing = bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
     if (
         not ev.caution
         and ev.sender.lower() in bouncing
-        and repos.clear_bouncing(conn, slug, ev.sender)
+        and clear_bouncing(conn, slug, ev.sender)
     ):
         repos.add_audit(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )
         bouncing.discard(ev.sender.lower())
     lang = ev.tenant.languages[0]
-    if not ev.caution:  # a stranger's or a forger's words say nothing of the client's language
+    if ev.language is not None:
+        lang = ev.language
+    elif not ev.caution:  # a stranger's or a forger's words say nothing of the client's language
         lang = remember_language(conn, ev.tenant, ev.ticket_id, ev.parsed, created=ev.created)
     if ev.created and _may_acknowledge(conn, config, ev, now, bouncing):
 
@@ -204,7 +208,7 @@ def bounced(
     marked: list[str] = []
     for address, action, status in parsed.dsn:
         if action == "failed" and status.startswith("5.") and not is_ours(config, address):
-            if repos.mark_bouncing(
+            if mark_bouncing(
                 conn, tenant.slug, address, status, f"DSN {status} for {ours[0]}", now=now
             ):
                 marked.append(address)

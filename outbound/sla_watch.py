@@ -25,6 +25,7 @@ from routing.config import Agent, GatewayConfig, Tenant
 from routing.sla import ClockState, SlaPolicy, assess, format_duration
 from routing.tokens import make_token
 from store import clocks, repos
+from store.bouncing import bouncing_among
 
 __all__ = [
     "Notice",
@@ -250,7 +251,7 @@ def _send(
     """One mail per agent: a single alert as the ticket's own notice (answering it
     reaches the client), several as one digest. Never to a bouncing address."""
     assert tenant.sla is not None
-    bouncing = repos.bouncing_among(conn, tenant.slug, list(alerts))
+    bouncing = bouncing_among(conn, tenant.slug, list(alerts))
     extra = {"templates": templates} if templates is not None else {}
     local, _, domain = tenant.addresses[0].partition("@")
     for address, mine in alerts.items():

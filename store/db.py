@@ -16,6 +16,8 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from store import deferred
+
 __all__ = ["Savepoint", "create_engine", "create_writer_engine", "insert_ignore", "upgrade"]
 
 # The writer's driver for each async driver a URL may name.
@@ -86,13 +88,16 @@ class Savepoint:
     DBAPI cursor ~2 µs: 6% of figure 1's CPU per message (BENCHMARKS.md). Plain SQL,
     the same on SQLite and PostgreSQL. Nest strictly (release or roll back the inner
     one first), as with ``begin_nested()``; SQLAlchemy does not see this savepoint,
-    so its own nested transactions must open and close inside it.
+    so its own nested transactions must open and close inside it. Rows the writer
+    holds for its flush (store/deferred.py) are rolled back with it too.
     """
 
-    __slots__ = ("_cursor", "_name", "_open")
+    __slots__ = ("_conn", "_cursor", "_held", "_name", "_open")
 
     def __init__(self, conn: Connection) -> None:
         self._name = f"gw_sp_{next(_SAVEPOINTS)}"
+        self._conn = conn
+        self._held = deferred.mark(conn)
         self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         self._cursor.execute(f"SAVEPOINT {self._name}")
         self._open = True
@@ -103,6 +108,8 @@ class Savepoint:
 
     def rollback(self) -> None:
         """Undo what was done since the savepoint; the transaction goes on."""
+        if self._open:
+            deferred.rollback_to(self._conn, self._held)
         self._end(f"ROLLBACK TO SAVEPOINT {self._name}")
 
     def _end(self, sql: str) -> None:

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 
 from store import repos
 from store.db import insert_ignore
-from store.models import attachments, message_ids, messages, participants, tickets
+from store.direct import Direct
+from store.models import attachments, messages, participants, tickets
 
 __all__ = [
     "Audit",
@@ -39,14 +40,20 @@ __all__ = [
 ]
 
 # Statements built once: building an insert with .values() per call cost more
-# than running it (SQLAlchemy coerces every value into the construct).
-_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
+# than running it (SQLAlchemy coerces every value into the construct); and said
+# straight to the driver (store/direct.py says why). The message INSERT is compiled
+# for its columns: one set from gateway/intake/decide.py, so one entry.
+_INSERT_MESSAGE: dict[tuple[str, ...], Direct] = {}
 # (an UPDATE's WHERE may not reuse a column's name as a parameter name)
-_TOUCH_TICKET = (
+_TOUCH_TICKET = Direct(
     update(tickets)
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("ts"))
     .returning(tickets.c.ref, tickets.c.subject)
+)
+_INSERT_PARTICIPANT = Direct(
+    lambda conn: insert_ignore(conn, participants),
+    ("tenant", "ticket_id", "address", "name", "role", "created_at"),
 )
 
 
@@ -55,6 +62,7 @@ class NewTicket:
     prefix: str
     subject: str
     queue: str
+    language: str | None = None  # the client's, when the first message shows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +113,9 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
     """Apply ``plan``; a ticket that vanished since the lookup leaves ``ref`` None."""
     ticket_id, ref, subject = plan.ticket_id, None, ""
     if plan.open is not None:
+        new = plan.open
         ticket_id, ref = repos.new_ticket(
-            conn, tenant, plan.open.prefix, plan.open.subject, queue=plan.open.queue, now=now
+            conn, tenant, new.prefix, new.subject, queue=new.queue, now=now, language=new.language
         )
         subject = plan.open.subject
     elif ticket_id is not None:
@@ -170,14 +179,19 @@ def touch_ticket(
     conn: Connection, tenant: str, ticket_id: int, now: datetime
 ) -> tuple[str, str] | None:
     """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
-    row = conn.execute(_TOUCH_TICKET, {"w_tenant": tenant, "w_id": ticket_id, "ts": now})
-    found = row.first()
+    found = _TOUCH_TICKET.first(conn, {"w_tenant": tenant, "w_id": ticket_id, "ts": now})
     return (found[0], found[1]) if found is not None else None
 
 
 def insert_message(conn: Connection, tenant: str, now: datetime, **values: Any) -> int:
-    res = conn.execute(_INSERT_MESSAGE, {"tenant": tenant, "created_at": now, **values})
-    return res.scalar_one()
+    row = {"tenant": tenant, "created_at": now, **values}
+    keys = tuple(row)
+    stmt = _INSERT_MESSAGE.get(keys)
+    if stmt is None:
+        stmt = _INSERT_MESSAGE[keys] = Direct(insert(messages).returning(messages.c.id), keys)
+    found = stmt.first(conn, row)
+    assert found is not None
+    return int(found[0])
 
 
 def insert_attachments(
@@ -197,8 +211,8 @@ def record_message_id(
     conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
 ) -> None:
     """Remember an id for threading; the first ticket to claim an id keeps it."""
-    conn.execute(
-        insert_ignore(conn, message_ids),
+    repos.INSERT_MESSAGE_ID.rowcount(
+        conn,
         {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
     )
 
@@ -215,8 +229,8 @@ def add_participant(
     """True if the address was new on the ticket (a unique index decides, in one statement)."""
     if not address:
         return False
-    res = conn.execute(
-        insert_ignore(conn, participants),
+    added = _INSERT_PARTICIPANT.rowcount(
+        conn,
         {
             "tenant": tenant,
             "ticket_id": ticket_id,
@@ -226,7 +240,7 @@ def add_participant(
             "created_at": now,
         },
     )
-    return bool(res.rowcount)
+    return bool(added)
 
 
 def remove_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:

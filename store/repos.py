@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from store import deferred
 from store.db import insert_ignore
+from store.direct import Direct
 from store.models import (
     audit_events,
-    bouncing,
     message_ids,
     messages,
     outbox,
@@ -26,16 +27,14 @@ from store.models import (
 )
 
 __all__ = [
+    "INSERT_MESSAGE_ID",
     "acks_since",
     "add_audit",
     "add_audits",
     "add_message_flag",
-    "bouncing_among",
-    "clear_bouncing",
     "enqueue_many",
     "find_message",
     "is_participant",
-    "mark_bouncing",
     "new_ticket",
     "now",
     "participants_of",
@@ -56,12 +55,24 @@ __all__ = [
 # Lookups on the per-message path are prebuilt with bind parameters for the same
 # reason: building a select() per call (coercion, cache key) cost about as much as
 # SQLite running it.
-_INSERT_TICKET = insert(tickets).returning(tickets.c.id)
-_INSERT_AUDIT = insert(audit_events)
-_INSERT_OUTBOX = insert(outbox)
+# The hottest of them go straight to the driver (store/direct.py says why).
+_TICKET_KEYS = ("tenant", "number", "ref", "subject", "status", "queue", "created_at",
+                "updated_at", "client_language")  # fmt: skip
+_INSERT_TICKET = Direct(insert(tickets).returning(tickets.c.id), _TICKET_KEYS)
+_AUDIT_KEYS = ("tenant", "ticket_id", "actor", "action", "detail", "created_at")
+_INSERT_AUDIT = Direct(insert(audit_events), _AUDIT_KEYS)
+_OUTBOX_KEYS = ("tenant", "ticket_id", "kind", "message_id", "mail_from", "rcpt_tos", "body",
+                "status", "attempts", "next_attempt_at", "created_at", "to_addr")  # fmt: skip
+_INSERT_OUTBOX = Direct(insert(outbox), _OUTBOX_KEYS)
+# A Message-ID for threading (store/ingest.py's anchors use it too; the first ticket
+# to claim an id keeps it).
+INSERT_MESSAGE_ID = Direct(lambda conn: insert_ignore(conn, message_ids),
+                           ("tenant", "message_id", "ticket_id", "origin"))  # fmt: skip
 _TENANT = bindparam("tenant")
-_FIND_MESSAGE = select(messages.c.raw_sha256).where(
-    messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key")
+_FIND_MESSAGE = Direct(
+    select(messages.c.raw_sha256).where(
+        messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key")
+    )
 )
 _TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).where(
     message_ids.c.tenant == _TENANT,
@@ -70,13 +81,15 @@ _TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).whe
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
 )
-_IS_PARTICIPANT = select(participants.c.id).where(
-    participants.c.tenant == _TENANT,
-    participants.c.ticket_id == bindparam("id"),
-    participants.c.address == bindparam("address"),
+_IS_PARTICIPANT = Direct(
+    select(participants.c.id).where(
+        participants.c.tenant == _TENANT,
+        participants.c.ticket_id == bindparam("id"),
+        participants.c.address == bindparam("address"),
+    )
 )
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
-_NEXT_NUMBER = (
+_NEXT_NUMBER = Direct(
     update(ticket_counters)
     .where(ticket_counters.c.tenant == bindparam("w_tenant"))
     .values(last_number=ticket_counters.c.last_number + 1)
@@ -94,7 +107,7 @@ _THREAD_IDS = {
     .limit(bindparam("limit"))
     for role in (False, True)
 }
-_ACKS_SINCE = (
+_ACKS_SINCE = Direct(
     select(func.count())
     .select_from(outbox)
     .where(
@@ -106,12 +119,6 @@ _ACKS_SINCE = (
         ),
         outbox.c.created_at >= bindparam("since"),
     )
-)
-_BOUNCING_AMONG = select(bouncing.c.address).where(
-    bouncing.c.tenant == _TENANT, bouncing.c.address.in_(bindparam("addrs", expanding=True))
-)
-_CLEAR_BOUNCING = delete(bouncing).where(
-    bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("address")
 )
 
 
@@ -127,7 +134,8 @@ def _now() -> datetime:
 
 def find_message(conn: Connection, tenant: str, key: str) -> str | None:
     """The raw sha256 of the message stored under this dedupe key, if any."""
-    return conn.execute(_FIND_MESSAGE, {"tenant": tenant, "key": key}).scalar_one_or_none()
+    row = _FIND_MESSAGE.first(conn, {"tenant": tenant, "key": key})
+    return row[0] if row is not None else None
 
 
 def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
@@ -161,8 +169,8 @@ def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
 
 
 def is_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
-    row = conn.execute(_IS_PARTICIPANT, {"tenant": tenant, "id": ticket_id, "address": address})
-    return row.first() is not None
+    found = _IS_PARTICIPANT.first(conn, {"tenant": tenant, "id": ticket_id, "address": address})
+    return found is not None
 
 
 def new_ticket(
@@ -173,9 +181,14 @@ def new_ticket(
     queue: str = "default",
     *,
     now: datetime | None = None,
+    language: str | None = None,
 ) -> tuple[int, str]:
-    """Allocate the tenant's next number and create the ticket; (id, ref)."""
-    number = conn.execute(_NEXT_NUMBER, {"w_tenant": tenant}).scalar_one_or_none()
+    """Allocate the tenant's next number and create the ticket; (id, ref).
+
+    ``language``: the client's, when the first message showed it (outbound/language.py),
+    written with the row rather than by an UPDATE after it."""
+    counted = _NEXT_NUMBER.first(conn, {"w_tenant": tenant})
+    number = counted[0] if counted is not None else None
     if number is None:
         start = conn.execute(
             select(func.coalesce(func.max(tickets.c.number), 0)).where(tickets.c.tenant == tenant)
@@ -184,8 +197,8 @@ def new_ticket(
         conn.execute(insert(ticket_counters).values(tenant=tenant, last_number=number))
     ref = f"{prefix}-{number}"
     ts = now or _now()
-    res = conn.execute(
-        _INSERT_TICKET,
+    row = _INSERT_TICKET.first(
+        conn,
         {
             "tenant": tenant,
             "number": number,
@@ -195,9 +208,11 @@ def new_ticket(
             "queue": queue,
             "created_at": ts,
             "updated_at": ts,
+            "client_language": language,
         },
     )
-    return res.scalar_one(), ref
+    assert row is not None
+    return row[0], ref
 
 
 def add_audit(
@@ -210,17 +225,15 @@ def add_audit(
     detail: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    conn.execute(
-        _INSERT_AUDIT,
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "actor": actor,
-            "action": action,
-            "detail": detail or {},
-            "created_at": now or _now(),
-        },
-    )
+    row = {
+        "tenant": tenant,
+        "ticket_id": ticket_id,
+        "actor": actor,
+        "action": action,
+        "detail": detail or {},
+        "created_at": now or _now(),
+    }
+    deferred.write(conn, _INSERT_AUDIT, [row])
 
 
 def add_audits(conn: Connection, tenant: str, rows: list[dict[str, Any]]) -> None:
@@ -231,7 +244,7 @@ def add_audits(conn: Connection, tenant: str, rows: list[dict[str, Any]]) -> Non
     tenant is set here from the argument, as every store function takes it.
     """
     if rows:
-        conn.execute(_INSERT_AUDIT, [{**row, "tenant": tenant} for row in rows])
+        deferred.write(conn, _INSERT_AUDIT, [{**row, "tenant": tenant} for row in rows])
 
 
 def outbox_last_id(conn: Connection) -> int:
@@ -260,7 +273,8 @@ def enqueue_many(
     if not mails:
         return
     ts = now or _now()
-    conn.execute(
+    deferred.write(
+        conn,
         _INSERT_OUTBOX,
         [
             {
@@ -285,8 +299,7 @@ def enqueue_many(
         for _, tid, mid, *_ in mails
         if tid is not None
     ]
-    if ids:
-        conn.execute(insert_ignore(conn, message_ids), ids)
+    deferred.write(conn, INSERT_MESSAGE_ID, ids)
 
 
 def ticket_row(conn: Connection, tenant: str, ticket_id: int) -> dict[str, Any] | None:
@@ -334,47 +347,26 @@ def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> 
     local = local.split("+", 1)[0]
     tagged = f"{_like_escape(local)}+%@{_like_escape(domain)}"
     params = {"tenant": tenant, "address": f"{local}@{domain}", "tagged": tagged, "since": since}
-    return int(conn.execute(_ACKS_SINCE, params).scalar_one())
+    row = _ACKS_SINCE.first(conn, params)
+    held = sum(
+        1
+        for r in deferred.pending(conn, _INSERT_OUTBOX)
+        if r["tenant"] == tenant
+        and r["kind"] == "ack"
+        and _same_sender(r["to_addr"], local, domain)
+        and r["created_at"] >= since
+    )
+    return (int(row[0]) if row is not None else 0) + held
+
+
+def _same_sender(to_addr: str, local: str, domain: str) -> bool:
+    """``acks_since``'s match, for an acknowledgement held for the batch's flush."""
+    their_local, _, their_domain = to_addr.partition("@")
+    return their_domain == domain and (their_local == local or their_local.startswith(f"{local}+"))
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:
-    if not addresses:
-        return set()
-    rows = conn.execute(
-        _BOUNCING_AMONG, {"tenant": tenant, "addrs": [a.lower() for a in addresses]}
-    )
-    return {r[0] for r in rows}
-
-
-def mark_bouncing(
-    conn: Connection,
-    tenant: str,
-    address: str,
-    status: str,
-    reason: str,
-    *,
-    now: datetime | None = None,
-) -> bool:
-    res = conn.execute(
-        insert_ignore(conn, bouncing),
-        {
-            "tenant": tenant,
-            "address": address.lower(),
-            "status": status,
-            "reason": reason[:1000],
-            "since": now or _now(),
-        },
-    )
-    return bool(res.rowcount)
-
-
-def clear_bouncing(conn: Connection, tenant: str, address: str) -> bool:
-    res = conn.execute(_CLEAR_BOUNCING, {"tenant": tenant, "address": address.lower()})
-    return bool(res.rowcount)
 
 
 def sent_by_us(conn: Connection, tenant: str, ids: Sequence[str]) -> list[str]:

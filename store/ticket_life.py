@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 
+from store.direct import Direct
 from store.models import messages, tickets
 
-__all__ = ["STATUSES", "pending_due", "stored_copy", "ticket_status"]
+__all__ = ["STATUSES", "pending_due", "stored_copy", "ticket_state", "ticket_status"]
 
 # open: an agent is to act; pending: waiting on the client (a reply opens it again);
 # closed: done (a client's reply reopens it).
@@ -25,13 +26,24 @@ STATUSES = ("open", "pending", "closed")
 
 
 # Built once: read for every follow-up (a statement built per call costs its cache key).
-_STATUS = select(tickets.c.status).where(
-    tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+# Straight to the driver (store/direct.py). The client's language comes with it: the
+# reply's reactions answer in it (outbound/language.py), with no second read.
+_STATE = Direct(
+    select(tickets.c.status, tickets.c.client_language).where(
+        tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
+    )
 )
 
 
 def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:
-    return conn.execute(_STATUS, {"tenant": tenant, "id": ticket_id}).scalar_one_or_none()
+    state = ticket_state(conn, tenant, ticket_id)
+    return state[0] if state is not None else None
+
+
+def ticket_state(conn: Connection, tenant: str, ticket_id: int) -> tuple[str, str | None] | None:
+    """(status, client language) of the ticket; None if it is not the tenant's."""
+    row = _STATE.first(conn, {"tenant": tenant, "id": ticket_id})
+    return (row[0], row[1]) if row is not None else None
 
 
 def stored_copy(conn: Connection, tenant: str, key: str) -> dict[str, Any] | None:

@@ -9,7 +9,9 @@ A unit of work is a plain (synchronous) function of a connection; a batch
 runs in the writer's own thread on a synchronous engine, one hand-off per
 batch instead of several per statement (store/db.py says why). If a batch
 fails, each unit is retried alone, so one poison message cannot fail its
-neighbours.
+neighbours. The rows a message adds that nothing reads before the commit
+(audit events, outbox rows) are held and written once per batch
+(store/deferred.py).
 
 Several instances on one PostgreSQL (docs/scaling.md) commit concurrently.
 Two batches that create tickets for two tenants in opposite orders would
@@ -38,6 +40,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from store import deferred
 from store.errors import StoreUnavailable
 from store.faults import BEFORE_COMMIT, crash_point, is_message_commit
 from store.models import ticket_counters, tickets
@@ -178,10 +181,18 @@ class Writer:
         return await loop.run_in_executor(self._thread, self._transaction_sync, works)
 
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
-        with self._tx_engine.begin() as conn:
+        with self._tx_engine.begin() as conn, deferred.hold(conn):
             if conn.dialect.name == "postgresql":
                 _lock_counters(conn, sorted({t for w in works for t in getattr(w, _TENANTS, ())}))
-            results = [w(conn) for w in works]
+            results = []
+            for w in works:
+                if is_message_commit(w):
+                    results.append(w(conn))
+                    continue
+                deferred.flush(conn)  # other work may read what the messages held
+                with deferred.suspended(conn):
+                    results.append(w(conn))
+            deferred.flush(conn)
             if any(is_message_commit(w) for w in works):
                 crash_point(BEFORE_COMMIT)
         self.batches += 1

@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 import store.access
+import store.bouncing
 import store.desk
 import store.imap_state
 import store.ingest
@@ -91,6 +92,7 @@ NO_TENANT = {
 def test_every_store_function_takes_the_tenant_first() -> None:
     for module in (
         store.repos,
+        store.bouncing,
         store.ingest,
         store.imap_state,
         store.access,

@@ -85,14 +85,15 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     participant = match.ticket_id is not None and repos.is_participant(
         conn, tenant.slug, match.ticket_id, msg.sender
     )
-    status = (
-        ticket_life.ticket_status(conn, tenant.slug, match.ticket_id)
+    state = (
+        ticket_life.ticket_state(conn, tenant.slug, match.ticket_id)
         if match.ticket_id is not None
         else None
     )
+    status, language = state if state is not None else (None, None)
     return Seen(
         key, duplicate=False, key_reused=reused, match=match, participant=participant,
-        status=status,
+        status=status, language=language,
     )  # fmt: skip
 
 
@@ -184,6 +185,7 @@ def _react(
             subject=written.subject,
             caution=r.caution,
             reopened=r.reopened,
+            language=r.language,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",

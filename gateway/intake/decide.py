@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from outbound.language import planned_language
 from outbound.participants import is_ours
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
@@ -55,6 +56,7 @@ class Seen:
     match: ThreadMatch | None = None  # the ticket it continues (None for a duplicate)
     participant: bool = False  # the sender already takes part in that ticket
     status: str | None = None  # that ticket's status (a client's reply reopens it)
+    language: str | None = None  # that ticket's client language, if known
     # A second delivery of a stored message (same Message-ID, sender, subject and text,
     # other bytes): the stored message's row and ticket, for the audit event.
     copy_of: int | None = None
@@ -75,6 +77,9 @@ class Reaction:
     # nothing and the notice says why.
     caution: str = ""
     reopened: bool = False  # a client's reply to a closed ticket: the notice says so
+    # The language to answer the client in, when the plan knows it (outbound/language.py
+    # ``planned_language``); None: the reactions look it up.
+    language: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -167,6 +172,13 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
 
     created = match.ticket_id is None and role != "machine"
     thread_by = "new" if created else match.by
+    # A client's mail that changes something shows the client's language (the reactions
+    # answer in it, and a new ticket keeps it); not history, which answers nobody.
+    answer_in, opened_in = (
+        planned_language(tenant, parsed, created=created, stored=seen.language)
+        if raw.source != "import" and role == "client" and not caution
+        else (None, None)
+    )
     detail: dict[str, object] = {"kind": parsed.kind, "by": thread_by}
     if rules.matched:
         detail["rules"] = rules.matched
@@ -179,6 +191,7 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
             tenant.tag_prefix,
             parsed.subject.strip() or "(no subject)",
             rules.queue or tenant.default_queue,
+            opened_in,
         )
         if created
         else None,
@@ -197,7 +210,7 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
         acknowledge = False if caution else rules.acknowledge
         reaction = Reaction(
             role, agent or refused, acknowledge, bounce, caution=caution,
-            reopened=reopens and seen.status == "closed",
+            reopened=reopens and seen.status == "closed", language=answer_in,
         )  # fmt: skip
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
     return replace(plan, stored=stored, ingest=ingest, reaction=reaction)

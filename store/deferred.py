@@ -1,0 +1,94 @@
+"""Rows nobody reads before the commit, written once per batch in one ``executemany`` each.
+
+Why: the writer commits a batch of messages in one transaction (store/writer.py), and
+each message adds an audit event, its outbox rows and their Message-IDs: three
+statements a message that no later step of the same batch reads back (the outbox
+rate limit asks ``pending`` below; a Message-ID of mail not yet sent cannot be
+answered before the commit). Held here and written just before the commit, the batch
+pays three statements in all instead of three a message.
+
+Holding them changes no guarantee: a savepoint rolled back (``store.db.Savepoint``,
+a message rejected by a rule, a reaction that failed) drops the rows added since it
+was taken; a flush that fails fails the batch, which the writer then retries one
+message at a time, so a message whose rows fail still fails alone. Only the writer
+turns it on (``hold``), for message commits alone; every other caller, and the
+writer's other work, writes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from store.direct import Direct
+
+__all__ = ["flush", "hold", "mark", "pending", "rollback_to", "suspended", "write"]
+
+_KEY = "gateway_deferred"
+
+
+@contextmanager
+def hold(conn: Connection) -> Iterator[None]:
+    """Hold the deferrable rows of what runs inside; written by ``flush`` (call it before
+    the commit), dropped if the block raises (its transaction is rolled back anyway)."""
+    conn.info[_KEY] = []
+    try:
+        yield
+    finally:
+        conn.info.pop(_KEY, None)
+
+
+@contextmanager
+def suspended(conn: Connection) -> Iterator[None]:
+    """Write at once inside (after a ``flush``): the writer's other work (jobs, the outbox's
+    claims, the web's view log) may read what it writes, or undo it by its own savepoints."""
+    held = conn.info.pop(_KEY, None)
+    try:
+        yield
+    finally:
+        if held is not None:
+            conn.info[_KEY] = held
+
+
+def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> None:
+    """``stmt.many(conn, rows)``, now or (while held) at the flush."""
+    held: list[tuple[Direct, Mapping[str, Any]]] | None = conn.info.get(_KEY)
+    if held is None:
+        stmt.many(conn, rows)
+    else:
+        held.extend((stmt, r) for r in rows)
+
+
+def pending(conn: Connection, stmt: Direct) -> list[Mapping[str, Any]]:
+    """The rows of ``stmt`` held and not yet written."""
+    held = conn.info.get(_KEY) or ()
+    return [r for s, r in held if s is stmt]
+
+
+def flush(conn: Connection) -> None:
+    """Write what is held, one ``executemany`` per statement, in the order first held."""
+    held: list[tuple[Direct, Mapping[str, Any]]] | None = conn.info.get(_KEY)
+    if not held:
+        return
+    by_stmt: dict[Direct, list[Mapping[str, Any]]] = {}
+    for stmt, row in held:
+        by_stmt.setdefault(stmt, []).append(row)
+    held.clear()
+    for stmt, rows in by_stmt.items():
+        stmt.many(conn, rows)
+
+
+def mark(conn: Connection) -> int | None:
+    """Where a savepoint begins in the held rows (None: nothing is held)."""
+    held = conn.info.get(_KEY)
+    return None if held is None else len(held)
+
+
+def rollback_to(conn: Connection, at: int | None) -> None:
+    """Drop the rows held since ``mark`` (a savepoint rolled back)."""
+    held = conn.info.get(_KEY)
+    if held is not None and at is not None:
+        del held[at:]

@@ -1,0 +1,144 @@
+"""Fixed statements said straight to the DB-API cursor, compiled once per dialect.
+
+Why: a message's commit runs about twelve statements, each built once already, and
+still SQLAlchemy's execute path (parameter coercion, cache lookup, an execution
+context, a result object) cost ~11-18 µs of CPU per statement more than the
+driver (a prebuilt audit INSERT on SQLite in memory: 16-24 µs through
+``conn.execute``, 5.7 µs here), about as much as SQLite running it. As with
+``store.db.Savepoint``, the hottest fixed statements skip it; what SQLAlchemy
+gave them stays: the SQL is its compiled text for the connection's dialect
+(qmark for SQLite, pyformat for psycopg), the values pass through each type's
+bind processor (JSON, SQLite's DateTime), a driver error comes back as
+SQLAlchemy's ``DBAPIError`` (the writer retries on its ``sqlstate``), and
+``before_cursor_execute`` listeners still see every statement (the
+per-tenant statement check of tests/test_isolation.py, bench/statements.py).
+
+Only statements whose rows need no result processing (ids, strings, counts) and
+whose parameters are fixed: no expanding ``IN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+
+__all__ = ["Direct"]
+
+_Build = Callable[[Connection], ClauseElement]
+
+
+class _Compiled:
+    __slots__ = ("defaults", "names", "positional", "procs", "sql")
+
+    def __init__(self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        if compiled.insert_prefetch or compiled.update_prefetch:
+            # A column's Python default is filled in by SQLAlchemy's execution context,
+            # which this path skips: the caller must give every such column.
+            raise ValueError(f"give the defaulted columns too: {compiled.insert_prefetch}")
+        self.sql: str = compiled.string
+        self.positional: bool = bool(compiled.positional)
+        binds = compiled.binds
+        self.names: tuple[str, ...] = (
+            tuple(compiled.positiontup or ()) if self.positional else tuple(binds)
+        )
+        self.defaults: dict[str, Any] = {}
+        self.procs: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, bind in binds.items():
+            if bind.expanding:
+                raise ValueError(f"{name}: an expanding IN has no fixed SQL")
+            if not bind.required:
+                self.defaults[name] = bind.effective_value
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                self.procs.append((name, proc))
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        params = {**self.defaults, **values} if self.defaults else dict(values)
+        for name, proc in self.procs:
+            params[name] = proc(params[name])
+        if self.positional:
+            return tuple(params[n] for n in self.names)
+        return params
+
+
+class Direct:
+    """One statement, compiled for each dialect on first use, run on the DB-API cursor.
+
+    ``stmt``: the statement, or a function of the first connection that builds it (an
+    ``ON CONFLICT DO NOTHING`` is a dialect's own construct: ``store.db.insert_ignore``).
+    ``keys``: an INSERT's columns, the ones every call gives (SQLAlchemy compiles an
+    INSERT for its keys).
+    """
+
+    __slots__ = ("_build", "_by_dialect", "_keys")
+
+    def __init__(self, stmt: ClauseElement | _Build, keys: Sequence[str] | None = None) -> None:
+        self._build = stmt
+        self._keys = tuple(keys) if keys else None
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def _compiled(self, conn: Connection) -> _Compiled:
+        dialect = conn.dialect
+        key = f"{dialect.name}+{dialect.driver}"
+        found = self._by_dialect.get(key)
+        if found is None:
+            stmt = self._build if isinstance(self._build, ClauseElement) else self._build(conn)
+            found = self._by_dialect[key] = _Compiled(stmt, dialect, self._keys)
+        return found
+
+    def first(self, conn: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row (a SELECT, or an INSERT/UPDATE ... RETURNING), or None."""
+        return self._run(conn, values, lambda cur: cur.fetchone())
+
+    def all(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return self._run(conn, values, lambda cur: cur.fetchall())
+
+    def rowcount(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Rows an INSERT/UPDATE/DELETE touched."""
+        return self._run(conn, values, lambda cur: cur.rowcount)
+
+    def many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One ``executemany`` for ``rows`` (each with the same keys)."""
+        if not rows:
+            return
+        c = self._compiled(conn)
+        params = [c.parameters(r) for r in rows]
+        self._call(conn, c, params, True, lambda cur: None)
+
+    def _run(self, conn: Connection, values: Mapping[str, Any], take: Callable[[Any], Any]) -> Any:
+        c = self._compiled(conn)
+        return self._call(conn, c, c.parameters(values), False, take)
+
+    @staticmethod
+    def _call(
+        conn: Connection, c: _Compiled, params: Any, many: bool, take: Callable[[Any], Any]
+    ) -> Any:
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            listeners = conn.dispatch.before_cursor_execute
+            if listeners:
+                for fn in listeners:
+                    fn(conn, cursor, c.sql, params, None, many)
+            if many:
+                cursor.executemany(c.sql, params)
+            else:
+                cursor.execute(c.sql, params)
+            return take(cursor)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            dialect = conn.dialect
+            gone = dialect.is_disconnect(exc, dbapi_conn, cursor)  # type: ignore[arg-type]
+            if gone:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                c.sql, params, exc, dialect.loaded_dbapi.Error,
+                connection_invalidated=gone, dialect=dialect,
+            ) from exc  # fmt: skip
+        finally:
+            cursor.close()

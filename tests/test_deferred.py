@@ -1,0 +1,167 @@
+"""The writer's held rows (store/deferred.py) and the statements said straight to the
+driver (store/direct.py), on a real store: SQLite, or with GATEWAY_TEST_DB=postgresql a
+database of the session's PostgreSQL cluster. The commit stages run as the writer runs
+them, several messages in one transaction, each in its savepoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from gateway.intake.commit import commit_message, jobs
+from gateway.intake.decide import Arrival
+from outbound.compose import Templates
+from parsers import parse
+from routing.config import GatewayConfig, load_config
+from routing.tenants import AddressIndex
+from routing.verdicts import Reject
+from store import deferred, repos
+from store.db import create_writer_engine
+from store.direct import Direct
+from store.faults import message_commit
+from store.models import audit_events, message_ids, metadata, outbox, ticket_counters, tickets
+from store.writer import Writer
+from tests.pg_harness import session_cluster, use_postgresql
+from tests.test_stages import CONFIG, NOW, _mail, _raw
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> GatewayConfig:
+    path = tmp_path_factory.mktemp("deferred") / "gateway.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    if use_postgresql():
+        cluster = session_cluster()
+        url = cluster.url(cluster.new_database("deferred"))
+    else:
+        url = f"sqlite:///{tmp_path / 'gw.db'}"
+    engine = create_writer_engine(url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def conn(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as c, c.begin():
+        yield c
+
+
+def _commit(config: GatewayConfig, conn: Connection, data: bytes, *rcpts: str) -> Any:
+    raw = _raw(data, *rcpts)
+    named = jobs(AddressIndex(config), raw.envelope.rcpt_tos)
+    msg = Arrival(raw, parse(data), hashlib.sha256(data).hexdigest(), NOW)
+    return commit_message(conn, config, Templates.of(config), named, msg, lambda c: None)
+
+
+def _count(conn: Connection, table: Any, *where: Any) -> int:
+    return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+
+
+def test_held_rows_are_written_at_the_flush_and_a_rejected_messages_are_not(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    with deferred.hold(conn):
+        stored = _commit(config, conn, _mail("Printer"))
+        # globex stores and acknowledges first, then acme's rule rejects the envelope:
+        # the savepoint takes globex's held audit and outbox rows with it.
+        refused = _commit(
+            config,
+            conn,
+            _mail("viagra", to="help@globex.test, support@acme.test"),
+            "help@globex.test",
+            "support@acme.test",
+        )
+        assert isinstance(refused, Reject) and stored[0].ticket_ref == "ACME-1"
+        assert _count(conn, audit_events) == 0 and _count(conn, outbox) == 0  # held
+        deferred.flush(conn)
+    assert [t for (t,) in conn.execute(select(tickets.c.ref))] == ["ACME-1"]
+    actions = conn.execute(select(audit_events.c.action, audit_events.c.ticket_id)).all()
+    assert [a for a, _ in actions] == ["ticket.created"]
+    kinds = sorted(k for (k,) in conn.execute(select(outbox.c.kind)))
+    assert kinds == ["ack", "notice"]
+    assert {r.tenant for r in conn.execute(select(outbox.c.tenant))} == {"acme"}
+    # each queued mail's Message-ID is an anchor for threading, as without holding
+    assert _count(conn, message_ids, message_ids.c.origin == "out") == 2
+
+
+def test_the_acknowledgement_limit_counts_held_acknowledgements(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """Twelve new tickets from one sender (and its +tag form) in one batch: the
+    rate limit (ten a window) must see the acknowledgements not yet written."""
+    with deferred.hold(conn):
+        for i in range(12):
+            sender = "kim@client.test" if i % 2 else f"kim+t{i}@client.test"
+            _commit(config, conn, _mail(f"Printer {i}", sender=sender))
+        deferred.flush(conn)
+    assert _count(conn, tickets) == 12
+    assert _count(conn, outbox, outbox.c.kind == "ack") == 10
+
+
+def test_a_direct_statement_raises_sqlalchemys_error_and_is_seen_by_listeners(
+    conn: Connection,
+) -> None:
+    """The writer retries on the wrapped error's sqlstate (store/writer.py), and
+    tests/test_isolation.py checks every statement a listener sees."""
+    seen: list[str] = []
+
+    def listener(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(conn.engine, "before_cursor_execute", listener)
+    counter = Direct(insert(ticket_counters), ("tenant", "last_number"))
+    counter.rowcount(conn, {"tenant": "acme", "last_number": 1})
+    assert repos.find_message(conn, "acme", "<none@x>") is None
+    assert any("INSERT INTO ticket_counters" in s for s in seen)
+    assert any("messages.tenant" in s for s in seen)
+    nested = conn.begin_nested()
+    with pytest.raises(IntegrityError) as caught:
+        counter.rowcount(conn, {"tenant": "acme", "last_number": 2})
+    nested.rollback()
+    assert caught.value.orig is not None
+    event.remove(conn.engine, "before_cursor_execute", listener)
+
+
+def test_the_writer_holds_message_rows_only_and_writes_them_before_other_work(
+    config: GatewayConfig, engine: Engine
+) -> None:
+    """One batch: a message, a unit that reads the audit log, another message. The reader
+    sees the first message's row (flushed before it); all three commit together."""
+    writer = Writer(engine)
+
+    def message(subject: str) -> Any:
+        return message_commit(lambda c: _commit(config, c, _mail(subject)))
+
+    def audit_count(c: Connection) -> int:
+        return _count(c, audit_events)
+
+    async def batch() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                writer.submit(message("Printer")),
+                writer.submit(audit_count),
+                writer.submit(message("Scanner")),
+            )
+        finally:
+            await writer.close()
+
+    first, seen, second = asyncio.run(batch())
+    assert (first[0].ticket_ref, second[0].ticket_ref) == ("ACME-1", "ACME-2")
+    assert seen == 1
+    assert writer.batches == 1
+    with engine.connect() as c:
+        assert _count(c, audit_events) == 2
+        assert _count(c, outbox, outbox.c.kind == "ack") == 2
