@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Text, and_, bindparam, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from store.direct import Direct
 from store.models import (
     attachments,
     auth_events,
@@ -24,7 +25,6 @@ from store.models import (
     tickets,
     web_sessions,
 )
-from store.prepared import Prepared
 
 __all__ = [
     "FILE_COLUMNS",
@@ -80,7 +80,7 @@ FILE_COLUMNS = (
 )
 # The messages a client may read with their files, in one statement (a message
 # without files comes once, its file columns NULL).
-_CLIENT_THREAD = Prepared(
+_CLIENT_THREAD = Direct(
     select(
         messages.c.id,
         messages.c.from_addr,
@@ -113,7 +113,7 @@ _CLIENT_THREAD = Prepared(
 _MESSAGE_KEYS = _CLIENT_THREAD.keys[:8]  # the file's columns follow
 # The ticket page's first read: the session and, when it is live, the ticket its
 # client may see, in one statement (a row without a ticket: the session alone).
-_SESSION_TICKET = Prepared(
+_SESSION_TICKET = Direct(
     select(
         web_sessions.c.address,
         web_sessions.c.expires_at,

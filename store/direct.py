@@ -13,8 +13,10 @@ SQLAlchemy's ``DBAPIError`` (the writer retries on its ``sqlstate``), and
 ``before_cursor_execute`` listeners still see every statement (the
 per-tenant statement check of tests/test_isolation.py, bench/statements.py).
 
-Only statements whose rows need no result processing (ids, strings, counts) and
-whose parameters are fixed: no expanding ``IN``.
+``first``/``all``/``rowcount``/``many`` give the driver's rows as they come (ids,
+strings, counts); ``rows`` gives a SELECT's rows as dicts by column key with each
+type's result processing (SQLite's datetimes, JSON), for the reads of every page
+view (figure 8). Parameters are fixed: no expanding ``IN`` (use ORed equalities).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _Build = Callable[[Connection], ClauseElement]
 
 
 class _Compiled:
-    __slots__ = ("defaults", "names", "positional", "procs", "sql")
+    __slots__ = ("defaults", "names", "positional", "procs", "results", "sql")
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
@@ -56,6 +58,12 @@ class _Compiled:
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 self.procs.append((name, proc))
+        # A SELECT's (column key, result processor), for the columns that have one.
+        self.results: list[tuple[str, Callable[[Any], Any]]] = [
+            (c.key, rproc)
+            for c in getattr(stmt, "selected_columns", ())
+            if (rproc := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        ]
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         params = {**self.defaults, **values} if self.defaults else dict(values)
@@ -75,12 +83,16 @@ class Direct:
     INSERT for its keys).
     """
 
-    __slots__ = ("_build", "_by_dialect", "_keys")
+    __slots__ = ("_build", "_by_dialect", "_keys", "keys")
 
     def __init__(self, stmt: ClauseElement | _Build, keys: Sequence[str] | None = None) -> None:
         self._build = stmt
         self._keys = tuple(keys) if keys else None
         self._by_dialect: dict[str, _Compiled] = {}
+        # A SELECT's column keys: the keys of ``rows``' dicts.
+        self.keys: tuple[str, ...] = tuple(c.key for c in getattr(stmt, "selected_columns", ()))
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"column keys repeat: {self.keys}")
 
     def _compiled(self, conn: Connection) -> _Compiled:
         dialect = conn.dialect
@@ -97,6 +109,21 @@ class Direct:
 
     def all(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         return self._run(conn, values, lambda cur: cur.fetchall())
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A SELECT's rows as dicts by column key, each value through its type's result
+        processing. Inside the connection's transaction, begun here if it has none (on
+        SQLite the reader's ``BEGIN DEFERRED``: one snapshot for a read's statements)."""
+        if not conn.in_transaction():
+            conn.begin()  # rolled back when the connection goes back to the pool
+        c = self._compiled(conn)
+        raw = self._call(conn, c, c.parameters(values), False, lambda cur: cur.fetchall())
+        rows = [dict(zip(self.keys, r, strict=True)) for r in raw]
+        for key, proc in c.results:
+            for row in rows:
+                if row[key] is not None:
+                    row[key] = proc(row[key])
+        return rows
 
     def rowcount(self, conn: Connection, values: Mapping[str, Any]) -> int:
         """Rows an INSERT/UPDATE/DELETE touched."""
