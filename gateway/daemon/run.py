@@ -45,7 +45,6 @@ from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
-from routing.language import warm
 from store.queries import store_status
 
 __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
@@ -89,7 +88,6 @@ class Daemon:
         self._loaded = digest(config_path)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once everything is up (for tests, embedding)
-        self._warming: asyncio.Future[None] | None = None
         self._mailboxes: dict[tuple[str, ImapMailbox], tuple[str, MailboxWorker]] = {}
         self.services: Services
         self.site: ClientSite
@@ -150,9 +148,6 @@ class Daemon:
             await stack.enter_async_context(self._http())
         now = system_clock()()
         await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
-        if any(len(t.languages) > 1 for t in config.tenants):  # the language model, unawaited
-            self._warming = asyncio.get_running_loop().run_in_executor(None, warm)
-            self._warming.add_done_callback(lambda f: f.exception())  # a failure shows at use
         self.smtp_address = await stack.enter_async_context(
             smtp_listener(config, services.pipeline)
         )

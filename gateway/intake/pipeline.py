@@ -11,6 +11,7 @@ is staged in ``gateway/intake/commit.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable,
 from outbound.compose import Templates
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
+from routing import language
 from routing.config import GatewayConfig
 from routing.tenants import AddressIndex
 from routing.verdicts import Accepted, Defer, Drop, Outcome, Reason, Reject, Stored
@@ -83,6 +85,7 @@ class Pipeline:
         self.scanner = scanner
         self.clock = clock or _store_clock
         self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
+        self._language_model: asyncio.Future[None] | None = None
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -184,9 +187,12 @@ class Pipeline:
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         # Off the loop and before the transaction: DNS must never hold the writer.
-        trusted = trusted_id(config, raw, [j.recipient.tenant for j in named.values()])
+        tenants = [j.recipient.tenant for j in named.values()]
+        trusted = trusted_id(config, raw, tenants)
         verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
         trace.auth = verdict.summary
+        if not language.loaded() and language.may_detect(parsed, tenants):
+            await self._load_language_model()
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
         queued_as = trace.queued_as or ""
         msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
@@ -208,6 +214,15 @@ class Pipeline:
         if stored and all(s.drop is not None for s in stored):
             return Drop(tuple(stored), queued_as)
         return Accepted(tuple(stored), queued_as)
+
+    async def _load_language_model(self) -> None:
+        """The first message that needs the language model loads it, in a worker thread
+        and once for all the messages waiting on it, so the writer never loads it in its
+        transaction (routing/language.py). A failed load shows where the model is used."""
+        if self._language_model is None:
+            self._language_model = asyncio.ensure_future(asyncio.to_thread(language.warm))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._language_model)
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> ScanResult:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as
