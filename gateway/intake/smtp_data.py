@@ -29,6 +29,7 @@ TOO_MUCH = "552 Error: Too much mail data"
 TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 _END = b".\r\n"
 _CRLF = b"\r\n"
+_MAY_START_STUFFED = (b".", b"\n")  # a piece's first bytes that may be "." or "\n."
 
 
 class _Body:
@@ -50,15 +51,24 @@ class _Body:
 
     def add(self, piece: bytes) -> None:
         """A run of the stream that holds no end of data."""
-        if not piece:
+        n = len(piece)
+        if not n:
             return
-        self.size += len(piece)
+        self.size += n
         if self.size_limit and self.size > self.size_limit:
             self.fail(TOO_MUCH)
-        self._count_lines(piece)
-        tail, self.tail = self.tail, (self.tail + piece[-2:])[-2:]
+        if self.line + n <= self.line_limit:  # no line can be too long: no scan
+            nl = piece.rfind(b"\n")
+            self.line = self.line + n if nl < 0 else n - nl - 1
+        else:
+            self._count_lines(piece)
+        tail = self.tail
+        self.tail = piece[-2:] if n >= 2 else tail[-1:] + piece
         out = self.out
         if out is None:
+            return
+        if piece[:1] not in _MAY_START_STUFFED and b"\r\n." not in piece:
+            out.write(piece)  # no dot at a line start: the common case
             return
         view = memoryview(piece)
         pos = 0
@@ -73,10 +83,6 @@ class _Body:
         out.write(view[pos:])
 
     def _count_lines(self, piece: bytes) -> None:
-        if self.line + len(piece) <= self.line_limit:  # no line can be too long: no scan
-            nl = piece.rfind(b"\n")
-            self.line = self.line + len(piece) if nl < 0 else len(piece) - nl - 1
-            return
         lines = piece.split(b"\n")
         if len(lines) == 1:
             self.line += len(piece)
