@@ -178,9 +178,11 @@ def cpu_seconds(pid: int) -> float:
 def settle(pid: int, quiet: float = 0.01, window: float = 0.3, limit: float = 15.0) -> float:
     """Wait until a just-started server is idle (under ``quiet`` s of CPU in ``window``).
 
-    The gateway is ready to answer before its start-up work is done (the language
-    model loads in a thread, about 0.5 s of CPU): counted into a run of a few hundred
-    messages, that alone read as hundreds of µs per message. Returns the seconds waited.
+    The gateway is ready to answer before its start-up work is done (the retention
+    purge, the scanner's probe; the language model, about 0.6 s of CPU, loads in a
+    thread for the first mail that needs it, bench/fig_smtp.py ``_warm``): counted into
+    a run of a few hundred messages, that alone read as hundreds of µs per message.
+    Returns the seconds waited.
     """
     t0 = time.monotonic()
     last = cpu_seconds(pid)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 
-from parsers.mime import decode_bytes, decode_words
+from parsers.mime import decode_bytes, decode_words, decoded_payload
 from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
 
@@ -235,7 +235,7 @@ def _decoded(part: Message, defects: list[str]) -> bytes:
     if cte not in _CTE:
         defects.append("unknown-cte")
     try:
-        data = part.get_payload(decode=True)
+        data = decoded_payload(part)
     except Exception:  # uu decoding and friends can still raise
         defects.append("bad-transfer-encoding")
         raw = part.get_payload()

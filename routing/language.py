@@ -5,16 +5,27 @@ language of every mail to a client (outbound/templates.py). The message's own
 ``Content-Language`` header wins when it names a language; otherwise py3langid
 classifies the text (a naive Bayes model shipped inside the package: no download, no
 randomness, the same answer for the same text every time).
+
+The model costs about 2 s, 0.5 s of CPU and 100 MiB (numpy and its tables) to load, so
+it is loaded only when a message needs it: not for a declared ``Content-Language``,
+too little text, or tenants that offer one language and test none (``may_detect``).
+The pipeline loads it in a worker thread before the commit (``warm``), so the writer
+never loads it inside its transaction and the event loop never waits on it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from parsers.types import ParsedMessage
 
-__all__ = ["MIN_TEXT", "answer_language", "detect", "warm"]
+if TYPE_CHECKING:
+    from routing.config import Tenant
+
+__all__ = ["MIN_TEXT", "answer_language", "detect", "loaded", "may_detect", "warm"]
 
 MIN_TEXT = 12  # characters: below this a guess is noise ("Hi", "Danke!")
 # Characters looked at: plenty for a sure answer. Measured on 2 shared cores: 0.27 ms
@@ -29,19 +40,28 @@ def detect(parsed: ParsedMessage) -> str:
     Only the client's own words count (the reply text, without a quoted thread), so a
     German reply under an English quote is German.
     """
-    for name, value in parsed.headers:
-        if name != "content-language":
-            continue
-        code = value.split(",")[0].strip().split("-")[0].lower()
-        if _CODE.fullmatch(code):
-            return code
-    text = (parsed.reply_text or parsed.text)[:_SAMPLE]
+    code = _declared(parsed)
+    if code is not None:
+        return code
+    text = _sample(parsed)
     if len(text.strip()) < MIN_TEXT:
         return ""
-    from py3langid.langid import classify  # lazy: loads a model on first use
-
-    lang, _score = classify(text)
+    lang, _score = _classifier()(text)
     return str(lang)
+
+
+def may_detect(parsed: ParsedMessage, tenants: Iterable[Tenant]) -> bool:
+    """Whether committing ``parsed`` for ``tenants`` may run the classifier: it declares
+    no language, has text enough, and a tenant offers several languages (the client's
+    language is remembered) or a rule tests ``language``."""
+    if _declared(parsed) is not None or len(_sample(parsed).strip()) < MIN_TEXT:
+        return False
+    return any(len(t.languages) > 1 or _tests_language(t) for t in tenants)
+
+
+def loaded() -> bool:
+    """Whether the model is in memory (asking does not load it, nor numpy)."""
+    return _CLASSIFY is not None
 
 
 def answer_language(parsed: ParsedMessage, offered: Sequence[str]) -> str:
@@ -52,9 +72,42 @@ def answer_language(parsed: ParsedMessage, offered: Sequence[str]) -> str:
 
 
 def warm() -> None:
-    """Load the model now (about 2 s and 100 MiB, once per process), so the first
-    client mail does not pay for it inside the writer's transaction; the daemon calls
-    this in a worker thread at start."""
-    from py3langid.langid import classify
+    """Load the model now (about 2 s and 100 MiB, once per process), so the message
+    that needs it first does not load it inside the writer's transaction; the
+    pipeline calls this in a worker thread (gateway/intake/pipeline.py)."""
+    _classifier()
 
-    classify("warm")
+
+_CLASSIFY: Callable[[str], tuple[str, float]] | None = None
+_LOADING = threading.Lock()  # the pipeline's thread and the writer's may both ask
+
+
+def _classifier() -> Callable[[str], tuple[str, float]]:
+    global _CLASSIFY
+    if _CLASSIFY is None:
+        with _LOADING:
+            if _CLASSIFY is None:
+                from py3langid.langid import classify
+
+                classify("warm")
+                _CLASSIFY = classify
+    return _CLASSIFY
+
+
+def _declared(parsed: ParsedMessage) -> str | None:
+    """The message's own ``Content-Language``, when it names a language."""
+    for name, value in parsed.headers:
+        if name != "content-language":
+            continue
+        code = value.split(",")[0].strip().split("-")[0].lower()
+        if _CODE.fullmatch(code):
+            return code
+    return None
+
+
+def _sample(parsed: ParsedMessage) -> str:
+    return (parsed.reply_text or parsed.text)[:_SAMPLE]
+
+
+def _tests_language(tenant: Tenant) -> bool:
+    return any(c.key == "language" for r in tenant.rules for c in (*r.when, *r.unless))

@@ -197,3 +197,32 @@ def test_the_admins_folder_wins_for_its_language(tmp_path: Path, account: Sink) 
 
     finally:
         d.stop()
+
+
+def _model_loaded(d: Daemon) -> bool:
+    """numpy (py3langid's tables) mapped into the daemon: the model was loaded."""
+    assert d.proc is not None
+    return "numpy" in Path(f"/proc/{d.proc.pid}/maps").read_text()
+
+
+def test_the_model_is_loaded_by_the_first_message_that_needs_it(
+    tmp_path: Path, account: Sink
+) -> None:
+    """Tenants offer several languages, yet a daemon whose mail declares its language
+    (or is too short to tell) never loads the model; the first mail that must be
+    detected loads it and is answered in its language all the same."""
+    d = _daemon(tmp_path, account).start()
+    try:
+        for body, lang in [(GERMAN, "de"), ("Danke!", "")]:
+            data = make_mail(body=body)
+            if lang:
+                data = f"Content-Language: {lang}\r\n".encode() + data
+            code, text = d.send(data)
+            assert code == 250, text
+        assert not _model_loaded(d)
+        ref, ack = _ack_for(d, account, GERMAN)
+        assert ack.msg.get_content().startswith("Guten Tag,")
+        assert _model_loaded(d)
+        assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] == "de"
+    finally:
+        d.stop()

@@ -144,3 +144,62 @@ def test_html_without_a_quote_is_the_whole_html() -> None:
         "<div></div><div></div><div>Fixed &amp; done</div>"
     )
     assert drop_leading_lines("<p>Hello</p><p>#close</p>", ["#close"]) is None
+
+
+# --- the tree and the decoded bodies, in fewer copies (parsers/mime.py) -----------------
+
+_B64ISH = st.lists(
+    st.sampled_from(["QUJD", "RA==", "RA=", "Q", "\r\n", "\n", "\r", " ", "*", "=", "\xff", "é"]),
+    max_size=60,
+).map("".join)
+
+
+def _shape(msg):  # type: ignore[no-untyped-def]
+    return [
+        (p.items(), None if p.is_multipart() else p.get_payload(), [type(d) for d in p.defects])
+        for p in msg.walk()
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=_B64ISH, cte=st.sampled_from(["base64", "BASE64", " base64", "7bit", "quoted-printable"])
+)
+def test_the_tree_and_the_decoded_body_are_the_standard_librarys(body: str, cte: str) -> None:
+    """parse_tree feeds the parser in chunks and decoded_payload drops base64's line
+    ends in one pass: both give exactly what compat32's own calls give."""
+    from email.parser import BytesParser
+
+    from parsers.mime import _POLICY, decoded_payload, parse_tree
+
+    data = (
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+        f"{body}\r\n--b--\r\n"
+    ).encode()
+    mine, theirs = parse_tree(data), BytesParser(policy=_POLICY).parsebytes(data)
+    assert _shape(mine) == _shape(theirs)
+    part, ref = mine.get_payload()[0], theirs.get_payload()[0]
+    try:
+        want = ref.get_payload(decode=True)
+    except Exception as exc:  # decode errors must stay errors (body.py reports them)
+        with pytest.raises(type(exc)):
+            decoded_payload(part)
+        return
+    assert decoded_payload(part) == want
+    assert [type(d) for d in part.defects] == [type(d) for d in ref.defects]
+
+
+def test_a_big_message_is_parsed_whole_across_the_feed_chunks() -> None:
+    from parsers.mime import _FEED_CHUNK, parse_tree
+
+    line = "QUJD" * 19 + "\r\n"
+    body = line * (3 * _FEED_CHUNK // len(line))
+    data = (
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi"
+        f"\r\n--b\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        f"{body}--b--\r\n"
+    ).encode()
+    p = parse(data)
+    assert p.attachments[0].data == b"ABC" * 19 * (3 * _FEED_CHUNK // len(line))
+    assert len(parse_tree(data).get_payload()) == 2

@@ -47,7 +47,6 @@ from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
-from routing.language import warm
 from store.queries import store_status
 
 __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
@@ -91,7 +90,6 @@ class Daemon:
         self._loaded = digest(config_path)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once everything is up (for tests, embedding)
-        self._warming: asyncio.Future[None] | None = None
         self._mailboxes: dict[tuple[str, ImapMailbox], tuple[str, MailboxWorker]] = {}
         self.services: Services
         self.site: ClientSite
@@ -149,9 +147,6 @@ class Daemon:
             await stack.enter_async_context(self._http())
         now = system_clock()()
         await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
-        if any(len(t.languages) > 1 for t in config.tenants):  # the language model, unawaited
-            self._warming = asyncio.get_running_loop().run_in_executor(None, warm)
-            self._warming.add_done_callback(lambda f: (f.exception(), _freeze()))
         self.smtp_address = await stack.enter_async_context(
             smtp_listener(config, services.pipeline)
         )
@@ -371,7 +366,7 @@ async def run_daemon(config_path: Path) -> int:
 
 def _freeze() -> None:
     """What start-up built (modules, the config, SQLAlchemy's tables and compiled
-    statements, the language model) lives as long as the process: moved out of the
+    statements) lives as long as the process: moved out of the
     collector's sight. Without this every full collection walked all of it: pauses
     of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md)."""
     gc.collect()

@@ -11,6 +11,7 @@ is staged in ``gateway/intake/commit.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable,
 from outbound.compose import Templates
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
-from routing.config import GatewayConfig
+from routing import language
+from routing.config import GatewayConfig, Tenant
 from routing.tenants import AddressIndex
 from routing.verdicts import Accepted, Defer, Drop, Outcome, Reason, Reject, Stored
 from store import repos
@@ -83,6 +85,7 @@ class Pipeline:
         self.scanner = scanner
         self.clock = clock or _store_clock
         self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
+        self._model: asyncio.Future[None] | None = None  # the language model's load
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -177,6 +180,8 @@ class Pipeline:
         if parsed.received_count > config.smtp.max_received:
             return reject(Reason.LOOP)
 
+        tenants = [j.recipient.tenant for j in named.values()]
+        model = self._language_model(parsed, tenants)  # loads while the scan and DNS run
         raw_sha = hashlib.sha256(raw.data).hexdigest()
         if needs_scan(parsed):
             result = await self._scan(raw, parsed)
@@ -184,9 +189,12 @@ class Pipeline:
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         # Off the loop and before the transaction: DNS must never hold the writer.
-        trusted = trusted_id(config, raw, [j.recipient.tenant for j in named.values()])
+        trusted = trusted_id(config, raw, tenants)
         verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
         trace.auth = verdict.summary
+        if model is not None:
+            with contextlib.suppress(Exception):  # a failed load shows where the model is used
+                await asyncio.shield(model)
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
         queued_as = trace.queued_as or ""
         msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
@@ -208,6 +216,19 @@ class Pipeline:
         if stored and all(s.drop is not None for s in stored):
             return Drop(tuple(stored), queued_as)
         return Accepted(tuple(stored), queued_as)
+
+    def _language_model(
+        self, parsed: ParsedMessage, tenants: list[Tenant]
+    ) -> asyncio.Future[None] | None:
+        """The language model's load, for a message that may need it before it is loaded:
+        started by the first such message, in a worker thread, once for all that wait on
+        it, so the writer never loads it inside its transaction (routing/language.py)."""
+        if language.loaded() or not language.may_detect(parsed, tenants):
+            return None
+        if self._model is None:
+            self._model = asyncio.ensure_future(asyncio.to_thread(language.warm))
+            self._model.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._model
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> ScanResult:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as

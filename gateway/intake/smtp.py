@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from gateway.intake.pipeline import Pipeline
 from gateway.intake.replies import defer, enhance, reject, smtp_reply
+from gateway.intake.smtp_data import read_data
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
 from routing.config import SmtpSettings
@@ -55,6 +56,32 @@ class GatewaySMTP(SMTP):
         if m is None or (self.local_part_limit and len(m.group(2)) > self.local_part_limit):
             return super()._getaddr(arg)
         return m.group(1), m.group(3).lstrip()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the payload read in chunks (gateway/intake/smtp_data.py):
+        one copy of the message where aiosmtpd's line list held three at its peak."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = await read_data(self._reader, self.data_size_limit, self.line_length_limit)
+        if isinstance(data, str):  # over a limit: the answer, once the data was read
+            await self.push(data)
+            self._set_post_data_state()
+            return
+        # decode_data is off (session_options): content and original are the one object.
+        self.envelope.content = self.envelope.original_content = data
+        del data
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
