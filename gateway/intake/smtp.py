@@ -70,18 +70,22 @@ class GatewaySMTP(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        data = await read_data(self._reader, self.data_size_limit, self.line_length_limit)
-        if isinstance(data, str):  # over a limit: the answer, once the data was read
-            await self.push(data)
+        # In flight from the 354 on, not only once the data is in: a shutdown's drain
+        # waits for a message still arriving, so its sender gets an answer, not a drop.
+        handler = self.event_handler
+        with handler.counted() if isinstance(handler, IntakeHandler) else contextlib.nullcontext():
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            data = await read_data(self._reader, self.data_size_limit, self.line_length_limit)
+            if isinstance(data, str):  # over a limit: the answer, once the data was read
+                await self.push(data)
+                self._set_post_data_state()
+                return
+            # decode_data is off (session_options): content and original are the one object.
+            self.envelope.content = self.envelope.original_content = data
+            del data
+            status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
-            return
-        # decode_data is off (session_options): content and original are the one object.
-        self.envelope.content = self.envelope.original_content = data
-        del data
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+            await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
