@@ -62,7 +62,11 @@ _IGNORING: dict[tuple[str, str], Any] = {}
 
 
 def insert_ignore(conn: Connection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once)."""
+    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once).
+
+    Inline: no caller reads the new row's id, and on PostgreSQL SQLAlchemy would
+    otherwise add ``RETURNING id`` to fetch it (a row made, sent and read for nothing,
+    twice a message); rowcount still says whether the row was new."""
     key = (conn.dialect.name, table.name)
     stmt = _IGNORING.get(key)
     if stmt is None:
@@ -70,7 +74,7 @@ def insert_ignore(conn: Connection, table: Table) -> Any:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
+        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing().inline()
     return stmt
 
 
