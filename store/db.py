@@ -35,7 +35,9 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
+def create_writer_engine(
+    url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True
+) -> Engine:
     """A synchronous engine for the writer's own thread.
 
     Why not the async engine: through SQLAlchemy async + aiosqlite every
@@ -43,6 +45,10 @@ def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     transaction (dedupe, threading, ticket, message, participants, audit,
     acknowledgement) made ~48 of them and capped the gateway near 70 msg/s.
     The writer now runs a whole batch in one hop (see BENCHMARKS.md).
+
+    ``pre_ping``: on PostgreSQL, test each connection with a round trip before
+    use. The writer turns it off (a round trip per batch) and instead runs again a
+    unit whose connection turned out dead before its commit (store/writer.py).
     """
     parsed = make_url(url)
     sync_driver = _SYNC_DRIVERS.get(parsed.get_driver_name(), parsed.get_driver_name())
@@ -55,7 +61,7 @@ def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
         )
         _sqlite_session(engine, busy_timeout_ms)
         return engine
-    return create_sync(parsed, pool_pre_ping=True)
+    return create_sync(parsed, pool_pre_ping=pre_ping)
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}
