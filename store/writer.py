@@ -104,11 +104,14 @@ def _transient(exc: BaseException) -> bool:
 def _lost(conn: Connection) -> bool:
     """True when the connection is gone (SQLAlchemy saw it, or the driver did on a
     statement said straight to it, such as a savepoint); it is then dropped from the pool."""
-    if conn.invalidated:
-        return True
-    if getattr(conn.connection.dbapi_connection, "closed", False) is True:
-        conn.invalidate()
-        return True
+    try:
+        if conn.invalidated:
+            return True
+        if getattr(conn.connection.dbapi_connection, "closed", False) is True:
+            conn.invalidate()
+            return True
+    except Exception:  # closed meanwhile: the unit's own error is the one to report
+        return False
     return False
 
 
