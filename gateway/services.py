@@ -30,7 +30,8 @@ class Services:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.engine = create_engine(config.database_url)
-        self.writer = Writer(create_writer_engine(config.database_url))
+        # No pre-ping: the writer runs again a unit whose connection was found dead.
+        self.writer = Writer(create_writer_engine(config.database_url, pre_ping=False))
         # Pages' reads (sessions, tickets, the desk's lists): never queued behind the writer.
         self.reader = Reader.for_url(config.database_url)
         self.blobs = make_blob_store(config, self.writer)

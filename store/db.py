@@ -37,7 +37,9 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
+def create_writer_engine(
+    url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True
+) -> Engine:
     """A synchronous engine for the writer's own thread.
 
     Why not the async engine: through SQLAlchemy async + aiosqlite every
@@ -45,6 +47,10 @@ def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     transaction (dedupe, threading, ticket, message, participants, audit,
     acknowledgement) made ~48 of them and capped the gateway near 70 msg/s.
     The writer now runs a whole batch in one hop (see BENCHMARKS.md).
+
+    ``pre_ping``: on PostgreSQL, test each connection with a round trip before
+    use. The writer turns it off (a round trip per batch) and instead runs again a
+    unit whose connection turned out dead before its commit (store/writer.py).
     """
     parsed = make_url(url)
     sync_driver = _SYNC_DRIVERS.get(parsed.get_driver_name(), parsed.get_driver_name())
@@ -57,14 +63,18 @@ def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
         )
         _sqlite_session(engine, busy_timeout_ms)
         return engine
-    return create_sync(parsed, pool_pre_ping=True)
+    return create_sync(parsed, pool_pre_ping=pre_ping)
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}
 
 
 def insert_ignore(conn: Connection, table: Table) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once)."""
+    """INSERT ... ON CONFLICT DO NOTHING, for SQLite and PostgreSQL alike (built once).
+
+    Inline: no caller reads the new row's id, and on PostgreSQL SQLAlchemy would
+    otherwise add ``RETURNING id`` to fetch it (a row made, sent and read for nothing,
+    twice a message); rowcount still says whether the row was new."""
     key = (conn.dialect.name, table.name)
     stmt = _IGNORING.get(key)
     if stmt is None:
@@ -72,11 +82,13 @@ def insert_ignore(conn: Connection, table: Table) -> Any:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         else:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing()
+        stmt = _IGNORING[key] = dialect_insert(table).on_conflict_do_nothing().inline()
     return stmt
 
 
 _SAVEPOINTS = itertools.count(1)
+# Per DB-API connection: (the transaction they belong to, savepoints released but not yet said).
+_PENDING = "gw_savepoints_released"
 
 
 class Savepoint:
@@ -90,26 +102,54 @@ class Savepoint:
     one first), as with ``begin_nested()``; SQLAlchemy does not see this savepoint,
     so its own nested transactions must open and close inside it. Rows the writer
     holds for its flush (store/deferred.py) are rolled back with it too.
+
+    On PostgreSQL every statement is a round trip to the server (SQLite's are calls
+    in the process), and six a message were a quarter of the writer's round trips
+    (figure 9). So there a RELEASE is not sent alone: it waits and goes with the next
+    SAVEPOINT in one simple query, and is dropped when an enclosing savepoint is
+    released or rolled back, or the transaction ends (which release it anyway). Until
+    then the statements that follow run inside the not yet released savepoint, which
+    is the same thing to everyone: only a rollback to it could tell, and it is done.
+    A message's three then cost three round trips, not six.
     """
 
-    __slots__ = ("_conn", "_cursor", "_held", "_name", "_open")
+    __slots__ = ("_conn", "_cursor", "_held", "_name", "_open", "_pg", "_seq")
 
     def __init__(self, conn: Connection) -> None:
-        self._name = f"gw_sp_{next(_SAVEPOINTS)}"
+        self._seq = next(_SAVEPOINTS)
+        self._name = f"gw_sp_{self._seq}"
         self._conn = conn
         self._held = deferred.mark(conn)
         self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        self._cursor.execute(f"SAVEPOINT {self._name}")
+        self._pg = conn if conn.dialect.name == "postgresql" else None
+        sql = f"SAVEPOINT {self._name}"
+        if self._pg is not None:
+            pending = _released(conn)
+            if pending:
+                sql = "".join(f"RELEASE SAVEPOINT {name}; " for _, name in pending) + sql
+                pending.clear()
+        self._cursor.execute(sql)
         self._open = True
 
     def commit(self) -> None:
         """Keep what was done since the savepoint (RELEASE)."""
+        if self._pg is not None and self._open:
+            # Those released inside this one go with it.
+            pending = _released(self._pg)
+            pending[:] = [p for p in pending if p[0] < self._seq]
+            pending.append((self._seq, self._name))
+            self._open = False
+            self._cursor.close()
+            return
         self._end(f"RELEASE SAVEPOINT {self._name}")
 
     def rollback(self) -> None:
         """Undo what was done since the savepoint; the transaction goes on."""
         if self._open:
             deferred.rollback_to(self._conn, self._held)
+        if self._pg is not None and self._open:
+            pending = _released(self._pg)  # those inside this one are undone with it
+            pending[:] = [p for p in pending if p[0] < self._seq]
         self._end(f"ROLLBACK TO SAVEPOINT {self._name}")
 
     def _end(self, sql: str) -> None:
@@ -120,6 +160,40 @@ class Savepoint:
             self._cursor.execute(sql)
         finally:
             self._cursor.close()
+
+
+def _released(conn: Connection) -> list[tuple[int, str]]:
+    """The savepoints released on ``conn`` in its current transaction and not yet said."""
+    txn = conn.get_transaction()
+    box = conn.info.get(_PENDING)
+    if box is None or box[0] is not txn:  # a new transaction: the old ones ended with theirs
+        box = conn.info[_PENDING] = (txn, [])
+    return box[1]  # type: ignore[no-any-return]
+
+
+@event.listens_for(Engine, "savepoint")
+def _before_nested(conn: Connection, name: str | None) -> None:
+    """SQLAlchemy's own savepoint must not open inside one we released: the late RELEASE
+    would end it too. So what is released is said first (a round trip, only here)."""
+    box = conn.info.get(_PENDING)
+    if box is None or not box[1] or box[0] is not conn.get_transaction():
+        return
+    sql = "; ".join(f"RELEASE SAVEPOINT {n}" for _, n in box[1])
+    box[1].clear()
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql)
+    finally:
+        cur.close()
+
+
+@event.listens_for(Engine, "release_savepoint")
+@event.listens_for(Engine, "rollback_savepoint")
+def _nested_ends(conn: Connection, name: str | None, context: Any) -> None:
+    """Ours released since SQLAlchemy's savepoint opened lie inside it: they end with it."""
+    box = conn.info.get(_PENDING)
+    if box is not None:
+        box[1].clear()
 
 
 def _mkdir(database: str | None) -> None:

@@ -23,7 +23,9 @@ batch first locks those counter rows in one global order. A unit retried
 alone that still meets a transient conflict (a deadlock, a serialization
 failure, or a unique-index race another instance won, such as the same mail
 delivered to two MX hosts) runs again, up to :data:`ATTEMPTS` times, and the
-next run finds the winner's rows instead of answering the sender 451.
+next run finds the winner's rows instead of answering the sender 451. So does
+a unit whose connection is found dead before its commit: the writer's engine
+does not ping the server before each batch (a round trip each on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ ATTEMPTS = 4  # runs of a unit alone that meets a transient conflict
 # deadlock_detected, serialization_failure, unique_violation
 _TRANSIENT = {"40P01", "40001", "23505"}
 _TENANTS = "_gateway_tenants"
+# Set on an error that lost the connection before COMMIT was sent: nothing of the
+# transaction was kept, so the unit may run again on a fresh connection.
+_UNSENT = "_gateway_unsent"
 _LOCK_COUNTERS = (
     select(ticket_counters.c.tenant)
     .where(ticket_counters.c.tenant.in_(bindparam("tenants", expanding=True)))
@@ -94,7 +99,23 @@ def _lock_counters(conn: Connection, tenants: list[str]) -> None:
 
 
 def _transient(exc: BaseException) -> bool:
+    if getattr(exc, _UNSENT, False):
+        return True
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+
+
+def _lost(conn: Connection) -> bool:
+    """True when the connection is gone (SQLAlchemy saw it, or the driver did on a
+    statement said straight to it, such as a savepoint); it is then dropped from the pool."""
+    try:
+        if conn.invalidated:
+            return True
+        if getattr(conn.connection.dbapi_connection, "closed", False) is True:
+            conn.invalidate()
+            return True
+    except Exception:  # closed meanwhile: the unit's own error is the one to report
+        return False
+    return False
 
 
 class Writer:
@@ -166,7 +187,8 @@ class Writer:
                 except Exception as exc:
                     if attempt < ATTEMPTS and _transient(exc):
                         self.retries += 1
-                        log.info("unit_retried", attempt=attempt, error=type(exc.orig).__name__)  # type: ignore[union-attr]
+                        error = type(getattr(exc, "orig", exc)).__name__
+                        log.info("unit_retried", attempt=attempt, error=error)
                         await asyncio.sleep(random.uniform(0, 0.01 * attempt))
                         continue
                     if not fut.done():
@@ -182,17 +204,27 @@ class Writer:
 
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         with self._tx_engine.begin() as conn, deferred.hold(conn):
-            if conn.dialect.name == "postgresql":
-                _lock_counters(conn, sorted({t for w in works for t in getattr(w, _TENANTS, ())}))
-            results = []
-            for w in works:
-                if is_message_commit(w):
-                    results.append(w(conn))
-                    continue
-                deferred.flush(conn)  # other work may read what the messages held
-                with deferred.suspended(conn):
-                    results.append(w(conn))
-            deferred.flush(conn)
+            try:
+                if conn.dialect.name == "postgresql":
+                    tenants = sorted({t for w in works for t in getattr(w, _TENANTS, ())})
+                    _lock_counters(conn, tenants)
+                results = []
+                for w in works:
+                    if is_message_commit(w):
+                        results.append(w(conn))
+                        continue
+                    deferred.flush(conn)  # other work may read what the messages held
+                    with deferred.suspended(conn):
+                        results.append(w(conn))
+                deferred.flush(conn)
+            except Exception as exc:
+                # A connection that died while idle in the pool (a server restart, a
+                # failover) fails the first statement; the writer's engine does not
+                # ping before each batch, so such a unit runs again (see _transient).
+                # A loss at the COMMIT below is not retried: its outcome is unknown.
+                if _lost(conn):
+                    setattr(exc, _UNSENT, True)
+                raise
             if any(is_message_commit(w) for w in works):
                 crash_point(BEFORE_COMMIT)
         self.batches += 1

@@ -368,3 +368,48 @@ def test_crossed_ticket_numbering_does_not_deadlock_on_postgresql(tmp_path: Path
         retries, rows = _crossed_tickets(url, ordered=ordered)
         assert rows == want
         assert (retries == 0) if ordered else (retries >= 1), (ordered, retries)
+
+
+@pytest.mark.parametrize("first", ["savepoint", "statement"])
+def test_the_writer_runs_a_unit_again_on_a_new_connection_after_a_server_restart(
+    tmp_path: Path, first: str
+) -> None:
+    """The writer's engine does not ping each connection before a batch (a round trip
+    each on PostgreSQL): a unit whose pooled connection died meanwhile (the server
+    restarted, here: every backend of the database terminated) runs again on a new
+    one, whether its first statement goes through SQLAlchemy or straight to the driver
+    (a savepoint), instead of answering the sender 451."""
+    from store.db import Savepoint
+
+    cluster = session_cluster()
+    database = cluster.new_database("stale")
+    url = cluster.url(database)
+    _migrate(url)
+    engine = create_writer_engine(url, pre_ping=False)
+
+    def unit(conn: Connection) -> int:
+        if first == "savepoint":
+            sp = Savepoint(conn)
+            n = int(conn.execute(text("SELECT 7")).scalar_one())
+            sp.commit()
+            return n
+        return int(conn.execute(text("SELECT 7")).scalar_one())
+
+    async def go() -> tuple[int, int, int]:
+        writer = Writer(engine)
+        try:
+            before = await writer.submit(unit)  # a connection now waits in the pool
+            with cluster.connect(autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                )
+            after = await writer.submit(unit)
+            return before, after, writer.retries
+        finally:
+            await writer.close()
+
+    before, after, retries = asyncio.run(go())
+    assert (before, after) == (7, 7)
+    assert retries == 1  # the dead connection was met, and the unit ran again
