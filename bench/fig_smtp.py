@@ -75,9 +75,11 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         gw.start()
         assert gw.proc is not None
         settle(gw.proc.pid)  # start-up work (the language model) is no message's cost
-        cpu0 = cpu_seconds(gw.proc.pid)
+        cpu0, own0 = cpu_seconds(gw.proc.pid), cpu_seconds(gw.proc.pid, own=True)
         res = run_load(gw.port, load, k)
+        # All of the gateway's processes (its parse workers too); the daemon's own beside.
         res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
+        res["daemon_cpu_s"] = cpu_seconds(gw.proc.pid, own=True) - own0
         res["outbox"] = _outbox_depth(work / "var" / "gateway.db")
     finally:
         gw.stop()
@@ -136,6 +138,13 @@ def _cells(
             ]
             if cpu:
                 cell[kind]["server_cpu_us_per_msg"] = summary(cpu)
+            own = [
+                x["daemon_cpu_s"] / x["accepted"] * 1e6
+                for x in rs
+                if x.get("accepted") and "daemon_cpu_s" in x
+            ]
+            if own:
+                cell[kind]["daemon_cpu_us_per_msg"] = summary(own)
             if kind.startswith("gateway"):
                 cell[kind]["rows"] = [x["rows"] for x in rs]
                 cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]
