@@ -8,9 +8,10 @@ few strings, ~15 µs to load against ~450 µs to parse.
 
 The workers are plain subprocesses started once, when the daemon starts, each
 on a pipe pair the event loop reads and writes without a thread. A worker is
-sent at most ``DEPTH`` messages at a time (one parsing, one waiting in the
-pipe); the rest wait here as references, so 32 big messages in flight are not
-32 copies in pipe buffers.
+sent at most ``DEPTH`` messages and ``HELD_BYTES`` of them at a time (always
+one), so it finds its next message in the pipe without waiting for the loop to
+be scheduled; the rest wait here as references, so 32 big messages in flight
+are not 32 copies in pipe buffers.
 
 Failing closed: a worker that dies (killed, out of memory) fails the messages
 it held with ``ParseWorkerLost``, a 451 (``outcome_for_exception``: a fault,
@@ -43,7 +44,8 @@ from parsers.types import ParsedMessage
 __all__ = ["ParsePool", "ParseWorkerLost", "parse_pool"]
 
 log = structlog.get_logger("gateway.intake.parse_pool")
-DEPTH = 2  # messages sent to one worker at a time
+DEPTH = 8  # messages sent to one worker at a time
+HELD_BYTES = 4 << 20  # and their bytes (one message alone may be bigger)
 STUCK = 10.0  # seconds a message may have been parsing when its wait is given up
 _START_TIMEOUT = 60.0  # a worker's imports, on a loaded machine
 _BACKOFF = (0.5, 30.0)  # between replacements of workers that die young
@@ -67,6 +69,7 @@ class _Job:
 class _Worker:
     proc: asyncio.subprocess.Process
     held: deque[_Job] = field(default_factory=deque)  # sent, in the order answers come
+    held_bytes: int = 0
     reading: asyncio.Task[None] | None = None
     alive: bool = True
 
@@ -86,6 +89,12 @@ class _Worker:
         stdin.write(job.data)
         job.sent_at, job.worker = now, self
         self.held.append(job)
+        self.held_bytes += len(job.data)
+
+    def has_room(self) -> bool:
+        return self.alive and (
+            not self.held or (len(self.held) < DEPTH and self.held_bytes < HELD_BYTES)
+        )
 
 
 class ParsePool:
@@ -186,6 +195,7 @@ class ParsePool:
             while True:
                 answer = await _read_answer(worker.proc)
                 job = worker.held.popleft()
+                worker.held_bytes -= len(job.data)
                 if not job.future.done():
                     job.future.set_result(answer)
                 self._dispatch()
@@ -243,10 +253,10 @@ class ParsePool:
     # -- the messages -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Waiting messages to the least busy live workers, up to DEPTH each."""
+        """Waiting messages to the least busy live workers, as much as each may hold."""
         now = asyncio.get_running_loop().time()
         while self._waiting:
-            live = [w for w in self.workers if w.alive and len(w.held) < DEPTH]
+            live = [w for w in self.workers if w.has_room()]
             if not live:
                 return
             job = self._waiting.popleft()
