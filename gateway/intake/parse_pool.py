@@ -48,6 +48,7 @@ DEPTH = 8  # messages sent to one worker at a time
 HELD_BYTES = 4 << 20  # and their bytes (one message alone may be bigger)
 STUCK = 10.0  # seconds a message may have been parsing when its wait is given up
 _START_TIMEOUT = 60.0  # a worker's imports, on a loaded machine
+_ONE_WRITE = 256 * 1024  # a smaller message goes with its header in one write
 _BACKOFF = (0.5, 30.0)  # between replacements of workers that die young
 _CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout the daemon runs
 
@@ -81,12 +82,14 @@ class _Worker:
         limits = job.limits
         stdin = self.proc.stdin
         assert stdin is not None
-        stdin.write(
-            REQUEST.pack(
-                len(job.data), limits.max_header_bytes, limits.max_mime_depth, limits.max_parts
-            )
+        head = REQUEST.pack(
+            len(job.data), limits.max_header_bytes, limits.max_mime_depth, limits.max_parts
         )
-        stdin.write(job.data)
+        if len(job.data) < _ONE_WRITE:
+            stdin.write(head + job.data)  # one system call
+        else:  # no second copy of a big message
+            stdin.write(head)
+            stdin.write(job.data)
         job.sent_at, job.worker = now, self
         self.held.append(job)
         self.held_bytes += len(job.data)
