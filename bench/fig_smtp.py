@@ -131,20 +131,11 @@ def _cells(
                 "codes": dict(codes),
                 "sent": sum(x["sent"] for x in rs),
             }
-            cpu = [
-                x["server_cpu_s"] / x["accepted"] * 1e6
-                for x in rs
-                if x.get("accepted") and "server_cpu_s" in x
-            ]
-            if cpu:
-                cell[kind]["server_cpu_us_per_msg"] = summary(cpu)
-            own = [
-                x["daemon_cpu_s"] / x["accepted"] * 1e6
-                for x in rs
-                if x.get("accepted") and "daemon_cpu_s" in x
-            ]
-            if own:
-                cell[kind]["daemon_cpu_us_per_msg"] = summary(own)
+            # all of the server's processes, and the daemon's process alone
+            for key, name in (("server_cpu_s", "server"), ("daemon_cpu_s", "daemon")):
+                cpu = [x[key] / x["accepted"] * 1e6 for x in rs if x.get("accepted") and key in x]
+                if cpu:
+                    cell[kind][f"{name}_cpu_us_per_msg"] = summary(cpu)
             if kind.startswith("gateway"):
                 cell[kind]["rows"] = [x["rows"] for x in rs]
                 cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]
