@@ -146,7 +146,7 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "daemon_cpu_us",
                 "sink_cpu_us",
             ):
-                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
+                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k].get(key) for x in rs])
             s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
         if "fig7" in rs[0]:
             s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])
