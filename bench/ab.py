@@ -28,8 +28,9 @@ from bench import fig_imap, fig_outbox, fig_pipe, fig_smtp
 from bench.common import ROOT, corpus, machine, summary, workdir, write_load
 
 
-def _side(root: Path | None, loop: str | None = None) -> None:
-    """Point the daemons this process starts at ``root``'s code (None: this checkout)."""
+def _side(root: Path | None, loop: str | None = None, parse_workers: str | None = None) -> None:
+    """Point the daemons this process starts at ``root``'s code (None: this checkout);
+    ``parse_workers``: their ``[gateway] parse_workers`` (None: the default)."""
     if root is None:
         os.environ.pop("PYTHONPATH", None)
     else:
@@ -38,6 +39,10 @@ def _side(root: Path | None, loop: str | None = None) -> None:
         os.environ.pop("GATEWAY_TEST_LOOP", None)
     else:
         os.environ["GATEWAY_TEST_LOOP"] = loop
+    if parse_workers is None:
+        os.environ.pop("GATEWAY_TEST_PARSE_WORKERS", None)
+    else:
+        os.environ["GATEWAY_TEST_PARSE_WORKERS"] = parse_workers
 
 
 def _fig1(load: Path, levels: list[int], tmp: Path) -> dict[str, Any]:
@@ -50,6 +55,8 @@ def _fig1(load: Path, levels: list[int], tmp: Path) -> dict[str, Any]:
             "sink_rate": cell["sink"]["rate"]["median"],
             "ratio": cell["ratio_gateway_sink"]["median"],
             "cpu_us": (gw.get("server_cpu_us_per_msg") or {}).get("median"),
+            # the daemon process alone; cpu_us less this is its parse workers'
+            "daemon_cpu_us": (gw.get("daemon_cpu_us_per_msg") or {}).get("median"),
             "sink_cpu_us": (cell["sink"].get("server_cpu_us_per_msg") or {}).get("median"),
             "outbox_at_end": gw["outbox_at_end"][0],
         }
@@ -65,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,32")
     ap.add_argument("--loops", action="store_true")
     ap.add_argument(
+        "--inproc", action="store_true", help="also this checkout with parse_workers = 0"
+    )
+    ap.add_argument(
         "--only",
         default="fig1,fig3,fig7",
         help="figures to compare, of fig1, fig3 (LMTP, after only), fig4 (IMAP drain), "
@@ -74,12 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     levels = [int(k) for k in args.levels.split(",")]
     only = set(args.only.split(","))
-    sides: list[tuple[str, Path | None, str | None]] = [
-        ("before", args.base.resolve(), None),
-        ("after", None, None),
+    sides: list[tuple[str, Path | None, str | None, str | None]] = [
+        ("before", args.base.resolve(), None, None),
+        ("after", None, None, None),
     ]
     if args.loops:
-        sides += [("after-asyncio", None, "asyncio"), ("after-uvloop", None, "uvloop")]
+        sides += [("after-asyncio", None, "asyncio", None), ("after-uvloop", None, "uvloop", None)]
+    if args.inproc:
+        sides += [("after-inproc", None, None, "0")]
     rounds: list[dict[str, Any]] = []
     with workdir("ab") as tmp:
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
@@ -87,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.runs):
             order = sides if r % 2 == 0 else list(reversed(sides))
             rnd: dict[str, Any] = {}
-            for name, root, loop in order:
-                _side(root, loop)
+            for name, root, loop, workers in order:
+                _side(root, loop, workers)
                 print(f"== round {r + 1}: {name}", flush=True)
                 res: dict[str, Any] = {}
                 if "fig1" in only:
@@ -126,8 +138,15 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         rs = [r[side] for r in rounds]
         s: dict[str, Any] = {}
         for k in rs[0].get("fig1", {}):
-            for key in ("gateway_rate", "sink_rate", "ratio", "cpu_us", "sink_cpu_us"):
-                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k][key] for x in rs])
+            for key in (
+                "gateway_rate",
+                "sink_rate",
+                "ratio",
+                "cpu_us",
+                "daemon_cpu_us",
+                "sink_cpu_us",
+            ):
+                s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k].get(key) for x in rs])
             s[f"fig1_k{k}_outbox_backlog"] = [x["fig1"][k]["outbox_at_end"] for x in rs]
         if "fig7" in rs[0]:
             s["fig7_rate"] = _summary([x["fig7"]["rate"]["median"] for x in rs])

@@ -169,10 +169,31 @@ def peak_rss(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU a live process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, *, own: bool = False) -> float:
+    """User+system CPU a live process has used so far, with its children's (the daemon's
+    parse workers, live ones and reaped ones); ``own``: the process alone."""
+    fields = _stat(pid)
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if own:
+        return total
+    total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        with contextlib.suppress(OSError, IndexError):
+            total += cpu_seconds(child)
+    return total
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
 
 
 def settle(pid: int, quiet: float = 0.01, window: float = 0.3, limit: float = 15.0) -> float:

@@ -47,6 +47,7 @@ def refs_queued_as(query: Callable[..., list[Any]], reply: str) -> list[str]:
     )
     return [r[0] for r in rows]
 
+
 CONFIG = """
 [gateway]
 hostname = "gw.test"
@@ -129,6 +130,10 @@ class Daemon:
         if os.environ.get("GATEWAY_TEST_LOOP") and "loop" not in gateway_extra:
             # [gateway] loop for every daemon of a run (bench/ab.py measures each loop)
             gateway_extra = f'loop = "{os.environ["GATEWAY_TEST_LOOP"]}"\n{gateway_extra}'
+        if os.environ.get("GATEWAY_TEST_PARSE_WORKERS") and "parse_workers" not in gateway_extra:
+            # [gateway] parse_workers for every daemon of a run (bench/ab.py --inproc)
+            workers = int(os.environ["GATEWAY_TEST_PARSE_WORKERS"])
+            gateway_extra = f"parse_workers = {workers}\n{gateway_extra}"
         if "dns_resolver" not in gateway_extra:
             # The tests' mail comes from made-up domains: no sender checks against the
             # system's DNS (tests/test_sender_auth.py runs its own server).

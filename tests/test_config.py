@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,19 @@ def test_blob_store_is_the_database_by_default_and_one_of_two(tmp_path: Path) ->
         with pytest.raises(ConfigError) as info:
             load_config(p)
         assert info.value.problems == [f"{p}:3: gateway.blobs: {why}"]
+
+
+def test_parse_workers_default_to_cores_but_one(tmp_path: Path) -> None:
+    base = '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n'
+    cores = len(os.sched_getaffinity(0))
+    assert load_config(_write(tmp_path, base)).parse_workers == (cores - 1 if cores > 1 else 0)
+    none = load_config(_write(tmp_path, f"[gateway]\nparse_workers = 0\n{base}"))
+    assert none.parse_workers == 0
+    for value, why in (("-1", "must be 0 (parse in the daemon) to 64"), ('"2"', "expected int")):
+        p = _write(tmp_path, f'[gateway]\nhostname = "h.test"\nparse_workers = {value}\n{base}')
+        with pytest.raises(ConfigError) as info:
+            load_config(p)
+        assert info.value.problems == [f"{p}:3: gateway.parse_workers: {why}"]
 
 
 def test_syntax_error_names_the_line(tmp_path: Path) -> None:

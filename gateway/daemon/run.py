@@ -33,6 +33,7 @@ from gateway.daemon.listeners import lmtp_listener, smtp_listener
 from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
+from gateway.intake.parse_pool import parse_pool
 from gateway.logs import set_log_privacy
 from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
@@ -121,6 +122,10 @@ class Daemon:
         config = self.config
         set_log_privacy(config)
         self.services = services = await stack.enter_async_context(open_services(config))
+        # Parse workers before any intake opens; stopped after the last message's answer.
+        services.pipeline.parse_pool = await stack.enter_async_context(
+            parse_pool(config.parse_workers)
+        )
         # Before anything acts under this instance's name (the outbox releases the
         # name's claims at start): refuse if a live gateway already uses it.
         me, ttl = config.instance, config.lease_seconds

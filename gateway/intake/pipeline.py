@@ -27,6 +27,7 @@ from gateway.clock import Clock
 from gateway.intake.auth import Authenticator, trusted_id
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.decide import Arrival
+from gateway.intake.parse_pool import ParsePool
 from gateway.intake.replies import defer, outcome_for_exception, queue_id, reject
 from gateway.intake.scan import Scanner
 from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable, Unscannable
@@ -45,7 +46,7 @@ from store.writer import Writer, for_tenants
 __all__ = ["Pipeline", "needs_scan"]
 
 log = structlog.get_logger("gateway.intake.pipeline")
-_INLINE_PARSE_BYTES = 256 * 1024  # bigger mail is parsed off the event loop
+_INLINE_PARSE_BYTES = 256 * 1024  # without a pool, bigger mail is parsed in a thread
 # Refusals with an audit event of their own (message.infected).
 _AUDITED_ELSEWHERE = {Reason.INFECTED, Reason.TOO_COMPLEX_TO_SCAN}
 
@@ -86,6 +87,8 @@ class Pipeline:
         self.clock = clock or _store_clock
         self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
         self._model: asyncio.Future[None] | None = None  # the language model's load
+        # The daemon's parse workers ([gateway] parse_workers); None: parse in this process.
+        self.parse_pool: ParsePool | None = None
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -171,10 +174,7 @@ class Pipeline:
         if len(raw.data) > config.smtp.max_message_size:
             return reject(Reason.TOO_BIG)
 
-        if len(raw.data) > _INLINE_PARSE_BYTES:
-            parsed = await asyncio.to_thread(parse, raw.data, limits=limits)
-        else:
-            parsed = parse(raw.data, limits=limits)
+        parsed = await self._parse(raw.data, limits)
         trace.kind = parsed.kind
         trace.attachments = len(parsed.attachments)
         if parsed.received_count > config.smtp.max_received:
@@ -229,6 +229,15 @@ class Pipeline:
             self._model = asyncio.ensure_future(asyncio.to_thread(language.warm))
             self._model.add_done_callback(lambda f: f.cancelled() or f.exception())
         return self._model
+
+    async def _parse(self, data: bytes, limits: Limits) -> ParsedMessage:
+        """In a worker process when the daemon has them (off this process's GIL), else
+        here, big mail in a thread so the loop keeps serving."""
+        if self.parse_pool is not None:
+            return await self.parse_pool.parse(data, limits)
+        if len(data) > _INLINE_PARSE_BYTES:
+            return await asyncio.to_thread(parse, data, limits=limits)
+        return parse(data, limits=limits)
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> ScanResult:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as

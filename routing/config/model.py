@@ -283,6 +283,9 @@ class GatewayConfig:
     # The event loop: "asyncio", "uvloop" (the optional ``fast`` extra), or "auto":
     # uvloop when it is installed.
     loop: str = "auto"
+    # Processes that parse mail off the daemon's GIL (gateway/intake/parse_pool.py):
+    # by default one per core but one, none on one core; 0 parses in the daemon.
+    parse_workers: int = 0
 
     def tenant(self, slug: str) -> Tenant | None:
         for t in self.tenants:

@@ -10,6 +10,7 @@ Every problem is collected, each naming file, line and key.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ _TABLES = {
 _GATEWAY_KEYS = {
     "hostname", "data_dir", "database_url", "secret_file", "log_format", "key_file",
     "watch_config", "instance", "lease_seconds", "blobs", "dns_resolver", "dns_timeout",
-    "loop",
+    "loop", "parse_workers",
 }  # fmt: skip
 _LOOPS = ("auto", "asyncio", "uvloop")
 _LISTEN = frozenset({"host", "port"})  # one ``listen = "HOST:PORT"`` key in the file
@@ -106,6 +107,9 @@ def parse_config(path: Path, text: str) -> Parsed:
     loop = c.take(g, "loop", "gateway", str, "auto")
     if loop not in _LOOPS:
         c.error("gateway.loop", "must be 'auto', 'asyncio' or 'uvloop'")
+    parse_workers = c.take(g, "parse_workers", "gateway", int, _default_parse_workers())
+    if not 0 <= parse_workers <= 64:
+        c.error("gateway.parse_workers", "must be 0 (parse in the daemon) to 64")
 
     http = _http(c, c.table(doc.get("http", {}), "http") or {})
     smtp = _smtp(c, c.table(doc.get("smtp", {}), "smtp") or {}, base_dir)
@@ -138,8 +142,18 @@ def parse_config(path: Path, text: str) -> Parsed:
         dns_timeout=dns_timeout,
         lmtp=lmtp,
         loop=loop,
+        parse_workers=parse_workers,
     )
     return Parsed(config, secret_file, c)
+
+
+def _default_parse_workers() -> int:
+    """One parse worker per core but the one the daemon itself runs on; none on one core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores - 1 if cores >= 2 else 0
 
 
 def _listen(c: Checker, table: dict[str, Any], base: str, default: str) -> tuple[str, int]:

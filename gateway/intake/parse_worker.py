@@ -1,0 +1,77 @@
+"""A parse worker: raw messages in on stdin, ``ParsedMessage`` values out on stdout.
+
+Run by ``gateway/intake/parse_pool.py`` as ``python -m gateway.intake.parse_worker``,
+never by hand. It imports the parser and the standard library only: no store, no
+web side, no language model, so it costs what a parse costs and no more (figure 6
+measures memory). One message at a time, answers in the order asked.
+
+Frames: a request is ``!QIII`` (length of the message, then the three limits)
+and the message's bytes; an answer is ``!Q`` (length) and a pickle of
+``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
+or ``("fault", class name, text)`` for anything else. The first answer is
+``("ready", pid)`` once the imports are done.
+
+It ignores SIGINT and SIGTERM: a Ctrl-C or systemd's stop reaches the whole
+process group, and the daemon still has messages in flight to answer; it
+stops when its stdin closes (the daemon closed it, or died).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import BinaryIO
+
+REQUEST = struct.Struct("!QIII")
+ANSWER = struct.Struct("!Q")
+
+
+def _send(out: BinaryIO, answer: tuple[object, ...]) -> None:
+    payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
+    out.flush()
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests until ``inp`` ends."""
+    from parsers import Limits, ParseError, parse
+
+    _send(out, ("ready", os.getpid()))
+    while True:
+        head = inp.read(REQUEST.size)
+        if len(head) < REQUEST.size:
+            return  # the daemon closed our stdin, or died
+        size, max_header_bytes, max_mime_depth, max_parts = REQUEST.unpack(head)
+        data = inp.read(size)
+        if len(data) < size:
+            return
+        limits = Limits(
+            max_header_bytes=max_header_bytes, max_mime_depth=max_mime_depth, max_parts=max_parts
+        )
+        answer: tuple[object, ...]
+        try:
+            answer = ("ok", parse(data, limits=limits))
+        except ParseError as exc:
+            answer = ("refused", type(exc).__name__, str(exc)[:500])
+        except Exception as exc:  # parse raises only ParseError; anything else is ours
+            answer = ("fault", type(exc).__name__, str(exc)[:500])
+        del data
+        _send(out, answer)
+
+
+def main() -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    # The answers get a descriptor of their own; a stray print goes to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    with out:
+        serve(sys.stdin.buffer, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
