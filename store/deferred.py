@@ -38,7 +38,10 @@ def hold(conn: Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.info.pop(_KEY, None)
+        # A connection found dead was invalidated: its record, and this, went with it
+        # (and ``info`` would raise until the transaction is rolled back).
+        if not conn.invalidated:
+            conn.info.pop(_KEY, None)
 
 
 @contextmanager
