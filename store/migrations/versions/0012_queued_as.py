@@ -24,6 +24,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_index(batch.f("ix_messages_queued_as"))
-        batch.drop_column("queued_as")
+    # Plain statements (SQLite 3.35+ drops a column), not batch mode's copy of a table
+    # that other tables point at.
+    op.drop_index(op.f("ix_messages_queued_as"), table_name="messages")
+    op.drop_column("messages", "queued_as")
