@@ -161,8 +161,20 @@ def stop_pid(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
         proc.wait(10)
 
 
-def peak_rss(pid: int) -> int:
-    """VmHWM (peak resident set) of a live process, in bytes."""
+def peak_rss(pid: int, *, own: bool = False) -> int:
+    """VmHWM (peak resident set) of a live process with its live children's (the
+    daemon's parse workers hold the parsed copy of a message), in bytes: the sum of
+    peaks, so at most what the tree ever held at once overstated, never hidden in a
+    child; ``own``: the process alone."""
+    total = _hwm(pid)
+    if not own:
+        for child in _children(pid):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError, RuntimeError):
+                total += _hwm(child)
+    return total
+
+
+def _hwm(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024

@@ -190,7 +190,9 @@ def _fig5(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     lo, hi = _max_summary(f, first), _max_summary(f, last)
     r_lo, r_hi = med(f["cells"][first]["rate"]), med(f["cells"][last]["rate"])
     stall = bool(lo.get("median") and hi.get("median") and r_lo and r_hi)
+    p99 = med(f["cells"][last]["p99_ms"])
     return {
+        "max_to_p99": hi["median"] / p99 if hi.get("median") and p99 else None,
         "sizes": sizes,
         "first": first,
         "last": last,
@@ -209,6 +211,8 @@ def _fig6(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "msg_mib": s["message_bytes"] / MiB,
         "backlog_mib": (med(i["peak_rss"]) or 0) / MiB - (med(i["rss_after_start"]) or 0) / MiB,
+        "backlog_rate": (med(i["drained_in_window"]) or 0) / i["window_s"],
+        "fig4_rate": med(doc["figures"].get("fig4", {}).get("rate")),
     }
 
 
