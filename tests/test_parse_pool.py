@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import dataclasses
 import fcntl
 import os
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from gateway.intake.parse_pool import ParsePool, ParseWorkerLost, parse_pool
 from parsers import HeaderTooLarge, Limits, StructureTooDeep, Unreadable, parse
+from routing.language import detect
 from tests.daemon import Daemon
 from tests.mail import make_mail, message_id_of
 from tests.parser_fixtures import deep_nest
@@ -106,6 +108,41 @@ def test_a_worker_answers_what_parse_answers() -> None:
     asyncio.run(go())
 
 
+GERMAN = make_mail(
+    body="Guten Tag, unser Drucker im dritten Stock druckt seit heute Morgen nur noch "
+    "leere Seiten. Können Sie bitte jemanden vorbeischicken?"
+)
+
+
+def _model_loaded(pid: int) -> bool:
+    """numpy (py3langid's tables) mapped into the process: the language model is loaded."""
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_worker_asked_tells_the_language_as_the_daemon_would() -> None:
+    """The same value ``parse`` gives, carrying what ``detect`` says of it (declared
+    Content-Language first), so the writer reads it instead of classifying; unasked,
+    nothing is told. A pool made without ``language`` never loads the model unasked."""
+    declared = b"Content-Language: tr\r\n" + GERMAN
+
+    async def go() -> None:
+        async with parse_pool(1, language=True) as pool:
+            assert pool is not None
+            for data in (GERMAN, declared, MAILS[0], MAILS[1]):
+                got = await pool.parse(data, Limits(), language=True)
+                assert got == dataclasses.replace(parse(data), language=detect(parse(data)))
+            assert (await pool.parse(GERMAN, Limits(), language=True)).language == "de"
+            assert (await pool.parse(declared, Limits(), language=True)).language == "tr"
+            assert (await pool.parse(GERMAN, Limits())).language is None
+            assert detect(await pool.parse(GERMAN, Limits())) == "de"
+        async with parse_pool(1) as pool:
+            assert pool is not None
+            assert (await pool.parse(GERMAN, Limits())).language is None
+            assert not _model_loaded(pool.pids[0])
+
+    asyncio.run(go())
+
+
 def test_none_without_workers() -> None:
     async def go() -> None:
         async with parse_pool(0) as pool:
@@ -172,6 +209,38 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     finally:
         assert d.stop() == 0
     assert _wait_gone(replacement)
+
+
+def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Path) -> None:
+    """The message the worker held to parse and tell its language gets 451, its retry
+    250 and its language from the replacement (which loads the model at its start);
+    stored once, and the daemon never loads the model."""
+    d = Daemon(tmp_path / "gw", gateway_extra="parse_workers = 1").start()
+    try:
+        assert d.proc is not None
+        (worker,) = _pids_of_children(d.proc.pid)
+        os.kill(worker, signal.SIGSTOP)
+        replies: list[tuple[int, str]] = []
+        sender = threading.Thread(target=lambda: replies.append(d.send(GERMAN)))
+        sender.start()
+        _wait_for_stdin(worker)
+        os.kill(worker, signal.SIGKILL)
+        sender.join(60)
+        assert replies and replies[0][0] == 451, replies
+        assert _wait_gone(worker)
+        code, reply = d.send(GERMAN)  # the sender's retry
+        assert code == 250, reply
+        rows = d.query(
+            "SELECT t.client_language FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+            "WHERE m.message_id = ?",
+            message_id_of(GERMAN),
+        )
+        assert [tuple(r) for r in rows] == [("de",)]
+        (replacement,) = _pids_of_children(d.proc.pid)
+        assert replacement != worker and _model_loaded(replacement)
+        assert not _model_loaded(d.proc.pid)
+    finally:
+        assert d.stop() == 0
 
 
 def test_no_parse_worker_outlives_a_killed_daemon(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from gateway.web.desk import DeskSite
 from gateway.web.pages import SiteParts
 from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
+from routing import language
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
@@ -123,9 +124,17 @@ class Daemon:
         set_log_privacy(config)
         self.services = services = await stack.enter_async_context(open_services(config))
         # Parse workers before any intake opens; stopped after the last message's answer.
-        services.pipeline.parse_pool = await stack.enter_async_context(
-            parse_pool(config.parse_workers)
+        # The language model, if a tenant may need it, loads in the background: in each
+        # worker, else here in a thread (then re-frozen, _freeze). "Ready" does not wait
+        # for it: most mail needs none of it, and one that does waits on that same load.
+        tell = language.wanted(config.tenants)
+        pipeline = services.pipeline
+        pipeline.parse_pool = await stack.enter_async_context(
+            parse_pool(config.parse_workers, language=tell)
         )
+        pipeline.after_model = _freeze
+        if tell and pipeline.parse_pool is None:
+            pipeline.warm_language()
         # Before anything acts under this instance's name (the outbox releases the
         # name's claims at start): refuse if a live gateway already uses it.
         me, ttl = config.instance, config.lease_seconds
@@ -373,6 +382,7 @@ def _freeze() -> None:
     """What start-up built (modules, the config, SQLAlchemy's tables and compiled
     statements) lives as long as the process: moved out of the
     collector's sight. Without this every full collection walked all of it: pauses
-    of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md)."""
+    of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md). Run again
+    once the language model is loaded here (py3langid's and numpy's modules)."""
     gc.collect()
     gc.freeze()

@@ -1,15 +1,21 @@
 """A parse worker: raw messages in on stdin, ``ParsedMessage`` values out on stdout.
 
 Run by ``gateway/intake/parse_pool.py`` as ``python -m gateway.intake.parse_worker``,
-never by hand. It imports the parser and the standard library only: no store, no
-web side, no language model, so it costs what a parse costs and no more (figure 6
+never by hand. It imports the parser, routing/language.py and the standard library
+only: no store, no web side, so it costs what a parse costs and no more (figure 6
 measures memory). One message at a time, answers in the order asked.
 
-Frames: a request is ``!QIII`` (length of the message, then the three limits)
-and the message's bytes; an answer is ``!Q`` (length) and a pickle of
-``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
+The language model (py3langid, ~100 MiB) is loaded only when the daemon's tenants may
+need it (``--language``): then in a thread at start, so the first message that needs
+it finds it loaded, or waits on that same load; a message asked to be told its
+language (the daemon knows its tenants before it is parsed) comes back carrying it,
+and the daemon's writer does not classify it again.
+
+Frames: a request is ``!QIII?`` (length of the message, the three limits, whether to
+tell its language) and the message's bytes; an answer is ``!Q`` (length) and a pickle
+of ``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
 or ``("fault", class name, text)`` for anything else. The first answer is
-``("ready", pid)`` once the imports are done.
+``("ready", pid)`` once the imports are done (the model may still be loading).
 
 It ignores SIGINT and SIGTERM: a Ctrl-C or systemd's stop reaches the whole
 process group, and the daemon still has messages in flight to answer; it
@@ -23,9 +29,10 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 from typing import BinaryIO
 
-REQUEST = struct.Struct("!QIII")
+REQUEST = struct.Struct("!QIII?")
 ANSWER = struct.Struct("!Q")
 
 
@@ -38,13 +45,14 @@ def _send(out: BinaryIO, answer: tuple[object, ...]) -> None:
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer requests until ``inp`` ends."""
     from parsers import Limits, ParseError, parse
+    from routing.language import told
 
     _send(out, ("ready", os.getpid()))
     while True:
         head = inp.read(REQUEST.size)
         if len(head) < REQUEST.size:
             return  # the daemon closed our stdin, or died
-        size, max_header_bytes, max_mime_depth, max_parts = REQUEST.unpack(head)
+        size, max_header_bytes, max_mime_depth, max_parts, language = REQUEST.unpack(head)
         data = inp.read(size)
         if len(data) < size:
             return
@@ -53,7 +61,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         )
         answer: tuple[object, ...]
         try:
-            answer = ("ok", parse(data, limits=limits))
+            parsed = parse(data, limits=limits)
+            answer = ("ok", told(parsed) if language else parsed)
         except ParseError as exc:
             answer = ("refused", type(exc).__name__, str(exc)[:500])
         except Exception as exc:  # parse raises only ParseError; anything else is ours
@@ -62,12 +71,24 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         _send(out, answer)
 
 
+def _warm() -> None:
+    """The model loaded while the first messages (most need none of it) are parsed."""
+    from routing.language import warm
+
+    try:
+        warm()
+    except Exception as exc:  # the first message that needs it tries again, and says why
+        print(f"parse_worker: language model not loaded: {exc!r}", file=sys.stderr)
+
+
 def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     # The answers get a descriptor of their own; a stray print goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    if "--language" in sys.argv[1:]:
+        threading.Thread(target=_warm, name="language-warm", daemon=True).start()
     with out:
         serve(sys.stdin.buffer, out)
     return 0
