@@ -55,6 +55,11 @@ __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 EX_SOFTWARE = 70  # a service the daemon cannot run without has died (systemd restarts it)
+# Seconds the listeners wait for the language model (~0.5 s of CPU, 2 s on a loaded
+# host, mostly overlapped by the store's and web side's start): a message never waits
+# on the load (figure 5's slowest reply, ~0.6 s); a sender's MTA finding no listener
+# retries in minutes, so never longer than this (the lazy path then takes over).
+_WARM_WAIT = 10.0
 T = TypeVar("T")
 
 
@@ -124,9 +129,8 @@ class Daemon:
         set_log_privacy(config)
         self.services = services = await stack.enter_async_context(open_services(config))
         # Parse workers before any intake opens; stopped after the last message's answer.
-        # The language model, if a tenant may need it, loads in the background: in each
-        # worker, else here in a thread (then re-frozen, _freeze). "Ready" does not wait
-        # for it: most mail needs none of it, and one that does waits on that same load.
+        # The language model, if a tenant may need it, loads while the rest starts: in
+        # each worker, else here in a thread (then re-frozen, _freeze).
         tell = language.wanted(config.tenants)
         pipeline = services.pipeline
         pipeline.parse_pool = await stack.enter_async_context(
@@ -161,6 +165,8 @@ class Daemon:
             await stack.enter_async_context(self._http())
         now = system_clock()()
         await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
+        if tell:  # the listeners (so "ready") wait for it: see _WARM_WAIT
+            await pipeline.language_warmed(_WARM_WAIT)
         self.smtp_address = await stack.enter_async_context(
             smtp_listener(config, services.pipeline)
         )

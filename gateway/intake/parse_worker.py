@@ -6,16 +6,18 @@ only: no store, no web side, so it costs what a parse costs and no more (figure 
 measures memory). One message at a time, answers in the order asked.
 
 The language model (py3langid, ~100 MiB) is loaded only when the daemon's tenants may
-need it (``--language``): then in a thread at start, so the first message that needs
-it finds it loaded, or waits on that same load; a message asked to be told its
-language (the daemon knows its tenants before it is parsed) comes back carrying it,
-and the daemon's writer does not classify it again.
+need it (``--language``): then in a thread from the start, which says ``("warm", pid,
+error)`` when done (the daemon opens its listeners after it); a message that needs it
+sooner waits on that same load. A message asked to be told its language (the daemon
+knows its tenants before it is parsed) comes back carrying it, and the daemon's
+writer does not classify it again.
 
 Frames: a request is ``!QIII?`` (length of the message, the three limits, whether to
 tell its language) and the message's bytes; an answer is ``!Q`` (length) and a pickle
 of ``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
 or ``("fault", class name, text)`` for anything else. The first answer is
-``("ready", pid)`` once the imports are done (the model may still be loading).
+``("ready", pid)`` once the imports are done (the model may still be loading); the
+``"warm"`` frame comes after it, between any two answers.
 
 It ignores SIGINT and SIGTERM: a Ctrl-C or systemd's stop reaches the whole
 process group, and the daemon still has messages in flight to answer; it
@@ -36,18 +38,24 @@ REQUEST = struct.Struct("!QIII?")
 ANSWER = struct.Struct("!Q")
 
 
+_SENDING = threading.Lock()  # the answers and the warm-up's one frame, never interleaved
+
+
 def _send(out: BinaryIO, answer: tuple[object, ...]) -> None:
     payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
-    out.flush()
+    with _SENDING:
+        out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
+        out.flush()
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer requests until ``inp`` ends."""
+def serve(inp: BinaryIO, out: BinaryIO, language: bool = False) -> None:
+    """Answer requests until ``inp`` ends; ``language``: load the model meanwhile."""
     from parsers import Limits, ParseError, parse
     from routing.language import told
 
     _send(out, ("ready", os.getpid()))
+    if language:
+        threading.Thread(target=_warm, args=(out,), name="language-warm", daemon=True).start()
     while True:
         head = inp.read(REQUEST.size)
         if len(head) < REQUEST.size:
@@ -71,14 +79,17 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         _send(out, answer)
 
 
-def _warm() -> None:
-    """The model loaded while the first messages (most need none of it) are parsed."""
+def _warm(out: BinaryIO) -> None:
+    """The model loaded beside the parses; said when done, failed or not (the first
+    message that needs it then tries again, and fails with the reason)."""
     from routing.language import warm
 
+    error = ""
     try:
         warm()
-    except Exception as exc:  # the first message that needs it tries again, and says why
-        print(f"parse_worker: language model not loaded: {exc!r}", file=sys.stderr)
+    except Exception as exc:
+        error = repr(exc)[:500]
+    _send(out, ("warm", os.getpid(), error))
 
 
 def main() -> int:
@@ -87,10 +98,8 @@ def main() -> int:
     # The answers get a descriptor of their own; a stray print goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    if "--language" in sys.argv[1:]:
-        threading.Thread(target=_warm, name="language-warm", daemon=True).start()
     with out:
-        serve(sys.stdin.buffer, out)
+        serve(sys.stdin.buffer, out, language="--language" in sys.argv[1:])
     return 0
 
 

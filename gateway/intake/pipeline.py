@@ -238,6 +238,19 @@ class Pipeline:
             self._model.add_done_callback(self._model_loaded)
         return self._model
 
+    async def language_warmed(self, within: float) -> None:
+        """Until the language model is loaded where this daemon tells languages (each
+        parse worker, else here), at most ``within`` s: the daemon opens its listeners
+        after it, so no message waits on the load (it overlaps the rest of start-up)."""
+        load = self.parse_pool.warmed() if self.parse_pool is not None else self.warm_language()
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.shield(load)
+        except TimeoutError:
+            log.warning("language.warm_slow", waited_s=within)  # the lazy path waits on it
+        except Exception as exc:  # the first message that needs it tries again
+            log.error("language.warm_failed", error=repr(exc)[:200])
+
     def _model_loaded(self, load: asyncio.Future[None]) -> None:
         if load.cancelled() or load.exception() is not None:
             self._model = None  # a later message tries again (and the writer says why)
