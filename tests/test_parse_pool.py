@@ -176,6 +176,19 @@ def test_a_killed_worker_fails_what_it_held_and_is_replaced() -> None:
     asyncio.run(go())
 
 
+def _sent_while_its_worker_dies(d: Daemon, worker: int, data: bytes) -> tuple[int, str]:
+    """The reply to ``data``, sent while ``worker`` (stopped) holds it and is killed -9."""
+    os.kill(worker, signal.SIGSTOP)  # it holds the message unparsed
+    replies: list[tuple[int, str]] = []
+    sender = threading.Thread(target=lambda: replies.append(d.send(data)))
+    sender.start()
+    _wait_for_stdin(worker)
+    os.kill(worker, signal.SIGKILL)
+    sender.join(60)
+    assert replies, "no reply"
+    return replies[0]
+
+
 def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     """Real daemon, real SMTP: the message the worker held gets 451, its retry 250;
     each stored once; the replacement parses what follows; stopped with the daemon."""
@@ -183,16 +196,9 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     try:
         (worker,) = _pids_of_children(d.proc.pid)  # type: ignore[union-attr]
         assert d.send(MAILS[0])[0] == 250
-        os.kill(worker, signal.SIGSTOP)
         held = make_mail(subject="held by the worker that dies")
-        replies: list[tuple[int, str]] = []
-        sender = threading.Thread(target=lambda: replies.append(d.send(held)))
-        sender.start()
-        _wait_for_stdin(worker)
-        os.kill(worker, signal.SIGKILL)
-        sender.join(60)
-        assert replies and replies[0][0] == 451, replies
-        assert replies[0][1].startswith("4.3.0")
+        code, reply = _sent_while_its_worker_dies(d, worker, held)
+        assert code == 451 and reply.startswith("4.3.0"), reply
         assert _wait_gone(worker)
         code, reply = d.send(held)  # the sender's retry
         assert code == 250, reply
@@ -219,14 +225,8 @@ def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Pat
     try:
         assert d.proc is not None
         (worker,) = _pids_of_children(d.proc.pid)
-        os.kill(worker, signal.SIGSTOP)
-        replies: list[tuple[int, str]] = []
-        sender = threading.Thread(target=lambda: replies.append(d.send(GERMAN)))
-        sender.start()
-        _wait_for_stdin(worker)
-        os.kill(worker, signal.SIGKILL)
-        sender.join(60)
-        assert replies and replies[0][0] == 451, replies
+        code, reply = _sent_while_its_worker_dies(d, worker, GERMAN)
+        assert code == 451 and reply.startswith("4.3.0"), reply
         assert _wait_gone(worker)
         code, reply = d.send(GERMAN)  # the sender's retry
         assert code == 250, reply
