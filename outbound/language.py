@@ -4,7 +4,9 @@ A client's mail shows its language (routing/language.py: ``Content-Language`` or
 text itself); it is kept on the ticket when it is one the tenant offers, so mail that a
 client's message did not cause (an agent's relayed reply, an auto-close) speaks it too.
 Where nothing was ever shown, the tenant's first language (``[[tenants]] languages``),
-which is also what the client's web pages fall back to.
+which is also what the client's web pages fall back to. A tenant that offers one
+language has nothing to choose: its mail is never classified (the model is never
+loaded for it, routing/language.py ``wanted``) and no language is kept.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def planned_language(
     costs no read. Same rules as ``remember_language``.
     """
     if created:
-        lang = detect(parsed)
+        lang = _shown(tenant, parsed)
         if lang not in tenant.languages:
             return tenant.languages[0], None
         return lang, lang
@@ -53,7 +55,7 @@ def remember_language(
         stored = ticket_language(conn, tenant.slug, ticket_id)
         if stored is not None:
             return stored if stored in tenant.languages else tenant.languages[0]
-    lang = detect(parsed)
+    lang = _shown(tenant, parsed)
     if lang not in tenant.languages:
         return tenant.languages[0]
     set_ticket_language(conn, tenant.slug, ticket_id, lang)
@@ -64,3 +66,8 @@ def client_language(conn: Connection, tenant: Tenant, ticket_id: int) -> str:
     """The ticket's client language, if still offered by the tenant; else its first."""
     lang = ticket_language(conn, tenant.slug, ticket_id)
     return lang if lang in tenant.languages else tenant.languages[0]
+
+
+def _shown(tenant: Tenant, parsed: ParsedMessage) -> str:
+    """The language ``parsed`` shows, if the tenant has a choice to make with it."""
+    return detect(parsed) if len(tenant.languages) > 1 else ""

@@ -96,3 +96,6 @@ class ParsedMessage:
     # ``html`` without the quoted mail below the reply (parsers/html_quotes.py), sanitised:
     # what an agent's HTML answer says this time, as ``reply_text`` is for text.
     html_reply: str | None = None
+    # The language routing/language.py tells for this message, when the parse worker
+    # was asked to tell it (gateway/intake/parse_worker.py); None: not told yet.
+    language: str | None = None

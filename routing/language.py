@@ -7,14 +7,17 @@ classifies the text (a naive Bayes model shipped inside the package: no download
 randomness, the same answer for the same text every time).
 
 The model costs about 2 s, 0.5 s of CPU and 100 MiB (numpy and its tables) to load, so
-it is loaded only when a message needs it: not for a declared ``Content-Language``,
-too little text, or tenants that offer one language and test none (``may_detect``).
-The pipeline loads it in a worker thread before the commit (``warm``), so the writer
-never loads it inside its transaction and the event loop never waits on it.
+a process loads it only when its config may need it (``wanted``: tenants that offer
+several languages or test ``language``), never for one whose tenants offer one. With
+parse workers, each worker loads it at its start and tells the language with the parse
+(``told``), off the daemon's busy core and outside the writer's transaction; without,
+the daemon loads it in a thread at start (``warm``) and the writer classifies. A message
+that needs it before the load ends waits on the same load (one lock): never two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -25,11 +28,20 @@ from parsers.types import ParsedMessage
 if TYPE_CHECKING:
     from routing.config import Tenant
 
-__all__ = ["MIN_TEXT", "answer_language", "detect", "loaded", "may_detect", "warm"]
+__all__ = [
+    "MIN_TEXT",
+    "answer_language",
+    "detect",
+    "loaded",
+    "may_detect",
+    "told",
+    "wanted",
+    "warm",
+]
 
 MIN_TEXT = 12  # characters: below this a guess is noise ("Hi", "Danke!")
 # Characters looked at: plenty for a sure answer. Measured on 2 shared cores: 0.27 ms
-# for 600 characters, 0.72 ms for 2,000; it runs in the writer's transaction.
+# for 600 characters, 0.72 ms for 2,000 (in a parse worker, or the writer's transaction).
 _SAMPLE = 800
 _CODE = re.compile(r"[a-z]{2,3}")
 
@@ -38,8 +50,11 @@ def detect(parsed: ParsedMessage) -> str:
     """The ISO 639 code of the message's language, or "" when it cannot be told.
 
     Only the client's own words count (the reply text, without a quoted thread), so a
-    German reply under an English quote is German.
+    German reply under an English quote is German. A parse worker may have told it
+    already (``told``): then it is not classified again.
     """
+    if parsed.language is not None:
+        return parsed.language
     code = _declared(parsed)
     if code is not None:
         return code
@@ -54,9 +69,21 @@ def may_detect(parsed: ParsedMessage, tenants: Iterable[Tenant]) -> bool:
     """Whether committing ``parsed`` for ``tenants`` may run the classifier: it declares
     no language, has text enough, and a tenant offers several languages (the client's
     language is remembered) or a rule tests ``language``."""
-    if _declared(parsed) is not None or len(_sample(parsed).strip()) < MIN_TEXT:
+    if parsed.language is not None or _declared(parsed) is not None:
         return False
+    return len(_sample(parsed).strip()) >= MIN_TEXT and wanted(tenants)
+
+
+def wanted(tenants: Iterable[Tenant]) -> bool:
+    """Whether mail for ``tenants`` may need its language told: one offers several
+    languages or a rule of one tests ``language``. False: the model is never loaded."""
     return any(len(t.languages) > 1 or _tests_language(t) for t in tenants)
+
+
+def told(parsed: ParsedMessage) -> ParsedMessage:
+    """``parsed`` carrying its language (``detect``), for a stage that reads it later
+    without the model: what a parse worker sends back when asked."""
+    return dataclasses.replace(parsed, language=detect(parsed))
 
 
 def loaded() -> bool:
@@ -73,13 +100,14 @@ def answer_language(parsed: ParsedMessage, offered: Sequence[str]) -> str:
 
 def warm() -> None:
     """Load the model now (about 2 s and 100 MiB, once per process), so the message
-    that needs it first does not load it inside the writer's transaction; the
-    pipeline calls this in a worker thread (gateway/intake/pipeline.py)."""
+    that needs it first does not load it inside the writer's transaction; called in a
+    thread, at start or by the first message that needs it (gateway/intake/pipeline.py,
+    gateway/intake/parse_worker.py)."""
     _classifier()
 
 
 _CLASSIFY: Callable[[str], tuple[str, float]] | None = None
-_LOADING = threading.Lock()  # the pipeline's thread and the writer's may both ask
+_LOADING = threading.Lock()  # the warming thread and the writer (or a worker) may both ask
 
 
 def _classifier() -> Callable[[str], tuple[str, float]]:

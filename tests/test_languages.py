@@ -119,9 +119,12 @@ def account(tmp_path: Path) -> Iterator[Sink]:
     sink.stop()
 
 
-def _daemon(tmp_path: Path, sink: Sink, extra: str = "") -> Daemon:
+def _daemon(tmp_path: Path, sink: Sink, extra: str = "", workers: int | None = None) -> Daemon:
     home = tmp_path / "gw"
-    return Daemon(home, acme_extra=sink.account(home), extra=FAST + extra)
+    gateway_extra = "" if workers is None else f"parse_workers = {workers}"
+    return Daemon(
+        home, acme_extra=sink.account(home), extra=FAST + extra, gateway_extra=gateway_extra
+    )
 
 
 def _ack_for(d: Daemon, sink: Sink, body: str) -> tuple[str, Received]:
@@ -129,9 +132,7 @@ def _ack_for(d: Daemon, sink: Sink, body: str) -> tuple[str, Received]:
     code, text = d.send(make_mail(sender=who, body=body), sender=who)
     assert code == 250, text
     ref = d.ref(text)
-    (ack,) = sink.wait_for(
-        lambda r: who in r.rcpt_tos and r.msg["Message-ID"].startswith("<ack.")
-    )
+    (ack,) = sink.wait_for(lambda r: who in r.rcpt_tos and r.msg["Message-ID"].startswith("<ack."))
     return ref, ack
 
 
@@ -199,30 +200,77 @@ def test_the_admins_folder_wins_for_its_language(tmp_path: Path, account: Sink) 
         d.stop()
 
 
-def _model_loaded(d: Daemon) -> bool:
-    """numpy (py3langid's tables) mapped into the daemon: the model was loaded."""
+def _model_loaded(pid: int) -> bool:
+    """numpy (py3langid's tables) mapped into the process: the model was loaded."""
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _warm_at_ready(d: Daemon, pid: int) -> bool:
+    """The model was loaded in ``pid`` before the daemon's listeners opened (unless the
+    load outlasted the daemon's bounded wait for it, which it says)."""
+    return _model_loaded(pid) or '"language.warm_slow"' in d.log_text()
+
+
+def _workers_of(d: Daemon) -> list[int]:
     assert d.proc is not None
-    return "numpy" in Path(f"/proc/{d.proc.pid}/maps").read_text()
+    pid = d.proc.pid
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def test_the_model_is_loaded_by_the_first_message_that_needs_it(
+def test_parse_workers_load_the_model_at_start_and_tell_the_language(
     tmp_path: Path, account: Sink
 ) -> None:
-    """Tenants offer several languages, yet a daemon whose mail declares its language
-    (or is too short to tell) never loads the model; the first mail that must be
-    detected loads it and is answered in its language all the same."""
-    d = _daemon(tmp_path, account).start()
+    """Tenants offer several languages: each worker loads the model before the daemon
+    listens (no mail waits on it) and tells the language with the parse; the daemon
+    never loads it (the writer does not classify again) and the client is answered in
+    its language all the same."""
+    d = _daemon(tmp_path, account, workers=1).start()
     try:
-        for body, lang in [(GERMAN, "de"), ("Danke!", "")]:
-            data = make_mail(body=body)
-            if lang:
-                data = f"Content-Language: {lang}\r\n".encode() + data
-            code, text = d.send(data)
-            assert code == 250, text
-        assert not _model_loaded(d)
+        (worker,) = _workers_of(d)
+        assert _warm_at_ready(d, worker)  # no mail yet
         ref, ack = _ack_for(d, account, GERMAN)
         assert ack.msg.get_content().startswith("Guten Tag,")
-        assert _model_loaded(d)
         assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] == "de"
+        _ref, ack = _ack_for(d, account, ENGLISH)
+        assert ack.msg.get_content().startswith("Hello,")
+        assert d.proc is not None and not _model_loaded(d.proc.pid)
+    finally:
+        d.stop()
+
+
+def test_without_parse_workers_the_daemon_loads_the_model_at_start(
+    tmp_path: Path, account: Sink
+) -> None:
+    d = _daemon(tmp_path, account, workers=0).start()
+    try:
+        assert d.proc is not None and _warm_at_ready(d, d.proc.pid)  # no mail yet
+        ref, ack = _ack_for(d, account, GERMAN)
+        assert ack.msg.get_content().startswith("Guten Tag,")
+        assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] == "de"
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_tenants_of_one_language_never_load_the_model(
+    tmp_path: Path, account: Sink, workers: int
+) -> None:
+    """No tenant offers a second language nor tests one: the model (~100 MiB) is never
+    loaded, by the daemon or a worker, whatever the mail."""
+    home = tmp_path / "gw"
+    d = Daemon(
+        home,
+        acme_settings='languages = ["en"]',
+        acme_extra=account.account(home),
+        extra='languages = ["en"]\n' + FAST,
+        gateway_extra=f"parse_workers = {workers}",
+    ).start()
+    try:
+        ref, ack = _ack_for(d, account, GERMAN)
+        assert ack.msg.get_content().startswith("Hello,")
+        assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] is None
+        assert d.proc is not None
+        assert len(_workers_of(d)) == workers
+        assert not any(_model_loaded(p) for p in [d.proc.pid, *_workers_of(d)])
     finally:
         d.stop()

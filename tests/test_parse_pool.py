@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import dataclasses
 import fcntl
 import os
 import signal
@@ -20,6 +21,7 @@ import pytest
 
 from gateway.intake.parse_pool import ParsePool, ParseWorkerLost, parse_pool
 from parsers import HeaderTooLarge, Limits, StructureTooDeep, Unreadable, parse
+from routing.language import detect
 from tests.daemon import Daemon
 from tests.mail import make_mail, message_id_of
 from tests.parser_fixtures import deep_nest
@@ -106,6 +108,41 @@ def test_a_worker_answers_what_parse_answers() -> None:
     asyncio.run(go())
 
 
+GERMAN = make_mail(
+    body="Guten Tag, unser Drucker im dritten Stock druckt seit heute Morgen nur noch "
+    "leere Seiten. Können Sie bitte jemanden vorbeischicken?"
+)
+
+
+def _model_loaded(pid: int) -> bool:
+    """numpy (py3langid's tables) mapped into the process: the language model is loaded."""
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_worker_asked_tells_the_language_as_the_daemon_would() -> None:
+    """The same value ``parse`` gives, carrying what ``detect`` says of it (declared
+    Content-Language first), so the writer reads it instead of classifying; unasked,
+    nothing is told. A pool made without ``language`` never loads the model unasked."""
+    declared = b"Content-Language: tr\r\n" + GERMAN
+
+    async def go() -> None:
+        async with parse_pool(1, language=True) as pool:
+            assert pool is not None
+            for data in (GERMAN, declared, MAILS[0], MAILS[1]):
+                got = await pool.parse(data, Limits(), language=True)
+                assert got == dataclasses.replace(parse(data), language=detect(parse(data)))
+            assert (await pool.parse(GERMAN, Limits(), language=True)).language == "de"
+            assert (await pool.parse(declared, Limits(), language=True)).language == "tr"
+            assert (await pool.parse(GERMAN, Limits())).language is None
+            assert detect(await pool.parse(GERMAN, Limits())) == "de"
+        async with parse_pool(1) as pool:
+            assert pool is not None
+            assert (await pool.parse(GERMAN, Limits())).language is None
+            assert not _model_loaded(pool.pids[0])
+
+    asyncio.run(go())
+
+
 def test_none_without_workers() -> None:
     async def go() -> None:
         async with parse_pool(0) as pool:
@@ -139,6 +176,19 @@ def test_a_killed_worker_fails_what_it_held_and_is_replaced() -> None:
     asyncio.run(go())
 
 
+def _sent_while_its_worker_dies(d: Daemon, worker: int, data: bytes) -> tuple[int, str]:
+    """The reply to ``data``, sent while ``worker`` (stopped) holds it and is killed -9."""
+    os.kill(worker, signal.SIGSTOP)  # it holds the message unparsed
+    replies: list[tuple[int, str]] = []
+    sender = threading.Thread(target=lambda: replies.append(d.send(data)))
+    sender.start()
+    _wait_for_stdin(worker)
+    os.kill(worker, signal.SIGKILL)
+    sender.join(60)
+    assert replies, "no reply"
+    return replies[0]
+
+
 def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     """Real daemon, real SMTP: the message the worker held gets 451, its retry 250;
     each stored once; the replacement parses what follows; stopped with the daemon."""
@@ -146,16 +196,9 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     try:
         (worker,) = _pids_of_children(d.proc.pid)  # type: ignore[union-attr]
         assert d.send(MAILS[0])[0] == 250
-        os.kill(worker, signal.SIGSTOP)
         held = make_mail(subject="held by the worker that dies")
-        replies: list[tuple[int, str]] = []
-        sender = threading.Thread(target=lambda: replies.append(d.send(held)))
-        sender.start()
-        _wait_for_stdin(worker)
-        os.kill(worker, signal.SIGKILL)
-        sender.join(60)
-        assert replies and replies[0][0] == 451, replies
-        assert replies[0][1].startswith("4.3.0")
+        code, reply = _sent_while_its_worker_dies(d, worker, held)
+        assert code == 451 and reply.startswith("4.3.0"), reply
         assert _wait_gone(worker)
         code, reply = d.send(held)  # the sender's retry
         assert code == 250, reply
@@ -172,6 +215,32 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     finally:
         assert d.stop() == 0
     assert _wait_gone(replacement)
+
+
+def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Path) -> None:
+    """The message the worker held to parse and tell its language gets 451, its retry
+    250 and its language from the replacement (which loads the model at its start);
+    stored once, and the daemon never loads the model."""
+    d = Daemon(tmp_path / "gw", gateway_extra="parse_workers = 1").start()
+    try:
+        assert d.proc is not None
+        (worker,) = _pids_of_children(d.proc.pid)
+        code, reply = _sent_while_its_worker_dies(d, worker, GERMAN)
+        assert code == 451 and reply.startswith("4.3.0"), reply
+        assert _wait_gone(worker)
+        code, reply = d.send(GERMAN)  # the sender's retry
+        assert code == 250, reply
+        rows = d.query(
+            "SELECT t.client_language FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+            "WHERE m.message_id = ?",
+            message_id_of(GERMAN),
+        )
+        assert [tuple(r) for r in rows] == [("de",)]
+        (replacement,) = _pids_of_children(d.proc.pid)
+        assert replacement != worker and _model_loaded(replacement)
+        assert not _model_loaded(d.proc.pid)
+    finally:
+        assert d.stop() == 0
 
 
 def test_no_parse_worker_outlives_a_killed_daemon(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from gateway.web.desk import DeskSite
 from gateway.web.pages import SiteParts
 from gateway.web.view_log import ViewLog
 from outbound.sla_watch import start_sla
+from routing import language
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
 from store.queries import store_status
@@ -54,6 +55,11 @@ __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
 
 log = structlog.get_logger("gateway.daemon")
 EX_SOFTWARE = 70  # a service the daemon cannot run without has died (systemd restarts it)
+# Seconds the listeners wait for the language model (~0.5 s of CPU, 2 s on a loaded
+# host, mostly overlapped by the store's and web side's start): a message never waits
+# on the load (figure 5's slowest reply, ~0.6 s); a sender's MTA finding no listener
+# retries in minutes, so never longer than this (the lazy path then takes over).
+_WARM_WAIT = 10.0
 T = TypeVar("T")
 
 
@@ -123,9 +129,16 @@ class Daemon:
         set_log_privacy(config)
         self.services = services = await stack.enter_async_context(open_services(config))
         # Parse workers before any intake opens; stopped after the last message's answer.
-        services.pipeline.parse_pool = await stack.enter_async_context(
-            parse_pool(config.parse_workers)
+        # The language model, if a tenant may need it, loads while the rest starts: in
+        # each worker, else here in a thread (then re-frozen, _freeze).
+        tell = language.wanted(config.tenants)
+        pipeline = services.pipeline
+        pipeline.parse_pool = await stack.enter_async_context(
+            parse_pool(config.parse_workers, language=tell)
         )
+        pipeline.after_model = _freeze
+        if tell and pipeline.parse_pool is None:
+            pipeline.warm_language()
         # Before anything acts under this instance's name (the outbox releases the
         # name's claims at start): refuse if a live gateway already uses it.
         me, ttl = config.instance, config.lease_seconds
@@ -152,6 +165,8 @@ class Daemon:
             await stack.enter_async_context(self._http())
         now = system_clock()()
         await services.writer.submit(lambda c: start_sla(c, config, now))  # before any mail
+        if tell:  # the listeners (so "ready") wait for it: see _WARM_WAIT
+            await pipeline.language_warmed(_WARM_WAIT)
         self.smtp_address = await stack.enter_async_context(
             smtp_listener(config, services.pipeline)
         )
@@ -373,6 +388,7 @@ def _freeze() -> None:
     """What start-up built (modules, the config, SQLAlchemy's tables and compiled
     statements) lives as long as the process: moved out of the
     collector's sight. Without this every full collection walked all of it: pauses
-    of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md)."""
+    of 0.1-1 s under figure 8's load, the whole of its p99 (BENCHMARKS.md). Run again
+    once the language model is loaded here (py3langid's and numpy's modules)."""
     gc.collect()
     gc.freeze()

@@ -4,7 +4,11 @@ Why processes: the event loop and the store's writer thread share one GIL, so
 the daemon runs on one core however many it has; parsing was a fifth to a
 quarter of its CPU (BENCHMARKS.md §1). A worker gets the raw bytes and gives
 back the ``ParsedMessage`` (gateway/intake/parse_worker.py): a pickle of a
-few strings, ~15 µs to load against ~450 µs to parse.
+few strings, ~15 µs to load against ~450 µs to parse. Asked to, a worker also
+tells the message's language (routing/language.py), the classifier's ~0.3 ms that
+the writer's transaction then does not spend; a pool made with ``language`` has
+each worker load the model from its start (``warmed``: until each has it), so no
+message waits ~0.5-2 s on the load.
 
 The workers are plain subprocesses started once, when the daemon starts, each
 on a pipe pair the event loop reads and writes without a thread. A worker is
@@ -61,6 +65,7 @@ class ParseWorkerLost(Exception):
 class _Job:
     data: bytes
     limits: Limits
+    language: bool  # tell the message's language too
     future: asyncio.Future[tuple[object, ...]]
     sent_at: float | None = None
     worker: _Worker | None = None
@@ -73,6 +78,7 @@ class _Worker:
     held_bytes: int = 0
     reading: asyncio.Task[None] | None = None
     alive: bool = True
+    warm: asyncio.Event = field(default_factory=asyncio.Event)  # the language model loaded
 
     @property
     def pid(self) -> int:
@@ -83,7 +89,11 @@ class _Worker:
         stdin = self.proc.stdin
         assert stdin is not None
         head = REQUEST.pack(
-            len(job.data), limits.max_header_bytes, limits.max_mime_depth, limits.max_parts
+            len(job.data),
+            limits.max_header_bytes,
+            limits.max_mime_depth,
+            limits.max_parts,
+            job.language,
         )
         if len(job.data) < _ONE_WRITE:
             stdin.write(head + job.data)  # one system call
@@ -101,12 +111,15 @@ class _Worker:
 
 
 class ParsePool:
-    """``size`` worker processes; ``parse`` is ``parsers.parse`` run in one of them."""
+    """``size`` worker processes; ``parse`` is ``parsers.parse`` run in one of them.
+    ``language``: the daemon's tenants may need the language told, so every worker
+    (a replacement too) loads the model at its start; else none ever does unasked."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, language: bool = False) -> None:
         if size < 1:
             raise ValueError("a parse pool needs at least one worker")
         self.size = size
+        self.language = language
         self.workers: list[_Worker] = []
         self.replaced = 0  # workers started in place of dead ones (for tests and status)
         self._waiting: deque[_Job] = deque()
@@ -131,13 +144,14 @@ class ParsePool:
             raise RuntimeError(f"parse workers did not start: {failed[0]!r}") from failed[0]
         log.info("parse_pool.started", workers=self.size, pids=self.pids)
 
-    async def parse(self, data: bytes, limits: Limits) -> ParsedMessage:
-        """What ``parsers.parse(data, limits=limits)`` returns or raises; a lost worker
-        raises ParseWorkerLost."""
+    async def parse(self, data: bytes, limits: Limits, *, language: bool = False) -> ParsedMessage:
+        """What ``parsers.parse(data, limits=limits)`` returns or raises, carrying its
+        language (``routing.language.told``) if asked; a lost worker raises
+        ParseWorkerLost."""
         if self._closing:
             raise ParseWorkerLost("the parse pool is closed")
         loop = asyncio.get_running_loop()
-        job = _Job(bytes(data), limits, loop.create_future())
+        job = _Job(bytes(data), limits, language, loop.create_future())
         self._waiting.append(job)
         self._dispatch()
         try:
@@ -146,6 +160,13 @@ class ParsePool:
             self._given_up(job, loop.time())
             raise
         return _result(answer)
+
+    async def warmed(self) -> None:
+        """Until every worker started so far has loaded the language model (or failed
+        to: its first message that needs it tries again); a pool without ``language``
+        has nothing to wait for."""
+        if self.language:
+            await asyncio.gather(*(w.warm.wait() for w in self.workers if w.alive))
 
     async def close(self) -> None:
         """Stop every worker by its pid: stdin closed, then killed if it does not end."""
@@ -171,6 +192,7 @@ class ParsePool:
             sys.executable,
             "-m",
             "gateway.intake.parse_worker",
+            *(["--language"] if self.language else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -197,6 +219,11 @@ class ParsePool:
         try:
             while True:
                 answer = await _read_answer(worker.proc)
+                if answer[0] == "warm":  # not an answer: the model's load is done
+                    if answer[2]:
+                        log.error("parse_worker.language_failed", pid=worker.pid, error=answer[2])
+                    worker.warm.set()
+                    continue
                 job = worker.held.popleft()
                 worker.held_bytes -= len(job.data)
                 if not job.future.done():
@@ -310,12 +337,12 @@ def _result(answer: tuple[object, ...]) -> ParsedMessage:
 
 
 @contextlib.asynccontextmanager
-async def parse_pool(size: int) -> AsyncIterator[ParsePool | None]:
+async def parse_pool(size: int, *, language: bool = False) -> AsyncIterator[ParsePool | None]:
     """The daemon's pool for its lifetime; None (parse in the daemon) when ``size`` is 0."""
     if size < 1:
         yield None
         return
-    pool = ParsePool(size)
+    pool = ParsePool(size, language=language)
     await pool.start()
     try:
         yield pool

@@ -1,15 +1,23 @@
 """A parse worker: raw messages in on stdin, ``ParsedMessage`` values out on stdout.
 
 Run by ``gateway/intake/parse_pool.py`` as ``python -m gateway.intake.parse_worker``,
-never by hand. It imports the parser and the standard library only: no store, no
-web side, no language model, so it costs what a parse costs and no more (figure 6
+never by hand. It imports the parser, routing/language.py and the standard library
+only: no store, no web side, so it costs what a parse costs and no more (figure 6
 measures memory). One message at a time, answers in the order asked.
 
-Frames: a request is ``!QIII`` (length of the message, then the three limits)
-and the message's bytes; an answer is ``!Q`` (length) and a pickle of
-``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
+The language model (py3langid, ~100 MiB) is loaded only when the daemon's tenants may
+need it (``--language``): then in a thread from the start, which says ``("warm", pid,
+error)`` when done (the daemon opens its listeners after it); a message that needs it
+sooner waits on that same load. A message asked to be told its language (the daemon
+knows its tenants before it is parsed) comes back carrying it, and the daemon's
+writer does not classify it again.
+
+Frames: a request is ``!QIII?`` (length of the message, the three limits, whether to
+tell its language) and the message's bytes; an answer is ``!Q`` (length) and a pickle
+of ``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
 or ``("fault", class name, text)`` for anything else. The first answer is
-``("ready", pid)`` once the imports are done.
+``("ready", pid)`` once the imports are done (the model may still be loading); the
+``"warm"`` frame comes after it, between any two answers.
 
 It ignores SIGINT and SIGTERM: a Ctrl-C or systemd's stop reaches the whole
 process group, and the daemon still has messages in flight to answer; it
@@ -23,28 +31,36 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 from typing import BinaryIO
 
-REQUEST = struct.Struct("!QIII")
+REQUEST = struct.Struct("!QIII?")
 ANSWER = struct.Struct("!Q")
+
+
+_SENDING = threading.Lock()  # the answers and the warm-up's one frame, never interleaved
 
 
 def _send(out: BinaryIO, answer: tuple[object, ...]) -> None:
     payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
-    out.flush()
+    with _SENDING:
+        out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
+        out.flush()
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer requests until ``inp`` ends."""
+def serve(inp: BinaryIO, out: BinaryIO, language: bool = False) -> None:
+    """Answer requests until ``inp`` ends; ``language``: load the model meanwhile."""
     from parsers import Limits, ParseError, parse
+    from routing.language import told
 
     _send(out, ("ready", os.getpid()))
+    if language:
+        threading.Thread(target=_warm, args=(out,), name="language-warm", daemon=True).start()
     while True:
         head = inp.read(REQUEST.size)
         if len(head) < REQUEST.size:
             return  # the daemon closed our stdin, or died
-        size, max_header_bytes, max_mime_depth, max_parts = REQUEST.unpack(head)
+        size, max_header_bytes, max_mime_depth, max_parts, language = REQUEST.unpack(head)
         data = inp.read(size)
         if len(data) < size:
             return
@@ -53,13 +69,27 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         )
         answer: tuple[object, ...]
         try:
-            answer = ("ok", parse(data, limits=limits))
+            parsed = parse(data, limits=limits)
+            answer = ("ok", told(parsed) if language else parsed)
         except ParseError as exc:
             answer = ("refused", type(exc).__name__, str(exc)[:500])
         except Exception as exc:  # parse raises only ParseError; anything else is ours
             answer = ("fault", type(exc).__name__, str(exc)[:500])
         del data
         _send(out, answer)
+
+
+def _warm(out: BinaryIO) -> None:
+    """The model loaded beside the parses; said when done, failed or not (the first
+    message that needs it then tries again, and fails with the reason)."""
+    from routing.language import warm
+
+    error = ""
+    try:
+        warm()
+    except Exception as exc:
+        error = repr(exc)[:500]
+    _send(out, ("warm", os.getpid(), error))
 
 
 def main() -> int:
@@ -69,7 +99,7 @@ def main() -> int:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     with out:
-        serve(sys.stdin.buffer, out)
+        serve(sys.stdin.buffer, out, language="--language" in sys.argv[1:])
     return 0
 
 

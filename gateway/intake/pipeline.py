@@ -86,6 +86,8 @@ class Pipeline:
         self.scanner = scanner
         self.clock = clock or _store_clock
         self.after_commit: Callable[[], None] | None = None  # wakes the outbox worker
+        # Called on the loop once the language model is loaded here (the daemon's gc.freeze).
+        self.after_model: Callable[[], None] | None = None
         self._model: asyncio.Future[None] | None = None  # the language model's load
         # The daemon's parse workers ([gateway] parse_workers); None: parse in this process.
         self.parse_pool: ParsePool | None = None
@@ -174,13 +176,13 @@ class Pipeline:
         if len(raw.data) > config.smtp.max_message_size:
             return reject(Reason.TOO_BIG)
 
-        parsed = await self._parse(raw.data, limits)
+        tenants = [j.recipient.tenant for j in named.values()]
+        parsed = await self._parse(raw.data, limits, language.wanted(tenants))
         trace.kind = parsed.kind
         trace.attachments = len(parsed.attachments)
         if parsed.received_count > config.smtp.max_received:
             return reject(Reason.LOOP)
 
-        tenants = [j.recipient.tenant for j in named.values()]
         model = self._language_model(parsed, tenants)  # loads while the scan and DNS run
         raw_sha = hashlib.sha256(raw.data).hexdigest()
         if needs_scan(parsed):
@@ -220,21 +222,47 @@ class Pipeline:
     def _language_model(
         self, parsed: ParsedMessage, tenants: list[Tenant]
     ) -> asyncio.Future[None] | None:
-        """The language model's load, for a message that may need it before it is loaded:
-        started by the first such message, in a worker thread, once for all that wait on
-        it, so the writer never loads it inside its transaction (routing/language.py)."""
+        """The language model's load, for a message that may need it before it is loaded
+        (none when a parse worker told its language): the load ``warm_language`` started,
+        else started here, so the writer never loads it inside its transaction."""
         if language.loaded() or not language.may_detect(parsed, tenants):
             return None
+        return self.warm_language()
+
+    def warm_language(self) -> asyncio.Future[None]:
+        """The language model's load in a thread of this process, started once (at start
+        by the daemon without parse workers, else by the first message that needs it);
+        every message that needs it meanwhile waits on this one load."""
         if self._model is None:
             self._model = asyncio.ensure_future(asyncio.to_thread(language.warm))
-            self._model.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._model.add_done_callback(self._model_loaded)
         return self._model
 
-    async def _parse(self, data: bytes, limits: Limits) -> ParsedMessage:
-        """In a worker process when the daemon has them (off this process's GIL), else
-        here, big mail in a thread so the loop keeps serving."""
+    async def language_warmed(self, within: float) -> None:
+        """Until the language model is loaded where this daemon tells languages (each
+        parse worker, else here), at most ``within`` s: the daemon opens its listeners
+        after it, so no message waits on the load (it overlaps the rest of start-up)."""
+        load = self.parse_pool.warmed() if self.parse_pool is not None else self.warm_language()
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.shield(load)
+        except TimeoutError:
+            log.warning("language.warm_slow", waited_s=within)  # the lazy path waits on it
+        except Exception as exc:  # the first message that needs it tries again
+            log.error("language.warm_failed", error=repr(exc)[:200])
+
+    def _model_loaded(self, load: asyncio.Future[None]) -> None:
+        if load.cancelled() or load.exception() is not None:
+            self._model = None  # a later message tries again (and the writer says why)
+        elif self.after_model is not None:
+            self.after_model()
+
+    async def _parse(self, data: bytes, limits: Limits, tell: bool) -> ParsedMessage:
+        """In a worker process when the daemon has them (off this process's GIL, the
+        language told there too when ``tell``), else here, big mail in a thread so the
+        loop keeps serving (and the writer tells the language, routing/language.py)."""
         if self.parse_pool is not None:
-            return await self.parse_pool.parse(data, limits)
+            return await self.parse_pool.parse(data, limits, language=tell)
         if len(data) > _INLINE_PARSE_BYTES:
             return await asyncio.to_thread(parse, data, limits=limits)
         return parse(data, limits=limits)
