@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ClauseElement
 
 from store import deferred
 from store.db import insert_ignore
@@ -107,19 +108,33 @@ _THREAD_IDS = {
     .limit(bindparam("limit"))
     for role in (False, True)
 }
-_ACKS_SINCE = Direct(
-    select(func.count())
-    .select_from(outbox)
-    .where(
-        outbox.c.tenant == _TENANT,
-        outbox.c.kind == "ack",
-        or_(
-            outbox.c.to_addr == bindparam("address"),
-            outbox.c.to_addr.like(bindparam("tagged"), escape="\\"),
-        ),
-        outbox.c.created_at >= bindparam("since"),
+
+
+def _acks_since(conn: Connection) -> ClauseElement:
+    """The LIKE alone read every ack of the tenant (SQLite's LIKE ignores case, the index
+    does not); ``local+`` .. ``local@domain`` holds the address and its tagged forms in
+    code-point order ("C" on PostgreSQL), so the index bounds the read."""
+    addr = outbox.c.to_addr
+    if conn.dialect.name == "postgresql":
+        addr = addr.collate("C")
+    return (
+        select(func.count())
+        .select_from(outbox)
+        .where(
+            outbox.c.tenant == _TENANT,
+            outbox.c.kind == "ack",
+            addr >= bindparam("lowest"),
+            addr <= bindparam("address"),
+            or_(
+                outbox.c.to_addr == bindparam("address"),
+                outbox.c.to_addr.like(bindparam("tagged"), escape="\\"),
+            ),
+            outbox.c.created_at >= bindparam("since"),
+        )
     )
-)
+
+
+_ACKS_SINCE = Direct(_acks_since)
 
 
 def now() -> datetime:
@@ -346,7 +361,8 @@ def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> 
     local, _, domain = address.lower().partition("@")
     local = local.split("+", 1)[0]
     tagged = f"{_like_escape(local)}+%@{_like_escape(domain)}"
-    params = {"tenant": tenant, "address": f"{local}@{domain}", "tagged": tagged, "since": since}
+    params: dict[str, Any] = {"tenant": tenant, "address": f"{local}@{domain}"}
+    params |= {"lowest": f"{local}+", "tagged": tagged, "since": since}
     row = _ACKS_SINCE.first(conn, params)
     held = sum(
         1
