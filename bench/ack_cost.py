@@ -4,7 +4,8 @@ CPU of this process per ack (the sink is its own process, bench/sink.py), in
 three stages: ``compose`` (outbound.compose.acknowledgement), ``send`` (one
 AccountConnection, reused, as an outbox lane does) and ``record`` (the outcome
 written in one transaction per batch of ``--batch`` rows on a fresh SQLite
-store: per row as ``_record`` does, and, where the code has it, all at once).
+store: per row as ``_record`` does, and, where the code has it, all at once);
+and the rate limit's read (``repos.acks_since``) with ``--table`` acks in the outbox.
 Run it on another checkout with ``PYTHONPATH=<checkout>`` to compare; each
 stage is bounded by ``--n`` and the send stage by a timeout.
 
@@ -18,7 +19,7 @@ import asyncio
 import json
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,12 +112,43 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
     return out
 
 
+def limit(rows: int, folder: Path, calls: int = 500) -> float:
+    """CPU per ``acks_since`` (the rate limit's read for every new ticket) with ``rows``
+    acknowledgements to other senders already in the outbox."""
+    url = f"sqlite+aiosqlite:///{folder / 'limit.db'}"
+
+    async def schema() -> None:
+        engine = create_engine(url)
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(schema())
+    engine = create_writer_engine(url)
+    now = repos.now()
+    with engine.begin() as conn:
+        for start in range(0, rows, 5000):
+            mails = [
+                ("ack", None, f"<l{i}@gw.test>", "", [f"c{i}@client.test"], b"x")
+                for i in range(start, min(rows, start + 5000))
+            ]
+            repos.enqueue_many(conn, "acme", mails, now=now)
+    since = now - timedelta(hours=3)
+    with engine.begin() as conn:
+        t0 = time.process_time()
+        for i in range(calls):
+            repos.acks_since(conn, "acme", f"new{i}@client.test", since)
+        spent = time.process_time() - t0
+    engine.dispose()
+    return spent / calls
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--table", default="1000,10000,100000", help="outbox sizes for acks_since")
     args = ap.parse_args()
     n = min(args.n, 20000)
     results: list[dict[str, float]] = []
@@ -129,6 +161,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 for way, s in record(mails, args.batch, Path(tmp)).items():
                     run[f"record_{way}_us"] = s / n * 1e6
+            for size in [min(int(x), 200_000) for x in args.table.split(",") if x]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    run[f"acks_since_{size}_us"] = limit(size, Path(tmp)) * 1e6
             results.append(run)
             print(json.dumps({k: round(v, 1) for k, v in run.items()}), flush=True)
     finally:
