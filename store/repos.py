@@ -111,24 +111,19 @@ _THREAD_IDS = {
 
 
 def _acks_since(conn: Connection) -> ClauseElement:
-    """The LIKE alone read every ack of the tenant (SQLite's LIKE ignores case, the index
-    does not); ``local+`` .. ``local@domain`` holds the address and its tagged forms in
-    code-point order ("C" on PostgreSQL), so the index bounds the read."""
-    addr = outbox.c.to_addr
-    if conn.dialect.name == "postgresql":
-        addr = addr.collate("C")
+    """The LIKE alone read every ack of the tenant: SQLite's LIKE ignores case, its index
+    does not, so there ``local+`` .. ``local@domain`` (the address and its tagged forms
+    in code-point order) bounds the read; PostgreSQL's index serves the LIKE (0015)."""
+    to = outbox.c.to_addr
+    bounded = [to >= bindparam("lowest"), to <= bindparam("address")]
     return (
         select(func.count())
         .select_from(outbox)
         .where(
             outbox.c.tenant == _TENANT,
             outbox.c.kind == "ack",
-            addr >= bindparam("lowest"),
-            addr <= bindparam("address"),
-            or_(
-                outbox.c.to_addr == bindparam("address"),
-                outbox.c.to_addr.like(bindparam("tagged"), escape="\\"),
-            ),
+            *(bounded if conn.dialect.name == "sqlite" else []),
+            or_(to == bindparam("address"), to.like(bindparam("tagged"), escape="\\")),
             outbox.c.created_at >= bindparam("since"),
         )
     )
