@@ -24,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from bench.common import Sink
 from outbound import delivery
 from outbound.compose import Composed, acknowledgement
@@ -71,8 +73,9 @@ async def send(mails: list[Composed], port: int) -> float:
     return spent / max(1, len(rows) - 1) * len(rows)
 
 
-def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
-    url = f"sqlite+aiosqlite:///{folder / 'store.db'}"
+def _store(path: Path) -> Engine:
+    """A fresh SQLite store at ``path``, migrated, and the writer's engine on it."""
+    url = f"sqlite+aiosqlite:///{path}"
 
     async def schema() -> None:
         engine = create_engine(url)
@@ -80,7 +83,11 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
         await engine.dispose()
 
     asyncio.run(schema())
-    engine = create_writer_engine(url)
+    return create_writer_engine(url)
+
+
+def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
+    engine = _store(folder / "store.db")
     config: Any = SimpleNamespace(outbound=OutboundSettings(), hostname="gw.test")
     ways = {"per_row": None}
     if hasattr(delivery, "_mark_sent"):
@@ -115,15 +122,7 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
 def limit(rows: int, folder: Path, calls: int = 500) -> float:
     """CPU per ``acks_since`` (the rate limit's read for every new ticket) with ``rows``
     acknowledgements to other senders already in the outbox."""
-    url = f"sqlite+aiosqlite:///{folder / 'limit.db'}"
-
-    async def schema() -> None:
-        engine = create_engine(url)
-        await upgrade(engine)
-        await engine.dispose()
-
-    asyncio.run(schema())
-    engine = create_writer_engine(url)
+    engine = _store(folder / "limit.db")
     now = repos.now()
     with engine.begin() as conn:
         for start in range(0, rows, 5000):
