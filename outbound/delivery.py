@@ -165,12 +165,20 @@ class Delivery:
         if not batch:
             return
         me = self.instance
-        kept = await self.writer.submit(
-            lambda conn: [
-                _record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
+
+        def write(conn: Connection) -> list[bool]:
+            # A plain "sent" (nearly all of them) is the same change for every row: one
+            # UPDATE for them all, not one each (a fifth of the worker's CPU per mail).
+            plain = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
+            marked = _mark_sent(conn, plain, me) if plain else set()
+            return [
+                row["id"] in marked
+                if attempt.result == "sent" and not attempt.detail
+                else _record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
                 for row, attempt, config in batch
             ]
-        )
+
+        kept = await self.writer.submit(write)
         for (row, attempt, _config), ok in zip(batch, kept, strict=True):
             self._count(row, attempt, ok)
 
@@ -270,6 +278,25 @@ def _claim(
         if r["status"] == "sending":
             log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
     return rows
+
+
+def _mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
+    """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
+    instance's claim (a row another instance took over stays as it has it)."""
+    res = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
+        .values(
+            status="sent",
+            attempts=outbox.c.attempts + 1,
+            sent_at=repos.now(),
+            last_error=None,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        .returning(outbox.c.id)
+    )
+    return {r[0] for r in res}
 
 
 def _record(

@@ -253,7 +253,15 @@ outbox = Table(
     Column("claimed_until", DateTime(timezone=True), nullable=True),
     UniqueConstraint("message_id"),
     Index(None, "status", "next_attempt_at"),
-    Index(None, "tenant", "kind", "to_addr", "created_at"),
+    # text_pattern_ops: the acknowledgement limit's LIKE uses it on PostgreSQL (0015)
+    Index(
+        None,
+        "tenant",
+        "kind",
+        "to_addr",
+        "created_at",
+        postgresql_ops={"to_addr": "text_pattern_ops"},
+    ),
 )
 
 # Where each IMAP mailbox stands: a changed UIDVALIDITY means a full resync,

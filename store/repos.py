@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ClauseElement
 
 from store import deferred
 from store.db import insert_ignore
@@ -107,19 +108,28 @@ _THREAD_IDS = {
     .limit(bindparam("limit"))
     for role in (False, True)
 }
-_ACKS_SINCE = Direct(
-    select(func.count())
-    .select_from(outbox)
-    .where(
-        outbox.c.tenant == _TENANT,
-        outbox.c.kind == "ack",
-        or_(
-            outbox.c.to_addr == bindparam("address"),
-            outbox.c.to_addr.like(bindparam("tagged"), escape="\\"),
-        ),
-        outbox.c.created_at >= bindparam("since"),
+
+
+def _acks_since(conn: Connection) -> ClauseElement:
+    """The LIKE alone read every ack of the tenant: SQLite's LIKE ignores case, its index
+    does not, so there ``local+`` .. ``local@domain`` (the address and its tagged forms
+    in code-point order) bounds the read; PostgreSQL's index serves the LIKE (0015)."""
+    to = outbox.c.to_addr
+    bounded = [to >= bindparam("lowest"), to <= bindparam("address")]
+    return (
+        select(func.count())
+        .select_from(outbox)
+        .where(
+            outbox.c.tenant == _TENANT,
+            outbox.c.kind == "ack",
+            *(bounded if conn.dialect.name == "sqlite" else []),
+            or_(to == bindparam("address"), to.like(bindparam("tagged"), escape="\\")),
+            outbox.c.created_at >= bindparam("since"),
+        )
     )
-)
+
+
+_ACKS_SINCE = Direct(_acks_since)
 
 
 def now() -> datetime:
@@ -346,7 +356,8 @@ def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> 
     local, _, domain = address.lower().partition("@")
     local = local.split("+", 1)[0]
     tagged = f"{_like_escape(local)}+%@{_like_escape(domain)}"
-    params = {"tenant": tenant, "address": f"{local}@{domain}", "tagged": tagged, "since": since}
+    params: dict[str, Any] = {"tenant": tenant, "address": f"{local}@{domain}"}
+    params |= {"lowest": f"{local}+", "tagged": tagged, "since": since}
     row = _ACKS_SINCE.first(conn, params)
     held = sum(
         1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,54 @@ def test_the_acknowledgement_limit_counts_held_acknowledgements(
         deferred.flush(conn)
     assert _count(conn, tickets) == 12
     assert _count(conn, outbox, outbox.c.kind == "ack") == 10
+
+
+def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
+    conn: Connection,
+) -> None:
+    """The rate limit's count: the address and its ``+tag`` forms, of this tenant, in the
+    window; not an address that merely starts alike, nor a LIKE wildcard's match. The read
+    is bounded by the index on the address, not every ack of the tenant."""
+    addrs = ["kim@client.test", "kim+a@client.test", "KIM+b@client.test", "kim+@client.test"]
+    addrs += ["kimberly@client.test", "kim.x@client.test", "ki@client.test", "kim@other.test"]
+    addrs += ["k%m@client.test", "k%m+1@client.test", "kxm+1@client.test"]
+
+    def queue(tenant: str, kind: str, to: str, i: int, days: int = 0) -> None:
+        row = (kind, None, f"<{kind}.{i}@gw.test>", "", [to], b"x")
+        repos.enqueue_many(conn, tenant, [row], now=NOW - timedelta(days=days))
+
+    for i, a in enumerate(addrs):
+        queue("acme", "ack", a, i)
+    queue("acme", "notice", "kim@client.test", 100)  # not an acknowledgement
+    queue("globex", "ack", "kim@client.test", 101)  # another tenant's
+    queue("acme", "ack", "kim@client.test", 102, days=1)  # before the window
+    since = NOW - timedelta(hours=1)
+    counts = {a: repos.acks_since(conn, "acme", a, since) for a in addrs[:1] + addrs[4:9]}
+    assert counts == {
+        "kim@client.test": 4,
+        "kimberly@client.test": 1,
+        "kim.x@client.test": 1,
+        "ki@client.test": 1,
+        "kim@other.test": 1,
+        "k%m@client.test": 2,
+    }
+    assert repos.acks_since(conn, "acme", "Kim+zz@Client.test", since) == 4
+    seen: list[tuple[str, Any]] = []
+    event.listen(conn.engine, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
+    repos.acks_since(conn, "acme", "kim@client.test", since)
+    sql, params = next(s for s in seen if "count(" in s[0])
+    explain = "EXPLAIN QUERY PLAN"
+    if conn.dialect.name == "postgresql":  # enough other acks that a scan costs more
+        others = [
+            ("ack", None, f"<x{i}@gw.test>", "", [f"x{i}@client.test"], b"x") for i in range(3000)
+        ]
+        repos.enqueue_many(conn, "acme", others, now=NOW)
+        conn.exec_driver_sql("ANALYZE outbox")
+        explain = "EXPLAIN"
+    plan = " ".join(str(r) for r in conn.exec_driver_sql(f"{explain} {sql}", params))
+    # the index bounds the tagged forms by their prefix: a range on SQLite (the LIKE
+    # cannot), the LIKE's own prefix on PostgreSQL (text_pattern_ops)
+    assert ("to_addr>" if conn.dialect.name == "sqlite" else "~>=~") in plan, plan
 
 
 def test_a_direct_statement_raises_sqlalchemys_error_and_is_seen_by_listeners(
