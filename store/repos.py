@@ -23,9 +23,9 @@ from store.models import (
     messages,
     outbox,
     participants,
-    ticket_counters,
     tickets,
 )
+from store.numbering import next_number
 
 __all__ = [
     "INSERT_MESSAGE_ID",
@@ -90,12 +90,6 @@ _IS_PARTICIPANT = Direct(
     )
 )
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
-_NEXT_NUMBER = Direct(
-    update(ticket_counters)
-    .where(ticket_counters.c.tenant == bindparam("w_tenant"))
-    .values(last_number=ticket_counters.c.last_number + 1)
-    .returning(ticket_counters.c.last_number)
-)
 _THREAD_IDS = {
     role: select(messages.c.message_id)
     .where(
@@ -193,18 +187,12 @@ def new_ticket(
     now: datetime | None = None,
     language: str | None = None,
 ) -> tuple[int, str]:
-    """Allocate the tenant's next number and create the ticket; (id, ref).
+    """Allocate the tenant's next number and create the ticket; (id, ref). On PostgreSQL
+    a rolled-back transaction leaves the number it drew unused (store/numbering.py).
 
     ``language``: the client's, when the first message showed it (outbound/language.py),
     written with the row rather than by an UPDATE after it."""
-    counted = _NEXT_NUMBER.first(conn, {"w_tenant": tenant})
-    number = counted[0] if counted is not None else None
-    if number is None:
-        start = conn.execute(
-            select(func.coalesce(func.max(tickets.c.number), 0)).where(tickets.c.tenant == tenant)
-        )
-        number = int(start.scalar_one()) + 1
-        conn.execute(insert(ticket_counters).values(tenant=tenant, last_number=number))
+    number = next_number(conn, tenant)
     ref = f"{prefix}-{number}"
     ts = now or _now()
     row = _INSERT_TICKET.first(

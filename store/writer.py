@@ -14,18 +14,16 @@ neighbours. The rows a message adds that nothing reads before the commit
 (store/deferred.py).
 
 Several instances on one PostgreSQL (docs/scaling.md) commit concurrently.
-Two batches that create tickets for two tenants in opposite orders would
-deadlock on the tenants' ``ticket_counters`` rows, and PostgreSQL breaks a
-deadlock only after ``deadlock_timeout`` (1 s): figure 9 of BENCHMARKS.md
-measured 16 such stalls a run with three instances. So a unit names the
-tenants it may number tickets for (:func:`for_tenants`), and on PostgreSQL a
-batch first locks those counter rows in one global order. A unit retried
-alone that still meets a transient conflict (a deadlock, a serialization
-failure, or a unique-index race another instance won, such as the same mail
-delivered to two MX hosts) runs again, up to :data:`ATTEMPTS` times, and the
-next run finds the winner's rows instead of answering the sender 451. So does
-a unit whose connection is found dead before its commit: the writer's engine
-does not ping the server before each batch (a round trip each on PostgreSQL).
+Ticket numbers there come from a sequence per tenant (store/numbering.py), which
+holds no lock until the commit: batches that number tickets for the same tenants
+no longer wait for each other, nor deadlock when they do so in opposite orders
+(figure 9 of BENCHMARKS.md). A unit retried alone that still meets a transient
+conflict (a deadlock, a serialization failure, or a unique-index race another
+instance won, such as the same mail delivered to two MX hosts) runs again, up to
+:data:`ATTEMPTS` times, and the next run finds the winner's rows instead of
+answering the sender 451. So does a unit whose connection is found dead before its
+commit: the writer's engine does not ping the server before each batch (a round
+trip each on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -33,21 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from store import deferred
 from store.errors import StoreUnavailable
 from store.faults import BEFORE_COMMIT, crash_point, is_message_commit
-from store.models import ticket_counters, tickets
 
-__all__ = ["ATTEMPTS", "Work", "Writer", "for_tenants"]
+__all__ = ["ATTEMPTS", "Work", "Writer"]
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -56,46 +52,9 @@ log = structlog.get_logger("store.writer")
 ATTEMPTS = 4  # runs of a unit alone that meets a transient conflict
 # deadlock_detected, serialization_failure, unique_violation
 _TRANSIENT = {"40P01", "40001", "23505"}
-_TENANTS = "_gateway_tenants"
 # Set on an error that lost the connection before COMMIT was sent: nothing of the
 # transaction was kept, so the unit may run again on a fresh connection.
 _UNSENT = "_gateway_unsent"
-_LOCK_COUNTERS = (
-    select(ticket_counters.c.tenant)
-    .where(ticket_counters.c.tenant.in_(bindparam("tenants", expanding=True)))
-    .order_by(ticket_counters.c.tenant)
-    .with_for_update()
-)
-
-
-def for_tenants(work: Work[T], tenants: Iterable[str]) -> Work[T]:
-    """Mark ``work`` as one that may number tickets for ``tenants`` (see the module doc)."""
-    setattr(work, _TENANTS, tuple(tenants))
-    return work
-
-
-def _lock_counters(conn: Connection, tenants: list[str]) -> None:
-    """Lock the tenants' counter rows in sorted order, making the missing ones first
-    (a tenant's first ticket on a new database), also in sorted order: two instances
-    inserting two new tenants' rows crosswise would deadlock just the same."""
-    if not tenants:
-        return
-    found = set(conn.execute(_LOCK_COUNTERS, {"tenants": tenants}).scalars())
-    missing = [t for t in tenants if t not in found]
-    if not missing:
-        return
-    from sqlalchemy.dialects.postgresql import insert
-
-    for tenant in missing:
-        start = select(func.coalesce(func.max(tickets.c.number), 0)).where(
-            tickets.c.tenant == tenant
-        )
-        conn.execute(
-            insert(ticket_counters)
-            .values(tenant=tenant, last_number=start.scalar_subquery())
-            .on_conflict_do_nothing(index_elements=[ticket_counters.c.tenant])
-        )
-    conn.execute(_LOCK_COUNTERS, {"tenants": missing})
 
 
 def _transient(exc: BaseException) -> bool:
@@ -205,9 +164,6 @@ class Writer:
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         with self._tx_engine.begin() as conn, deferred.hold(conn):
             try:
-                if conn.dialect.name == "postgresql":
-                    tenants = sorted({t for w in works for t in getattr(w, _TENANTS, ())})
-                    _lock_counters(conn, tenants)
                 results = []
                 for w in works:
                     if is_message_commit(w):

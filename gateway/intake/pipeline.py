@@ -41,7 +41,7 @@ from routing.verdicts import Accepted, Defer, Drop, Outcome, Reason, Reject, Sto
 from store import repos
 from store.blobs import BlobStore
 from store.faults import AFTER_COMMIT_BEFORE_REPLY, crash_point, message_commit
-from store.writer import Writer, for_tenants
+from store.writer import Writer
 
 __all__ = ["Pipeline", "needs_scan"]
 
@@ -209,7 +209,7 @@ class Pipeline:
         def work(conn: Connection) -> list[Stored] | Reject:
             return commit_message(conn, config, templates, named, msg, bind)
 
-        stored = await self.writer.submit(message_commit(for_tenants(work, named)))
+        stored = await self.writer.submit(message_commit(work))
         if isinstance(stored, Reject):
             return stored
         if self.after_commit is not None:

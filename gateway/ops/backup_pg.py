@@ -45,6 +45,7 @@ from typing import IO, Any
 from sqlalchemy.engine import make_url
 
 from gateway.ops.errors import NothingToRead, PgError, StoreUnavailable, TryAgain, WouldOverwrite
+from store import numbering
 
 __all__ = [
     "DUMP_MEMBER",
@@ -59,6 +60,7 @@ __all__ = [
     "find_tool",
     "libpq",
     "pg_restore",
+    "resync_numbers",
 ]
 
 PART = 8 << 20  # bytes of pg_dump output per tar member, held in memory at once
@@ -344,6 +346,13 @@ def pg_restore(lp: Libpq, dump: Path) -> None:
             raise PgError(
                 f"pg_restore failed (exit {rc}), nothing was restored: {_tool_error(err)}",
             )
+
+
+def resync_numbers(lp: Libpq) -> None:
+    """Let every tenant's ticket-number sequence continue after its highest restored
+    number (store/numbering.py says when it would not already)."""
+    with _connect(lp, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(numbering.RESYNC)
 
 
 def counts(lp: Libpq) -> tuple[int, int, set[str]]:

@@ -156,6 +156,7 @@ def _restore_postgresql(lp: backup_pg.Libpq, staging: Path) -> tuple[int, int, i
     blobs = _check_blobs(named, staging / "data" / "blobs")
     backup_pg.check_target(lp)  # again: unpacking a large archive takes a while
     backup_pg.pg_restore(lp, dump)
+    backup_pg.resync_numbers(lp)
     tickets, messages, restored = backup_pg.counts(lp)
     if (tickets, messages) != expected or restored != named:
         raise BackupError(
