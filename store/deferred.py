@@ -1,11 +1,13 @@
-"""Rows nobody reads before the commit, written once per batch in one ``executemany`` each.
+"""Rows written once per batch in one ``executemany`` each, read back from here meanwhile.
 
 Why: the writer commits a batch of messages in one transaction (store/writer.py), and
-each message adds an audit event, its outbox rows and their Message-IDs: three
-statements a message that no later step of the same batch reads back (the outbox
-rate limit asks ``pending`` below; a Message-ID of mail not yet sent cannot be
-answered before the commit). Held here and written just before the commit, the batch
-pays three statements in all instead of three a message.
+each message adds an audit event, its outbox rows, its own and their Message-IDs and
+its participants: five statements a message. What a later message of the same batch
+reads of them it asks ``pending`` too (the outbox rate limit, the threading lookup of
+Message-IDs, the participant checks and a relay's recipients); held here and written
+just before the commit, the batch pays five statements in all instead of five a
+message. A held row taken back (an agent's ``#cc remove`` of a participant the batch
+added) is ``cancel``led by an entry of its own, so a savepoint rolled back restores it.
 
 Holding them changes no guarantee: a savepoint rolled back (``store.db.Savepoint``,
 a message rejected by a rule, a reaction that failed) drops the rows added since it
@@ -17,7 +19,7 @@ writer's other work, writes at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,9 +27,11 @@ from sqlalchemy.engine import Connection
 
 from store.direct import Direct
 
-__all__ = ["flush", "hold", "mark", "pending", "rollback_to", "suspended", "write"]
+__all__ = ["cancel", "flush", "hold", "mark", "pending", "rollback_to", "suspended", "write"]
 
 _KEY = "gateway_deferred"
+# The statement slot of a ``cancel`` entry: its row names the held entries it takes back.
+_CANCEL = object()
 
 
 @contextmanager
@@ -65,10 +69,32 @@ def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> 
         held.extend((stmt, r) for r in rows)
 
 
+def _live(held: Sequence[tuple[Any, Mapping[str, Any]]]) -> Iterator[tuple[int, Any, Any]]:
+    """(index, statement, row) of the held entries no later ``cancel`` took back."""
+    gone: set[int] = set()
+    for s, r in held:
+        if s is _CANCEL:
+            gone.update(r["of"])
+    for i, (s, r) in enumerate(held):
+        if s is not _CANCEL and i not in gone:
+            yield i, s, r
+
+
 def pending(conn: Connection, stmt: Direct) -> list[Mapping[str, Any]]:
-    """The rows of ``stmt`` held and not yet written."""
+    """The rows of ``stmt`` held and not yet written, in the order held."""
     held = conn.info.get(_KEY) or ()
-    return [r for s, r in held if s is stmt]
+    return [r for _, s, r in _live(held) if s is stmt]
+
+
+def cancel(conn: Connection, stmt: Direct, match: Callable[[Mapping[str, Any]], bool]) -> int:
+    """Take back the held rows of ``stmt`` that ``match``; how many there were."""
+    held = conn.info.get(_KEY)
+    if not held:
+        return 0
+    of = [i for i, s, r in _live(held) if s is stmt and match(r)]
+    if of:
+        held.append((_CANCEL, {"of": of}))
+    return len(of)
 
 
 def flush(conn: Connection) -> None:
@@ -77,7 +103,7 @@ def flush(conn: Connection) -> None:
     if not held:
         return
     by_stmt: dict[Direct, list[Mapping[str, Any]]] = {}
-    for stmt, row in held:
+    for _, stmt, row in _live(held):
         by_stmt.setdefault(stmt, []).append(row)
     held.clear()
     for stmt, rows in by_stmt.items():

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Connection
 
-from store import repos
-from store.db import insert_ignore
+from store import deferred, repos
+from store import participants as people
 from store.direct import Direct
-from store.models import attachments, messages, participants, tickets
+from store.models import attachments, messages, tickets
 
 __all__ = [
     "Audit",
@@ -29,12 +29,10 @@ __all__ = [
     "NewTicket",
     "Participant",
     "Written",
-    "add_participant",
     "audit",
     "insert_attachments",
     "insert_message",
     "record_message_id",
-    "remove_participant",
     "touch_ticket",
     "write",
 ]
@@ -50,10 +48,6 @@ _TOUCH_TICKET = Direct(
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("ts"))
     .returning(tickets.c.ref, tickets.c.subject)
-)
-_INSERT_PARTICIPANT = Direct(
-    lambda conn: insert_ignore(conn, participants),
-    ("tenant", "ticket_id", "address", "name", "role", "created_at"),
 )
 
 
@@ -130,8 +124,8 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
         return Written(None, None, "", row)
     if plan.anchor and plan.message.get("message_id"):
         record_message_id(conn, tenant, plan.message["message_id"], ticket_id, "in")
-    for p in plan.participants:
-        add_participant(conn, tenant, ticket_id, p.address, p.name, p.role, now)
+    people.hold(conn, tenant, ticket_id, [(p.address, p.name, p.role) for p in plan.participants],
+                now)  # fmt: skip
     if plan.status_was is not None and "status" in plan.changes:
         repos.add_audit(
             conn, tenant, "ticket.status", actor=plan.actor, ticket_id=ticket_id,
@@ -210,46 +204,7 @@ def insert_attachments(
 def record_message_id(
     conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
 ) -> None:
-    """Remember an id for threading; the first ticket to claim an id keeps it."""
-    repos.INSERT_MESSAGE_ID.rowcount(
-        conn,
-        {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
-    )
-
-
-def add_participant(
-    conn: Connection,
-    tenant: str,
-    ticket_id: int,
-    address: str,
-    name: str,
-    role: str,
-    now: datetime,
-) -> bool:
-    """True if the address was new on the ticket (a unique index decides, in one statement)."""
-    if not address:
-        return False
-    added = _INSERT_PARTICIPANT.rowcount(
-        conn,
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "address": address,
-            "name": name,
-            "role": role,
-            "created_at": now,
-        },
-    )
-    return bool(added)
-
-
-def remove_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
-    """True if the address took part in the ticket and no longer does."""
-    res = conn.execute(
-        delete(participants).where(
-            participants.c.tenant == tenant,
-            participants.c.ticket_id == ticket_id,
-            participants.c.address == address,
-        )
-    )
-    return bool(res.rowcount)
+    """Remember an id for threading; the first ticket to claim an id keeps it. Held for
+    the writer's flush, where the threading lookup sees it (``repos.tickets_for_message_ids``)."""
+    row = {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin}
+    deferred.write(conn, repos.INSERT_MESSAGE_ID, [row])

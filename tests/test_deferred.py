@@ -24,10 +24,19 @@ from routing.config import GatewayConfig, load_config
 from routing.tenants import AddressIndex
 from routing.verdicts import Reject
 from store import deferred, repos
-from store.db import create_writer_engine
+from store import participants as people
+from store.db import Savepoint, create_writer_engine
 from store.direct import Direct
 from store.faults import message_commit
-from store.models import audit_events, message_ids, metadata, outbox, ticket_counters, tickets
+from store.models import (
+    audit_events,
+    message_ids,
+    metadata,
+    outbox,
+    participants,
+    ticket_counters,
+    tickets,
+)
 from store.writer import Writer
 from tests.pg_harness import session_cluster, use_postgresql
 from tests.test_stages import CONFIG, NOW, _mail, _raw
@@ -109,6 +118,61 @@ def test_the_acknowledgement_limit_counts_held_acknowledgements(
         deferred.flush(conn)
     assert _count(conn, tickets) == 12
     assert _count(conn, outbox, outbox.c.kind == "ack") == 10
+
+
+def test_a_reply_in_the_same_batch_threads_on_held_anchors_and_participants(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """Lee, copied on Kim's new ticket, answers it before the batch is written: the reply
+    threads by the held Message-ID, and Lee takes part by the held participant row (not an
+    outsider, whose reply would change nothing)."""
+    first = _mail("Printer")
+    reply = _mail(
+        "Re: Printer",
+        sender="lee@client.test",
+        headers=f"In-Reply-To: {parse(first).message_id}\r\n",
+    )
+    with deferred.hold(conn):
+        opened = _commit(config, conn, first)
+        answered = _commit(config, conn, reply)
+        assert _count(conn, message_ids) == 0 and _count(conn, participants) == 0  # held
+        deferred.flush(conn)
+    assert (answered[0].ticket_ref, answered[0].thread_by) == (opened[0].ticket_ref, "references")
+    assert "outsider" not in answered[0].flagged
+    assert _count(conn, message_ids, message_ids.c.origin == "in") == 2
+    people_on = conn.execute(select(participants.c.address).order_by(participants.c.id)).all()
+    assert [a for (a,) in people_on] == ["kim@client.test", "lee@client.test"]
+
+
+def test_a_held_participant_taken_back_stays_out_unless_its_savepoint_is_undone(
+    conn: Connection,
+) -> None:
+    """An agent's ``#cc remove`` of someone the batch added: no row at the flush; a
+    reaction rolled back after it (its savepoint) gives the row back."""
+    conn.execute(insert(tickets).values(tenant="acme", number=1, ref="ACME-1", subject="s",
+                                        status="open", queue="default", created_at=NOW,
+                                        updated_at=NOW))  # fmt: skip
+    tid = conn.execute(select(tickets.c.id)).scalar_one()
+    with deferred.hold(conn):
+        people.hold(conn, "acme", tid, [("dave@client.test", "", "cc")], NOW)
+        assert people.is_participant(conn, "acme", tid, "dave@client.test")
+        undone = Savepoint(conn)
+        assert people.remove(conn, "acme", tid, "dave@client.test")
+        assert people.of_ticket(conn, "acme", tid) == []
+        undone.rollback()
+        assert people.of_ticket(conn, "acme", tid) == [
+            {"address": "dave@client.test", "name": "", "role": "cc"}
+        ]
+        assert not people.add(
+            conn, "acme", tid, "dave@client.test", "", "cc", NOW
+        )  # held: no change
+        kept = Savepoint(conn)
+        assert people.remove(conn, "acme", tid, "dave@client.test")
+        assert not people.is_participant(conn, "acme", tid, "dave@client.test")
+        kept.commit()
+        people.hold(conn, "acme", tid, [("erin@client.test", "Erin", "client")], NOW)
+        deferred.flush(conn)
+    assert [a for (a,) in conn.execute(select(participants.c.address))] == ["erin@client.test"]
 
 
 def test_a_direct_statement_raises_sqlalchemys_error_and_is_seen_by_listeners(

@@ -82,15 +82,12 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=msg.sender,
     )
-    participant = match.ticket_id is not None and repos.is_participant(
-        conn, tenant.slug, match.ticket_id, msg.sender
-    )
     state = (
-        ticket_life.ticket_state(conn, tenant.slug, match.ticket_id)
+        ticket_life.sender_state(conn, tenant.slug, match.ticket_id, msg.sender)
         if match.ticket_id is not None
         else None
     )
-    status, language = state if state is not None else (None, None)
+    status, language, participant = state if state is not None else (None, None, False)
     return Seen(
         key, duplicate=False, key_reused=reused, match=match, participant=participant,
         status=status, language=language,
