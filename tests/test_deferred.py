@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -142,6 +143,26 @@ def test_a_reply_in_the_same_batch_threads_on_held_anchors_and_participants(
     assert _count(conn, message_ids, message_ids.c.origin == "in") == 2
     people_on = conn.execute(select(participants.c.address).order_by(participants.c.id)).all()
     assert [a for (a,) in people_on] == ["kim@client.test", "lee@client.test"]
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_clients_follow_up_moves_the_clocks_its_ticket_update_returned(
+    config: GatewayConfig, conn: Connection, closed: bool
+) -> None:
+    """The follow-up's UPDATE of its ticket returns the clocks (no read of its own): the
+    client's reply ends the wait on them, and one to a closed ticket (the reopening in
+    the same UPDATE) makes the closed time a pause."""
+    first = _mail("Printer")
+    opened = _commit(config, conn, first)
+    hour_ago = NOW - timedelta(hours=1)
+    waiting = {"sla_pauses": [[hour_ago.isoformat(), None]]}
+    shut = {"status": "closed", "resolved_at": hour_ago, "sla_pauses": []}
+    conn.execute(update(tickets).values(**(shut if closed else waiting)))
+    reply = _mail("Re: Printer", headers=f"In-Reply-To: {parse(first).message_id}\r\n")
+    assert _commit(config, conn, reply)[0].ticket_ref == opened[0].ticket_ref
+    row = conn.execute(select(tickets.c.status, tickets.c.sla_pauses, tickets.c.resolved_at)).one()
+    assert row.status == "open" and row.resolved_at is None
+    assert row.sla_pauses == [[hour_ago.isoformat(), NOW.isoformat()]]
 
 
 def test_a_held_participant_taken_back_stays_out_unless_its_savepoint_is_undone(

@@ -194,7 +194,7 @@ def _react(
             conn, slug, ticket_id, "clock",
             lambda: clocks.on_message(
                 conn, slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
-                now=now, created=created,
+                now=now, created=created, row=written.clocks if r.role == "client" else None,
             ), now,
         )  # fmt: skip
     elif r.bounce:
