@@ -27,9 +27,20 @@ from sqlalchemy.engine import Connection
 
 from store.direct import Direct
 
-__all__ = ["cancel", "flush", "hold", "mark", "pending", "rollback_to", "suspended", "write"]
+__all__ = [
+    "cancel",
+    "flush",
+    "hold",
+    "kept",
+    "mark",
+    "pending",
+    "rollback_to",
+    "suspended",
+    "write",
+]
 
 _KEY = "gateway_deferred"
+_KEPT = "gateway_deferred_kept"
 # The statement slot of a ``cancel`` entry: its row names the held entries it takes back.
 _CANCEL = object()
 
@@ -39,6 +50,7 @@ def hold(conn: Connection) -> Iterator[None]:
     """Hold the deferrable rows of what runs inside; written by ``flush`` (call it before
     the commit), dropped if the block raises (its transaction is rolled back anyway)."""
     conn.info[_KEY] = []
+    conn.info[_KEPT] = {}
     try:
         yield
     finally:
@@ -46,6 +58,7 @@ def hold(conn: Connection) -> Iterator[None]:
         # (and ``info`` would raise until the transaction is rolled back).
         if not conn.invalidated:
             conn.info.pop(_KEY, None)
+            conn.info.pop(_KEPT, None)
 
 
 @contextmanager
@@ -53,11 +66,13 @@ def suspended(conn: Connection) -> Iterator[None]:
     """Write at once inside (after a ``flush``): the writer's other work (jobs, the outbox's
     claims, the web's view log) may read what it writes, or undo it by its own savepoints."""
     held = conn.info.pop(_KEY, None)
+    conn.info.pop(_KEPT, None)
     try:
         yield
     finally:
         if held is not None:
             conn.info[_KEY] = held
+            conn.info[_KEPT] = {}  # what the other work did may change what was kept
 
 
 def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -108,6 +123,13 @@ def flush(conn: Connection) -> None:
     held.clear()
     for stmt, rows in by_stmt.items():
         stmt.many(conn, rows)
+
+
+def kept(conn: Connection) -> dict[Any, Any] | None:
+    """Reads the message commits of a held batch may share (None: nothing is held): the
+    same for each message (a tenant's agents' bouncing marks, store/bouncing.py), and
+    dropped by whoever changes what they read, and whenever other work runs between."""
+    return conn.info.get(_KEPT)
 
 
 def mark(conn: Connection) -> int | None:

@@ -26,11 +26,13 @@ from routing.tenants import AddressIndex
 from routing.verdicts import Reject
 from store import deferred, repos
 from store import participants as people
+from store.bouncing import clear_bouncing, mark_bouncing
 from store.db import Savepoint, create_writer_engine
 from store.direct import Direct
 from store.faults import message_commit
 from store.models import (
     audit_events,
+    bouncing,
     message_ids,
     metadata,
     outbox,
@@ -163,6 +165,30 @@ def test_a_clients_follow_up_moves_the_clocks_its_ticket_update_returned(
     row = conn.execute(select(tickets.c.status, tickets.c.sla_pauses, tickets.c.resolved_at)).one()
     assert row.status == "open" and row.resolved_at is None
     assert row.sla_pauses == [[hour_ago.isoformat(), NOW.isoformat()]]
+
+
+def test_the_agents_bouncing_marks_are_read_once_a_batch_and_again_after_a_change(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The agents' marks are kept for the batch's messages; a mark cleared (or made) on
+    the connection is seen by the next message. The sender's mark comes with the dedupe
+    read, and a sender who writes again loses it."""
+    with deferred.hold(conn):
+        mark_bouncing(conn, "acme", "alice@acme.test", "5.1.1", "test", now=NOW)
+        _commit(config, conn, _mail("One"))
+        _commit(config, conn, _mail("Two"))
+        clear_bouncing(conn, "acme", "alice@acme.test")
+        mark_bouncing(conn, "acme", "Kim@client.test", "5.1.1", "test", now=NOW)
+        _commit(config, conn, _mail("Three"))
+        deferred.flush(conn)
+    sent = conn.execute(select(outbox.c.kind, outbox.c.to_addr).order_by(outbox.c.id)).all()
+    assert [tuple(r) for r in sent] == [
+        ("ack", "kim@client.test"),
+        ("ack", "kim@client.test"),
+        ("ack", "kim@client.test"),
+        ("notice", "alice@acme.test"),
+    ]
+    assert _count(conn, bouncing) == 0
 
 
 def test_a_held_participant_taken_back_stays_out_unless_its_savepoint_is_undone(
