@@ -41,15 +41,50 @@ __all__ = [
 
 _KEY = "gateway_deferred"
 _KEPT = "gateway_deferred_kept"
-# The statement slot of a ``cancel`` entry: its row names the held entries it takes back.
-_CANCEL = object()
+
+
+class _Held:
+    """The held rows in the order held, with each statement's positions among them (the
+    reads ask ``pending`` several times a message: no walk over the whole batch's rows)."""
+
+    __slots__ = ("cancels", "entries", "of")
+
+    def __init__(self) -> None:
+        # (statement, row); a ``cancel`` entry is (None, {"of": [positions taken back]}).
+        self.entries: list[tuple[Direct | None, Mapping[str, Any]]] = []
+        self.of: dict[Direct, list[int]] = {}
+        self.cancels: list[int] = []  # positions of the cancel entries
+
+    def add(self, stmt: Direct | None, row: Mapping[str, Any]) -> None:
+        at = len(self.entries)
+        self.entries.append((stmt, row))
+        if stmt is None:
+            self.cancels.append(at)
+        else:
+            self.of.setdefault(stmt, []).append(at)
+
+    def live(self, stmt: Direct) -> list[int]:
+        """Positions of ``stmt``'s rows no later ``cancel`` took back."""
+        at = self.of.get(stmt, [])
+        if not self.cancels:
+            return at
+        gone = {i for c in self.cancels for i in self.entries[c][1]["of"]}
+        return [i for i in at if i not in gone]
+
+    def truncate(self, at: int) -> None:
+        del self.entries[at:]
+        for positions in self.of.values():
+            while positions and positions[-1] >= at:
+                positions.pop()
+        while self.cancels and self.cancels[-1] >= at:
+            self.cancels.pop()
 
 
 @contextmanager
 def hold(conn: Connection) -> Iterator[None]:
     """Hold the deferrable rows of what runs inside; written by ``flush`` (call it before
     the commit), dropped if the block raises (its transaction is rolled back anyway)."""
-    conn.info[_KEY] = []
+    conn.info[_KEY] = _Held()
     conn.info[_KEPT] = {}
     try:
         yield
@@ -77,51 +112,41 @@ def suspended(conn: Connection) -> Iterator[None]:
 
 def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> None:
     """``stmt.many(conn, rows)``, now or (while held) at the flush."""
-    held: list[tuple[Direct, Mapping[str, Any]]] | None = conn.info.get(_KEY)
+    held: _Held | None = conn.info.get(_KEY)
     if held is None:
         stmt.many(conn, rows)
     else:
-        held.extend((stmt, r) for r in rows)
-
-
-def _live(held: Sequence[tuple[Any, Mapping[str, Any]]]) -> Iterator[tuple[int, Any, Any]]:
-    """(index, statement, row) of the held entries no later ``cancel`` took back."""
-    gone: set[int] = set()
-    for s, r in held:
-        if s is _CANCEL:
-            gone.update(r["of"])
-    for i, (s, r) in enumerate(held):
-        if s is not _CANCEL and i not in gone:
-            yield i, s, r
+        for r in rows:
+            held.add(stmt, r)
 
 
 def pending(conn: Connection, stmt: Direct) -> list[Mapping[str, Any]]:
     """The rows of ``stmt`` held and not yet written, in the order held."""
-    held = conn.info.get(_KEY) or ()
-    return [r for _, s, r in _live(held) if s is stmt]
+    held: _Held | None = conn.info.get(_KEY)
+    if held is None:
+        return []
+    return [held.entries[i][1] for i in held.live(stmt)]
 
 
 def cancel(conn: Connection, stmt: Direct, match: Callable[[Mapping[str, Any]], bool]) -> int:
     """Take back the held rows of ``stmt`` that ``match``; how many there were."""
-    held = conn.info.get(_KEY)
-    if not held:
+    held: _Held | None = conn.info.get(_KEY)
+    if held is None:
         return 0
-    of = [i for i, s, r in _live(held) if s is stmt and match(r)]
+    of = [i for i in held.live(stmt) if match(held.entries[i][1])]
     if of:
-        held.append((_CANCEL, {"of": of}))
+        held.add(None, {"of": of})
     return len(of)
 
 
 def flush(conn: Connection) -> None:
     """Write what is held, one ``executemany`` per statement, in the order first held."""
-    held: list[tuple[Direct, Mapping[str, Any]]] | None = conn.info.get(_KEY)
-    if not held:
+    held: _Held | None = conn.info.get(_KEY)
+    if held is None or not held.entries:
         return
-    by_stmt: dict[Direct, list[Mapping[str, Any]]] = {}
-    for _, stmt, row in _live(held):
-        by_stmt.setdefault(stmt, []).append(row)
-    held.clear()
-    for stmt, rows in by_stmt.items():
+    by_stmt = [(stmt, [held.entries[i][1] for i in held.live(stmt)]) for stmt in held.of]
+    held.truncate(0)
+    for stmt, rows in by_stmt:
         stmt.many(conn, rows)
 
 
@@ -134,12 +159,12 @@ def kept(conn: Connection) -> dict[Any, Any] | None:
 
 def mark(conn: Connection) -> int | None:
     """Where a savepoint begins in the held rows (None: nothing is held)."""
-    held = conn.info.get(_KEY)
-    return None if held is None else len(held)
+    held: _Held | None = conn.info.get(_KEY)
+    return None if held is None else len(held.entries)
 
 
 def rollback_to(conn: Connection, at: int | None) -> None:
     """Drop the rows held since ``mark`` (a savepoint rolled back)."""
-    held = conn.info.get(_KEY)
+    held: _Held | None = conn.info.get(_KEY)
     if held is not None and at is not None:
-        del held[at:]
+        held.truncate(at)
