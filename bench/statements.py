@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=int, default=1000)
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1, help="messages a transaction")
+    ap.add_argument(
+        "--trace", action="store_true",
+        help="print every statement of the first new-ticket message and of the first reply",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     with workdir("statements") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
@@ -70,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     engine = create_engine("sqlite://")
     metadata.create_all(engine)
     counts: Counter[str] = Counter()
+    trail: list[str] = []  # this message's statements (--trace)
+    traced: dict[str, list[str]] = {}
 
     @event.listens_for(engine, "before_cursor_execute")
     def _count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
         counts[re.sub(r"\s+", " ", statement)[:100]] += 1
+        if args.trace:
+            trail.append(re.sub(r"\s+", " ", statement)[:160])
 
     templates, index = Templates.of(config), AddressIndex(config)
     now = datetime(2026, 11, 23, tzinfo=UTC)
@@ -91,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                     sha = hashlib.sha256(m.data).hexdigest()
                     msg = Arrival(raw, p, sha, now + timedelta(seconds=i))
                     named = jobs(index, raw.envelope.rcpt_tos)
-                    commit_message(conn, config, templates, named, msg, lambda c: None)
+                    trail.clear()
+                    done = commit_message(conn, config, templates, named, msg, lambda c: None)
+                    if args.trace and isinstance(done, list) and len(done) == 1:
+                        kind = "new ticket" if done[0].thread_by in ("new", "none") else "reply"
+                        if not done[0].duplicate and done[0].ticket_ref:
+                            traced.setdefault(kind, list(trail))
                 _flush(conn)
         cpu = time.process_time() - t0
     n = len(mails)
@@ -99,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
           f"of CPU per message in the commit stages")  # fmt: skip
     for statement, c in counts.most_common(args.top):
         print(f"{c / n:6.2f}  {statement}")
+    for kind, statements in traced.items():
+        print(f"\nthe first {kind} ({len(statements)} statements through SQLAlchemy's events):")
+        for statement in statements:
+            print(f"  {statement}")
     return 0
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from outbound.compose import Composed
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
+from store import participants as people
 from store import repos
 from store.bouncing import bouncing_among
 
@@ -68,7 +69,7 @@ def client_recipients(
     ours |= set(tenant.addresses)
     clients = [
         p
-        for p in repos.participants_of(conn, tenant.slug, ticket_id)
+        for p in people.of_ticket(conn, tenant.slug, ticket_id)
         if p["role"] in ("client", "cc") and p["address"] not in ours
     ]
     bouncing = bouncing_among(conn, tenant.slug, [p["address"] for p in clients])

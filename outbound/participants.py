@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from routing.config import Agent, GatewayConfig
-from store import ingest, repos
+from store import participants as people
+from store import repos
 
 __all__ = ["apply_cc", "is_ours"]
 
@@ -43,9 +44,9 @@ def apply_cc(
                 problems.append(f"#cc add: {address} is one of our own addresses")
                 continue
             if verb == "add":
-                changed = ingest.add_participant(conn, slug, ticket_id, address, "", "cc", now)
+                changed = people.add(conn, slug, ticket_id, address, "", "cc", now)
             else:
-                changed = ingest.remove_participant(conn, slug, ticket_id, address)
+                changed = people.remove(conn, slug, ticket_id, address)
             if not changed:
                 problems.append(f"#cc {verb}: no change for {address}")
                 continue

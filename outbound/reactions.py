@@ -33,7 +33,7 @@ from outbound.participants import is_ours
 from parsers.types import ParsedMessage
 from routing.config import Agent, GatewayConfig, Tenant
 from store import repos
-from store.bouncing import bouncing_among, clear_bouncing, mark_bouncing
+from store.bouncing import agents_bouncing, bouncing_among, clear_bouncing, mark_bouncing
 
 __all__ = [
     "Event",
@@ -72,6 +72,9 @@ class Event:
     caution: str = ""
     reopened: bool = False  # a client's reply reopened the closed ticket
     language: str | None = None  # to answer in, when the plan knew it (no read, no write)
+    # The sender's bouncing mark, when the lookup read it (store/bouncing.py first_look);
+    # None: read here with the agents'.
+    sender_bouncing: bool | None = None
 
 
 def react(
@@ -96,9 +99,15 @@ def react(
     outgoing: list[tuple[str, Composed]] = []
     slug = ev.tenant.slug
     agents = ev.tenant.agents if ev.notify is None else ev.notify
-    # One look at the bouncing marks for the sender and every agent: a client who
-    # writes to us is reachable again, so their mark goes.
-    bouncing = bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
+    # The bouncing marks of the sender and every agent (the agents' once a batch, the
+    # sender's read with the dedupe key): a client who writes to us is reachable again,
+    # so their mark goes.
+    if ev.sender_bouncing is None:
+        bouncing = bouncing_among(conn, slug, [ev.sender, *(a.address for a in agents)])
+    else:
+        bouncing = agents_bouncing(conn, slug, [a.address for a in agents])
+        if ev.sender_bouncing:
+            bouncing.add(ev.sender.lower())
     if (
         not ev.caution
         and ev.sender.lower() in bouncing

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from parsers.types import ThreadHints
 from routing.config import Tenant
 from routing.tokens import TokenClaim, read_token
+from store import participants as people
 from store import repos
 
 __all__ = ["ThreadMatch", "find_ticket"]
@@ -62,6 +63,6 @@ def find_ticket(
         prefix, _, number = hints.subject_tag.partition("-")
         if prefix.upper() == tenant.tag_prefix and number.isdigit():
             ticket = repos.ticket_by_number(conn, tenant.slug, int(number))
-            if ticket is not None and repos.is_participant(conn, tenant.slug, ticket, sender):
+            if ticket is not None and people.is_participant(conn, tenant.slug, ticket, sender):
                 return ThreadMatch(ticket, "tag")
     return ThreadMatch(None, "none")

@@ -10,15 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.engine import Connection
 
-from store import repos
+from store import deferred, repos
 from store.db import insert_ignore
 from store.direct import Direct
-from store.models import bouncing
+from store.models import bouncing, messages
 
-__all__ = ["bouncing_among", "clear_bouncing", "mark_bouncing"]
+__all__ = [
+    "FIRST_LOOK",
+    "agents_bouncing",
+    "bouncing_among",
+    "clear_bouncing",
+    "first_look",
+    "mark_bouncing",
+]
 
 _TENANT = bindparam("tenant")
 # Straight to the driver (store/direct.py): every message asks. The sender and a
@@ -27,6 +34,50 @@ _BOUNCING_AMONG: dict[int, Direct] = {}
 _CLEAR_BOUNCING = Direct(
     delete(bouncing).where(bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("address"))
 )
+
+
+# A message's first read: the dedupe key's stored message (its raw sha256) and whether its
+# sender bounces, in one statement (the sender's mark was a read of each message's
+# reactions). Either subquery filters on the tenant.
+FIRST_LOOK = Direct(
+    select(
+        select(messages.c.raw_sha256)
+        .where(messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key"))
+        .scalar_subquery()
+        .label("raw_sha256"),
+        exists()
+        .where(bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("sender"))
+        .label("bouncing"),
+    )
+)
+
+
+def first_look(conn: Connection, tenant: str, key: str, sender: str) -> tuple[str | None, bool]:
+    """(raw sha256 stored under the dedupe ``key`` or None, ``sender`` bounces)."""
+    row = FIRST_LOOK.first(conn, {"tenant": tenant, "key": key, "sender": sender.lower()})
+    assert row is not None  # no FROM: always one row
+    return row[0], bool(row[1])
+
+
+def agents_bouncing(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:
+    """``bouncing_among`` for a tenant's agents, asked once in a batch the writer holds
+    (store/deferred.py ``kept``): they are the same for each of its messages."""
+    kept = deferred.kept(conn)
+    if kept is None:
+        return bouncing_among(conn, tenant, addresses)
+    key = ("agents_bouncing", tenant, tuple(addresses))
+    found = kept.get(key)
+    if found is None:
+        found = kept[key] = frozenset(bouncing_among(conn, tenant, addresses))
+    return set(found)
+
+
+def _changed(conn: Connection) -> None:
+    """A mark made or cleared: the agents' marks kept for the batch are read again (also
+    after a savepoint that undid it)."""
+    kept = deferred.kept(conn)
+    if kept:
+        kept.clear()
 
 
 def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:
@@ -53,6 +104,7 @@ def mark_bouncing(
     *,
     now: datetime | None = None,
 ) -> bool:
+    _changed(conn)
     res = conn.execute(
         insert_ignore(conn, bouncing),
         {
@@ -67,4 +119,5 @@ def mark_bouncing(
 
 
 def clear_bouncing(conn: Connection, tenant: str, address: str) -> bool:
+    _changed(conn)
     return bool(_CLEAR_BOUNCING.rowcount(conn, {"tenant": tenant, "address": address.lower()}))

@@ -28,6 +28,7 @@ from store.models import sla_tenant_state, tickets
 
 __all__ = [
     "CLOCKS",
+    "CLOCK_COLUMNS",
     "SLA_SINCE",
     "TICKET_HEAD",
     "SlaState",
@@ -70,13 +71,14 @@ SLA_SINCE = (
     .scalar_subquery()
     .label("sla_since")
 )
-_CLOCK_COLUMNS = (*TICKET_HEAD, *CLOCKS, tickets.c.sla_notified)
+# What ``on_message`` reads (``clock_row``); a follow-up's UPDATE returns it (store/ingest.py).
+CLOCK_COLUMNS = (*TICKET_HEAD, *CLOCKS, tickets.c.sla_notified)
 # Built once: every client's and agent's message reads its ticket's clocks (and
 # moving them needs no ``sla_since``: that costs the hot path no subquery).
-_TICKET_CLOCKS = select(*_CLOCK_COLUMNS).where(
+_TICKET_CLOCKS = select(*CLOCK_COLUMNS).where(
     tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
 )
-_SHOWN_CLOCKS = select(*_CLOCK_COLUMNS, SLA_SINCE).where(
+_SHOWN_CLOCKS = select(*CLOCK_COLUMNS, SLA_SINCE).where(
     tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
 )
 
@@ -130,7 +132,7 @@ def open_tickets(
     """Tickets whose clocks may still run: open and pending ones (closed clocks have
     stopped; a pending one waits on the client, paused), and with ``since`` only those
     opened from then on (SLA came later than the others)."""
-    query = select(*_CLOCK_COLUMNS, SLA_SINCE).where(
+    query = select(*CLOCK_COLUMNS, SLA_SINCE).where(
         tickets.c.tenant == tenant, tickets.c.status.in_(("open", "pending"))
     )
     if since is not None:
@@ -162,16 +164,19 @@ def on_message(
     sender: str,
     now: datetime,
     created: bool = False,
+    row: dict[str, Any] | None = None,
 ) -> None:
     """Move the clocks for a message just stored (after the agent's commands ran).
 
     ``answered``: an agent's reply was relayed to the client in this transaction.
     A client's new ticket starts with every clock at rest, so it costs no statement;
-    otherwise the row is written only when a clock moved.
+    otherwise the row is written only when a clock moved. ``row``: the ticket's clocks
+    as they are now (``clock_row``), when the caller has them (a client's follow-up:
+    its ticket's UPDATE returned them, and nothing since moved them); else read here.
     """
     if created and role == "client":
         return
-    t = ticket_clocks(conn, tenant, ticket_id, shown=False)
+    t = row if row is not None else ticket_clocks(conn, tenant, ticket_id, shown=False)
     if t is None:
         return
     now = now.astimezone(UTC)

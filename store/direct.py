@@ -58,10 +58,10 @@ class _Compiled:
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 self.procs.append((name, proc))
-        # A SELECT's (column key, result processor), for the columns that have one.
+        # A SELECT's or a RETURNING's (column key, result processor), where it has one.
         self.results: list[tuple[str, Callable[[Any], Any]]] = [
             (c.key, rproc)
-            for c in getattr(stmt, "selected_columns", ())
+            for c in getattr(stmt, "exported_columns", ())
             if (rproc := c.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
 
@@ -89,8 +89,8 @@ class Direct:
         self._build = stmt
         self._keys = tuple(keys) if keys else None
         self._by_dialect: dict[str, _Compiled] = {}
-        # A SELECT's column keys: the keys of ``rows``' dicts.
-        self.keys: tuple[str, ...] = tuple(c.key for c in getattr(stmt, "selected_columns", ()))
+        # A SELECT's (or a RETURNING's) column keys: the keys of ``rows``' dicts.
+        self.keys: tuple[str, ...] = tuple(c.key for c in getattr(stmt, "exported_columns", ()))
         if len(set(self.keys)) != len(self.keys):
             raise ValueError(f"column keys repeat: {self.keys}")
 
@@ -111,9 +111,10 @@ class Direct:
         return self._run(conn, values, lambda cur: cur.fetchall())
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """A SELECT's rows as dicts by column key, each value through its type's result
-        processing. Inside the connection's transaction, begun here if it has none (on
-        SQLite the reader's ``BEGIN DEFERRED``: one snapshot for a read's statements)."""
+        """A SELECT's (or an UPDATE ... RETURNING's) rows as dicts by column key, each value
+        through its type's result processing. Inside the connection's transaction, begun
+        here if it has none (on SQLite the reader's ``BEGIN DEFERRED``: one snapshot for a
+        read's statements)."""
         if not conn.in_transaction():
             conn.begin()  # rolled back when the connection goes back to the pool
         c = self._compiled(conn)

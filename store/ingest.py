@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Connection
 
-from store import repos
-from store.db import insert_ignore
+from store import clocks, deferred, repos
+from store import participants as people
 from store.direct import Direct
-from store.models import attachments, messages, participants, tickets
+from store.models import attachments, messages, tickets
 
 __all__ = [
     "Audit",
@@ -29,12 +29,10 @@ __all__ = [
     "NewTicket",
     "Participant",
     "Written",
-    "add_participant",
     "audit",
     "insert_attachments",
     "insert_message",
     "record_message_id",
-    "remove_participant",
     "touch_ticket",
     "write",
 ]
@@ -44,16 +42,13 @@ __all__ = [
 # straight to the driver (store/direct.py says why). The message INSERT is compiled
 # for its columns: one set from gateway/intake/decide.py, so one entry.
 _INSERT_MESSAGE: dict[tuple[str, ...], Direct] = {}
-# (an UPDATE's WHERE may not reuse a column's name as a parameter name)
+# (an UPDATE's WHERE may not reuse a column's name as a parameter name). It returns the
+# ticket's clocks: a client's follow-up moves them with no read of its own (store/clocks.py).
 _TOUCH_TICKET = Direct(
     update(tickets)
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
     .values(updated_at=bindparam("ts"))
-    .returning(tickets.c.ref, tickets.c.subject)
-)
-_INSERT_PARTICIPANT = Direct(
-    lambda conn: insert_ignore(conn, participants),
-    ("tenant", "ticket_id", "address", "name", "role", "created_at"),
+    .returning(*clocks.CLOCK_COLUMNS)
 )
 
 
@@ -107,21 +102,27 @@ class Written:
     ref: str | None
     subject: str  # the ticket's
     message_row: int
+    # A continued ticket's clocks after the write (``clocks.clock_row``), for a client's
+    # follow-up to move them with no second read; None for a new ticket.
+    clocks: dict[str, Any] | None = None
 
 
 def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written:
     """Apply ``plan``; a ticket that vanished since the lookup leaves ``ref`` None."""
-    ticket_id, ref, subject = plan.ticket_id, None, ""
+    ticket_id, ref, subject, after = plan.ticket_id, None, "", None
     if plan.open is not None:
         new = plan.open
         ticket_id, ref = repos.new_ticket(
             conn, tenant, new.prefix, new.subject, queue=new.queue, now=now, language=new.language
         )
         subject = plan.open.subject
+        changes = _changes(conn, tenant, ticket_id, plan.changes, plan.tags)
+        if changes:
+            repos.update_ticket(conn, tenant, ticket_id, now=now, **changes)
     elif ticket_id is not None:
-        ref, subject = touch_ticket(conn, tenant, ticket_id, now) or (None, "")
-    if ticket_id is not None:
-        _change_ticket(conn, tenant, ticket_id, plan.changes, plan.tags, now)
+        changes = _changes(conn, tenant, ticket_id, plan.changes, plan.tags)
+        after = touch_ticket(conn, tenant, ticket_id, now, changes)
+        ref, subject = (after["ref"], after["subject"]) if after is not None else (None, "")
     row = insert_message(conn, tenant, now, ticket_id=ticket_id, **plan.message)
     insert_attachments(conn, tenant, row, plan.attachments)
     detail = {"message": row, **plan.detail}
@@ -130,8 +131,8 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
         return Written(None, None, "", row)
     if plan.anchor and plan.message.get("message_id"):
         record_message_id(conn, tenant, plan.message["message_id"], ticket_id, "in")
-    for p in plan.participants:
-        add_participant(conn, tenant, ticket_id, p.address, p.name, p.role, now)
+    people.hold(conn, tenant, ticket_id, [(p.address, p.name, p.role) for p in plan.participants],
+                now)  # fmt: skip
     if plan.status_was is not None and "status" in plan.changes:
         repos.add_audit(
             conn, tenant, "ticket.status", actor=plan.actor, ticket_id=ticket_id,
@@ -141,7 +142,7 @@ def write(conn: Connection, tenant: str, plan: Ingest, now: datetime) -> Written
     repos.add_audit(
         conn, tenant, action, actor=plan.actor, ticket_id=ticket_id, detail=detail, now=now
     )
-    return Written(ticket_id, ref, subject, row)
+    return Written(ticket_id, ref, subject, row, after)
 
 
 def audit(conn: Connection, tenant: str, event: Audit, now: datetime) -> None:
@@ -156,14 +157,9 @@ def audit(conn: Connection, tenant: str, event: Audit, now: datetime) -> None:
     )
 
 
-def _change_ticket(
-    conn: Connection,
-    tenant: str,
-    ticket_id: int,
-    changes: dict[str, Any],
-    tags: Sequence[str],
-    now: datetime,
-) -> None:
+def _changes(
+    conn: Connection, tenant: str, ticket_id: int, changes: dict[str, Any], tags: Sequence[str]
+) -> dict[str, Any]:
     """A rule's ticket actions; tags join the ticket's own, so only new ones are a change."""
     changes = dict(changes)
     if tags:
@@ -171,16 +167,28 @@ def _change_ticket(
         have = list(row.get("tags") or [])
         if any(t not in have for t in tags):
             changes["tags"] = have + [t for t in tags if t not in have]
-    if changes:
-        repos.update_ticket(conn, tenant, ticket_id, now=now, **changes)
+    return changes
 
 
 def touch_ticket(
-    conn: Connection, tenant: str, ticket_id: int, now: datetime
-) -> tuple[str, str] | None:
-    """Mark the ticket updated; (ref, subject) in the same statement, None if not ours."""
-    found = _TOUCH_TICKET.first(conn, {"w_tenant": tenant, "w_id": ticket_id, "ts": now})
-    return (found[0], found[1]) if found is not None else None
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    now: datetime,
+    changes: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Mark the ticket updated, with a rule's or a reopening's ``changes``, in one UPDATE;
+    the ticket's clocks row as it is after it (ref and subject in it), None if not ours."""
+    if not changes:
+        found = _TOUCH_TICKET.rows(conn, {"w_tenant": tenant, "w_id": ticket_id, "ts": now})
+        return clocks.clock_row(found[0]) if found else None
+    row = conn.execute(
+        update(tickets)
+        .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
+        .values(updated_at=now, **changes)
+        .returning(*clocks.CLOCK_COLUMNS)
+    ).first()
+    return clocks.clock_row(row._mapping) if row is not None else None
 
 
 def insert_message(conn: Connection, tenant: str, now: datetime, **values: Any) -> int:
@@ -210,46 +218,7 @@ def insert_attachments(
 def record_message_id(
     conn: Connection, tenant: str, message_id: str, ticket_id: int, origin: str
 ) -> None:
-    """Remember an id for threading; the first ticket to claim an id keeps it."""
-    repos.INSERT_MESSAGE_ID.rowcount(
-        conn,
-        {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin},
-    )
-
-
-def add_participant(
-    conn: Connection,
-    tenant: str,
-    ticket_id: int,
-    address: str,
-    name: str,
-    role: str,
-    now: datetime,
-) -> bool:
-    """True if the address was new on the ticket (a unique index decides, in one statement)."""
-    if not address:
-        return False
-    added = _INSERT_PARTICIPANT.rowcount(
-        conn,
-        {
-            "tenant": tenant,
-            "ticket_id": ticket_id,
-            "address": address,
-            "name": name,
-            "role": role,
-            "created_at": now,
-        },
-    )
-    return bool(added)
-
-
-def remove_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
-    """True if the address took part in the ticket and no longer does."""
-    res = conn.execute(
-        delete(participants).where(
-            participants.c.tenant == tenant,
-            participants.c.ticket_id == ticket_id,
-            participants.c.address == address,
-        )
-    )
-    return bool(res.rowcount)
+    """Remember an id for threading; the first ticket to claim an id keeps it. Held for
+    the writer's flush, where the threading lookup sees it (``repos.tickets_for_message_ids``)."""
+    row = {"tenant": tenant, "message_id": message_id, "ticket_id": ticket_id, "origin": origin}
+    deferred.write(conn, repos.INSERT_MESSAGE_ID, [row])

@@ -22,7 +22,6 @@ from store.models import (
     message_ids,
     messages,
     outbox,
-    participants,
     tickets,
 )
 from store.numbering import next_number
@@ -35,10 +34,8 @@ __all__ = [
     "add_message_flag",
     "enqueue_many",
     "find_message",
-    "is_participant",
     "new_ticket",
     "now",
-    "participants_of",
     "sent_by_us",
     "thread_ids",
     "ticket_by_number",
@@ -81,13 +78,6 @@ _TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).whe
 )
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
-)
-_IS_PARTICIPANT = Direct(
-    select(participants.c.id).where(
-        participants.c.tenant == _TENANT,
-        participants.c.ticket_id == bindparam("id"),
-        participants.c.address == bindparam("address"),
-    )
 )
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
 _THREAD_IDS = {
@@ -143,10 +133,16 @@ def find_message(conn: Connection, tenant: str, key: str) -> str | None:
 
 
 def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
+    """The ticket each known Message-ID threads to: stored, or held for the batch's flush
+    (a mail of the same batch; the first ticket to claim an id keeps it, as on insert)."""
     if not ids:
         return {}
     rows = conn.execute(_TICKETS_FOR_IDS, {"tenant": tenant, "ids": list(ids)})
-    return {m: t for m, t in rows}
+    found = {m: t for m, t in rows}
+    for r in deferred.pending(conn, INSERT_MESSAGE_ID):
+        if r["tenant"] == tenant and r["message_id"] in ids:
+            found.setdefault(r["message_id"], r["ticket_id"])
+    return found
 
 
 def ticket_by_number(conn: Connection, tenant: str, number: int) -> int | None:
@@ -170,11 +166,6 @@ def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
         select(tickets.c.id).where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
     )
     return row.scalar_one_or_none() is not None
-
-
-def is_participant(conn: Connection, tenant: str, ticket_id: int, address: str) -> bool:
-    found = _IS_PARTICIPANT.first(conn, {"tenant": tenant, "id": ticket_id, "address": address})
-    return found is not None
 
 
 def new_ticket(
@@ -314,15 +305,6 @@ def update_ticket(
         .where(tickets.c.tenant == tenant, tickets.c.id == ticket_id)
         .values(updated_at=now or _now(), **values)
     )
-
-
-def participants_of(conn: Connection, tenant: str, ticket_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(participants.c.address, participants.c.name, participants.c.role)
-        .where(participants.c.tenant == tenant, participants.c.ticket_id == ticket_id)
-        .order_by(participants.c.id)
-    )
-    return [dict(r._mapping) for r in rows]
 
 
 def thread_ids(

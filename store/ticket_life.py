@@ -12,13 +12,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.engine import Connection
 
+from store import participants as people
 from store.direct import Direct
-from store.models import messages, tickets
+from store.models import messages, participants, tickets
 
-__all__ = ["STATUSES", "pending_due", "stored_copy", "ticket_state", "ticket_status"]
+__all__ = [
+    "STATUSES",
+    "pending_due",
+    "sender_state",
+    "stored_copy",
+    "ticket_state",
+    "ticket_status",
+]
 
 # open: an agent is to act; pending: waiting on the client (a reply opens it again);
 # closed: done (a client's reply reopens it).
@@ -33,6 +41,35 @@ _STATE = Direct(
         tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id")
     )
 )
+
+
+# A follow-up's one read: the state above, and whether its sender takes part in the
+# ticket (a second statement before, on the hot path of every reply).
+_SENDER_STATE = Direct(
+    select(
+        tickets.c.status,
+        tickets.c.client_language,
+        exists()
+        .where(
+            participants.c.tenant == tickets.c.tenant,
+            participants.c.ticket_id == tickets.c.id,
+            participants.c.address == bindparam("address"),
+        )
+        .label("participant"),
+    ).where(tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id"))
+)
+
+
+def sender_state(
+    conn: Connection, tenant: str, ticket_id: int, sender: str
+) -> tuple[str, str | None, bool] | None:
+    """(status, client language, sender takes part) of the ticket, participants held for
+    the writer's flush included; None if it is not the tenant's."""
+    row = _SENDER_STATE.first(conn, {"tenant": tenant, "id": ticket_id, "address": sender})
+    if row is None:
+        return None
+    taking_part = bool(row[2]) or bool(people.held(conn, tenant, ticket_id, sender))
+    return row[0], row[1], taking_part
 
 
 def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:

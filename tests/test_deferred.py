@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -25,10 +25,21 @@ from routing.config import GatewayConfig, load_config
 from routing.tenants import AddressIndex
 from routing.verdicts import Reject
 from store import deferred, repos
-from store.db import create_writer_engine
+from store import participants as people
+from store.bouncing import clear_bouncing, mark_bouncing
+from store.db import Savepoint, create_writer_engine
 from store.direct import Direct
 from store.faults import message_commit
-from store.models import audit_events, message_ids, metadata, outbox, ticket_counters, tickets
+from store.models import (
+    audit_events,
+    bouncing,
+    message_ids,
+    metadata,
+    outbox,
+    participants,
+    ticket_counters,
+    tickets,
+)
 from store.writer import Writer
 from tests.pg_harness import session_cluster, use_postgresql
 from tests.test_stages import CONFIG, NOW, _mail, _raw
@@ -158,6 +169,105 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
     # the index bounds the tagged forms by their prefix: a range on SQLite (the LIKE
     # cannot), the LIKE's own prefix on PostgreSQL (text_pattern_ops)
     assert ("to_addr>" if conn.dialect.name == "sqlite" else "~>=~") in plan, plan
+
+
+def test_a_reply_in_the_same_batch_threads_on_held_anchors_and_participants(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """Lee, copied on Kim's new ticket, answers it before the batch is written: the reply
+    threads by the held Message-ID, and Lee takes part by the held participant row (not an
+    outsider, whose reply would change nothing)."""
+    first = _mail("Printer")
+    reply = _mail(
+        "Re: Printer",
+        sender="lee@client.test",
+        headers=f"In-Reply-To: {parse(first).message_id}\r\n",
+    )
+    with deferred.hold(conn):
+        opened = _commit(config, conn, first)
+        answered = _commit(config, conn, reply)
+        assert _count(conn, message_ids) == 0 and _count(conn, participants) == 0  # held
+        deferred.flush(conn)
+    assert (answered[0].ticket_ref, answered[0].thread_by) == (opened[0].ticket_ref, "references")
+    assert "outsider" not in answered[0].flagged
+    assert _count(conn, message_ids, message_ids.c.origin == "in") == 2
+    people_on = conn.execute(select(participants.c.address).order_by(participants.c.id)).all()
+    assert [a for (a,) in people_on] == ["kim@client.test", "lee@client.test"]
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_clients_follow_up_moves_the_clocks_its_ticket_update_returned(
+    config: GatewayConfig, conn: Connection, closed: bool
+) -> None:
+    """The follow-up's UPDATE of its ticket returns the clocks (no read of its own): the
+    client's reply ends the wait on them, and one to a closed ticket (the reopening in
+    the same UPDATE) makes the closed time a pause."""
+    first = _mail("Printer")
+    opened = _commit(config, conn, first)
+    hour_ago = NOW - timedelta(hours=1)
+    waiting = {"sla_pauses": [[hour_ago.isoformat(), None]]}
+    shut = {"status": "closed", "resolved_at": hour_ago, "sla_pauses": []}
+    conn.execute(update(tickets).values(**(shut if closed else waiting)))
+    reply = _mail("Re: Printer", headers=f"In-Reply-To: {parse(first).message_id}\r\n")
+    assert _commit(config, conn, reply)[0].ticket_ref == opened[0].ticket_ref
+    row = conn.execute(select(tickets.c.status, tickets.c.sla_pauses, tickets.c.resolved_at)).one()
+    assert row.status == "open" and row.resolved_at is None
+    assert row.sla_pauses == [[hour_ago.isoformat(), NOW.isoformat()]]
+
+
+def test_the_agents_bouncing_marks_are_read_once_a_batch_and_again_after_a_change(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The agents' marks are kept for the batch's messages; a mark cleared (or made) on
+    the connection is seen by the next message. The sender's mark comes with the dedupe
+    read, and a sender who writes again loses it."""
+    with deferred.hold(conn):
+        mark_bouncing(conn, "acme", "alice@acme.test", "5.1.1", "test", now=NOW)
+        _commit(config, conn, _mail("One"))
+        _commit(config, conn, _mail("Two"))
+        clear_bouncing(conn, "acme", "alice@acme.test")
+        mark_bouncing(conn, "acme", "Kim@client.test", "5.1.1", "test", now=NOW)
+        _commit(config, conn, _mail("Three"))
+        deferred.flush(conn)
+    sent = conn.execute(select(outbox.c.kind, outbox.c.to_addr).order_by(outbox.c.id)).all()
+    assert [tuple(r) for r in sent] == [
+        ("ack", "kim@client.test"),
+        ("ack", "kim@client.test"),
+        ("ack", "kim@client.test"),
+        ("notice", "alice@acme.test"),
+    ]
+    assert _count(conn, bouncing) == 0
+
+
+def test_a_held_participant_taken_back_stays_out_unless_its_savepoint_is_undone(
+    conn: Connection,
+) -> None:
+    """An agent's ``#cc remove`` of someone the batch added: no row at the flush; a
+    reaction rolled back after it (its savepoint) gives the row back."""
+    conn.execute(insert(tickets).values(tenant="acme", number=1, ref="ACME-1", subject="s",
+                                        status="open", queue="default", created_at=NOW,
+                                        updated_at=NOW))  # fmt: skip
+    tid = conn.execute(select(tickets.c.id)).scalar_one()
+    with deferred.hold(conn):
+        people.hold(conn, "acme", tid, [("dave@client.test", "", "cc")], NOW)
+        assert people.is_participant(conn, "acme", tid, "dave@client.test")
+        undone = Savepoint(conn)
+        assert people.remove(conn, "acme", tid, "dave@client.test")
+        assert people.of_ticket(conn, "acme", tid) == []
+        undone.rollback()
+        assert people.of_ticket(conn, "acme", tid) == [
+            {"address": "dave@client.test", "name": "", "role": "cc"}
+        ]
+        assert not people.add(
+            conn, "acme", tid, "dave@client.test", "", "cc", NOW
+        )  # held: no change
+        kept = Savepoint(conn)
+        assert people.remove(conn, "acme", tid, "dave@client.test")
+        assert not people.is_participant(conn, "acme", tid, "dave@client.test")
+        kept.commit()
+        people.hold(conn, "acme", tid, [("erin@client.test", "Erin", "client")], NOW)
+        deferred.flush(conn)
+    assert [a for (a,) in conn.execute(select(participants.c.address))] == ["erin@client.test"]
 
 
 def test_a_direct_statement_raises_sqlalchemys_error_and_is_seen_by_listeners(

@@ -46,6 +46,7 @@ from routing.config import load_config
 from routing.tokens import make_token
 from routing.verdicts import Accepted
 from store import access, desk, privacy, repos
+from store import participants as people
 from tests.mail import make_mail
 from tests.pg_harness import pg_reader, session_cluster, use_postgresql
 
@@ -262,10 +263,10 @@ def _reads(
         assert repos.ticket_ref(conn, tenant, tid) is None
         assert not repos.ticket_exists(conn, tenant, tid)
         assert repos.ticket_by_ref(conn, tenant, ref) is None
-        assert repos.participants_of(conn, tenant, tid) == []
+        assert people.of_ticket(conn, tenant, tid) == []
         assert repos.thread_ids(conn, tenant, tid) == []
         for who in [*CLIENTS, AGENT]:
-            assert not repos.is_participant(conn, tenant, tid, who)
+            assert not people.is_participant(conn, tenant, tid, who)
             assert access.client_ticket(conn, tenant, who, ref) is None
             assert access.client_attachment(conn, tenant, who, ref, "0" * 64) is None
         # The agents' desk (gateway/web/desk.py) sees all of its tenant, none of another.

@@ -29,6 +29,7 @@ from routing.tenants import AddressIndex, Recipient
 from routing.threader import find_ticket
 from routing.verdicts import Reject, Stored
 from store import clocks, ingest, repos, ticket_life
+from store.bouncing import first_look
 from store.db import Savepoint
 from store.ingest import Written
 
@@ -59,7 +60,7 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     """The reads a decision needs: is it stored already, and which ticket does it continue."""
     tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
     key = mid or f"sha256:{raw_sha}"
-    existing = repos.find_message(conn, tenant.slug, key)
+    existing, bounces = first_look(conn, tenant.slug, key, msg.sender)
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
@@ -82,18 +83,15 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=msg.sender,
     )
-    participant = match.ticket_id is not None and repos.is_participant(
-        conn, tenant.slug, match.ticket_id, msg.sender
-    )
     state = (
-        ticket_life.ticket_state(conn, tenant.slug, match.ticket_id)
+        ticket_life.sender_state(conn, tenant.slug, match.ticket_id, msg.sender)
         if match.ticket_id is not None
         else None
     )
-    status, language = state if state is not None else (None, None)
+    status, language, participant = state if state is not None else (None, None, False)
     return Seen(
         key, duplicate=False, key_reused=reused, match=match, participant=participant,
-        status=status, language=language,
+        status=status, language=language, bouncing=bounces,
     )  # fmt: skip
 
 
@@ -145,7 +143,7 @@ def _commit_one(
     if written.ticket_id is None:
         return plan
     if plan.reaction is not None:
-        _react(conn, config, templates, job, plan, written, msg)
+        _react(conn, config, templates, job, plan, written, msg, seen.bouncing)
     return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
 
 
@@ -157,6 +155,7 @@ def _react(
     plan: Plan,
     written: Written,
     msg: Arrival,
+    bouncing: bool,
 ) -> None:
     """What the stored message calls for: mail queued in this transaction, and the clocks.
 
@@ -186,6 +185,7 @@ def _react(
             caution=r.caution,
             reopened=r.reopened,
             language=r.language,
+            sender_bouncing=bouncing,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",
@@ -197,7 +197,7 @@ def _react(
             conn, slug, ticket_id, "clock",
             lambda: clocks.on_message(
                 conn, slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
-                now=now, created=created,
+                now=now, created=created, row=written.clocks if r.role == "client" else None,
             ), now,
         )  # fmt: skip
     elif r.bounce:

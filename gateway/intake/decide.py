@@ -61,6 +61,9 @@ class Seen:
     # other bytes): the stored message's row and ticket, for the audit event.
     copy_of: int | None = None
     copy_ticket: int | None = None
+    # The sender's mail from us bounces (read with the dedupe key): for the reactions,
+    # which skip or clear the mark; nothing to decide on.
+    bouncing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
