@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,9 @@ log = structlog.get_logger("gateway.intake.pipeline")
 _INLINE_PARSE_BYTES = 256 * 1024  # without a pool, bigger mail is parsed in a thread
 # Refusals with an audit event of their own (message.infected).
 _AUDITED_ELSEWHERE = {Reason.INFECTED, Reason.TOO_COMPLEX_TO_SCAN}
+# Stage times (ms) on each ``message`` line, for bench/fig_timeline.py: where a lone
+# sender's latency goes. Off by default: a log field nobody reads is CPU for nothing.
+_TIMELINE = os.environ.get("GATEWAY_TIMELINE") == "1"
 
 
 @dataclass(slots=True)
@@ -67,9 +71,18 @@ class Trace:
     queued_as: str | None = None  # the id the 250 names: find the message by it
     rule: str | None = None
     error: str | None = None
+    stages: dict[str, float] | None = None  # ms since the start, with GATEWAY_TIMELINE=1
+    started: float = 0.0
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        out = {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        out.pop("started", None)
+        return out
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        if self.stages is not None:
+            at = time.perf_counter() if at is None else at
+            self.stages[stage] = round((at - self.started) * 1000, 3)
 
 
 class Pipeline:
@@ -109,7 +122,9 @@ class Pipeline:
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
-        trace = Trace(raw.source, len(raw.data), queued_as=queue_id())
+        trace = Trace(raw.source, len(raw.data), queued_as=queue_id(), started=started)
+        if _TIMELINE:
+            trace.stages = {}
         named = jobs(self.index, raw.envelope.rcpt_tos)
         trace.tenants = sorted(named)
         outcome: Outcome
@@ -175,6 +190,7 @@ class Pipeline:
             return reject(Reason.TOO_BIG)
 
         parsed = await self._parse(raw.data, limits)
+        trace.mark("parsed")
         trace.kind = parsed.kind
         trace.attachments = len(parsed.attachments)
         if parsed.received_count > config.smtp.max_received:
@@ -186,16 +202,20 @@ class Pipeline:
         if needs_scan(parsed):
             result = await self._scan(raw, parsed)
             trace.scan = type(result).__name__.lower()
+            trace.mark("scanned")
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         # Off the loop and before the transaction: DNS must never hold the writer.
         trusted = trusted_id(config, raw, tenants)
         verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
         trace.auth = verdict.summary
+        trace.mark("auth")
         if model is not None:
             with contextlib.suppress(Exception):  # a failed load shows where the model is used
                 await asyncio.shield(model)
+            trace.mark("model")
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
+        trace.mark("staged")
         queued_as = trace.queued_as or ""
         msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
 
@@ -205,9 +225,18 @@ class Pipeline:
             self.blobs.bind(conn, staged)
 
         def work(conn: Connection) -> list[Stored] | Reject:
-            return commit_message(conn, config, templates, named, msg, bind)
+            trace.mark("work_start")
+            try:
+                return commit_message(conn, config, templates, named, msg, bind)
+            finally:
+                trace.mark("work_end")
 
         stored = await self.writer.submit(message_commit(for_tenants(work, named)))
+        if trace.stages is not None:
+            begun, committed = self.writer.last_batch
+            trace.mark("batch_begin", begun)
+            trace.mark("committed", committed)
+            trace.mark("resumed")
         if isinstance(stored, Reject):
             return stored
         if self.after_commit is not None:
