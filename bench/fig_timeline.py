@@ -1,6 +1,6 @@
 """Where a lone sender's time goes: figure 1 at K=1, one stage at a time.
 
-    python -m bench.fig_timeline [--corpus 500] [--runs 1] [--out FILE.json]
+    python -m bench.fig_timeline [--corpus 500] [--runs 1] [--base CHECKOUT] [--out FILE.json]
 
 The gateway runs with GATEWAY_TIMELINE=1, which puts on each ``message`` log line
 the time (ms since the pipeline took the message) at which each stage ended
@@ -10,13 +10,16 @@ moment the pipeline resumed on the loop. The load is figure 1's text-only mix at
 K=1 (bench/smtp_client.py). Reported: the median of each stage's duration (the
 step from the stage before), the pipeline's own ms, and the client's p50 from
 the end of DATA to the 250, whose difference from the pipeline is the SMTP
-side (reading the data, writing the reply, the loop's turns).
+side (reading the data, writing the reply, the loop's turns). With ``--base`` (a
+checkout that has this instrumentation) each run has the base's gateway and this
+one's in turn, alternating which goes first (``PYTHONPATH``, as bench/ab.py does).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -98,14 +101,26 @@ def main() -> None:
     ap.add_argument("--corpus", type=int, default=500)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--base", type=Path)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    sides: list[tuple[str, Path | None]] = [("after", None)]
+    if args.base is not None:
+        sides.insert(0, ("before", args.base.resolve()))
+    runs: list[dict[str, Any]] = []
     with workdir("timeline") as tmp:
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
         load = write_load(mails, tmp / "load.pkl")
-        runs = [one_run(load, tmp / f"gw-{r}", args.k) for r in range(args.runs)]
-    for r in runs:
-        print(json.dumps(r))
+        for r in range(args.runs):
+            for name, root in sides if r % 2 == 0 else sides[::-1]:
+                if root is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = str(root)
+                res = {"side": name, "run": r + 1} | one_run(load, tmp / f"{name}-{r}", args.k)
+                print(json.dumps(res), flush=True)
+                runs.append(res)
+        os.environ.pop("PYTHONPATH", None)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(runs, indent=1) + "\n")
