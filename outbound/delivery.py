@@ -115,10 +115,12 @@ class Delivery:
                     running.add(task)
                     task.add_done_callback(done)
                 if not rows:
+                    idle = not running  # else a lane's end wakes it: claim at once
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.config.outbound.poll_interval):
                             await self._wake.wait()
-                            await asyncio.sleep(GATHER)
+                            if idle:
+                                await asyncio.sleep(GATHER)
         finally:
             for task in running:
                 task.cancel()
