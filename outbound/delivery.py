@@ -16,8 +16,7 @@ Batched (issue 21): one claim takes rows for every free connection at once;
 each tenant's rows are split into lanes, and a lane sends its rows one after
 the other over one connection to the tenant's account (outbound/sender.py),
 at most ``concurrency`` connections at a time. Outcomes are written as they
-come, all that are waiting (and those of the next :data:`GATHER`) in one writer
-transaction; a row sent but not yet marked stays ``sending``, as during a send. A
+come, all that are waiting in one writer transaction (no wait window). A
 lane that could not send a row before the lease is near its end hands the
 rest back unsent (``pending``, no attempt counted), so a slow server never
 lets another instance take over a row this one is still sending.
@@ -163,7 +162,6 @@ class Delivery:
     async def _record_forever(self) -> None:
         while True:
             await self._recorded.wait()
-            await asyncio.sleep(GATHER)  # the lane's next outcomes, in the same transaction
             self._recorded.clear()
             try:
                 await self._record_waiting()
