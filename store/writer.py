@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -89,6 +90,9 @@ class Writer:
         self.batches = 0
         self.units = 0
         self.retries = 0  # units run again after a transient conflict
+        # perf_counter at the last batch's BEGIN and after its COMMIT: where a lone
+        # sender's wait goes (gateway/intake/pipeline.py's GATEWAY_TIMELINE)
+        self.last_batch = (0.0, 0.0)
 
     def start(self) -> None:
         if self._task is None:
@@ -162,6 +166,7 @@ class Writer:
         return await loop.run_in_executor(self._thread, self._transaction_sync, works)
 
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
+        begun = time.perf_counter()
         with self._tx_engine.begin() as conn, deferred.hold(conn):
             try:
                 results = []
@@ -183,6 +188,7 @@ class Writer:
                 raise
             if any(is_message_commit(w) for w in works):
                 crash_point(BEFORE_COMMIT)
+        self.last_batch = (begun, time.perf_counter())
         self.batches += 1
         self.units += len(works)
         return results

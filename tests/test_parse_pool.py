@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from gateway.intake.parse_pool import ParsePool, ParseWorkerLost, parse_pool
+from gateway.intake.pipeline import _LONE_PARSE_BYTES
 from parsers import HeaderTooLarge, Limits, StructureTooDeep, Unreadable, parse
 from routing.language import detect
 from tests.daemon import Daemon
@@ -77,6 +78,10 @@ def _wait_for_stdin(pid: int, within: float = 20.0) -> None:
         assert time.monotonic() < deadline, "the message never reached the parse worker"
         time.sleep(0.02)
 
+
+# Over the size a message alone is parsed in the daemon (gateway/intake/pipeline.py):
+# this one goes to a worker even when it is the only one in flight.
+BIG_BODY = "A line of a long complaint about the printer on the third floor.\n" * 400
 
 MAILS = [
     make_mail(),
@@ -196,7 +201,8 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
     try:
         (worker,) = _pids_of_children(d.proc.pid)  # type: ignore[union-attr]
         assert d.send(MAILS[0])[0] == 250
-        held = make_mail(subject="held by the worker that dies")
+        held = make_mail(subject="held by the worker that dies", body=BIG_BODY)
+        assert len(held) > _LONE_PARSE_BYTES  # a lone small one would be parsed here
         code, reply = _sent_while_its_worker_dies(d, worker, held)
         assert code == 451 and reply.startswith("4.3.0"), reply
         assert _wait_gone(worker)
@@ -239,6 +245,35 @@ def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Pat
         (replacement,) = _pids_of_children(d.proc.pid)
         assert replacement != worker and _model_loaded(replacement)
         assert not _model_loaded(d.proc.pid)
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_small_message_alone_is_parsed_in_the_daemon(tmp_path: Path) -> None:
+    """A lone sender's small mail skips the worker's round trip when no language is to
+    be told (the model stays in the workers): with the only worker stopped it is still
+    answered 250; a big one still waits for the worker."""
+    one = 'languages = ["en"]'
+    d = Daemon(
+        tmp_path / "gw", acme_settings=one, extra=one, gateway_extra="parse_workers = 1"
+    ).start()
+    try:
+        (worker,) = _pids_of_children(d.proc.pid)  # type: ignore[union-attr]
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            small = make_mail(subject="small and alone")
+            assert len(small) <= _LONE_PARSE_BYTES
+            assert d.send(small)[0] == 250
+            big = make_mail(subject="big and alone", body=BIG_BODY)
+            replies: list[tuple[int, str]] = []
+            sender = threading.Thread(target=lambda: replies.append(d.send(big)))
+            sender.start()
+            _wait_for_stdin(worker)  # it went to the stopped worker
+            assert not replies
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        sender.join(60)
+        assert replies and replies[0][0] == 250, replies
     finally:
         assert d.stop() == 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,8 +48,16 @@ __all__ = ["Pipeline", "needs_scan"]
 
 log = structlog.get_logger("gateway.intake.pipeline")
 _INLINE_PARSE_BYTES = 256 * 1024  # without a pool, bigger mail is parsed in a thread
+# With a pool, a message this small that is the only one in flight is parsed here: its
+# parse (~0.3 ms for figure 1's ~1 KB mail) costs a lone sender less than the worker's
+# round trip (~1 ms: pickle, pipe, two wake-ups), and nothing else wants the loop then.
+# Not when its tenants want its language told: the model lives in the workers only.
+_LONE_PARSE_BYTES = 16 * 1024
 # Refusals with an audit event of their own (message.infected).
 _AUDITED_ELSEWHERE = {Reason.INFECTED, Reason.TOO_COMPLEX_TO_SCAN}
+# Stage times (ms) on each ``message`` line, for bench/fig_timeline.py: where a lone
+# sender's latency goes. Off by default: a log field nobody reads is CPU for nothing.
+_TIMELINE = os.environ.get("GATEWAY_TIMELINE") == "1"
 
 
 @dataclass(slots=True)
@@ -67,9 +76,18 @@ class Trace:
     queued_as: str | None = None  # the id the 250 names: find the message by it
     rule: str | None = None
     error: str | None = None
+    stages: dict[str, float] | None = None  # ms since the start, with GATEWAY_TIMELINE=1
+    started: float = 0.0
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        out = {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        out.pop("started", None)
+        return out
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        if self.stages is not None:
+            at = time.perf_counter() if at is None else at
+            self.stages[stage] = round((at - self.started) * 1000, 3)
 
 
 class Pipeline:
@@ -91,6 +109,7 @@ class Pipeline:
         self._model: asyncio.Future[None] | None = None  # the language model's load
         # The daemon's parse workers ([gateway] parse_workers); None: parse in this process.
         self.parse_pool: ParsePool | None = None
+        self.in_flight = 0  # messages in process(): one alone is parsed here if small
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -111,10 +130,13 @@ class Pipeline:
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
-        trace = Trace(raw.source, len(raw.data), queued_as=queue_id())
+        trace = Trace(raw.source, len(raw.data), queued_as=queue_id(), started=started)
+        if _TIMELINE:
+            trace.stages = {}
         named = jobs(self.index, raw.envelope.rcpt_tos)
         trace.tenants = sorted(named)
         outcome: Outcome
+        self.in_flight += 1
         try:
             async with asyncio.timeout(config.smtp.pipeline_timeout):
                 outcome = await self._process(raw, config, named, limits, trace, now, helo)
@@ -123,6 +145,8 @@ class Pipeline:
             trace.error = type(exc).__name__
             if isinstance(outcome, Defer):
                 log.warning("pipeline_fault", error=type(exc).__name__, detail=str(exc)[:200])
+        finally:
+            self.in_flight -= 1
         if isinstance(outcome, Reject):
             trace.rule = outcome.rule
             if outcome.tenant is not None:
@@ -178,6 +202,7 @@ class Pipeline:
 
         tenants = [j.recipient.tenant for j in named.values()]
         parsed = await self._parse(raw.data, limits, language.wanted(tenants))
+        trace.mark("parsed")
         trace.kind = parsed.kind
         trace.attachments = len(parsed.attachments)
         if parsed.received_count > config.smtp.max_received:
@@ -188,16 +213,20 @@ class Pipeline:
         if needs_scan(parsed):
             result = await self._scan(raw, parsed)
             trace.scan = type(result).__name__.lower()
+            trace.mark("scanned")
             if not isinstance(result, Clean):
                 return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
         # Off the loop and before the transaction: DNS must never hold the writer.
         trusted = trusted_id(config, raw, tenants)
         verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
         trace.auth = verdict.summary
+        trace.mark("auth")
         if model is not None:
             with contextlib.suppress(Exception):  # a failed load shows where the model is used
                 await asyncio.shield(model)
+            trace.mark("model")
         staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
+        trace.mark("staged")
         queued_as = trace.queued_as or ""
         msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
 
@@ -207,9 +236,18 @@ class Pipeline:
             self.blobs.bind(conn, staged)
 
         def work(conn: Connection) -> list[Stored] | Reject:
-            return commit_message(conn, config, templates, named, msg, bind)
+            trace.mark("work_start")
+            try:
+                return commit_message(conn, config, templates, named, msg, bind)
+            finally:
+                trace.mark("work_end")
 
         stored = await self.writer.submit(message_commit(work))
+        if trace.stages is not None:
+            begun, committed = self.writer.last_batch
+            trace.mark("batch_begin", begun)
+            trace.mark("committed", committed)
+            trace.mark("resumed")
         if isinstance(stored, Reject):
             return stored
         if self.after_commit is not None:
@@ -259,9 +297,12 @@ class Pipeline:
 
     async def _parse(self, data: bytes, limits: Limits, tell: bool) -> ParsedMessage:
         """In a worker process when the daemon has them (off this process's GIL, the
-        language told there too when ``tell``), else here, big mail in a thread so the
-        loop keeps serving (and the writer tells the language, routing/language.py)."""
-        if self.parse_pool is not None:
+        language told there too when ``tell``), but small mail alone here when no
+        language is to be told (see _LONE_PARSE_BYTES: the model stays in the workers);
+        else here, big mail in a thread so the loop keeps serving (and the writer tells
+        the language, routing/language.py)."""
+        lone = not tell and self.in_flight <= 1 and len(data) <= _LONE_PARSE_BYTES
+        if self.parse_pool is not None and not lone:
             return await self.parse_pool.parse(data, limits, language=tell)
         if len(data) > _INLINE_PARSE_BYTES:
             return await asyncio.to_thread(parse, data, limits=limits)
