@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
 
 import structlog
 from sqlalchemy.engine import Connection
@@ -32,6 +29,7 @@ from gateway.intake.parse_pool import ParsePool
 from gateway.intake.replies import defer, outcome_for_exception, queue_id, reject
 from gateway.intake.scan import Scanner
 from gateway.intake.scan_result import Clean, Infected, ScanResult, Unavailable, Unscannable
+from gateway.intake.trace import TIMELINE, Trace
 from outbound.compose import Templates
 from parsers import Limits, parse
 from parsers.types import ParsedMessage, RawMessage
@@ -55,39 +53,6 @@ _INLINE_PARSE_BYTES = 256 * 1024  # without a pool, bigger mail is parsed in a t
 _LONE_PARSE_BYTES = 16 * 1024
 # Refusals with an audit event of their own (message.infected).
 _AUDITED_ELSEWHERE = {Reason.INFECTED, Reason.TOO_COMPLEX_TO_SCAN}
-# Stage times (ms) on each ``message`` line, for bench/fig_timeline.py: where a lone
-# sender's latency goes. Off by default: a log field nobody reads is CPU for nothing.
-_TIMELINE = os.environ.get("GATEWAY_TIMELINE") == "1"
-
-
-@dataclass(slots=True)
-class Trace:
-    """The canonical ``message`` log line, filled in as the stages run; only logged."""
-
-    source: str
-    size: int
-    tenants: list[str] = field(default_factory=list)
-    kind: str | None = None
-    attachments: int | None = None
-    scan: str | None = None
-    scan_detail: str | None = None
-    signature: str | None = None
-    auth: str | None = None
-    queued_as: str | None = None  # the id the 250 names: find the message by it
-    rule: str | None = None
-    error: str | None = None
-    stages: dict[str, float] | None = None  # ms since the start, with GATEWAY_TIMELINE=1
-    started: float = 0.0
-
-    def fields(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and v != []}
-        out.pop("started", None)
-        return out
-
-    def mark(self, stage: str, at: float | None = None) -> None:
-        if self.stages is not None:
-            at = time.perf_counter() if at is None else at
-            self.stages[stage] = round((at - self.started) * 1000, 3)
 
 
 class Pipeline:
@@ -131,7 +96,7 @@ class Pipeline:
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
         trace = Trace(raw.source, len(raw.data), queued_as=queue_id(), started=started)
-        if _TIMELINE:
+        if TIMELINE:
             trace.stages = {}
         named = jobs(self.index, raw.envelope.rcpt_tos)
         trace.tenants = sorted(named)
