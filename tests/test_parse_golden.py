@@ -1,0 +1,96 @@
+"""Every field of every ParsedMessage, and its told language, unchanged by a speed-up.
+
+A change to the parser that means to change no result (issue 21: a cheaper parse)
+is checked here against digests recorded before it: figure 1's corpus (seed 7, as
+the generator writes it and as the bench delivers it, CRLF with tags replaced), the
+real messages of fixtures/, and every golden reply body as a UTF-8 mail (the
+language model's widest test: a dozen languages). A change that means to change a
+result records the digests anew, on purpose, and says why in its commit:
+
+    .venv/bin/python -m tests.test_parse_golden --write
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from parsers import ParseError, parse
+from routing.language import detect
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGESTS = ROOT / "tests" / "golden" / "parsed.json"
+_HEAD = (
+    b"From: Client <client@example.test>\r\nTo: support@acme.test\r\n"
+    b"Subject: golden\r\nMessage-ID: <golden@example.test>\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+)
+
+
+def messages(workdir: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, raw bytes) of every message the digests cover, in a fixed order."""
+    folder = workdir / "corpus"
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests/corpus/gen_corpus.py"), str(folder)]
+        + ["--count", "1000", "--seed", "7"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    for path in sorted(folder.glob("*.eml")):
+        data = path.read_bytes()
+        yield f"corpus/{path.name}", data
+        crlf = _untagged(data).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        yield f"corpus-crlf/{path.name}", crlf
+    for path in sorted((ROOT / "fixtures").rglob("*.eml")):
+        yield str(path.relative_to(ROOT)), path.read_bytes()
+    for path in sorted((ROOT / "fixtures" / "replies").glob("*.txt")):
+        if not path.name.endswith(".expected.txt"):
+            yield str(path.relative_to(ROOT)), _HEAD + path.read_bytes()
+
+
+def _untagged(data: bytes) -> bytes:
+    """What the bench delivers (bench/common.py): no ``{{TAG:...}}`` known."""
+    while b"{{TAG:" in data:
+        start = data.index(b"{{TAG:")
+        end = data.find(b"}}", start)
+        data = data[:start] + b"unknown" + data[end + 2 :]
+    return data
+
+
+def digest(data: bytes) -> str:
+    """Every field (an attachment's bytes by their hash) and the told language, hashed."""
+    try:
+        parsed = parse(data)
+    except ParseError as exc:
+        return f"refused:{type(exc).__name__}:{exc}"
+    fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+    fields["attachments"] = tuple(
+        (repr(a), hashlib.sha256(a.data).hexdigest()) for a in parsed.attachments
+    )
+    fields["language"] = (parsed.language, detect(parsed))
+    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:20]
+
+
+def digests() -> dict[str, str]:
+    with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
+        return {name: digest(data) for name, data in messages(Path(tmp))}
+
+
+def test_every_parsed_field_is_as_recorded() -> None:
+    expected = json.loads(DIGESTS.read_text(encoding="utf-8"))
+    got = digests()
+    assert len(got) >= 2000
+    assert sorted(got) == sorted(expected)
+    changed = [name for name in expected if got[name] != expected[name]]
+    assert not changed, f"{len(changed)} messages parse differently: {changed[:10]}"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    DIGESTS.write_text(json.dumps(digests(), indent=0, sort_keys=True) + "\n", encoding="utf-8")
