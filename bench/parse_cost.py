@@ -5,8 +5,8 @@
 Figure 1's text-only mix, parsed K at a time: ``inline`` calls ``parsers.parse``
 on the loop (what ``parse_workers = 0`` does with mail under 256 KiB);
 ``pool`` awaits ``ParsePool.parse`` with one worker. Both tell the language too
-(``routing.language.told``, as figure 1's tenants ask), unless ``--no-language``. CPU is user+system of
-this process (loop and threads) and, for the pool, of its worker apart:
+(``routing.language.told``, as figure 1's tenants ask), unless ``--no-language``.
+CPU is user+system of this process (loop and threads) and, for the pool, of its worker apart:
 CPU time, not wall time, so it reads through a loaded machine better than the
 rates do. Alternating rounds; one JSON object on the last line.
 """

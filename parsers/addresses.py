@@ -187,6 +187,7 @@ def _name(name: str, defects: list[str] | None) -> str:
 
 _ID = re.compile(r"<([^<>]*)>")
 _WS = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalise_msg_id(value: str | None) -> str | None:
@@ -211,7 +212,7 @@ def msg_ids(value: str | None, *, first: bool = False) -> list[str]:
     for ident in found:
         if "@" not in ident or ident.startswith("@") or ident.endswith("@"):
             continue
-        if any(ord(c) < 32 or ord(c) == 127 for c in ident) or len(ident) > 995:
+        if _CONTROL.search(ident) or len(ident) > 995:
             continue
         norm = f"<{ident}>"
         if norm not in out:

@@ -17,6 +17,7 @@ from parsers.addresses import normalise_msg_id, parse_address, parse_address_lis
 from parsers.autoreply import classify
 from parsers.body import walk
 from parsers.errors import ParseError, Unreadable
+from parsers.header_index import HeaderIndex
 from parsers.html import html_to_text, sanitise
 from parsers.html_quotes import strip_html_quote
 from parsers.legacy_headers import decode_raw_headers
@@ -70,12 +71,17 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     attachments = found.attachments
     if found.html is not None and any(a.content_id for a in attachments):
         attachments = [_mark_referenced(a, found.html) for a in attachments]
-    result = _assemble(
-        msg, defects, text, html, tuple(attachments), found.part_types, found.returned
+    return _assemble(
+        msg,
+        defects,
+        text,
+        html,
+        tuple(attachments),
+        found.part_types,
+        found.returned,
+        html_reply=html_reply,
+        dsn=tuple(found.dsn),
     )
-    if html_reply is not None:
-        result = replace(result, html_reply=html_reply)
-    return replace(result, dsn=tuple(found.dsn)) if found.dsn else result
 
 
 def _mark_referenced(att: Attachment, html: str) -> Attachment:
@@ -93,22 +99,26 @@ def _assemble(
     attachments: tuple,
     part_types: set[str],
     returned: list[Message],
+    *,
+    html_reply: str | None = None,
+    dsn: tuple[tuple[str, str, str], ...] = (),
 ) -> ParsedMessage:
-    def hdr(name: str) -> str:
-        return decode_words(header_text(msg.get(name), defects), defects)
-
-    subject = " ".join(_BLANKS.sub(" ", hdr("Subject")).split(" ")).strip()
-    from_name, from_addr = _sender(msg, defects)
+    """Every field in one construction: a frozen dataclass's ``replace`` costs as much
+    as building it, and the parse worker pays it per message."""
+    heads = HeaderIndex(msg)
+    subject = decode_words(header_text(heads.get("Subject"), defects), defects)
+    subject = " ".join(_BLANKS.sub(" ", subject).split(" ")).strip()
+    from_name, from_addr = _sender(heads, defects)
     if not from_addr:
         defects.append("no-from")
-    message_id = normalise_msg_id(header_text(msg.get("Message-ID"), defects))
+    message_id = normalise_msg_id(header_text(heads.get("Message-ID"), defects))
     if message_id is None:
         defects.append("no-message-id")
-    kind = classify(msg, from_addr, part_types)
+    kind = classify(msg, heads, from_addr, part_types)
     recipients = [
         header_text(v, defects)
         for name in ("To", "Cc", "Delivered-To")
-        for v in (msg.get_all(name) or [])
+        for v in (heads.get_all(name) or [])
     ]
     bounce_sources = []
     if kind == "bounce":
@@ -116,24 +126,24 @@ def _assemble(
             subject_back = decode_words(header_text(r.get("Subject"), defects), [])
             bounce_sources.append((r, subject_back.strip()))
     hints = build_hints(
-        in_reply_to=header_text(msg.get("In-Reply-To"), defects),
-        references=" ".join(header_text(v, defects) for v in msg.get_all("References") or []),
+        in_reply_to=header_text(heads.get("In-Reply-To"), defects),
+        references=" ".join(header_text(v, defects) for v in heads.get_all("References") or []),
         subject=subject,
         recipients=recipients,
         returned=bounce_sources,
     )
-    auto = msg.get("Auto-Submitted")
+    auto = heads.get("Auto-Submitted")
     clean = _Cleaner(defects)
     text = clean(text)
-    result = ParsedMessage(
+    fields = dict(  # in this order: the cleaner notes its defects as it goes
         message_id=message_id,
         subject=clean(subject),
         from_addr=clean(from_addr),
         from_name=clean(" ".join(from_name.split())),
-        to=tuple(clean(a) for a in _addresses(msg, "To", defects)),
-        cc=tuple(clean(a) for a in _addresses(msg, "Cc", defects)),
-        reply_to=tuple(clean(a) for a in _addresses(msg, "Reply-To", defects)),
-        date=_date(header_text(msg.get("Date"), defects), defects),
+        to=tuple(clean(a) for a in _addresses(heads, "To", defects)),
+        cc=tuple(clean(a) for a in _addresses(heads, "Cc", defects)),
+        reply_to=tuple(clean(a) for a in _addresses(heads, "Reply-To", defects)),
+        date=_date(header_text(heads.get("Date"), defects), defects),
         kind=kind,
         text=text,
         reply_text=clean(reply_text(text)),
@@ -142,27 +152,28 @@ def _assemble(
             a if a.filename == clean(a.filename) else _rename(a, clean) for a in attachments
         ),
         thread_hints=hints,
-        defects=(),
-        received_count=len(msg.get_all("Received") or []),
+        received_count=len(heads.get_all("Received") or []),
         auto_submitted=clean(header_text(auto, defects).strip().lower())
         if auto is not None
         else None,
         loop_markers=tuple(
-            clean(header_text(v, defects).strip().lower()) for v in msg.get_all("X-Loop") or []
+            clean(header_text(v, defects).strip().lower()) for v in heads.get_all("X-Loop") or []
         ),
         content_types=tuple(sorted(clean(t) for t in part_types)),
-        headers=_headers(msg, clean),
+        headers=_headers(heads, clean),
     )
-    return replace(result, defects=tuple(dict.fromkeys(defects)))
+    return ParsedMessage(
+        **fields, defects=tuple(dict.fromkeys(defects)), dsn=dsn, html_reply=html_reply
+    )
 
 
-def _sender(msg: Message, defects: list[str]) -> tuple[str, str]:
+def _sender(heads: HeaderIndex, defects: list[str]) -> tuple[str, str]:
     """(name, address) of the first usable mailbox of the From headers.
 
     A broken relay may put an unparseable From above the real one; clients
     show the first one they can read, and so do we (with a defect noted).
     """
-    values = msg.get_all("From") or []
+    values = heads.get_all("From") or []
     mailboxes = [m for v in values for m in split_list(header_text(v, defects))]
     if len(mailboxes) > 1:
         defects.append("multiple-from")
@@ -202,11 +213,14 @@ _MAX_HEADERS = 200
 _MAX_HEADER_VALUE = 2000
 
 
-def _headers(msg: Message, clean: _Cleaner) -> tuple[tuple[str, str], ...]:
+def _headers(heads: HeaderIndex, clean: _Cleaner) -> tuple[tuple[str, str], ...]:
     """Decoded, one line each, bounded: a rule's regex must never meet a megabyte header."""
     out: list[tuple[str, str]] = []
-    for name, value in msg.items()[:_MAX_HEADERS]:
-        text = decode_words(header_text(value, []), [])
+    for name, value in heads.items[:_MAX_HEADERS]:
+        if isinstance(value, str) and value.isascii() and "=?" not in value:
+            text = value  # nothing to decode; unfolding is in the split below
+        else:
+            text = decode_words(header_text(value, []), [])
         text = " ".join(text.split())[:_MAX_HEADER_VALUE]
         out.append((clean(str(name)).strip().lower(), clean(text)))
     return tuple(out)
@@ -232,9 +246,9 @@ def _rename(att: Attachment, clean: _Cleaner) -> Attachment:
     return replace(att, filename=clean(att.filename))
 
 
-def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[str, ...]:
+def _addresses(heads: HeaderIndex, name: str, defects: list[str]) -> tuple[str, ...]:
     out: list[str] = []
-    for value in msg.get_all(name) or []:
+    for value in heads.get_all(name) or []:
         for a in parse_address_list(header_text(value, defects), defects):
             if a not in out:
                 out.append(a)

@@ -7,12 +7,15 @@ charset, or raw ISO-2022-JP escape sequences, without encoded words.
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 
 from parsers.detect import detect_codec
 from parsers.mime import codec_name, iso2022jp_ms, superset
 
 __all__ = ["decode_raw_headers"]
+
+_ESCAPED = re.compile("[\udc80-\udcff]")  # an 8-bit byte compat32 kept as a surrogate
 
 
 def decode_raw_headers(msg: Message, defects: list[str]) -> None:
@@ -49,7 +52,10 @@ def _iso2022jp(data: bytes) -> str:
 def _needs_decoding(value: object) -> bool:
     if not isinstance(value, str):
         return False
-    return "\x1b$" in value or "\x1b(" in value or any("\udc80" <= c <= "\udcff" for c in value)
+    if "\x1b$" in value or "\x1b(" in value:
+        return True
+    # isascii is a C loop, and an ASCII value holds no surrogate: most headers stop here.
+    return not value.isascii() and _ESCAPED.search(value) is not None
 
 
 def _header_codec(raw: bytes, msg: Message) -> str:

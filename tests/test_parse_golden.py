@@ -36,9 +36,9 @@ _HEAD = (
 def messages(workdir: Path) -> Iterator[tuple[str, bytes]]:
     """(name, raw bytes) of every message the digests cover, in a fixed order."""
     folder = workdir / "corpus"
+    generator = str(ROOT / "tests/corpus/gen_corpus.py")
     subprocess.run(
-        [sys.executable, str(ROOT / "tests/corpus/gen_corpus.py"), str(folder)]
-        + ["--count", "1000", "--seed", "7"],
+        [sys.executable, generator, str(folder), "--count", "1000", "--seed", "7"],
         check=True,
         capture_output=True,
         timeout=600,
