@@ -145,7 +145,7 @@ def _visit(
         acc.leaves += 1
         acc.attachments.append(_attachment(part, ctype, acc.leaves, False, defects, acc))
         return
-    if part.get_content_maintype() == "message" and isinstance(payload, list):
+    if ctype.startswith("message/") and isinstance(payload, list):
         for inner in payload:  # forwarded or returned message
             if isinstance(inner, Message):
                 acc.returned.append(inner)
