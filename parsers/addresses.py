@@ -145,6 +145,8 @@ def split_list(value: str) -> list[str]:
     masked = _masked(value)
     if masked != value:
         return [p.translate(_UNMASK) for p in split_list(masked)]
+    if "," not in value and ";" not in value:
+        return [value] if value.strip() else []  # one mailbox: nothing to split on
     if '"' not in value and "(" not in value and "<" not in value:
         return [p for p in re.split(r"[,;]", value) if p.strip()]
     parts: list[str] = []

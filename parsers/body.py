@@ -226,8 +226,10 @@ def _forward_header(inner: Message, defects: list[str]) -> str:
 def _is_body(part: Message, ctype: str) -> bool:
     if ctype not in ("text/plain", "text/html"):
         return False
-    disposition = (part.get_content_disposition() or "").lower()
-    return disposition != "attachment" and not part.get_filename()
+    disposition = part.get_content_disposition()
+    if disposition is None and "name" not in str(part.get("content-type", "")).lower():
+        return True  # no header that could name a file: get_filename's two parses spared
+    return (disposition or "").lower() != "attachment" and not part.get_filename()
 
 
 def _decoded(part: Message, defects: list[str]) -> bytes:
