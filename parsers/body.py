@@ -116,7 +116,9 @@ def _visit(
     acc.part_types.add(ctype)
     for d in part.defects:
         defects.append(type(d).__name__)
-    payload = part.get_payload()
+    # Only a container's list of parts is read here; a leaf's get_payload() would decode
+    # an 8-bit body with its charset for nothing (the body is read by _decoded).
+    payload = part.get_payload() if part.is_multipart() else None
     if ctype.startswith("multipart/") and isinstance(payload, list):
         if ctype == "multipart/alternative":
             _alternative(
@@ -246,7 +248,7 @@ def _decoded(part: Message, defects: list[str]) -> bytes:
         name = type(d).__name__
         if name not in defects:
             defects.append(name)
-    if data is None and isinstance(part.get_payload(), list):  # message/delivery-status
+    if data is None and part.is_multipart():  # message/delivery-status
         data = part.as_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")[2]
     return data if isinstance(data, bytes) else b""
 
