@@ -29,6 +29,7 @@ _SIMPLE = re.compile(
 # inside it ("=?utf-8?q?Berger, Anna?=") separates nothing. They are masked with
 # private-use characters while the value is split and matched, and restored after.
 _WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?]*?\?=")
+_SEPARATORS = re.compile(r"[,;]")
 _MASK = str.maketrans({",": "\ue000", ";": "\ue001"})
 _UNMASK = str.maketrans({"\ue000": ",", "\ue001": ";"})
 
@@ -148,7 +149,7 @@ def split_list(value: str) -> list[str]:
     if "," not in value and ";" not in value:
         return [value] if value.strip() else []  # one mailbox: nothing to split on
     if '"' not in value and "(" not in value and "<" not in value:
-        return [p for p in re.split(r"[,;]", value) if p.strip()]
+        return [p for p in _SEPARATORS.split(value) if p.strip()]
     parts: list[str] = []
     buf: list[str] = []
     quote = angle = False

@@ -63,6 +63,7 @@ _EXT = {
     **dict.fromkeys(_REPORT, ".txt"),
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"^[A-Za-z]:")  # "C:" left of a Windows path
 _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
 
 
@@ -307,7 +308,7 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
 
         name = decode_words(header_text(name, defects), defects)
         name = _UNSAFE.sub("", name).replace("\\", "/").rsplit("/", 1)[-1]
-        name = re.sub(r"^[A-Za-z]:", "", name).strip()
+        name = _DRIVE.sub("", name).strip()
         if name.strip("."):
             return name[:255]
     return f"part-{index}{_EXT.get(ctype, '.bin')}"

@@ -32,6 +32,7 @@ __all__ = ["parse"]
 _DEFAULT_LIMITS = Limits()
 _BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 _BLANKS = re.compile(r"[\r\n\t]+")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
@@ -237,7 +238,7 @@ class _Cleaner:
             return s  # isascii is a C loop: most text never meets the regex
         if "\x00" in s:
             self.defects.append("nul-bytes")
-        if re.search(r"[\ud800-\udfff]", s):
+        if _SURROGATES.search(s):
             self.defects.append("lone-surrogates")
         return _BAD_CHARS.sub("\ufffd", s)
 

@@ -285,6 +285,7 @@ _EW = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
 _EW_OPEN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\s*$")
 _WS_ONLY = re.compile(r"[ \t\r\n]*")
 _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
+_NOT_B64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
 def decode_words(text: str, defects: list[str]) -> str:
@@ -330,7 +331,7 @@ def _word_bytes(enc: str, payload: str, defects: list[str]) -> bytes:
     data = payload.encode("ascii", "replace")
     if enc in "qQ":
         return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
-    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    data = _NOT_B64.sub(b"", data)
     if len(data) % 4 == 1:  # one stray character can never decode
         data = data[:-1]
         defects.append("bad-encoded-word")
