@@ -37,6 +37,7 @@ SQLITE_ONLY = {
     "test_ops_status.py": "reads the status file",
     "test_secrets.py": "no store",
     "test_parsers.py": "no store",
+    "test_parse_golden.py": "no store",
     "test_bench_smoke.py": "the benchmark harness starts its own SQLite gateways",
 }
 
