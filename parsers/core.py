@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from email.message import Message
-from email.utils import parsedate_to_datetime
 
 from parsers.addresses import normalise_msg_id, parse_address, parse_address_list, split_list
 from parsers.autoreply import classify
 from parsers.body import walk
+from parsers.dates import iso_date
 from parsers.errors import ParseError, Unreadable
 from parsers.header_index import HeaderIndex
 from parsers.html import html_to_text, sanitise
@@ -260,7 +260,7 @@ def _date(value: str, defects: list[str]) -> str | None:
     if not value.strip():
         return None
     try:
-        return parsedate_to_datetime(value.strip()).isoformat()
+        return iso_date(value.strip())
     except (ValueError, TypeError, IndexError, OverflowError):
         defects.append("bad-date")
         return None

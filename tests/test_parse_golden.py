@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from parsers import ParseError, parse
+from parsers.dates import iso_date
 from routing.language import detect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,3 +96,36 @@ def test_every_parsed_field_is_as_recorded() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     DIGESTS.write_text(json.dumps(digests(), indent=0, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _stdlib_iso(value: str) -> str:
+    try:
+        return parsedate_to_datetime(value).isoformat()
+    except Exception as exc:  # the parser reads any of these as "bad-date"
+        return type(exc).__name__
+
+
+def test_the_common_date_form_reads_as_the_stdlib_reads_it() -> None:
+    """parsers/dates.py reads RFC 5322's one form itself: every edge the stdlib has
+    (unknown zone, two-digit-like years, impossible fields, odd offsets) answers alike."""
+    days = ["", "Wed, ", "Mon, ", "wed, ", "Wed ", "Xyz, "]
+    dates = ["02 Dec 2026", "2 Dec 2026", "31 Feb 2026", "00 Jan 2024", "7 dec 2026"]
+    dates += ["29 Feb 2024", "01 Jan 0099", "01 Jan 1000", "01 Jan 9999", "01 Jan 2024,"]
+    times = ["19:43:00", "23:59:60", "24:00:00", "00:00:00", "7:05:09", "12:61:00"]
+    zones = ["+0000", "-0000", "+0100", "-0130", "+0099", "+2359", "+9999", "-2400", "GMT", "+01"]
+    seen = 0
+    for day in days:
+        for date in dates:
+            for time in times:
+                for zone in zones:
+                    value = f"{day}{date} {time} {zone}"
+                    assert _iso(value) == _stdlib_iso(value), value
+                    seen += 1
+    assert seen == len(days) * len(dates) * len(times) * len(zones)
+
+
+def _iso(value: str) -> str:
+    try:
+        return iso_date(value)
+    except Exception as exc:
+        return type(exc).__name__
