@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiosmtplib
 
 from outbound.mime import as_7bit, downgrade, needs_8bitmime, needs_smtputf8
-from routing.config import GatewayConfig, OutboundAccount
+from routing.config import OutboundAccount
 
-__all__ = ["AccountConnection", "Attempt"]
+__all__ = ["AccountConnection", "Attempt", "Link"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +37,25 @@ class Attempt:
     unanswerable: tuple[str, ...] = ()
 
 
-class AccountConnection:
-    """The lane's connection to ``account``; ``close()`` when the lane is done."""
+class Link(Protocol):
+    """What a lane sends over: this connection, or its stand-in in the daemon for one
+    held by the send worker (gateway/sending/pool.py)."""
 
-    def __init__(self, config: GatewayConfig, account: OutboundAccount | None) -> None:
-        self.config = config
+    opened: int
+
+    async def send(self, row: dict[str, Any]) -> Attempt: ...
+
+    async def close(self) -> None: ...
+
+
+class AccountConnection:
+    """The lane's connection to ``account``; ``close()`` when the lane is done.
+    ``hostname``: ours, said in EHLO; ``timeout``: ``[outbound] timeout``."""
+
+    def __init__(self, account: OutboundAccount | None, hostname: str, timeout: float) -> None:
         self.account = account
+        self.hostname = hostname
+        self.timeout = timeout
         self._client: aiosmtplib.SMTP | None = None
         self.opened = 0  # connections made, for the tests and the bench
 
@@ -58,7 +71,7 @@ class AccountConnection:
         utf8 = needs_smtputf8(row["mail_from"], rcpts, row["body"])
         reused = self._client is not None
         try:
-            async with asyncio.timeout(self.config.outbound.timeout * 2):
+            async with asyncio.timeout(self.timeout * 2):
                 try:
                     return await self._sendmail(row["mail_from"], rcpts, row["body"], utf8)
                 except aiosmtplib.SMTPServerDisconnected:
@@ -133,8 +146,8 @@ class AccountConnection:
             use_tls=account.security == "tls",
             start_tls=account.security == "starttls",
             tls_context=_tls_context(account),
-            local_hostname=self.config.hostname,
-            timeout=self.config.outbound.timeout,
+            local_hostname=self.hostname,
+            timeout=self.timeout,
         )
         self._client = client
         await client.connect()

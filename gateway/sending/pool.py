@@ -1,0 +1,209 @@
+"""The send worker, seen from the daemon: the outbox lanes' connections held in it.
+
+Why a process: in the K=32 GIL profile the outbox lanes' SMTP conversations
+(aiosmtplib) were a fifth of the daemon's samples, on the event loop that also
+serves intake. Here a lane's connection (``Delivery.connect``, outbound/sender.py's
+``Link``) is a ``RemoteConnection``: each mail goes to the worker as a frame
+(gateway/sending/worker.py) and its ``Attempt`` comes back; everything that writes
+(claims, marks, retries, notices) stays in the daemon's writer. The worker is a
+plain subprocess (gateway/workers.py: started, replaced, stopped by pid).
+
+Failing closed: a worker that dies makes every mail it held a ``retry`` (recorded
+as a transport fault is: attempts counted, backoff), and a new worker takes its
+place; the next mail of a lane opens its connection anew there. A mail the
+server took (250) whose answer the worker could not give before it died goes
+again: one lost reply, at most one duplicate, as with any SMTP client's crash. A
+mail not answered in the longest one attempt may take (2 x timeout, and 10 s)
+gets the worker killed, so nothing stays claimed behind a stuck worker.
+Closing the pool closes the worker's stdin: it finishes its mails, says QUIT on
+every connection and ends, or is killed by pid after 5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from gateway import workers
+from gateway.worker_io import frame
+from outbound.sender import Attempt
+from routing.config import OutboundAccount
+
+__all__ = ["RemoteConnection", "SendPool", "SendWorkerLost", "send_pool"]
+
+log = structlog.get_logger("gateway.sending.pool")
+MODULE = "gateway.sending.worker"
+_SLACK = 10.0  # seconds past an attempt's longest (2 x timeout) before the worker is stuck
+
+
+class SendWorkerLost(Exception):
+    """The send worker died (or was stopped) with this mail: a retry, like a dropped link."""
+
+
+class SendPool:
+    """One send worker process; ``connection`` makes a lane's ``Link`` to it."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.replaced = 0  # workers started in place of dead ones (for tests and status)
+        self._reading: asyncio.Task[None] | None = None
+        self._up = asyncio.Event()  # a live worker to write to
+        self._pending: dict[int, asyncio.Future[tuple[Attempt, int]]] = {}
+        self._seq = itertools.count()
+        self._links = itertools.count()
+        self._closing = False
+        self._spawning: set[asyncio.Task[None]] = set()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self._up.is_set() else None
+
+    async def start(self) -> None:
+        """The worker up and ready, or an error (the daemon does not start without it)."""
+        self._adopt(await workers.spawn(MODULE))
+        log.info("send_worker.started", pid=self.pid)
+
+    def connection(
+        self, account: OutboundAccount | None, hostname: str, timeout: float
+    ) -> RemoteConnection:
+        """A lane's connection, as ``AccountConnection(account, hostname, timeout)``."""
+        return RemoteConnection(self, next(self._links), account, hostname, timeout)
+
+    async def send(self, request: tuple[Any, ...], longest: float) -> tuple[Attempt, int]:
+        """The worker's answer to one ``("send", ...)`` (its seq filled in here);
+        ``longest``: ``[outbound] timeout``, an attempt lasting at most twice that."""
+        if self._closing:
+            raise SendWorkerLost("the send worker is stopped")
+        if not self._up.is_set():  # a replacement is starting
+            try:
+                async with asyncio.timeout(workers.START_TIMEOUT):
+                    await self._up.wait()
+            except TimeoutError:
+                raise SendWorkerLost("no send worker could be started") from None
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None
+        seq = next(self._seq)
+        future: asyncio.Future[tuple[Attempt, int]] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = future
+        try:
+            proc.stdin.write(frame((request[0], seq, *request[1:])))
+            async with asyncio.timeout(2 * longest + _SLACK):
+                return await future
+        except TimeoutError:
+            log.warning("send_worker.stuck", pid=proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, 9)  # its reader sees the end of the pipe and replaces it
+            raise SendWorkerLost(f"send worker {proc.pid} did not answer") from None
+        except (ConnectionError, RuntimeError) as exc:  # its pipe is closed: it is dying
+            raise SendWorkerLost(f"send worker {proc.pid}: {exc!r}") from None
+        finally:
+            self._pending.pop(seq, None)
+
+    def close_link(self, key: int) -> None:
+        """QUIT on the link's connection, in the worker; nothing to wait for."""
+        proc = self.proc
+        if self._up.is_set() and proc is not None and proc.stdin is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                proc.stdin.write(frame(("close", key)))
+
+    async def close(self) -> None:
+        """Stop the worker by its pid: stdin closed (it says QUIT), killed if it lingers."""
+        self._closing = True
+        for task in list(self._spawning):
+            task.cancel()
+        await asyncio.gather(*self._spawning, return_exceptions=True)
+        self._up.clear()
+        if self.proc is not None:
+            await workers.stop(self.proc)
+        if self._reading is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading  # it fails what was still waiting
+
+    def _adopt(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._reading = asyncio.create_task(self._read(proc), name=f"send-worker-{proc.pid}")
+        self._up.set()
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        """Each answer to its mail; at the end of the pipe, the worker is dead."""
+        with contextlib.suppress(*workers.LOST):
+            while True:
+                _, seq, attempt, opened = await workers.read_frame(proc)
+                future = self._pending.pop(seq, None)  # type: ignore[call-overload]
+                if future is not None and not future.done():
+                    future.set_result((attempt, opened))
+        self._up.clear()
+        lost, self._pending = self._pending, {}
+        for future in lost.values():
+            if not future.done():
+                future.set_exception(SendWorkerLost(f"send worker {proc.pid} died"))
+        if self._closing:
+            return
+        code = await proc.wait()
+        log.warning("send_worker.died", pid=proc.pid, returncode=code, mails_lost=len(lost))
+        task = asyncio.create_task(self._replace(), name="send-worker-replace")
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _replace(self) -> None:
+        proc = await workers.respawn(
+            lambda: workers.spawn(MODULE), lambda: self._closing, "send_worker"
+        )
+        if proc is not None:
+            self.replaced += 1
+            self._adopt(proc)
+            log.info("send_worker.replaced", pid=proc.pid)
+
+
+class RemoteConnection:
+    """A lane's connection held by the send worker (outbound/sender.py's ``Link``)."""
+
+    def __init__(
+        self,
+        pool: SendPool,
+        key: int,
+        account: OutboundAccount | None,
+        hostname: str,
+        timeout: float,
+    ) -> None:
+        self.pool, self.key = pool, key
+        self.account, self.hostname, self.timeout = account, hostname, timeout
+        self.opened = 0
+        self._used = False
+
+    async def send(self, row: dict[str, Any]) -> Attempt:
+        if self.account is None:
+            return Attempt("retry", "no outbound account configured for this tenant")
+        mail = {"mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"], "body": row["body"]}
+        request = ("send", self.key, self.account, self.hostname, self.timeout, mail)
+        self._used = True
+        try:
+            attempt, opened = await self.pool.send(request, self.timeout)
+        except SendWorkerLost as exc:
+            return Attempt("retry", str(exc)[:1000])
+        self.opened += opened
+        return attempt
+
+    async def close(self) -> None:
+        if self._used:
+            self.pool.close_link(self.key)
+
+
+@contextlib.asynccontextmanager
+async def send_pool(size: int) -> AsyncIterator[SendPool | None]:
+    """The daemon's send worker for its lifetime; None (send in the daemon) when ``size`` is 0."""
+    if size < 1:
+        yield None
+        return
+    pool = SendPool()
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
