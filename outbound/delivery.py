@@ -139,20 +139,17 @@ class Delivery:
             tenant = config.tenant(rows[0]["tenant"])
             account = tenant.outbound if tenant is not None else None
             link = self.connect(account, config.hostname, config.outbound.timeout)
+            # The worst one attempt can take (2 x timeout) must end before the lease
+            # does, or another instance could send it too: none starts after this.
+            start_by = until - 2 * config.outbound.timeout
+            done = 0
             try:
-                for i, row in enumerate(rows):
-                    # The worst one attempt can take (2 x timeout) must end before the
-                    # lease does, or another instance could send it too.
-                    if time.monotonic() + 2 * config.outbound.timeout > until:
-                        await self._hand_back(rows[i:])
-                        return
-                    try:
-                        attempt = await link.send(row)
-                    except Exception as exc:  # a bug must not leave the row claimed
-                        log.exception("outbox.send_crashed", id=row["id"])
-                        attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
-                    self._results.append((row, attempt, config))
+                async for i, attempt in link.deliver(rows, start_by):
+                    self._results.append((rows[i], attempt, config))
                     self._recorded.set()
+                    done = i + 1
+                if done < len(rows):  # never started: not an attempt
+                    await self._hand_back(rows[done:])
             finally:
                 self.connections += link.opened
                 await link.close()

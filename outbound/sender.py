@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiosmtplib
+import structlog
 
 from outbound.mime import as_7bit, downgrade, needs_8bitmime, needs_smtputf8
 from routing.config import OutboundAccount
 
 __all__ = ["AccountConnection", "Attempt", "Link"]
+
+log = structlog.get_logger("outbound.sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,9 @@ class Link(Protocol):
 
     opened: int
 
-    async def send(self, row: dict[str, Any]) -> Attempt: ...
+    def deliver(
+        self, rows: list[dict[str, Any]], start_by: float
+    ) -> AsyncIterator[tuple[int, Attempt]]: ...
 
     async def close(self) -> None: ...
 
@@ -58,6 +65,22 @@ class AccountConnection:
         self.timeout = timeout
         self._client: aiosmtplib.SMTP | None = None
         self.opened = 0  # connections made, for the tests and the bench
+
+    async def deliver(
+        self, rows: list[dict[str, Any]], start_by: float
+    ) -> AsyncIterator[tuple[int, Attempt]]:
+        """Each row's index and ``Attempt``, one mail after the other; none started
+        after ``start_by`` (``time.monotonic()``, CLOCK_MONOTONIC: one clock for the
+        daemon and its send worker), the rest left to the caller."""
+        for i, row in enumerate(rows):
+            if time.monotonic() > start_by:
+                return
+            try:
+                attempt = await self.send(row)
+            except Exception as exc:  # a bug must not leave the row claimed
+                log.exception("outbox.send_crashed", id=row.get("id"))
+                attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
+            yield i, attempt
 
     async def send(self, row: dict[str, Any]) -> Attempt:
         """One mail over the open connection (opened first if need be)."""

@@ -3,14 +3,15 @@
 Why a process: in the K=32 GIL profile the outbox lanes' SMTP conversations
 (aiosmtplib) were a fifth of the daemon's samples, on the event loop that also
 serves intake. Here a lane's connection (``Delivery.connect``, outbound/sender.py's
-``Link``) is a ``RemoteConnection``: each mail goes to the worker as a frame
-(gateway/sending/worker.py) and its ``Attempt`` comes back; everything that writes
+``Link``) is a ``RemoteConnection``: the lane's mails go to the worker in one frame
+(gateway/sending/worker.py) and each one's ``Attempt`` comes back as it is done,
+so the next mail does not wait for the daemon's busy loop; everything that writes
 (claims, marks, retries, notices) stays in the daemon's writer. The worker is a
 plain subprocess (gateway/workers.py: started, replaced, stopped by pid).
 
-Failing closed: a worker that dies makes every mail it held a ``retry`` (recorded
-as a transport fault is: attempts counted, backoff), and a new worker takes its
-place; the next mail of a lane opens its connection anew there. A mail the
+Failing closed: a worker that dies makes the mail each lane may have been sending
+a ``retry`` (recorded as a transport fault is: attempt counted, backoff) and hands
+the lane's mails not yet started back unsent; a new worker takes its place. A mail the
 server took (250) whose answer the worker could not give before it died goes
 again: one lost reply, at most one duplicate, as with any SMTP client's crash. A
 mail not answered in the longest one attempt may take (2 x timeout, and 10 s)
@@ -54,7 +55,7 @@ class SendPool:
         self.replaced = 0  # workers started in place of dead ones (for tests and status)
         self._reading: asyncio.Task[None] | None = None
         self._up = asyncio.Event()  # a live worker to write to
-        self._pending: dict[int, asyncio.Future[tuple[Attempt, int]]] = {}
+        self._pending: dict[int, asyncio.Queue[Any]] = {}  # each lane's answers
         self._seq = itertools.count()
         self._links = itertools.count()
         self._closing = False
@@ -75,35 +76,52 @@ class SendPool:
         """A lane's connection, as ``AccountConnection(account, hostname, timeout)``."""
         return RemoteConnection(self, next(self._links), account, hostname, timeout)
 
-    async def send(self, request: tuple[Any, ...], longest: float) -> tuple[Attempt, int]:
-        """The worker's answer to one ``("send", ...)`` (its seq filled in here);
-        ``longest``: ``[outbound] timeout``, an attempt lasting at most twice that."""
-        if self._closing:
-            raise SendWorkerLost("the send worker is stopped")
-        if not self._up.is_set():  # a replacement is starting
-            try:
-                async with asyncio.timeout(workers.START_TIMEOUT):
-                    await self._up.wait()
-            except TimeoutError:
-                raise SendWorkerLost("no send worker could be started") from None
+    def lane(self, request: tuple[Any, ...]) -> tuple[int, asyncio.Queue[Any]]:
+        """A lane's ``("lane", ...)`` written (its seq filled in here); its answers come
+        on the queue: ``(i, Attempt, opened)`` each, then None, or a SendWorkerLost."""
+        if self._closing or not self._up.is_set() or self.proc is None:
+            raise SendWorkerLost("no send worker running")
         proc = self.proc
-        assert proc is not None and proc.stdin is not None
+        assert proc.stdin is not None
         seq = next(self._seq)
-        future: asyncio.Future[tuple[Attempt, int]] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = future
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending[seq] = answers
         try:
             proc.stdin.write(frame((request[0], seq, *request[1:])))
-            async with asyncio.timeout(2 * longest + _SLACK):
-                return await future
-        except TimeoutError:
-            log.warning("send_worker.stuck", pid=proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, 9)  # its reader sees the end of the pipe and replaces it
-            raise SendWorkerLost(f"send worker {proc.pid} did not answer") from None
         except (ConnectionError, RuntimeError) as exc:  # its pipe is closed: it is dying
+            del self._pending[seq]
             raise SendWorkerLost(f"send worker {proc.pid}: {exc!r}") from None
-        finally:
-            self._pending.pop(seq, None)
+        return seq, answers
+
+    async def ready(self) -> None:
+        """Until a worker is up (a replacement may be starting); SendWorkerLost if none comes."""
+        if self._closing:
+            raise SendWorkerLost("the send worker is stopped")
+        try:
+            async with asyncio.timeout(workers.START_TIMEOUT):
+                await self._up.wait()
+        except TimeoutError:
+            raise SendWorkerLost("no send worker could be started") from None
+
+    async def answer(self, seq: int, answers: asyncio.Queue[Any], longest: float) -> Any:
+        """The lane's next answer; a worker silent for longer than one attempt can last
+        (``longest``: ``[outbound] timeout``, an attempt at most twice it) is killed."""
+        proc = self.proc
+        try:
+            async with asyncio.timeout(2 * longest + _SLACK):
+                item = await answers.get()
+        except TimeoutError:
+            if proc is not None:
+                log.warning("send_worker.stuck", pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, 9)  # its reader sees the end of the pipe, replaces it
+            raise SendWorkerLost("the send worker did not answer") from None
+        if isinstance(item, SendWorkerLost):
+            raise item
+        return item
+
+    def done(self, seq: int) -> None:
+        self._pending.pop(seq, None)
 
     def close_link(self, key: int) -> None:
         """QUIT on the link's connection, in the worker; nothing to wait for."""
@@ -134,15 +152,14 @@ class SendPool:
         """Each answer to its mail; at the end of the pipe, the worker is dead."""
         with contextlib.suppress(*workers.LOST):
             while True:
-                _, seq, attempt, opened = await workers.read_frame(proc)
-                future = self._pending.pop(seq, None)  # type: ignore[call-overload]
-                if future is not None and not future.done():
-                    future.set_result((attempt, opened))
+                kind, seq, *rest = await workers.read_frame(proc)
+                answers = self._pending.get(seq)  # type: ignore[call-overload]
+                if answers is not None:
+                    answers.put_nowait(tuple(rest) if kind == "attempt" else None)
         self._up.clear()
         lost, self._pending = self._pending, {}
-        for future in lost.values():
-            if not future.done():
-                future.set_exception(SendWorkerLost(f"send worker {proc.pid} died"))
+        for answers in lost.values():
+            answers.put_nowait(SendWorkerLost(f"send worker {proc.pid} died"))
         if self._closing:
             return
         code = await proc.wait()
@@ -177,18 +194,44 @@ class RemoteConnection:
         self.opened = 0
         self._used = False
 
-    async def send(self, row: dict[str, Any]) -> Attempt:
+    async def deliver(
+        self, rows: list[dict[str, Any]], start_by: float
+    ) -> AsyncIterator[tuple[int, Attempt]]:
+        """As ``AccountConnection.deliver``, the lane's mails in one frame to the worker.
+        Its death: the mail it may have been sending is a retry, the rest left unsent."""
         if self.account is None:
-            return Attempt("retry", "no outbound account configured for this tenant")
-        mail = {"mail_from": row["mail_from"], "rcpt_tos": row["rcpt_tos"], "body": row["body"]}
-        request = ("send", self.key, self.account, self.hostname, self.timeout, mail)
+            for i in range(len(rows)):
+                yield i, Attempt("retry", "no outbound account configured for this tenant")
+            return
+        mails = [
+            {"mail_from": r["mail_from"], "rcpt_tos": r["rcpt_tos"], "body": r["body"]}
+            for r in rows
+        ]
+        request = ("lane", self.key, self.account, self.hostname, self.timeout, start_by, mails)
+        pool, answered = self.pool, 0
+        try:
+            await pool.ready()
+            seq, answers = pool.lane(request)
+        except SendWorkerLost as exc:
+            yield 0, Attempt("retry", str(exc)[:1000])
+            return
         self._used = True
         try:
-            attempt, opened = await self.pool.send(request, self.timeout)
-        except SendWorkerLost as exc:
-            return Attempt("retry", str(exc)[:1000])
-        self.opened += opened
-        return attempt
+            while True:
+                try:
+                    item = await pool.answer(seq, answers, self.timeout)
+                except SendWorkerLost as exc:
+                    if answered < len(rows):
+                        yield answered, Attempt("retry", str(exc)[:1000])
+                    return
+                if item is None:
+                    return
+                i, attempt, opened = item
+                self.opened += opened
+                answered = i + 1
+                yield i, attempt
+        finally:
+            pool.done(seq)
 
     async def close(self) -> None:
         if self._used:

@@ -7,13 +7,16 @@ the claims, the marks, the retries and every other write (outbound/delivery.py).
 It imports the sender and the config's types only: no store, no web side.
 
 Requests (pickled, framed as the answers are, gateway/worker_io.py):
-``("send", seq, link, account, hostname, timeout, row)`` (``row``: mail_from,
-rcpt_tos, body; ``account`` with its password decrypted) sends one mail over the
-link's connection, opened first if need be; ``("close", link)`` says QUIT on it.
-Answers: ``("attempt", seq, Attempt, opened)``, ``opened`` 1 when this mail
-opened a connection. The mails of several links go at once; of one link, one
-after the other (the daemon waits for each answer). At the end of stdin it
-finishes the mails in flight, says QUIT on every connection and ends.
+``("lane", seq, link, account, hostname, timeout, start_by, mails)`` (each mail:
+mail_from, rcpt_tos, body; ``account`` with its password decrypted) sends a
+lane's mails one after the other over the link's connection, opened first if
+need be, none started after ``start_by`` (``AccountConnection.deliver``);
+``("close", link)`` says QUIT on it. Answers: ``("attempt", seq, i, Attempt,
+opened)`` as each mail is done (``opened``: connections it opened), then
+``("end", seq)``. The daemon sends a lane's mails in one frame, so the next
+goes out without waiting for its loop to read the last answer. Several lanes go
+at once. At the end of stdin it finishes the lanes in flight, says QUIT on
+every connection and ends.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 from typing import Any, BinaryIO
 
 from gateway.worker_io import FRAME, answer, answers_out
-from outbound.sender import AccountConnection, Attempt
+from outbound.sender import AccountConnection
 
 
 async def serve(out: BinaryIO) -> None:
@@ -48,12 +51,12 @@ async def serve(out: BinaryIO) -> None:
             request = pickle.loads(await reader.readexactly(size))
         except asyncio.IncompleteReadError:
             break
-        if request[0] == "send":
-            _, seq, key, account, hostname, timeout, row = request
+        if request[0] == "lane":
+            _, seq, key, account, hostname, timeout, start_by, mails = request
             link = links.get(key)
             if link is None:
                 link = links[key] = AccountConnection(account, hostname, timeout)
-            start(_send(out, seq, link, row))
+            start(_lane(out, seq, link, mails, start_by))
         elif request[0] == "close":
             link = links.pop(request[1], None)
             if link is not None:
@@ -63,13 +66,16 @@ async def serve(out: BinaryIO) -> None:
     await asyncio.gather(*(link.close() for link in links.values()), return_exceptions=True)
 
 
-async def _send(out: BinaryIO, seq: int, link: AccountConnection, row: dict[str, Any]) -> None:
-    before = link.opened
+async def _lane(
+    out: BinaryIO, seq: int, link: AccountConnection, mails: list[dict[str, Any]], start_by: float
+) -> None:
     try:
-        attempt = await link.send(row)
-    except Exception as exc:  # send raises nothing but cancellation; a bug is a retry
-        attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
-    answer(out, ("attempt", seq, attempt, link.opened - before))
+        before = link.opened
+        async for i, attempt in link.deliver(mails, start_by):
+            answer(out, ("attempt", seq, i, attempt, link.opened - before))
+            before = link.opened
+    finally:
+        answer(out, ("end", seq))
 
 
 def main() -> int:
