@@ -10,6 +10,6 @@ Its rooms, each importing only the rooms below it (``make lint`` holds this):
 - ``intake/``: the mail path (SMTP, IMAP, pipe) from bytes to a committed message and
   the answer the sender gets;
 - ``sending/``: the outbox's SMTP conversations in a worker process;
-- ``clock``, ``logs``, ``metrics``, ``workers``: read by every room above (``workers``:
+- ``clock``, ``logs``, ``metrics``, ``loop``, ``workers``: read by every room above (``workers``:
   the worker processes' start, frames, replacement, stop; ``worker_io`` their side).
 """

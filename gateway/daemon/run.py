@@ -139,7 +139,9 @@ class Daemon:
         )
         pipeline.after_model = _freeze
         # The outbox's SMTP conversations in the send worker; stopped after the outbox.
-        sender = await stack.enter_async_context(send_pool(config.outbound.send_workers))
+        sender = await stack.enter_async_context(
+            send_pool(config.outbound.send_workers, config.loop)
+        )
         if sender is not None:
             services.delivery.connect = sender.connection
         if tell and pipeline.parse_pool is None:

@@ -50,7 +50,8 @@ class SendWorkerLost(Exception):
 class SendPool:
     """One send worker process; ``connection`` makes a lane's ``Link`` to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: str = "asyncio") -> None:
+        self.args = ("--loop", loop)  # the worker's event loop: the daemon's [gateway] loop
         self.proc: asyncio.subprocess.Process | None = None
         self.replaced = 0  # workers started in place of dead ones (for tests and status)
         self._reading: asyncio.Task[None] | None = None
@@ -67,7 +68,7 @@ class SendPool:
 
     async def start(self) -> None:
         """The worker up and ready, or an error (the daemon does not start without it)."""
-        self._adopt(await workers.spawn(MODULE))
+        self._adopt(await workers.spawn(MODULE, *self.args))
         log.info("send_worker.started", pid=self.pid)
 
     def connection(
@@ -170,7 +171,7 @@ class SendPool:
 
     async def _replace(self) -> None:
         proc = await workers.respawn(
-            lambda: workers.spawn(MODULE), lambda: self._closing, "send_worker"
+            lambda: workers.spawn(MODULE, *self.args), lambda: self._closing, "send_worker"
         )
         if proc is not None:
             self.replaced += 1
@@ -239,12 +240,12 @@ class RemoteConnection:
 
 
 @contextlib.asynccontextmanager
-async def send_pool(size: int) -> AsyncIterator[SendPool | None]:
+async def send_pool(size: int, loop: str = "asyncio") -> AsyncIterator[SendPool | None]:
     """The daemon's send worker for its lifetime; None (send in the daemon) when ``size`` is 0."""
     if size < 1:
         yield None
         return
-    pool = SendPool()
+    pool = SendPool(loop)
     await pool.start()
     try:
         yield pool
