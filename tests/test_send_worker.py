@@ -87,6 +87,31 @@ def test_a_send_worker_killed_mid_conversation_loses_no_mail(tmp_path: Path, acc
     assert _wait_gone(replacement)  # stopped with the daemon, by its pid
 
 
+def test_a_stop_mid_conversation_sends_each_mail_once_after_the_restart(
+    tmp_path: Path, account: Sink
+) -> None:
+    account.data_script = ["hold"]
+    d = _daemon(tmp_path, account, 1).start()
+    try:
+        assert d.proc is not None
+        (worker,) = worker_pids(d.proc.pid, MODULE)
+        who = f"kai.{uuid.uuid4().hex[:6]}@client.test"
+        mail = make_mail(sender=f"Kai <{who}>", subject="Toner", body="It smears.")
+        assert d.send(mail, sender=who)[0] == 250
+        assert account.holding.wait(30), "no mail reached the account"
+        _others_sent(d)  # the held mail is the one in flight
+    finally:
+        assert d.stop() == 0  # the lane in flight stopped, the worker with it
+    assert _wait_gone(worker)
+    d.start()  # the claim left "sending" is released and sent again
+    try:
+        rows = _all_sent(d)
+        ids = [r.msg["Message-ID"] for r in account.received]
+        assert len(ids) == len(set(ids)) == len(rows)  # each once: none sent unrecorded
+    finally:
+        assert d.stop() == 0
+
+
 def test_without_a_send_worker_the_daemon_sends_itself(tmp_path: Path, account: Sink) -> None:
     d = _daemon(tmp_path, account, 0).start()
     try:

@@ -16,8 +16,10 @@ server took (250) whose answer the worker could not give before it died goes
 again: one lost reply, at most one duplicate, as with any SMTP client's crash. A
 mail not answered in the longest one attempt may take (2 x timeout, and 10 s)
 gets the worker killed, so nothing stays claimed behind a stuck worker.
-Closing the pool closes the worker's stdin: it finishes its mails, says QUIT on
-every connection and ends, or is killed by pid after 5 s.
+A lane the daemon stops waiting for (the outbox is cancelled when the daemon
+stops) is cancelled in the worker too, so it sends nothing nobody would record.
+Closing the pool closes the worker's stdin: it stops what is still in flight,
+says QUIT on every connection and ends, or is killed by pid after 5 s.
 """
 
 from __future__ import annotations
@@ -121,8 +123,13 @@ class SendPool:
             raise item
         return item
 
-    def done(self, seq: int) -> None:
+    def done(self, seq: int, ended: bool) -> None:
+        """The lane's answers no longer awaited; not ``ended``: the worker stops it."""
         self._pending.pop(seq, None)
+        proc = self.proc
+        if not ended and self._up.is_set() and proc is not None and proc.stdin is not None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                proc.stdin.write(frame(("cancel", seq)))
 
     def close_link(self, key: int) -> None:
         """QUIT on the link's connection, in the worker; nothing to wait for."""
@@ -216,23 +223,25 @@ class RemoteConnection:
         except SendWorkerLost as exc:
             yield 0, Attempt("retry", str(exc)[:1000])
             return
-        self._used = True
+        self._used, ended = True, False
         try:
             while True:
                 try:
                     item = await pool.answer(seq, answers, self.timeout)
                 except SendWorkerLost as exc:
+                    ended = True
                     if answered < len(rows):
                         yield answered, Attempt("retry", str(exc)[:1000])
                     return
                 if item is None:
+                    ended = True
                     return
                 i, attempt, opened = item
                 self.opened += opened
                 answered = i + 1
                 yield i, attempt
-        finally:
-            pool.done(seq)
+        finally:  # a lane cancelled (the daemon stops) has the worker stop it too
+            pool.done(seq, ended)
 
     async def close(self) -> None:
         if self._used:

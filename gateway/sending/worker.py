@@ -11,12 +11,15 @@ Requests (pickled, framed as the answers are, gateway/worker_io.py):
 mail_from, rcpt_tos, body; ``account`` with its password decrypted) sends a
 lane's mails one after the other over the link's connection, opened first if
 need be, none started after ``start_by`` (``AccountConnection.deliver``);
-``("close", link)`` says QUIT on it. Answers: ``("attempt", seq, i, Attempt,
+``("cancel", seq)`` stops a lane the daemon gave up waiting for (it is stopping:
+what the lane sent next would be recorded by nobody, and sent again after the
+restart); ``("close", link)`` says QUIT on it. Answers: ``("attempt", seq, i, Attempt,
 opened)`` as each mail is done (``opened``: connections it opened), then
 ``("end", seq)``. The daemon sends a lane's mails in one frame, so the next
 goes out without waiting for its loop to read the last answer. Several lanes go
-at once. At the end of stdin it finishes the lanes in flight, says QUIT on
-every connection and ends.
+at once. At the end of stdin (the daemon stopped or died) it stops the lanes in
+flight, as the daemon's own lanes stop when it does, says QUIT on every
+connection and ends.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ async def serve(out: BinaryIO) -> None:
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     links: dict[int, AccountConnection] = {}
+    lanes: dict[int, asyncio.Task[None]] = {}  # by seq, to be cancelled
     running: set[asyncio.Task[None]] = set()
 
-    def start(coro: Any) -> None:
+    def start(coro: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         running.add(task)
         task.add_done_callback(running.discard)
+        return task
 
     answer(out, ("ready", os.getpid()))
     while True:
@@ -57,11 +62,16 @@ async def serve(out: BinaryIO) -> None:
             link = links.get(key)
             if link is None:
                 link = links[key] = AccountConnection(account, hostname, timeout)
-            start(_lane(out, seq, link, mails, start_by))
+            lanes[seq] = start(_lane(out, seq, link, mails, start_by))
+            lanes[seq].add_done_callback(lambda _t, seq=seq: lanes.pop(seq, None))
+        elif request[0] == "cancel" and request[1] in lanes:
+            lanes[request[1]].cancel()
         elif request[0] == "close":
             link = links.pop(request[1], None)
             if link is not None:
                 start(link.close())
+    for task in list(lanes.values()):  # nobody would record what they send now
+        task.cancel()
     while running:
         await asyncio.gather(*running, return_exceptions=True)
     await asyncio.gather(*(link.close() for link in links.values()), return_exceptions=True)
