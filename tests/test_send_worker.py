@@ -59,18 +59,26 @@ def _others_sent(d: Daemon, within: float = 30) -> None:
         time.sleep(0.05)
 
 
+def _hold_a_mail(d: Daemon, account: Sink, who: str) -> int:
+    """The send worker's pid once it waits for the reply to a DATA the account holds,
+    every other mail sent and recorded (a mail whose 250 a dying worker had not
+    passed on would go twice, as docs/config.md says)."""
+    assert d.proc is not None
+    (worker,) = worker_pids(d.proc.pid, MODULE)
+    mail = make_mail(sender=f"Client <{who}>", subject="Scanner", body="It beeps.")
+    assert d.send(mail, sender=who)[0] == 250
+    assert account.holding.wait(30), "no mail reached the account"
+    _others_sent(d)
+    return worker
+
+
 def test_a_send_worker_killed_mid_conversation_loses_no_mail(tmp_path: Path, account: Sink) -> None:
     account.data_script = ["hold"]  # the first DATA gets no reply until the client is gone
     d = _daemon(tmp_path, account, 1).start()
     try:
         assert d.proc is not None
-        (worker,) = worker_pids(d.proc.pid, MODULE)
         who = f"ida.{uuid.uuid4().hex[:6]}@client.test"
-        mail = make_mail(sender=f"Ida <{who}>", subject="Scanner", body="It beeps.")
-        assert d.send(mail, sender=who)[0] == 250
-        assert account.holding.wait(30), "no mail reached the account"
-        _others_sent(d)  # so the held mail is the one in flight (a mail whose 250 the
-        # worker had not passed on when it died would go twice, as the docs say)
+        worker = _hold_a_mail(d, account, who)
         os.kill(worker, signal.SIGKILL)  # mid-conversation: DATA sent, no reply yet
         assert _wait_gone(worker)
         rows = _all_sent(d)  # every mail goes out afterwards, through a new worker
@@ -93,13 +101,7 @@ def test_a_stop_mid_conversation_sends_each_mail_once_after_the_restart(
     account.data_script = ["hold"]
     d = _daemon(tmp_path, account, 1).start()
     try:
-        assert d.proc is not None
-        (worker,) = worker_pids(d.proc.pid, MODULE)
-        who = f"kai.{uuid.uuid4().hex[:6]}@client.test"
-        mail = make_mail(sender=f"Kai <{who}>", subject="Toner", body="It smears.")
-        assert d.send(mail, sender=who)[0] == 250
-        assert account.holding.wait(30), "no mail reached the account"
-        _others_sent(d)  # the held mail is the one in flight
+        worker = _hold_a_mail(d, account, f"kai.{uuid.uuid4().hex[:6]}@client.test")
     finally:
         assert d.stop() == 0  # the lane in flight stopped, the worker with it
     assert _wait_gone(worker)
