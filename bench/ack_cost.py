@@ -60,7 +60,8 @@ def compose(n: int) -> tuple[float, list[Composed]]:
 
 async def send(mails: list[Composed], port: int) -> float:
     config: Any = SimpleNamespace(hostname="gw.test", outbound=OutboundSettings(timeout=30))
-    link = AccountConnection(config, OutboundAccount(host="127.0.0.1", port=port, security="none"))
+    account = OutboundAccount(host="127.0.0.1", port=port, security="none")
+    link = AccountConnection(account, config.hostname, config.outbound.timeout)
     rows = [{"mail_from": m.mail_from, "rcpt_tos": m.rcpt_tos, "body": m.body} for m in mails]
     await link.send(rows[0])  # the connection opened before the clock starts
     t0 = time.process_time()

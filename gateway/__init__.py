@@ -9,5 +9,7 @@ Its rooms, each importing only the rooms below it (``make lint`` holds this):
 - ``services``: the store, the scanner and the pipeline, opened together;
 - ``intake/``: the mail path (SMTP, IMAP, pipe) from bytes to a committed message and
   the answer the sender gets;
-- ``clock``, ``logs``, ``metrics``: read by every room above.
+- ``sending/``: the outbox's SMTP conversations in a worker process;
+- ``clock``, ``logs``, ``metrics``, ``loop``, ``workers``: read by every room above (``workers``:
+  the worker processes' start, frames, replacement, stop; ``worker_io`` their side).
 """

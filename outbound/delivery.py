@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,8 +38,8 @@ from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
 from outbound.reactions import queue
-from outbound.sender import AccountConnection, Attempt
-from routing.config import GatewayConfig, Tenant
+from outbound.sender import AccountConnection, Attempt, Link
+from routing.config import GatewayConfig, OutboundAccount, Tenant
 from store import repos
 from store.models import outbox
 from store.writer import Writer
@@ -73,6 +74,8 @@ class Delivery:
         self.failed = 0
         self.connections = 0  # opened so far (each carries up to PER_CONNECTION mails)
         self.attempts: dict[tuple[str, str], int] = {}  # (kind, result) -> count, for /metrics
+        # A lane's connection: here, or in the daemon's send worker (gateway/sending/).
+        self.connect: Callable[[OutboundAccount | None, str, float], Link] = AccountConnection
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -134,21 +137,19 @@ class Delivery:
         async with self._slots:
             config = self.config
             tenant = config.tenant(rows[0]["tenant"])
-            link = AccountConnection(config, tenant.outbound if tenant is not None else None)
+            account = tenant.outbound if tenant is not None else None
+            link = self.connect(account, config.hostname, config.outbound.timeout)
+            # The worst one attempt can take (2 x timeout) must end before the lease
+            # does, or another instance could send it too: none starts after this.
+            start_by = until - 2 * config.outbound.timeout
+            done = 0
             try:
-                for i, row in enumerate(rows):
-                    # The worst one attempt can take (2 x timeout) must end before the
-                    # lease does, or another instance could send it too.
-                    if time.monotonic() + 2 * config.outbound.timeout > until:
-                        await self._hand_back(rows[i:])
-                        return
-                    try:
-                        attempt = await link.send(row)
-                    except Exception as exc:  # a bug must not leave the row claimed
-                        log.exception("outbox.send_crashed", id=row["id"])
-                        attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
-                    self._results.append((row, attempt, config))
+                async for i, attempt in link.deliver(rows, start_by):
+                    self._results.append((rows[i], attempt, config))
                     self._recorded.set()
+                    done = i + 1
+                if done < len(rows):  # never started: not an attempt
+                    await self._hand_back(rows[done:])
             finally:
                 self.connections += link.opened
                 await link.close()

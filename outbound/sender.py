@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiosmtplib
+import structlog
 
 from outbound.mime import as_7bit, downgrade, needs_8bitmime, needs_smtputf8
-from routing.config import GatewayConfig, OutboundAccount
+from routing.config import OutboundAccount
 
-__all__ = ["AccountConnection", "Attempt"]
+__all__ = ["AccountConnection", "Attempt", "Link"]
+
+log = structlog.get_logger("outbound.sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +42,45 @@ class Attempt:
     unanswerable: tuple[str, ...] = ()
 
 
-class AccountConnection:
-    """The lane's connection to ``account``; ``close()`` when the lane is done."""
+class Link(Protocol):
+    """What a lane sends over: this connection, or its stand-in in the daemon for one
+    held by the send worker (gateway/sending/pool.py)."""
 
-    def __init__(self, config: GatewayConfig, account: OutboundAccount | None) -> None:
-        self.config = config
+    opened: int
+
+    def deliver(
+        self, rows: list[dict[str, Any]], start_by: float
+    ) -> AsyncIterator[tuple[int, Attempt]]: ...
+
+    async def close(self) -> None: ...
+
+
+class AccountConnection:
+    """The lane's connection to ``account``; ``close()`` when the lane is done.
+    ``hostname``: ours, said in EHLO; ``timeout``: ``[outbound] timeout``."""
+
+    def __init__(self, account: OutboundAccount | None, hostname: str, timeout: float) -> None:
         self.account = account
+        self.hostname = hostname
+        self.timeout = timeout
         self._client: aiosmtplib.SMTP | None = None
         self.opened = 0  # connections made, for the tests and the bench
+
+    async def deliver(
+        self, rows: list[dict[str, Any]], start_by: float
+    ) -> AsyncIterator[tuple[int, Attempt]]:
+        """Each row's index and ``Attempt``, one mail after the other; none started
+        after ``start_by`` (``time.monotonic()``, CLOCK_MONOTONIC: one clock for the
+        daemon and its send worker), the rest left to the caller."""
+        for i, row in enumerate(rows):
+            if time.monotonic() > start_by:
+                return
+            try:
+                attempt = await self.send(row)
+            except Exception as exc:  # a bug must not leave the row claimed
+                log.exception("outbox.send_crashed", id=row.get("id"))
+                attempt = Attempt("retry", f"internal error: {type(exc).__name__}")
+            yield i, attempt
 
     async def send(self, row: dict[str, Any]) -> Attempt:
         """One mail over the open connection (opened first if need be)."""
@@ -58,7 +94,7 @@ class AccountConnection:
         utf8 = needs_smtputf8(row["mail_from"], rcpts, row["body"])
         reused = self._client is not None
         try:
-            async with asyncio.timeout(self.config.outbound.timeout * 2):
+            async with asyncio.timeout(self.timeout * 2):
                 try:
                     return await self._sendmail(row["mail_from"], rcpts, row["body"], utf8)
                 except aiosmtplib.SMTPServerDisconnected:
@@ -133,8 +169,8 @@ class AccountConnection:
             use_tls=account.security == "tls",
             start_tls=account.security == "starttls",
             tls_context=_tls_context(account),
-            local_hostname=self.config.hostname,
-            timeout=self.config.outbound.timeout,
+            local_hostname=self.hostname,
+            timeout=self.timeout,
         )
         self._client = client
         await client.connect()

@@ -30,6 +30,20 @@ ROOT = Path(__file__).resolve().parent.parent
 QUEUED = re.compile(r"(?:250 )?2\.0\.0 OK queued as ([0-9a-f]{16})\s*")
 
 
+def worker_pids(pid: int, module: str) -> list[int]:
+    """The children of ``pid`` running ``python -m module``: a daemon's parse workers
+    (gateway.intake.parse_worker) apart from its send worker (gateway.sending.worker)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if module.encode() in argv:
+            found.append(int(child))
+    return found
+
+
 def queued_as(reply: str) -> str:
     """The opaque id of a 250 to DATA; fails the test for any other answer."""
     found = QUEUED.fullmatch(reply)

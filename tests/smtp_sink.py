@@ -4,7 +4,9 @@ It speaks STARTTLS with a certificate from a private CA (trustme) and
 requires AUTH over TLS, like a submission server, and records every message
 it accepts. Faults are scripted per test: a reply to give to the next DATA
 commands ("451 ..." or "drop" to close the connection after reading the
-data, the message having arrived), and permanent refusals per recipient.
+data, the message having arrived; "hold" to give no reply until the client
+has gone, ``holding`` set meanwhile, the message not kept), and permanent
+refusals per recipient.
 It runs its own event loop in a thread, stopped by the test.
 """
 
@@ -57,6 +59,13 @@ class _Handler:
         step = self.sink.data_script.pop(0) if self.sink.data_script else "250"
         if step.startswith("4") or step.startswith("5"):
             return step
+        if step == "hold":  # the client waits for the reply; the test kills it meanwhile
+            self.sink.holding.set()
+            for _ in range(600):  # a minute at most
+                if server.transport is None or server.transport.is_closing():
+                    break
+                await asyncio.sleep(0.1)
+            return "451 4.3.0 held, never kept"
         with self.sink.lock:
             self.sink.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
@@ -84,6 +93,7 @@ class Sink:
         self.received: list[Received] = []
         self.refuse: dict[str, str] = {}
         self.data_script: list[str] = []
+        self.holding = threading.Event()  # a DATA is held ("hold")
         self.logins = 0
         self.lock = threading.Lock()
         ca = trustme.CA()

@@ -87,6 +87,20 @@ def test_parse_workers_default_to_cores_but_one(tmp_path: Path) -> None:
         assert info.value.problems == [f"{p}:3: gateway.parse_workers: {why}"]
 
 
+def test_send_workers_default_to_one_beside_parse_workers(tmp_path: Path) -> None:
+    base = '[[tenants]]\nslug = "acme"\naddresses = ["a@acme.test"]\n'
+    cores = len(os.sched_getaffinity(0))
+    assert load_config(_write(tmp_path, base)).outbound.send_workers == (cores > 1)
+    none = load_config(_write(tmp_path, f"[outbound]\nsend_workers = 0\n{base}"))
+    assert none.outbound.send_workers == 0
+    p = _write(tmp_path, f"[outbound]\nsend_workers = 2\n{base}")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.problems == [
+        f"{p}:2: outbound.send_workers: must be 0 (send in the daemon) or 1"
+    ]
+
+
 def test_syntax_error_names_the_line(tmp_path: Path) -> None:
     p = _write(tmp_path, '[gateway]\nhostname = "x"\nbroken = \n')
     with pytest.raises(ConfigError) as info:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.daemon.loop import loop_name
+from gateway.loop import loop_name
 from routing.config import parse_config
 from tests.daemon import Daemon
 

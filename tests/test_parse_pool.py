@@ -23,14 +23,13 @@ from gateway.intake.parse_pool import ParsePool, ParseWorkerLost, parse_pool
 from gateway.intake.pipeline import _LONE_PARSE_BYTES
 from parsers import HeaderTooLarge, Limits, StructureTooDeep, Unreadable, parse
 from routing.language import detect
-from tests.daemon import Daemon
+from tests.daemon import Daemon, worker_pids
 from tests.mail import make_mail, message_id_of
 from tests.parser_fixtures import deep_nest
 
 
 def _pids_of_children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
+    return worker_pids(pid, "gateway.intake.parse_worker")
 
 
 def _alive(pid: int) -> bool:

@@ -46,7 +46,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.daemon import run_daemon
-    from gateway.daemon.loop import run_on
+    from gateway.loop import run_on
 
     config = load(args, level=logging.INFO)
     return run_on(config.loop, lambda: run_daemon(config.path))

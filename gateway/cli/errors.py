@@ -44,7 +44,7 @@ _TABLE: dict[str, tuple[int, str]] = {
     "gateway.ops.sources.SourceUnreadable": (os.EX_NOINPUT, ""),
     "gateway.ops.report_figures.ReportError": (os.EX_USAGE, ""),
     "gateway.ops.instance.InstanceInUse": (os.EX_CONFIG, ""),
-    "gateway.daemon.loop.LoopUnavailable": (os.EX_CONFIG, "config error: "),
+    "gateway.loop.LoopUnavailable": (os.EX_CONFIG, "config error: "),
     "gateway.intake.explain.ExplainError": (os.EX_DATAERR, ""),
     "routing.secrets.SecretError": (os.EX_CONFIG, "config error: "),
 }

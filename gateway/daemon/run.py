@@ -39,6 +39,7 @@ from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
 from gateway.ops.jobs import OpsState, run_ops
 from gateway.ops.status_view import package_version
+from gateway.sending.pool import send_pool
 from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
@@ -137,6 +138,12 @@ class Daemon:
             parse_pool(config.parse_workers, language=tell)
         )
         pipeline.after_model = _freeze
+        # The outbox's SMTP conversations in the send worker; stopped after the outbox.
+        sender = await stack.enter_async_context(
+            send_pool(config.outbound.send_workers, config.loop)
+        )
+        if sender is not None:
+            services.delivery.connect = sender.connection
         if tell and pipeline.parse_pool is None:
             pipeline.warm_language()
         # Before anything acts under this instance's name (the outbox releases the

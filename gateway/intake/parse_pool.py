@@ -31,16 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
-import sys
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 
-from gateway.intake.parse_worker import ANSWER, REQUEST
+from gateway import workers
+from gateway.intake.parse_worker import REQUEST
 from parsers import errors as parse_errors
 from parsers.limits import Limits
 from parsers.types import ParsedMessage
@@ -51,10 +49,7 @@ log = structlog.get_logger("gateway.intake.parse_pool")
 DEPTH = 8  # messages sent to one worker at a time
 HELD_BYTES = 4 << 20  # and their bytes (one message alone may be bigger)
 STUCK = 10.0  # seconds a message may have been parsing when its wait is given up
-_START_TIMEOUT = 60.0  # a worker's imports, on a loaded machine
 _ONE_WRITE = 256 * 1024  # a smaller message goes with its header in one write
-_BACKOFF = (0.5, 30.0)  # between replacements of workers that die young
-_CODE_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout the daemon runs
 
 
 class ParseWorkerLost(Exception):
@@ -186,28 +181,8 @@ class ParsePool:
     # -- the workers ------------------------------------------------------------------------
 
     async def _spawn(self) -> _Worker:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.intake.parse_worker",
-            *(["--language"] if self.language else []),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=1 << 20,
-        )
-        worker = _Worker(proc)
-        try:
-            async with asyncio.timeout(_START_TIMEOUT):
-                answer = await _read_answer(proc)
-            if answer[0] != "ready":
-                raise RuntimeError(f"parse worker said {answer[0]!r} first")
-        except BaseException:
-            await self._stop(worker)
-            raise
-        return worker
+        args = ["--language"] if self.language else []
+        return _Worker(await workers.spawn("gateway.intake.parse_worker", *args))
 
     def _adopt(self, worker: _Worker) -> None:
         self.workers.append(worker)
@@ -218,7 +193,7 @@ class ParsePool:
         """Each answer to the oldest message sent; at the end of the pipe, the worker is dead."""
         try:
             while True:
-                answer = await _read_answer(worker.proc)
+                answer = await workers.read_frame(worker.proc)
                 if answer[0] == "warm":  # not an answer: the model's load is done
                     if answer[2]:
                         log.error("parse_worker.language_failed", pid=worker.pid, error=answer[2])
@@ -229,7 +204,7 @@ class ParsePool:
                 if not job.future.done():
                     job.future.set_result(answer)
                 self._dispatch()
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError, pickle.PickleError):
+        except workers.LOST:
             pass
         worker.alive = False
         if worker.proc.stdin is not None:
@@ -249,32 +224,15 @@ class ParsePool:
         task.add_done_callback(self._spawning.discard)
 
     async def _replace(self) -> None:
-        pause = _BACKOFF[0]
-        while not self._closing:
-            try:
-                worker = await self._spawn()
-            except Exception as exc:
-                log.error("parse_worker.start_failed", error=repr(exc)[:200], retry_in=pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, _BACKOFF[1])
-                continue
+        worker = await workers.respawn(self._spawn, lambda: self._closing, "parse_worker")
+        if worker is not None:
             self.replaced += 1
             log.info("parse_worker.replaced", pid=worker.pid)
             self._adopt(worker)
-            return
 
     async def _stop(self, worker: _Worker) -> None:
         worker.alive = False
-        proc = worker.proc
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, 9)
-            await proc.wait()
+        await workers.stop(worker.proc)
         if worker.reading is not None:
             worker.reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -307,15 +265,6 @@ class ParsePool:
             log.warning("parse_worker.stuck", pid=worker.pid, seconds=round(now - job.sent_at, 1))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, 9)  # its reader sees the end of the pipe and replaces it
-
-
-async def _read_answer(proc: asyncio.subprocess.Process) -> tuple[object, ...]:
-    stdout = proc.stdout
-    assert stdout is not None
-    (size,) = ANSWER.unpack(await stdout.readexactly(ANSWER.size))
-    answer = pickle.loads(await stdout.readexactly(size))
-    assert isinstance(answer, tuple)
-    return answer
 
 
 _REFUSALS: dict[str, type[parse_errors.ParseError]] = {

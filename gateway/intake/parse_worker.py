@@ -13,39 +13,27 @@ knows its tenants before it is parsed) comes back carrying it, and the daemon's
 writer does not classify it again.
 
 Frames: a request is ``!QIII?`` (length of the message, the three limits, whether to
-tell its language) and the message's bytes; an answer is ``!Q`` (length) and a pickle
+tell its language) and the message's bytes; an answer (gateway/worker_io.py) is a pickle
 of ``("ok", ParsedMessage)``, ``("refused", class name, text)`` for a ParseError,
 or ``("fault", class name, text)`` for anything else. The first answer is
 ``("ready", pid)`` once the imports are done (the model may still be loading); the
 ``"warm"`` frame comes after it, between any two answers.
 
-It ignores SIGINT and SIGTERM: a Ctrl-C or systemd's stop reaches the whole
-process group, and the daemon still has messages in flight to answer; it
-stops when its stdin closes (the daemon closed it, or died).
+It ignores SIGINT and SIGTERM and stops when its stdin closes (gateway/worker_io.py).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import signal
 import struct
 import sys
 import threading
 from typing import BinaryIO
 
+from gateway.worker_io import answer as _send
+from gateway.worker_io import answers_out
+
 REQUEST = struct.Struct("!QIII?")
-ANSWER = struct.Struct("!Q")
-
-
-_SENDING = threading.Lock()  # the answers and the warm-up's one frame, never interleaved
-
-
-def _send(out: BinaryIO, answer: tuple[object, ...]) -> None:
-    payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    with _SENDING:
-        out.write(ANSWER.pack(len(payload)) + payload)  # one write: one wake-up of the loop
-        out.flush()
 
 
 def serve(inp: BinaryIO, out: BinaryIO, language: bool = False) -> None:
@@ -93,12 +81,7 @@ def _warm(out: BinaryIO) -> None:
 
 
 def main() -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    # The answers get a descriptor of their own; a stray print goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    with out:
+    with answers_out() as out:
         serve(sys.stdin.buffer, out, language="--language" in sys.argv[1:])
     return 0
 

@@ -240,6 +240,9 @@ class OutboundSettings:
     # The client's files an agent's notice carries, in bytes as stored; the rest are
     # listed in it with a link to the ticket's page. Written as a size ("10 MiB").
     notice_attachments_max: int = 10 * 1024 * 1024
+    # The daemon's SMTP conversations in a worker process (gateway/sending/), off the
+    # GIL its event loop and writer share; 0 = in the daemon (as one-shot commands do).
+    send_workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,4 +289,9 @@ def _outbound(c: Checker, o: dict[str, Any], base_dir: Path) -> OutboundSettings
         )
     else:
         values["notice_attachments_max"] = size
+    default_send = 1 if _default_parse_workers() >= 1 else 0  # a core to spare
+    values["send_workers"] = c.take(o, "send_workers", "outbound", int, default_send)
+    if values["send_workers"] not in (0, 1):
+        # One worker's event loop holds every lane's connection; a second buys nothing.
+        c.error("outbound.send_workers", "must be 0 (send in the daemon) or 1")
     return OutboundSettings(**values)

@@ -1,0 +1,1 @@
+"""The outbox's SMTP conversations in a worker process (``[outbound] send_workers``)."""
