@@ -15,10 +15,12 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
 
+from outbound import mime
 from outbound.compose import (
     Composed,
     Part,
@@ -30,7 +32,9 @@ from outbound.compose import (
     refusal_notice,
     relay,
 )
+from outbound.dates import mail_date
 from outbound.files import LeftOut
+from outbound.mime import Body
 from parsers import parse
 from routing.config import Agent, Tenant
 
@@ -250,6 +254,32 @@ def test_an_override_template_keeps_jinjas_globals(tmp_path: Path) -> None:
     assert text == "3 acme-1 x\n"
     with pytest.raises(Exception, match="ref"):
         t.render("acme", "ack.txt.j2", name="")  # StrictUndefined: a missing name fails
+
+
+def test_the_date_is_what_email_utils_writes() -> None:
+    zones = [None, UTC, timezone(timedelta(hours=-3, minutes=-30)), timezone(timedelta(hours=14)),
+             timezone(timedelta(seconds=-3661)), timezone(timedelta(0), "CET")]  # fmt: skip
+    start = datetime(1999, 12, 31, 23, 59, 58)
+    for i in range(400):
+        naive = start + timedelta(days=i * 37, seconds=i * 7919, microseconds=i)
+        for tz in zones:
+            dt = naive if tz is None else naive.replace(tzinfo=tz)
+            assert mail_date(dt) == format_datetime(dt), dt
+
+
+def test_text_alone_is_written_as_the_whole_tree_writes_it() -> None:
+    """``render``'s short way for a text-only mail gives the general way's bytes."""
+    texts = [*TEXTS, LONG, *(_parsed(p).text for p in sorted(FIXTURES.rglob("*.eml")))]
+    heads = [
+        [("Subject", LONG), ("From", "=?utf-8?q?Zo=C3=AB?= <z@x.test>"), ("X-Loop", "gw")],
+        [("Subject", "Ärger " * 30), ("To", "a@b.test")],
+        [],
+    ]
+    for text in texts:
+        for head in heads:
+            whole = mime._render_tree(head, Body(text))
+            assert mime.render(head, text) == whole
+            assert mime.render(head, Body(text)) == whole
 
 
 if __name__ == "__main__":
