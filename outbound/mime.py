@@ -257,14 +257,12 @@ def render(headers: list[tuple[str, str]], body: str | Body) -> bytes:
     if isinstance(body, str) or (body.html is None and not body.parts):
         # Text alone, most mail: its part's headers are the same few lines every time.
         cte, payload = encode_text(body if isinstance(body, str) else body.text)
-        head = "".join([_header_line(name, value) for name, value in headers])
-        return (head + _PLAIN[cte]).encode("utf-8") + b"\r\n" + payload
+        return (_head(headers) + _PLAIN[cte]).encode("utf-8") + b"\r\n" + payload
     return _render_tree(headers, body)
 
 
 def _render_tree(headers: list[tuple[str, str]], body: Body) -> bytes:
-    """Any body, each part's headers written out: what ``render`` shortens for text alone
-    (tests/test_compose_golden.py holds the two to the same bytes)."""
+    """Any body; ``render`` shortens text alone to the same bytes (test_compose_golden)."""
     inline = [p for p in body.parts if p.inline and p.content_id]
     files = [p for p in body.parts if not (p.inline and p.content_id)]
     tree: tuple[list[tuple[str, str]], bytes] = _text_part("plain", body.text)
@@ -275,10 +273,7 @@ def _render_tree(headers: list[tuple[str, str]], body: Body) -> bytes:
     if files:
         tree = _multipart("mixed", [tree, *(_file_part(p) for p in files)])
     part_headers, payload = tree
-    head = "".join(
-        _header_line(name, value)
-        for name, value in [*headers, ("MIME-Version", "1.0"), *part_headers]
-    )
+    head = _head([*headers, ("MIME-Version", "1.0"), *part_headers])
     return head.encode("utf-8") + b"\r\n" + payload
 
 
@@ -292,9 +287,9 @@ def encode_text(text: str) -> tuple[str, bytes]:
     only when a line is too long for SMTP or carries a control byte."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     data = text.encode("utf-8")
-    lines = data.split(b"\n")
-    if all(len(line) <= _LONGEST_LINE for line in lines) and not _UNSAFE_BYTES.search(data):
-        body = b"\r\n".join(lines)
+    short = len(data) <= _LONGEST_LINE or max(map(len, data.split(b"\n"))) <= _LONGEST_LINE
+    if short and not _UNSAFE_BYTES.search(data):
+        body = data.replace(b"\n", b"\r\n")
         cte = "7bit" if data.isascii() else "8bit"
     else:
         body = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
@@ -355,7 +350,7 @@ def _multipart(
     out = bytearray()
     for headers, payload in children:
         out += f"--{boundary}\r\n".encode()
-        out += "".join(_header_line(n, v) for n, v in headers).encode("utf-8") + b"\r\n"
+        out += _head(headers).encode("utf-8") + b"\r\n"
         out += payload
     out += f"--{boundary}--\r\n".encode()
     return [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')], bytes(out)
@@ -376,6 +371,15 @@ def encoded_words(value: str, offset: int = 0) -> str:
         words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode('ascii')}?=")
         start, budget = end, 45
     return "\r\n ".join(words)
+
+
+def _head(headers: Sequence[tuple[str, str]]) -> str:  # short ASCII lines (most) directly
+    return "".join(
+        [
+            f"{n}: {v}\r\n" if len(n) + len(v) <= 76 and v.isascii() else _header_line(n, v)
+            for n, v in headers
+        ]
+    )
 
 
 def _header_line(name: str, value: str) -> str:
