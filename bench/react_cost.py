@@ -3,10 +3,11 @@ agents' notices, on figure 1's mix.
 
     python -m bench.react_cost [--corpus 1000] [--runs 5] [--profile out.prof]
 
-Runs the commit stages once over the text-only corpus (as ``bench.statements`` does, on
+Runs the commit stages over the text-only corpus (as ``bench.statements`` does, on
 a SQLite store in memory, in this process) and records every ``react`` call's CPU and
-every ``acknowledgement``/``agent_notice`` call's arguments; then replays those
-compose calls ``--runs`` times and reports the best µs per message (and per mail). The
+every ``acknowledgement``/``agent_notice`` call's arguments (``--runs`` passes, each on
+a fresh store); then replays those compose calls ``--runs`` times; it reports the best
+pass and the best replay in µs per message (and per mail). The
 replay is pure CPU, no store: what is left is the composing itself. Run it on another
 checkout with ``PYTHONPATH=<checkout>`` to compare.
 """
@@ -42,16 +43,22 @@ from tests.test_stages import CONFIG
 Call = tuple[Callable[..., Any], dict[str, Any]]
 
 
-def record(count: int) -> tuple[int, float, list[Call]]:
-    """(messages, CPU seconds spent in ``react``, the compose calls it made)."""
+def record(count: int, passes: int = 1) -> tuple[int, float, list[Call]]:
+    """(messages, the least CPU seconds spent in ``react`` over ``passes`` passes, each on
+    a fresh store, the compose calls the first made)."""
     with workdir("react_cost") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
         config = load_config(tmp / "gateway.toml")
         mails = [m for m in corpus(count, tmp) if not m.scan]
     parsed = [parse(m.data) for m in mails]
+    calls: list[Call] = []
+    spent = [_pass(config, mails, parsed, calls if i == 0 else []) for i in range(passes)]
+    return len(mails), min(spent), calls
+
+
+def _pass(config: Any, mails: list[Any], parsed: list[Any], calls: list[Call]) -> float:
     engine = create_engine("sqlite://")
     metadata.create_all(engine)
-    calls: list[Call] = []
     spent = [0.0]
 
     def recording(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +100,7 @@ def record(count: int) -> tuple[int, float, list[Call]]:
         reactions.acknowledgement, reactions.agent_notice = saved
         commit.react = real_react  # type: ignore[assignment]
     engine.dispose()
-    return len(mails), spent[0], calls
+    return spent[0]
 
 
 def replay(calls: list[Call]) -> float:
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, help="write a cProfile of one replay here")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    n, react_cpu, calls = record(min(args.corpus, 5000))
+    n, react_cpu, calls = record(min(args.corpus, 5000), args.runs)
     runs = [replay(calls) for _ in range(args.runs)]
     if args.profile:
         prof = cProfile.Profile()
