@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from email.utils import format_datetime, formataddr
 from html import escape
 
+from outbound.dates import mail_date
 from outbound.files import LeftOut, left_out_text, notice_html
 from outbound.mime import (
     Body,
@@ -27,6 +27,7 @@ from outbound.mime import (
     Part,
     build,
     clean,
+    mailbox,
     mailboxes,
     new_message_id,
     render,
@@ -341,8 +342,8 @@ def magic_link_mail(
     body = render(
         [
             ("Message-ID", mid),
-            ("Date", format_datetime(now)),
-            ("From", formataddr((clean(tenant.name), tenant.from_address), "utf-8")),
+            ("Date", mail_date(now)),
+            ("From", mailbox(tenant.name, tenant.from_address)),
             ("To", mailboxes([("", to_addr)])),
             ("Subject", clean(subject)),
             ("Auto-Submitted", "auto-generated"),

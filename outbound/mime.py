@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import Header
-from email.utils import encode_rfc2231, format_datetime, formataddr, getaddresses, quote
-from functools import cached_property
+from email.utils import encode_rfc2231, formataddr, getaddresses, quote
+from functools import cached_property, lru_cache
 
+from outbound.dates import mail_date
 from routing.config import Tenant
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "clean",
     "downgrade",
     "encode_text",
+    "mailbox",
     "mailboxes",
     "needs_8bitmime",
     "needs_smtputf8",
@@ -118,8 +120,15 @@ def mailboxes(pairs: Sequence[tuple[str, str]]) -> str:
     """An address header's value: RFC 2047 names beside ASCII addresses; once any
     address is UTF-8, the whole value is (RFC 6532), names included."""
     if all(a.isascii() for _, a in pairs):
-        return ", ".join(formataddr((clean(n), a), "utf-8") for n, a in pairs)
+        return ", ".join([mailbox(n, a) for n, a in pairs])
     return Utf8(", ".join(f'"{quote(clean(n))}" <{a}>' if n else a for n, a in pairs))
+
+
+@lru_cache(maxsize=4096)
+def mailbox(name: str, address: str) -> str:
+    """One ASCII address with its cleaned name, as ``formataddr`` writes it: the same
+    few (the tenant's, its agents', the clients of the moment) for mail after mail."""
+    return formataddr((clean(name), address), "utf-8")
 
 
 def needs_smtputf8(mail_from: str, rcpt_tos: Sequence[str], body: bytes) -> bool:
@@ -191,6 +200,7 @@ def _group(name: str, address: str) -> str:
     return f"{Header(shown, 'utf-8').encode()} :;"
 
 
+@lru_cache(maxsize=1024)
 def thread_index(tenant: str, ref: str) -> str:
     """Outlook's Thread-Index: 22 bytes, the same for every mail of a ticket.
 
@@ -224,8 +234,8 @@ def build(
     refs = [r for r in ctx.references if r] or ([in_reply_to] if in_reply_to else [])
     headers: list[tuple[str, str]] = [
         ("Message-ID", mid),
-        ("Date", format_datetime(ctx.now)),
-        ("From", formataddr((clean(from_name), ctx.tenant.from_address), "utf-8")),
+        ("Date", mail_date(ctx.now)),
+        ("From", mailbox(from_name, ctx.tenant.from_address)),
         ("To", mailboxes(to)),
         ("Reply-To", reply_to),
         ("Subject", f"[{ref}] {topic}" if f"[{ref}]" not in topic else topic),
@@ -244,8 +254,15 @@ def build(
 def render(headers: list[tuple[str, str]], body: str | Body) -> bytes:
     """A UTF-8 mail, CRLF throughout: text/plain alone, or the tree its body needs
     (mixed > related > alternative, each only when there is something for it)."""
-    if isinstance(body, str):
-        body = Body(body)
+    if isinstance(body, str) or (body.html is None and not body.parts):
+        # Text alone, most mail: its part's headers are the same few lines every time.
+        cte, payload = encode_text(body if isinstance(body, str) else body.text)
+        return (_head(headers) + _PLAIN[cte]).encode("utf-8") + b"\r\n" + payload
+    return _render_tree(headers, body)
+
+
+def _render_tree(headers: list[tuple[str, str]], body: Body) -> bytes:
+    """Any body; ``render`` shortens text alone to the same bytes (test_compose_golden)."""
     inline = [p for p in body.parts if p.inline and p.content_id]
     files = [p for p in body.parts if not (p.inline and p.content_id)]
     tree: tuple[list[tuple[str, str]], bytes] = _text_part("plain", body.text)
@@ -256,10 +273,7 @@ def render(headers: list[tuple[str, str]], body: str | Body) -> bytes:
     if files:
         tree = _multipart("mixed", [tree, *(_file_part(p) for p in files)])
     part_headers, payload = tree
-    head = "".join(
-        _header_line(name, value)
-        for name, value in [*headers, ("MIME-Version", "1.0"), *part_headers]
-    )
+    head = _head([*headers, ("MIME-Version", "1.0"), *part_headers])
     return head.encode("utf-8") + b"\r\n" + payload
 
 
@@ -273,9 +287,9 @@ def encode_text(text: str) -> tuple[str, bytes]:
     only when a line is too long for SMTP or carries a control byte."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     data = text.encode("utf-8")
-    lines = data.split(b"\n")
-    if all(len(line) <= _LONGEST_LINE for line in lines) and not _UNSAFE_BYTES.search(data):
-        body = b"\r\n".join(lines)
+    short = len(data) <= _LONGEST_LINE or max(map(len, data.split(b"\n"))) <= _LONGEST_LINE
+    if short and not _UNSAFE_BYTES.search(data):
+        body = data.replace(b"\n", b"\r\n")
         cte = "7bit" if data.isascii() else "8bit"
     else:
         body = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
@@ -292,6 +306,13 @@ def _text_part(subtype: str, text: str) -> tuple[list[tuple[str, str]], bytes]:
         ("Content-Transfer-Encoding", cte),
     ]
     return headers, body
+
+
+_PLAIN = {
+    cte: f'MIME-Version: 1.0\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+    f"Content-Transfer-Encoding: {cte}\r\n"
+    for cte in ("7bit", "8bit", "quoted-printable")
+}
 
 
 def _file_part(part: Part) -> tuple[list[tuple[str, str]], bytes]:
@@ -329,7 +350,7 @@ def _multipart(
     out = bytearray()
     for headers, payload in children:
         out += f"--{boundary}\r\n".encode()
-        out += "".join(_header_line(n, v) for n, v in headers).encode("utf-8") + b"\r\n"
+        out += _head(headers).encode("utf-8") + b"\r\n"
         out += payload
     out += f"--{boundary}--\r\n".encode()
     return [("Content-Type", f'multipart/{subtype}; boundary="{boundary}"')], bytes(out)
@@ -350,6 +371,15 @@ def encoded_words(value: str, offset: int = 0) -> str:
         words.append(f"=?utf-8?b?{base64.b64encode(data[start:end]).decode('ascii')}?=")
         start, budget = end, 45
     return "\r\n ".join(words)
+
+
+def _head(headers: Sequence[tuple[str, str]]) -> str:  # short ASCII lines (most) directly
+    return "".join(
+        [
+            f"{n}: {v}\r\n" if len(n) + len(v) <= 76 and v.isascii() else _header_line(n, v)
+            for n, v in headers
+        ]
+    )
 
 
 def _header_line(name: str, value: str) -> str:

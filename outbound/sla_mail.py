@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from email.utils import format_datetime, formataddr
 
 from outbound.compose import Composed
-from outbound.mime import MailContext, build, clean, mailboxes, new_message_id, render
+from outbound.dates import mail_date
+from outbound.mime import MailContext, build, clean, mailbox, mailboxes, new_message_id, render
 from outbound.templates import DEFAULT_TEMPLATES, Templates
 from routing.config import Agent, Tenant
 
@@ -83,8 +83,8 @@ def sla_digest(
     body = render(
         [
             ("Message-ID", mid),
-            ("Date", format_datetime(now)),
-            ("From", formataddr((clean(tenant.name), tenant.from_address), "utf-8")),
+            ("Date", mail_date(now)),
+            ("From", mailbox(tenant.name, tenant.from_address)),
             ("To", mailboxes([(agent.name, agent.address)])),
             ("Reply-To", tenant.from_address),
             ("Subject", f"SLA digest: {label}"),

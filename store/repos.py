@@ -81,15 +81,17 @@ _TICKET_REF = select(tickets.c.ref).where(
 )
 _TICKET_ROW = select(tickets).where(tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id"))
 _THREAD_IDS = {
-    role: select(messages.c.message_id)
-    .where(
-        messages.c.tenant == _TENANT,
-        messages.c.ticket_id == bindparam("id"),
-        messages.c.message_id.is_not(None),
-        *([messages.c.sender_role == bindparam("role")] if role else []),
+    role: Direct(
+        select(messages.c.message_id)
+        .where(
+            messages.c.tenant == _TENANT,
+            messages.c.ticket_id == bindparam("id"),
+            messages.c.message_id.is_not(None),
+            *([messages.c.sender_role == bindparam("role")] if role else []),
+        )
+        .order_by(messages.c.id.desc())
+        .limit(bindparam("limit"))
     )
-    .order_by(messages.c.id.desc())
-    .limit(bindparam("limit"))
     for role in (False, True)
 }
 
@@ -314,8 +316,7 @@ def thread_ids(
     params: dict[str, Any] = {"tenant": tenant, "id": ticket_id, "limit": limit}
     if role is not None:
         params["role"] = role
-    rows = conn.execute(_THREAD_IDS[role is not None], params)
-    return [r[0] for r in rows][::-1]
+    return [r[0] for r in _THREAD_IDS[role is not None].all(conn, params)][::-1]
 
 
 def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> int:
