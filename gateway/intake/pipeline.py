@@ -369,7 +369,8 @@ def _log_outcome(outcome: Outcome, trace: Trace, ms: float) -> None:
     source = trace.source
     if trace.scan is not None:
         metrics.SCAN_VERDICTS.labels(trace.scan).inc()
-    line = trace.fields() | {"ms": ms}
+    line = trace.fields()
+    line["ms"] = ms
     if isinstance(outcome, Accepted):
         metrics.MESSAGES.labels(source, "accepted", "250").inc()
         for s in outcome.stored:
