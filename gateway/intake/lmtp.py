@@ -30,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.replies import smtp_reply
 from gateway.intake.smtp import GatewaySMTP, IntakeHandler, session_options
+from gateway.intake.smtp_setup import session_factory
 
 __all__ = ["GatewayLMTP", "LmtpHandler", "start_lmtp"]
 
@@ -79,8 +80,7 @@ async def start_lmtp(
     file left by a killed run is replaced; any other file there is an error)."""
     loop = asyncio.get_running_loop()
 
-    def factory() -> GatewayLMTP:
-        return GatewayLMTP(handler, **session_options(hostname, max_size))
+    factory = session_factory(GatewayLMTP, handler, **session_options(hostname, max_size))
 
     if path is None:
         return await loop.create_server(factory, host=host, port=port)

@@ -21,6 +21,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from gateway.intake.pipeline import Pipeline
 from gateway.intake.replies import defer, enhance, reject, smtp_reply
 from gateway.intake.smtp_data import read_data
+from gateway.intake.smtp_setup import session_factory
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
 from routing.config import SmtpSettings
@@ -293,14 +294,13 @@ async def start_smtp(
     context = tls_context(tls)
     require = bool(context is not None and tls is not None and tls.require_tls)
 
-    def factory() -> GatewaySMTP:
-        return GatewaySMTP(
-            handler,
-            **session_options(hostname, max_size),
-            tls_context=context,
-            require_starttls=require,
-        )
-
+    factory = session_factory(
+        GatewaySMTP,
+        handler,
+        **session_options(hostname, max_size),
+        tls_context=context,
+        require_starttls=require,
+    )
     return await loop.create_server(factory, host=host, port=port)
 
 
