@@ -43,16 +43,16 @@ class LmtpHandler(IntakeHandler):
     """The SMTP handler, with one reply per accepted recipient after DATA."""
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.counted():
-            rcpts = list(envelope.rcpt_tos)
-            helo = str(session.host_name or "")
-            answers: dict[str, str] = {}
-            for group in self._by_tenant(rcpts):
-                raw = self.raw_message(session, envelope, group, "lmtp")
-                raw = replace(raw, envelope=replace(raw.envelope, peer=f"lmtp:{raw.envelope.peer}"))
-                reply = smtp_reply(await self.pipeline.process(raw, helo=helo))
-                answers.update(dict.fromkeys(group, reply))
-            replies = [answers[r] for r in rcpts]
+        # In flight (``counted``) already: GatewaySMTP.smtp_DATA counts from the 354 on.
+        rcpts = list(envelope.rcpt_tos)
+        helo = str(session.host_name or "")
+        answers: dict[str, str] = {}
+        for group in self._by_tenant(rcpts):
+            raw = self.raw_message(session, envelope, group, "lmtp")
+            raw = replace(raw, envelope=replace(raw.envelope, peer=f"lmtp:{raw.envelope.peer}"))
+            reply = smtp_reply(await self.pipeline.process(raw, helo=helo))
+            answers.update(dict.fromkeys(group, reply))
+        replies = [answers[r] for r in rcpts]
         # RFC 2033 4.2: one reply per successful RCPT, in their order; aiosmtpd
         # pushes the last one (our return value) itself.
         for line in replies[:-1]:

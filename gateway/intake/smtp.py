@@ -208,10 +208,10 @@ class IntakeHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.counted():
-            raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
-            helo = str(session.host_name or "")
-            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+        """In flight (``counted``) already: GatewaySMTP.smtp_DATA counts from the 354 on."""
+        raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
+        helo = str(session.host_name or "")
+        return smtp_reply(await self.pipeline.process(raw, helo=helo))
 
     @contextlib.contextmanager
     def counted(self) -> Iterator[None]:
