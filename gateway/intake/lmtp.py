@@ -54,9 +54,12 @@ class LmtpHandler(IntakeHandler):
             answers.update(dict.fromkeys(group, reply))
         replies = [answers[r] for r in rcpts]
         # RFC 2033 4.2: one reply per successful RCPT, in their order; aiosmtpd
-        # pushes the last one (our return value) itself.
+        # pushes the last one (our return value) itself, in one write with these.
         for line in replies[:-1]:
-            await server.push(line)
+            if isinstance(server, GatewaySMTP):
+                server.hold(line)
+            else:
+                await server.push(line)
         return replies[-1]
 
     def _by_tenant(self, rcpts: list[str]) -> list[tuple[str, ...]]:

@@ -102,9 +102,7 @@ class GatewaySMTP(SMTP):
         else:
             data = status + b"\r\n"
         if data[3:4] == b"-":
-            if self._held is None:
-                self._held = []
-            self._held.append(data)
+            self._hold(data)
             return
         if self._held:
             self._held.append(data)
@@ -112,6 +110,16 @@ class GatewaySMTP(SMTP):
             self._held.clear()
         self._writer.write(data)
         await self._writer.drain()
+
+    def hold(self, status: str) -> None:
+        """A whole reply sent with the next one pushed, in its write: LMTP's replies
+        per recipient (RFC 2033 4.2) go out together with the last one."""
+        self._hold(self._wire(status))
+
+    def _hold(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = []
+        self._held.append(data)
 
     def _wire(self, status: str) -> bytes:
         if _ENHANCED.match(status):  # ours, with its code already (the 250's queue id)
