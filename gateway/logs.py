@@ -41,7 +41,8 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*/=?^_`{|}~+-]+@[A-Za-z0-9-]+(?:\.[A-Za
 _ENC = re.compile(r"enc:v\d+:[A-Za-z0-9_=:.+/-]+")
 _URL_SECRET = re.compile(r"([?&](?:v|s|token|verifier|session)=)[^&\s\"'#]+")
 _PLUS = re.compile(r"\+[A-Za-z0-9_-]{8,}@")
-_NOISY = ("flanker.", "ply.")  # libraries that log what they parse
+_NOISY = ("flanker.", "ply.")
+_PLAIN = frozenset({int, float, bool, type(None)})  # libraries that log what they parse
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ def _scrub(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Any:
 
 
 def _clean(value: Any, policy: _Policy, show: bool) -> Any:
+    if value.__class__ in _PLAIN:  # most values of a line: nothing to look into
+        return value
     if isinstance(value, str):
         return _clean_text(value, policy, show)
     if isinstance(value, list | tuple):

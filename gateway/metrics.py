@@ -6,6 +6,8 @@ describe state (IMAP backlog, outbox depth) are set when /metrics is read.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "REGISTRY",
     "SCAN_VERDICTS",
     "TICKETS_OPENED",
+    "child",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -45,3 +48,17 @@ IMAP_CONNECTED = Gauge(
     ["tenant", "mailbox"],
     registry=REGISTRY,
 )
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Counter | Gauge, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once: prometheus_client's ``labels`` checks
+    and converts its arguments under a lock each call (~3 µs; twice a message). The
+    label values are a small fixed set (sources, results, codes, tenants)."""
+    key = (metric, *labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found

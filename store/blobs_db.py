@@ -33,8 +33,10 @@ from pathlib import Path
 from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import ClauseElement
 
 from store.blobs import Staged
+from store.direct import Direct
 from store.models import attachments, blobs, messages
 
 __all__ = ["DatabaseBlobStore"]
@@ -64,24 +66,13 @@ class DatabaseBlobStore:
         if not staged.rows:
             return
         now = datetime.now(UTC)
-        params = [
-            {"sha256": sha, "size": len(data), "data": data, "created_at": now}
-            for sha, data in staged.rows
-        ]
-        if conn.dialect.name == "postgresql":
-            stmt = postgresql.insert(blobs)
-            # A no-op update of a column no index covers: it only takes the row lock.
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[blobs.c.sha256], set_={"size": stmt.excluded.size}
-                ),
-                params,
-            )
-        else:
-            conn.execute(
-                sqlite.insert(blobs).on_conflict_do_nothing(index_elements=[blobs.c.sha256]),
-                params,
-            )
+        _BIND.many(
+            conn,
+            [
+                {"sha256": sha, "size": len(data), "data": data, "created_at": now}
+                for sha, data in staged.rows
+            ],
+        )
 
     def get(self, sha256: str) -> bytes | None:
         with self.engine.connect() as conn:
@@ -140,6 +131,21 @@ class DatabaseBlobStore:
         ordered = sorted(shas)
         for i in range(0, len(ordered), _CHUNK):
             conn.execute(delete(blobs).where(blobs.c.sha256.in_(ordered[i : i + _CHUNK])))
+
+
+def _upsert(conn: Connection) -> ClauseElement:
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(blobs)
+        # A no-op update of a column no index covers: it only takes the row lock.
+        return stmt.on_conflict_do_update(
+            index_elements=[blobs.c.sha256], set_={"size": stmt.excluded.size}
+        )
+    return sqlite.insert(blobs).on_conflict_do_nothing(index_elements=[blobs.c.sha256])
+
+
+# Once per dialect, said to the driver (store/direct.py): built anew for every message,
+# the statement and SQLAlchemy's execute path were most of the bind's cost.
+_BIND = Direct(_upsert, keys=("sha256", "size", "data", "created_at"))
 
 
 def _hashes(data: list[bytes]) -> list[str]:

@@ -340,3 +340,76 @@ def test_fast_address_path_agrees_with_aiosmtpd() -> None:
         "<" + "x" * 70 + "@b.c>",
     ]:
         assert ours._getaddr(arg) == theirs._getaddr(arg), arg
+
+
+def test_a_listeners_later_sessions_are_set_up_as_aiosmtpd_would() -> None:
+    """The factory builds the first session with aiosmtpd's __init__ and copies what it
+    set into the later ones: they must hold the same settings and their own method
+    tables. An aiosmtpd that sets something new in __init__ fails here."""
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
+
+    from gateway.intake.lmtp import GatewayLMTP, LmtpHandler
+    from gateway.intake.smtp import GatewaySMTP, IntakeHandler, session_options
+    from gateway.intake.smtp_setup import PER_SESSION, session_factory
+
+    async def check(cls: type[SMTP], handler: object) -> None:
+        options = session_options("mx.test", 1000)
+        make = session_factory(cls, handler, **options)
+        first, later = make(), make()
+        reference = cls(handler, **options)
+        assert type(later) is cls
+        assert set(vars(later)) == set(vars(reference))
+        for key, value in vars(reference).items():
+            if key in PER_SESSION or key == "_handle_hooks":
+                continue
+            assert vars(later)[key] == value, key
+        assert later._handle_hooks == reference._handle_hooks
+        assert later._handle_hooks is not first._handle_hooks
+        for table in ("_smtp_methods", "_auth_methods"):
+            ours, theirs = getattr(later, table), getattr(reference, table)
+            assert list(ours) == list(theirs), table
+        assert all(m.__self__ is later for m in later._smtp_methods.values())
+        assert all(a.method.__self__ is later for a in later._auth_methods.values())
+        assert later._stream_reader_wr() is not first._stream_reader_wr()
+        assert later._closed is not first._closed
+
+    async def main() -> None:
+        await check(GatewaySMTP, IntakeHandler(None))  # type: ignore[arg-type]
+        await check(GatewayLMTP, LmtpHandler(None))  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_an_idle_session_is_closed_after_its_timeout_even_after_commands() -> None:
+    """The idle timer is moved lazily (not a new timer per command): a session that
+    sent a command and then went quiet must still be closed once the timeout has
+    passed since that command."""
+    import asyncio
+
+    from gateway.intake.smtp import GatewaySMTP, IntakeHandler, session_options
+    from gateway.intake.smtp_setup import session_factory
+
+    async def main() -> tuple[bytes, bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        options = session_options("mx.test", 1000) | {"timeout": 0.5}
+        factory = session_factory(GatewaySMTP, IntakeHandler(None), **options)  # type: ignore[arg-type]
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            greeting = await asyncio.wait_for(r.readline(), 10)
+            await asyncio.sleep(0.3)
+            w.write(b"NOOP\r\n")
+            noop = await asyncio.wait_for(r.readline(), 10)
+            rest = await asyncio.wait_for(r.read(), 30)  # EOF once the server closes
+            w.close()
+            return greeting, noop, rest
+        finally:
+            server.close()
+
+    greeting, noop, rest = asyncio.run(main())
+    assert greeting.startswith(b"220 ")
+    assert noop.startswith(b"250 ")
+    assert rest == b""

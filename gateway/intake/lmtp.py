@@ -30,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.intake.replies import smtp_reply
 from gateway.intake.smtp import GatewaySMTP, IntakeHandler, session_options
+from gateway.intake.smtp_setup import session_factory
 
 __all__ = ["GatewayLMTP", "LmtpHandler", "start_lmtp"]
 
@@ -42,20 +43,23 @@ class LmtpHandler(IntakeHandler):
     """The SMTP handler, with one reply per accepted recipient after DATA."""
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.counted():
-            rcpts = list(envelope.rcpt_tos)
-            helo = str(session.host_name or "")
-            answers: dict[str, str] = {}
-            for group in self._by_tenant(rcpts):
-                raw = self.raw_message(session, envelope, group, "lmtp")
-                raw = replace(raw, envelope=replace(raw.envelope, peer=f"lmtp:{raw.envelope.peer}"))
-                reply = smtp_reply(await self.pipeline.process(raw, helo=helo))
-                answers.update(dict.fromkeys(group, reply))
-            replies = [answers[r] for r in rcpts]
+        # In flight (``counted``) already: GatewaySMTP.smtp_DATA counts from the 354 on.
+        rcpts = list(envelope.rcpt_tos)
+        helo = str(session.host_name or "")
+        answers: dict[str, str] = {}
+        for group in self._by_tenant(rcpts):
+            raw = self.raw_message(session, envelope, group, "lmtp")
+            raw = replace(raw, envelope=replace(raw.envelope, peer=f"lmtp:{raw.envelope.peer}"))
+            reply = smtp_reply(await self.pipeline.process(raw, helo=helo))
+            answers.update(dict.fromkeys(group, reply))
+        replies = [answers[r] for r in rcpts]
         # RFC 2033 4.2: one reply per successful RCPT, in their order; aiosmtpd
-        # pushes the last one (our return value) itself.
+        # pushes the last one (our return value) itself, in one write with these.
         for line in replies[:-1]:
-            await server.push(line)
+            if isinstance(server, GatewaySMTP):
+                server.hold(line)
+            else:
+                await server.push(line)
         return replies[-1]
 
     def _by_tenant(self, rcpts: list[str]) -> list[tuple[str, ...]]:
@@ -79,8 +83,7 @@ async def start_lmtp(
     file left by a killed run is replaced; any other file there is an error)."""
     loop = asyncio.get_running_loop()
 
-    def factory() -> GatewayLMTP:
-        return GatewayLMTP(handler, **session_options(hostname, max_size))
+    factory = session_factory(GatewayLMTP, handler, **session_options(hostname, max_size))
 
     if path is None:
         return await loop.create_server(factory, host=host, port=port)

@@ -368,19 +368,20 @@ _REPORT_TYPES = {
 def _log_outcome(outcome: Outcome, trace: Trace, ms: float) -> None:
     source = trace.source
     if trace.scan is not None:
-        metrics.SCAN_VERDICTS.labels(trace.scan).inc()
-    line = trace.fields() | {"ms": ms}
+        metrics.child(metrics.SCAN_VERDICTS, trace.scan).inc()
+    line = trace.fields()
+    line["ms"] = ms
     if isinstance(outcome, Accepted):
-        metrics.MESSAGES.labels(source, "accepted", "250").inc()
+        metrics.child(metrics.MESSAGES, source, "accepted", "250").inc()
         for s in outcome.stored:
             if s.thread_by == "new":
-                metrics.TICKETS_OPENED.labels(s.tenant).inc()
+                metrics.child(metrics.TICKETS_OPENED, s.tenant).inc()
         line["result"] = "accepted"
         line["tickets"] = [s.ticket_ref for s in outcome.stored]
         line["by"] = [s.thread_by for s in outcome.stored]
         line["duplicate"] = [s.duplicate for s in outcome.stored]
     elif isinstance(outcome, Reject | Defer):
         result = "rejected" if isinstance(outcome, Reject) else "deferred"
-        metrics.MESSAGES.labels(source, result, str(outcome.code)).inc()
+        metrics.child(metrics.MESSAGES, source, result, str(outcome.code)).inc()
         line.update(result=result, code=f"{outcome.code} {outcome.enhanced}")
     log.info("message", **line)

@@ -21,6 +21,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 from gateway.intake.pipeline import Pipeline
 from gateway.intake.replies import defer, enhance, reject, smtp_reply
 from gateway.intake.smtp_data import read_data
+from gateway.intake.smtp_setup import session_factory
 from parsers.types import Envelope as MailEnvelope
 from parsers.types import RawMessage
 from routing.config import SmtpSettings
@@ -87,10 +88,70 @@ class GatewaySMTP(SMTP):
             self._set_post_data_state()
             await self.push("250 OK" if status is MISSING else status)
 
+    # Continuation lines of a multi-line reply (``250-...``) waiting for its last line.
+    _held: list[bytes] | None = None
+    _deadline = 0.0  # the idle timeout's moment (loop time); see _reset_timeout
+
     async def push(self, status: Any) -> None:
+        """aiosmtpd's push, cheaper: each distinct reply is enhanced and encoded once per
+        process (the replies are a small fixed set, but for the 250's queue id, which is
+        enhanced already), and a multi-line reply (EHLO's seven lines) is one write, not
+        one per line. Not logged at DEBUG on ``mail.log`` (pinned at WARNING anyway)."""
         if isinstance(status, str):
-            status = enhance(status, self.hostname)
-        await super().push(status)
+            data = self._wire(status)
+        else:
+            data = status + b"\r\n"
+        if data[3:4] == b"-":
+            self._hold(data)
+            return
+        if self._held:
+            self._held.append(data)
+            data = b"".join(self._held)
+            self._held.clear()
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def hold(self, status: str) -> None:
+        """A whole reply sent with the next one pushed, in its write: LMTP's replies
+        per recipient (RFC 2033 4.2) go out together with the last one."""
+        self._hold(self._wire(status))
+
+    def _hold(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = []
+        self._held.append(data)
+
+    def _wire(self, status: str) -> bytes:
+        if _ENHANCED.match(status):  # ours, with its code already (the 250's queue id)
+            return _encode(status, self.enable_SMTPUTF8)
+        key = (status, self.hostname, self.enable_SMTPUTF8)
+        data = _WIRE.get(key)
+        if data is None:
+            data = _encode(enhance(status, self.hostname), self.enable_SMTPUTF8)
+            if len(_WIRE) < _WIRE_MAX:  # a client's unknown commands must not grow it
+                _WIRE[key] = data
+        return data
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Moves the idle deadline, and arms a timer only when none is pending for an
+        earlier moment: aiosmtpd made, scheduled and cancelled a timer per command. The
+        pending timer, when it comes before the deadline, re-arms for the rest."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is not None and not handle.cancelled() and handle.when() <= deadline:
+            if handle.when() > self.loop.time():
+                return  # pending, and fires before the deadline: _timeout_cb re-arms
+            handle.cancel()
+        elif handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline:  # commands came since: wait for the rest
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()
 
     def eof_received(self) -> bool | None:
         """Answer what was sent before the client's FIN, as Postfix does.
@@ -155,10 +216,10 @@ class IntakeHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.counted():
-            raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
-            helo = str(session.host_name or "")
-            return smtp_reply(await self.pipeline.process(raw, helo=helo))
+        """In flight (``counted``) already: GatewaySMTP.smtp_DATA counts from the 354 on."""
+        raw = self.raw_message(session, envelope, tuple(envelope.rcpt_tos), "smtp")
+        helo = str(session.host_name or "")
+        return smtp_reply(await self.pipeline.process(raw, helo=helo))
 
     @contextlib.contextmanager
     def counted(self) -> Iterator[None]:
@@ -241,14 +302,13 @@ async def start_smtp(
     context = tls_context(tls)
     require = bool(context is not None and tls is not None and tls.require_tls)
 
-    def factory() -> GatewaySMTP:
-        return GatewaySMTP(
-            handler,
-            **session_options(hostname, max_size),
-            tls_context=context,
-            require_starttls=require,
-        )
-
+    factory = session_factory(
+        GatewaySMTP,
+        handler,
+        **session_options(hostname, max_size),
+        tls_context=context,
+        require_starttls=require,
+    )
     return await loop.create_server(factory, host=host, port=port)
 
 
@@ -262,6 +322,17 @@ def session_options(hostname: str, max_size: int) -> dict[str, Any]:
         "decode_data": False,
         "enable_SMTPUTF8": True,
     }
+
+
+# A reply ``enhance`` leaves as it is: three digits, and an enhanced code.
+_ENHANCED = re.compile(r"\d{3} \d+\.\d+\.\d+(?: |\Z)")
+_WIRE: dict[tuple[str, str, bool], bytes] = {}  # a reply as sent, by (reply, hostname, utf8)
+_WIRE_MAX = 1024
+
+
+def _encode(status: str, utf8: bool) -> bytes:
+    """aiosmtpd's encoding of a reply line: UTF-8 with SMTPUTF8 on, else strict ASCII."""
+    return status.encode("utf-8" if utf8 else "ascii") + b"\r\n"
 
 
 def _reverse_path(address: str | None) -> str:

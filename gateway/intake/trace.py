@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["TIMELINE", "Trace"]
@@ -35,11 +35,19 @@ class Trace:
     started: float = 0.0
 
     def fields(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and v != []}
-        out.pop("started", None)
+        """The set fields by name: read straight off the slots (``asdict`` deep-copied
+        every value first, a third of the log line's cost)."""
+        out = {}
+        for name in _LOGGED:
+            v = getattr(self, name)
+            if v is not None and v != []:
+                out[name] = v
         return out
 
     def mark(self, stage: str, at: float | None = None) -> None:
         if self.stages is not None:
             at = time.perf_counter() if at is None else at
             self.stages[stage] = round((at - self.started) * 1000, 3)
+
+
+_LOGGED = tuple(f.name for f in fields(Trace) if f.name != "started")
