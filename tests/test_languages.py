@@ -244,10 +244,22 @@ def _warm_at_ready(d: Daemon, pid: int) -> bool:
     return _model_loaded(pid) or '"language.warm_slow"' in d.log_text()
 
 
-def _workers_of(d: Daemon) -> list[int]:
+def _children(d: Daemon) -> list[int]:
     assert d.proc is not None
     pid = d.proc.pid
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _workers_of(d: Daemon) -> list[int]:
+    """The daemon's parse workers (not its send worker, gateway/sending/)."""
+    return [p for p in _children(d) if b"gateway.intake.parse_worker" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def test_parse_workers_load_the_model_at_start_and_tell_the_language(
@@ -304,6 +316,6 @@ def test_tenants_of_one_language_never_load_the_model(
         assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] is None
         assert d.proc is not None
         assert len(_workers_of(d)) == workers
-        assert not any(_model_loaded(p) for p in [d.proc.pid, *_workers_of(d)])
+        assert not any(_model_loaded(p) for p in [d.proc.pid, *_children(d)])
     finally:
         d.stop()
