@@ -32,12 +32,10 @@ def planned_language(
     costs no read. Same rules as ``remember_language``.
     """
     if created:
-        lang = _shown(tenant, parsed)
-        if lang not in tenant.languages:
-            return tenant.languages[0], None
-        return lang, lang
+        kept = _kept(tenant, parsed)
+        return _offered(tenant, kept), kept
     if stored is not None:
-        return (stored if stored in tenant.languages else tenant.languages[0]), None
+        return _offered(tenant, stored), None
     return None, None
 
 
@@ -54,20 +52,28 @@ def remember_language(
     if not created:
         stored = ticket_language(conn, tenant.slug, ticket_id)
         if stored is not None:
-            return stored if stored in tenant.languages else tenant.languages[0]
-    lang = _shown(tenant, parsed)
-    if lang not in tenant.languages:
-        return tenant.languages[0]
-    set_ticket_language(conn, tenant.slug, ticket_id, lang)
-    return lang
+            return _offered(tenant, stored)
+    kept = _kept(tenant, parsed)
+    if kept is not None:
+        set_ticket_language(conn, tenant.slug, ticket_id, kept)
+    return _offered(tenant, kept)
 
 
 def client_language(conn: Connection, tenant: Tenant, ticket_id: int) -> str:
     """The ticket's client language, if still offered by the tenant; else its first."""
-    lang = ticket_language(conn, tenant.slug, ticket_id)
+    return _offered(tenant, ticket_language(conn, tenant.slug, ticket_id))
+
+
+def _kept(tenant: Tenant, parsed: ParsedMessage) -> str | None:
+    """The language ``parsed`` shows, to keep on its ticket: only when the tenant has a
+    choice to make (``Tenant.chooses_language``, as routing/language.py ``wanted``
+    reads it) and offers that language."""
+    if not tenant.chooses_language:
+        return None
+    lang = detect(parsed)
+    return lang if lang in tenant.languages else None
+
+
+def _offered(tenant: Tenant, lang: str | None) -> str:
+    """``lang`` while the tenant offers it, else the tenant's first."""
     return lang if lang in tenant.languages else tenant.languages[0]
-
-
-def _shown(tenant: Tenant, parsed: ParsedMessage) -> str:
-    """The language ``parsed`` shows, if the tenant has a choice to make with it."""
-    return detect(parsed) if len(tenant.languages) > 1 else ""

@@ -76,8 +76,9 @@ def may_detect(parsed: ParsedMessage, tenants: Iterable[Tenant]) -> bool:
 
 def wanted(tenants: Iterable[Tenant]) -> bool:
     """Whether mail for ``tenants`` may need its language told: one offers several
-    languages or a rule of one tests ``language``. False: the model is never loaded."""
-    return any(len(t.languages) > 1 or _tests_language(t) for t in tenants)
+    languages or a rule of one tests ``language`` (``Tenant.tells_language``, worked
+    out when the config is loaded). False: the model is never loaded."""
+    return any(t.tells_language for t in tenants)
 
 
 def told(parsed: ParsedMessage) -> ParsedMessage:
@@ -135,7 +136,3 @@ def _declared(parsed: ParsedMessage) -> str | None:
 
 def _sample(parsed: ParsedMessage) -> str:
     return (parsed.reply_text or parsed.text)[:_SAMPLE]
-
-
-def _tests_language(tenant: Tenant) -> bool:
-    return any(c.key == "language" for r in tenant.rules for c in (*r.when, *r.unless))

@@ -92,8 +92,9 @@ def line_of(index: dict[str, int], key: str) -> int:
 
 @functools.cache
 def keys_of(cls: type, *extra: str, without: frozenset[str] = frozenset()) -> frozenset[str]:
-    """The keys a table may have: the fields of the dataclass it becomes."""
-    return frozenset(f.name for f in dataclasses.fields(cls)) - without | set(extra)
+    """The keys a table may have: the fields of the dataclass it becomes (not those it
+    works out itself, ``init=False``)."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.init) - without | set(extra)
 
 
 class Checker:

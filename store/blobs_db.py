@@ -52,10 +52,13 @@ class DatabaseBlobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    async def stage(self, items: Sequence[bytes]) -> Staged:
-        """Only the hashes: the bytes are written by ``bind``, in the transaction."""
+    async def stage(self, items: Sequence[bytes], shas: Sequence[str] | None = None) -> Staged:
+        """Only the hashes (the caller's when given): the bytes are written by ``bind``,
+        in the transaction."""
         data = list(items)
-        if sum(len(d) for d in data) > _INLINE_HASH_BYTES:
+        if shas is not None:
+            shas = list(shas)
+        elif sum(len(d) for d in data) > _INLINE_HASH_BYTES:
             shas = await asyncio.to_thread(_hashes, data)
         else:
             shas = _hashes(data)

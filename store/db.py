@@ -7,6 +7,7 @@ power loss (SQLite's documentation of the pragma says so). PostgreSQL needs no p
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from store import deferred
 
@@ -253,14 +254,19 @@ async def _current(engine: AsyncEngine) -> str | None:
 
 # Any constant: instances starting together on one PostgreSQL migrate one at a time.
 _MIGRATION_LOCK = 0x6777_0001
+_LOCK_POLL = 0.2  # seconds between tries while another instance migrates
 
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the newest migration; every start runs it.
 
-    On PostgreSQL a transaction-scoped advisory lock comes first: several
-    instances starting at once would otherwise race to create the same tables,
-    and the losers would exit. The later ones wait, then find the schema current.
+    On PostgreSQL an advisory lock comes first: several instances starting at once
+    would otherwise race to create the same tables, and the losers would exit. The
+    later ones wait, then find the schema current. The lock is the session's (the
+    migrations commit one by one, env.py) and taken by polling, never by a waiting
+    ``pg_advisory_lock``: that waiting statement holds a snapshot, which the holder's
+    CREATE INDEX CONCURRENTLY waits out, and the two wait on each other (three
+    instances starting on an empty database hung so, tests/test_instances.py).
     """
     if await _current(engine) == HEAD:
         return  # the common case: no alembic to import and no script folder to read
@@ -273,7 +279,25 @@ async def upgrade(engine: AsyncEngine) -> None:
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, "head")
 
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-        await conn.run_sync(run)
+    async with engine.connect() as conn:
+        locked = conn.dialect.name == "postgresql"
+        if locked:
+            await _lock_migrations(conn)
+        try:
+            await conn.run_sync(run)
+        finally:
+            await conn.rollback()  # a failed migration's transaction; nothing otherwise
+            if locked:
+                await conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+                await conn.commit()
+
+
+async def _lock_migrations(conn: AsyncConnection) -> None:
+    """The session's migration lock, tried outside any open transaction until held."""
+    while True:
+        got = await conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_MIGRATION_LOCK})")
+        held = bool(got.scalar())
+        await conn.commit()
+        if held:
+            return
+        await asyncio.sleep(_LOCK_POLL)

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from outbound.language import planned_language
 from outbound.templates import Templates
 from outbound.texts import BUILTIN, CLIENT_TEMPLATES
 from parsers import parse
-from routing.config import LANGUAGES
+from parsers.types import ParsedMessage
+from routing.config import LANGUAGES, Tenant
 from routing.language import answer_language, detect
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -69,6 +71,37 @@ def test_a_language_the_tenant_does_not_offer_gets_the_tenants_first() -> None:
     assert answer_language(_parsed(GERMAN), ("en", "de")) == "de"
     assert answer_language(_parsed(GERMAN), ("en",)) == "en"
     assert answer_language(_parsed("ok"), ("tr", "en")) == "tr"
+
+
+def test_a_new_ticket_keeps_the_language_shown_only_when_the_tenant_has_a_choice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(answer in, keep on the ticket) for a new ticket: the shown language when the
+    tenant offers it among several, else the tenant's first and nothing kept; a tenant
+    of one language never asks the model (``Tenant.chooses_language``)."""
+    german, french, short = _parsed(GERMAN), _parsed(FRENCH), _parsed("ok")
+
+    def tenant(languages: tuple[str, ...]) -> Tenant:
+        return Tenant("acme", "Acme", ("s@acme.test",), "ACME", languages=languages)
+
+    def plan(languages: tuple[str, ...], parsed: ParsedMessage) -> tuple[str | None, ...]:
+        return planned_language(tenant(languages), parsed, created=True, stored=None)
+
+    assert plan(("en", "de"), german) == ("de", "de")
+    assert plan(("de", "en"), french) == ("de", None)
+    assert plan(("tr", "en"), short) == ("tr", None)
+    # A follow-up answers in the stored language while still offered.
+    t = tenant(("en", "de"))
+    assert planned_language(t, german, created=False, stored="de") == ("de", None)
+    assert planned_language(t, german, created=False, stored="fr") == ("en", None)
+    assert planned_language(t, german, created=False, stored=None) == (None, None)
+
+    def no_model(_parsed: object) -> str:
+        raise AssertionError("a tenant of one language asked the model")
+
+    monkeypatch.setattr("outbound.language.detect", no_model)
+    assert plan(("de",), german) == ("de", None)
+    assert plan(("en",), german) == ("en", None)
 
 
 # --- templates ------------------------------------------------------------------------
@@ -211,10 +244,22 @@ def _warm_at_ready(d: Daemon, pid: int) -> bool:
     return _model_loaded(pid) or '"language.warm_slow"' in d.log_text()
 
 
-def _workers_of(d: Daemon) -> list[int]:
+def _children(d: Daemon) -> list[int]:
     assert d.proc is not None
     pid = d.proc.pid
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _workers_of(d: Daemon) -> list[int]:
+    """The daemon's parse workers (not its send worker, gateway/sending/)."""
+    return [p for p in _children(d) if b"gateway.intake.parse_worker" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def test_parse_workers_load_the_model_at_start_and_tell_the_language(
@@ -271,6 +316,6 @@ def test_tenants_of_one_language_never_load_the_model(
         assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] is None
         assert d.proc is not None
         assert len(_workers_of(d)) == workers
-        assert not any(_model_loaded(p) for p in [d.proc.pid, *_workers_of(d)])
+        assert not any(_model_loaded(p) for p in [d.proc.pid, *_children(d)])
     finally:
         d.stop()

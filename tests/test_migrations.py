@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from store.db import create_engine, create_writer_engine, upgrade
@@ -89,23 +89,29 @@ def test_audit_rows_cannot_be_changed_or_deleted_without_the_unlock(db: str) -> 
         engine.dispose()
 
 
-def test_downgrade_to_base_and_up_again(db: str) -> None:
-    """Every migration's downgrade runs, and the way back up lands on the same schema."""
+def _down_and_up(engine: Engine, to: str) -> None:
+    """alembic down to ``to`` and back up to head on one connection, as ``upgrade``
+    hands it over (outside a transaction); the schema then matches the models."""
     from alembic import command
     from alembic.config import Config
 
     from store.db import MIGRATIONS
 
+    with engine.connect() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, to)
+        command.upgrade(cfg, "head")
+        assert _compare(conn) == []
+
+
+def test_downgrade_to_base_and_up_again(db: str) -> None:
+    """Every migration's downgrade runs, and the way back up lands on the same schema."""
     _migrate(db)
     engine = create_writer_engine(db)
     try:
-        with engine.connect() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
-            command.upgrade(cfg, "head")
-            assert _compare(conn) == []
+        _down_and_up(engine, "base")
     finally:
         engine.dispose()
 
@@ -137,3 +143,42 @@ def test_the_start_up_shortcut_knows_alembics_head(db: str) -> None:
             assert _compare(conn) == []
     finally:
         engine.dispose()
+
+
+_BUILT_ONLINE = (  # the indexes of migrations 0014 and 0015
+    "ix_messages_raw_kept",
+    "ix_messages_raw_sha256_kept",
+    "ix_tickets_tenant_status_updated_at",
+    "ix_outbox_tenant_kind_to_addr_created_at",
+)
+
+
+def test_indexes_on_live_tables_are_built_without_blocking_writes(db: str) -> None:
+    """On PostgreSQL 0014 and 0015 build (and drop) their indexes CONCURRENTLY, outside
+    any transaction (a plain CREATE INDEX holds off every write to the table while it
+    builds); SQLite has no such form and gets the plain statement. Both ways up and down."""
+    _migrate(db)
+    engine = create_writer_engine(db)
+    seen: list[tuple[str, str | None]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def note(conn: Connection, _cur: object, sql: str, *_args: object) -> None:
+        if " INDEX " in sql.upper() and any(n in sql for n in _BUILT_ONLINE):
+            level = conn.get_execution_options().get("isolation_level")
+            seen.append((" ".join(sql.split()), level))
+
+    try:
+        _down_and_up(engine, "0013")
+    finally:
+        engine.dispose()
+    built = [s for s, _ in seen if s.startswith("CREATE")]
+    dropped = [s for s, _ in seen if s.startswith("DROP")]
+    if use_postgresql():
+        assert len(built) == len(dropped) == 3 + 2  # 0014's three; 0015's, down and up
+        for sql, level in seen:
+            if not sql.startswith("ALTER"):
+                assert "CONCURRENTLY" in sql, sql
+            assert level == "AUTOCOMMIT", sql
+    else:
+        assert len(built) == len(dropped) == 3  # 0015 leaves SQLite alone
+        assert not any("CONCURRENTLY" in s for s, _ in seen)

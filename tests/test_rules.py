@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from parsers import parse
-from routing.config import GatewayConfig, load_config
+from routing.config import GatewayConfig, Tenant, load_config
 from routing.errors import ConfigError
+from routing.language import wanted
 from routing.rules import CONDITIONS, Facts, evaluate
 from tests.daemon import Daemon
 
@@ -378,3 +380,32 @@ def test_rules_act_on_real_mail(tmp_path: Path) -> None:
         "Invoice 42 is wrong": ["alice@acme.test", "bob@acme.test"],
         "Printer": ["alice@acme.test", "bob@acme.test", "carol@acme.test"],
     }
+
+
+def _tenant(tmp_path: Path, settings: str, rules: str = "") -> Tenant:
+    addresses = 'addresses = ["support@acme.test", "billing@acme.test"]\n'
+    p = tmp_path / "gateway.toml"
+    p.write_text(HEAD.replace(addresses, addresses + settings) + rules, encoding="utf-8")
+    return load_config(p).tenants[0]
+
+
+def test_whether_mail_needs_its_language_is_worked_out_with_the_config(tmp_path: Path) -> None:
+    """``routing.language.wanted`` asks it of every message's tenants: it reads what the
+    config's load worked out (the tenant offers several languages, or a rule tests
+    ``language``), and a file cannot set it."""
+    one = 'languages = ["en"]\n'
+    rule = '\n[[tenants.rules]]\nname = "r"\nthen = { tags = ["t"] }\n'
+    plain = _tenant(tmp_path, one)
+    tested = _tenant(tmp_path, one, rule + '[tenants.rules.when]\nlanguage = "de"\n')
+    untested = _tenant(tmp_path, one, rule + '[tenants.rules.unless]\nsubject = "x"\n')
+    several = _tenant(tmp_path, 'languages = ["en", "de"]\n')
+    assert [(t.chooses_language, t.tells_language) for t in (plain, tested, untested, several)] == [
+        (False, False),
+        (False, True),
+        (False, False),
+        (True, True),
+    ]
+    assert not wanted([plain, untested]) and wanted([plain, tested]) and wanted([several])
+    assert not dataclasses.replace(several, languages=("de",)).tells_language
+    with pytest.raises(ConfigError, match="tells_language: unknown key"):
+        _tenant(tmp_path, one + "tells_language = false\n")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from gateway.intake.commit import commit_message, jobs, lookup
 from gateway.intake.decide import Arrival, Seen, decide
+from gateway.intake.pipeline import Pipeline
 from gateway.intake.replies import (
     ANSWERS,
     ImapAction,
@@ -42,6 +43,8 @@ from routing.threader import ThreadMatch
 from routing.tokens import make_token, read_token
 from routing.verdicts import Accepted, Defer, Drop, Reason, Reject, Stored
 from store import repos
+from store.blobs import BlobStore, FileBlobStore
+from store.blobs_db import DatabaseBlobStore
 from store.db import create_writer_engine
 from store.errors import StoreUnavailable
 from store.faults import POINTS
@@ -681,3 +684,44 @@ def test_decide_a_second_delivery_is_audited_not_stored(config: GatewayConfig) -
     assert plan.audit is not None and plan.audit.action == "message.redelivered"
     assert plan.audit.ticket_id == 7
     assert plan.audit.detail == {"message": 41, "sha256": SHA, "recipient": "billing@acme.test"}
+
+
+# -- the pipeline on a real store, without a scanner (text mail needs none) ----------------
+
+
+@pytest.mark.parametrize("blob_store", ["database", "files"])
+def test_the_raw_message_is_hashed_once_on_its_way_to_the_store(
+    config: GatewayConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blob_store: str
+) -> None:
+    """The pipeline hashes the raw bytes for the dedupe key; the blob store is handed that
+    hash (and the parser's for each attachment) rather than hashing them again."""
+    engine = create_writer_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+    metadata.create_all(engine)
+    writer = Writer(engine)
+    blobs: BlobStore = (
+        DatabaseBlobStore(engine) if blob_store == "database" else FileBlobStore(tmp_path / "b")
+    )
+    pipeline = Pipeline(config, writer, blobs, scanner=None, clock=lambda: NOW)
+    data = _mail("Hashed once")
+    raw = _raw(data)
+    real, hashed = hashlib.sha256, []
+
+    def counting(d: bytes = b"", **kw: bool) -> hashlib._Hash:
+        hashed.append(bytes(d))
+        return real(d, **kw)
+
+    async def go() -> object:
+        try:
+            return await pipeline.process(raw)
+        finally:
+            await writer.close()
+
+    monkeypatch.setattr(hashlib, "sha256", counting)
+    out = asyncio.run(go())
+    monkeypatch.undo()
+    assert isinstance(out, Accepted), out
+    assert hashed.count(data) == 1
+    with engine.connect() as conn:
+        stored = conn.execute(select(messages.c.raw_sha256)).scalar_one()
+    assert stored == real(data).hexdigest() and blobs.get(stored) == data
+    engine.dispose()

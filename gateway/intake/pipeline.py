@@ -190,7 +190,10 @@ class Pipeline:
             with contextlib.suppress(Exception):  # a failed load shows where the model is used
                 await asyncio.shield(model)
             trace.mark("model")
-        staged = await self.blobs.stage([raw.data, *(a.data for a in parsed.attachments)])
+        staged = await self.blobs.stage(
+            [raw.data, *(a.data for a in parsed.attachments)],
+            [raw_sha, *(a.sha256 for a in parsed.attachments)],  # hashed once, each
+        )
         trace.mark("staged")
         queued_as = trace.queued_as or ""
         msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)

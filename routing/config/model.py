@@ -133,6 +133,18 @@ class Tenant:
     auto_close_after: float | None = None
     sla: SlaSettings | None = None  # None: no SLA clocks for this tenant
     reports: TenantReports = field(default_factory=TenantReports)
+    # Worked out once from the two above, not per message (routing/language.py reads
+    # them on every message's way in): whether the tenant answers each client in the
+    # client's language (it offers several), and whether its mail may need its
+    # language told at all (that, or a rule tests ``language``). Not config keys.
+    chooses_language: bool = field(init=False, repr=False, compare=False)
+    tells_language: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chooses = len(self.languages) > 1
+        tests = any(c.key == "language" for r in self.rules for c in (*r.when, *r.unless))
+        object.__setattr__(self, "chooses_language", chooses)
+        object.__setattr__(self, "tells_language", chooses or tests)
 
     def queue(self, name: str | None) -> Queue | None:
         for q in self.queues:
