@@ -14,12 +14,13 @@ and a notice to the tenant's agents (never a notice about a notice).
 
 Batched (issue 21): one claim takes rows for every free connection at once;
 each tenant's rows are split into lanes, and a lane sends its rows one after
-the other over one connection to the tenant's account (outbound/sender.py),
-at most ``concurrency`` connections at a time. Outcomes are written as they
-come, all that are waiting in one writer transaction (no wait window). A
-lane that could not send a row before the lease is near its end hands the
-rest back unsent (``pending``, no attempt counted), so a slow server never
-lets another instance take over a row this one is still sending.
+the other over one connection to the tenant's account (outbound/sender.py; kept
+open for the next lane, outbound/links.py), at most ``concurrency`` connections
+at a time. Outcomes are written as they come, all that are waiting in one
+writer transaction (no wait window). A lane that could not send a row before
+the lease is near its end hands the rest back unsent (``pending``, no attempt
+counted), so a slow server never lets another instance take over a row this one
+is still sending.
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
 from sqlalchemy.engine import Connection
 
+from outbound.links import IdleLinks
 from outbound.outbox_rows import claim, mark_sent, record, release_claims, unclaim
-from outbound.sender import AccountConnection, Attempt, Link
-from routing.config import GatewayConfig, OutboundAccount
+from outbound.sender import Attempt
+from routing.config import GatewayConfig
 from store import repos
 from store.writer import Writer
 
@@ -66,10 +67,9 @@ class Delivery:
         self._recorded = asyncio.Event()
         self.sent = 0
         self.failed = 0
-        self.connections = 0  # opened so far (each carries up to PER_CONNECTION mails)
+        self.connections = 0  # opened so far (kept from lane to lane: outbound/links.py)
         self.attempts: dict[tuple[str, str], int] = {}  # (kind, result) -> count, for /metrics
-        # A lane's connection: here, or in the daemon's send worker (gateway/sending/).
-        self.connect: Callable[[OutboundAccount | None, str, float], Link] = AccountConnection
+        self.links = IdleLinks()
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -125,6 +125,7 @@ class Delivery:
             await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(Exception):  # what was sent is marked sent, if it can be
                 await self._record_waiting()
+            await self.links.close()  # QUIT on the idle connections
 
     async def _lane(self, rows: list[dict[str, Any]], until: float) -> None:
         """Send ``rows`` (one tenant's) over one connection, in order."""
@@ -132,21 +133,26 @@ class Delivery:
             config = self.config
             tenant = config.tenant(rows[0]["tenant"])
             account = tenant.outbound if tenant is not None else None
-            link = self.connect(account, config.hostname, config.outbound.timeout)
+            where = (account, config.hostname, config.outbound.timeout)
+            link = self.links.take(*where)
             # The worst one attempt can take (2 x timeout) must end before the lease
             # does, or another instance could send it too: none starts after this.
             start_by = until - 2 * config.outbound.timeout
-            done = 0
+            done, opened, sound = 0, link.opened, False
             try:
                 async for i, attempt in link.deliver(rows, start_by):
                     self._results.append((rows[i], attempt, config))
                     self._recorded.set()
                     done = i + 1
-                if done < len(rows):  # never started: not an attempt
-                    await self._hand_back(rows[done:])
+                sound = True
             finally:
-                self.connections += link.opened
-                await link.close()
+                self.connections += link.opened - opened
+                if sound:  # kept for the next lane; a cancelled one's state is unknown
+                    self.links.give_back(link, *where, done)
+                else:
+                    self.links.drop(link)
+            if done < len(rows):  # never started: not an attempt
+                await self._hand_back(rows[done:])
 
     async def _hand_back(self, rows: list[dict[str, Any]]) -> None:
         me, ids = self.instance, [r["id"] for r in rows]

@@ -129,5 +129,32 @@ def test_without_a_send_worker_the_daemon_sends_itself(tmp_path: Path, account: 
         assert d.stop() == 0
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_one_connection_carries_mail_from_lane_to_lane(
+    tmp_path: Path, account: Sink, workers: int
+) -> None:
+    """Two mails far enough apart to go in separate lanes: the second's ack and notice
+    go over the connections the first's opened (outbound/links.py), no new login,
+    in the daemon and in the send worker alike."""
+    d = _daemon(tmp_path, account, workers).start()
+    logins = []
+    try:
+        for name in ["ann", "bob"]:
+            who = f"{name}.{uuid.uuid4().hex[:6]}@client.test"
+            mail = make_mail(sender=f"Client <{who}>", subject="Toner", body="Empty again.")
+            assert d.send(mail, sender=who)[0] == 250
+            deadline = time.monotonic() + 60
+            while not any(_to(r, who) for r in account.received):
+                assert time.monotonic() < deadline, "no ack"
+                time.sleep(0.05)
+            rows = _all_sent(d)
+            logins.append(account.logins)
+        assert len(account.received) == len(rows)
+        assert 1 <= logins[0] <= len(rows) // 2  # this mail's rows: one lane each at most
+        assert logins[1] == logins[0], logins
+    finally:
+        assert d.stop() == 0
+
+
 def _to(received: object, who: str) -> bool:
     return who in [a.lower() for a in received.rcpt_tos]  # type: ignore[attr-defined]

@@ -143,7 +143,7 @@ class Daemon:
             send_pool(config.outbound.send_workers, config.loop)
         )
         if sender is not None:
-            services.delivery.connect = sender.connection
+            services.delivery.links.connect = sender.connection
         if tell and pipeline.parse_pool is None:
             pipeline.warm_language()
         # Before anything acts under this instance's name (the outbox releases the
