@@ -137,7 +137,7 @@ def test_one_connection_carries_mail_from_lane_to_lane(
     go over the connections the first's opened (outbound/links.py), no new login,
     in the daemon and in the send worker alike."""
     d = _daemon(tmp_path, account, workers).start()
-    logins = []
+    logins: list[int] = []
     try:
         for name in ["ann", "bob"]:
             who = f"{name}.{uuid.uuid4().hex[:6]}@client.test"
@@ -152,6 +152,32 @@ def test_one_connection_carries_mail_from_lane_to_lane(
         assert len(account.received) == len(rows)
         assert 1 <= logins[0] <= len(rows) // 2  # this mail's rows: one lane each at most
         assert logins[1] == logins[0], logins
+    finally:
+        assert d.stop() == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_kept_connection_the_server_closed_is_opened_anew(
+    tmp_path: Path, account: Sink, workers: int
+) -> None:
+    """The account drops the connections kept between lanes: the next lane opens a
+    new one and its mails go at the first attempt (no retry, no error)."""
+    d = _daemon(tmp_path, account, workers).start()
+    logins: list[int] = []
+    try:
+        for name in ["ann", "bob"]:
+            who = f"{name}.{uuid.uuid4().hex[:6]}@client.test"
+            mail = make_mail(sender=f"Client <{who}>", subject="Toner", body="Empty again.")
+            assert d.send(mail, sender=who)[0] == 250
+            deadline = time.monotonic() + 60
+            while not any(_to(r, who) for r in account.received):
+                assert time.monotonic() < deadline, "no ack"
+                time.sleep(0.05)
+            rows = _all_sent(d)
+            logins.append(account.logins)
+            account.kick()
+        assert logins[1] > logins[0] >= 1  # the second mail's lanes logged in again
+        assert [(r["attempts"], r["last_error"]) for r in rows] == [(1, None)] * len(rows)
     finally:
         assert d.stop() == 0
 
