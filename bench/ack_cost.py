@@ -4,7 +4,7 @@ CPU of this process per ack (the sink is its own process, bench/sink.py), in
 three stages: ``compose`` (outbound.compose.acknowledgement), ``send`` (one
 AccountConnection, reused, as an outbox lane does) and ``record`` (the outcome
 written in one transaction per batch of ``--batch`` rows on a fresh SQLite
-store: per row as ``_record`` does, and, where the code has it, all at once);
+store: per row as ``record`` does, and, where the code has it, all at once);
 and the rate limit's read (``repos.acks_since``) with ``--table`` acks in the outbox.
 Run it on another checkout with ``PYTHONPATH=<checkout>`` to compare; each
 stage is bounded by ``--n`` and the send stage by a timeout.
@@ -27,12 +27,22 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bench.common import Sink
-from outbound import delivery
 from outbound.compose import Composed, acknowledgement
-from outbound.sender import AccountConnection
+from outbound.sender import AccountConnection, Attempt
 from routing.config import OutboundAccount, OutboundSettings, Tenant
 from store import repos
 from store.db import create_engine, create_writer_engine, upgrade
+
+try:  # the store side of the outbox, moved out of outbound/delivery.py (sendq21)
+    from outbound import outbox_rows as rows_of
+
+    _claim, _record = rows_of.claim, rows_of.record
+    _mark_sent: Any = rows_of.mark_sent
+except ImportError:  # an older checkout (PYTHONPATH=<checkout>)
+    from outbound import delivery as rows_of  # type: ignore[no-redef]
+
+    _claim, _record = rows_of._claim, rows_of._record  # type: ignore[attr-defined]
+    _mark_sent = getattr(rows_of, "_mark_sent", None)
 
 ACME = Tenant(slug="acme", name="Acme Support", addresses=("support@acme.test",), tag_prefix="ACME")
 
@@ -91,8 +101,8 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
     engine = _store(folder / "store.db")
     config: Any = SimpleNamespace(outbound=OutboundSettings(), hostname="gw.test")
     ways = {"per_row": None}
-    if hasattr(delivery, "_mark_sent"):
-        ways["batched"] = delivery._mark_sent
+    if _mark_sent is not None:
+        ways["batched"] = _mark_sent
     out: dict[str, float] = {}
     for way, mark in ways.items():
         with engine.begin() as conn:
@@ -100,14 +110,14 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
             rows = [("ack", None, m.message_id, "", list(m.rcpt_tos), m.body) for m in mails]
             repos.enqueue_many(conn, "acme", rows)
         with engine.begin() as conn:
-            claimed = delivery._claim(conn, repos.now(), len(mails), "bench", 600)
-        sent = delivery.Attempt("sent")
+            claimed = _claim(conn, repos.now(), len(mails), "bench", 600)
+        sent = Attempt("sent")
         t0 = time.process_time()
         for i in range(0, len(claimed), batch):
             part = claimed[i : i + batch]
             with engine.begin() as conn:
                 if mark is None:
-                    kept = [delivery._record(conn, config, ACME, r, sent, "bench") for r in part]
+                    kept = [_record(conn, config, ACME, r, sent, "bench") for r in part]
                 else:
                     kept = [r["id"] in m for m in [mark(conn, [r["id"] for r in part], "bench")]
                             for r in part]  # fmt: skip

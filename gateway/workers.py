@@ -24,7 +24,7 @@ import structlog
 
 from gateway.worker_io import FRAME
 
-__all__ = ["LOST", "read_frame", "respawn", "spawn", "stop"]
+__all__ = ["LOST", "read_frame", "respawn", "spawn", "state", "stop"]
 
 log = structlog.get_logger("gateway.workers")
 START_TIMEOUT = 60.0  # a worker's imports, on a loaded machine
@@ -82,6 +82,20 @@ async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, 9)
         await proc.wait()
+
+
+def state(
+    role: str, proc: asyncio.subprocess.Process | None, live: bool, in_flight: int, replaced: int
+) -> dict[str, object]:
+    """One worker as ``gateway status`` and ``/status`` show it (parse and send alike):
+    an operator who sees intake or the outbox stall can tell a dead or busy worker."""
+    return {
+        "role": role,
+        "pid": proc.pid if proc is not None else None,
+        "alive": live and proc is not None and proc.returncode is None,
+        "in_flight": in_flight,  # messages (parse) or mails (send) it holds unanswered
+        "replaced": replaced,  # of its pool: workers started in place of dead ones
+    }
 
 
 async def respawn(

@@ -14,41 +14,36 @@ and a notice to the tenant's agents (never a notice about a notice).
 
 Batched (issue 21): one claim takes rows for every free connection at once;
 each tenant's rows are split into lanes, and a lane sends its rows one after
-the other over one connection to the tenant's account (outbound/sender.py),
-at most ``concurrency`` connections at a time. Outcomes are written as they
-come, all that are waiting in one writer transaction (no wait window). A
-lane that could not send a row before the lease is near its end hands the
-rest back unsent (``pending``, no attempt counted), so a slow server never
-lets another instance take over a row this one is still sending.
+the other over one connection to the tenant's account (outbound/sender.py; kept
+open for the next lane, outbound/links.py), at most ``concurrency`` connections
+at a time. Outcomes are written as they come, all that are waiting in one
+writer transaction (no wait window). A lane that could not send a row before
+the lease is near its end hands the rest back unsent (``pending``, no attempt
+counted), so a slow server never lets another instance take over a row this one
+is still sending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
-from outbound.compose import failure_notice
-from outbound.reactions import queue
-from outbound.sender import AccountConnection, Attempt, Link
-from routing.config import GatewayConfig, OutboundAccount, Tenant
+from outbound.links import IdleLinks
+from outbound.outbox_rows import claim, mark_sent, record, release_claims, unclaim
+from outbound.sender import Attempt
+from routing.config import GatewayConfig
 from store import repos
-from store.models import outbox
 from store.writer import Writer
 
 __all__ = ["Attempt", "Delivery"]
 
 log = structlog.get_logger("outbound.delivery")
 
-_NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
 PER_CONNECTION = 20  # rows one lane sends over its connection, at most
 # Woken from idle (a commit queued mail), the worker lets this much more mail come
 # before it claims: a lone sender's acknowledgements then take one claim (a writer
@@ -72,10 +67,9 @@ class Delivery:
         self._recorded = asyncio.Event()
         self.sent = 0
         self.failed = 0
-        self.connections = 0  # opened so far (each carries up to PER_CONNECTION mails)
+        self.connections = 0  # opened so far (kept from lane to lane: outbound/links.py)
         self.attempts: dict[tuple[str, str], int] = {}  # (kind, result) -> count, for /metrics
-        # A lane's connection: here, or in the daemon's send worker (gateway/sending/).
-        self.connect: Callable[[OutboundAccount | None, str, float], Link] = AccountConnection
+        self.links = IdleLinks()
 
     def configure(self, config: GatewayConfig) -> None:
         self.config = config
@@ -86,7 +80,7 @@ class Delivery:
     async def run(self) -> None:
         """Deliver until cancelled; only CancelledError leaves."""
         me = self.instance
-        await self.writer.submit(lambda conn: _release_claims(conn, me))
+        await self.writer.submit(lambda conn: release_claims(conn, me))
         running: set[asyncio.Task[None]] = set()
         recorder = asyncio.create_task(self._record_forever())
 
@@ -106,7 +100,7 @@ class Delivery:
                     lease = self.config.outbound.claim_lease
                     try:
                         rows = await self.writer.submit(
-                            lambda conn, n=free * PER_CONNECTION, ttl=lease: _claim(
+                            lambda conn, n=free * PER_CONNECTION, ttl=lease: claim(
                                 conn, repos.now(), n, me, ttl
                             )
                         )
@@ -131,6 +125,7 @@ class Delivery:
             await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(Exception):  # what was sent is marked sent, if it can be
                 await self._record_waiting()
+            await self.links.close()  # QUIT on the idle connections
 
     async def _lane(self, rows: list[dict[str, Any]], until: float) -> None:
         """Send ``rows`` (one tenant's) over one connection, in order."""
@@ -138,27 +133,32 @@ class Delivery:
             config = self.config
             tenant = config.tenant(rows[0]["tenant"])
             account = tenant.outbound if tenant is not None else None
-            link = self.connect(account, config.hostname, config.outbound.timeout)
+            where = (account, config.hostname, config.outbound.timeout)
+            link = self.links.take(*where)
             # The worst one attempt can take (2 x timeout) must end before the lease
             # does, or another instance could send it too: none starts after this.
             start_by = until - 2 * config.outbound.timeout
-            done = 0
+            done, opened, sound = 0, link.opened, False
             try:
                 async for i, attempt in link.deliver(rows, start_by):
                     self._results.append((rows[i], attempt, config))
                     self._recorded.set()
                     done = i + 1
-                if done < len(rows):  # never started: not an attempt
-                    await self._hand_back(rows[done:])
+                sound = True
             finally:
-                self.connections += link.opened
-                await link.close()
+                self.connections += link.opened - opened
+                if sound:  # kept for the next lane; a cancelled one's state is unknown
+                    self.links.give_back(link, *where, done)
+                else:
+                    self.links.drop(link)
+            if done < len(rows):  # never started: not an attempt
+                await self._hand_back(rows[done:])
 
     async def _hand_back(self, rows: list[dict[str, Any]]) -> None:
         me, ids = self.instance, [r["id"] for r in rows]
         log.info("outbox.handed_back", count=len(ids))
         with contextlib.suppress(Exception):  # else released at next start or taken over
-            await self.writer.submit(lambda conn: _unclaim(conn, ids, me))
+            await self.writer.submit(lambda conn: unclaim(conn, ids, me))
 
     async def _record_forever(self) -> None:
         while True:
@@ -180,11 +180,11 @@ class Delivery:
             # A plain "sent" (nearly all of them) is the same change for every row: one
             # UPDATE for them all, not one each (a fifth of the worker's CPU per mail).
             plain = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
-            marked = _mark_sent(conn, plain, me) if plain else set()
+            marked = mark_sent(conn, plain, me) if plain else set()
             return [
                 row["id"] in marked
                 if attempt.result == "sent" and not attempt.detail
-                else _record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
+                else record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
                 for row, attempt, config in batch
             ]
 
@@ -226,188 +226,3 @@ def _lanes(rows: list[dict[str, Any]], free: int) -> list[list[dict[str, Any]]]:
         n = max(1, min(len(mine), round(free * len(mine) / len(rows))))
         lanes += [mine[i::n] for i in range(n)]
     return lanes
-
-
-def _unclaim(conn: Connection, ids: list[int], instance: str) -> int:
-    """Claimed rows handed back unsent: due again, no attempt counted."""
-    res = conn.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
-        .values(status="pending", claimed_by=None, claimed_until=None)
-    )
-    return res.rowcount
-
-
-def _release_claims(conn: Connection, instance: str) -> int:
-    """Rows this instance's crash left ``sending`` are sent again: at least once, never
-    lost. Another live instance's claims are its own; a dead one's pass on by lease."""
-    res = conn.execute(
-        update(outbox)
-        .where(
-            outbox.c.status == "sending",
-            or_(outbox.c.claimed_by == instance, outbox.c.claimed_by.is_(None)),
-        )
-        .values(status="pending", claimed_by=None, claimed_until=None)
-    )
-    return res.rowcount
-
-
-def _claim(
-    conn: Connection, now: datetime, limit: int, instance: str, lease: float
-) -> list[dict[str, Any]]:
-    """Due rows, and rows whose claimer's lease ran out, now this instance's.
-
-    SKIP LOCKED: rows another instance is claiming in this very moment are
-    passed over, not waited for, so claims never queue behind each other.
-    """
-    due = or_(
-        and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
-        and_(outbox.c.status == "sending", outbox.c.claimed_until < now),
-    )
-    rows = [
-        dict(r._mapping)
-        for r in conn.execute(
-            select(outbox)
-            .where(due)
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ]
-    if rows:
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id.in_([r["id"] for r in rows]))
-            .values(
-                status="sending",
-                claimed_by=instance,
-                claimed_until=now + timedelta(seconds=lease),
-            )
-        )
-    for r in rows:
-        if r["status"] == "sending":
-            log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
-    return rows
-
-
-def _mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
-    """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
-    instance's claim (a row another instance took over stays as it has it)."""
-    res = conn.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
-        .values(
-            status="sent",
-            attempts=outbox.c.attempts + 1,
-            sent_at=repos.now(),
-            last_error=None,
-            claimed_by=None,
-            claimed_until=None,
-        )
-        .returning(outbox.c.id)
-    )
-    return {r[0] for r in res}
-
-
-def _record(
-    conn: Connection,
-    config: GatewayConfig,
-    tenant: Tenant | None,
-    row: dict[str, Any],
-    attempt: Attempt,
-    instance: str,
-) -> bool:
-    """Write the attempt's outcome; False (and nothing written) when the row is no
-    longer this instance's claim, so a late answer never undoes a peer's."""
-    now = repos.now()
-    attempts = row["attempts"] + 1
-    where = and_(
-        outbox.c.id == row["id"], outbox.c.status == "sending", outbox.c.claimed_by == instance
-    )
-    done = {"claimed_by": None, "claimed_until": None}
-    if attempt.result == "sent":
-        res = conn.execute(
-            update(outbox)
-            .where(where)
-            .values(
-                status="sent",
-                attempts=attempts,
-                sent_at=now,
-                last_error=attempt.detail or None,  # None, or "partly refused: ..."
-                **done,
-            )
-        )
-        if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
-            _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
-        return res.rowcount == 1
-    created = row["created_at"]
-    if created.tzinfo is None:  # SQLite hands back naive UTC
-        created = created.replace(tzinfo=now.tzinfo)
-    too_old = (now - created).total_seconds() > config.outbound.max_age
-    if attempt.result == "retry" and not too_old:
-        o = config.outbound
-        delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
-        delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
-        res = conn.execute(
-            update(outbox)
-            .where(where)
-            .values(
-                status="pending",
-                attempts=attempts,
-                next_attempt_at=now + timedelta(seconds=delay),
-                last_error=attempt.detail,
-                **done,
-            )
-        )
-        return res.rowcount == 1
-    reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
-    res = conn.execute(
-        update(outbox)
-        .where(where)
-        .values(status="failed", attempts=attempts, last_error=reason, **done)
-    )
-    if res.rowcount != 1:
-        return False
-    _tell(conn, config, tenant, row, tuple(row["rcpt_tos"]), reason, now)
-    return True
-
-
-def _tell(
-    conn: Connection,
-    config: GatewayConfig,
-    tenant: Tenant | None,
-    row: dict[str, Any],
-    recipients: tuple[str, ...],
-    reason: str,
-    now: datetime,
-) -> None:
-    """Mail that did not reach ``recipients``: an audit event on the ticket
-    (``tickets show``) and a failure notice to the tenant's agents."""
-    repos.add_audit(
-        conn,
-        row["tenant"],
-        "outbox.failed",
-        actor="gateway",
-        ticket_id=row["ticket_id"],
-        detail={
-            "message_id": row["message_id"],
-            "kind": row["kind"],
-            "recipients": list(recipients),
-            "reason": reason[:500],
-            "attempts": row["attempts"] + 1,
-        },
-    )
-    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
-        return
-    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
-    mail = failure_notice(
-        tenant=tenant,
-        hostname=config.hostname,
-        agents=tenant.agents,
-        ref=str(ticket["ref"]) if ticket else "-",
-        subject=str(ticket["subject"]) if ticket else "(no ticket)",
-        recipients=list(recipients),
-        reason=reason,
-        now=now,
-    )
-    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)

@@ -106,6 +106,7 @@ class Sink:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        self._sessions: list[SMTP] = []
 
     def _auth(
         self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
@@ -122,7 +123,7 @@ class Sink:
         handler = _Handler(self)
 
         def factory() -> SMTP:
-            return SMTP(
+            session = SMTP(
                 handler,
                 hostname="sink.test",
                 tls_context=self._tls,
@@ -132,6 +133,8 @@ class Sink:
                 auth_required=self.require_auth,
                 enable_SMTPUTF8=self.smtputf8,
             )
+            self._sessions.append(session)
+            return session
 
         async def serve() -> None:
             self._server = await self._loop.create_server(factory, "127.0.0.1", 0)
@@ -140,6 +143,16 @@ class Sink:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)
         return self
+
+    def kick(self) -> None:
+        """Close every client's connection, as a server does with clients idle too long."""
+
+        async def close() -> None:
+            for session in self._sessions:
+                if session.transport is not None:
+                    session.transport.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
 
     def stop(self) -> None:
         async def close() -> None:

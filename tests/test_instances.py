@@ -24,7 +24,8 @@ import pytest
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from outbound.delivery import Attempt, _claim, _record, _release_claims
+from outbound.outbox_rows import claim, record, release_claims
+from outbound.sender import Attempt
 from routing.config import GatewayConfig, load_config
 from store import leases, repos
 from store.db import create_engine, create_writer_engine, upgrade
@@ -132,7 +133,7 @@ def test_a_stop_releases_the_lease_wherever_it_finds_the_holder(engine: Engine, 
 
 @pytest.fixture
 def config(tmp_path: Path) -> GatewayConfig:
-    """A config for _record's retry policy; no tenant is needed for a ``sent``."""
+    """A config for record's retry policy; no tenant is needed for a ``sent``."""
     (tmp_path / "gateway.toml").write_text(
         '[gateway]\nhostname = "gw.test"\n[[tenants]]\nslug = "acme"\n'
         'addresses = ["support@acme.test"]\n',
@@ -146,33 +147,33 @@ def test_a_dead_instances_claims_are_taken_over_after_the_lease(
 ) -> None:
     _queue(engine, 3)
     with engine.begin() as conn:
-        first = _claim(conn, T0, 10, "a", 60)
+        first = claim(conn, T0, 10, "a", 60)
     assert len(first) == 3
     with engine.begin() as conn:
         # b sees nothing while a's lease lasts, and its restart releases only its own.
-        assert _claim(conn, T0 + timedelta(seconds=59), 10, "b", 60) == []
-        assert _release_claims(conn, "b") == 0
-        taken = _claim(conn, T0 + timedelta(seconds=61), 10, "b", 60)
+        assert claim(conn, T0 + timedelta(seconds=59), 10, "b", 60) == []
+        assert release_claims(conn, "b") == 0
+        taken = claim(conn, T0 + timedelta(seconds=61), 10, "b", 60)
     assert sorted(r["id"] for r in taken) == sorted(r["id"] for r in first)
     with engine.begin() as conn:
         # a wakes up late: its answer no longer counts, b's claim stands.
-        assert not _record(conn, config, None, first[0], Attempt("sent"), "a")
-        assert _record(conn, config, None, taken[0], Attempt("sent"), "b")
+        assert not record(conn, config, None, first[0], Attempt("sent"), "a")
+        assert record(conn, config, None, taken[0], Attempt("sent"), "b")
         rows = {r.id: r for r in conn.execute(select(outbox))}
     assert rows[taken[0]["id"]].status == "sent" and rows[taken[0]["id"]].claimed_by is None
     assert {rows[r["id"]].claimed_by for r in taken[1:]} == {"b"}
     with engine.begin() as conn:  # b restarts: its own claims go back to pending at once
-        assert _release_claims(conn, "b") == 2
+        assert release_claims(conn, "b") == 2
 
 
 def test_concurrent_claims_skip_each_others_rows_on_postgresql(pg: Engine) -> None:
     _queue(pg, 6)
     with pg.connect() as a, pg.connect() as b:
         ta = a.begin()
-        mine = _claim(a, T0, 4, "a", 60)  # a's transaction is still open: rows locked
+        mine = claim(a, T0, 4, "a", 60)  # a's transaction is still open: rows locked
         tb = b.begin()
         b.execute(text("SET LOCAL lock_timeout = '3s'"))  # waiting would fail, not hang
-        theirs = _claim(b, T0, 4, "b", 60)
+        theirs = claim(b, T0, 4, "b", 60)
         tb.commit()
         ta.commit()
     assert len(mine) == 4 and len(theirs) == 2

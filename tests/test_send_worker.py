@@ -129,5 +129,43 @@ def test_without_a_send_worker_the_daemon_sends_itself(tmp_path: Path, account: 
         assert d.stop() == 0
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("kick", [False, True])
+def test_a_connection_is_kept_from_lane_to_lane(
+    tmp_path: Path, account: Sink, workers: int, kick: bool
+) -> None:
+    """Two mails far enough apart to go in separate lanes: the second's ack and notice
+    go over the connections the first's opened (outbound/links.py), no new login,
+    in the daemon and in the send worker alike. If the account closed them meanwhile
+    (``kick``), the next lanes log in again, and the mails still go at the first try."""
+    d = _daemon(tmp_path, account, workers).start()
+    logins: list[int] = []
+    try:
+        for name in ["ann", "bob"]:
+            rows = _mail_in_a_lane_of_its_own(d, account, name)
+            logins.append(account.logins)
+            if kick:
+                account.kick()
+        assert len(account.received) == len(rows)
+        assert 1 <= logins[0] <= len(rows) // 2  # this mail's rows: one lane each at most
+        assert logins[1] > logins[0] if kick else logins[1] == logins[0], logins
+        assert [(r["attempts"], r["last_error"]) for r in rows] == [(1, None)] * len(rows)
+    finally:
+        assert d.stop() == 0
+
+
+def _mail_in_a_lane_of_its_own(d: Daemon, account: Sink, name: str) -> list[dict[str, object]]:
+    """A client's mail, then the outbox once its ack reached the account and every row
+    is sent: the next mail's rows go in lanes of their own."""
+    who = f"{name}.{uuid.uuid4().hex[:6]}@client.test"
+    mail = make_mail(sender=f"Client <{who}>", subject="Toner", body="Empty again.")
+    assert d.send(mail, sender=who)[0] == 250
+    deadline = time.monotonic() + 60
+    while not any(_to(r, who) for r in account.received):
+        assert time.monotonic() < deadline, "no ack"
+        time.sleep(0.05)
+    return _all_sent(d)
+
+
 def _to(received: object, who: str) -> bool:
     return who in [a.lower() for a in received.rcpt_tos]  # type: ignore[attr-defined]

@@ -33,13 +33,13 @@ from gateway.daemon.listeners import lmtp_listener, smtp_listener
 from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
-from gateway.intake.parse_pool import parse_pool
+from gateway.intake.parse_pool import ParsePool, parse_pool
 from gateway.logs import set_log_privacy
 from gateway.ops.gdpr import retention_daily
 from gateway.ops.instance import claim_instance, hold
 from gateway.ops.jobs import OpsState, run_ops
 from gateway.ops.status_view import package_version
-from gateway.sending.pool import send_pool
+from gateway.sending.pool import SendPool, send_pool
 from gateway.services import Services, open_services
 from gateway.web.app import make_app, start_http
 from gateway.web.client import ClientSite
@@ -103,6 +103,7 @@ class Daemon:
         self.site: ClientSite
         self.desk: DeskSite  # the agents' pages, /a/<tenant>/
         self.tasks: Supervisor
+        self.pools: list[ParsePool | SendPool] = []  # worker processes, for status
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -143,7 +144,8 @@ class Daemon:
             send_pool(config.outbound.send_workers, config.loop)
         )
         if sender is not None:
-            services.delivery.connect = sender.connection
+            services.delivery.links.connect = sender.connection
+        self.pools = [p for p in (pipeline.parse_pool, sender) if p is not None]
         if tell and pipeline.parse_pool is None:
             pipeline.warm_language()
         # Before anything acts under this instance's name (the outbox releases the
@@ -355,6 +357,7 @@ class Daemon:
             },
             "outbox": {"sent": services.delivery.sent, "failed": services.delivery.failed},
             "mailboxes": [w.state.as_dict() for _, w in self._mailboxes.values()],
+            "workers": [worker for pool in self.pools for worker in pool.state()],
             "services": self.tasks.state(),
         }
 

@@ -125,6 +125,13 @@ class ParsePool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
 
+    def state(self) -> list[dict[str, object]]:
+        """Each worker for ``gateway status`` (gateway/workers.py's ``state``)."""
+        return [
+            workers.state("parse", w.proc, w.alive, len(w.held), self.replaced)
+            for w in self.workers
+        ]
+
     async def start(self) -> None:
         """All workers up and ready, or an error (the daemon does not start without them)."""
         started = await asyncio.gather(

@@ -143,6 +143,19 @@ def _reactions(failed: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _workers(workers: list[dict[str, Any]]) -> str:
+    """The daemon's worker processes on one line, parse and send alike: pids (a dead
+    one said so), what they hold unanswered, how many replaced a dead one."""
+    parts = []
+    for role in dict.fromkeys(w["role"] for w in workers):
+        mine = [w for w in workers if w["role"] == role]
+        pids = ", ".join(f"{w['pid']}" + ("" if w["alive"] else " DEAD") for w in mine)
+        held = sum(w["in_flight"] for w in mine)
+        replaced = f", {mine[0]['replaced']} replaced" if mine[0]["replaced"] else ""
+        parts.append(f"{role} {pids} ({held} in flight{replaced})")
+    return "; ".join(parts)
+
+
 def render_extra(report: dict[str, Any]) -> list[str]:
     """The lines that follow scanner/store/daemon on the operator's screen."""
     lines: list[str] = []
@@ -167,6 +180,8 @@ def render_extra(report: dict[str, Any]) -> list[str]:
             else (ls["http"] or "disabled") + " (configured)"
         )
     )
+    if daemon.get("workers"):
+        lines.append("workers  " + _workers(daemon["workers"]))
     ob = report.get("outbox")
     if ob:
         lines.append(

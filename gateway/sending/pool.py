@@ -59,6 +59,7 @@ class SendPool:
         self._reading: asyncio.Task[None] | None = None
         self._up = asyncio.Event()  # a live worker to write to
         self._pending: dict[int, asyncio.Queue[Any]] = {}  # each lane's answers
+        self._unanswered: dict[int, int] = {}  # each lane's mails not answered yet
         self._seq = itertools.count()
         self._links = itertools.count()
         self._closing = False
@@ -67,6 +68,11 @@ class SendPool:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self._up.is_set() else None
+
+    def state(self) -> list[dict[str, object]]:
+        """The worker for ``gateway status``, as the parse workers are shown."""
+        in_flight = sum(self._unanswered.values())
+        return [workers.state("send", self.proc, self._up.is_set(), in_flight, self.replaced)]
 
     async def start(self) -> None:
         """The worker up and ready, or an error (the daemon does not start without it)."""
@@ -89,10 +95,11 @@ class SendPool:
         seq = next(self._seq)
         answers: asyncio.Queue[Any] = asyncio.Queue()
         self._pending[seq] = answers
+        self._unanswered[seq] = len(request[-1])
         try:
             proc.stdin.write(frame((request[0], seq, *request[1:])))
         except (ConnectionError, RuntimeError) as exc:  # its pipe is closed: it is dying
-            del self._pending[seq]
+            del self._pending[seq], self._unanswered[seq]
             raise SendWorkerLost(f"send worker {proc.pid}: {exc!r}") from None
         return seq, answers
 
@@ -126,6 +133,7 @@ class SendPool:
     def done(self, seq: int, ended: bool) -> None:
         """The lane's answers no longer awaited; not ``ended``: the worker stops it."""
         self._pending.pop(seq, None)
+        self._unanswered.pop(seq, None)
         proc = self.proc
         if not ended and self._up.is_set() and proc is not None and proc.stdin is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):
@@ -164,8 +172,11 @@ class SendPool:
                 answers = self._pending.get(seq)  # type: ignore[call-overload]
                 if answers is not None:
                     answers.put_nowait(tuple(rest) if kind == "attempt" else None)
+                    if kind == "attempt":
+                        self._unanswered[seq] -= 1  # type: ignore[index]
         self._up.clear()
         lost, self._pending = self._pending, {}
+        self._unanswered = {}
         for answers in lost.values():
             answers.put_nowait(SendWorkerLost(f"send worker {proc.pid} died"))
         if self._closing:

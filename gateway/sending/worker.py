@@ -1,9 +1,11 @@
 """The send worker: the outbox's SMTP conversations, off the daemon's GIL.
 
 Run by ``gateway/sending/pool.py`` as ``python -m gateway.sending.worker``, never by
-hand. It holds one ``AccountConnection`` (outbound/sender.py, aiosmtplib) per lane
-of the daemon's outbox worker and says what each mail came to; the daemon keeps
-the claims, the marks, the retries and every other write (outbound/delivery.py).
+hand. It holds one ``AccountConnection`` (outbound/sender.py, aiosmtplib) per
+link of the daemon's outbox worker (a lane's, kept for the next lane to the same
+account until the daemon says ``close``: outbound/links.py) and says what each
+mail came to; the daemon keeps the claims, the marks, the retries and every other
+write (outbound/delivery.py).
 It imports the sender and the config's types only: no store, no web side.
 
 Requests (pickled, framed as the answers are, gateway/worker_io.py):

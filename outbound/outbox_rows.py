@@ -1,0 +1,214 @@
+"""The outbox rows' states in the store: claimed, handed back, released, sent, retried,
+given up (with the audit event and the agents' failure notice). Each takes the writer's
+connection and runs inside its transaction; the outbox worker (outbound/delivery.py)
+decides when. Apart from it so the rules of who may change a row (``claimed_by``,
+the lease) sit in one place, and the instances' tests can drive them directly.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Connection
+
+from outbound.compose import failure_notice
+from outbound.reactions import queue
+from outbound.sender import Attempt
+from routing.config import GatewayConfig, Tenant
+from store import repos
+from store.models import outbox
+
+__all__ = ["claim", "mark_sent", "record", "release_claims", "unclaim"]
+
+log = structlog.get_logger("outbound.delivery")
+
+_NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
+
+
+def unclaim(conn: Connection, ids: list[int], instance: str) -> int:
+    """Claimed rows handed back unsent: due again, no attempt counted."""
+    res = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
+        .values(status="pending", claimed_by=None, claimed_until=None)
+    )
+    return res.rowcount
+
+
+def release_claims(conn: Connection, instance: str) -> int:
+    """Rows this instance's crash left ``sending`` are sent again: at least once, never
+    lost. Another live instance's claims are its own; a dead one's pass on by lease."""
+    res = conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.status == "sending",
+            or_(outbox.c.claimed_by == instance, outbox.c.claimed_by.is_(None)),
+        )
+        .values(status="pending", claimed_by=None, claimed_until=None)
+    )
+    return res.rowcount
+
+
+def claim(
+    conn: Connection, now: datetime, limit: int, instance: str, lease: float
+) -> list[dict[str, Any]]:
+    """Due rows, and rows whose claimer's lease ran out, now this instance's.
+
+    SKIP LOCKED: rows another instance is claiming in this very moment are
+    passed over, not waited for, so claims never queue behind each other.
+    """
+    due = or_(
+        and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+        and_(outbox.c.status == "sending", outbox.c.claimed_until < now),
+    )
+    rows = [
+        dict(r._mapping)
+        for r in conn.execute(
+            select(outbox)
+            .where(due)
+            .order_by(outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ]
+    if rows:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([r["id"] for r in rows]))
+            .values(
+                status="sending",
+                claimed_by=instance,
+                claimed_until=now + timedelta(seconds=lease),
+            )
+        )
+    for r in rows:
+        if r["status"] == "sending":
+            log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
+    return rows
+
+
+def mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
+    """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
+    instance's claim (a row another instance took over stays as it has it)."""
+    res = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
+        .values(
+            status="sent",
+            attempts=outbox.c.attempts + 1,
+            sent_at=repos.now(),
+            last_error=None,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        .returning(outbox.c.id)
+    )
+    return {r[0] for r in res}
+
+
+def record(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    attempt: Attempt,
+    instance: str,
+) -> bool:
+    """Write the attempt's outcome; False (and nothing written) when the row is no
+    longer this instance's claim, so a late answer never undoes a peer's."""
+    now = repos.now()
+    attempts = row["attempts"] + 1
+    where = and_(
+        outbox.c.id == row["id"], outbox.c.status == "sending", outbox.c.claimed_by == instance
+    )
+    done = {"claimed_by": None, "claimed_until": None}
+    if attempt.result == "sent":
+        res = conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="sent",
+                attempts=attempts,
+                sent_at=now,
+                last_error=attempt.detail or None,  # None, or "partly refused: ..."
+                **done,
+            )
+        )
+        if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
+            _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
+        return res.rowcount == 1
+    created = row["created_at"]
+    if created.tzinfo is None:  # SQLite hands back naive UTC
+        created = created.replace(tzinfo=now.tzinfo)
+    too_old = (now - created).total_seconds() > config.outbound.max_age
+    if attempt.result == "retry" and not too_old:
+        o = config.outbound
+        delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
+        delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
+        res = conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="pending",
+                attempts=attempts,
+                next_attempt_at=now + timedelta(seconds=delay),
+                last_error=attempt.detail,
+                **done,
+            )
+        )
+        return res.rowcount == 1
+    reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
+    res = conn.execute(
+        update(outbox)
+        .where(where)
+        .values(status="failed", attempts=attempts, last_error=reason, **done)
+    )
+    if res.rowcount != 1:
+        return False
+    _tell(conn, config, tenant, row, tuple(row["rcpt_tos"]), reason, now)
+    return True
+
+
+def _tell(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    recipients: tuple[str, ...],
+    reason: str,
+    now: datetime,
+) -> None:
+    """Mail that did not reach ``recipients``: an audit event on the ticket
+    (``tickets show``) and a failure notice to the tenant's agents."""
+    repos.add_audit(
+        conn,
+        row["tenant"],
+        "outbox.failed",
+        actor="gateway",
+        ticket_id=row["ticket_id"],
+        detail={
+            "message_id": row["message_id"],
+            "kind": row["kind"],
+            "recipients": list(recipients),
+            "reason": reason[:500],
+            "attempts": row["attempts"] + 1,
+        },
+    )
+    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
+        return
+    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
+    mail = failure_notice(
+        tenant=tenant,
+        hostname=config.hostname,
+        agents=tenant.agents,
+        ref=str(ticket["ref"]) if ticket else "-",
+        subject=str(ticket["subject"]) if ticket else "(no ticket)",
+        recipients=list(recipients),
+        reason=reason,
+        now=now,
+    )
+    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
