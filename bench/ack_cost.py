@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bench.common import Sink
-from outbound import delivery
+from outbound import delivery, outcomes
 from outbound.compose import Composed, acknowledgement
 from outbound.sender import AccountConnection
 from routing.config import OutboundAccount, OutboundSettings, Tenant
@@ -92,7 +92,7 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
     config: Any = SimpleNamespace(outbound=OutboundSettings(), hostname="gw.test")
     ways = {"per_row": None}
     if hasattr(delivery, "_mark_sent"):
-        ways["batched"] = delivery._mark_sent
+        ways["batched"] = outcomes.mark_sent
     out: dict[str, float] = {}
     for way, mark in ways.items():
         with engine.begin() as conn:
@@ -107,7 +107,7 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
             part = claimed[i : i + batch]
             with engine.begin() as conn:
                 if mark is None:
-                    kept = [delivery._record(conn, config, ACME, r, sent, "bench") for r in part]
+                    kept = [outcomes.record(conn, config, ACME, r, sent, "bench") for r in part]
                 else:
                     kept = [r["id"] in m for m in [mark(conn, [r["id"] for r in part], "bench")]
                             for r in part]  # fmt: skip

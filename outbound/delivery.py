@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,10 +35,9 @@ import structlog
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import Connection
 
-from outbound.compose import failure_notice
-from outbound.reactions import queue
+from outbound.outcomes import is_plain_retry, mark_retries, mark_sent, record
 from outbound.sender import AccountConnection, Attempt, Link
-from routing.config import GatewayConfig, OutboundAccount, Tenant
+from routing.config import GatewayConfig, OutboundAccount
 from store import repos
 from store.models import outbox
 from store.writer import Writer
@@ -48,7 +46,6 @@ __all__ = ["Attempt", "Delivery"]
 
 log = structlog.get_logger("outbound.delivery")
 
-_NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
 PER_CONNECTION = 20  # rows one lane sends over its connection, at most
 # Woken from idle (a commit queued mail), the worker lets this much more mail come
 # before it claims: a lone sender's acknowledgements then take one claim (a writer
@@ -179,12 +176,18 @@ class Delivery:
         def write(conn: Connection) -> list[bool]:
             # A plain "sent" (nearly all of them) is the same change for every row: one
             # UPDATE for them all, not one each (a fifth of the worker's CPU per mail).
-            plain = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
-            marked = _mark_sent(conn, plain, me) if plain else set()
+            # Plain retries (an account down) are one UPDATE too: on PostgreSQL each
+            # was a round trip that ingest waited behind at the writer (outcomes.py).
+            now = repos.now()
+            sent = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
+            later = [x for x in batch if is_plain_retry(x[2], x[0], x[1], now)]
+            marked = mark_sent(conn, sent, me) if sent else set()
+            marked |= mark_retries(conn, later, me, now) if later else set()
+            batched = set(sent) | {row["id"] for row, _, _ in later}
             return [
                 row["id"] in marked
-                if attempt.result == "sent" and not attempt.detail
-                else _record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
+                if row["id"] in batched
+                else record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
                 for row, attempt, config in batch
             ]
 
@@ -288,126 +291,3 @@ def _claim(
         if r["status"] == "sending":
             log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
     return rows
-
-
-def _mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
-    """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
-    instance's claim (a row another instance took over stays as it has it)."""
-    res = conn.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
-        .values(
-            status="sent",
-            attempts=outbox.c.attempts + 1,
-            sent_at=repos.now(),
-            last_error=None,
-            claimed_by=None,
-            claimed_until=None,
-        )
-        .returning(outbox.c.id)
-    )
-    return {r[0] for r in res}
-
-
-def _record(
-    conn: Connection,
-    config: GatewayConfig,
-    tenant: Tenant | None,
-    row: dict[str, Any],
-    attempt: Attempt,
-    instance: str,
-) -> bool:
-    """Write the attempt's outcome; False (and nothing written) when the row is no
-    longer this instance's claim, so a late answer never undoes a peer's."""
-    now = repos.now()
-    attempts = row["attempts"] + 1
-    where = and_(
-        outbox.c.id == row["id"], outbox.c.status == "sending", outbox.c.claimed_by == instance
-    )
-    done = {"claimed_by": None, "claimed_until": None}
-    if attempt.result == "sent":
-        res = conn.execute(
-            update(outbox)
-            .where(where)
-            .values(
-                status="sent",
-                attempts=attempts,
-                sent_at=now,
-                last_error=attempt.detail or None,  # None, or "partly refused: ..."
-                **done,
-            )
-        )
-        if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
-            _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
-        return res.rowcount == 1
-    created = row["created_at"]
-    if created.tzinfo is None:  # SQLite hands back naive UTC
-        created = created.replace(tzinfo=now.tzinfo)
-    too_old = (now - created).total_seconds() > config.outbound.max_age
-    if attempt.result == "retry" and not too_old:
-        o = config.outbound
-        delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
-        delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
-        res = conn.execute(
-            update(outbox)
-            .where(where)
-            .values(
-                status="pending",
-                attempts=attempts,
-                next_attempt_at=now + timedelta(seconds=delay),
-                last_error=attempt.detail,
-                **done,
-            )
-        )
-        return res.rowcount == 1
-    reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
-    res = conn.execute(
-        update(outbox)
-        .where(where)
-        .values(status="failed", attempts=attempts, last_error=reason, **done)
-    )
-    if res.rowcount != 1:
-        return False
-    _tell(conn, config, tenant, row, tuple(row["rcpt_tos"]), reason, now)
-    return True
-
-
-def _tell(
-    conn: Connection,
-    config: GatewayConfig,
-    tenant: Tenant | None,
-    row: dict[str, Any],
-    recipients: tuple[str, ...],
-    reason: str,
-    now: datetime,
-) -> None:
-    """Mail that did not reach ``recipients``: an audit event on the ticket
-    (``tickets show``) and a failure notice to the tenant's agents."""
-    repos.add_audit(
-        conn,
-        row["tenant"],
-        "outbox.failed",
-        actor="gateway",
-        ticket_id=row["ticket_id"],
-        detail={
-            "message_id": row["message_id"],
-            "kind": row["kind"],
-            "recipients": list(recipients),
-            "reason": reason[:500],
-            "attempts": row["attempts"] + 1,
-        },
-    )
-    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
-        return
-    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
-    mail = failure_notice(
-        tenant=tenant,
-        hostname=config.hostname,
-        agents=tenant.agents,
-        ref=str(ticket["ref"]) if ticket else "-",
-        subject=str(ticket["subject"]) if ticket else "(no ticket)",
-        recipients=list(recipients),
-        reason=reason,
-        now=now,
-    )
-    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)

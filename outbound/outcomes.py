@@ -1,0 +1,224 @@
+"""What an outbox attempt came to, written in the writer's transaction.
+
+Split from outbound/delivery.py (the claiming and sending side). Every write here
+is conditional on the row still being this instance's claim (``sending``,
+``claimed_by``), so a late answer never undoes a peer's takeover, and says which
+rows it kept.
+
+The common outcomes of a batch of attempts are one statement each, not one per
+row: a plain "sent" (``mark_sent``) and a "try again later" (``mark_retries``).
+On PostgreSQL every statement is a round trip in the writer's serial thread, which
+ingest waits behind (figure 9): with an account's server down or slow, every
+acknowledgement was a retry written by its own UPDATE, about one round trip per
+message taken in (bench/results/notes/pg21b.md). The rare outcomes (a failure, a
+"sent" with a note, a retry past ``max_age``) add an audit event and maybe a
+notice, row by row (``record``).
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, literal, update
+from sqlalchemy.engine import Connection
+
+from outbound.compose import failure_notice
+from outbound.reactions import queue
+from outbound.sender import Attempt
+from routing.config import GatewayConfig, Tenant
+from store import repos
+from store.models import outbox
+
+__all__ = ["is_plain_retry", "mark_retries", "mark_sent", "record"]
+
+_NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
+# Rows a multi-row statement names at most: under SQLite's bound-parameter limit
+# with three values a row, and a claim takes fewer anyway.
+_CHUNK = 300
+
+
+def _backoff(config: GatewayConfig, attempts: int) -> float:
+    """Seconds until the next attempt after ``attempts``: exponential, capped, with
+    jitter (a recovering server is not hit by every retry at once)."""
+    o = config.outbound
+    delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
+    return delay * random.uniform(0.5, 1.5)
+
+
+def _created(row: dict[str, Any], now: datetime) -> datetime:
+    created: datetime = row["created_at"]
+    if created.tzinfo is None:  # SQLite hands back naive UTC
+        created = created.replace(tzinfo=now.tzinfo)
+    return created
+
+
+def is_plain_retry(
+    config: GatewayConfig, row: dict[str, Any], attempt: Attempt, now: datetime
+) -> bool:
+    """A temporary failure of mail still young enough to try again: nothing to tell
+    anyone, only the next attempt's time to set (``mark_retries``)."""
+    if attempt.result != "retry":
+        return False
+    return (now - _created(row, now)).total_seconds() <= config.outbound.max_age
+
+
+def mark_retries(
+    conn: Connection,
+    items: list[tuple[dict[str, Any], Attempt, GatewayConfig]],
+    instance: str,
+    now: datetime,
+) -> set[int]:
+    """Plain retries (``is_plain_retry``) back to ``pending``, each with its own next
+    attempt time and error, in one UPDATE per chunk; the ids still this instance's
+    claim. The same values ``record`` writes for one."""
+    kept: set[int] = set()
+    for i in range(0, len(items), _CHUNK):
+        part = items[i : i + _CHUNK]
+        due = {
+            row["id"]: literal(
+                now + timedelta(seconds=_backoff(config, row["attempts"] + 1)),
+                outbox.c.next_attempt_at.type,
+            )
+            for row, _attempt, config in part
+        }
+        errors = {
+            row["id"]: literal(attempt.detail, outbox.c.last_error.type)
+            for row, attempt, _config in part
+        }
+        res = conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.id.in_(list(due)),
+                outbox.c.status == "sending",
+                outbox.c.claimed_by == instance,
+            )
+            .values(
+                status="pending",
+                attempts=outbox.c.attempts + 1,
+                next_attempt_at=case(due, value=outbox.c.id),
+                last_error=case(errors, value=outbox.c.id),
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .returning(outbox.c.id)
+        )
+        kept |= {r[0] for r in res}
+    return kept
+
+
+def mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
+    """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
+    instance's claim (a row another instance took over stays as it has it)."""
+    res = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(ids), outbox.c.status == "sending", outbox.c.claimed_by == instance)
+        .values(
+            status="sent",
+            attempts=outbox.c.attempts + 1,
+            sent_at=repos.now(),
+            last_error=None,
+            claimed_by=None,
+            claimed_until=None,
+        )
+        .returning(outbox.c.id)
+    )
+    return {r[0] for r in res}
+
+
+def record(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    attempt: Attempt,
+    instance: str,
+) -> bool:
+    """Write the attempt's outcome; False (and nothing written) when the row is no
+    longer this instance's claim, so a late answer never undoes a peer's."""
+    now = repos.now()
+    attempts = row["attempts"] + 1
+    where = and_(
+        outbox.c.id == row["id"], outbox.c.status == "sending", outbox.c.claimed_by == instance
+    )
+    done = {"claimed_by": None, "claimed_until": None}
+    if attempt.result == "sent":
+        res = conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="sent",
+                attempts=attempts,
+                sent_at=now,
+                last_error=attempt.detail or None,  # None, or "partly refused: ..."
+                **done,
+            )
+        )
+        if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
+            _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
+        return res.rowcount == 1
+    if is_plain_retry(config, row, attempt, now):
+        res = conn.execute(
+            update(outbox)
+            .where(where)
+            .values(
+                status="pending",
+                attempts=attempts,
+                next_attempt_at=now + timedelta(seconds=_backoff(config, attempts)),
+                last_error=attempt.detail,
+                **done,
+            )
+        )
+        return res.rowcount == 1
+    reason = attempt.detail if attempt.result == "failed" else f"gave up: {attempt.detail}"
+    res = conn.execute(
+        update(outbox)
+        .where(where)
+        .values(status="failed", attempts=attempts, last_error=reason, **done)
+    )
+    if res.rowcount != 1:
+        return False
+    _tell(conn, config, tenant, row, tuple(row["rcpt_tos"]), reason, now)
+    return True
+
+
+def _tell(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant | None,
+    row: dict[str, Any],
+    recipients: tuple[str, ...],
+    reason: str,
+    now: datetime,
+) -> None:
+    """Mail that did not reach ``recipients``: an audit event on the ticket
+    (``tickets show``) and a failure notice to the tenant's agents."""
+    repos.add_audit(
+        conn,
+        row["tenant"],
+        "outbox.failed",
+        actor="gateway",
+        ticket_id=row["ticket_id"],
+        detail={
+            "message_id": row["message_id"],
+            "kind": row["kind"],
+            "recipients": list(recipients),
+            "reason": reason[:500],
+            "attempts": row["attempts"] + 1,
+        },
+    )
+    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
+        return
+    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
+    mail = failure_notice(
+        tenant=tenant,
+        hostname=config.hostname,
+        agents=tenant.agents,
+        ref=str(ticket["ref"]) if ticket else "-",
+        subject=str(ticket["subject"]) if ticket else "(no ticket)",
+        recipients=list(recipients),
+        reason=reason,
+        now=now,
+    )
+    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
