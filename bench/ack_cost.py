@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from bench.common import Sink
-from outbound import delivery, outcomes
+from outbound import delivery
 from outbound.compose import Composed, acknowledgement
 from outbound.sender import AccountConnection
 from routing.config import OutboundAccount, OutboundSettings, Tenant
@@ -90,9 +90,15 @@ def _store(path: Path) -> Engine:
 def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
     engine = _store(folder / "store.db")
     config: Any = SimpleNamespace(outbound=OutboundSettings(), hostname="gw.test")
+    try:
+        from outbound import outcomes  # outcome writes, split from delivery (pg21b)
+    except ImportError:
+        outcomes = delivery  # type: ignore[assignment]  # an older checkout: all there
+    per_row = getattr(outcomes, "record", None) or delivery._record  # type: ignore[attr-defined]
     ways = {"per_row": None}
-    if hasattr(delivery, "_mark_sent"):
-        ways["batched"] = outcomes.mark_sent
+    batched = getattr(outcomes, "mark_sent", None) or getattr(delivery, "_mark_sent", None)
+    if batched is not None:
+        ways["batched"] = batched
     out: dict[str, float] = {}
     for way, mark in ways.items():
         with engine.begin() as conn:
@@ -107,7 +113,7 @@ def record(mails: list[Composed], batch: int, folder: Path) -> dict[str, float]:
             part = claimed[i : i + batch]
             with engine.begin() as conn:
                 if mark is None:
-                    kept = [outcomes.record(conn, config, ACME, r, sent, "bench") for r in part]
+                    kept = [per_row(conn, config, ACME, r, sent, "bench") for r in part]
                 else:
                     kept = [r["id"] in m for m in [mark(conn, [r["id"] for r in part], "bench")]
                             for r in part]  # fmt: skip
