@@ -76,8 +76,15 @@ def agent_reply(
                 now=now,
             )
     cc = apply_cc(
-        conn, config, ev.tenant.slug, ev.ticket_id, agent,
-        commands.cc_add, commands.cc_remove, problems, now,
+        conn,
+        config,
+        ev.tenant.slug,
+        ev.ticket_id,
+        agent,
+        commands.cc_add,
+        commands.cc_remove,
+        problems,
+        now,
     )
     if changes or problems or cc:
         repos.add_audit(

@@ -34,7 +34,15 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from outbound.links import IdleLinks
-from outbound.outbox_rows import claim, mark_sent, record, release_claims, unclaim
+from outbound.outbox_rows import (
+    claim,
+    is_plain_retry,
+    mark_retries,
+    mark_sent,
+    record,
+    release_claims,
+    unclaim,
+)
 from outbound.sender import Attempt
 from routing.config import GatewayConfig
 from store import repos
@@ -179,11 +187,17 @@ class Delivery:
         def write(conn: Connection) -> list[bool]:
             # A plain "sent" (nearly all of them) is the same change for every row: one
             # UPDATE for them all, not one each (a fifth of the worker's CPU per mail).
-            plain = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
-            marked = mark_sent(conn, plain, me) if plain else set()
+            # Plain retries (an account down) are one UPDATE too: on PostgreSQL each
+            # was a round trip that ingest waited behind at the writer (outbox_rows.py).
+            now = repos.now()
+            sent = [row["id"] for row, a, _ in batch if a.result == "sent" and not a.detail]
+            later = [x for x in batch if is_plain_retry(x[2], x[0], x[1], now)]
+            marked = mark_sent(conn, sent, me) if sent else set()
+            marked |= mark_retries(conn, later, me, now) if later else set()
+            batched = set(sent) | {row["id"] for row, _, _ in later}
             return [
                 row["id"] in marked
-                if attempt.result == "sent" and not attempt.detail
+                if row["id"] in batched
                 else record(conn, config, config.tenant(row["tenant"]), row, attempt, me)
                 for row, attempt, config in batch
             ]

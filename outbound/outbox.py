@@ -60,9 +60,7 @@ def reply_address(
     return f"{local}+{token}@{domain}"
 
 
-def client_recipients(
-    conn: Connection, tenant: Tenant, ticket_id: int
-) -> list[tuple[str, str]]:
+def client_recipients(conn: Connection, tenant: Tenant, ticket_id: int) -> list[tuple[str, str]]:
     """(name, address) of the ticket's clients and copied people who hear from it: never
     one of our own addresses, nor an address that bounces."""
     ours = {x for a in tenant.agents for x in (a.address, *a.aliases)}

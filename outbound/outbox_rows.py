@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.compose import failure_notice
@@ -22,11 +22,22 @@ from routing.config import GatewayConfig, Tenant
 from store import repos
 from store.models import outbox
 
-__all__ = ["claim", "mark_sent", "record", "release_claims", "unclaim"]
+__all__ = [
+    "claim",
+    "is_plain_retry",
+    "mark_retries",
+    "mark_sent",
+    "record",
+    "release_claims",
+    "unclaim",
+]
 
 log = structlog.get_logger("outbound.delivery")
 
 _NO_FAILURE_NOTICE = {"failure"}  # a failure notice that fails tells nobody (no loops)
+# Rows a multi-row statement names at most: under SQLite's bound-parameter limit
+# with three values a row, and a claim takes fewer anyway.
+_CHUNK = 300
 
 
 def unclaim(conn: Connection, ids: list[int], instance: str) -> int:
@@ -91,6 +102,75 @@ def claim(
     return rows
 
 
+def _backoff(config: GatewayConfig, attempts: int) -> float:
+    """Seconds until the next attempt after ``attempts``: exponential, capped, with
+    jitter (a recovering server is not hit by every retry at once)."""
+    o = config.outbound
+    delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
+    return delay * random.uniform(0.5, 1.5)
+
+
+def _created(row: dict[str, Any], now: datetime) -> datetime:
+    created: datetime = row["created_at"]
+    if created.tzinfo is None:  # SQLite hands back naive UTC
+        created = created.replace(tzinfo=now.tzinfo)
+    return created
+
+
+def is_plain_retry(
+    config: GatewayConfig, row: dict[str, Any], attempt: Attempt, now: datetime
+) -> bool:
+    """A temporary failure of mail still young enough to try again: nothing to tell
+    anyone, only the next attempt's time to set (``mark_retries``)."""
+    if attempt.result != "retry":
+        return False
+    return (now - _created(row, now)).total_seconds() <= config.outbound.max_age
+
+
+def mark_retries(
+    conn: Connection,
+    items: list[tuple[dict[str, Any], Attempt, GatewayConfig]],
+    instance: str,
+    now: datetime,
+) -> set[int]:
+    """Plain retries (``is_plain_retry``) back to ``pending``, each with its own next
+    attempt time and error, in one UPDATE per chunk; the ids still this instance's
+    claim. The same values ``record`` writes for one."""
+    kept: set[int] = set()
+    for i in range(0, len(items), _CHUNK):
+        part = items[i : i + _CHUNK]
+        due = {
+            row["id"]: literal(
+                now + timedelta(seconds=_backoff(config, row["attempts"] + 1)),
+                outbox.c.next_attempt_at.type,
+            )
+            for row, _attempt, config in part
+        }
+        errors = {
+            row["id"]: literal(attempt.detail, outbox.c.last_error.type)
+            for row, attempt, _config in part
+        }
+        res = conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.id.in_(list(due)),
+                outbox.c.status == "sending",
+                outbox.c.claimed_by == instance,
+            )
+            .values(
+                status="pending",
+                attempts=outbox.c.attempts + 1,
+                next_attempt_at=case(due, value=outbox.c.id),
+                last_error=case(errors, value=outbox.c.id),
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .returning(outbox.c.id)
+        )
+        kept |= {r[0] for r in res}
+    return kept
+
+
 def mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
     """Rows sent with nothing to note, marked ``sent`` at once; the ids still this
     instance's claim (a row another instance took over stays as it has it)."""
@@ -141,21 +221,14 @@ def record(
         if res.rowcount == 1 and attempt.unanswerable:  # the agents must know who was not
             _tell(conn, config, tenant, row, attempt.unanswerable, attempt.detail, now)
         return res.rowcount == 1
-    created = row["created_at"]
-    if created.tzinfo is None:  # SQLite hands back naive UTC
-        created = created.replace(tzinfo=now.tzinfo)
-    too_old = (now - created).total_seconds() > config.outbound.max_age
-    if attempt.result == "retry" and not too_old:
-        o = config.outbound
-        delay = min(o.retry_max, o.retry_base * 2 ** min(attempts - 1, 20))
-        delay *= random.uniform(0.5, 1.5)  # jitter: a recovering server is not hit at once
+    if is_plain_retry(config, row, attempt, now):
         res = conn.execute(
             update(outbox)
             .where(where)
             .values(
                 status="pending",
                 attempts=attempts,
-                next_attempt_at=now + timedelta(seconds=delay),
+                next_attempt_at=now + timedelta(seconds=_backoff(config, attempts)),
                 last_error=attempt.detail,
                 **done,
             )

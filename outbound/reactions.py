@@ -108,11 +108,7 @@ def react(
         bouncing = agents_bouncing(conn, slug, [a.address for a in agents])
         if ev.sender_bouncing:
             bouncing.add(ev.sender.lower())
-    if (
-        not ev.caution
-        and ev.sender.lower() in bouncing
-        and clear_bouncing(conn, slug, ev.sender)
-    ):
+    if not ev.caution and ev.sender.lower() in bouncing and clear_bouncing(conn, slug, ev.sender):
         repos.add_audit(
             conn, slug, "address.unbounced", actor=ev.sender, ticket_id=ev.ticket_id, now=now
         )

@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from outbound.outbox_rows import claim, record, release_claims
+from outbound.outbox_rows import claim, is_plain_retry, mark_retries, record, release_claims
 from outbound.sender import Attempt
 from routing.config import GatewayConfig, load_config
 from store import leases, repos
@@ -164,6 +164,44 @@ def test_a_dead_instances_claims_are_taken_over_after_the_lease(
     assert {rows[r["id"]].claimed_by for r in taken[1:]} == {"b"}
     with engine.begin() as conn:  # b restarts: its own claims go back to pending at once
         assert release_claims(conn, "b") == 2
+
+
+def test_retries_are_marked_in_one_statement_each_row_its_own_and_only_if_still_ours(
+    engine: Engine, config: GatewayConfig
+) -> None:
+    """A batch of temporary failures (an account down) is written by one UPDATE (one
+    round trip on PostgreSQL), yet each row gets its own error and backed-off time, as
+    ``record`` gives one, and a row another instance took over is left as it has it."""
+    _queue(engine, 4)
+    with engine.begin() as conn:
+        mine = claim(conn, T0, 3, "a", 60)
+        theirs = claim(conn, T0 + timedelta(seconds=61), 1, "b", 60)  # a's lease ran out
+    lost = next(r for r in mine if r["id"] == theirs[0]["id"])
+    now = T0 + timedelta(seconds=70)
+    items = [(r, Attempt("retry", detail=f"451 busy {r['id']}"), config) for r in mine]
+    assert all(is_plain_retry(config, r, a, now) for r, a, _ in items)
+    too_old = now + timedelta(seconds=config.outbound.max_age)
+    assert not is_plain_retry(config, mine[0], items[0][1], too_old)
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    with engine.begin() as conn:
+        kept = mark_retries(conn, items, "a", now)
+        rows = {r.id: r for r in conn.execute(select(outbox))}
+    assert sum(s.lstrip().upper().startswith("UPDATE") for s in seen) == 1, seen
+    assert kept == {r["id"] for r in mine} - {lost["id"]}
+    for i in kept:
+        r = rows[i]
+        assert (r.status, r.attempts, r.claimed_by, r.claimed_until) == ("pending", 1, None, None)
+        assert r.last_error == f"451 busy {i}"
+        due = (
+            r.next_attempt_at.replace(tzinfo=UTC)
+            if r.next_attempt_at.tzinfo is None
+            else r.next_attempt_at
+        )
+        # retry_base 30 s, jittered by 0.5-1.5
+        assert now + timedelta(seconds=15) <= due <= now + timedelta(seconds=45), due
+    untouched = rows[lost["id"]]
+    assert (untouched.status, untouched.claimed_by, untouched.attempts) == ("sending", "b", 0)
 
 
 def test_concurrent_claims_skip_each_others_rows_on_postgresql(pg: Engine) -> None:
