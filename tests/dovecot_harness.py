@@ -528,7 +528,8 @@ def _start_or_fail(instance: Dovecot) -> Dovecot:
     return instance
 
 
-def _workdir() -> Path:
+def dovecot_workdir() -> Path:
+    """A fresh folder under /tmp that Dovecot's unprivileged users can be let into (see above)."""
     return Path(tempfile.mkdtemp(prefix="dovecot-", dir="/tmp"))
 
 
@@ -539,7 +540,7 @@ def dovecot() -> Iterator[Dovecot]:
     Shared: tests should use their own folders or unique Message-IDs, and use
     ``dovecot_factory`` to stop, kick or change UIDVALIDITY.
     """
-    workdir = _workdir()
+    workdir = dovecot_workdir()
     instance = Dovecot(workdir, {"support": "secret", "help": "secret"})
     try:
         yield _start_or_fail(instance)
@@ -555,7 +556,7 @@ def dovecot_factory() -> Iterator[Callable[..., Dovecot]]:
     started: list[Dovecot] = []
 
     def factory(users: dict[str, str] | None = None, *, tls: bool = True) -> Dovecot:
-        instance = Dovecot(_workdir(), users, tls=tls)
+        instance = Dovecot(dovecot_workdir(), users, tls=tls)
         started.append(instance)
         return _start_or_fail(instance)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from gateway.intake.imap_drain import FETCH_COUNT
 from routing.secrets import load_keyring
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
-from tests.dovecot_harness import Dovecot
+from tests.dovecot_harness import Dovecot, dovecot_workdir
 from tests.mail import make_mail
 
 USER, PASSWORD = "support", "secret"
@@ -365,7 +366,11 @@ class _DovecotWithoutMove(Dovecot):
 def test_without_move_a_batch_leaves_by_copy_store_and_one_uid_expunge(
     tmp_path: Path,
 ) -> None:
-    server = _DovecotWithoutMove(tmp_path / "dovecot", {USER: PASSWORD}, tls=False)
+    # Its own folder under /tmp, as the harness's fixtures do: pytest resets
+    # /tmp/pytest-of-<user> to 0700 when another session starts, and Dovecot's mail
+    # process (nobody) must traverse the path.
+    workdir = dovecot_workdir()
+    server = _DovecotWithoutMove(workdir, {USER: PASSWORD}, tls=False)
     server.start()
     n = FETCH_COUNT + 4
     try:
@@ -385,3 +390,4 @@ def test_without_move_a_batch_leaves_by_copy_store_and_one_uid_expunge(
             d.kill()
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
