@@ -5,7 +5,7 @@ three stages: ``compose`` (outbound.compose.acknowledgement), ``send`` (one
 AccountConnection, reused, as an outbox lane does) and ``record`` (the outcome
 written in one transaction per batch of ``--batch`` rows on a fresh SQLite
 store: per row as ``_record`` does, and, where the code has it, all at once);
-and the rate limit's read (``repos.acks_since``) with ``--table`` acks in the outbox.
+and the rate limit's read (``acks.acks_since``) with ``--table`` acks in the outbox.
 Run it on another checkout with ``PYTHONPATH=<checkout>`` to compare; each
 stage is bounded by ``--n`` and the send stage by a timeout.
 
@@ -31,7 +31,7 @@ from outbound import delivery
 from outbound.compose import Composed, acknowledgement
 from outbound.sender import AccountConnection
 from routing.config import OutboundAccount, OutboundSettings, Tenant
-from store import repos
+from store import acks, repos
 from store.db import create_engine, create_writer_engine, upgrade
 
 ACME = Tenant(slug="acme", name="Acme Support", addresses=("support@acme.test",), tag_prefix="ACME")
@@ -136,7 +136,7 @@ def limit(rows: int, folder: Path, calls: int = 500) -> float:
     with engine.begin() as conn:
         t0 = time.process_time()
         for i in range(calls):
-            repos.acks_since(conn, "acme", f"new{i}@client.test", since)
+            acks.acks_since(conn, "acme", f"new{i}@client.test", since)
         spent = time.process_time() - t0
     engine.dispose()
     return spent / calls

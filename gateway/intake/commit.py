@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
 from outbound.guard import guarded
-from outbound.reactions import Event, bounced, queue_agents, react
+from outbound.reactions import Event, ack_window_start, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
@@ -60,7 +60,8 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     """The reads a decision needs: is it stored already, and which ticket does it continue."""
     tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
     key = mid or f"sha256:{raw_sha}"
-    existing, bounces = first_look(conn, tenant.slug, key, msg.sender)
+    since = ack_window_start(config, tenant, msg.now)
+    existing, bounces, acks = first_look(conn, tenant.slug, key, msg.sender, since)
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
@@ -91,7 +92,7 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     status, language, participant = state if state is not None else (None, None, False)
     return Seen(
         key, duplicate=False, key_reused=reused, match=match, participant=participant,
-        status=status, language=language, bouncing=bounces,
+        status=status, language=language, bouncing=bounces, acks=acks,
     )  # fmt: skip
 
 
@@ -143,7 +144,7 @@ def _commit_one(
     if written.ticket_id is None:
         return plan
     if plan.reaction is not None:
-        _react(conn, config, templates, job, plan, written, msg, seen.bouncing)
+        _react(conn, config, templates, job, plan, written, msg, seen)
     return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
 
 
@@ -155,7 +156,7 @@ def _react(
     plan: Plan,
     written: Written,
     msg: Arrival,
-    bouncing: bool,
+    seen: Seen,
 ) -> None:
     """What the stored message calls for: mail queued in this transaction, and the clocks.
 
@@ -185,7 +186,8 @@ def _react(
             caution=r.caution,
             reopened=r.reopened,
             language=r.language,
-            sender_bouncing=bouncing,
+            sender_bouncing=seen.bouncing,
+            sender_acks=seen.acks,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",
