@@ -120,32 +120,33 @@ def commit_message(
     bind(conn)
     stored: list[Stored] = []
     for job in jobs.values():
-        plan = _commit_one(conn, config, templates, job, msg)
+        plan, kept = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             savepoint.rollback()
             return plan.reject
-        stored.append(plan.stored)
+        stored.append(kept)
     savepoint.commit()
     return stored
 
 
 def _commit_one(
     conn: Connection, config: GatewayConfig, templates: Templates, job: Job, msg: Arrival
-) -> Plan:
-    """One tenant's stages; the plan comes back with the ticket's ref filled in."""
+) -> tuple[Plan, Stored]:
+    """One tenant's stages: the plan, and its answer with the ticket's ref filled in (not a
+    new plan: ``dataclasses.replace`` of the plan cost more than the answer's line)."""
     tenant = job.recipient.tenant
     seen = lookup(conn, config, job, msg)
     plan = decide(seen, config, tenant, job.recipient.address, msg)
     if plan.audit is not None:
         ingest.audit(conn, tenant.slug, plan.audit, msg.now)
     if plan.ingest is None:
-        return plan
+        return plan, plan.stored
     written = ingest.write(conn, tenant.slug, plan.ingest, msg.now)
     if written.ticket_id is None:
-        return plan
+        return plan, plan.stored
     if plan.reaction is not None:
         _react(conn, config, templates, job, plan, written, msg, seen)
-    return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
+    return plan, replace(plan.stored, ticket_ref=written.ref)
 
 
 def _react(
@@ -227,13 +228,12 @@ def explain_commit(
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
         last = repos.outbox_last_id(conn)
         nested = conn.begin_nested()
-        plan = _commit_one(conn, config, templates, job, msg)
+        plan, s = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             r = plan.reject
             item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": r.rule}
             nested.rollback()
         else:
-            s = plan.stored
             item["result"] = {
                 "ticket": s.ticket_ref,
                 "thread_by": s.thread_by,
