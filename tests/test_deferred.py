@@ -328,3 +328,35 @@ def test_the_writer_holds_message_rows_only_and_writes_them_before_other_work(
     with engine.connect() as c:
         assert _count(c, audit_events) == 2
         assert _count(c, outbox, outbox.c.kind == "ack") == 2
+
+
+def test_sqlites_datetimes_are_bound_as_sqlalchemy_writes_them() -> None:
+    """``Direct``'s SQLite DATETIME processor is a faster spelling of SQLAlchemy's: the
+    same string for every datetime, naive or aware (the offset is not stored, as before),
+    from year 1 to 9999, any microsecond; a date and None still go SQLAlchemy's way."""
+    import random
+    from datetime import date, datetime, timezone
+
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from store.direct import bind_processor
+
+    dialect = sqlite.dialect()
+    rnd = random.Random(21)
+    values: list[Any] = [None, date(2026, 5, 6), datetime(1, 1, 1), NOW]
+    values.append(datetime(9999, 12, 31, 23, 59, 59, 999999))
+    for i in range(3000):
+        v = datetime(rnd.randint(1, 9999), rnd.randint(1, 12), rnd.randint(1, 28),
+                     rnd.randint(0, 23), rnd.randint(0, 59), rnd.randint(0, 59),
+                     rnd.choice([0, 1, 999999, rnd.randint(0, 999999)]))  # fmt: skip
+        values.append(v.replace(tzinfo=timezone(timedelta(minutes=i % 1800 - 900))) if i % 2 else v)
+    for type_ in (DateTime(), DateTime(timezone=True)):
+        fast = bind_processor(type_, dialect)
+        general = type_.dialect_impl(dialect).bind_processor(dialect)
+        assert fast is not None and general is not None
+        assert [fast(v) for v in values] == [general(v) for v in values]
+    # another storage format keeps SQLAlchemy's processor
+    assert bind_processor(sqlite.DATETIME(truncate_microseconds=True), dialect)(NOW) == (
+        NOW.strftime("%Y-%m-%d %H:%M:%S")
+    )
