@@ -32,11 +32,12 @@ from outbound.outbox import client_recipients, queue, queue_all, reply_address
 from outbound.participants import is_ours
 from parsers.types import ParsedMessage
 from routing.config import Agent, GatewayConfig, Tenant
-from store import repos
+from store import acks, repos
 from store.bouncing import agents_bouncing, bouncing_among, clear_bouncing, mark_bouncing
 
 __all__ = [
     "Event",
+    "ack_window_start",
     "bounced",
     "client_recipients",
     "is_ours",
@@ -75,6 +76,9 @@ class Event:
     # The sender's bouncing mark, when the lookup read it (store/bouncing.py first_look);
     # None: read here with the agents'.
     sender_bouncing: bool | None = None
+    # The acknowledgements stored to the sender within the rate limit's window
+    # (``ack_window_start``), read with the dedupe key too; None: counted here.
+    sender_acks: int | None = None
 
 
 def react(
@@ -270,9 +274,16 @@ def _may_acknowledge(
         return False
     t = ev.tenant
     limit = config.outbound.ack_limit if t.ack_limit is None else t.ack_limit
-    window = config.outbound.ack_window if t.ack_window is None else t.ack_window
-    since = now - timedelta(seconds=window)
-    return repos.acks_since(conn, ev.tenant.slug, ev.sender, since) < limit
+    since = ack_window_start(config, t, now)
+    if ev.sender_acks is None:
+        return acks.acks_since(conn, t.slug, ev.sender, since) < limit
+    return ev.sender_acks + acks.acks_held(conn, t.slug, ev.sender, since) < limit
+
+
+def ack_window_start(config: GatewayConfig, tenant: Tenant, now: datetime) -> datetime:
+    """Since when a sender's acknowledgements count against the rate limit."""
+    window = config.outbound.ack_window if tenant.ack_window is None else tenant.ack_window
+    return now - timedelta(seconds=window)
 
 
 def _reply_address(config: GatewayConfig, ev: Event, agent: Agent | None = None) -> str:

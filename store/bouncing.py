@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 
-from store import deferred, repos
+from store import acks, deferred, repos
 from store.db import insert_ignore
 from store.direct import Direct
 from store.models import bouncing, messages
@@ -36,11 +38,11 @@ _CLEAR_BOUNCING = Direct(
 )
 
 
-# A message's first read: the dedupe key's stored message (its raw sha256) and whether its
-# sender bounces, in one statement (the sender's mark was a read of each message's
-# reactions). Either subquery filters on the tenant.
-FIRST_LOOK = Direct(
-    select(
+# A message's first read: the dedupe key's stored message (its raw sha256), whether its
+# sender bounces and the acknowledgements sent to the sender (store/acks.py), in one
+# statement (each was a read of its own). Every subquery filters on the tenant.
+def _first_look(conn: Connection) -> Select[Any]:
+    return select(
         select(messages.c.raw_sha256)
         .where(messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key"))
         .scalar_subquery()
@@ -48,15 +50,23 @@ FIRST_LOOK = Direct(
         exists()
         .where(bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("sender"))
         .label("bouncing"),
+        acks.count_stored(conn).scalar_subquery().label("acks"),
     )
-)
 
 
-def first_look(conn: Connection, tenant: str, key: str, sender: str) -> tuple[str | None, bool]:
-    """(raw sha256 stored under the dedupe ``key`` or None, ``sender`` bounces)."""
-    row = FIRST_LOOK.first(conn, {"tenant": tenant, "key": key, "sender": sender.lower()})
+FIRST_LOOK = Direct(_first_look)
+
+
+def first_look(
+    conn: Connection, tenant: str, key: str, sender: str, ack_since: datetime
+) -> tuple[str | None, bool, int]:
+    """(raw sha256 stored under the dedupe ``key`` or None, ``sender`` bounces, the
+    acknowledgements to ``sender`` stored since ``ack_since``: ``acks.acks_held`` adds
+    those held for the batch's flush)."""
+    values = {"tenant": tenant, "key": key, "sender": sender.lower()}
+    row = FIRST_LOOK.first(conn, values | acks.parameters(sender, ack_since))
     assert row is not None  # no FROM: always one row
-    return row[0], bool(row[1])
+    return row[0], bool(row[1]), int(row[2])
 
 
 def agents_bouncing(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:

@@ -22,15 +22,38 @@ view (figure 8). Parameters are fixed: no expanding ``IN`` (use ORed equalities)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["Direct"]
+__all__ = ["Direct", "bind_processor"]
 
 _Build = Callable[[Connection], ClauseElement]
+_SQLITE_DATETIME = sqlite.DATETIME._storage_format  # SQLAlchemy's default, with microseconds
+
+
+def bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's bind processor for ``dialect``; SQLite's default DATETIME's as the same
+    string from ``isoformat`` (~1.5 µs a value through SQLAlchemy's ``%`` of a dict, about
+    ten a message; a datetime subclass or a date still goes that way)."""
+    impl = type_.dialect_impl(dialect)
+    proc = impl.bind_processor(dialect)
+    if proc is None or type(impl) is not sqlite.DATETIME:
+        return proc
+    if impl._storage_format != _SQLITE_DATETIME:
+        return proc
+    general = proc
+
+    def sqlite_datetime(value: Any) -> Any:
+        if type(value) is datetime:
+            return value.isoformat(" ", "microseconds")[:26]
+        return general(value)
+
+    return sqlite_datetime
 
 
 class _Compiled:
@@ -55,7 +78,7 @@ class _Compiled:
                 raise ValueError(f"{name}: an expanding IN has no fixed SQL")
             if not bind.required:
                 self.defaults[name] = bind.effective_value
-            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            proc = bind_processor(bind.type, dialect)
             if proc is not None:
                 self.procs.append((name, proc))
         # A SELECT's or a RETURNING's (column key, result processor), where it has one.

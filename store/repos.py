@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import ClauseElement
 
 from store import deferred
 from store.db import insert_ignore
@@ -28,7 +27,7 @@ from store.numbering import next_number
 
 __all__ = [
     "INSERT_MESSAGE_ID",
-    "acks_since",
+    "INSERT_OUTBOX",
     "add_audit",
     "add_audits",
     "add_message_flag",
@@ -61,7 +60,7 @@ _AUDIT_KEYS = ("tenant", "ticket_id", "actor", "action", "detail", "created_at")
 _INSERT_AUDIT = Direct(insert(audit_events), _AUDIT_KEYS)
 _OUTBOX_KEYS = ("tenant", "ticket_id", "kind", "message_id", "mail_from", "rcpt_tos", "body",
                 "status", "attempts", "next_attempt_at", "created_at", "to_addr")  # fmt: skip
-_INSERT_OUTBOX = Direct(insert(outbox), _OUTBOX_KEYS)
+INSERT_OUTBOX = Direct(insert(outbox), _OUTBOX_KEYS)
 # A Message-ID for threading (store/ingest.py's anchors use it too; the first ticket
 # to claim an id keeps it).
 INSERT_MESSAGE_ID = Direct(lambda conn: insert_ignore(conn, message_ids),
@@ -72,10 +71,10 @@ _FIND_MESSAGE = Direct(
         messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key")
     )
 )
-_TICKETS_FOR_IDS = select(message_ids.c.message_id, message_ids.c.ticket_id).where(
-    message_ids.c.tenant == _TENANT,
-    message_ids.c.message_id.in_(bindparam("ids", expanding=True)),
-)
+# The threading lookup, straight to the driver: one fixed statement per power of two of
+# Message-IDs asked (the list padded with its last id), so a handful of them in all.
+_TICKETS_FOR_IDS: dict[int, Direct] = {}
+_IDS_AT_ONCE = 64  # a longer References chain is asked in slices of this many
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
 )
@@ -94,28 +93,6 @@ _THREAD_IDS = {
     )
     for role in (False, True)
 }
-
-
-def _acks_since(conn: Connection) -> ClauseElement:
-    """The LIKE alone read every ack of the tenant: SQLite's LIKE ignores case, its index
-    does not, so there ``local+`` .. ``local@domain`` (the address and its tagged forms
-    in code-point order) bounds the read; PostgreSQL's index serves the LIKE (0015)."""
-    to = outbox.c.to_addr
-    bounded = [to >= bindparam("lowest"), to <= bindparam("address")]
-    return (
-        select(func.count())
-        .select_from(outbox)
-        .where(
-            outbox.c.tenant == _TENANT,
-            outbox.c.kind == "ack",
-            *(bounded if conn.dialect.name == "sqlite" else []),
-            or_(to == bindparam("address"), to.like(bindparam("tagged"), escape="\\")),
-            outbox.c.created_at >= bindparam("since"),
-        )
-    )
-
-
-_ACKS_SINCE = Direct(_acks_since)
 
 
 def now() -> datetime:
@@ -139,12 +116,28 @@ def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -
     (a mail of the same batch; the first ticket to claim an id keeps it, as on insert)."""
     if not ids:
         return {}
-    rows = conn.execute(_TICKETS_FOR_IDS, {"tenant": tenant, "ids": list(ids)})
-    found = {m: t for m, t in rows}
+    found: dict[str, int] = {}
+    for at in range(0, len(ids), _IDS_AT_ONCE):
+        found.update(_tickets_for(conn, tenant, ids[at : at + _IDS_AT_ONCE]))
     for r in deferred.pending(conn, INSERT_MESSAGE_ID):
         if r["tenant"] == tenant and r["message_id"] in ids:
             found.setdefault(r["message_id"], r["ticket_id"])
     return found
+
+
+def _tickets_for(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
+    size = 1 << (len(ids) - 1).bit_length()
+    stmt = _TICKETS_FOR_IDS.get(size)
+    if stmt is None:
+        names = [bindparam(f"m{i}") for i in range(size)]
+        stmt = _TICKETS_FOR_IDS[size] = Direct(
+            select(message_ids.c.message_id, message_ids.c.ticket_id).where(
+                message_ids.c.tenant == _TENANT, message_ids.c.message_id.in_(names)
+            )
+        )
+    params: dict[str, Any] = {f"m{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
+    params["tenant"] = tenant
+    return {m: t for m, t in stmt.all(conn, params)}
 
 
 def ticket_by_number(conn: Connection, tenant: str, number: int) -> int | None:
@@ -266,7 +259,7 @@ def enqueue_many(
     ts = now or _now()
     deferred.write(
         conn,
-        _INSERT_OUTBOX,
+        INSERT_OUTBOX,
         [
             {
                 "tenant": tenant,
@@ -317,38 +310,6 @@ def thread_ids(
     if role is not None:
         params["role"] = role
     return [r[0] for r in _THREAD_IDS[role is not None].all(conn, params)][::-1]
-
-
-def acks_since(conn: Connection, tenant: str, address: str, since: datetime) -> int:
-    """Acknowledgements queued for this address since ``since`` (the RFC 3834 rate limit).
-
-    ``user+anything@`` counts as ``user@``: a fresh tag per mail does not earn a fresh
-    acknowledgement."""
-    local, _, domain = address.lower().partition("@")
-    local = local.split("+", 1)[0]
-    tagged = f"{_like_escape(local)}+%@{_like_escape(domain)}"
-    params: dict[str, Any] = {"tenant": tenant, "address": f"{local}@{domain}"}
-    params |= {"lowest": f"{local}+", "tagged": tagged, "since": since}
-    row = _ACKS_SINCE.first(conn, params)
-    held = sum(
-        1
-        for r in deferred.pending(conn, _INSERT_OUTBOX)
-        if r["tenant"] == tenant
-        and r["kind"] == "ack"
-        and _same_sender(r["to_addr"], local, domain)
-        and r["created_at"] >= since
-    )
-    return (int(row[0]) if row is not None else 0) + held
-
-
-def _same_sender(to_addr: str, local: str, domain: str) -> bool:
-    """``acks_since``'s match, for an acknowledgement held for the batch's flush."""
-    their_local, _, their_domain = to_addr.partition("@")
-    return their_domain == domain and (their_local == local or their_local.startswith(f"{local}+"))
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def sent_by_us(conn: Connection, tenant: str, ids: Sequence[str]) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
 from outbound.guard import guarded
-from outbound.reactions import Event, bounced, queue_agents, react
+from outbound.reactions import Event, ack_window_start, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
@@ -60,7 +60,8 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     """The reads a decision needs: is it stored already, and which ticket does it continue."""
     tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
     key = mid or f"sha256:{raw_sha}"
-    existing, bounces = first_look(conn, tenant.slug, key, msg.sender)
+    since = ack_window_start(config, tenant, msg.now)
+    existing, bounces, acks = first_look(conn, tenant.slug, key, msg.sender, since)
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
@@ -91,7 +92,7 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     status, language, participant = state if state is not None else (None, None, False)
     return Seen(
         key, duplicate=False, key_reused=reused, match=match, participant=participant,
-        status=status, language=language, bouncing=bounces,
+        status=status, language=language, bouncing=bounces, acks=acks,
     )  # fmt: skip
 
 
@@ -119,32 +120,33 @@ def commit_message(
     bind(conn)
     stored: list[Stored] = []
     for job in jobs.values():
-        plan = _commit_one(conn, config, templates, job, msg)
+        plan, kept = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             savepoint.rollback()
             return plan.reject
-        stored.append(plan.stored)
+        stored.append(kept)
     savepoint.commit()
     return stored
 
 
 def _commit_one(
     conn: Connection, config: GatewayConfig, templates: Templates, job: Job, msg: Arrival
-) -> Plan:
-    """One tenant's stages; the plan comes back with the ticket's ref filled in."""
+) -> tuple[Plan, Stored]:
+    """One tenant's stages: the plan, and its answer with the ticket's ref filled in (not a
+    new plan: ``dataclasses.replace`` of the plan cost more than the answer's line)."""
     tenant = job.recipient.tenant
     seen = lookup(conn, config, job, msg)
     plan = decide(seen, config, tenant, job.recipient.address, msg)
     if plan.audit is not None:
         ingest.audit(conn, tenant.slug, plan.audit, msg.now)
     if plan.ingest is None:
-        return plan
+        return plan, plan.stored
     written = ingest.write(conn, tenant.slug, plan.ingest, msg.now)
     if written.ticket_id is None:
-        return plan
+        return plan, plan.stored
     if plan.reaction is not None:
-        _react(conn, config, templates, job, plan, written, msg, seen.bouncing)
-    return replace(plan, stored=replace(plan.stored, ticket_ref=written.ref))
+        _react(conn, config, templates, job, plan, written, msg, seen)
+    return plan, replace(plan.stored, ticket_ref=written.ref)
 
 
 def _react(
@@ -155,7 +157,7 @@ def _react(
     plan: Plan,
     written: Written,
     msg: Arrival,
-    bouncing: bool,
+    seen: Seen,
 ) -> None:
     """What the stored message calls for: mail queued in this transaction, and the clocks.
 
@@ -185,7 +187,8 @@ def _react(
             caution=r.caution,
             reopened=r.reopened,
             language=r.language,
-            sender_bouncing=bouncing,
+            sender_bouncing=seen.bouncing,
+            sender_acks=seen.acks,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",
@@ -225,13 +228,12 @@ def explain_commit(
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
         last = repos.outbox_last_id(conn)
         nested = conn.begin_nested()
-        plan = _commit_one(conn, config, templates, job, msg)
+        plan, s = _commit_one(conn, config, templates, job, msg)
         if plan.reject is not None:
             r = plan.reject
             item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": r.rule}
             nested.rollback()
         else:
-            s = plan.stored
             item["result"] = {
                 "ticket": s.ticket_ref,
                 "thread_by": s.thread_by,

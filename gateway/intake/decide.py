@@ -64,6 +64,9 @@ class Seen:
     # The sender's mail from us bounces (read with the dedupe key): for the reactions,
     # which skip or clear the mark; nothing to decide on.
     bouncing: bool = False
+    # The acknowledgements stored to the sender within the rate limit's window (read
+    # with the dedupe key too): for the reactions.
+    acks: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
