@@ -10,14 +10,14 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from outbound.compose import Composed
+from outbound.compose import Composed, failure_notice
 from routing.config import Agent, GatewayConfig, Tenant
 from routing.tokens import make_token
 from store import participants as people
 from store import repos
 from store.bouncing import bouncing_among
 
-__all__ = ["client_recipients", "queue", "queue_all", "reply_address"]
+__all__ = ["client_recipients", "queue", "queue_all", "queue_failure_notice", "reply_address"]
 
 
 def queue(
@@ -48,6 +48,34 @@ def queue_all(
         [(kind, ticket_id, m.message_id, m.mail_from, m.rcpt_tos, m.body) for kind, m in mails],
         now=now,
     )
+
+
+def queue_failure_notice(
+    conn: Connection,
+    config: GatewayConfig,
+    tenant: Tenant,
+    ticket_id: int | None,
+    recipients: list[str],
+    reason: str,
+    now: datetime,
+) -> None:
+    """The agents hear that mail did not reach ``recipients``: a delivery given up
+    (outbound/outbox_rows.py) and a permanent bounce (outbound/reactions.py) say it
+    the same way, named by the ticket's reference and subject when there is one."""
+    if not tenant.agents:
+        return
+    row = repos.ticket_row(conn, tenant.slug, ticket_id) if ticket_id else None
+    mail = failure_notice(
+        tenant=tenant,
+        hostname=config.hostname,
+        agents=tenant.agents,
+        ref=str(row["ref"]) if row else "-",
+        subject=str(row["subject"]) if row else "(no ticket)",
+        recipients=recipients,
+        reason=reason,
+        now=now,
+    )
+    queue(conn, tenant.slug, "failure", ticket_id, mail, now=now)
 
 
 def reply_address(

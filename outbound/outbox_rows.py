@@ -15,8 +15,7 @@ import structlog
 from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
-from outbound.compose import failure_notice
-from outbound.reactions import queue
+from outbound.outbox import queue_failure_notice
 from outbound.sender import Attempt
 from routing.config import GatewayConfig, Tenant
 from store import repos
@@ -271,17 +270,6 @@ def _tell(
             "attempts": row["attempts"] + 1,
         },
     )
-    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE or not tenant.agents:
+    if tenant is None or row["kind"] in _NO_FAILURE_NOTICE:
         return
-    ticket = repos.ticket_row(conn, tenant.slug, row["ticket_id"]) if row["ticket_id"] else None
-    mail = failure_notice(
-        tenant=tenant,
-        hostname=config.hostname,
-        agents=tenant.agents,
-        ref=str(ticket["ref"]) if ticket else "-",
-        subject=str(ticket["subject"]) if ticket else "(no ticket)",
-        recipients=list(recipients),
-        reason=reason,
-        now=now,
-    )
-    queue(conn, tenant.slug, "failure", row["ticket_id"], mail)
+    queue_failure_notice(conn, config, tenant, row["ticket_id"], list(recipients), reason, now)

@@ -22,13 +22,18 @@ from outbound.compose import (
     Templates,
     acknowledgement,
     agent_notice,
-    failure_notice,
     refusal_notice,
 )
 from outbound.files import carried
 from outbound.guard import guarded
 from outbound.language import remember_language
-from outbound.outbox import client_recipients, queue, queue_all, reply_address
+from outbound.outbox import (
+    client_recipients,
+    queue,
+    queue_all,
+    queue_failure_notice,
+    reply_address,
+)
 from outbound.participants import is_ours
 from parsers.types import ParsedMessage
 from routing.config import Agent, GatewayConfig, Tenant
@@ -230,20 +235,17 @@ def bounced(
                     detail={"status": status, "message_id": ours[0]},
                     now=now,
                 )
-    if marked and tenant.agents:
-        row = repos.ticket_row(conn, tenant.slug, ticket_id)
-        mail = failure_notice(
-            tenant=tenant,
-            hostname=config.hostname,
-            agents=tenant.agents,
-            ref=str(row["ref"]) if row else "-",
-            subject=str(row["subject"]) if row else "(no subject)",
-            recipients=marked,
-            reason="the receiving server bounced our mail permanently; no more mail is sent "
+    if marked:
+        queue_failure_notice(
+            conn,
+            config,
+            tenant,
+            ticket_id,
+            marked,
+            "the receiving server bounced our mail permanently; no more mail is sent "
             "to this address until it writes to us again",
-            now=now,
+            now,
         )
-        queue(conn, tenant.slug, "failure", ticket_id, mail, now=now)
     return marked
 
 

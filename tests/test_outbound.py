@@ -241,6 +241,9 @@ def test_permanent_refusal_gives_up_and_tells_the_agents(tmp_path: Path, account
         assert d.send(_client_mail(who), sender=who)[0] == 250
         (failure,) = account.wait_for(lambda r: _to("alice@acme.test")(r) and _kind("failure")(r))
         assert who in failure.msg.get_content() and "550" in failure.msg.get_content()
+        # Named by the ticket, as the bounce's notice is (one helper builds both).
+        ref = d.query("SELECT ref FROM tickets")[0][0]
+        assert failure.msg["Subject"] == f"[{ref}] Undelivered: Printer jammed"
         (row,) = d.query("SELECT status, attempts FROM outbox WHERE kind = 'ack'")
         assert (row["status"], row["attempts"]) == ("failed", 1)
         audit = d.query("SELECT detail FROM audit_events WHERE action = 'outbox.failed'")
@@ -312,6 +315,8 @@ def test_bounce_of_our_mail_stops_mail_to_that_address(
         assert tuple(b) == (who, "5.1.1")
         (told,) = account.wait_for(lambda r: _to("alice@acme.test")(r) and _kind("failure")(r))
         assert who in told.msg.get_content()
+        ref = d.query("SELECT ref FROM tickets")[0][0]
+        assert told.msg["Subject"] == f"[{ref}] Undelivered: Printer jammed"
         # The agent answers: nothing goes to the bouncing address.
         answer = _reply(notice.msg, "alice@acme.test", "Any news?")
         assert d.send(answer, to=_addr(notice.msg["Reply-To"]), sender="alice@acme.test")[0] == 250
