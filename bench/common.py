@@ -195,6 +195,24 @@ def cpu_seconds(pid: int, *, own: bool = False) -> float:
     return total
 
 
+# The daemon's worker processes by the module they run (gateway/workers.py spawns them).
+WORKER_KINDS = {"gateway.intake.parse_worker": "parse", "gateway.sending.worker": "send"}
+
+
+def worker_cpu_seconds(pid: int) -> dict[str, float]:
+    """User+system CPU of the daemon's live worker processes so far, by kind (parse,
+    send): what of ``cpu_seconds`` is not the daemon's own. A worker that died and was
+    respawned meanwhile is not counted here (``cpu_seconds`` counts it)."""
+    out = dict.fromkeys(WORKER_KINDS.values(), 0.0)
+    for child in _children(pid):
+        with contextlib.suppress(OSError, IndexError):
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            kind = next((k for m, k in WORKER_KINDS.items() if m.encode() in argv), None)
+            if kind is not None:
+                out[kind] += cpu_seconds(child)
+    return out
+
+
 def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 

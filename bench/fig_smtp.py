@@ -35,6 +35,7 @@ from bench.common import (
     settle,
     summary,
     workdir,
+    worker_cpu_seconds,
     write_load,
 )
 from tests.daemon import Daemon
@@ -78,10 +79,14 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         settle(gw.proc.pid)
         _warm(gw)  # the language model, loaded by the first mail that needs it, is no run's
         cpu0, own0 = cpu_seconds(gw.proc.pid), cpu_seconds(gw.proc.pid, own=True)
+        kids0 = worker_cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         # All of the gateway's processes (its parse workers too); the daemon's own beside.
         res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
         res["daemon_cpu_s"] = cpu_seconds(gw.proc.pid, own=True) - own0
+        kids = worker_cpu_seconds(gw.proc.pid)
+        for kind, secs in kids.items():  # the parse workers and the send worker apart
+            res[f"{kind}_cpu_s"] = secs - kids0.get(kind, 0.0)
         res["outbox"] = _outbox_depth(work / "var" / "gateway.db")
     finally:
         gw.stop()
@@ -145,8 +150,9 @@ def _cells(
                 "codes": dict(codes),
                 "sent": sum(x["sent"] for x in rs),
             }
-            # all of the server's processes, and the daemon's process alone
-            for key, name in (("server_cpu_s", "server"), ("daemon_cpu_s", "daemon")):
+            # all of the server's processes; the daemon alone, its parse workers, its send worker
+            for name in ("server", "daemon", "parse", "send"):
+                key = f"{name}_cpu_s"
                 cpu = [x[key] / x["accepted"] * 1e6 for x in rs if x.get("accepted") and key in x]
                 if cpu:
                     cell[kind][f"{name}_cpu_us_per_msg"] = summary(cpu)

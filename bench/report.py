@@ -157,6 +157,13 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
             ]
             for kind in ("gateway", "sink")
         },
+        # The gateway's CPU a message by process: its own, the parse workers', the send
+        # worker's (runs from before the split have only the first).
+        "cpu_split": [
+            (k, [(n, c["gateway"].get(f"{n}_cpu_us_per_msg")) for n in ("daemon", "parse", "send")])
+            for k, c in cells.items()
+            if c["gateway"].get("parse_cpu_us_per_msg")
+        ],
         "codes": {kind: _codes(f, kind) for kind, _ in kinds},
         "top": top,
         "first": first,
