@@ -11,47 +11,22 @@ is undone with its transaction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Connection, Engine
 
-from store.db import create_writer_engine
 from store.writer import Writer
-from tests.pg_harness import session_cluster, use_postgresql
-from tests.test_migrations import _migrate
 
 
-def _engine(tmp_path: Path, *, postgresql: bool) -> Engine:
-    if postgresql:
-        cluster = session_cluster()
-        name = cluster.new_database("sync")
-        url = cluster.url(name)
-        # The test cluster runs without waiting (fsync off): this database's own default
-        # waits, as an operator sets it, and RESET must bring that back.
-        admin = create_writer_engine(url)
-        with admin.begin() as conn:
+def _waiting_by_default(engine: Engine) -> Engine:
+    """The test cluster runs without waiting (fsync off): this database's own default
+    waits, as an operator sets it, and RESET must bring that back."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            name = conn.exec_driver_sql("SELECT current_database()").scalar()
             conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
-        admin.dispose()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
-    _migrate(url)
-    return create_writer_engine(url)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = _engine(tmp_path, postgresql=use_postgresql())
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Engine]:
-    e = _engine(tmp_path, postgresql=True)
-    yield e
-    e.dispose()
+        engine.dispose()  # new connections take the database's default
+    return engine
 
 
 def _waits(conn: Connection) -> bool:
@@ -79,17 +54,18 @@ def _run(engine: Engine, rounds: list[list[bool]]) -> list[list[bool]]:
     return asyncio.run(go())
 
 
-def test_only_a_batch_of_units_that_need_not_wait_skips_the_disk(engine: Engine) -> None:
-    seen = _run(engine, [[True], [False], [False, False], [False, True, False], [True], [False]])
+def test_only_a_batch_of_units_that_need_not_wait_skips_the_disk(store_engine: Engine) -> None:
+    rounds = [[True], [False], [False, False], [False, True, False], [True], [False]]
+    seen = _run(_waiting_by_default(store_engine), rounds)
     assert seen == [[True], [False], [False, False], [True, True, True], [True], [False]]
 
 
-def test_a_durable_batch_rolled_back_leaves_the_next_one_durable(pg: Engine) -> None:
+def test_a_durable_batch_rolled_back_leaves_the_next_one_durable(pg_engine: Engine) -> None:
     """A relaxed batch, then a durable one whose RESET is undone by its rollback: the
     next durable batch must say it again, not believe it still holds."""
 
     async def go() -> list[bool]:
-        writer = Writer(pg)
+        writer = Writer(_waiting_by_default(pg_engine))
 
         def fails(conn: Connection) -> None:
             assert _waits(conn)
