@@ -110,7 +110,8 @@ class Delivery:
                         rows = await self.writer.submit(
                             lambda conn, n=free * PER_CONNECTION, ttl=lease: claim(
                                 conn, repos.now(), n, me, ttl
-                            )
+                            ),
+                            durable=False,  # a claim lost is a row due again
                         )
                     except Exception as exc:  # the store is busy or down: try again soon
                         log.warning("outbox.claim_failed", error=type(exc).__name__)
@@ -166,7 +167,7 @@ class Delivery:
         me, ids = self.instance, [r["id"] for r in rows]
         log.info("outbox.handed_back", count=len(ids))
         with contextlib.suppress(Exception):  # else released at next start or taken over
-            await self.writer.submit(lambda conn: unclaim(conn, ids, me))
+            await self.writer.submit(lambda conn: unclaim(conn, ids, me), durable=False)
 
     async def _record_forever(self) -> None:
         while True:
@@ -202,7 +203,9 @@ class Delivery:
                 for row, attempt, config in batch
             ]
 
-        kept = await self.writer.submit(write)
+        # Not waiting for the disk: an outcome lost with a power cut is a mail sent
+        # again with its Message-ID, or tried again (store/writer.py).
+        kept = await self.writer.submit(write, durable=False)
         for (row, attempt, _config), ok in zip(batch, kept, strict=True):
             self._count(row, attempt, ok)
 

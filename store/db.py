@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from store import deferred
 
-__all__ = ["Savepoint", "create_engine", "create_writer_engine", "insert_ignore", "upgrade"]
+__all__ = [
+    "Savepoint",
+    "create_engine",
+    "create_writer_engine",
+    "insert_ignore",
+    "upgrade",
+    "wait_for_disk",
+]
 
 # The writer's driver for each async driver a URL may name.
 _SYNC_DRIVERS = {"aiosqlite": "pysqlite", "asyncpg": "psycopg", "psycopg_async": "psycopg"}
@@ -197,6 +204,29 @@ def _nested_ends(conn: Connection, name: str | None, context: Any) -> None:
         box[1].clear()
 
 
+# The connection's own record of whether its commits wait for the disk (None: unknown).
+_WAITS = "gateway_commit_waits"
+
+
+def wait_for_disk(conn: Connection, waits: bool) -> None:
+    """Whether this transaction's commit waits for the disk (store/writer.py says when
+    it need not). Said only when it changes, so either kind of batch in a row adds no
+    statement. SQLite's is set before the BEGIN (it refuses inside a transaction): the
+    writer's engine asks with the execution option ``commit_waits``. PostgreSQL's
+    ``SET`` is said in the transaction and undone with it if it rolls back (the writer
+    then forgets it); ``RESET`` brings back the server's own setting, an operator's
+    choice."""
+    if conn.dialect.name == "sqlite" or conn.info.get(_WAITS, True) == waits:
+        return
+    conn.exec_driver_sql("RESET synchronous_commit" if waits else "SET synchronous_commit = off")
+    conn.info[_WAITS] = waits
+
+
+def forget_wait_for_disk(info: dict[Any, Any]) -> None:
+    """After a transaction that failed: say the setting again next time."""
+    info[_WAITS] = None
+
+
 def _mkdir(database: str | None) -> None:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +260,13 @@ def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
         # Through the DB-API cursor, which both the sync driver and SQLAlchemy's
         # aiosqlite adapter run synchronously (aiosqlite's own connection would hand
         # back a coroutine, and the BEGIN would never be sent).
-        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        options = conn.get_execution_options()
+        mode = options.get("sqlite_begin", "DEFERRED")
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        waits = options.get("commit_waits", True)  # see wait_for_disk
+        if conn.info.get(_WAITS, True) != waits:
+            cur.execute(f"PRAGMA synchronous={'FULL' if waits else 'NORMAL'}")
+            conn.info[_WAITS] = waits
         cur.execute(f"BEGIN {mode}")
         cur.close()
 

@@ -5,11 +5,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
+from store.db import create_writer_engine
 from tests.clamd_harness import Clamd, clamd, clamd_factory  # noqa: F401  (fixtures)
 from tests.daemon import Daemon
 from tests.dovecot_harness import dovecot, dovecot_factory  # noqa: F401  (fixtures)
-from tests.pg_harness import stop_session_cluster, use_postgresql
+from tests.pg_harness import session_cluster, stop_session_cluster, use_postgresql
+from tests.test_migrations import _migrate
 
 # With GATEWAY_TEST_DB=postgresql (the second pass of `make test`) only the tests that
 # exercise the store run again, on PostgreSQL; these files stay SQLite-only, each for
@@ -89,6 +92,34 @@ def fresh_daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path / "gw")
     yield d
     d.kill()
+
+
+def migrated_engine(tmp_path: Path, *, postgresql: bool, prefix: str = "gw") -> Engine:
+    """A migrated store's engine for a ``Writer``: SQLite under ``tmp_path``, or a fresh
+    database of the session's PostgreSQL cluster."""
+    if postgresql:
+        cluster = session_cluster()
+        url = cluster.url(cluster.new_database(prefix))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    _migrate(url)
+    return create_writer_engine(url)
+
+
+@pytest.fixture
+def store_engine(tmp_path: Path) -> Iterator[Engine]:
+    """The run's store (SQLite, or PostgreSQL with GATEWAY_TEST_DB=postgresql)."""
+    e = migrated_engine(tmp_path, postgresql=use_postgresql())
+    yield e
+    e.dispose()
+
+
+@pytest.fixture
+def pg_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A PostgreSQL store whatever the run's: for what only PostgreSQL has."""
+    e = migrated_engine(tmp_path, postgresql=True)
+    yield e
+    e.dispose()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -22,39 +20,13 @@ from store import numbering, repos
 from store.db import create_writer_engine
 from store.models import ticket_counters, tickets
 from store.writer import Writer
-from tests.pg_harness import session_cluster, use_postgresql
-from tests.test_migrations import _migrate
 
 # Any tenant id (up to the column's 40 characters) makes a valid sequence name.
 ODD = ('o\'hara "X"; DROP TABLE tickets; -- ü' + "z" * 40)[:40]
 
 
-def _engine(tmp_path: Path, *, postgresql: bool) -> Engine:
-    if postgresql:
-        cluster = session_cluster()
-        url = cluster.url(cluster.new_database("num"))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
-    _migrate(url)
-    return create_writer_engine(url)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = _engine(tmp_path, postgresql=use_postgresql())
-    yield e
-    e.dispose()
-
-
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Engine]:
-    e = _engine(tmp_path, postgresql=True)
-    yield e
-    e.dispose()
-
-
-def _numbers(engine: Engine, tenant: str) -> list[int]:
-    with engine.connect() as conn:
+def _numbers(store_engine: Engine, tenant: str) -> list[int]:
+    with store_engine.connect() as conn:
         rows = conn.execute(
             select(tickets.c.number).where(tickets.c.tenant == tenant).order_by(tickets.c.number)
         )
@@ -69,45 +41,45 @@ def _old_ticket(conn: Connection, tenant: str, number: int) -> None:
     conn.execute(insert(tickets).values(row))
 
 
-def test_each_tenant_counts_from_one_whatever_its_id(engine: Engine) -> None:
-    with engine.begin() as conn:
+def test_each_tenant_counts_from_one_whatever_its_id(store_engine: Engine) -> None:
+    with store_engine.begin() as conn:
         refs = [repos.new_ticket(conn, t, "T", "s")[1] for t in ("acme", ODD, "acme", ODD)]
     assert refs == ["T-1", "T-1", "T-2", "T-2"]
-    assert _numbers(engine, ODD) == [1, 2]
+    assert _numbers(store_engine, ODD) == [1, 2]
 
 
 def test_a_database_numbered_before_continues_after_its_highest_number(
-    engine: Engine,
+    store_engine: Engine,
 ) -> None:
     """The counter row (an older gateway's, SQLite's) and the tickets both count: the
     first number drawn on a database carried over is above both."""
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         _old_ticket(conn, "acme", 5)
         conn.execute(insert(ticket_counters).values(tenant="acme", last_number=7))
         _old_ticket(conn, "globex", 3)  # no counter row: the tickets say where to go on
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         assert repos.new_ticket(conn, "acme", "T", "s")[1] == "T-8"
         assert repos.new_ticket(conn, "globex", "T", "s")[1] == "T-4"
 
 
-def test_a_rolled_back_ticket_leaves_a_gap_on_postgresql_only(engine: Engine) -> None:
+def test_a_rolled_back_ticket_leaves_a_gap_on_postgresql_only(store_engine: Engine) -> None:
     """nextval is not undone by a rollback: the number is burnt (no lock held till the
     commit is the point). SQLite's counter row rolls back with the ticket."""
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         repos.new_ticket(conn, "acme", "T", "s")
-    with pytest.raises(RuntimeError), engine.begin() as conn:
+    with pytest.raises(RuntimeError), store_engine.begin() as conn:
         repos.new_ticket(conn, "acme", "T", "s")
         raise RuntimeError("rolled back")
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         repos.new_ticket(conn, "acme", "T", "s")
-    gap = engine.dialect.name == "postgresql"
-    assert _numbers(engine, "acme") == ([1, 3] if gap else [1, 2])
+    gap = store_engine.dialect.name == "postgresql"
+    assert _numbers(store_engine, "acme") == ([1, 3] if gap else [1, 2])
 
 
-def test_instances_making_a_tenants_sequence_at_once_share_it(pg: Engine) -> None:
+def test_instances_making_a_tenants_sequence_at_once_share_it(pg_engine: Engine) -> None:
     """Four instances' first tickets of one tenant on one database, all at once: one
     sequence is made (no instance fails on a catalogue race), and numbers are unique."""
-    engines = [create_writer_engine(str(pg.url.render_as_string(hide_password=False)))
+    engines = [create_writer_engine(str(pg_engine.url.render_as_string(hide_password=False)))
                for _ in range(4)]  # fmt: skip
     start = threading.Barrier(len(engines))
     errors: list[BaseException] = []
@@ -128,8 +100,8 @@ def test_instances_making_a_tenants_sequence_at_once_share_it(pg: Engine) -> Non
     for e in engines:
         e.dispose()
     assert not errors, errors
-    assert _numbers(pg, "acme") == [1, 2, 3, 4]
-    with pg.connect() as conn:
+    assert _numbers(pg_engine, "acme") == [1, 2, 3, 4]
+    with pg_engine.connect() as conn:
         made = conn.execute(
             text("SELECT count(*) FROM pg_sequences WHERE sequencename LIKE 'ticket_number_%'")
         )
@@ -137,33 +109,33 @@ def test_instances_making_a_tenants_sequence_at_once_share_it(pg: Engine) -> Non
 
 
 def test_resync_after_a_restore_moves_a_sequence_behind_the_tickets_forward_only(
-    pg: Engine,
+    pg_engine: Engine,
 ) -> None:
     """A sequence the restored database kept from before, behind the restored tickets,
     continues after them; one ahead (numbers burnt before the dump) is not moved back."""
-    with pg.begin() as conn:
+    with pg_engine.begin() as conn:
         repos.new_ticket(conn, "acme", "T", "s")  # acme's sequence now at 1
         repos.new_ticket(conn, ODD, "T", "s")
         for n in range(2, 6):
             _old_ticket(conn, "acme", n * 10)  # restored rows, up to 50
         conn.execute(text(f"SELECT setval('{numbering.sequence_name(ODD)}', 9)"))
-    with pg.begin() as conn:
+    with pg_engine.begin() as conn:
         conn.execute(text(numbering.RESYNC))
-    with pg.begin() as conn:
+    with pg_engine.begin() as conn:
         assert repos.new_ticket(conn, "acme", "T", "s")[1] == "T-51"
         assert repos.new_ticket(conn, ODD, "T", "s")[1] == "T-10"
 
 
-def test_a_unit_that_draws_a_taken_number_runs_again_with_the_next(pg: Engine) -> None:
+def test_a_unit_that_draws_a_taken_number_runs_again_with_the_next(pg_engine: Engine) -> None:
     """The unique index is the guard: a number already taken (a sequence left behind
     by hand) fails the unit with a unique violation, a transient conflict, and the
     writer runs it again, drawing the next number, instead of answering 451."""
-    with pg.begin() as conn:
+    with pg_engine.begin() as conn:
         repos.new_ticket(conn, "acme", "T", "s")
         _old_ticket(conn, "acme", 2)
 
     async def go() -> tuple[str, int]:
-        writer = Writer(pg)
+        writer = Writer(pg_engine)
         try:
             _, ref = await writer.submit(lambda c: repos.new_ticket(c, "acme", "T", "s"))
             return ref, writer.retries
@@ -172,4 +144,4 @@ def test_a_unit_that_draws_a_taken_number_runs_again_with_the_next(pg: Engine) -
 
     ref, retries = asyncio.run(go())
     assert (ref, retries) == ("T-3", 1)
-    assert _numbers(pg, "acme") == [1, 2, 3]
+    assert _numbers(pg_engine, "acme") == [1, 2, 3]
