@@ -1,4 +1,4 @@
-"""The mail listeners the daemon opens (SMTP always, LMTP when configured).
+"""The listeners the daemon opens: SMTP always, LMTP and HTTP when configured.
 
 Each is an async context manager that yields its address and, on the way out,
 stops accepting and lets the messages in flight finish, so their senders get a
@@ -11,13 +11,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
+from aiohttp import web
 
 from gateway.intake.lmtp import LmtpHandler, start_lmtp
 from gateway.intake.pipeline import Pipeline
 from gateway.intake.smtp import IntakeHandler, drain, start_smtp
-from routing.config import GatewayConfig
+from gateway.web.app import start_http
+from routing.config import GatewayConfig, HttpSettings
 
-__all__ = ["lmtp_listener", "smtp_listener"]
+__all__ = ["http_listener", "lmtp_listener", "smtp_listener", "web_base"]
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -73,3 +75,22 @@ async def lmtp_listener(config: GatewayConfig, pipeline: Pipeline) -> AsyncItera
         if lmtp.path is not None:
             with contextlib.suppress(OSError):
                 lmtp.path.unlink()
+
+
+@contextlib.asynccontextmanager
+async def http_listener(app: web.Application, http: HttpSettings) -> AsyncIterator[int]:
+    """The HTTP side (status, metrics, the clients' pages, the agents' desk); yields
+    the port bound. On the way out the requests in flight are answered first."""
+    runner, port = await start_http(app, http.host, http.port)
+    try:
+        log.info("http.listening", host=http.host, port=port)
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+def web_base(http: HttpSettings, port: int | None) -> str | None:
+    """The pages' base URL in links: ``public_url``, else where the listener is."""
+    if port is None:
+        return None
+    return http.public_url.rstrip("/") or f"http://{http.host}:{port}"

@@ -29,7 +29,7 @@ import structlog
 from gateway import metrics
 from gateway.clock import system_clock
 from gateway.daemon.files import digest, watch_file, write_status
-from gateway.daemon.listeners import lmtp_listener, smtp_listener
+from gateway.daemon.listeners import http_listener, lmtp_listener, smtp_listener, web_base
 from gateway.daemon.ready import ready_line
 from gateway.daemon.supervisor import Policy, Supervisor
 from gateway.intake.imap import MailboxWorker
@@ -41,7 +41,7 @@ from gateway.ops.jobs import OpsState, run_ops
 from gateway.ops.status_view import package_version
 from gateway.sending.pool import SendPool, send_pool
 from gateway.services import Services, open_services
-from gateway.web.app import make_app, start_http
+from gateway.web.app import make_app
 from gateway.web.client import ClientSite
 from gateway.web.desk import DeskSite
 from gateway.web.pages import SiteParts
@@ -187,7 +187,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
-        line = ready_line(config, self.smtp_address, self._web_base())
+        line = ready_line(config, self.smtp_address, web_base(config.http, self.http_port))
         log.info("gateway.ready", line=line, loop=type(loop).__module__.split(".")[0])
         with contextlib.suppress(OSError):  # no stdout (closed, a gone pipe): the log has it
             print(line, flush=True)
@@ -226,20 +226,9 @@ class Daemon:
                 app.on_cleanup.append(self.views.close),
             ),
         )
-        runner, self.http_port = await start_http(app, http.host, http.port)
-        try:
-            self.site.base_url = self.desk.base_url = self._web_base()
-            log.info("http.listening", host=http.host, port=self.http_port)
+        async with http_listener(app, http) as self.http_port:
+            self.site.base_url = self.desk.base_url = web_base(http, self.http_port)
             yield
-        finally:
-            await runner.cleanup()
-
-    def _web_base(self) -> str | None:
-        if self.http_port is None:
-            return None
-        return self.config.http.public_url.rstrip("/") or (
-            f"http://{self.config.http.host}:{self.http_port}"
-        )
 
     def _start_services(self) -> None:
         """Every service but the instance lease, each restarted if it dies (none of them
