@@ -23,6 +23,7 @@ __all__ = [
     "Savepoint",
     "create_engine",
     "create_writer_engine",
+    "forget_wait_for_disk",
     "insert_ignore",
     "upgrade",
     "wait_for_disk",
@@ -216,10 +217,18 @@ def wait_for_disk(conn: Connection, waits: bool) -> None:
     ``SET`` is said in the transaction and undone with it if it rolls back (the writer
     then forgets it); ``RESET`` brings back the server's own setting, an operator's
     choice."""
-    if conn.dialect.name == "sqlite" or conn.info.get(_WAITS, True) == waits:
-        return
-    conn.exec_driver_sql("RESET synchronous_commit" if waits else "SET synchronous_commit = off")
-    conn.info[_WAITS] = waits
+    if conn.dialect.name != "sqlite" and _changes(conn.info, waits):
+        conn.exec_driver_sql(
+            "RESET synchronous_commit" if waits else "SET synchronous_commit = off"
+        )
+
+
+def _changes(info: dict[Any, Any], waits: bool) -> bool:
+    """Whether the connection's setting must be said (and it is then recorded as said)."""
+    if info.get(_WAITS, True) == waits:
+        return False
+    info[_WAITS] = waits
+    return True
 
 
 def forget_wait_for_disk(info: dict[Any, Any]) -> None:
@@ -264,9 +273,8 @@ def _sqlite_session(engine: Engine, busy_timeout_ms: int) -> None:
         mode = options.get("sqlite_begin", "DEFERRED")
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         waits = options.get("commit_waits", True)  # see wait_for_disk
-        if conn.info.get(_WAITS, True) != waits:
+        if _changes(conn.info, waits):
             cur.execute(f"PRAGMA synchronous={'FULL' if waits else 'NORMAL'}")
-            conn.info[_WAITS] = waits
         cur.execute(f"BEGIN {mode}")
         cur.close()
 
