@@ -86,7 +86,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         res["daemon_cpu_s"] = cpu_seconds(gw.proc.pid, own=True) - own0
         kids = worker_cpu_seconds(gw.proc.pid)
         for kind, secs in kids.items():  # the parse workers and the send worker apart
-            res[f"{kind}_cpu_s"] = secs - kids0.get(kind, 0.0)
+            res[f"{kind}_cpu_s"] = secs - kids0[kind]
         res["outbox"] = _outbox_depth(work / "var" / "gateway.db")
     finally:
         gw.stop()

@@ -25,8 +25,8 @@ from store.writer import Writer
 ODD = ('o\'hara "X"; DROP TABLE tickets; -- ü' + "z" * 40)[:40]
 
 
-def _numbers(store_engine: Engine, tenant: str) -> list[int]:
-    with store_engine.connect() as conn:
+def _numbers(engine: Engine, tenant: str) -> list[int]:
+    with engine.connect() as conn:
         rows = conn.execute(
             select(tickets.c.number).where(tickets.c.tenant == tenant).order_by(tickets.c.number)
         )
