@@ -16,11 +16,20 @@ Batched (issue 21): one claim takes rows for every free connection at once;
 each tenant's rows are split into lanes, and a lane sends its rows one after
 the other over one connection to the tenant's account (outbound/sender.py; kept
 open for the next lane, outbound/links.py), at most ``concurrency`` connections
-at a time. Outcomes are written as they come, all that are waiting in one
-writer transaction (no wait window). A lane that could not send a row before
+at a time. Outcomes are written all that are waiting in one writer transaction.
+A lane that could not send a row before
 the lease is near its end hands the rest back unsent (``pending``, no attempt
 counted), so a slow server never lets another instance take over a row this one
 is still sending.
+
+Paced (issue 21): the claims and the outcomes' writes are each at most one writer
+transaction per ``GATHER`` (a claim that filled its limit is followed at once), and a
+claim is made only when mail was queued since the last one (``wake``), the last one
+was full, or ``poll_interval`` passed (retries come due). A lone sender's
+acknowledgements took ~0.6 outbox transactions a message (an empty claim after each
+lane, an outcome written per send), each one the next message's 250 waited behind at
+the writer; paced, ~0.1 of them at 150 msg/s, the same at any rate, and an
+acknowledgement goes out at most ``GATHER`` later.
 """
 
 from __future__ import annotations
@@ -53,11 +62,11 @@ __all__ = ["Attempt", "Delivery"]
 log = structlog.get_logger("outbound.delivery")
 
 PER_CONNECTION = 20  # rows one lane sends over its connection, at most
-# Woken from idle (a commit queued mail), the worker lets this much more mail come
-# before it claims: a lone sender's acknowledgements then take one claim (a writer
-# transaction, an fsync) per ~50 ms instead of one per message, which the sender's
-# next message waited behind at the writer (bench/results/notes/lat21.md); their
-# outcomes go out in one lane. Mail, not a reply: 50 ms later is no one's wait.
+# Seconds between two claims (unless the first filled its limit), and between two
+# writes of outcomes: a lone sender's acknowledgements then take one claim and one
+# write per ~50 ms, not one each per message, which the sender's next message waited
+# behind at the writer (bench/results/notes/lat21.md, pace21.md). Mail, not a reply:
+# 50 ms later is no one's wait.
 GATHER = 0.05
 
 
@@ -70,6 +79,7 @@ class Delivery:
         self.instance = config.instance
         self.concurrency = concurrency
         self._wake = asyncio.Event()
+        self._due = True  # mail may be waiting that no claim has taken yet
         self._slots = asyncio.Semaphore(concurrency)  # open connections
         self._results: list[tuple[dict[str, Any], Attempt, GatewayConfig]] = []
         self._recorded = asyncio.Event()
@@ -83,6 +93,8 @@ class Delivery:
         self.config = config
 
     def wake(self) -> None:
+        """Mail was queued (or may have been): claim it soon."""
+        self._due = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -94,38 +106,36 @@ class Delivery:
 
         def done(task: asyncio.Task[None]) -> None:
             running.discard(task)
-            self._wake.set()  # a connection is free: claim the next rows
+            self._wake.set()  # a connection is free: claim, if mail is due
 
+        claimed_at = -GATHER
         try:
             while True:
                 self._wake.clear()
-                # Only as many rows as the free connections will send before the lease
-                # (which starts now) is near its end.
                 free = self.concurrency - len(running)
-                rows: list[dict[str, Any]] = []
-                until = time.monotonic() + self.config.outbound.claim_lease
-                if free > 0:
-                    lease = self.config.outbound.claim_lease
-                    try:
-                        rows = await self.writer.submit(
-                            lambda conn, n=free * PER_CONNECTION, ttl=lease: claim(
-                                conn, repos.now(), n, me, ttl
-                            ),
-                            durable=False,  # a claim lost is a row due again
-                        )
-                    except Exception as exc:  # the store is busy or down: try again soon
-                        log.warning("outbox.claim_failed", error=type(exc).__name__)
-                for lane in _lanes(rows, free):
-                    task = asyncio.create_task(self._lane(lane, until))
-                    running.add(task)
-                    task.add_done_callback(done)
-                if not rows:
-                    idle = not running  # else a lane's end wakes it: claim at once
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.config.outbound.poll_interval):
-                            await self._wake.wait()
-                            if idle:
-                                await asyncio.sleep(GATHER)
+                if free > 0 and self._due:
+                    # Paced: a claim's transaction held the writer that the next
+                    # message's 250 waits on (see GATHER).
+                    await asyncio.sleep(claimed_at + GATHER - time.monotonic())
+                    claimed_at = time.monotonic()
+                    self._due = False
+                    # Only as many rows as the free connections will send before the
+                    # lease (which starts now) is near its end.
+                    limit = free * PER_CONNECTION
+                    rows = await self._claim(limit)
+                    until = claimed_at + self.config.outbound.claim_lease
+                    for lane in _lanes(rows, free):
+                        task = asyncio.create_task(self._lane(lane, until))
+                        running.add(task)
+                        task.add_done_callback(done)
+                    if len(rows) == limit:
+                        self._due = True  # more may be waiting: claim when a lane ends
+                    continue
+                try:
+                    async with asyncio.timeout(self.config.outbound.poll_interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    self._due = True  # retries come due without a wake
         finally:
             for task in running:
                 task.cancel()
@@ -135,6 +145,17 @@ class Delivery:
             with contextlib.suppress(Exception):  # what was sent is marked sent, if it can be
                 await self._record_waiting()
             await self.links.close()  # QUIT on the idle connections
+
+    async def _claim(self, limit: int) -> list[dict[str, Any]]:
+        me, lease = self.instance, self.config.outbound.claim_lease
+        try:
+            return await self.writer.submit(
+                lambda conn: claim(conn, repos.now(), limit, me, lease),
+                durable=False,  # a claim lost is a row due again
+            )
+        except Exception as exc:  # the store is busy or down: try again at the next poll
+            log.warning("outbox.claim_failed", error=type(exc).__name__)
+            return []
 
     async def _lane(self, rows: list[dict[str, Any]], until: float) -> None:
         """Send ``rows`` (one tenant's) over one connection, in order."""
@@ -168,15 +189,18 @@ class Delivery:
         log.info("outbox.handed_back", count=len(ids))
         with contextlib.suppress(Exception):  # else released at next start or taken over
             await self.writer.submit(lambda conn: unclaim(conn, ids, me), durable=False)
+        self._due = True  # due again at once
 
     async def _record_forever(self) -> None:
         while True:
             await self._recorded.wait()
+            written = time.monotonic()
             self._recorded.clear()
             try:
                 await self._record_waiting()
             except Exception as exc:  # stays "sending": released at next start or taken over
                 log.error("outbox.record_failed", error=type(exc).__name__)
+            await asyncio.sleep(written + GATHER - time.monotonic())  # paced (see GATHER)
 
     async def _record_waiting(self) -> None:
         """Every outcome waiting, in one transaction (group commit, no wait window)."""
