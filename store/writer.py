@@ -106,8 +106,7 @@ class _NoWait:
 class Writer:
     def __init__(self, engine: Engine, *, max_batch: int = 64) -> None:
         self.engine = engine
-        self._tx_engine = engine.execution_options(sqlite_begin="IMMEDIATE")
-        self._tx_no_wait = engine.execution_options(sqlite_begin="IMMEDIATE", commit_waits=False)
+        self._conn: Connection | None = None  # the writer thread's own, between batches
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Work[Any], asyncio.Future[Any]]] = asyncio.Queue()
@@ -145,6 +144,7 @@ class Writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._let_go)
         self._thread.shutdown(wait=True)
         self.engine.dispose()
 
@@ -194,13 +194,29 @@ class Writer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._transaction_sync, works)
 
+    def _connection(self) -> Connection:
+        """The writer's connection, kept from batch to batch: a checkout from the pool and
+        its return (with the pool's ROLLBACK) cost ~0.2 ms of CPU a transaction, the
+        most of a lone sender's message (bench/results/notes/pace21.md)."""
+        if self._conn is None:
+            self._conn = self.engine.connect().execution_options(sqlite_begin="IMMEDIATE")
+        return self._conn
+
+    def _let_go(self) -> None:
+        """After a failed batch (its connection may be dead, or hold a PostgreSQL SET
+        undone) and at the end: the next batch starts on a connection from the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a dead one has nothing to close
+                conn.close()
+
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         begun = time.perf_counter()
         durable = not all(isinstance(w, _NoWait) for w in works)
         info: dict[Any, Any] | None = None  # the connection's, kept past its return
         try:
-            tx_engine = self._tx_engine if durable else self._tx_no_wait
-            with tx_engine.begin() as conn, deferred.hold(conn):
+            conn = self._connection().execution_options(commit_waits=durable)
+            with conn.begin(), deferred.hold(conn):
                 info = conn.info
                 try:
                     wait_for_disk(conn, durable)
@@ -227,6 +243,7 @@ class Writer:
             # A PostgreSQL SET is undone with its transaction: unknown, so said next time.
             if info is not None:
                 forget_wait_for_disk(info)
+            self._let_go()
             raise
         self.last_batch = (begun, time.perf_counter())
         self.batches += 1
