@@ -108,15 +108,17 @@ class Delivery:
             running.discard(task)
             self._wake.set()  # a connection is free: claim, if mail is due
 
-        claimed_at = -GATHER
+        claimed_at, full = -GATHER, False
         try:
             while True:
                 self._wake.clear()
                 free = self.concurrency - len(running)
                 if free > 0 and self._due:
                     # Paced: a claim's transaction held the writer that the next
-                    # message's 250 waits on (see GATHER).
-                    await asyncio.sleep(claimed_at + GATHER - time.monotonic())
+                    # message's 250 waits on (see GATHER); not after a full claim,
+                    # when a backlog is sent (figure 7).
+                    if not full:
+                        await asyncio.sleep(claimed_at + GATHER - time.monotonic())
                     claimed_at = time.monotonic()
                     self._due = False
                     # Only as many rows as the free connections will send before the
@@ -128,7 +130,8 @@ class Delivery:
                         task = asyncio.create_task(self._lane(lane, until))
                         running.add(task)
                         task.add_done_callback(done)
-                    if len(rows) == limit:
+                    full = len(rows) == limit
+                    if full:
                         self._due = True  # more may be waiting: claim when a lane ends
                     continue
                 try:
