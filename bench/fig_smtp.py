@@ -88,6 +88,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         for kind, secs in kids.items():  # the parse workers and the send worker apart
             res[f"{kind}_cpu_s"] = secs - kids0[kind]
         res["outbox"] = _outbox_depth(work / "var" / "gateway.db")
+        res["outbox"]["drained_s"] = _drained(work / "var" / "gateway.db")
     finally:
         gw.stop()
         outbox_sink.stop()
@@ -115,6 +116,19 @@ def _outbox_depth(db: Path) -> dict[str, int]:
         rows = conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
     by = {str(s): int(n) for s, n in rows}
     return {"backlog": by.get("pending", 0) + by.get("sending", 0), "sent": by.get("sent", 0)}
+
+
+def _drained(db: Path, limit: float = 10.0) -> float | None:
+    """Seconds after the load's end until nothing is left to send (None: not within
+    ``limit``). A backlog that drains in a fraction of a second is mail in the outbox's
+    pipeline (claimed, sending, its outcome not yet written: outbound/delivery.py paces
+    them), not the outbox falling behind, which would take seconds to drain."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if _outbox_depth(db)["backlog"] == 0:
+            return round(time.monotonic() - start, 3)
+        time.sleep(0.01)
+    return None
 
 
 def _cells(
