@@ -16,11 +16,10 @@ Batched (issue 21): one claim takes rows for every free connection at once;
 each tenant's rows are split into lanes, and a lane sends its rows one after
 the other over one connection to the tenant's account (outbound/sender.py; kept
 open for the next lane, outbound/links.py), at most ``concurrency`` connections
-at a time. Outcomes are written all that are waiting in one writer transaction.
-A lane that could not send a row before
-the lease is near its end hands the rest back unsent (``pending``, no attempt
-counted), so a slow server never lets another instance take over a row this one
-is still sending.
+at a time. The outcomes waiting are written together, in one writer transaction.
+A lane that could not send a row before the lease is near its end hands the rest
+back unsent (``pending``, no attempt counted), so a slow server never lets another
+instance take over a row this one is still sending.
 
 Paced (issue 21): the claims and the outcomes' writes are each at most one writer
 transaction per ``GATHER`` (a claim that filled its limit is followed at once), and a
@@ -28,8 +27,8 @@ claim is made only when mail was queued since the last one (``wake``), the last 
 was full, or ``poll_interval`` passed (retries come due). A lone sender's
 acknowledgements took ~0.6 outbox transactions a message (an empty claim after each
 lane, an outcome written per send), each one the next message's 250 waited behind at
-the writer; paced, ~0.1 of them at 150 msg/s, the same at any rate, and an
-acknowledgement goes out at most ``GATHER`` later.
+the writer; paced, 0.17 at ~190 msg/s (bench/results/notes/pace21.md), fewer a
+message the faster mail comes, and an acknowledgement goes out at most ``GATHER`` later.
 """
 
 from __future__ import annotations

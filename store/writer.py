@@ -144,7 +144,8 @@ class Writer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._let_go)
+        if self._conn is not None:  # closed in the thread that used it
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._let_go)
         self._thread.shutdown(wait=True)
         self.engine.dispose()
 
