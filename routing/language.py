@@ -10,8 +10,10 @@ The model costs about 2 s, 0.5 s of CPU and 100 MiB (numpy and its tables) to lo
 a process loads it only when its config may need it (``wanted``: tenants that offer
 several languages or test ``language``), never for one whose tenants offer one. With
 parse workers, each worker loads it at its start and tells the language with the parse
-(``told``), off the daemon's busy core and outside the writer's transaction; without,
-the daemon loads it in a thread at start (``warm``) and the writer classifies. A message
+(``told``), off the daemon's busy core and outside the writer's transaction; the daemon
+loads it too, in a thread, once small mail comes alone (gateway/intake/pipeline.py:
+it parses that mail itself, and the writer classifies). Without workers, the daemon
+loads it in a thread at start (``warm``) and the writer classifies. A message
 that needs it before the load ends waits on the same load (one lock): never two.
 """
 

@@ -266,19 +266,20 @@ def test_parse_workers_load_the_model_at_start_and_tell_the_language(
     tmp_path: Path, account: Sink
 ) -> None:
     """Tenants offer several languages: each worker loads the model before the daemon
-    listens (no mail waits on it) and tells the language with the parse; the daemon
-    never loads it (the writer does not classify again) and the client is answered in
-    its language all the same."""
+    listens (no mail waits on it) and tells the language with the parse (the writer
+    does not classify again), and the client is answered in its language all the
+    same. The daemon has no model at start: it loads its own only once small mail
+    comes alone (tests/test_parse_pool.py)."""
     d = _daemon(tmp_path, account, workers=1).start()
     try:
         (worker,) = _workers_of(d)
         assert _warm_at_ready(d, worker)  # no mail yet
+        assert d.proc is not None and not _model_loaded(d.proc.pid)
         ref, ack = _ack_for(d, account, GERMAN)
         assert ack.msg.get_content().startswith("Guten Tag,")
         assert d.query("SELECT client_language FROM tickets WHERE ref = ?", ref)[0][0] == "de"
         _ref, ack = _ack_for(d, account, ENGLISH)
         assert ack.msg.get_content().startswith("Hello,")
-        assert d.proc is not None and not _model_loaded(d.proc.pid)
     finally:
         d.stop()
 

@@ -224,8 +224,8 @@ def test_a_killed_parse_worker_costs_no_message(tmp_path: Path) -> None:
 
 def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Path) -> None:
     """The message the worker held to parse and tell its language gets 451, its retry
-    250 and its language from the replacement (which loads the model at its start);
-    stored once, and the daemon never loads the model."""
+    250 and its language from the replacement (which loads the model at its start) or,
+    once it has loaded the model too, the daemon; stored once."""
     d = Daemon(tmp_path / "gw", gateway_extra="parse_workers = 1").start()
     try:
         assert d.proc is not None
@@ -243,14 +243,13 @@ def test_a_worker_killed_while_telling_a_language_costs_no_message(tmp_path: Pat
         assert [tuple(r) for r in rows] == [("de",)]
         (replacement,) = _pids_of_children(d.proc.pid)
         assert replacement != worker and _model_loaded(replacement)
-        assert not _model_loaded(d.proc.pid)
     finally:
         assert d.stop() == 0
 
 
 def test_a_small_message_alone_is_parsed_in_the_daemon(tmp_path: Path) -> None:
-    """A lone sender's small mail skips the worker's round trip when no language is to
-    be told (the model stays in the workers): with the only worker stopped it is still
+    """A lone sender's small mail skips the worker's round trip (no language to tell
+    here: the daemon never loads the model): with the only worker stopped it is still
     answered 250; a big one still waits for the worker."""
     one = 'languages = ["en"]'
     d = Daemon(
@@ -273,6 +272,40 @@ def test_a_small_message_alone_is_parsed_in_the_daemon(tmp_path: Path) -> None:
             os.kill(worker, signal.SIGCONT)
         sender.join(60)
         assert replies and replies[0][0] == 250, replies
+        assert not _model_loaded(d.proc.pid)  # type: ignore[union-attr]
+    finally:
+        assert d.stop() == 0
+
+
+def test_a_small_message_alone_whose_language_is_told_is_parsed_in_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """With languages to tell, the first lone small message goes to the worker and starts
+    the model's load in the daemon (it does not wait on it); once loaded, a lone small
+    message is parsed in the daemon and its language told there: answered 250 with
+    the only worker stopped, and its ticket speaks German."""
+    d = Daemon(tmp_path / "gw", gateway_extra="parse_workers = 1").start()
+    try:
+        assert d.proc is not None
+        (worker,) = _pids_of_children(d.proc.pid)
+        assert not _model_loaded(d.proc.pid)  # the worker tells languages
+        assert d.send(MAILS[0])[0] == 250
+        deadline = time.monotonic() + 60
+        while '"language.loaded"' not in d.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _model_loaded(d.proc.pid)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            assert len(GERMAN) <= _LONE_PARSE_BYTES
+            assert d.send(GERMAN)[0] == 250
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        rows = d.query(
+            "SELECT t.client_language FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+            "WHERE m.message_id = ?",
+            message_id_of(GERMAN),
+        )
+        assert [tuple(r) for r in rows] == [("de",)]
     finally:
         assert d.stop() == 0
 

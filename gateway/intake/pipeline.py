@@ -49,7 +49,11 @@ _INLINE_PARSE_BYTES = 256 * 1024  # without a pool, bigger mail is parsed in a t
 # With a pool, a message this small that is the only one in flight is parsed here: its
 # parse (~0.3 ms for figure 1's ~1 KB mail) costs a lone sender less than the worker's
 # round trip (~1 ms: pickle, pipe, two wake-ups), and nothing else wants the loop then.
-# Not when its tenants want its language told: the model lives in the workers only.
+# When its tenants want its language told, once the model is loaded here too: the first
+# such message starts that load in a thread and goes to a worker (it never waits on the
+# load). Measured (bench/results/notes/lone21.md): a lone sender 1.3x faster, for the
+# model's ~100 MiB in the daemon as well; mail that comes only in crowds or big never
+# loads it here.
 _LONE_PARSE_BYTES = 16 * 1024
 # Refusals with an audit event of their own (message.infected).
 _AUDITED_ELSEWHERE = {Reason.INFECTED, Reason.TOO_COMPLEX_TO_SCAN}
@@ -237,8 +241,9 @@ class Pipeline:
 
     def warm_language(self) -> asyncio.Future[None]:
         """The language model's load in a thread of this process, started once (at start
-        by the daemon without parse workers, else by the first message that needs it);
-        every message that needs it meanwhile waits on this one load."""
+        by the daemon without parse workers, else by the first message that needs it
+        here: a lone small one, ``_lone``); every message that needs it meanwhile waits
+        on this one load."""
         if self._model is None:
             self._model = asyncio.ensure_future(asyncio.to_thread(language.warm))
             self._model.add_done_callback(self._model_loaded)
@@ -260,21 +265,32 @@ class Pipeline:
     def _model_loaded(self, load: asyncio.Future[None]) -> None:
         if load.cancelled() or load.exception() is not None:
             self._model = None  # a later message tries again (and the writer says why)
-        elif self.after_model is not None:
+            return
+        log.info("language.loaded")  # this process has the model now (~100 MiB)
+        if self.after_model is not None:
             self.after_model()
 
     async def _parse(self, data: bytes, limits: Limits, tell: bool) -> ParsedMessage:
         """In a worker process when the daemon has them (off this process's GIL, the
-        language told there too when ``tell``), but small mail alone here when no
-        language is to be told (see _LONE_PARSE_BYTES: the model stays in the workers);
-        else here, big mail in a thread so the loop keeps serving (and the writer tells
-        the language, routing/language.py)."""
-        lone = not tell and self.in_flight <= 1 and len(data) <= _LONE_PARSE_BYTES
-        if self.parse_pool is not None and not lone:
+        language told there too when ``tell``), but small mail alone here (see
+        _LONE_PARSE_BYTES); else here, big mail in a thread so the loop keeps serving.
+        Parsed here, its language is told by the writer (routing/language.py)."""
+        if self.parse_pool is not None and not self._lone(data, tell):
             return await self.parse_pool.parse(data, limits, language=tell)
         if len(data) > _INLINE_PARSE_BYTES:
             return await asyncio.to_thread(parse, data, limits=limits)
         return parse(data, limits=limits)
+
+    def _lone(self, data: bytes, tell: bool) -> bool:
+        """Whether a daemon with parse workers parses ``data`` here: small and the only
+        message in flight, and, when its language is to be told, the model loaded here
+        (else its load is started, for the next one)."""
+        if self.in_flight > 1 or len(data) > _LONE_PARSE_BYTES:
+            return False
+        if not tell or language.loaded():
+            return True
+        self.warm_language()
+        return False
 
     async def _scan(self, raw: RawMessage, parsed: ParsedMessage) -> ScanResult:
         """The raw message (clamd decodes MIME, archives, enclosed mail) and every part as
