@@ -214,7 +214,7 @@ class Writer:
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
         begun = time.perf_counter()
         durable = not all(isinstance(w, _NoWait) for w in works)
-        info: dict[Any, Any] | None = None  # the connection's, kept past its return
+        info: dict[Any, Any] | None = None  # the connection's, read after a failure lets it go
         try:
             conn = self._connection().execution_options(commit_waits=durable)
             with conn.begin(), deferred.hold(conn):
