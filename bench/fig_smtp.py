@@ -253,7 +253,7 @@ def profile_gateway(load: Path, k: int, tmp: Path, results: Path) -> dict[str, A
         )
         gw = Daemon(tmp / f"profile-{fmt}", acme_extra=account, extra=account).start()
         assert gw.proc is not None
-        settle(gw.proc.pid)
+        _warm(gw)  # the language model's load (start-up work) before py-spy looks
         spy_proc = subprocess.Popen(
             [
                 spy,
