@@ -264,7 +264,10 @@ class Pipeline:
 
     def _model_loaded(self, load: asyncio.Future[None]) -> None:
         if load.cancelled() or load.exception() is not None:
-            self._model = None  # a later message tries again (and the writer says why)
+            # A later message tries again; the writer says why when a message waits on
+            # this load; a failed load that ``_lone`` started is not logged (its message
+            # went to a worker).
+            self._model = None
             return
         log.info("language.loaded")  # this process has the model now (~100 MiB)
         if self.after_model is not None:
