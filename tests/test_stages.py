@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine as create_sync
 from sqlalchemy import func, select
+from structlog.testing import capture_logs
 
 from gateway.intake.commit import commit_message, jobs, lookup
 from gateway.intake.decide import Arrival, Seen, decide
@@ -35,6 +36,7 @@ from outbound.compose import Templates
 from parsers import parse
 from parsers.errors import HeaderTooLarge, ParseError, StructureTooDeep
 from parsers.types import Envelope, ParsedMessage, RawMessage
+from routing import language
 from routing.auth import NONE, AuthVerdict
 from routing.classify import speaker
 from routing.config import GatewayConfig, load_config
@@ -724,4 +726,40 @@ def test_the_raw_message_is_hashed_once_on_its_way_to_the_store(
     with engine.connect() as conn:
         stored = conn.execute(select(messages.c.raw_sha256)).scalar_one()
     assert stored == real(data).hexdigest() and blobs.get(stored) == data
+    engine.dispose()
+
+
+def test_a_failed_language_model_load_is_logged_and_the_next_need_tries_again(
+    config: GatewayConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that fails says so wherever it was started: the lone parse starts one that
+    no message waits on, so nobody else would. The next message that needs the model
+    starts a new load rather than inherit the failed one."""
+    engine = create_writer_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+    writer = Writer(engine)
+    pipeline = Pipeline(config, writer, FileBlobStore(tmp_path / "b"), scanner=None)
+
+    def unreadable() -> None:
+        raise OSError("model file unreadable")
+
+    async def go() -> bool:
+        try:
+            first = pipeline.warm_language()
+            with pytest.raises(OSError):
+                await first
+            await asyncio.sleep(0)  # the load's done callbacks have run
+            second = pipeline.warm_language()
+            with pytest.raises(OSError):
+                await second
+            return second is not first
+        finally:
+            await writer.close()
+
+    monkeypatch.setattr(language, "warm", unreadable)
+    with capture_logs() as logs:
+        tried_again = asyncio.run(go())
+    failed = [e for e in logs if e["event"] == "language.load_failed"]
+    assert tried_again and len(failed) == 2
+    assert all("model file unreadable" in str(e["error"]) for e in failed)
+    assert not any(e["event"] == "language.loaded" for e in logs)
     engine.dispose()

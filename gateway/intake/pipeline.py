@@ -260,13 +260,17 @@ class Pipeline:
         except TimeoutError:
             log.warning("language.warm_slow", waited_s=within)  # the lazy path waits on it
         except Exception as exc:  # the first message that needs it tries again
-            log.error("language.warm_failed", error=repr(exc)[:200])
+            if self.parse_pool is not None:  # a load here says so itself (_model_loaded)
+                log.error("language.warm_failed", error=repr(exc)[:200])
 
     def _model_loaded(self, load: asyncio.Future[None]) -> None:
-        if load.cancelled() or load.exception() is not None:
-            # A later message tries again; the writer says why when a message waits on
-            # this load; a failed load that ``_lone`` started is not logged (its message
-            # went to a worker).
+        if load.cancelled():
+            self._model = None
+            return
+        if (exc := load.exception()) is not None:
+            # Said here, whoever started it: a load that ``_lone`` started has no
+            # message waiting on it. The next message that needs the model tries again.
+            log.error("language.load_failed", error=repr(exc)[:200])
             self._model = None
             return
         log.info("language.loaded")  # this process has the model now (~100 MiB)
