@@ -61,8 +61,9 @@ def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
     decode_raw_headers(msg, defects)
     if not msg.keys() and not str(msg.get_payload() or "").strip():
         raise Unreadable("no headers and no body")
-    found = walk(msg, defects, html_to_text)
-    text = "\n".join(t for _, t in found.texts if t)
+    found = walk(msg, defects)
+    texts = [html_to_text(t, defects) if kind == "html" else t for kind, t in found.texts]
+    text = "\n".join(t for t in texts if t)
     html = sanitise(found.html) if found.html is not None else None
     html_reply = html
     if found.html is not None:

@@ -203,3 +203,41 @@ def test_a_big_message_is_parsed_whole_across_the_feed_chunks() -> None:
     p = parse(data)
     assert p.attachments[0].data == b"ABC" * 19 * (3 * _FEED_CHUNK // len(line))
     assert len(parse_tree(data).get_payload()) == 2
+
+
+def _alternative(plain: str | None, html: str) -> bytes:
+    parts = []
+    if plain is not None:
+        parts.append(f"--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{plain}\r\n")
+    parts.append(f"--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n")
+    return (
+        "From: Kim <kim@client.test>\r\nTo: support@acme.test\r\nSubject: Toner\r\n"
+        'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+        + "".join(parts)
+        + "--alt--\r\n"
+    ).encode()
+
+
+def test_an_alternatives_html_is_rendered_only_when_it_is_the_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Most mail carries its text twice (plain and HTML): the HTML is kept for the agents'
+    view, and rendered to text (html.parser, ~0.1 ms a KB) only when no plain text is
+    there to be the ticket's text."""
+    from parsers import core
+
+    rendered: list[str] = []
+    real = core.html_to_text
+
+    def counting(markup: str, defects: list[str]) -> str:
+        rendered.append(markup)
+        return real(markup, defects)
+
+    monkeypatch.setattr(core, "html_to_text", counting)
+    html = "<p>The toner is <b>empty</b>.</p><p>Kim</p>"
+    both = parse(_alternative("The toner is empty.\r\n\r\nKim", html))
+    assert rendered == [] and both.text.startswith("The toner is empty.")
+    assert both.html is not None and "<b>empty</b>" in both.html
+    only_html = parse(_alternative(None, html))
+    assert rendered == [html]
+    assert only_html.text == "The toner is empty.\n\nKim\n"
