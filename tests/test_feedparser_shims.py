@@ -1,11 +1,14 @@
-"""The multipart boundary match that parsers/mime.py gives email.feedparser before
-Python 3.13 (CPython gh-106628's: ``str.startswith`` and one shared regex, not a regex
-compiled from each part's boundary) splits every message exactly as the stock one
-does, odd boundaries, line ends and broken closings included."""
+"""What parsers/mime.py changes in email.feedparser for speed changes nothing it parses:
+the multipart boundary match it gives the parser before Python 3.13 (CPython
+gh-106628's: ``str.startswith`` and one shared regex, not a regex compiled from each
+part's boundary), and the search for a payload's last line end that looks only at its
+end. Every message splits exactly as with the stock parser, odd boundaries, line ends
+and broken closings included."""
 
 from __future__ import annotations
 
 import email.feedparser
+import itertools
 import re
 import sys
 from collections.abc import Callable
@@ -22,9 +25,10 @@ from parsers.mime import parse_tree
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures").rglob("*.eml"))
 
-pytestmark = pytest.mark.skipif(
+_BEFORE_313 = pytest.mark.skipif(
     sys.version_info >= (3, 13), reason="3.13's feedparser matches boundaries this way itself"
 )
+_STOCK_EOL = re.compile(r"(\r\n|\r|\n)\Z")
 
 
 def _shape(tree: Message) -> list[tuple[Any, ...]]:
@@ -45,6 +49,7 @@ def _shape(tree: Message) -> list[tuple[Any, ...]]:
 def _stock(data: bytes, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     with monkeypatch.context() as m:
         m.setattr(email.feedparser, "re", re)
+        m.setattr(email.feedparser, "NLCRE_eol", _STOCK_EOL)
         return _shape(parse_tree(data))
 
 
@@ -115,6 +120,7 @@ def test_any_boundary_splits_as_the_stock_parser_splits_it(
         assert _shape(parse_tree(data)) == _stock(data, m)
 
 
+@_BEFORE_313
 def test_no_regex_is_compiled_for_a_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
     """The point of it: a boundary never seen before costs no ``re`` compile (~110 µs,
     and a slot of ``re``'s cache)."""
@@ -129,3 +135,15 @@ def test_no_regex_is_compiled_for_a_boundary(monkeypatch: pytest.MonkeyPatch) ->
     tree = parse_tree(_nested("neverseen7f3a", "neverseen7f3ainner"))
     assert len(tree.get_payload()) == 2
     assert not [p for p in compiled if "neverseen7f3a" in p]
+
+
+def test_the_last_line_end_is_found_as_the_stock_search_finds_it() -> None:
+    """Every string of up to 7 characters over a letter, CR and LF: the same match (or
+    none) as the stock regex's search over the whole string."""
+    fast = email.feedparser.NLCRE_eol
+    assert not isinstance(fast, re.Pattern)  # the end-only search is in place
+    for n in range(8):
+        for chars in itertools.product("a\r\n", repeat=n):
+            text = "".join(chars)
+            want, got = _STOCK_EOL.search(text), fast.search(text)
+            assert (got and (got.span(), got.group(0))) == (want and (want.span(), want.group(0)))
