@@ -71,7 +71,7 @@ class Walk:
 
     # ("plain", text) or ("html", markup): the caller renders the HTML of the texts kept,
     # so an alternative's HTML beside its plain text (most mail) is never rendered
-    # (html.parser, ~0.1 ms a KB: 2 ms for an Outlook reply).
+    # (html.parser, ~0.1 ms a KB: 3-4 ms for an Outlook reply's 26 KB, bench.parse_real).
     texts: list[tuple[str, str]] = field(default_factory=list)
     html: str | None = None  # the text/html bodies in order, decoded, unsanitised
     attachments: list[Attachment] = field(default_factory=list)

@@ -96,7 +96,6 @@ class _LineEndAtEnd:
     same match, found in constant time."""
 
     def __init__(self, eol: re.Pattern[str]) -> None:
-        self.pattern = eol.pattern
         self._eol = eol
 
     def search(self, text: str) -> re.Match[str] | None:
