@@ -84,6 +84,9 @@ class Event:
     # The acknowledgements stored to the sender within the rate limit's window
     # (``ack_window_start``), read with the dedupe key too; None: counted here.
     sender_acks: int | None = None
+    # The ticket's Message-IDs once this message is stored, oldest first (read with its
+    # state before: store/ticket_life.py ``thread_after``); None: read here.
+    thread: tuple[str, ...] | None = None
 
 
 def react(
@@ -152,6 +155,8 @@ def react(
             outgoing.append(("ack", mail))
     if ev.created:  # the ticket holds just this message: no need to ask the store
         refs = [ev.parsed.message_id] if ev.parsed.message_id else []
+    elif ev.thread is not None:
+        refs = list(ev.thread)
     else:
         refs = repos.thread_ids(conn, slug, ev.ticket_id)
     subject = ev.subject or ticket_subject(conn, ev)

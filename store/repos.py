@@ -28,6 +28,7 @@ from store.numbering import next_number
 __all__ = [
     "INSERT_MESSAGE_ID",
     "INSERT_OUTBOX",
+    "THREAD_IDS",
     "add_audit",
     "add_audits",
     "add_message_flag",
@@ -93,6 +94,10 @@ _THREAD_IDS = {
     )
     for role in (False, True)
 }
+
+
+# The References of a mail we send on a ticket: its newest Message-IDs, at most this many.
+THREAD_IDS = 20
 
 
 def now() -> datetime:
@@ -303,7 +308,12 @@ def update_ticket(
 
 
 def thread_ids(
-    conn: Connection, tenant: str, ticket_id: int, *, role: str | None = None, limit: int = 20
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    *,
+    role: str | None = None,
+    limit: int = THREAD_IDS,
 ) -> list[str]:
     """Message-IDs of the ticket, oldest first: the References of a mail we send on it."""
     params: dict[str, Any] = {"tenant": tenant, "id": ticket_id, "limit": limit}

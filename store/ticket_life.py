@@ -9,21 +9,25 @@ pending ticket nobody answered closes itself (gateway/ops/jobs.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, select
+from sqlalchemy import bindparam, exists, select, true
 from sqlalchemy.engine import Connection
 
 from store import participants as people
 from store.direct import Direct
 from store.models import messages, participants, tickets
+from store.repos import THREAD_IDS
 
 __all__ = [
     "STATUSES",
+    "SenderState",
     "pending_due",
     "sender_state",
     "stored_copy",
+    "thread_after",
     "ticket_state",
     "ticket_status",
 ]
@@ -43,8 +47,39 @@ _STATE = Direct(
 )
 
 
-# A follow-up's one read: the state above, and whether its sender takes part in the
-# ticket (a second statement before, on the hot path of every reply).
+@dataclass(frozen=True, slots=True)
+class SenderState:
+    """A ticket as a follow-up finds it, read before the follow-up is written."""
+
+    status: str
+    language: str | None  # the client's, if known
+    taking_part: bool  # the sender takes part in it
+    thread: tuple[str, ...]  # its Message-IDs, oldest first (the newest THREAD_IDS)
+
+
+def thread_after(thread: tuple[str, ...], message_id: str | None) -> tuple[str, ...]:
+    """A ticket's Message-IDs (``SenderState.thread``) once a message with ``message_id``
+    is stored in it: what ``repos.thread_ids`` would read then, with no read after the
+    message's INSERT (one round trip a follow-up on PostgreSQL)."""
+    if not message_id:
+        return thread
+    return (*thread, message_id)[-THREAD_IDS:]
+
+
+# A follow-up's one read: the state above, whether its sender takes part in the ticket,
+# and the ticket's newest Message-IDs (one row each; one row of NULL when it has none).
+# Each was a statement of its own on the hot path of every reply.
+_RECENT = (
+    select(messages.c.id, messages.c.message_id)
+    .where(
+        messages.c.tenant == bindparam("tenant"),
+        messages.c.ticket_id == bindparam("id"),
+        messages.c.message_id.is_not(None),
+    )
+    .order_by(messages.c.id.desc())
+    .limit(THREAD_IDS)
+    .subquery("recent")
+)
 _SENDER_STATE = Direct(
     select(
         tickets.c.status,
@@ -56,20 +91,24 @@ _SENDER_STATE = Direct(
             participants.c.address == bindparam("address"),
         )
         .label("participant"),
-    ).where(tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id"))
+        _RECENT.c.message_id,
+    )
+    .select_from(tickets.outerjoin(_RECENT, true()))
+    .where(tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id"))
+    .order_by(_RECENT.c.id)
 )
 
 
-def sender_state(
-    conn: Connection, tenant: str, ticket_id: int, sender: str
-) -> tuple[str, str | None, bool] | None:
-    """(status, client language, sender takes part) of the ticket, participants held for
-    the writer's flush included; None if it is not the tenant's."""
-    row = _SENDER_STATE.first(conn, {"tenant": tenant, "id": ticket_id, "address": sender})
-    if row is None:
+def sender_state(conn: Connection, tenant: str, ticket_id: int, sender: str) -> SenderState | None:
+    """The ticket as ``sender``'s follow-up finds it, participants held for the writer's
+    flush included; None if it is not the tenant's."""
+    rows = _SENDER_STATE.all(conn, {"tenant": tenant, "id": ticket_id, "address": sender})
+    if not rows:
         return None
-    taking_part = bool(row[2]) or bool(people.held(conn, tenant, ticket_id, sender))
-    return row[0], row[1], taking_part
+    status, language, participant, _ = rows[0]
+    taking_part = bool(participant) or bool(people.held(conn, tenant, ticket_id, sender))
+    thread = tuple(r[3] for r in rows if r[3] is not None)
+    return SenderState(status, language, taking_part, thread)
 
 
 def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:

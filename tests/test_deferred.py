@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,35 @@ def test_sqlites_datetimes_are_bound_as_sqlalchemy_writes_them() -> None:
     assert bind_processor(sqlite.DATETIME(truncate_microseconds=True), dialect)(NOW) == (
         NOW.strftime("%Y-%m-%d %H:%M:%S")
     )
+
+
+def test_a_follow_ups_notice_references_the_thread_with_no_read_after_its_insert(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The agents' notice of each follow-up names the ticket's newest Message-IDs, its own
+    last, as ``repos.thread_ids`` reads them after the follow-up is stored; they came with
+    the ticket's state (store/ticket_life.py), so no read of them is made. Past the limit
+    the oldest drop out; a follow-up without a Message-ID adds none."""
+    first = _mail("Printer")
+    opened = _commit(config, conn, first)
+    tid = repos.ticket_by_ref(conn, "acme", opened[0].ticket_ref)
+    anchor = parse(first).message_id
+    said: list[str] = []
+    event.listen(conn.engine, "before_cursor_execute", lambda *a: said.append(a[2]))
+    for i in range(repos.THREAD_IDS + 2):
+        reply = _mail(f"Re: Printer {i}", headers=f"In-Reply-To: {anchor}\r\n")
+        if i == 3:
+            reply = reply.replace(f"Message-ID: {parse(reply).message_id}\r\n".encode(), b"")
+        said.clear()
+        stored = _commit(config, conn, reply)
+        assert stored[0].ticket_ref == opened[0].ticket_ref
+        assert not [s for s in said if s.startswith("SELECT messages.message_id FROM")]
+        notice = conn.execute(
+            select(outbox.c.body)
+            .where(outbox.c.kind == "notice", outbox.c.ticket_id == tid)
+            .order_by(outbox.c.id.desc())
+            .limit(1)
+        ).scalar_one()
+        refs = message_from_bytes(notice, policy=policy.default)["References"].split()
+        assert refs == repos.thread_ids(conn, "acme", tid), i
+        assert len(refs) == min(i + 2 - (i >= 3), repos.THREAD_IDS), i

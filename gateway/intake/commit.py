@@ -89,10 +89,13 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         if match.ticket_id is not None
         else None
     )
-    status, language, participant = state if state is not None else (None, None, False)
+    if state is None:
+        return Seen(key, duplicate=False, key_reused=reused, match=match, bouncing=bounces,
+                    acks=acks)  # fmt: skip
     return Seen(
-        key, duplicate=False, key_reused=reused, match=match, participant=participant,
-        status=status, language=language, bouncing=bounces, acks=acks,
+        key, duplicate=False, key_reused=reused, match=match, participant=state.taking_part,
+        status=state.status, language=state.language, bouncing=bounces, acks=acks,
+        thread=state.thread,
     )  # fmt: skip
 
 
@@ -170,6 +173,9 @@ def _react(
     slug = tenant.slug
     if r.role != "machine" and written.ref is not None:
         created = plan.ingest is not None and plan.ingest.open is not None
+        thread = None  # the continued ticket's Message-IDs read with its state: with this one
+        if not created and seen.thread is not None and plan.ingest is not None:
+            thread = ticket_life.thread_after(seen.thread, plan.ingest.message.get("message_id"))
         event = Event(
             tenant=tenant,
             address=job.recipient.address,
@@ -189,6 +195,7 @@ def _react(
             language=r.language,
             sender_bouncing=seen.bouncing,
             sender_acks=seen.acks,
+            thread=thread,
         )
         kinds = guarded(
             conn, slug, ticket_id, "reactions",

@@ -67,6 +67,10 @@ class Seen:
     # The acknowledgements stored to the sender within the rate limit's window (read
     # with the dedupe key too): for the reactions.
     acks: int | None = None
+    # The continued ticket's Message-IDs, oldest first (read with its status): with this
+    # message's, the References of the agents' notice (``ticket_life.thread_after``), no
+    # read after its INSERT; None: not read.
+    thread: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
