@@ -31,7 +31,7 @@ from sqlalchemy.pool import Pool
 from store.direct import Direct
 from store.models import ticket_counters, tickets
 
-__all__ = ["RESYNC", "next_number", "sequence_name"]
+__all__ = ["RESYNC", "next_number", "sequence", "sequence_name"]
 
 _PREFIX = "ticket_number_"
 _HEX = 20  # 80 bits of sha256: no two tenants of one database share a name
@@ -84,14 +84,23 @@ def sequence_name(tenant: str) -> str:
     return _PREFIX + hashlib.sha256(tenant.encode()).hexdigest()[:_HEX]
 
 
+def sequence(conn: Connection, tenant: str) -> str | None:
+    """The tenant's sequence on PostgreSQL, made the first time it is asked for (a new
+    ticket's INSERT draws from it: store/repos.py); None on SQLite, which counts."""
+    if conn.dialect.name != "postgresql":
+        return None
+    seq = sequence_name(tenant)
+    made = _MADE.setdefault(conn.engine.pool, set())
+    if tenant not in made:
+        _make_sequence(conn, tenant, seq)
+        made.add(tenant)
+    return seq
+
+
 def next_number(conn: Connection, tenant: str) -> int:
     """Draw the tenant's next ticket number inside ``conn``'s transaction."""
-    if conn.dialect.name == "postgresql":
-        seq = sequence_name(tenant)
-        made = _MADE.setdefault(conn.engine.pool, set())
-        if tenant not in made:
-            _make_sequence(conn, tenant, seq)
-            made.add(tenant)
+    seq = sequence(conn, tenant)
+    if seq is not None:
         row = _NEXTVAL.first(conn, {"seq": seq})
         assert row is not None
         return int(row[0])

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, select, update
+from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Insert
 
-from store import deferred
+from store import deferred, numbering
 from store.db import insert_ignore
 from store.direct import Direct
 from store.models import (
@@ -23,7 +25,6 @@ from store.models import (
     outbox,
     tickets,
 )
-from store.numbering import next_number
 
 __all__ = [
     "INSERT_MESSAGE_ID",
@@ -57,6 +58,30 @@ __all__ = [
 _TICKET_KEYS = ("tenant", "number", "ref", "subject", "status", "queue", "created_at",
                 "updated_at", "client_language")  # fmt: skip
 _INSERT_TICKET = Direct(insert(tickets).returning(tickets.c.id), _TICKET_KEYS)
+
+
+def _insert_drawn() -> Insert:
+    """A new ticket on PostgreSQL: its number drawn from the tenant's sequence
+    (store/numbering.py) in the INSERT itself, and its ref made of it, one round trip
+    instead of two. ``drawn`` is a one-row subquery, so both read the same ``nextval``."""
+    drawn = select(func.nextval(cast(bindparam("seq", type_=String), REGCLASS)).label("n"))
+    n = drawn.subquery("drawn").c.n
+    given = [c for c in _TICKET_KEYS if c not in ("number", "ref")]
+    # Each value cast to its column's type, strings without a length: a cast to
+    # VARCHAR(n) would cut a long value where the INSERT refuses it.
+    typed = [
+        cast(bindparam(c), String() if isinstance(t, String) else t)
+        for c, t in ((c, tickets.c[c].type) for c in given)
+    ]
+    ref = bindparam("prefix", type_=String) + "-" + cast(n, String)
+    return (
+        insert(tickets)
+        .from_select([*given, "number", "ref"], select(*typed, n, ref))
+        .returning(tickets.c.id, tickets.c.ref)
+    )
+
+
+_INSERT_DRAWN = Direct(_insert_drawn())
 _AUDIT_KEYS = ("tenant", "ticket_id", "actor", "action", "detail", "created_at")
 _INSERT_AUDIT = Direct(insert(audit_events), _AUDIT_KEYS)
 _OUTBOX_KEYS = ("tenant", "ticket_id", "kind", "message_id", "mail_from", "rcpt_tos", "body",
@@ -183,23 +208,24 @@ def new_ticket(
 
     ``language``: the client's, when the first message showed it (outbound/language.py),
     written with the row rather than by an UPDATE after it."""
-    number = next_number(conn, tenant)
-    ref = f"{prefix}-{number}"
     ts = now or _now()
-    row = _INSERT_TICKET.first(
-        conn,
-        {
-            "tenant": tenant,
-            "number": number,
-            "ref": ref,
-            "subject": subject,
-            "status": "open",
-            "queue": queue,
-            "created_at": ts,
-            "updated_at": ts,
-            "client_language": language,
-        },
-    )
+    values = {
+        "tenant": tenant,
+        "subject": subject,
+        "status": "open",
+        "queue": queue,
+        "created_at": ts,
+        "updated_at": ts,
+        "client_language": language,
+    }
+    seq = numbering.sequence(conn, tenant)
+    if seq is not None:
+        drawn = _INSERT_DRAWN.first(conn, {**values, "seq": seq, "prefix": prefix})
+        assert drawn is not None
+        return drawn[0], drawn[1]
+    number = numbering.next_number(conn, tenant)
+    ref = f"{prefix}-{number}"
+    row = _INSERT_TICKET.first(conn, {**values, "number": number, "ref": ref})
     assert row is not None
     return row[0], ref
 

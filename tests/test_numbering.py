@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from store import numbering, repos
 from store.db import create_writer_engine
@@ -145,3 +147,31 @@ def test_a_unit_that_draws_a_taken_number_runs_again_with_the_next(pg_engine: En
     ref, retries = asyncio.run(go())
     assert (ref, retries) == ("T-3", 1)
     assert _numbers(pg_engine, "acme") == [1, 2, 3]
+
+
+def test_a_new_ticket_on_postgresql_draws_its_number_in_its_insert(pg_engine: Engine) -> None:
+    """One statement a new ticket once the tenant's sequence is made: the INSERT draws the
+    number and makes the ref of it (a round trip fewer than nextval, then INSERT). A value
+    too long for its column is refused as a plain INSERT refuses it, never cut."""
+    with pg_engine.begin() as conn:
+        repos.new_ticket(conn, "acme", "T", "s")  # the sequence is made
+    said: list[str] = []
+
+    def heard(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        said.append(statement)
+
+    event.listen(pg_engine, "before_cursor_execute", heard)
+    try:
+        with pg_engine.begin() as conn:
+            tid, ref = repos.new_ticket(conn, "acme", "ACME", "s", queue="billing")
+    finally:
+        event.remove(pg_engine, "before_cursor_execute", heard)
+    assert len(said) == 1 and "nextval" in said[0], said
+    with pg_engine.connect() as conn:
+        row = conn.execute(
+            select(tickets.c.number, tickets.c.ref, tickets.c.queue).where(tickets.c.id == tid)
+        ).one()
+    assert (tuple(row), ref) == ((2, "ACME-2", "billing"), "ACME-2")
+    with pytest.raises(DBAPIError), pg_engine.begin() as conn:
+        repos.new_ticket(conn, "acme", "T", "s", queue="q" * 65)
+    assert _numbers(pg_engine, "acme") == [1, 2]
