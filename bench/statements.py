@@ -1,9 +1,11 @@
 """Statements per message through the commit stages, and their CPU, on figure 1's mix.
 
-    python -m bench.statements [--corpus 1000] [--top 20] [--batch 1]
+    python -m bench.statements [--corpus 1000] [--top 20] [--batch 1] [--postgresql]
 
 Runs ``commit_message`` (look up, decide, write, react) for each text-only corpus
-message on a real SQLite store in memory, one transaction each (``--batch N``: N
+message on a real SQLite store in memory (``--postgresql``: a database of a private
+cluster, tests/pg_harness.py, through the writer's engine: each statement there is a
+round trip, figure 9's bound), one transaction each (``--batch N``: N
 messages a transaction, as the writer commits them, holding the rows it holds and
 writing them before each commit: store/deferred.py), in this process: no SMTP, no
 writer thread, no outbox. A SQLAlchemy ``before_cursor_execute`` listener
@@ -24,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from bench.common import corpus, workdir
 from gateway.intake.commit import commit_message, jobs
@@ -65,14 +67,36 @@ def main(argv: list[str] | None = None) -> int:
         "--trace", action="store_true",
         help="print every statement of the first new-ticket message and of the first reply",
     )  # fmt: skip
+    ap.add_argument("--postgresql", action="store_true", help="on a private PostgreSQL cluster")
     args = ap.parse_args(argv)
     with workdir("statements") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
         config = load_config(tmp / "gateway.toml")
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
     parsed = [parse(m.data) for m in mails]
-    engine = create_engine("sqlite://")
-    metadata.create_all(engine)
+    with contextlib.ExitStack() as stack:
+        engine = create_engine("sqlite://")
+        if args.postgresql:
+            engine = _postgresql(stack)
+        metadata.create_all(engine)
+        return _run(args, config, mails, parsed, engine)
+
+
+def _postgresql(stack: contextlib.ExitStack) -> Engine:
+    """The writer's engine on a fresh database of a private cluster, stopped at the end."""
+    from store.db import create_writer_engine
+    from tests.pg_harness import session_cluster, stop_session_cluster
+
+    cluster = session_cluster()
+    stack.callback(stop_session_cluster)
+    engine = create_writer_engine(cluster.url(cluster.new_database("stmts"), driver="psycopg"))
+    stack.callback(engine.dispose)
+    return engine
+
+
+def _run(
+    args: argparse.Namespace, config: Any, mails: list[Any], parsed: list[Any], engine: Engine
+) -> int:
     counts: Counter[str] = Counter()
     trail: list[str] = []  # this message's statements (--trace)
     traced: dict[str, list[str]] = {}
