@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from store import faults, repos
 from store.db import Savepoint
 
-__all__ = ["guarded"]
+__all__ = ["guarded", "guarded_pair"]
 
 log = structlog.get_logger("outbound.reactions")
 T = TypeVar("T")
@@ -61,4 +61,35 @@ def guarded(
         return None
     if savepoint is not None:
         savepoint.commit()
+    return result
+
+
+def guarded_pair(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int | None,
+    first: tuple[str, Callable[[], T]],
+    then: tuple[str, Callable[[T | None], object]] | None,
+    now: datetime,
+) -> T | None:
+    """``guarded`` of ``first``, then of ``then`` given first's result (None if it failed),
+    in one savepoint while both succeed: a message's reactions and its clocks, two
+    round trips on PostgreSQL saved a message (figure 9). If either raises, the pair's
+    savepoint is undone and each runs again as ``guarded`` runs it, in its own: a failure
+    still undoes only its own rows and is recorded under its own name, and its partner
+    is kept."""
+    savepoint = Savepoint(conn)
+    try:
+        faults.fail_reaction(first[0])
+        result = first[1]()
+        if then is not None:
+            faults.fail_reaction(then[0])
+            then[1](result)
+    except Exception:
+        savepoint.rollback()
+        result = guarded(conn, tenant, ticket_id, first[0], first[1], now)
+        if then is not None:
+            guarded(conn, tenant, ticket_id, then[0], lambda: then[1](result), now)
+        return result
+    savepoint.commit()
     return result

@@ -35,6 +35,7 @@ from store.models import (
     audit_events,
     bouncing,
     message_ids,
+    messages,
     metadata,
     outbox,
     participants,
@@ -393,3 +394,49 @@ def test_a_follow_ups_notice_references_the_thread_with_no_read_after_its_insert
         refs = message_from_bytes(notice, policy=policy.default)["References"].split()
         assert refs == repos.thread_ids(conn, "acme", tid), i
         assert len(refs) == min(i + 2 - (i >= 3), repos.THREAD_IDS), i
+
+
+def test_a_lone_tenants_mail_takes_one_savepoint_and_its_reject_none(
+    config: GatewayConfig, conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One savepoint a message while its reactions and clocks succeed (on PostgreSQL each
+    is a round trip): a lone tenant's reject comes before anything is written, blobs
+    included, so it needs none; the message's own is taken only for several tenants."""
+    import gateway.intake.commit
+    import outbound.guard
+
+    taken: list[int] = []
+
+    class Counted(Savepoint):
+        __slots__ = ()
+
+        def __init__(self, c: Connection) -> None:
+            taken.append(1)
+            super().__init__(c)
+
+    monkeypatch.setattr(gateway.intake.commit, "Savepoint", Counted)
+    monkeypatch.setattr(outbound.guard, "Savepoint", Counted)
+    bound: list[bytes] = []
+
+    def commit(data: bytes, *rcpts: str) -> Any:
+        raw = _raw(data, *rcpts)
+        named = jobs(AddressIndex(config), raw.envelope.rcpt_tos)
+        msg = Arrival(raw, parse(data), hashlib.sha256(data).hexdigest(), NOW)
+        taken.clear()
+        done = commit_message(
+            conn, config, Templates.of(config), named, msg, lambda c: bound.append(data)
+        )
+        return done, len(taken)
+
+    first = _mail("Printer")
+    (opened,), saved = commit(first)
+    assert saved == 1 and bound == [first]
+    follow_up = _mail("Re: Printer", headers=f"In-Reply-To: {parse(first).message_id}\r\n")
+    (answered,), saved = commit(follow_up)
+    assert saved == 1 and answered.ticket_ref == opened.ticket_ref
+    refused, saved = commit(_mail("viagra"))
+    assert isinstance(refused, Reject) and saved == 0 and len(bound) == 2
+    assert _count(conn, messages) == 2
+    two, saved = commit(_mail("Two desks", to="help@globex.test, support@acme.test"),
+                        "help@globex.test", "support@acme.test")  # fmt: skip
+    assert len(two) == 2 and saved == 3  # the message's, and one for each tenant

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.intake.decide import Arrival, Plan, Seen, decide
 from outbound.compose import Templates
-from outbound.guard import guarded
+from outbound.guard import guarded, guarded_pair
 from outbound.reactions import Event, ack_window_start, bounced, queue_agents, react
 from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
@@ -114,42 +114,63 @@ def commit_message(
     msg: Arrival,
     bind: Callable[[Connection], None],
 ) -> list[Stored] | Reject:
-    """Every tenant's stages in one savepoint; a rule's reject rolls it back and is the answer.
+    """Every tenant's stages, all or none: a rule's reject is the answer and leaves nothing.
 
-    ``bind`` writes the message's blobs (database store) or checks them (files):
-    inside the savepoint, so a rejected message leaves none of its bytes.
+    ``bind`` writes the message's blobs (database store) or checks them (files): never
+    for a rejected message. Several tenants run in one savepoint, which a later tenant's
+    reject rolls back. A lone tenant's look-up and decision only read, so its reject
+    comes before anything is written and needs no savepoint: on PostgreSQL each is a
+    round trip of the writer's (figure 9), and nearly every message has one tenant.
     """
+    if len(jobs) == 1:
+        (job,) = jobs.values()
+        seen, plan = _plan(conn, config, job, msg)
+        if plan.reject is not None:
+            return plan.reject
+        bind(conn)
+        return [_carry_out(conn, config, templates, job, msg, seen, plan)]
     savepoint = Savepoint(conn)
     bind(conn)
     stored: list[Stored] = []
     for job in jobs.values():
-        plan, kept = _commit_one(conn, config, templates, job, msg)
+        seen, plan = _plan(conn, config, job, msg)
         if plan.reject is not None:
             savepoint.rollback()
             return plan.reject
-        stored.append(kept)
+        stored.append(_carry_out(conn, config, templates, job, msg, seen, plan))
     savepoint.commit()
     return stored
 
 
-def _commit_one(
-    conn: Connection, config: GatewayConfig, templates: Templates, job: Job, msg: Arrival
-) -> tuple[Plan, Stored]:
-    """One tenant's stages: the plan, and its answer with the ticket's ref filled in (not a
-    new plan: ``dataclasses.replace`` of the plan cost more than the answer's line)."""
-    tenant = job.recipient.tenant
+def _plan(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> tuple[Seen, Plan]:
+    """One tenant's reads and decision: nothing written yet."""
     seen = lookup(conn, config, job, msg)
-    plan = decide(seen, config, tenant, job.recipient.address, msg)
+    return seen, decide(seen, config, job.recipient.tenant, job.recipient.address, msg)
+
+
+def _carry_out(
+    conn: Connection,
+    config: GatewayConfig,
+    templates: Templates,
+    job: Job,
+    msg: Arrival,
+    seen: Seen,
+    plan: Plan,
+) -> Stored:
+    """One tenant's writes and reactions for a plan that is no reject: its answer with the
+    ticket's ref filled in (not a new plan: ``dataclasses.replace`` of the plan cost more
+    than the answer's line)."""
+    slug = job.recipient.tenant.slug
     if plan.audit is not None:
-        ingest.audit(conn, tenant.slug, plan.audit, msg.now)
+        ingest.audit(conn, slug, plan.audit, msg.now)
     if plan.ingest is None:
-        return plan, plan.stored
-    written = ingest.write(conn, tenant.slug, plan.ingest, msg.now)
+        return plan.stored
+    written = ingest.write(conn, slug, plan.ingest, msg.now)
     if written.ticket_id is None:
-        return plan, plan.stored
+        return plan.stored
     if plan.reaction is not None:
         _react(conn, config, templates, job, plan, written, msg, seen)
-    return plan, replace(plan.stored, ticket_ref=written.ref)
+    return replace(plan.stored, ticket_ref=written.ref)
 
 
 def _react(
@@ -164,8 +185,9 @@ def _react(
 ) -> None:
     """What the stored message calls for: mail queued in this transaction, and the clocks.
 
-    Each reaction in its own savepoint (``guarded``): one that fails is undone and
-    recorded, and the message stays committed; a 4xx would only bring it back.
+    The reactions and the clocks guarded (``guarded_pair``: one savepoint for both while
+    they succeed): one that fails is undone alone and recorded, and the message stays
+    committed; a 4xx would only bring it back.
     """
     r, ticket_id = plan.reaction, written.ticket_id
     assert r is not None and ticket_id is not None
@@ -197,19 +219,19 @@ def _react(
             sender_acks=seen.acks,
             thread=thread,
         )
-        kinds = guarded(
-            conn, slug, ticket_id, "reactions",
-            lambda: react(conn, config, event, templates, now), now,
-        ) or []  # fmt: skip
-        if r.caution:
-            return  # not that person, or not one of the ticket's: its clocks do not move
-        guarded(
-            conn, slug, ticket_id, "clock",
-            lambda: clocks.on_message(
-                conn, slug, ticket_id, role=r.role, answered="relay" in kinds, sender=sender,
-                now=now, created=created, row=written.clocks if r.role == "client" else None,
-            ), now,
-        )  # fmt: skip
+
+        def clock(kinds: list[str] | None) -> None:
+            clocks.on_message(
+                conn, slug, ticket_id, role=r.role, answered="relay" in (kinds or ()),
+                sender=sender, now=now, created=created,
+                row=written.clocks if r.role == "client" else None,
+            )  # fmt: skip
+
+        # Its clocks do not move for a message that changes nothing (not that person, or
+        # not one of the ticket's).
+        reactions = ("reactions", lambda: react(conn, config, event, templates, now))
+        clocked = None if r.caution else ("clock", clock)
+        guarded_pair(conn, slug, ticket_id, reactions, clocked, now)
     elif r.bounce:
         guarded(
             conn, slug, ticket_id, "bounce",
@@ -235,12 +257,13 @@ def explain_commit(
         item: dict[str, Any] = {"tenant": slug, "address": job.recipient.address}
         last = repos.outbox_last_id(conn)
         nested = conn.begin_nested()
-        plan, s = _commit_one(conn, config, templates, job, msg)
+        seen, plan = _plan(conn, config, job, msg)
         if plan.reject is not None:
             r = plan.reject
             item["result"] = {"reply": f"{r.code} {r.enhanced} {r.text}", "rule": r.rule}
             nested.rollback()
         else:
+            s = _carry_out(conn, config, templates, job, msg, seen, plan)
             item["result"] = {
                 "ticket": s.ticket_ref,
                 "thread_by": s.thread_by,
