@@ -103,8 +103,9 @@ _PENDING = "gw_savepoints_released"
 class Savepoint:
     """A savepoint said straight to the driver, with ``begin_nested()``'s commit/rollback.
 
-    Why: the commit takes three savepoints per message (the message, its reactions,
-    its clocks); through SQLAlchemy a pair (SAVEPOINT, RELEASE) costs ~70 µs of
+    Why: the commit took three savepoints per message (the message, its reactions,
+    its clocks; now one, gateway/intake/commit.py); through SQLAlchemy a pair
+    (SAVEPOINT, RELEASE) costs ~70 µs of
     CPU (a compiled statement each, events, a transaction object), straight to the
     DBAPI cursor ~2 µs: 6% of figure 1's CPU per message (BENCHMARKS.md). Plain SQL,
     the same on SQLite and PostgreSQL. Nest strictly (release or roll back the inner
@@ -119,7 +120,7 @@ class Savepoint:
     released or rolled back, or the transaction ends (which release it anyway). Until
     then the statements that follow run inside the not yet released savepoint, which
     is the same thing to everyone: only a rollback to it could tell, and it is done.
-    A message's three then cost three round trips, not six.
+    Three savepoints then cost three round trips, not six.
     """
 
     __slots__ = ("_conn", "_cursor", "_held", "_name", "_open", "_pg", "_seq")
