@@ -112,14 +112,18 @@ def _run(
             trail.append(re.sub(r"\s+", " ", statement)[:160])
 
     # Savepoints go straight to the driver (store/db.py), unseen by the listener: counted
-    # as they are taken, a round trip each on PostgreSQL (a RELEASE rides the next one).
-    taking = Savepoint.__init__
+    # as they end, those said (a statement ran inside; before that change, all), a round
+    # trip each on PostgreSQL (a RELEASE rides the next SAVEPOINT there).
+    def _counted(end: Any) -> Any:
+        def ended(self: Any) -> Any:
+            if getattr(self, "_open", False) and getattr(self, "said", True):
+                counts[_SAVEPOINT] += 1
+            return end(self)
 
-    def _taken(self: Any, conn: Connection) -> None:
-        counts[_SAVEPOINT] += 1
-        taking(self, conn)
+        return ended
 
-    Savepoint.__init__ = _taken  # type: ignore[method-assign]
+    Savepoint.commit = _counted(Savepoint.commit)  # type: ignore[method-assign]
+    Savepoint.rollback = _counted(Savepoint.rollback)  # type: ignore[method-assign]
     templates, index = Templates.of(config), AddressIndex(config)
     now = datetime(2026, 11, 23, tzinfo=UTC)
     warm()

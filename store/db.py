@@ -46,9 +46,7 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def create_writer_engine(
-    url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True
-) -> Engine:
+def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True) -> Engine:
     """A synchronous engine for the writer's own thread.
 
     Why not the async engine: through SQLAlchemy async + aiosqlite every
@@ -98,6 +96,8 @@ def insert_ignore(conn: Connection, table: Table) -> Any:
 _SAVEPOINTS = itertools.count(1)
 # Per DB-API connection: (the transaction they belong to, savepoints released but not yet said).
 _PENDING = "gw_savepoints_released"
+# Per DB-API connection: (the transaction they belong to, savepoints taken but not yet said).
+_UNSAID = "gw_savepoints_unsaid"
 
 
 class Savepoint:
@@ -105,13 +105,20 @@ class Savepoint:
 
     Why: the commit took three savepoints per message (the message, its reactions,
     its clocks; now one, gateway/intake/commit.py); through SQLAlchemy a pair
-    (SAVEPOINT, RELEASE) costs ~70 µs of
-    CPU (a compiled statement each, events, a transaction object), straight to the
-    DBAPI cursor ~2 µs: 6% of figure 1's CPU per message (BENCHMARKS.md). Plain SQL,
-    the same on SQLite and PostgreSQL. Nest strictly (release or roll back the inner
-    one first), as with ``begin_nested()``; SQLAlchemy does not see this savepoint,
-    so its own nested transactions must open and close inside it. Rows the writer
-    holds for its flush (store/deferred.py) are rolled back with it too.
+    (SAVEPOINT, RELEASE) costs ~70 µs of CPU (a compiled statement each, events, a
+    transaction object), straight to the DBAPI cursor ~2 µs: 6% of figure 1's CPU per
+    message (BENCHMARKS.md). Plain SQL, the same on SQLite and PostgreSQL. Nest
+    strictly (release or roll back the inner one first), as with ``begin_nested()``;
+    SQLAlchemy does not see this savepoint, so its own nested transactions must open
+    and close inside it. Rows the writer holds for its flush (store/deferred.py) are
+    rolled back with it too.
+
+    It is said only when a statement runs inside it (``said``): the connection's
+    ``before_cursor_execute`` says the savepoints not yet said first, in order, and
+    store/direct.py's statements call those listeners too. Most of what a message's
+    reactions write is held for the flush, so ~90% of their savepoints never run a
+    statement (bench.statements), and one that ends so says nothing at all: its
+    rollback drops its held rows, its release has nothing to release.
 
     On PostgreSQL every statement is a round trip to the server (SQLite's are calls
     in the process), and six a message were a quarter of the writer's round trips
@@ -120,65 +127,96 @@ class Savepoint:
     released or rolled back, or the transaction ends (which release it anyway). Until
     then the statements that follow run inside the not yet released savepoint, which
     is the same thing to everyone: only a rollback to it could tell, and it is done.
-    Three savepoints then cost three round trips, not six.
     """
 
-    __slots__ = ("_conn", "_cursor", "_held", "_name", "_open", "_pg", "_seq")
+    __slots__ = ("_conn", "_held", "_name", "_open", "_pg", "_seq", "said")
 
     def __init__(self, conn: Connection) -> None:
         self._seq = next(_SAVEPOINTS)
         self._name = f"gw_sp_{self._seq}"
         self._conn = conn
         self._held = deferred.mark(conn)
-        self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        self._pg = conn if conn.dialect.name == "postgresql" else None
-        sql = f"SAVEPOINT {self._name}"
-        if self._pg is not None:
-            pending = _released(conn)
-            if pending:
-                sql = "".join(f"RELEASE SAVEPOINT {name}; " for _, name in pending) + sql
-                pending.clear()
-        self._cursor.execute(sql)
+        self._pg = conn.dialect.name == "postgresql"
         self._open = True
+        self.said = False  # a statement ran inside it, so the server has it
+        _in_transaction(conn, _UNSAID).append(self)
 
     def commit(self) -> None:
         """Keep what was done since the savepoint (RELEASE)."""
-        if self._pg is not None and self._open:
+        if not self._open:
+            return
+        self._close()
+        if not self.said:
+            return  # nothing ran inside it: nothing to release
+        if self._pg:
             # Those released inside this one go with it.
-            pending = _released(self._pg)
+            pending = _in_transaction(self._conn, _PENDING)
             pending[:] = [p for p in pending if p[0] < self._seq]
             pending.append((self._seq, self._name))
-            self._open = False
-            self._cursor.close()
             return
-        self._end(f"RELEASE SAVEPOINT {self._name}")
+        _say(self._conn, f"RELEASE SAVEPOINT {self._name}")
 
     def rollback(self) -> None:
         """Undo what was done since the savepoint; the transaction goes on."""
-        if self._open:
-            deferred.rollback_to(self._conn, self._held)
-        if self._pg is not None and self._open:
-            pending = _released(self._pg)  # those inside this one are undone with it
-            pending[:] = [p for p in pending if p[0] < self._seq]
-        self._end(f"ROLLBACK TO SAVEPOINT {self._name}")
-
-    def _end(self, sql: str) -> None:
         if not self._open:
             return
+        deferred.rollback_to(self._conn, self._held)
+        self._close()
+        if not self.said:
+            return  # nothing ran inside it but what the writer holds, dropped above
+        if self._pg:
+            pending = _in_transaction(self._conn, _PENDING)  # those inside it go with it
+            pending[:] = [p for p in pending if p[0] < self._seq]
+        _say(self._conn, f"ROLLBACK TO SAVEPOINT {self._name}")
+
+    def _close(self) -> None:
+        """Ended: off the list of those to say, with any left open inside it."""
         self._open = False
-        try:
-            self._cursor.execute(sql)
-        finally:
-            self._cursor.close()
+        unsaid = _in_transaction(self._conn, _UNSAID)
+        unsaid[:] = [sp for sp in unsaid if sp._seq < self._seq]
 
 
-def _released(conn: Connection) -> list[tuple[int, str]]:
-    """The savepoints released on ``conn`` in its current transaction and not yet said."""
+def _in_transaction(conn: Connection, key: str) -> list[Any]:
+    """``conn``'s list under ``key`` for its current transaction: a new transaction starts
+    a new one (the old savepoints ended with theirs)."""
     txn = conn.get_transaction()
-    box = conn.info.get(_PENDING)
-    if box is None or box[0] is not txn:  # a new transaction: the old ones ended with theirs
-        box = conn.info[_PENDING] = (txn, [])
+    box = conn.info.get(key)
+    if box is None or box[0] is not txn:
+        box = conn.info[key] = (txn, [])
     return box[1]  # type: ignore[no-any-return]
+
+
+def _say(conn: Connection, sql: str) -> None:
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql)
+    finally:
+        cur.close()
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _say_unsaid(conn: Connection, *_statement: Any) -> None:
+    """Before any statement, the savepoints taken and not yet said (and, on PostgreSQL,
+    the RELEASEs waiting) are said, in the order taken: one simple query there."""
+    box = conn.info.get(_UNSAID)
+    if box is None or not box[1]:
+        return
+    unsaid: list[Savepoint] = box[1]
+    if box[0] is not conn.get_transaction():
+        unsaid.clear()  # left by a transaction that ended
+        return
+    said = [f"SAVEPOINT {sp._name}" for sp in unsaid]
+    for sp in unsaid:
+        sp.said = True
+    unsaid.clear()
+    if conn.dialect.name == "postgresql":
+        pending = _in_transaction(conn, _PENDING)
+        said = [f"RELEASE SAVEPOINT {name}" for _, name in pending] + said
+        pending.clear()
+        _say(conn, "; ".join(said))
+        return
+    for sql in said:
+        _say(conn, sql)
 
 
 @event.listens_for(Engine, "savepoint")
@@ -190,11 +228,7 @@ def _before_nested(conn: Connection, name: str | None) -> None:
         return
     sql = "; ".join(f"RELEASE SAVEPOINT {n}" for _, n in box[1])
     box[1].clear()
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cur.execute(sql)
-    finally:
-        cur.close()
+    _say(conn, sql)
 
 
 @event.listens_for(Engine, "release_savepoint")
@@ -289,9 +323,7 @@ async def _current(engine: AsyncEngine) -> str | None:
     """The store's migration, or None when it has none yet (or cannot say)."""
     try:
         async with engine.connect() as conn:
-            return (
-                await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
-            ).scalar()
+            return (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar()
     except Exception:  # no table yet: a new store
         return None
 

@@ -159,3 +159,61 @@ def test_a_failed_statement_after_a_released_savepoint(engine: Engine) -> None:
         _add(conn, "initech")
         after.commit()
     assert _names(engine) == ["acme", "globex", "initech"]
+
+
+# A savepoint is said only when a statement runs inside it (store/db.py): the tests below
+# hold that one left unsaid changes nothing but the statements sent.
+
+
+def _heard(conn) -> list[str]:  # type: ignore[no-untyped-def]
+    """What the driver is told from now on (SQLite's trace; PostgreSQL: not observable
+    here, so the tests read ``said`` and the rows on both)."""
+    said: list[str] = []
+    if conn.dialect.name == "sqlite":
+        conn.connection.dbapi_connection.set_trace_callback(said.append)
+    return said
+
+
+def test_a_savepoint_nothing_runs_in_is_never_said(engine: Engine) -> None:
+    with engine.begin() as conn:
+        heard = _heard(conn)
+        kept = Savepoint(conn)
+        kept.commit()
+        undone = Savepoint(conn)
+        undone.rollback()
+        assert not kept.said and not undone.said
+        assert not [s for s in heard if "SAVEPOINT" in s], heard
+        _add(conn, "acme")  # nothing left to say before it
+        assert not [s for s in heard if "SAVEPOINT" in s], heard
+    assert _names(engine) == ["acme"]
+
+
+def test_a_statement_says_every_open_savepoint_first_in_order(engine: Engine) -> None:
+    """Outer and inner taken, neither said: the first statement inside says both, so a
+    rollback of the inner one undoes just its rows, whichever way the statement goes
+    (SQLAlchemy's execute, or store/direct.py's straight to the driver)."""
+    from store.direct import Direct
+
+    direct_add = Direct(insert(ticket_counters), ("tenant", "last_number"))
+    with engine.begin() as conn:
+        heard = _heard(conn)
+        outer = Savepoint(conn)
+        inner = Savepoint(conn)
+        direct_add.rowcount(conn, {"tenant": "undone", "last_number": 1})
+        assert outer.said and inner.said
+        if conn.dialect.name == "sqlite":
+            said = [s for s in heard if "SAVEPOINT" in s]
+            assert said == [f"SAVEPOINT {outer._name}", f"SAVEPOINT {inner._name}"], heard
+        inner.rollback()
+        lazy = Savepoint(conn)  # never said: its release says nothing
+        lazy.commit()
+        _add(conn, "kept")
+        outer.commit()
+        late = Savepoint(conn)
+        nested = conn.begin_nested()  # SQLAlchemy's own says ours first
+        assert late.said
+        _add(conn, "nested")
+        nested.rollback()
+        _add(conn, "late")
+        late.rollback()
+    assert _names(engine) == ["kept"]
