@@ -73,8 +73,9 @@ def guarded_pair(
     now: datetime,
 ) -> T | None:
     """``guarded`` of ``first``, then of ``then`` given first's result (None if it failed),
-    in one savepoint while both succeed: a message's reactions and its clocks, two
-    round trips on PostgreSQL saved a message (figure 9). If either raises, the pair's
+    in one savepoint while both succeed: a message's reactions and its clocks, one
+    savepoint a message instead of two (on PostgreSQL each said is a round trip, figure
+    9). If either raises, the pair's
     savepoint is undone and each runs again as ``guarded`` runs it, in its own: a failure
     still undoes only its own rows and is recorded under its own name, and its partner
     is kept."""

@@ -20,7 +20,7 @@ from routing.tokens import TokenClaim, read_token
 from store import participants as people
 from store import repos
 
-__all__ = ["ThreadMatch", "find_ticket"]
+__all__ = ["ThreadMatch", "find_ticket", "references_asked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,16 @@ class ThreadMatch:
     ticket_id: int | None
     by: str  # token | references | tag | none
     claim: TokenClaim | None = None
+
+
+def references_asked(hints: ThreadHints) -> list[str]:
+    """The Message-IDs a message threads by, in the order they are trusted: In-Reply-To,
+    then References newest first."""
+    wanted: list[str] = []
+    if hints.in_reply_to:
+        wanted.append(hints.in_reply_to)
+    wanted.extend(r for r in reversed(hints.references) if r not in wanted)
+    return wanted
 
 
 def find_ticket(
@@ -38,7 +48,10 @@ def find_ticket(
     *,
     envelope_token: str | None,
     sender: str,
+    stored: dict[str, int] | None = None,
 ) -> ThreadMatch:
+    """``stored``: the tickets stored for ``references_asked(hints)``, when the caller read
+    them already (store/bouncing.py ``first_look``); None: read here."""
     for token in (envelope_token, hints.reply_token):
         if not token:
             continue
@@ -49,12 +62,9 @@ def find_ticket(
         if ticket is not None:
             return ThreadMatch(ticket, "token", claim)
 
-    wanted: list[str] = []
-    if hints.in_reply_to:
-        wanted.append(hints.in_reply_to)
-    wanted.extend(r for r in reversed(hints.references) if r not in wanted)
+    wanted = references_asked(hints)
     if wanted:
-        known = repos.tickets_for_message_ids(conn, tenant.slug, wanted)
+        known = repos.tickets_for_message_ids(conn, tenant.slug, wanted, stored=stored)
         for mid in wanted:
             if mid in known:
                 return ThreadMatch(known[mid], "references")

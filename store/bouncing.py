@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, select
+from sqlalchemy import and_, bindparam, delete, exists, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
 from store import acks, deferred, repos
 from store.db import insert_ignore
 from store.direct import Direct
-from store.models import bouncing, messages
+from store.models import bouncing, message_ids, messages
 
 __all__ = [
     "FIRST_LOOK",
@@ -40,9 +40,13 @@ _CLEAR_BOUNCING = Direct(
 
 # A message's first read: the dedupe key's stored message (its raw sha256), whether its
 # sender bounces and the acknowledgements sent to the sender (store/acks.py), in one
-# statement (each was a read of its own). Every subquery filters on the tenant.
-def _first_look(conn: Connection) -> Select[Any]:
-    return select(
+# statement (each was a read of its own). Every subquery filters on the tenant. With the
+# Message-IDs its In-Reply-To and References name (routing/threader.py), the tickets
+# they thread to come with it too, a row each (one row of NULLs when none is known),
+# by a statement for each size of ``repos.ids_asked``: that was a read of its own for
+# nearly every reply.
+def _first_look(conn: Connection, size: int = 0) -> Select[Any]:
+    looked = [
         select(messages.c.raw_sha256)
         .where(messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key"))
         .scalar_subquery()
@@ -51,22 +55,44 @@ def _first_look(conn: Connection) -> Select[Any]:
         .where(bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("sender"))
         .label("bouncing"),
         acks.count_stored(conn).scalar_subquery().label("acks"),
-    )
+    ]
+    if not size:
+        return select(*looked)
+    one = select(literal(1).label("one")).subquery("one")
+    known = one.outerjoin(message_ids, and_(message_ids.c.tenant == _TENANT, repos.among_ids(size)))
+    return select(*looked, message_ids.c.message_id, message_ids.c.ticket_id).select_from(known)
 
 
 FIRST_LOOK = Direct(_first_look)
+_FIRST_LOOK_THREADING: dict[int, Direct] = {}
 
 
 def first_look(
-    conn: Connection, tenant: str, key: str, sender: str, ack_since: datetime
-) -> tuple[str | None, bool, int]:
+    conn: Connection,
+    tenant: str,
+    key: str,
+    sender: str,
+    ack_since: datetime,
+    ids: Sequence[str] = (),
+) -> tuple[str | None, bool, int, dict[str, int] | None]:
     """(raw sha256 stored under the dedupe ``key`` or None, ``sender`` bounces, the
     acknowledgements to ``sender`` stored since ``ack_since``: ``acks.acks_held`` adds
-    those held for the batch's flush)."""
+    those held for the batch's flush, the stored tickets of ``ids`` or None when not
+    asked: none, or more than ``repos.IDS_AT_ONCE``)."""
     values = {"tenant": tenant, "key": key, "sender": sender.lower()}
-    row = FIRST_LOOK.first(conn, values | acks.parameters(sender, ack_since))
-    assert row is not None  # no FROM: always one row
-    return row[0], bool(row[1]), int(row[2])
+    values |= acks.parameters(sender, ack_since)
+    if not ids or len(ids) > repos.IDS_AT_ONCE:
+        row = FIRST_LOOK.first(conn, values)
+        assert row is not None  # no FROM: always one row
+        return row[0], bool(row[1]), int(row[2]), None
+    size, asked = repos.ids_asked(ids)
+    stmt = _FIRST_LOOK_THREADING.get(size)
+    if stmt is None:
+        stmt = _FIRST_LOOK_THREADING[size] = Direct(lambda c: _first_look(c, size))
+    rows = stmt.all(conn, values | asked)
+    first = rows[0]  # the outer join keeps its one row
+    known = {r[3]: r[4] for r in rows if r[3] is not None}
+    return first[0], bool(first[1]), int(first[2]), known
 
 
 def agents_bouncing(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:

@@ -11,7 +11,8 @@ gave them stays: the SQL is its compiled text for the connection's dialect
 bind processor (JSON, SQLite's DateTime), a driver error comes back as
 SQLAlchemy's ``DBAPIError`` (the writer retries on its ``sqlstate``), and
 ``before_cursor_execute`` listeners still see every statement (the
-per-tenant statement check of tests/test_isolation.py, bench/statements.py).
+per-tenant statement check of tests/test_isolation.py, bench/statements.py, and
+store/db.py's savepoints, said before the first statement inside them).
 
 ``first``/``all``/``rowcount``/``many`` give the driver's rows as they come (ids,
 strings, counts); ``rows`` gives a SELECT's rows as dicts by column key with each

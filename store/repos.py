@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import String, bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Insert
+from sqlalchemy.sql import ColumnElement, Insert
 
 from store import deferred, numbering
 from store.db import insert_ignore
@@ -27,14 +27,17 @@ from store.models import (
 )
 
 __all__ = [
+    "IDS_AT_ONCE",
     "INSERT_MESSAGE_ID",
     "INSERT_OUTBOX",
     "THREAD_IDS",
     "add_audit",
     "add_audits",
     "add_message_flag",
+    "among_ids",
     "enqueue_many",
     "find_message",
+    "ids_asked",
     "new_ticket",
     "now",
     "sent_by_us",
@@ -100,7 +103,7 @@ _FIND_MESSAGE = Direct(
 # The threading lookup, straight to the driver: one fixed statement per power of two of
 # Message-IDs asked (the list padded with its last id), so a handful of them in all.
 _TICKETS_FOR_IDS: dict[int, Direct] = {}
-_IDS_AT_ONCE = 64  # a longer References chain is asked in slices of this many
+IDS_AT_ONCE = 64  # a longer References chain is asked in slices of this many
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
 )
@@ -141,31 +144,48 @@ def find_message(conn: Connection, tenant: str, key: str) -> str | None:
     return row[0] if row is not None else None
 
 
-def tickets_for_message_ids(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
+def tickets_for_message_ids(
+    conn: Connection, tenant: str, ids: Sequence[str], *, stored: dict[str, int] | None = None
+) -> dict[str, int]:
     """The ticket each known Message-ID threads to: stored, or held for the batch's flush
-    (a mail of the same batch; the first ticket to claim an id keeps it, as on insert)."""
+    (a mail of the same batch; the first ticket to claim an id keeps it, as on insert).
+    ``stored``: the stored ones, read already (store/bouncing.py ``first_look``)."""
     if not ids:
         return {}
     found: dict[str, int] = {}
-    for at in range(0, len(ids), _IDS_AT_ONCE):
-        found.update(_tickets_for(conn, tenant, ids[at : at + _IDS_AT_ONCE]))
+    if stored is not None:
+        found.update(stored)
+    else:
+        for at in range(0, len(ids), IDS_AT_ONCE):
+            found.update(_tickets_for(conn, tenant, ids[at : at + IDS_AT_ONCE]))
     for r in deferred.pending(conn, INSERT_MESSAGE_ID):
         if r["tenant"] == tenant and r["message_id"] in ids:
             found.setdefault(r["message_id"], r["ticket_id"])
     return found
 
 
-def _tickets_for(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
+def ids_asked(ids: Sequence[str]) -> tuple[int, dict[str, Any]]:
+    """Up to IDS_AT_ONCE Message-IDs as a fixed statement asks them (``among_ids``): its
+    size, a power of two (a handful of statements, not one per length), and the values
+    of ``m0``.. (the last repeated to fill it)."""
     size = 1 << (len(ids) - 1).bit_length()
+    return size, {f"m{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
+
+
+def among_ids(size: int) -> ColumnElement[bool]:
+    """``message_ids.message_id`` is one of ``m0``..``m<size - 1>`` (``ids_asked``)."""
+    return message_ids.c.message_id.in_([bindparam(f"m{i}") for i in range(size)])
+
+
+def _tickets_for(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
+    size, params = ids_asked(ids)
     stmt = _TICKETS_FOR_IDS.get(size)
     if stmt is None:
-        names = [bindparam(f"m{i}") for i in range(size)]
         stmt = _TICKETS_FOR_IDS[size] = Direct(
             select(message_ids.c.message_id, message_ids.c.ticket_id).where(
-                message_ids.c.tenant == _TENANT, message_ids.c.message_id.in_(names)
+                message_ids.c.tenant == _TENANT, among_ids(size)
             )
         )
-    params: dict[str, Any] = {f"m{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
     params["tenant"] = tenant
     return {m: t for m, t in stmt.all(conn, params)}
 

@@ -157,7 +157,7 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
     assert acks.acks_since(conn, "acme", "Kim+zz@Client.test", since) == 4
     # The commit's first read counts the same (nothing is held here).
     for a, n in counts.items():
-        assert first_look(conn, "acme", "<none@x>", a, since) == (None, False, n)
+        assert first_look(conn, "acme", "<none@x>", a, since) == (None, False, n, None)
     assert first_look(conn, "acme", "<none@x>", "Kim+zz@Client.test", since)[2] == 4
     seen: list[tuple[str, Any]] = []
     event.listen(conn.engine, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
@@ -440,3 +440,34 @@ def test_a_lone_tenants_mail_takes_one_savepoint_and_its_reject_none(
     two, saved = commit(_mail("Two desks", to="help@globex.test, support@acme.test"),
                         "help@globex.test", "support@acme.test")  # fmt: skip
     assert len(two) == 2 and saved == 3  # the message's, and one for each tenant
+
+
+def test_a_replys_threading_ids_are_read_with_its_first_look(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The Message-IDs a reply names come with its dedupe read (one statement, not two):
+    In-Reply-To first, then References newest first, an unknown one skipped; an id held
+    for the batch's flush still threads; a References chain longer than one read asks
+    on its own, as before."""
+    first, second = _mail("Printer"), _mail("Scanner")
+    a, b = (_commit(config, conn, m)[0].ticket_ref for m in (first, second))
+    ida, idb = parse(first).message_id, parse(second).message_id
+    said: list[str] = []
+    event.listen(conn.engine, "before_cursor_execute", lambda *x: said.append(x[2]))
+
+    def reply(subject: str, headers: str) -> str:
+        said.clear()
+        (stored,) = _commit(config, conn, _mail(subject, headers=headers))
+        return stored.ticket_ref
+
+    assert reply("Re: one", f"In-Reply-To: {idb}\r\nReferences: {ida} {idb}\r\n") == b
+    assert not [s for s in said if s.startswith("SELECT message_ids.message_id")], said
+    assert [s for s in said if "raw_sha256" in s and "message_ids" in s], said
+    assert reply("Re: two", f"References: {ida} <unknown@x> \r\n") == a
+    with deferred.hold(conn):
+        third = _mail("Fax")
+        c = _commit(config, conn, third)[0].ticket_ref
+        assert reply("Re: three", f"In-Reply-To: {parse(third).message_id}\r\n") == c
+    many = " ".join(f"<n{i}@x>" for i in range(repos.IDS_AT_ONCE)) + f" {ida}"
+    assert reply("Re: four", f"References: {many}\r\n") == a
+    assert [s for s in said if s.startswith("SELECT message_ids.message_id")], said

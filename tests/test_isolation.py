@@ -82,6 +82,8 @@ address = "{AGENT}"
 # Functions that take no tenant, each for a reason that keeps isolation.
 NO_TENANT = {
     "store.repos.now": "no rows",
+    "store.repos.ids_asked": "no rows: the values of Message-IDs a statement asks",
+    "store.repos.among_ids": "no rows: a condition of statements that filter on the tenant",
     "store.queries.tenants_in_store": "admin scope: which tenants exist",
     "store.queries.store_status": "admin scope: counts for /status",
     "store.retention.collect_blobs": "blobs are shared by content; it returns no rows",

@@ -26,7 +26,7 @@ from parsers.types import ParsedMessage, RawMessage
 from routing.auth import NONE, AuthVerdict
 from routing.config import GatewayConfig
 from routing.tenants import AddressIndex, Recipient
-from routing.threader import find_ticket
+from routing.threader import find_ticket, references_asked
 from routing.verdicts import Reject, Stored
 from store import clocks, ingest, repos, ticket_life
 from store.bouncing import first_look
@@ -61,7 +61,8 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     tenant, mid, raw_sha = job.recipient.tenant, msg.parsed.message_id, msg.sha256
     key = mid or f"sha256:{raw_sha}"
     since = ack_window_start(config, tenant, msg.now)
-    existing, bounces, acks = first_look(conn, tenant.slug, key, msg.sender, since)
+    asked = references_asked(msg.parsed.thread_hints)
+    existing, bounces, acks, stored = first_look(conn, tenant.slug, key, msg.sender, since, asked)
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
@@ -83,6 +84,7 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         msg.parsed.thread_hints,
         envelope_token=job.tokens[0] if job.tokens else None,
         sender=msg.sender,
+        stored=stored,
     )
     state = (
         ticket_life.sender_state(conn, tenant.slug, match.ticket_id, msg.sender)
