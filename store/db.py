@@ -46,7 +46,9 @@ def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def create_writer_engine(url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True) -> Engine:
+def create_writer_engine(
+    url: str, *, busy_timeout_ms: int = 5000, pre_ping: bool = True
+) -> Engine:
     """A synchronous engine for the writer's own thread.
 
     Why not the async engine: through SQLAlchemy async + aiosqlite every
@@ -323,7 +325,9 @@ async def _current(engine: AsyncEngine) -> str | None:
     """The store's migration, or None when it has none yet (or cannot say)."""
     try:
         async with engine.connect() as conn:
-            return (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalar()
+            return (
+                await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+            ).scalar()
     except Exception:  # no table yet: a new store
         return None
 
