@@ -42,7 +42,6 @@ _NEXT_COUNTED = Direct(
     .values(last_number=ticket_counters.c.last_number + 1)
     .returning(ticket_counters.c.last_number)
 )
-_NEXTVAL = Direct(text("SELECT nextval(CAST(:seq AS regclass))"))
 _TOP = select(
     func.greatest(
         select(func.coalesce(func.max(tickets.c.number), 0))
@@ -98,12 +97,9 @@ def sequence(conn: Connection, tenant: str) -> str | None:
 
 
 def next_number(conn: Connection, tenant: str) -> int:
-    """Draw the tenant's next ticket number inside ``conn``'s transaction."""
-    seq = sequence(conn, tenant)
-    if seq is not None:
-        row = _NEXTVAL.first(conn, {"seq": seq})
-        assert row is not None
-        return int(row[0])
+    """Draw the tenant's next ticket number from its counter row, inside ``conn``'s
+    transaction: SQLite's way (on PostgreSQL a new ticket's INSERT draws it from
+    ``sequence``, store/repos.py)."""
     counted = _NEXT_COUNTED.first(conn, {"w_tenant": tenant})
     if counted is not None:
         return int(counted[0])
