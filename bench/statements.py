@@ -9,9 +9,10 @@ round trip, figure 9's bound), one transaction each (``--batch N``: N
 messages a transaction, as the writer commits them, holding the rows it holds and
 writing them before each commit: store/deferred.py), in this process: no SMTP, no
 writer thread, no outbox. A SQLAlchemy ``before_cursor_execute`` listener
-counts what goes through SQLAlchemy, and the savepoints said straight to the driver are
-counted as they are taken;
-the CPU is ``time.process_time`` around the loop, the language model loaded before.
+counts what goes through SQLAlchemy, and the savepoints said straight to the driver
+(store/db.py) are counted when they are said, before the first statement inside them
+(one that runs none says nothing and is not counted); the CPU is
+``time.process_time`` around the loop, the language model loaded before.
 Issue 21 used it to count statements before and after (BENCHMARKS.md).
 """
 

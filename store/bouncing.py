@@ -21,7 +21,6 @@ from store.direct import Direct
 from store.models import bouncing, message_ids, messages
 
 __all__ = [
-    "FIRST_LOOK",
     "agents_bouncing",
     "bouncing_among",
     "clear_bouncing",
@@ -63,8 +62,8 @@ def _first_look(conn: Connection, size: int = 0) -> Select[Any]:
     return select(*looked, message_ids.c.message_id, message_ids.c.ticket_id).select_from(known)
 
 
-FIRST_LOOK = Direct(_first_look)
-_FIRST_LOOK_THREADING: dict[int, Direct] = {}
+# By the size of ``repos.ids_asked``; 0: no Message-IDs asked.
+_FIRST_LOOK: dict[int, Direct] = {0: Direct(_first_look)}
 
 
 def first_look(
@@ -82,13 +81,13 @@ def first_look(
     values = {"tenant": tenant, "key": key, "sender": sender.lower()}
     values |= acks.parameters(sender, ack_since)
     if not ids or len(ids) > repos.IDS_AT_ONCE:
-        row = FIRST_LOOK.first(conn, values)
+        row = _FIRST_LOOK[0].first(conn, values)
         assert row is not None  # no FROM: always one row
         return row[0], bool(row[1]), int(row[2]), None
     size, asked = repos.ids_asked(ids)
-    stmt = _FIRST_LOOK_THREADING.get(size)
+    stmt = _FIRST_LOOK.get(size)
     if stmt is None:
-        stmt = _FIRST_LOOK_THREADING[size] = Direct(lambda c: _first_look(c, size))
+        stmt = _FIRST_LOOK[size] = Direct(lambda c: _first_look(c, size))
     rows = stmt.all(conn, values | asked)
     first = rows[0]  # the outer join keeps its one row
     known = {r[3]: r[4] for r in rows if r[3] is not None}
