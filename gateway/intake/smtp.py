@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import structlog
@@ -41,8 +42,25 @@ _SIMPLE_PATH = re.compile(
 )
 
 
+def _grouped(method: Callable[[SMTP, str], Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """One of RFC 2920's commands whose reply may wait for the next one's (3.2: RSET,
+    MAIL, RCPT), HELP's syntax text kept (functools.wraps copies aiosmtpd's marks)."""
+
+    @functools.wraps(method)
+    async def run(self: GatewaySMTP, arg: str) -> None:
+        self._grouping = True
+        try:
+            await method(self, arg)
+        finally:
+            self._grouping = False
+
+    return run
+
+
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP with enhanced status codes on every reply it writes."""
+    """aiosmtpd's SMTP with enhanced status codes on every reply it writes, and
+    PIPELINING (RFC 2920; LMTP's RFC 2033 requires it): a pipelining client sends
+    MAIL, its RCPTs and DATA in one go, and their replies go back in one write."""
 
     # Lines over 998 octets break RFC 5321 but real mailers send them; Postfix
     # accepts and chops at 2048. We keep them whole: data_size_limit remains
@@ -88,20 +106,32 @@ class GatewaySMTP(SMTP):
             self._set_post_data_state()
             await self.push("250 OK" if status is MISSING else status)
 
-    # Continuation lines of a multi-line reply (``250-...``) waiting for its last line.
+    smtp_MAIL = _grouped(SMTP.smtp_MAIL)
+    smtp_RCPT = _grouped(SMTP.smtp_RCPT)
+    smtp_RSET = _grouped(SMTP.smtp_RSET)
+
+    # Continuation lines of a multi-line reply (``250-...``) waiting for its last line,
+    # and a group's positive replies waiting for the reply to its last command.
     _held: list[bytes] | None = None
+    _grouping = False  # a reply now is one to RSET, MAIL or RCPT
     _deadline = 0.0  # the idle timeout's moment (loop time); see _reset_timeout
 
     async def push(self, status: Any) -> None:
         """aiosmtpd's push, cheaper: each distinct reply is enhanced and encoded once per
         process (the replies are a small fixed set, but for the 250's queue id, which is
         enhanced already), and a multi-line reply (EHLO's seven lines) is one write, not
-        one per line. Not logged at DEBUG on ``mail.log`` (pinned at WARNING anyway)."""
+        one per line. Not logged at DEBUG on ``mail.log`` (pinned at WARNING anyway).
+
+        A 2xx to RSET, MAIL or RCPT waits while the client's next command is already
+        here (RFC 2920 3.2: such replies may be sent as a unit): it goes out with the next
+        reply, so a pipelined MAIL, RCPT, DATA gets one write, not three. A client that
+        waits for each reply has sent nothing more, so its reply is never held, nor is a
+        refusal, which may be followed by the connection's close."""
         if isinstance(status, str):
             data = self._wire(status)
         else:
             data = status + b"\r\n"
-        if data[3:4] == b"-":
+        if data[3:4] == b"-" or (self._grouping and data[:1] == b"2" and self._next_is_here()):
             self._hold(data)
             return
         if self._held:
@@ -110,6 +140,11 @@ class GatewaySMTP(SMTP):
             self._held.clear()
         self._writer.write(data)
         await self._writer.drain()
+
+    def _next_is_here(self) -> bool:
+        """A whole command line is waiting in the reader: the command loop reads it next
+        without waiting for the network, so a reply held now cannot wait on the client."""
+        return b"\n" in self._reader._buffer  # type: ignore[attr-defined]
 
     def hold(self, status: str) -> None:
         """A whole reply sent with the next one pushed, in its write: LMTP's replies
@@ -264,7 +299,7 @@ class IntakeHandler:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
 
 async def drain(handler: IntakeHandler, server: asyncio.Server, within: float) -> None:
