@@ -80,7 +80,8 @@ def test_a_pipelined_group_gets_its_replies_in_one_write() -> None:
         b"MAIL FROM:<a@client.test>\r\nRCPT TO:<one@acme.test>\r\n"
         b"RCPT TO:<two@acme.test>\r\nDATA\r\n"
     )
-    got = _session([(b"EHLO client.test\r\n", 1), (group, 4), (b"Subject: x\r\n\r\nhi\r\n.\r\n", 1)])
+    data = b"Subject: x\r\n\r\nhi\r\n.\r\n"
+    got = _session([(b"EHLO client.test\r\n", 1), (group, 4), (data, 1)])
     codes = [reply[-1][:3] for reply in got]
     assert codes == [b"250", b"250", b"250", b"250", b"354", b"250"]
     # The greeting; EHLO's lines in one write; MAIL, both RCPTs and DATA's 354 in one;

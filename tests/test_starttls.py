@@ -1,10 +1,12 @@
 """STARTTLS on the SMTP listener, with a certificate from a private CA (trustme): a
 client that requires TLS verifies it and delivers; with require_tls, a client that
-does not start TLS is refused before MAIL, and a bad certificate path is a config error."""
+does not start TLS is refused before MAIL, a bad certificate path is a config error,
+and plaintext sent behind STARTTLS never runs inside the TLS session."""
 
 from __future__ import annotations
 
 import smtplib
+import socket
 import ssl
 from pathlib import Path
 
@@ -90,3 +92,33 @@ def test_bad_certificate_is_a_config_error(tmp_path: Path, ca: trustme.CA) -> No
     out = d.cli("config", "check")
     assert out.returncode == 1
     assert b"smtp.tls_cert: cannot load the certificate and key" in out.stderr
+
+
+def test_plaintext_pipelined_after_starttls_is_dropped(tmp_path: Path, ca: trustme.CA) -> None:
+    """CVE-2011-0411's kind: commands sent in the clear behind STARTTLS, in its packet,
+    are never run inside the TLS session (RFC 3207 4.2), PIPELINING offered or not."""
+    d = _tls_daemon(tmp_path, ca, require=False).start()
+    try:
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as raw:
+            f = raw.makefile("rb")
+            assert f.readline().startswith(b"220")
+            raw.sendall(b"EHLO client.test\r\n")
+            while f.readline()[3:4] != b" ":
+                pass
+            raw.sendall(b"STARTTLS\r\nRSET\r\nMAIL FROM:<intruder@evil.test>\r\n")
+            assert f.readline().startswith(b"220")
+            tls = _client_context(ca).wrap_socket(raw, server_hostname="gw.test")
+            g = tls.makefile("rb")
+            tls.sendall(b"EHLO client.test\r\n")
+            lines = [g.readline()]
+            while lines[-1][3:4] != b" ":
+                lines.append(g.readline())
+            # The first reply inside TLS is EHLO's own (no answers to the injected lines)
+            assert len(lines) > 2 and b"250-PIPELINING\r\n" in lines, lines
+            # and the injected MAIL never ran: a RCPT needs one.
+            tls.sendall(b"RCPT TO:<support@acme.test>\r\n")
+            rcpt = g.readline()
+            tls.sendall(b"QUIT\r\n")
+        assert rcpt.startswith(b"503 ") and b"MAIL" in rcpt, rcpt
+    finally:
+        d.stop()
