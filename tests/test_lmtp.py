@@ -82,6 +82,7 @@ def test_tcp_one_recipient_accepted_one_refused(tcp: Daemon) -> None:
         c = _client(sock)
         lhlo = c.cmd("LHLO mta.test")
         assert (250, "ENHANCEDSTATUSCODES") in lhlo
+        assert (250, "PIPELINING") in lhlo  # RFC 2033 4: an LMTP server MUST support it
         codes, after = c.send(["support@acme.test", "nobody@acme.test"])
         assert codes == [250, 550]
         assert len(after) == 1 and tcp.ref(after[0]).startswith("ACME-"), after

@@ -1,15 +1,12 @@
-"""PIPELINING (RFC 2920; RFC 2033 requires it of LMTP): advertised, and a pipelined
-group's replies in order, the positive ones to RSET, MAIL and RCPT sent with the next
-reply in one write while the client's next command is already in the reader."""
+"""PIPELINING (RFC 2920; RFC 2033 requires it of LMTP, tests/test_lmtp.py): advertised,
+and a pipelined group's replies in order, the positive ones to RSET, MAIL and RCPT sent
+with the next reply in one write while the client's next command is already in the
+reader."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from gateway.intake.smtp import GatewaySMTP, session_options
 from gateway.intake.smtp_setup import session_factory
@@ -142,24 +139,3 @@ def test_the_daemon_advertises_pipelining_and_takes_a_pipelined_group(daemon: Da
     assert end.startswith(b"250 2.0.0"), end
     rows = daemon.query("SELECT subject FROM messages WHERE from_addr = ?", "pipe@client.test")
     assert [r[0] for r in rows] == ["Pipelined"]
-
-
-@pytest.fixture
-def lmtp(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path / "gw", lmtp="127.0.0.1:0").start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-def test_lmtp_advertises_pipelining(lmtp: Daemon) -> None:
-    """RFC 2033 4: an LMTP server MUST support PIPELINING (and so say it in LHLO)."""
-    with socket.create_connection(("127.0.0.1", lmtp.lmtp_port), timeout=30) as sock:
-        f = sock.makefile("rb")
-        assert f.readline().startswith(b"220")
-        sock.sendall(b"LHLO mta.test\r\n")
-        lines = []
-        while not lines or lines[-1][3:4] != b" ":
-            lines.append(f.readline())
-    assert b"250-PIPELINING\r\n" in lines, lines
