@@ -1,4 +1,5 @@
-"""A private Postfix on 127.0.0.1: smtpd -> queue (cleanup fsyncs) -> ``discard:``.
+"""A private Postfix on 127.0.0.1: smtpd -> queue (cleanup fsyncs) -> ``discard:``,
+or to ``relay`` (tests/test_postfix_lmtp.py: the gateway's LMTP listener).
 
 The reference for "how fast does a real MTA durably queue this mail here":
 Postfix's cleanup writes and fsyncs each message into its queue before
@@ -36,7 +37,9 @@ def available() -> str | None:
 
 
 class Postfix:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, relay: str = "discard:") -> None:
+        """``relay``: the transport for acme.test and globex.test (``discard:``, or
+        ``lmtp:inet:127.0.0.1:<port>``)."""
         self.dir = workdir
         self.port = free_port()
         self.conf = workdir / "conf"
@@ -49,6 +52,8 @@ class Postfix:
         for line in master.splitlines():
             if line.startswith("smtp      inet"):
                 line = f"127.0.0.1:{self.port} inet n - n - - smtpd"
+            elif line.startswith("lmtp      unix"):
+                line = "lmtp unix - - n - - lmtp"  # not chrooted in our private queue
             lines.append(line)
         (self.conf / "master.cf").write_text("\n".join(lines) + "\n")
         (self.conf / "main.cf").write_text(
@@ -66,7 +71,7 @@ mydestination =
 mynetworks = 127.0.0.0/8
 relay_domains = acme.test globex.test
 default_transport = discard:
-relay_transport = discard:
+relay_transport = {relay}
 local_transport = discard:
 smtpd_recipient_restrictions = permit_mynetworks, reject
 message_size_limit = 52428800

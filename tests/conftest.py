@@ -28,6 +28,7 @@ SQLITE_ONLY = {
     "test_browser.py": "time budget: the web store calls run in test_web_client",
     "test_desk_browser.py": "time budget: the desk's store calls run in test_desk",
     "test_starttls.py": "no store beyond test_smtp's",
+    "test_postfix_lmtp.py": "an MTA's handover: the store's part runs in test_lmtp",
     "test_web.py": "status endpoints; the counts run in test_outbound's store",
     "test_cli.py": "command-line parsing",
     "test_compose.py": "no store",
