@@ -164,12 +164,13 @@ def tickets_for_message_ids(
     return found
 
 
-def ids_asked(ids: Sequence[str]) -> tuple[int, dict[str, Any]]:
-    """Up to IDS_AT_ONCE Message-IDs as a fixed statement asks them (``among_ids``): its
-    size, a power of two (a handful of statements, not one per length), and the values
-    of ``m0``.. (the last repeated to fill it)."""
+def ids_asked(ids: Sequence[Any], prefix: str = "m") -> tuple[int, dict[str, Any]]:
+    """Up to IDS_AT_ONCE values (Message-IDs; outbox row ids, ``prefix`` "i") as a fixed
+    statement asks them (``among_ids``, outbound/outbox_rows.py): its size, a power of
+    two (a handful of statements, not one per length), and the values of ``m0``.. (the
+    last repeated to fill it)."""
     size = 1 << (len(ids) - 1).bit_length()
-    return size, {f"m{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
+    return size, {f"{prefix}{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
 
 
 def among_ids(size: int) -> ColumnElement[bool]:

@@ -24,7 +24,14 @@ import pytest
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from outbound.outbox_rows import claim, is_plain_retry, mark_retries, record, release_claims
+from outbound.outbox_rows import (
+    claim,
+    is_plain_retry,
+    mark_retries,
+    mark_sent,
+    record,
+    release_claims,
+)
 from outbound.sender import Attempt
 from routing.config import GatewayConfig, load_config
 from store import leases, repos
@@ -164,6 +171,38 @@ def test_a_dead_instances_claims_are_taken_over_after_the_lease(
     assert {rows[r["id"]].claimed_by for r in taken[1:]} == {"b"}
     with engine.begin() as conn:  # b restarts: its own claims go back to pending at once
         assert release_claims(conn, "b") == 2
+
+
+def test_claims_and_sent_marks_past_one_statements_ids_keep_only_their_own(
+    engine: Engine,
+) -> None:
+    """A claim and a sent mark name their rows by fixed statements of a power-of-two
+    size (store/direct.py, ``repos.ids_asked``): 150 rows are three statements' worth,
+    a short list repeats its last id, and a row another instance took over is left as
+    it has it and is not counted as sent."""
+    _queue(engine, 151)
+    with engine.begin() as conn:
+        mine = claim(conn, T0, 150, "a", 60)
+        theirs = claim(conn, T0 + timedelta(seconds=61), 1, "b", 60)  # a's lease ran out
+    assert len(mine) == 150 and len({r["id"] for r in mine}) == 150
+    assert all(r["status"] == "pending" and r["claimed_by"] is None for r in mine)
+    assert isinstance(mine[0]["next_attempt_at"], datetime) and mine[0]["body"] == b"x"
+    with engine.begin() as conn:
+        sent = mark_sent(conn, [r["id"] for r in mine], "a")
+        rows = {r.id: r for r in conn.execute(select(outbox))}
+    lost = theirs[0]["id"]
+    assert lost in {r["id"] for r in mine}  # the oldest due row: a's first, then b's
+    assert sent == {r["id"] for r in mine} - {lost}
+    assert {(rows[i].status, rows[i].attempts, rows[i].claimed_by) for i in sent} == {
+        ("sent", 1, None)
+    }
+    assert (rows[lost].status, rows[lost].claimed_by) == ("sending", "b")
+    (left,) = [r for r in rows.values() if r.id not in sent and r.id != lost]
+    assert (left.status, left.claimed_by) == ("pending", None)  # past the limit: not claimed
+    with engine.begin() as conn:  # three ids, asked as four (the last repeated)
+        few = claim(conn, T0, 3, "c", 60)
+        assert len(few) == 1 and few[0]["id"] == left.id
+        assert mark_sent(conn, [left.id, left.id, left.id], "c") == {left.id}
 
 
 def test_retries_are_marked_in_one_statement_each_row_its_own_and_only_if_still_ours(
