@@ -66,8 +66,9 @@ def release_claims(conn: Connection, instance: str) -> int:
 
 
 # Straight to the driver (store/direct.py): a claim and a sent mark come with nearly
-# every acknowledgement, and building them through SQLAlchemy cost ~0.5 ms each
-# (bench/results/notes/pipe21.md). By the limit, and by ``repos.ids_asked``'s size.
+# every acknowledgement, and building them through SQLAlchemy cost 0.4-0.7 ms of CPU
+# each, ten times what SQLite took to run them (bench/results/notes/outq21.md). Fixed
+# statements by the limit, and by the size of ``repos.ids_asked``.
 _DUE = or_(
     and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= bindparam("now")),
     and_(outbox.c.status == "sending", outbox.c.claimed_until < bindparam("now")),
