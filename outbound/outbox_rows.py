@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, and_, bindparam, case, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from outbound.outbox import queue_failure_notice
@@ -78,10 +78,6 @@ _CLAIMED: dict[int, Direct] = {}
 _SENT: dict[int, Direct] = {}
 
 
-def _among(size: int) -> ColumnElement[bool]:
-    return outbox.c.id.in_([bindparam(f"i{k}") for k in range(size)])
-
-
 def _by_ids(
     cache: dict[int, Direct], build: Callable[[int], Any], ids: Sequence[int]
 ) -> tuple[Direct, dict[str, Any]]:
@@ -124,7 +120,7 @@ def claim(
 def _claimed(size: int) -> Any:
     return (
         update(outbox)
-        .where(_among(size))
+        .where(repos.among_ids(size, outbox.c.id, "i"))
         .values(status="sending", claimed_by=bindparam("me"), claimed_until=bindparam("until"))
     )
 
@@ -212,7 +208,11 @@ def mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
 def _sent(size: int) -> Any:
     return (
         update(outbox)
-        .where(_among(size), outbox.c.status == "sending", outbox.c.claimed_by == bindparam("me"))
+        .where(
+            repos.among_ids(size, outbox.c.id, "i"),
+            outbox.c.status == "sending",
+            outbox.c.claimed_by == bindparam("me"),
+        )
         .values(
             status="sent",
             attempts=outbox.c.attempts + 1,

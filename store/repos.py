@@ -167,15 +167,17 @@ def tickets_for_message_ids(
 def ids_asked(ids: Sequence[Any], prefix: str = "m") -> tuple[int, dict[str, Any]]:
     """Up to IDS_AT_ONCE values (Message-IDs; outbox row ids, ``prefix`` "i") as a fixed
     statement asks them (``among_ids``, outbound/outbox_rows.py): its size, a power of
-    two (a handful of statements, not one per length), and the values of ``m0``.. (the
-    last repeated to fill it)."""
+    two (a handful of statements, not one per length), and the values of ``<prefix>0``..
+    (the last repeated to fill it)."""
     size = 1 << (len(ids) - 1).bit_length()
     return size, {f"{prefix}{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
 
 
-def among_ids(size: int) -> ColumnElement[bool]:
-    """``message_ids.message_id`` is one of ``m0``..``m<size - 1>`` (``ids_asked``)."""
-    return message_ids.c.message_id.in_([bindparam(f"m{i}") for i in range(size)])
+def among_ids(
+    size: int, column: ColumnElement[Any] = message_ids.c.message_id, prefix: str = "m"
+) -> ColumnElement[bool]:
+    """``column`` is one of ``<prefix>0``..``<prefix><size - 1>`` (``ids_asked``)."""
+    return column.in_([bindparam(f"{prefix}{i}") for i in range(size)])
 
 
 def _tickets_for(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
