@@ -68,23 +68,13 @@ async def run(
     async def worker(session: Session, queue: list[tuple[str, bytes]]) -> None:
         r, w, port, pipelining = session
 
-        async def step(command: bytes, want: bytes) -> bool:
-            """One command of the transaction; a refusal is counted and the transaction reset."""
-            w.write(command)
-            line = await reply(r)
-            if line.startswith(want):
-                return True
-            codes[line[:3].decode()] += 1
-            w.write(b"RSET\r\n")
-            await reply(r)
-            return False
-
-        async def group(commands: list[bytes], wants: list[bytes]) -> bool:
-            """RFC 2920: the commands in one write, then a reply each; the first refusal
+        async def group(commands: list[tuple[bytes, bytes]]) -> bool:
+            """Commands (each with the reply code it wants) in one write, then a reply each
+            (RFC 2920; one command: a client that waits for each reply); the first refusal
             is counted and the transaction reset."""
-            w.write(b"".join(commands))
+            w.write(b"".join(command for command, _ in commands))
             answers = [await reply(r) for _ in commands]
-            for line, want in zip(answers, wants, strict=True):
+            for line, (_, want) in zip(answers, commands, strict=True):
                 if not line.startswith(want):
                     codes[line[:3].decode()] += 1
                     w.write(b"RSET\r\n")
@@ -95,20 +85,17 @@ async def run(
         while queue:
             rcpt, payload = queue.pop()
             t_mail = time.perf_counter()
-            commands = [
-                b"MAIL FROM:<load@bench.client.test>\r\n",
-                b"RCPT TO:<" + rcpt.encode() + b">\r\n",
-                b"DATA\r\n",
+            transaction = [
+                (b"MAIL FROM:<load@bench.client.test>\r\n", b"250"),
+                (b"RCPT TO:<" + rcpt.encode() + b">\r\n", b"250"),
+                (b"DATA\r\n", b"354"),
             ]
-            wants = [b"250", b"250", b"354"]
-            if pipelining:
-                if not await group(commands, wants):
-                    continue
-            elif not (
-                await step(commands[0], wants[0])
-                and await step(commands[1], wants[1])
-                and await step(commands[2], wants[2])
-            ):
+            refused = False
+            for part in [transaction] if pipelining else [[step] for step in transaction]:
+                if not await group(part):
+                    refused = True
+                    break
+            if refused:
                 continue
             w.write(payload)
             t0 = time.perf_counter()
