@@ -60,12 +60,13 @@ def test_postfix_delivers_over_lmtp_with_a_reply_per_recipient(tmp_path: Path) -
                 with smtplib.SMTP("127.0.0.1", pf.port, timeout=30) as s:
                     s.sendmail("carol@client.test", rcpts, mail)
                 got = _outcomes(pf, rcpts)
+                log = (where / "maillog").read_text(errors="replace")
                 talk = [
                     line.partition(": ")[2]
-                    for line in (where / "maillog").read_text(errors="replace").splitlines()
+                    for line in log.splitlines()
                     if re.search(r"postfix/lmtp\[\d+\]: [<>] ", line)
                 ]
-                piped = "Using LMTP PIPELINING" in (where / "maillog").read_text()
+                piped = "Using LMTP PIPELINING" in log
             finally:
                 pf.stop()
         rows = gw.query("SELECT tenant, source, subject FROM messages")
