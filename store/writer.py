@@ -9,9 +9,12 @@ A unit of work is a plain (synchronous) function of a connection; a batch
 runs in the writer's own thread on a synchronous engine, one hand-off per
 batch instead of several per statement (store/db.py says why). If a batch
 fails, each unit is retried alone, so one poison message cannot fail its
-neighbours. The rows a message adds that nothing reads before the commit
-(audit events, outbox rows) are held and written once per batch
-(store/deferred.py).
+neighbours; but not when SQLite was busy (another process held the write lock
+past the busy timeout): no unit was at fault, and retrying each alone would
+wait the timeout once more per unit, so a message queued behind a batch of
+workers' units would hear its 451 only after all of them. The rows a message
+adds that nothing reads before the commit (audit events, outbox rows) are held
+and written once per batch (store/deferred.py).
 
 Several instances on one PostgreSQL (docs/scaling.md) commit concurrently.
 Ticket numbers there come from a sequence per tenant (store/numbering.py), which
@@ -43,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +79,18 @@ def _transient(exc: BaseException) -> bool:
     if getattr(exc, _UNSENT, False):
         return True
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+
+
+def _busy(exc: BaseException) -> bool:
+    """SQLite's write lock was not had within the busy timeout: the database's state,
+    not the units'."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return (
+        isinstance(orig, sqlite3.OperationalError)
+        and code is not None
+        and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )
 
 
 def _lost(conn: Connection) -> bool:
@@ -168,6 +184,11 @@ class Writer:
                 results = await self._transaction([w for w, _ in batch])
             except Exception as exc:  # retry alone, below
                 log.warning("batch_failed", size=len(batch), error=type(exc).__name__)
+                if _busy(exc):
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    return
             else:
                 for (_, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
