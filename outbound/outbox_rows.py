@@ -8,7 +8,6 @@ the lease) sit in one place, and the instances' tests can drive them directly.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from outbound.outbox import queue_failure_notice
 from outbound.sender import Attempt
 from routing.config import GatewayConfig, Tenant
 from store import repos
-from store.direct import Direct
+from store.direct import Direct, Family
 from store.models import outbox
 
 __all__ = [
@@ -73,19 +72,15 @@ _DUE = or_(
     and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= bindparam("now")),
     and_(outbox.c.status == "sending", outbox.c.claimed_until < bindparam("now")),
 )
-_CLAIM_ROWS: dict[int, Direct] = {}
-_CLAIMED: dict[int, Direct] = {}
-_SENT: dict[int, Direct] = {}
-
-
-def _by_ids(
-    cache: dict[int, Direct], build: Callable[[int], Any], ids: Sequence[int]
-) -> tuple[Direct, dict[str, Any]]:
-    size, params = repos.ids_asked(ids, "i")
-    stmt = cache.get(size)
-    if stmt is None:
-        stmt = cache[size] = Direct(build(size))
-    return stmt, params
+_CLAIM_ROWS: Family[int] = Family(
+    lambda limit: Direct(
+        select(outbox)
+        .where(_DUE)
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+)
 
 
 def claim(
@@ -96,33 +91,27 @@ def claim(
     SKIP LOCKED: rows another instance is claiming in this very moment are
     passed over, not waited for, so claims never queue behind each other.
     """
-    select_due = _CLAIM_ROWS.get(limit)
-    if select_due is None:
-        select_due = _CLAIM_ROWS[limit] = Direct(
-            select(outbox)
-            .where(_DUE)
-            .order_by(outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    rows = select_due.rows(conn, {"now": now})
+    rows = _CLAIM_ROWS[limit].rows(conn, {"now": now})
     until = now + timedelta(seconds=lease)
     ids = [r["id"] for r in rows]
     for at in range(0, len(ids), repos.IDS_AT_ONCE):
-        stmt, params = _by_ids(_CLAIMED, _claimed, ids[at : at + repos.IDS_AT_ONCE])
-        stmt.rowcount(conn, {**params, "me": instance, "until": until})
+        size, params = repos.ids_asked(ids[at : at + repos.IDS_AT_ONCE], "i")
+        _CLAIMED[size].rowcount(conn, {**params, "me": instance, "until": until})
     for r in rows:
         if r["status"] == "sending":
             log.info("outbox.taken_over", id=r["id"], previous=r["claimed_by"])
     return rows
 
 
-def _claimed(size: int) -> Any:
-    return (
+def _claimed(size: int) -> Direct:
+    return Direct(
         update(outbox)
         .where(repos.among_ids(size, outbox.c.id, "i"))
         .values(status="sending", claimed_by=bindparam("me"), claimed_until=bindparam("until"))
     )
+
+
+_CLAIMED: Family[int] = Family(_claimed)
 
 
 def _backoff(config: GatewayConfig, attempts: int) -> float:
@@ -200,13 +189,13 @@ def mark_sent(conn: Connection, ids: list[int], instance: str) -> set[int]:
     kept: set[int] = set()
     values = {"me": instance, "sent_at": repos.now()}
     for at in range(0, len(ids), repos.IDS_AT_ONCE):
-        stmt, params = _by_ids(_SENT, _sent, ids[at : at + repos.IDS_AT_ONCE])
-        kept |= {r[0] for r in stmt.all(conn, {**params, **values})}
+        size, params = repos.ids_asked(ids[at : at + repos.IDS_AT_ONCE], "i")
+        kept |= {r[0] for r in _SENT[size].all(conn, {**params, **values})}
     return kept
 
 
-def _sent(size: int) -> Any:
-    return (
+def _sent(size: int) -> Direct:
+    return Direct(
         update(outbox)
         .where(
             repos.among_ids(size, outbox.c.id, "i"),
@@ -223,6 +212,9 @@ def _sent(size: int) -> Any:
         )
         .returning(outbox.c.id)
     )
+
+
+_SENT: Family[int] = Family(_sent)
 
 
 def record(

@@ -17,7 +17,7 @@ from sqlalchemy.sql import Select
 
 from store import acks, deferred, repos
 from store.db import insert_ignore
-from store.direct import Direct
+from store.direct import Direct, Family
 from store.models import bouncing, message_ids, messages
 
 __all__ = [
@@ -31,7 +31,13 @@ __all__ = [
 _TENANT = bindparam("tenant")
 # Straight to the driver (store/direct.py): every message asks. The sender and a
 # tenant's agents: a handful of sizes, each its own fixed statement.
-_BOUNCING_AMONG: dict[int, Direct] = {}
+_BOUNCING_AMONG: Family[int] = Family(
+    lambda size: Direct(
+        select(bouncing.c.address).where(
+            bouncing.c.tenant == _TENANT, repos.among_ids(size, bouncing.c.address, "a")
+        )
+    )
+)
 _CLEAR_BOUNCING = Direct(
     delete(bouncing).where(bouncing.c.tenant == _TENANT, bouncing.c.address == bindparam("address"))
 )
@@ -63,7 +69,7 @@ def _first_look(conn: Connection, size: int = 0) -> Select[Any]:
 
 
 # By the size of ``repos.ids_asked``; 0: no Message-IDs asked.
-_FIRST_LOOK: dict[int, Direct] = {0: Direct(_first_look)}
+_FIRST_LOOK: Family[int] = Family(lambda size: Direct(lambda conn: _first_look(conn, size)))
 
 
 def first_look(
@@ -85,10 +91,7 @@ def first_look(
         assert row is not None  # no FROM: always one row
         return row[0], bool(row[1]), int(row[2]), None
     size, asked = repos.ids_asked(ids)
-    stmt = _FIRST_LOOK.get(size)
-    if stmt is None:
-        stmt = _FIRST_LOOK[size] = Direct(lambda c: _first_look(c, size))
-    rows = stmt.all(conn, values | asked)
+    rows = _FIRST_LOOK[size].all(conn, values | asked)
     first = rows[0]  # the outer join keeps its one row
     known = {r[3]: r[4] for r in rows if r[3] is not None}
     return first[0], bool(first[1]), int(first[2]), known
@@ -118,16 +121,8 @@ def _changed(conn: Connection) -> None:
 def bouncing_among(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:
     if not addresses:
         return set()
-    stmt = _BOUNCING_AMONG.get(len(addresses))
-    if stmt is None:
-        names = [bindparam(f"a{i}") for i in range(len(addresses))]
-        stmt = _BOUNCING_AMONG[len(addresses)] = Direct(
-            select(bouncing.c.address).where(
-                bouncing.c.tenant == _TENANT, bouncing.c.address.in_(names)
-            )
-        )
-    params = {f"a{i}": a.lower() for i, a in enumerate(addresses)}
-    return {r[0] for r in stmt.all(conn, {"tenant": tenant, **params})}
+    size, params = repos.ids_asked([a.lower() for a in addresses], "a")
+    return {r[0] for r in _BOUNCING_AMONG[size].all(conn, {"tenant": tenant, **params})}
 
 
 def mark_bouncing(

@@ -22,18 +22,19 @@ view (figure 8). Parameters are fixed: no expanding ``IN`` (use ORed equalities)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
-__all__ = ["Direct", "bind_processor"]
+__all__ = ["Direct", "Family", "bind_processor"]
 
 _Build = Callable[[Connection], ClauseElement]
+K = TypeVar("K", bound=Hashable)
 _SQLITE_DATETIME = sqlite.DATETIME._storage_format  # SQLAlchemy's default, with microseconds
 
 
@@ -194,3 +195,23 @@ class Direct:
             ) from exc  # fmt: skip
         finally:
             cursor.close()
+
+
+class Family(Generic[K]):
+    """Fixed statements that differ by one key, each built when first asked for: an IN
+    of ``n`` bindparams for each ``n`` (padded to a power of two by
+    ``store.repos.ids_asked``, so a handful in all), a LIMIT of each size, an INSERT
+    for each set of columns. A statement built per call would cost SQLAlchemy's
+    compilation each time, the cost ``Direct`` is there to skip."""
+
+    __slots__ = ("_build", "_built")
+
+    def __init__(self, build: Callable[[K], Direct]) -> None:
+        self._build = build
+        self._built: dict[K, Direct] = {}
+
+    def __getitem__(self, key: K) -> Direct:
+        found = self._built.get(key)
+        if found is None:
+            found = self._built[key] = self._build(key)
+        return found

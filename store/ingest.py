@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from store import clocks, deferred, repos
 from store import participants as people
-from store.direct import Direct
+from store.direct import Direct, Family
 from store.models import attachments, messages, tickets
 
 __all__ = [
@@ -41,7 +41,9 @@ __all__ = [
 # than running it (SQLAlchemy coerces every value into the construct); and said
 # straight to the driver (store/direct.py says why). The message INSERT is compiled
 # for its columns: one set from gateway/intake/decide.py, so one entry.
-_INSERT_MESSAGE: dict[tuple[str, ...], Direct] = {}
+_INSERT_MESSAGE: Family[tuple[str, ...]] = Family(
+    lambda keys: Direct(insert(messages).returning(messages.c.id), keys)
+)
 # (an UPDATE's WHERE may not reuse a column's name as a parameter name). It returns the
 # ticket's clocks: a client's follow-up moves them with no read of its own (store/clocks.py).
 _TOUCH_TICKET = Direct(
@@ -193,11 +195,7 @@ def touch_ticket(
 
 def insert_message(conn: Connection, tenant: str, now: datetime, **values: Any) -> int:
     row = {"tenant": tenant, "created_at": now, **values}
-    keys = tuple(row)
-    stmt = _INSERT_MESSAGE.get(keys)
-    if stmt is None:
-        stmt = _INSERT_MESSAGE[keys] = Direct(insert(messages).returning(messages.c.id), keys)
-    found = stmt.first(conn, row)
+    found = _INSERT_MESSAGE[tuple(row)].first(conn, row)
     assert found is not None
     return int(found[0])
 

@@ -17,7 +17,7 @@ from sqlalchemy.sql import ColumnElement, Insert
 
 from store import deferred, numbering
 from store.db import insert_ignore
-from store.direct import Direct
+from store.direct import Direct, Family
 from store.models import (
     audit_events,
     message_ids,
@@ -102,7 +102,13 @@ _FIND_MESSAGE = Direct(
 )
 # The threading lookup, straight to the driver: one fixed statement per power of two of
 # Message-IDs asked (the list padded with its last id), so a handful of them in all.
-_TICKETS_FOR_IDS: dict[int, Direct] = {}
+_TICKETS_FOR_IDS: Family[int] = Family(
+    lambda size: Direct(
+        select(message_ids.c.message_id, message_ids.c.ticket_id).where(
+            message_ids.c.tenant == _TENANT, among_ids(size)
+        )
+    )
+)
 IDS_AT_ONCE = 64  # a longer References chain is asked in slices of this many
 _TICKET_REF = select(tickets.c.ref).where(
     tickets.c.tenant == _TENANT, tickets.c.id == bindparam("id")
@@ -165,10 +171,11 @@ def tickets_for_message_ids(
 
 
 def ids_asked(ids: Sequence[Any], prefix: str = "m") -> tuple[int, dict[str, Any]]:
-    """Up to IDS_AT_ONCE values (Message-IDs; outbox row ids, ``prefix`` "i") as a fixed
-    statement asks them (``among_ids``, outbound/outbox_rows.py): its size, a power of
-    two (a handful of statements, not one per length), and the values of ``<prefix>0``..
-    (the last repeated to fill it)."""
+    """Values (up to IDS_AT_ONCE Message-IDs; outbox row ids, ``prefix`` "i"; a tenant's
+    agents' addresses, "a") as a fixed statement asks them (``among_ids``, a
+    ``store.direct.Family`` by size): its size, a power of two (a handful of
+    statements, not one per length), and the values of ``<prefix>0``.. (the last
+    repeated to fill it)."""
     size = 1 << (len(ids) - 1).bit_length()
     return size, {f"{prefix}{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
 
@@ -182,15 +189,8 @@ def among_ids(
 
 def _tickets_for(conn: Connection, tenant: str, ids: Sequence[str]) -> dict[str, int]:
     size, params = ids_asked(ids)
-    stmt = _TICKETS_FOR_IDS.get(size)
-    if stmt is None:
-        stmt = _TICKETS_FOR_IDS[size] = Direct(
-            select(message_ids.c.message_id, message_ids.c.ticket_id).where(
-                message_ids.c.tenant == _TENANT, among_ids(size)
-            )
-        )
     params["tenant"] = tenant
-    return {m: t for m, t in stmt.all(conn, params)}
+    return {m: t for m, t in _TICKETS_FOR_IDS[size].all(conn, params)}
 
 
 def ticket_by_number(conn: Connection, tenant: str, number: int) -> int | None:
