@@ -27,7 +27,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from bench.common import corpus, workdir
@@ -39,7 +39,7 @@ from parsers.types import Envelope, RawMessage
 from routing.config import load_config
 from routing.language import warm
 from routing.tenants import AddressIndex
-from store.db import Savepoint
+from store.db import Savepoint, create_writer_engine
 from store.models import metadata
 from tests.test_stages import CONFIG
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
     parsed = [parse(m.data) for m in mails]
     with contextlib.ExitStack() as stack:
-        engine = create_engine("sqlite://")
+        engine = create_writer_engine("sqlite://")  # its JSON text too (store/db.py)
         if args.postgresql:
             engine = _postgresql(stack)
         metadata.create_all(engine)
@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _postgresql(stack: contextlib.ExitStack) -> Engine:
     """The writer's engine on a fresh database of a private cluster, stopped at the end."""
-    from store.db import create_writer_engine
     from tests.pg_harness import session_cluster, stop_session_cluster
 
     cluster = session_cluster()

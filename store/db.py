@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -25,6 +27,7 @@ __all__ = [
     "create_writer_engine",
     "forget_wait_for_disk",
     "insert_ignore",
+    "json_text",
     "upgrade",
     "wait_for_disk",
 ]
@@ -35,15 +38,46 @@ _SYNC_DRIVERS = {"aiosqlite": "pysqlite", "asyncpg": "psycopg", "psycopg_async":
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def json_text(value: Any) -> str:
+    """A JSON column's text: orjson's, as the standard library writes it for ASCII text
+    (compact, which a reader cannot tell apart), else the standard library's own.
+
+    Why: a message writes about seven JSON values (its addresses, defects, flags,
+    rules, an audit row's detail, the acknowledgement's recipients), and ``json.dumps``
+    was a tenth of the writer thread's time at K=32 (bench/results/notes/json21.md).
+    Why the fallback: the standard library escapes non-ASCII (``\\u00e9``), and text
+    already stored, and the desk's tag filter (``store/desk.py``), read it so.
+    """
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError: an int past 64 bits, say
+        return json.dumps(value)
+    return text if text.isascii() else json.dumps(value)
+
+
+def _json_value(text: str | bytes) -> Any:
+    """orjson's reading, else the standard library's (it reads the NaN it once wrote)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+# Every engine's JSON columns, through the dialect (store/direct.py's bind processors too).
+_JSON = {"json_serializer": json_text, "json_deserializer": _json_value}
+
+
 def create_engine(url: str, *, busy_timeout_ms: int = 5000) -> AsyncEngine:
     """The async engine readers use (CLI queries, migrations, later the web side)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _mkdir(parsed.database)
-        engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
+        engine = create_async_engine(
+            url, connect_args={"timeout": busy_timeout_ms / 1000}, **_JSON
+        )
         _sqlite_session(engine.sync_engine, busy_timeout_ms)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, **_JSON)
 
 
 def create_writer_engine(
@@ -69,10 +103,11 @@ def create_writer_engine(
         engine = create_sync(
             parsed,
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            **_JSON,
         )
         _sqlite_session(engine, busy_timeout_ms)
         return engine
-    return create_sync(parsed, pool_pre_ping=pre_ping)
+    return create_sync(parsed, pool_pre_ping=pre_ping, **_JSON)
 
 
 _IGNORING: dict[tuple[str, str], Any] = {}

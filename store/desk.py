@@ -13,7 +13,6 @@ for years, come back a page at a time, newest activity first.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from store.access import FILE_COLUMNS
 from store.clocks import CLOCKS, SLA_SINCE, TICKET_HEAD, aware, clock_row
+from store.db import json_text
 from store.models import attachments, audit_events, messages, participants, tickets
 
 __all__ = ["DeskFilter", "desk_attachment", "desk_rows", "desk_ticket", "desk_tickets"]
@@ -60,7 +60,7 @@ def desk_tickets(
         cond.append(tickets.c.priority == where.priority)
     if where.tag:
         # The JSON list as text on both engines; the exact match is checked below.
-        cond.append(cast(tickets.c.tags, Text).contains(json.dumps(where.tag), autoescape=True))
+        cond.append(cast(tickets.c.tags, Text).contains(json_text(where.tag), autoescape=True))
     query = select(*_ROW).where(*cond)
     if page is not None:
         offset, limit = page
