@@ -44,8 +44,9 @@ __all__ = [
 _INSERT_MESSAGE: Family[tuple[str, ...]] = Family(
     lambda keys: Direct(insert(messages).returning(messages.c.id), keys)
 )
-# (an UPDATE's WHERE may not reuse a column's name as a parameter name). It returns the
-# ticket's clocks: a client's follow-up moves them with no read of its own (store/clocks.py).
+# A ticket's touch names its WHERE's parameters w_tenant and w_id (an UPDATE's WHERE
+# may not reuse a column's name as a parameter name). It returns the ticket's clocks:
+# a client's follow-up moves them with no read of its own (store/clocks.py).
 _TOUCH_TICKET = Direct(
     update(tickets)
     .where(tickets.c.tenant == bindparam("w_tenant"), tickets.c.id == bindparam("w_id"))
