@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import hashlib
 import re
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         help="print every statement of the first new-ticket message and of the first reply",
     )  # fmt: skip
     ap.add_argument("--postgresql", action="store_true", help="on a private PostgreSQL cluster")
+    ap.add_argument(
+        "--file", action="store_true",
+        help="on a SQLite file, not in memory: also counts the WAL's frames (pages written)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     with workdir("statements") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
@@ -81,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parsed = [parse(m.data) for m in mails]
     with contextlib.ExitStack() as stack:
         engine = create_writer_engine("sqlite://")  # its JSON text too (store/db.py)
+        if args.file:
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            engine = create_writer_engine(f"sqlite:///{folder}/stmts.db")
+            stack.callback(engine.dispose)
         if args.postgresql:
             engine = _postgresql(stack)
         metadata.create_all(engine)
@@ -96,6 +105,20 @@ def _postgresql(stack: contextlib.ExitStack) -> Engine:
     engine = create_writer_engine(cluster.url(cluster.new_database("stmts"), driver="psycopg"))
     stack.callback(engine.dispose)
     return engine
+
+
+def _frames(conn: Connection, *, start: bool) -> int:
+    """On a SQLite file: at the start, the WAL emptied and SQLite's own checkpoints off
+    (one would rewind the WAL mid-run); at the end, the frames the run wrote. 0 else."""
+    if conn.dialect.name != "sqlite" or conn.engine.url.database in (None, "", ":memory:"):
+        return 0
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    if start:
+        dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        dbapi.execute("PRAGMA wal_autocheckpoint=0")
+        return 1
+    return int(dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
 
 
 def _run(
@@ -128,6 +151,7 @@ def _run(
     now = datetime(2026, 11, 23, tzinfo=UTC)
     warm()
     with engine.connect() as conn:
+        wal = _frames(conn, start=True)
         counts.clear()
         t0 = time.process_time()
         items = list(enumerate(zip(mails, parsed, strict=True)))
@@ -148,9 +172,13 @@ def _run(
                             traced.setdefault(kind, list(trail))
                 _flush(conn)
         cpu = time.process_time() - t0
+        if wal:
+            wal = _frames(conn, start=False)
     n = len(mails)
     print(f"{n} messages: {sum(counts.values()) / n:.2f} statements and {cpu / n * 1e6:,.0f} µs "
           f"of CPU per message in the commit stages")  # fmt: skip
+    if wal:
+        print(f"{wal / n:.1f} WAL frames (pages written) per message, {args.batch} a transaction")
     for statement, c in counts.most_common(args.top):
         print(f"{c / n:6.2f}  {statement}")
     for kind, statements in traced.items():
