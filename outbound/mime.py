@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,7 +109,11 @@ class Body:
 
 
 def new_message_id(kind: str, hostname: str) -> str:
-    return f"<{kind}.{secrets.token_hex(10)}@{hostname}>"
+    """Unguessable (80 random bits: a reply's References must not be forged into a
+    ticket), but in the order they are made: the microseconds first. The outbox's
+    unique index and the threading table take each new one at the end of their range,
+    so a batch of acknowledgements dirties one index page, not one page each."""
+    return f"<{kind}.{time.time_ns() // 1000:013x}{secrets.token_hex(10)}@{hostname}>"
 
 
 def clean(value: str) -> str:

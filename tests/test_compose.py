@@ -22,7 +22,7 @@ from outbound.compose import (
     report_mail,
     thread_index,
 )
-from outbound.mime import build, downgrade, encoded_words, needs_smtputf8
+from outbound.mime import build, downgrade, encoded_words, needs_smtputf8, new_message_id
 from outbound.sla_mail import sla_notice
 from parsers import parse
 from routing.commands import split_commands
@@ -447,3 +447,18 @@ def test_encoded_words_read_back_exactly_and_fold_below_78(length: int, alphabet
         assert w.startswith(b"=?utf-8?b?") and w.endswith(b"?=")
         base64.b64decode(w[10:-2]).decode("utf-8")  # strict: raises on a cut character
     assert message_from_bytes(raw, policy=default)["Subject"] == value
+
+
+def test_our_message_ids_sort_in_the_order_made_and_stay_unguessable() -> None:
+    """The time first, so the outbox's unique index and the threading table take each
+    new one at the end (a batch dirties one index page, not one each); 80 random bits
+    after it, so nobody can name one of ours in a forged References."""
+    ids = [new_message_id("ack", "gw.acme.test") for _ in range(500)]
+    assert len(set(ids)) == len(ids)
+    stamps = [i.removeprefix("<ack.")[:13] for i in ids]
+    assert stamps == sorted(stamps)
+    randoms = {i.removeprefix("<ack.")[13:33] for i in ids}
+    assert len(randoms) == len(ids)
+    assert all(
+        i.endswith("@gw.acme.test>") and len(i) == len("<ack.@gw.acme.test>") + 33 for i in ids
+    )

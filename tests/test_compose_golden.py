@@ -200,7 +200,7 @@ def _fixture_notice(path: Path) -> Composed:
     )  # fmt: skip
 
 
-_MESSAGE_ID = re.compile(r"<([a-z]+)\.[0-9a-f]{20}@")
+_MESSAGE_ID = re.compile(r"<([a-z]+)\.[0-9a-f]{33}@")
 _BOUNDARY = re.compile(r"=_([a-z]+)_[0-9a-f]{24}")
 
 
