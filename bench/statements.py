@@ -22,10 +22,12 @@ import argparse
 import contextlib
 import hashlib
 import re
+import struct
 import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -107,18 +109,32 @@ def _postgresql(stack: contextlib.ExitStack) -> Engine:
     return engine
 
 
-def _frames(conn: Connection, *, start: bool) -> int:
+def _frames(conn: Connection, *, start: bool) -> Counter[str]:
     """On a SQLite file: at the start, the WAL emptied and SQLite's own checkpoints off
-    (one would rewind the WAL mid-run); at the end, the frames the run wrote. 0 else."""
-    if conn.dialect.name != "sqlite" or conn.engine.url.database in (None, "", ":memory:"):
-        return 0
+    (one would rewind the WAL mid-run); at the end, the frames the run wrote, by the
+    table or index each page belongs to (SQLite's ``dbstat``). Empty else."""
+    database = conn.engine.url.database
+    if conn.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return Counter()
     dbapi = conn.connection.dbapi_connection
     assert dbapi is not None
     if start:
         dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         dbapi.execute("PRAGMA wal_autocheckpoint=0")
-        return 1
-    return int(dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+        return Counter({"": 0})
+    # The WAL: a 32-byte header (the page size at 8), then frames of a 24-byte header
+    # (the page's number first) and the page.
+    wal = Path(f"{database}-wal").read_bytes()
+    (size,) = struct.unpack(">I", wal[8:12])
+    pages = Counter(
+        struct.unpack(">I", wal[at : at + 4])[0] for at in range(32, len(wal), 24 + size)
+    )
+    dbapi.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    owner = dict(dbapi.execute("SELECT pageno, name FROM dbstat"))
+    out: Counter[str] = Counter()
+    for page, n in pages.items():
+        out[owner.get(page, "(free list, other)")] += n
+    return out
 
 
 def _run(
@@ -178,7 +194,10 @@ def _run(
     print(f"{n} messages: {sum(counts.values()) / n:.2f} statements and {cpu / n * 1e6:,.0f} µs "
           f"of CPU per message in the commit stages")  # fmt: skip
     if wal:
-        print(f"{wal / n:.1f} WAL frames (pages written) per message, {args.batch} a transaction")
+        print(f"{wal.total() / n:.1f} WAL frames (pages written) per message, "
+              f"{args.batch} a transaction; by table or index:")  # fmt: skip
+        for name, c in wal.most_common(args.top):
+            print(f"{c / n:6.2f}  {name}")
     for statement, c in counts.most_common(args.top):
         print(f"{c / n:6.2f}  {statement}")
     for kind, statements in traced.items():
