@@ -155,7 +155,6 @@ messages = Table(
     UniqueConstraint("tenant", "message_key"),
     Index(None, "ticket_id"),
     Index(None, "queued_as"),
-    Index(None, "tenant", "message_id"),
     # Only the messages whose raw mail is still kept, so retention's daily look for the
     # old ones and the blob collector's "does a row still name this blob" are index
     # probes, not reads of the whole table under the write lock (issue 21, figure 5:
