@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import fig_imap, fig_outbox, fig_pipe, fig_smtp
+from bench import fig_imap, fig_memory, fig_outbox, fig_pipe, fig_smtp
 from bench.common import ROOT, corpus, machine, summary, workdir, write_load
 
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="fig1,fig3,fig7",
         help="figures to compare, of fig1, fig3 (LMTP, after only), fig4 (IMAP drain), "
-        "fig6b (IMAP backlog memory)",
+        "fig6 (peak RSS, 32 x ~10 MB messages), fig6b (IMAP backlog memory)",
     )
     ap.add_argument("--backlog", type=int, default=50_000, help="fig6b's backlog")
     args = ap.parse_args(argv)
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                     res["fig3_lmtp"] = fig_pipe.fig3_lmtp(min(args.corpus, 600), 1)
                 if "fig4" in only:
                     res["fig4"] = fig_imap.fig4(args.corpus, 20, 1)
+                if "fig6" in only:
+                    res["fig6"] = fig_memory.fig6a(32, 7 * 2**20, 1)
                 if "fig6b" in only:
                     res["fig6b"] = fig_imap.backlog_memory(args.backlog, 20.0, 1)
                 rnd[name] = res
@@ -157,6 +159,9 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if "fig4" in rs[0]:
             for key in ("rate", "smtp_rate", "ratio_imap_smtp", "idle_p50_ms", "idle_p99_ms"):
                 s[f"fig4_{key}"] = _summary([x["fig4"][key]["median"] for x in rs])
+        if "fig6" in rs[0]:
+            for key in ("peak_rss", "peak_rss_daemon_alone", "sink_peak_rss", "ratio_gateway_sink"):
+                s[f"fig6_{key}"] = _summary([x["fig6"][key]["median"] for x in rs])
         if "fig6b" in rs[0]:
             for key in ("peak_rss", "first_commit_s", "drained_in_window"):
                 s[f"fig6b_{key}"] = _summary([x["fig6b"][key]["median"] for x in rs])
