@@ -15,6 +15,7 @@ from sqlalchemy import create_engine as create_sync
 from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
+from gateway.intake.big_mail import BigMail
 from gateway.intake.commit import commit_message, jobs, lookup
 from gateway.intake.decide import Arrival, Seen, decide
 from gateway.intake.pipeline import Pipeline
@@ -762,4 +763,60 @@ def test_a_failed_language_model_load_is_logged_and_the_next_need_tries_again(
     assert tried_again and len(failed) == 2
     assert all("model file unreadable" in str(e["error"]) for e in failed)
     assert not any(e["event"] == "language.loaded" for e in logs)
+    engine.dispose()
+
+
+def test_big_mail_takes_turns_from_its_parse_to_its_commit_and_small_mail_does_not_wait(
+    config: GatewayConfig, tmp_path: Path
+) -> None:
+    """Six 1.5 MB messages at once, with room for two: never more than two between parse
+    and commit (each parse held a while so they would all overlap without the turns),
+    all six stored; a small message sent meanwhile goes by them while they wait."""
+    engine = create_writer_engine(f"sqlite:///{tmp_path / 'gw.db'}")
+    metadata.create_all(engine)
+    writer = Writer(engine)
+    pipeline = Pipeline(config, writer, FileBlobStore(tmp_path / "b"), scanner=None)
+    pipeline.big_mail = BigMail(budget=3 << 20, floor=1 << 20)
+    line = b"The printer still prints every page twice, with a grey stripe.\r\n"
+    big = [
+        _mail(f"Log {i}").replace(b"Please help", line * 24_000 + b"Please help")
+        for i in range(6)
+    ]
+    assert all(1.4 * 2**20 < len(b) < 1.5 * 2**20 for b in big)  # two fit in 3 MiB
+    parsing: list[int] = []
+    most = 0
+    small_saw_waiting: list[int] = []
+    original = pipeline._parse
+
+    async def held_a_while(data: bytes, *args: object) -> ParsedMessage:
+        nonlocal most
+        if len(data) < 1 << 20:
+            small_saw_waiting.append(pipeline.big_mail.waiting)
+            return await original(data, *args)  # type: ignore[arg-type]
+        parsing.append(1)
+        most = max(most, len(parsing))
+        try:
+            await asyncio.sleep(0.05)
+            return await original(data, *args)  # type: ignore[arg-type]
+        finally:
+            parsing.pop()
+
+    pipeline._parse = held_a_while  # type: ignore[method-assign]
+
+    async def go() -> list[object]:
+        try:
+            bigs = [asyncio.ensure_future(pipeline.process(_raw(b))) for b in big]
+            await asyncio.sleep(0.01)  # the first two have their turn, four wait
+            small = await pipeline.process(_raw(_mail("Small one")))
+            return [small, *await asyncio.gather(*bigs)]
+        finally:
+            await writer.close()
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, Accepted) for o in outcomes), outcomes
+    assert most == 2 and pipeline.big_mail.peak <= 3 << 20
+    assert pipeline.big_mail.held == 0 and pipeline.big_mail.waiting == 0
+    assert small_saw_waiting == [4]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(messages)).scalar_one() == 7
     engine.dispose()

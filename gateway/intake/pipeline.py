@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from gateway import metrics
 from gateway.clock import Clock
 from gateway.intake.auth import Authenticator, trusted_id
+from gateway.intake.big_mail import BigMail
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.decide import Arrival
 from gateway.intake.parse_pool import ParsePool
@@ -79,6 +80,7 @@ class Pipeline:
         # The daemon's parse workers ([gateway] parse_workers); None: parse in this process.
         self.parse_pool: ParsePool | None = None
         self.in_flight = 0  # messages in process(): one alone is parsed here if small
+        self.big_mail = BigMail()
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -169,65 +171,68 @@ class Pipeline:
         if len(raw.data) > config.smtp.max_message_size:
             return reject(Reason.TOO_BIG)
 
-        tenants = [j.recipient.tenant for j in named.values()]
-        parsed = await self._parse(raw.data, limits, language.wanted(tenants))
-        trace.mark("parsed")
-        trace.kind = parsed.kind
-        trace.attachments = len(parsed.attachments)
-        if parsed.received_count > config.smtp.max_received:
-            return reject(Reason.LOOP)
+        # From the parse to the commit a big message holds its decoded parts too:
+        # big ones take turns (gateway/intake/big_mail.py).
+        async with self.big_mail.turn(len(raw.data)):
+            tenants = [j.recipient.tenant for j in named.values()]
+            parsed = await self._parse(raw.data, limits, language.wanted(tenants))
+            trace.mark("parsed")
+            trace.kind = parsed.kind
+            trace.attachments = len(parsed.attachments)
+            if parsed.received_count > config.smtp.max_received:
+                return reject(Reason.LOOP)
 
-        model = self._language_model(parsed, tenants)  # loads while the scan and DNS run
-        raw_sha = hashlib.sha256(raw.data).hexdigest()
-        if needs_scan(parsed):
-            result = await self._scan(raw, parsed)
-            trace.scan = type(result).__name__.lower()
-            trace.mark("scanned")
-            if not isinstance(result, Clean):
-                return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
-        # Off the loop and before the transaction: DNS must never hold the writer.
-        trusted = trusted_id(config, raw, tenants)
-        verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
-        trace.auth = verdict.summary
-        trace.mark("auth")
-        if model is not None:
-            with contextlib.suppress(Exception):  # a failed load shows where the model is used
-                await asyncio.shield(model)
-            trace.mark("model")
-        staged = await self.blobs.stage(
-            [raw.data, *(a.data for a in parsed.attachments)],
-            [raw_sha, *(a.sha256 for a in parsed.attachments)],  # hashed once, each
-        )
-        trace.mark("staged")
-        queued_as = trace.queued_as or ""
-        msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
+            model = self._language_model(parsed, tenants)  # loads while the scan and DNS run
+            raw_sha = hashlib.sha256(raw.data).hexdigest()
+            if needs_scan(parsed):
+                result = await self._scan(raw, parsed)
+                trace.scan = type(result).__name__.lower()
+                trace.mark("scanned")
+                if not isinstance(result, Clean):
+                    return await self._refuse(result, named, raw, parsed, raw_sha, trace, now)
+            # Off the loop and before the transaction: DNS must never hold the writer.
+            trusted = trusted_id(config, raw, tenants)
+            verdict = await auth.verdict(raw, parsed.from_addr, trusted, helo)
+            trace.auth = verdict.summary
+            trace.mark("auth")
+            if model is not None:
+                with contextlib.suppress(Exception):  # a failed load shows where the model is used
+                    await asyncio.shield(model)
+                trace.mark("model")
+            staged = await self.blobs.stage(
+                [raw.data, *(a.data for a in parsed.attachments)],
+                [raw_sha, *(a.sha256 for a in parsed.attachments)],  # hashed once, each
+            )
+            trace.mark("staged")
+            queued_as = trace.queued_as or ""
+            msg = Arrival(raw, parsed, raw_sha, now, verdict, queued_as)
 
-        def bind(conn: Connection) -> None:
-            # Files: fsynced already, checked not collected since (else 451, and the
-            # retry writes them again). Database: written here, in this transaction.
-            self.blobs.bind(conn, staged)
+            def bind(conn: Connection) -> None:
+                # Files: fsynced already, checked not collected since (else 451, and the
+                # retry writes them again). Database: written here, in this transaction.
+                self.blobs.bind(conn, staged)
 
-        def work(conn: Connection) -> list[Stored] | Reject:
-            trace.mark("work_start")
-            try:
-                return commit_message(conn, config, templates, named, msg, bind)
-            finally:
-                trace.mark("work_end")
+            def work(conn: Connection) -> list[Stored] | Reject:
+                trace.mark("work_start")
+                try:
+                    return commit_message(conn, config, templates, named, msg, bind)
+                finally:
+                    trace.mark("work_end")
 
-        stored = await self.writer.submit(message_commit(work))
-        if trace.stages is not None:
-            begun, committed = self.writer.last_batch
-            trace.mark("batch_begin", begun)
-            trace.mark("committed", committed)
-            trace.mark("resumed")
-        if isinstance(stored, Reject):
-            return stored
-        if self.after_commit is not None:
-            self.after_commit()
-        crash_point(AFTER_COMMIT_BEFORE_REPLY)
-        if stored and all(s.drop is not None for s in stored):
-            return Drop(tuple(stored), queued_as)
-        return Accepted(tuple(stored), queued_as)
+            stored = await self.writer.submit(message_commit(work))
+            if trace.stages is not None:
+                begun, committed = self.writer.last_batch
+                trace.mark("batch_begin", begun)
+                trace.mark("committed", committed)
+                trace.mark("resumed")
+            if isinstance(stored, Reject):
+                return stored
+            if self.after_commit is not None:
+                self.after_commit()
+            crash_point(AFTER_COMMIT_BEFORE_REPLY)
+            if stored and all(s.drop is not None for s in stored):
+                return Drop(tuple(stored), queued_as)
+            return Accepted(tuple(stored), queued_as)
 
     def _language_model(
         self, parsed: ParsedMessage, tenants: list[Tenant]
