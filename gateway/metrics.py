@@ -42,6 +42,16 @@ IMAP_BACKLOG = Gauge(
     ["tenant", "mailbox"],
     registry=REGISTRY,
 )
+BIG_MAIL_WAITING = Gauge(
+    "gateway_big_mail_waiting",
+    "Messages of 1 MiB or more waiting for their turn to be parsed (gateway/intake/big_mail.py)",
+    registry=REGISTRY,
+)
+BIG_MAIL_HELD = Gauge(
+    "gateway_big_mail_held_bytes",
+    "Raw bytes of the big messages between their parse and their commit",
+    registry=REGISTRY,
+)
 IMAP_CONNECTED = Gauge(
     "gateway_imap_connected",
     "1 when the mailbox session is up",

@@ -60,6 +60,7 @@ def test_health_status_and_metrics(daemon: Daemon) -> None:
     assert 'gateway_tickets_opened_total{tenant="acme"}' in text
     assert 'gateway_scan_verdicts_total{verdict="infected"}' in text
     assert "gateway_outbox_pending" in text
+    assert "gateway_big_mail_waiting 0.0" in text and "gateway_big_mail_held_bytes 0.0" in text
 
 
 def test_admin_password_guards_status_and_metrics(tmp_path: Path, clamd: Clamd) -> None:

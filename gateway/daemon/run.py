@@ -371,6 +371,9 @@ class Daemon:
         store = await store_status(self.services.engine)
         metrics.OUTBOX_PENDING.set(store["outbox"]["pending"])
         metrics.OUTBOX_OLDEST.set(store["outbox"]["oldest_age_seconds"] or 0)
+        big = self.services.pipeline.big_mail
+        metrics.BIG_MAIL_WAITING.set(big.waiting)
+        metrics.BIG_MAIL_HELD.set(big.held)
         for _, m in self._mailboxes.values():
             labels = (m.tenant.slug, m.box.key)
             metrics.IMAP_BACKLOG.labels(*labels).set(m.state.backlog)
