@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         "--inproc", action="store_true", help="also this checkout with parse_workers = 0"
     )
     ap.add_argument(
+        "--parse-workers",
+        default="",
+        help="also this checkout with each of these [gateway] parse_workers (comma-separated)",
+    )
+    ap.add_argument(
         "--only",
         default="fig1,fig3,fig7",
         help="figures to compare, of fig1, fig3 (LMTP, after only), fig4 (IMAP drain), "
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         sides += [("after-asyncio", None, "asyncio", None), ("after-uvloop", None, "uvloop", None)]
     if args.inproc:
         sides += [("after-inproc", None, None, "0")]
+    for n in filter(None, args.parse_workers.split(",")):
+        sides += [(f"after-workers{int(n)}", None, None, str(int(n)))]
     rounds: list[dict[str, Any]] = []
     with workdir("ab") as tmp:
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
