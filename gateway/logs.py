@@ -17,9 +17,9 @@ the traceback is formatted, so an exception's text is scrubbed as well.
 Lines said at INFO and below on a running event loop go out together, in one write
 at the end of the loop's iteration (``_Lines``); warnings and errors, and every line
 said off the loop, go at once, after those waiting, so the order holds and the line
-before a hang or a crash is on disk. A write lets the writer thread take the GIL,
-and the loop waits to get it back: figure 1's 32 senders said ~900 lines a second,
-one write each (bench/results/notes/lines21.md).
+before a hang or a crash is on disk. Figure 1's 32 senders made ~900 lines a second,
+a system call each; batched, the daemon spends ~10% less CPU a message
+(bench/results/notes/lines21.md).
 """
 
 from __future__ import annotations
