@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 __all__ = ["BUDGET", "FLOOR", "BigMail"]
 
 #: The raw bytes of big mail between parse and commit at once: six 10 MB messages, which
-#: keeps two parse workers, clamd and the writer busy.
+#: keeps the parse workers, clamd and the writer busy.
 BUDGET = 64 << 20
 #: Smaller mail does not take a turn (figure 1's mail is ~1 KB; a photo is a few MB).
 FLOOR = 1 << 20
@@ -40,7 +40,7 @@ class BigMail:
         self.budget = budget
         self.floor = floor
         self.held = 0  # raw bytes of the big messages having their turn
-        self.peak = 0  # the most ever held at once (status, tests)
+        self.peak = 0  # the most ever held at once (tests/test_big_mail.py)
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @property
