@@ -20,7 +20,6 @@ import base64
 import binascii
 import hashlib
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from email.utils import encode_rfc2231, formataddr, getaddresses, quote
 from functools import cached_property, lru_cache
 
 from outbound.dates import mail_date
+from outbound.random_ids import random_hex
 from routing.config import Tenant
 
 __all__ = [
@@ -113,7 +113,7 @@ def new_message_id(kind: str, hostname: str) -> str:
     ticket), but in the order they are made: the microseconds first. The outbox's
     unique index and the threading table take each new one at the end of their range,
     so a batch of acknowledgements dirties one index page, not one page each."""
-    return f"<{kind}.{time.time_ns() // 1000:013x}{secrets.token_hex(10)}@{hostname}>"
+    return f"<{kind}.{time.time_ns() // 1000:013x}{random_hex(10)}@{hostname}>"
 
 
 def clean(value: str) -> str:
@@ -351,7 +351,7 @@ def _multipart(
 ) -> tuple[list[tuple[str, str]], bytes]:
     """A boundary no child can contain: random, with "=_" that base64 and our text never
     start a line with."""
-    boundary = f"=_{subtype}_{secrets.token_hex(12)}"
+    boundary = f"=_{subtype}_{random_hex(12)}"
     out = bytearray()
     for headers, payload in children:
         out += f"--{boundary}\r\n".encode()

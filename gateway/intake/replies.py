@@ -11,10 +11,10 @@ tests/test_stages.py holds the two together.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from outbound.random_ids import random_hex
 from parsers.errors import HeaderTooLarge, ParseError, StructureTooDeep
 from routing.verdicts import Accepted, Defer, Outcome, Quarantine, Reason, Reject
 from store.errors import StoreUnavailable
@@ -170,7 +170,7 @@ def enhance(status: str, hostname: str = "") -> str:
 def queue_id() -> str:
     """A fresh opaque id for one arrival: random, so it tells nothing (no ref, no count,
     no time) and cannot be guessed to find a message; 64 bits, so a clash is unlikely."""
-    return secrets.token_hex(8)
+    return random_hex(8)
 
 
 def verdict(reason: Reason, detail: object = "") -> Reject | Defer:
