@@ -57,6 +57,8 @@ def _fig1(load: Path, levels: list[int], tmp: Path) -> dict[str, Any]:
             "cpu_us": (gw.get("server_cpu_us_per_msg") or {}).get("median"),
             # the daemon process alone; cpu_us less this is its parse workers'
             "daemon_cpu_us": (gw.get("daemon_cpu_us_per_msg") or {}).get("median"),
+            # of which its event loop's (the rest: the writer thread)
+            "loop_cpu_us": (gw.get("loop_cpu_us_per_msg") or {}).get("median"),
             "sink_cpu_us": (cell["sink"].get("server_cpu_us_per_msg") or {}).get("median"),
             "outbox_at_end": gw["outbox_at_end"][0],
         }
@@ -153,6 +155,7 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "ratio",
                 "cpu_us",
                 "daemon_cpu_us",
+                "loop_cpu_us",
                 "sink_cpu_us",
             ):
                 s[f"fig1_k{k}_{key}"] = _summary([x["fig1"][k].get(key) for x in rs])

@@ -195,6 +195,14 @@ def cpu_seconds(pid: int, *, own: bool = False) -> float:
     return total
 
 
+def loop_cpu_seconds(pid: int) -> float:
+    """User+system CPU of a live process's main thread so far: the daemon's event loop.
+    What else of the process's own CPU there is, is its other threads' (the store's
+    writer; blob and big-parse threads when any run)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # The daemon's worker processes by the module they run (gateway/workers.py spawns them).
 WORKER_KINDS = {"gateway.intake.parse_worker": "parse", "gateway.sending.worker": "send"}
 

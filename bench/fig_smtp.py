@@ -31,6 +31,7 @@ from bench.common import (
     corpus,
     count_rows,
     cpu_seconds,
+    loop_cpu_seconds,
     run_load,
     settle,
     summary,
@@ -79,11 +80,15 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         settle(gw.proc.pid)
         _warm(gw)  # the language model, loaded by the first mail that needs it, is no run's
         cpu0, own0 = cpu_seconds(gw.proc.pid), cpu_seconds(gw.proc.pid, own=True)
+        loop0 = loop_cpu_seconds(gw.proc.pid)
         kids0 = worker_cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         # All of the gateway's processes (its parse workers too); the daemon's own beside.
         res["server_cpu_s"] = cpu_seconds(gw.proc.pid) - cpu0
         res["daemon_cpu_s"] = cpu_seconds(gw.proc.pid, own=True) - own0
+        # ... and the daemon's by thread: the event loop, the others (the writer)
+        res["loop_cpu_s"] = loop_cpu_seconds(gw.proc.pid) - loop0
+        res["threads_cpu_s"] = res["daemon_cpu_s"] - res["loop_cpu_s"]
         kids = worker_cpu_seconds(gw.proc.pid)
         for kind, secs in kids.items():  # the parse workers and the send worker apart
             res[f"{kind}_cpu_s"] = secs - kids0[kind]
@@ -164,8 +169,9 @@ def _cells(
                 "codes": dict(codes),
                 "sent": sum(x["sent"] for x in rs),
             }
-            # all of the server's processes; the daemon alone, its parse workers, its send worker
-            for name in ("server", "daemon", "parse", "send"):
+            # all of the server's processes; the daemon alone, its parse workers, its send
+            # worker; the daemon's event loop and its other threads
+            for name in ("server", "daemon", "parse", "send", "loop", "threads"):
                 key = f"{name}_cpu_s"
                 cpu = [x[key] / x["accepted"] * 1e6 for x in rs if x.get("accepted") and key in x]
                 if cpu:

@@ -166,6 +166,12 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
             for k, c in cells.items()
             if c["gateway"].get("parse_cpu_us_per_msg")
         ],
+        # The daemon's own by thread: its event loop, its other threads (the writer).
+        "thread_split": [
+            (k, [(n, c["gateway"].get(f"{n}_cpu_us_per_msg")) for n in ("loop", "threads")])
+            for k, c in cells.items()
+            if c["gateway"].get("loop_cpu_us_per_msg")
+        ],
         "codes": {kind: _codes(f, kind) for kind, _ in kinds},
         "top": top,
         "first": first,

@@ -46,6 +46,8 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     for cell in fig1.values():
         assert cell["gateway"]["rate"]["median"] > 0
         assert cell["gateway"]["codes"].get("250", 0) == cell["gateway"]["sent"]
+        # the daemon's CPU by thread, as the report says it: the loop and the others
+        assert {"loop_cpu_us_per_msg", "threads_cpu_us_per_msg"} <= set(cell["gateway"])
     fig9 = doc["figures"]["fig9"]
     assert fig9["skipped"] == {}, fig9["skipped"]  # CI installs PostgreSQL: no silent skip
     for cell in fig9["cells"].values():
@@ -56,6 +58,7 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     ours = doc["figures"]["fig10"]["tools"]["ours"]
     assert ours["total"] >= 60 and ours["exact"] > 0, ours
     md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "The daemon's own by thread" in md
     assert "SMOKE RUN" in md and "## 8. Web" in md and "## 9. Several gateway instances" in md
 
 
