@@ -44,6 +44,7 @@ from typing import Any
 
 from bench.common import corpus, cpu_seconds, run_load, summary, workdir, write_load
 from bench.fig_smtp import _mix
+from bench.smtp_client import machine_busy
 from tests.daemon import Daemon
 from tests.pg_harness import Cluster, pg_bin
 
@@ -340,7 +341,7 @@ def _cpu(gw_pids: list[int], cluster: Cluster | None, clamd_pid: int) -> dict[st
         "postgresql": _tree_cpu(pm) if pm is not None else 0.0,
         "clamd": cpu_seconds(clamd_pid),
         "client": children.ru_utime + children.ru_stime,
-        "machine": _machine_busy(),
+        "machine": machine_busy(),
     }
 
 
@@ -360,14 +361,6 @@ def _tree_cpu(root: int) -> float:
         elif int(f[1]) == root:
             total += int(f[11]) + int(f[12])
     return total / tick
-
-
-def _machine_busy() -> float:
-    """CPU seconds all cores spent not idle since boot (every process on the machine)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user..steal; guest is counted in user already
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _show(cluster: Cluster) -> dict[str, str]:

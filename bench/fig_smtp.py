@@ -80,7 +80,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         settle(gw.proc.pid)
         _warm(gw)  # the language model, loaded by the first mail that needs it, is no run's
         cpu0, own0 = cpu_seconds(gw.proc.pid), cpu_seconds(gw.proc.pid, own=True)
-        loop0 = loop_cpu_seconds(gw.proc.pid)
+        loop0, acks0 = loop_cpu_seconds(gw.proc.pid), cpu_seconds(outbox_sink.proc.pid)
         kids0 = worker_cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         # All of the gateway's processes (its parse workers too); the daemon's own beside.
@@ -89,6 +89,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         # ... and the daemon's by thread: the event loop, the others (the writer)
         res["loop_cpu_s"] = loop_cpu_seconds(gw.proc.pid) - loop0
         res["threads_cpu_s"] = res["daemon_cpu_s"] - res["loop_cpu_s"]
+        res["acks_sink_cpu_s"] = cpu_seconds(outbox_sink.proc.pid) - acks0
         kids = worker_cpu_seconds(gw.proc.pid)
         for kind, secs in kids.items():  # the parse workers and the send worker apart
             res[f"{kind}_cpu_s"] = secs - kids0[kind]
@@ -170,12 +171,30 @@ def _cells(
                 "sent": sum(x["sent"] for x in rs),
             }
             # all of the server's processes; the daemon alone, its parse workers, its send
-            # worker; the daemon's event loop and its other threads
-            for name in ("server", "daemon", "parse", "send", "loop", "threads"):
+            # worker; the daemon's event loop and its other threads; the sink the gateway's
+            # acknowledgements go to; the load client
+            for name in (
+                "server",
+                "daemon",
+                "parse",
+                "send",
+                "loop",
+                "threads",
+                "acks_sink",
+                "client",
+            ):
                 key = f"{name}_cpu_s"
                 cpu = [x[key] / x["accepted"] * 1e6 for x in rs if x.get("accepted") and key in x]
                 if cpu:
                     cell[kind][f"{name}_cpu_us_per_msg"] = summary(cpu)
+            # cores busy while the load ran: every process on the machine (noise included)
+            busy = [
+                x["machine_busy_s"] / x["secs"]
+                for x in rs
+                if x.get("secs") and "machine_busy_s" in x
+            ]
+            if busy:
+                cell[kind]["machine_cores"] = summary(busy)
             if kind.startswith("gateway"):
                 cell[kind]["rows"] = [x["rows"] for x in rs]
                 cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]

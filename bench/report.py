@@ -130,6 +130,34 @@ def _codes(f: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return out
 
 
+# Figure 1's parties by the CPU they spend a message at the top K, and the gateway's
+# processes and threads among them (bench/fig_smtp.py measures each).
+_PARTIES = (
+    ("loop", "the daemon's event loop"),
+    ("threads", "its writer thread"),
+    ("parse", "the parse worker"),
+    ("send", "the send worker"),
+    ("acks_sink", "the sink taking the acknowledgements"),
+    ("client", "the load client"),
+)
+
+
+def _cores_busy(cell: dict[str, Any]) -> dict[str, Any] | None:
+    """Cores each party kept busy while the gateway's load ran (its CPU a message times
+    the rate), beside the whole machine's: which one is at a core's ceiling, if any."""
+    gw = cell["gateway"]
+    rate, machine = med(gw["rate"]), med(gw.get("machine_cores"))
+    if not rate or machine is None:
+        return None
+    parts = []
+    for key, label in _PARTIES:
+        us = med(gw.get(f"{key}_cpu_us_per_msg"))
+        if us is not None:
+            parts.append((label, us * rate / 1e6))
+    top = max(parts, key=lambda p: p[1]) if parts else None
+    return {"parts": parts, "machine": machine, "of": CORES, "top": top}
+
+
 def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     cells = f["cells"]
     kinds = [("sink", "bare aiosmtpd"), ("gateway", "gateway")]
@@ -149,6 +177,7 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
                 files.append((k, per, per / rows))
     prof = f.get("profile", {})
     return {
+        "cores": _cores_busy(cells[top]),
         "kinds": kinds,
         "has_postfix": "postfix" in dict(kinds),
         "cpu": {
@@ -492,7 +521,18 @@ def _bounds(figs: dict[str, Any]) -> dict[str, Any] | None:
     k8 = med(f1["8"]["gateway"]["rate"]) if "8" in f1 else None
     prof = figs["fig1"].get("profile", {}).get("summary") or {}
     tops = prof.get("top_self") or {}
+    # Bound by the machine's cores rather than by one thread's: the gateway's CPU a message
+    # that leaves room for the target rate beside the sink and the client's share.
+    cores = _cores_busy(f1[top])
+    others = sum(
+        med(f1[top]["gateway"].get(f"{p}_cpu_us_per_msg")) or 0 for p in ("acks_sink", "client")
+    )
+    need_machine = CORES * 1e6 / (0.30 * sink) - others
     return {
+        "cores": cores,
+        "others": others,
+        "need_machine": need_machine,
+        "over_machine": cpu_top / need_machine if need_machine > 0 else None,
         "top": top,
         "cpu_top": cpu_top,
         "cpu_one": cpu_one,

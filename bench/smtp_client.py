@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
 import sys
 import time
@@ -110,13 +111,14 @@ async def run(
 
     for i in range(conc):
         sessions.append(await opened(ports[i % len(ports)]))
-    t0 = time.perf_counter()
+    t0, cpu0, busy0 = time.perf_counter(), time.process_time(), machine_busy()
     sent = 0
     for wave in waves:
         queue = list(reversed(wave))  # pop() from the end keeps file order
         sent += len(wave)
         await asyncio.gather(*(worker(s, queue) for s in sessions))
     secs = time.perf_counter() - t0
+    cpu, busy = time.process_time() - cpu0, machine_busy() - busy0
     for _, w, _, _ in sessions:
         w.write(b"QUIT\r\n")
         w.close()
@@ -136,6 +138,9 @@ async def run(
         "accepted_per_port": dict(per_port),
         "pipelined": sum(1 for s in sessions if s[3]),
         "secs": secs,
+        # this client's own CPU, and every process's on the machine, over ``secs``
+        "client_cpu_s": cpu,
+        "machine_busy_s": busy,
         "rate": accepted / secs if secs else 0.0,
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
@@ -143,6 +148,15 @@ async def run(
         "tx_p50_ms": pct(0.50, tx),
         "tx_p99_ms": pct(0.99, tx),
     }
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores spent not idle since boot (every process on the machine)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user..steal; guest is counted in user already
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
