@@ -203,6 +203,19 @@ def loop_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runnable_wait_seconds(pid: int) -> float:
+    """Seconds the live threads of a process and of its live children have spent ready to
+    run but waiting for a free core, so far (the scheduler's run-queue wait,
+    /proc/*/task/*/schedstat). A thread waiting for the GIL sleeps: not counted here."""
+    total = 0
+    for proc in [pid, *_children(pid)]:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{proc}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 # The daemon's worker processes by the module they run (gateway/workers.py spawns them).
 WORKER_KINDS = {"gateway.intake.parse_worker": "parse", "gateway.sending.worker": "send"}
 

@@ -33,6 +33,7 @@ from bench.common import (
     cpu_seconds,
     loop_cpu_seconds,
     run_load,
+    runnable_wait_seconds,
     settle,
     summary,
     workdir,
@@ -81,6 +82,7 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         _warm(gw)  # the language model, loaded by the first mail that needs it, is no run's
         cpu0, own0 = cpu_seconds(gw.proc.pid), cpu_seconds(gw.proc.pid, own=True)
         loop0, acks0 = loop_cpu_seconds(gw.proc.pid), cpu_seconds(outbox_sink.proc.pid)
+        ready0 = runnable_wait_seconds(gw.proc.pid)
         kids0 = worker_cpu_seconds(gw.proc.pid)
         res = run_load(gw.port, load, k)
         # All of the gateway's processes (its parse workers too); the daemon's own beside.
@@ -90,6 +92,8 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         res["loop_cpu_s"] = loop_cpu_seconds(gw.proc.pid) - loop0
         res["threads_cpu_s"] = res["daemon_cpu_s"] - res["loop_cpu_s"]
         res["acks_sink_cpu_s"] = cpu_seconds(outbox_sink.proc.pid) - acks0
+        # ... and how long its threads were ready to run with no core free for them
+        res["ready_wait_s"] = runnable_wait_seconds(gw.proc.pid) - ready0
         kids = worker_cpu_seconds(gw.proc.pid)
         for kind, secs in kids.items():  # the parse workers and the send worker apart
             res[f"{kind}_cpu_s"] = secs - kids0[kind]
@@ -195,6 +199,12 @@ def _cells(
             ]
             if busy:
                 cell[kind]["machine_cores"] = summary(busy)
+            # the server's threads ready to run with no core free, on average over the run
+            ready = [
+                x["ready_wait_s"] / x["secs"] for x in rs if x.get("secs") and "ready_wait_s" in x
+            ]
+            if ready:
+                cell[kind]["ready_threads"] = summary(ready)
             if kind.startswith("gateway"):
                 cell[kind]["rows"] = [x["rows"] for x in rs]
                 cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]

@@ -155,7 +155,19 @@ def _cores_busy(cell: dict[str, Any]) -> dict[str, Any] | None:
         if us is not None:
             parts.append((label, us * rate / 1e6))
     top = max(parts, key=lambda p: p[1]) if parts else None
-    return {"parts": parts, "machine": machine, "of": CORES, "top": top}
+    ready = med(gw.get("ready_threads"))
+    # Short of the cores by the scheduler's count too: the gateway's threads spent, on
+    # average, half a thread or more waiting for a free core (bursts leave idle moments
+    # between them, so the machine's average can stay under its cores).
+    bound = machine >= 0.9 * CORES or (ready is not None and ready >= 0.5)
+    return {
+        "parts": parts,
+        "machine": machine,
+        "of": CORES,
+        "top": top,
+        "ready": ready,
+        "bound": bound,
+    }
 
 
 def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
