@@ -539,7 +539,8 @@ def _bounds(figs: dict[str, Any]) -> dict[str, Any] | None:
     others = sum(
         med(f1[top]["gateway"].get(f"{p}_cpu_us_per_msg")) or 0 for p in ("acks_sink", "client")
     )
-    need_machine = CORES * 1e6 / (0.30 * sink) - others
+    used = cores["machine"] if cores else CORES  # bursts leave some of the cores idle
+    need_machine = used * 1e6 / (0.30 * sink) - others
     return {
         "cores": cores,
         "others": others,
