@@ -199,7 +199,7 @@ def loop_cpu_seconds(pid: int) -> float:
     """User+system CPU of a live process's main thread so far: the daemon's event loop.
     What else of the process's own CPU there is, is its other threads' (the store's
     writer; blob and big-parse threads when any run)."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(f"{pid}/task/{pid}")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -234,7 +234,9 @@ def worker_cpu_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def _stat(pid: int) -> list[str]:
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (``pid`` may be
+    ``<pid>/task/<tid>`` for one thread's)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
