@@ -156,10 +156,17 @@ def _cores_busy(cell: dict[str, Any]) -> dict[str, Any] | None:
             parts.append((label, us * rate / 1e6))
     top = max(parts, key=lambda p: p[1]) if parts else None
     ready = med(gw.get("ready_threads"))
-    # Short of the cores by the scheduler's count too: the gateway's threads spent, on
-    # average, half a thread or more waiting for a free core (bursts leave idle moments
-    # between them, so the machine's average can stay under its cores).
-    bound = machine >= 0.9 * CORES or (ready is not None and ready >= 0.5)
+    # What bounds the rate, said once for figure 1's reading and the targets' paragraph:
+    # one thread at a core's ceiling; else the cores, short by the machine's average or
+    # by the scheduler's count (the gateway's threads spent, on average, half a thread or
+    # more waiting for a free core: bursts leave idle moments between them, so the
+    # machine's average can stay under its cores); else waits.
+    if top is not None and top[1] >= 0.9:
+        bound = "thread"
+    elif machine >= 0.9 * CORES or (ready is not None and ready >= 0.5):
+        bound = "cores"
+    else:
+        bound = "waits"
     return {
         "parts": parts,
         "machine": machine,
