@@ -1,13 +1,16 @@
-"""One writer task that commits whatever is queued, in one transaction.
+"""One writer thread that commits whatever is queued, in one transaction.
 
 SQLite has a single writer; many sessions fighting for it sleep in its busy
-handler (measured: ~106 ms p99 with 8 sessions). One task that takes every queued unit of work
+handler (measured: ~106 ms p99 with 8 sessions). One thread that takes every queued unit of work
 and commits them together costs one fsync per batch instead of per message,
 and never waits for a batch to fill (a lone sender is not slowed down).
 
 A unit of work is a plain (synchronous) function of a connection; a batch
 runs in the writer's own thread on a synchronous engine, one hand-off per
-batch instead of several per statement (store/db.py says why). If a batch
+batch instead of several per statement (store/db.py says why). The thread takes
+its units from a queue the event loop puts them in, and starts the next batch as
+soon as a COMMIT ends, without waiting for the loop's turn; the results of a batch
+go back to the loop in one call. If a batch
 fails, each unit is retried alone, so one poison message cannot fail its
 neighbours; but not when SQLite was busy (another process held the write lock
 past the busy timeout): no unit was at fault, and retrying each alone would
@@ -45,11 +48,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
@@ -123,10 +127,11 @@ class Writer:
     def __init__(self, engine: Engine, *, max_batch: int = 64) -> None:
         self.engine = engine
         self._conn: Connection | None = None  # the writer thread's own, between batches
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Work[Any], asyncio.Future[Any]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        # Units in, read by the writer's thread; None after the last (``close``).
+        self._inbox: queue.SimpleQueue[tuple[Work[Any], asyncio.Future[Any]] | None]
+        self._inbox = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._closing = False
         self.batches = 0
         self.units = 0
@@ -136,8 +141,12 @@ class Writer:
         self.last_batch = (0.0, 0.0)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="store-writer")
+        """The writer's thread takes its next batch itself as soon as a COMMIT ends: a
+        batch handed over by the event loop waited for the loop's next turn (~0.8 ms a
+        batch with 8 senders, a fifth of the writer's cycle: bench/results/notes/s22.md)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="store-writer", daemon=True)
+            self._thread.start()
 
     async def submit(self, work: Work[T], *, durable: bool = True) -> T:
         """Run ``work`` inside a committed transaction; return its result. ``durable``
@@ -148,73 +157,75 @@ class Writer:
             raise StoreUnavailable("writer is shutting down")
         self.start()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((work, fut))
+        self._inbox.put((work, fut))
         return await fut
 
     async def close(self) -> None:
         """Stop taking work, finish what is queued."""
         self._closing = True
-        if self._task is not None:
-            await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._conn is not None:  # closed in the thread that used it
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._let_go)
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         self.engine.dispose()
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            live = [(w, f) for w, f in batch if not f.cancelled()]
-            try:
-                if live:
-                    await self._commit(live)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+    # --- the writer's thread ----------------------------------------------------------
 
-    async def _commit(self, batch: list[tuple[Work[Any], asyncio.Future[Any]]]) -> None:
+    def _serve(self) -> None:
+        more = True
+        while more:
+            first = self._next()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    more = False
+                    break
+                batch.append(item)
+            live = [(w, f) for w, f in batch if not f.cancelled()]
+            if live:
+                try:
+                    self._commit(live)
+                except BaseException as exc:  # ours, not a unit's: fail them, go on
+                    _settle([(f, False, exc) for _, f in live])
+        self._let_go()
+
+    def _next(self) -> tuple[Work[Any], asyncio.Future[Any]] | None:
+        """Wait for a unit (a leaf of its own, so a profile counts it idle)."""
+        return self._inbox.get()
+
+    def _commit(self, batch: list[tuple[Work[Any], asyncio.Future[Any]]]) -> None:
         if len(batch) > 1:
             try:
-                results = await self._transaction([w for w, _ in batch])
+                results = self._transaction_sync([w for w, _ in batch])
             except Exception as exc:  # retry alone, below
                 log.warning("batch_failed", size=len(batch), error=type(exc).__name__)
                 if _busy(exc):
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
+                    _settle([(f, False, exc) for _, f in batch])
                     return
             else:
-                for (_, fut), result in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
+                _settle([(f, True, r) for (_, f), r in zip(batch, results, strict=True)])
                 return
         for work, fut in batch:
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    (result,) = await self._transaction([work])
+                    (result,) = self._transaction_sync([work])
                 except Exception as exc:
                     if attempt < ATTEMPTS and _transient(exc):
                         self.retries += 1
                         error = type(getattr(exc, "orig", exc)).__name__
                         log.info("unit_retried", attempt=attempt, error=error)
-                        await asyncio.sleep(random.uniform(0, 0.01 * attempt))
+                        time.sleep(random.uniform(0, 0.01 * attempt))
                         continue
-                    if not fut.done():
-                        fut.set_exception(exc)
+                    _settle([(fut, False, exc)])
                 else:
-                    if not fut.done():
-                        fut.set_result(result)
+                    _settle([(fut, True, result)])
                 break
-
-    async def _transaction(self, works: list[Work[Any]]) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._transaction_sync, works)
 
     def _connection(self) -> Connection:
         """The writer's connection, kept from batch to batch: a checkout from the pool and
@@ -271,3 +282,27 @@ class Writer:
         self.batches += 1
         self.units += len(works)
         return results
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Hand results (``ok``) or errors to the futures, on their loop: one wake-up of the
+    loop a batch. A future given up meanwhile (its caller cancelled, or its loop closed)
+    is left as it is."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, theirs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set, theirs)
+        except RuntimeError:  # the loop is closed: nobody waits for these any more
+            pass
+
+
+def _set(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in outcomes:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
