@@ -53,6 +53,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -136,9 +137,12 @@ class Writer:
         self.batches = 0
         self.units = 0
         self.retries = 0  # units run again after a transient conflict
-        # perf_counter at the last batch's BEGIN and after its COMMIT: where a lone
-        # sender's wait goes (gateway/intake/pipeline.py's GATEWAY_TIMELINE)
-        self.last_batch = (0.0, 0.0)
+        # perf_counter at the recent batches' BEGIN and after their COMMIT: where a
+        # message's wait goes (gateway/intake/pipeline.py's GATEWAY_TIMELINE); the batch
+        # running now began at ``batch_begun``. By the time a unit's caller reads these the
+        # thread may have committed a later batch too: a unit finds its own by its BEGIN.
+        self.batch_begun = 0.0
+        self.recent_batches: deque[tuple[float, float]] = deque(maxlen=32)
 
     def start(self) -> None:
         """The writer's thread takes its next batch itself as soon as a COMMIT ends: a
@@ -244,7 +248,7 @@ class Writer:
                 conn.close()
 
     def _transaction_sync(self, works: list[Work[Any]]) -> list[Any]:
-        begun = time.perf_counter()
+        begun = self.batch_begun = time.perf_counter()
         durable = not all(isinstance(w, _NoWait) for w in works)
         info: dict[Any, Any] | None = None  # the connection's, read after a failure lets it go
         try:
@@ -278,7 +282,7 @@ class Writer:
                 forget_wait_for_disk(info)
             self._let_go()
             raise
-        self.last_batch = (begun, time.perf_counter())
+        self.recent_batches.append((begun, time.perf_counter()))
         self.batches += 1
         self.units += len(works)
         return results

@@ -212,7 +212,10 @@ class Pipeline:
                 # retry writes them again). Database: written here, in this transaction.
                 self.blobs.bind(conn, staged)
 
+            batch = [0.0]  # the BEGIN of the writer's batch this ran in
+
             def work(conn: Connection) -> list[Stored] | Reject:
+                batch[0] = self.writer.batch_begun
                 trace.mark("work_start")
                 try:
                     return commit_message(conn, config, templates, named, msg, bind)
@@ -221,9 +224,10 @@ class Pipeline:
 
             stored = await self.writer.submit(message_commit(work))
             if trace.stages is not None:
-                begun, committed = self.writer.last_batch
-                trace.mark("batch_begin", begun)
-                trace.mark("committed", committed)
+                ours = [b for b in self.writer.recent_batches if b[0] == batch[0]]
+                for begun, committed in ours:  # none if 32 batches have ended since
+                    trace.mark("batch_begin", begun)
+                    trace.mark("committed", committed)
                 trace.mark("resumed")
             if isinstance(stored, Reject):
                 return stored
