@@ -147,7 +147,7 @@ class Writer:
     def start(self) -> None:
         """The writer's thread takes its next batch itself as soon as a COMMIT ends: a
         batch handed over by the event loop waited for the loop's next turn (~0.8 ms a
-        batch with 8 senders, a fifth of the writer's cycle: bench/results/notes/s22.md)."""
+        batch with 8 senders, a fifth of the writer's cycle: bench/results/notes/writer22.md)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="store-writer", daemon=True)
             self._thread.start()
