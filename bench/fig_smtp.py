@@ -345,6 +345,7 @@ IDLE_LEAVES = (
     "EpollSelector.select (",
     "Condition.wait (",
     "Event.wait (",
+    "Writer._next (",  # the store writer's thread waiting for a unit (store/writer.py)
 )
 
 
