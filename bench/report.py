@@ -352,10 +352,25 @@ def _fig9(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
             if (share := _stall_share(f, k, c, timeout_s)) is not None
         ],
         total=total,
+        split=_fig9_split(one, cell[last]),
         saturated=(med(cell[last].get("cores_machine")) or 0) >= 0.9 * CORES,
         cap=CORES * 1e6 / (total or 1),
     )
     return x
+
+
+def _fig9_split(one: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
+    """The gateways' CPU a message, one instance and the most, as their daemons' and their
+    workers' (parse, send: the rest); None for a run from before the daemons were counted."""
+    out: dict[str, Any] = {}
+    for name, c in (("one", one), ("last", last)):
+        gw, daemons = med(c.get("cpu_us_per_msg_gateways")), med(c.get("cpu_us_per_msg_daemons"))
+        if gw is None or daemons is None:
+            return None
+        out[name] = {"daemons": daemons, "workers": gw - daemons}
+    for part in ("daemons", "workers"):
+        out[f"{part}_x"] = out["last"][part] / out["one"][part] if out["one"][part] else None
+    return out
 
 
 def _fig10(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
