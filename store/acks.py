@@ -27,15 +27,20 @@ __all__ = ["acks_held", "acks_since", "count_stored", "parameters"]
 def count_stored(conn: Connection) -> Select[Any]:
     """The stored acks' count, over ``parameters``' bind names (and ``tenant``).
 
-    The LIKE alone read every ack of the tenant: SQLite's LIKE ignores case, its index
-    does not, so there ``local+`` .. ``local@domain`` (the address and its tagged forms
-    in code-point order) bounds the read; PostgreSQL's index serves the LIKE (0015).
-    On SQLite the LIKE is spelled out (``local+``, anything, ``@domain``): a LIKE on a
-    bound pattern makes SQLite prepare the statement again for each new pattern (its LIKE
-    optimisation), 15 µs a call, more than the count. Both sides are lower-cased."""
-    to, address = outbox.c.to_addr, bindparam("address")
+    The LIKE alone read every ack of the tenant, so ``local+`` .. ``local@domain`` (the
+    address and its tagged forms in code-point order) bounds the read. SQLite's LIKE
+    ignores case, its index does not. PostgreSQL's index (0015, ``text_pattern_ops``)
+    served the LIKE only in a plan made for a known pattern; the writer's statements
+    are prepared, and after five runs PostgreSQL plans one for any pattern (a generic
+    plan), which read every ack of the tenant in the window to filter them: 3 ms a
+    message at 10,000 (bench/results/notes/warm23.md). The bounds, in the index's own
+    operators, serve a generic plan too. On SQLite the LIKE is spelled out (``local+``,
+    anything, ``@domain``): a LIKE on a bound pattern makes SQLite prepare the statement
+    again for each new pattern (its LIKE optimisation), 15 µs a call, more than the
+    count. Both sides are lower-cased."""
+    to, address, low = outbox.c.to_addr, bindparam("address"), bindparam("lowest")
     if conn.dialect.name == "sqlite":
-        low, suffix = bindparam("lowest"), bindparam("suffix")
+        suffix = bindparam("suffix")
         tagged = and_(
             func.substr(to, 1, func.length(low)) == low,
             func.substr(to, -func.length(suffix)) == suffix,
@@ -43,7 +48,11 @@ def count_stored(conn: Connection) -> Select[Any]:
         )
         match = [to >= low, to <= address, or_(to == address, tagged)]
     else:
-        match = [or_(to == address, to.like(bindparam("tagged"), escape="\\"))]
+        match = [
+            to.op("~>=~", is_comparison=True)(low),
+            to.op("~<=~", is_comparison=True)(address),
+            or_(to == address, to.like(bindparam("tagged"), escape="\\")),
+        ]
     return (
         select(func.count())
         .select_from(outbox)
