@@ -174,8 +174,8 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
         conn.exec_driver_sql("ANALYZE outbox")
         explain = "EXPLAIN"
     plan = " ".join(str(r) for r in conn.exec_driver_sql(f"{explain} {sql}", params))
-    # the index bounds the tagged forms by their prefix: a range on SQLite (the LIKE
-    # cannot), the LIKE's own prefix on PostgreSQL (text_pattern_ops)
+    # the index bounds the tagged forms by the address range: in plain comparisons on
+    # SQLite (its LIKE cannot), in text_pattern_ops' own operators on PostgreSQL
     assert ("to_addr>" if conn.dialect.name == "sqlite" else "~>=~") in plan, plan
     if conn.dialect.name == "postgresql":
         # The writer's statements are prepared, and after five runs PostgreSQL plans them
@@ -186,7 +186,8 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
         names: list[str] = []  # the statement's parameters, as PREPARE numbers them
 
         def numbered(m: re.Match[str]) -> str:
-            names.append(m.group(1)) if m.group(1) not in names else None
+            if m.group(1) not in names:
+                names.append(m.group(1))
             return f"${names.index(m.group(1)) + 1}"
 
         prepared = re.sub(r"%\((\w+)\)s", numbered, sql)
@@ -198,6 +199,7 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
         cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         cur.execute(f"EXPLAIN EXECUTE ack_count({args.as_string(dbapi)})")
         rows = [str(r[0]) for r in cur.fetchall()]
+        cur.execute("DEALLOCATE ack_count")
         bounded = [r for r in rows if "Index Cond" in r and "~>=~ ($" in r]
         assert bounded, "\n".join(rows)
 
