@@ -579,26 +579,24 @@ def _bounds(figs: dict[str, Any]) -> dict[str, Any] | None:
         "profiled": bool(tops),
         "blob": sum(v for k, v in tops.items() if "store/blobs.py" in k or "Path.stat" in k),
         "areas": prof.get("areas_inclusive") or {},
-        "fig9": _fig9_bounds(figs.get("fig9", {}).get("cells") or {}),
+        "fig9": _fig9_bounds(figs.get("fig9") or {}),
     }
 
 
-def _fig9_bounds(cells: dict[str, Any]) -> dict[str, Any] | None:
-    """Figure 9 at its top K: the cores one PostgreSQL instance's gateway keeps busy, and
-    the workers' CPU ratio of the most instances to one (``_fig9_split``)."""
-    if not cells:
+def _fig9_bounds(f9: dict[str, Any]) -> dict[str, Any] | None:
+    """Figure 9 at its top K (its reading's facts, ``_fig9``): the cores one PostgreSQL
+    instance's gateway keeps busy, and the workers' CPU ratio of the most instances to
+    one (``_fig9_split``)."""
+    if not f9.get("cells"):
         return None
-    top = list(cells)[-1]
-    cell = cells[top]
-    pg = [c for c in cell if c.startswith("pg-")]
-    if len(pg) < 2:
+    x = _fig9(f9, {})
+    if len(x["pg"]) < 2:
         return None
-    split = _fig9_split(cell[pg[0]], cell[pg[-1]])
     return {
-        "top": top,
-        "n": pg[-1].split("-")[1],
-        "one_cores": med(cell[pg[0]].get("cores_gateways")),
-        "workers_x": split["workers_x"] if split else None,
+        "top": x["top"],
+        "n": x["n_last"],
+        "one_cores": med(x["one"].get("cores_gateways")),
+        "workers_x": x["split"]["workers_x"] if x["split"] else None,
     }
 
 
