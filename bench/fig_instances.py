@@ -243,7 +243,7 @@ def _case(
                 raise RuntimeError(f"warm-up mail refused: {taken['codes']}")
         for pid in procs:
             settle(pid)
-        warm_rows = _rows(cluster, database, home)
+        warm_rows = _rows(cluster, database, home)[0]
         before = _cpu(procs, cluster, clamd.pid)
         t0 = time.perf_counter()
         res = run_load([d.port for d in gws], load, k, timeout=LOAD_TIMEOUT)
@@ -259,7 +259,7 @@ def _case(
     res["batches_failed"] = _log_count(gws, '"batch_failed"')
     res["deadlocks"] = _deadlocks(pg_log, log_offset) if database is not None else {}
     rows, res["duplicate_keys"] = _rows(cluster, database, home)
-    res["rows"], res["warm_rows"] = rows - warm_rows[0], warm_rows[0]
+    res["rows"], res["warm_rows"] = rows - warm_rows, warm_rows
     if database is not None:
         assert cluster is not None
         with cluster.connect(autocommit=True) as conn:
