@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from outbound.mime import Part
 from parsers.types import Attachment
-from store.blobs import read_in_transaction
+from store.blobs_db import read_in_transaction
 
 __all__ = ["LeftOut", "carried", "human_size", "left_out_text", "notice_html"]
 

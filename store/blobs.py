@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from store.errors import StoreUnavailable
 from store.faults import AFTER_BLOB_FSYNC, crash_point
-from store.models import blobs
 
-__all__ = ["BlobStore", "FileBlobStore", "Staged", "fsync_dir", "read_in_transaction"]
+__all__ = ["BlobStore", "FileBlobStore", "Staged", "fsync_dir"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,20 +214,3 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def read_in_transaction(conn: Connection, sha256: str, folder: Path) -> bytes | None:
-    """A blob's bytes as stored, read inside a writer's transaction: the ``blobs`` row
-    (which that transaction may have written itself, unseen by any other connection),
-    else the file under ``folder`` (the file store writes before the transaction);
-    None when neither has it (erased, or collected). Mail that carries stored files
-    (an agent's notice) reads them here, never from what the parser held."""
-    data = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).scalar()
-    if data is not None:
-        return bytes(data)
-    path = FileBlobStore(folder).path(sha256)
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-

@@ -47,13 +47,14 @@ class _Held:
     """The held rows in the order held, with each statement's positions among them (the
     reads ask ``pending`` several times a message: no walk over the whole batch's rows)."""
 
-    __slots__ = ("cancels", "entries", "of")
+    __slots__ = ("cancels", "entries", "keys", "of")
 
     def __init__(self) -> None:
         # (statement, row); a ``cancel`` entry is (None, {"of": [positions taken back]}).
         self.entries: list[tuple[Direct | None, Mapping[str, Any]]] = []
         self.of: dict[Direct, list[int]] = {}
         self.cancels: list[int] = []  # positions of the cancel entries
+        self.keys: dict[Direct, str] = {}  # a statement's rows written once by, sorted by
 
     def add(self, stmt: Direct | None, row: Mapping[str, Any]) -> None:
         at = len(self.entries)
@@ -110,12 +111,18 @@ def suspended(conn: Connection) -> Iterator[None]:
             conn.info[_KEPT] = {}  # what the other work did may change what was kept
 
 
-def write(conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]]) -> None:
-    """``stmt.many(conn, rows)``, now or (while held) at the flush."""
+def write(
+    conn: Connection, stmt: Direct, rows: Sequence[Mapping[str, Any]], *, key: str | None = None
+) -> None:
+    """``stmt.many(conn, rows)``, now or (while held) at the flush. ``key``: a column the
+    flush writes ``stmt``'s rows once by and in the order of (content-addressed rows held
+    by several messages, whose row locks every writer must take in one order)."""
     held: _Held | None = conn.info.get(_KEY)
     if held is None:
         stmt.many(conn, rows)
     else:
+        if key is not None:
+            held.keys[stmt] = key
         for r in rows:
             held.add(stmt, r)
 
@@ -145,8 +152,12 @@ def flush(conn: Connection) -> None:
     if held is None or not held.entries:
         return
     by_stmt = [(stmt, [held.entries[i][1] for i in held.live(stmt)]) for stmt in held.of]
+    keys = dict(held.keys)
     held.truncate(0)
     for stmt, rows in by_stmt:
+        key = keys.get(stmt)
+        if key is not None:
+            rows = sorted({r[key]: r for r in reversed(rows)}.values(), key=lambda r: r[key])
         stmt.many(conn, rows)
 
 

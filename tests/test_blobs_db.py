@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from routing.config import load_config
+from store import deferred
 from store.blobs import Staged
 from store.blobs_db import DatabaseBlobStore
 from store.db import create_writer_engine
@@ -183,9 +184,14 @@ def test_switching_the_store_moves_every_blob_over_at_start(tmp_path: Path) -> N
 @pytest.mark.skipif(
     not use_postgresql(), reason="SQLite has one writer: no transaction runs beside a collection"
 )
-def test_a_collection_and_a_commit_of_the_same_blob_wait_for_each_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["at-once", "held-for-the-flush"])
+def test_a_collection_and_a_commit_of_the_same_blob_wait_for_each_other(
+    tmp_path: Path, held: bool
+) -> None:
     """PostgreSQL: the lock that keeps a collection from deleting a blob a transaction is
-    about to commit (store/blobs_db.py), shown with a lock timeout on each side."""
+    about to commit (store/blobs_db.py), shown with a lock timeout on each side; ``held``:
+    the bind as the writer's batch makes it, its row written at the flush before the
+    commit (store/deferred.py)."""
     d = Daemon(tmp_path / "gw", blobs="database")
     d.start()  # migrates
     d.stop()
@@ -200,14 +206,14 @@ def test_a_collection_and_a_commit_of_the_same_blob_wait_for_each_other(tmp_path
         for first, second in (("bind", "hold"), ("hold", "bind")):
             holding, release = threading.Event(), threading.Event()
             t = threading.Thread(
-                target=_in_open_transaction, args=(store, staged, first, holding, release)
+                target=_in_open_transaction, args=(store, staged, first, holding, release, held)
             )
             t.start()
             try:
                 assert holding.wait(30)
                 with pytest.raises(OperationalError, match="lock"), engine.begin() as conn:
                     conn.exec_driver_sql("SET LOCAL lock_timeout = '300ms'")
-                    _step(store, conn, staged, second)
+                    _step(store, conn, staged, second, held)
             finally:
                 release.set()
                 t.join(30)
@@ -215,8 +221,14 @@ def test_a_collection_and_a_commit_of_the_same_blob_wait_for_each_other(tmp_path
         engine.dispose()
 
 
-def _step(store: DatabaseBlobStore, conn: Connection, staged: Staged, what: str) -> None:
-    if what == "bind":
+def _step(
+    store: DatabaseBlobStore, conn: Connection, staged: Staged, what: str, held: bool
+) -> None:
+    if what == "bind" and held:
+        with deferred.hold(conn):
+            store.bind(conn, staged)  # a message's commit naming the blob, in a batch
+            deferred.flush(conn)  # as the writer's batch does before its COMMIT
+    elif what == "bind":
         store.bind(conn, staged)  # a message's commit naming the blob
     else:
         assert store.hold(conn, set(staged.shas)) == set(staged.shas)  # a collection
@@ -228,8 +240,9 @@ def _in_open_transaction(
     what: str,
     holding: threading.Event,
     release: threading.Event,
+    held: bool,
 ) -> None:
     with store.engine.begin() as conn:
-        _step(store, conn, staged, what)
+        _step(store, conn, staged, what, held)
         holding.set()
         release.wait(30)

@@ -28,12 +28,14 @@ from routing.tenants import AddressIndex
 from routing.verdicts import Reject
 from store import acks, deferred, repos
 from store import participants as people
+from store.blobs_db import DatabaseBlobStore, read_in_transaction
 from store.bouncing import clear_bouncing, first_look, mark_bouncing
 from store.db import Savepoint, create_writer_engine
 from store.direct import Direct
 from store.faults import message_commit
 from store.models import (
     audit_events,
+    blobs,
     bouncing,
     message_ids,
     messages,
@@ -498,3 +500,40 @@ def test_a_replys_threading_ids_are_read_with_its_first_look(
     many = " ".join(f"<n{i}@x>" for i in range(repos.IDS_AT_ONCE)) + f" {ida}"
     assert reply("Re: four", f"References: {many}\r\n") == a
     assert [s for s in said if s.startswith("SELECT message_ids.message_id")], said
+
+
+def test_a_batchs_small_blobs_are_written_once_each_in_hash_order_at_the_flush(
+    conn: Connection, tmp_path: Path
+) -> None:
+    """The database blob store holds a small blob for the batch's flush (one statement
+    for the batch's blobs), where the transaction that bound it still reads it (an agent's
+    notice carries the client's file); a big one is written at once. Two messages binding
+    the same file write it once, and the rows go in hash order, the order every writer
+    takes their row locks in (store/blobs_db.py)."""
+    store = DatabaseBlobStore(conn.engine)
+    small = [b"a client's screenshot %d" % i for i in range(3)]
+    big = b"x" * (300 * 1024)
+    sha = {d: hashlib.sha256(d).hexdigest() for d in [*small, big]}
+    written: list[list[str]] = []
+
+    def listener(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        if statement.startswith("INSERT INTO blobs"):
+            rows = params if many else [params]
+            written.append([r["sha256"] if isinstance(r, dict) else r[0] for r in rows])
+
+    event.listen(conn.engine, "before_cursor_execute", listener)
+    try:
+        with deferred.hold(conn):
+            for datas in ([small[2], small[0], big], [small[1], small[0]]):
+                staged = asyncio.run(store.stage(datas))
+                store.bind(conn, staged)
+            assert written == [[sha[big]]]  # the big one at once, the small ones held
+            assert _count(conn, blobs) == 1
+            for d in [*small, big]:
+                assert read_in_transaction(conn, sha[d], tmp_path) == d
+            deferred.flush(conn)
+    finally:
+        event.remove(conn.engine, "before_cursor_execute", listener)
+    assert written[1:] == [sorted(sha[d] for d in small)]  # one statement, each once, sorted
+    assert {s for (s,) in conn.execute(select(blobs.c.sha256))} == set(sha.values())
+    assert read_in_transaction(conn, hashlib.sha256(b"never").hexdigest(), tmp_path) is None
