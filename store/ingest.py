@@ -53,6 +53,14 @@ _TOUCH_TICKET = Direct(
     .values(updated_at=bindparam("ts"))
     .returning(*clocks.CLOCK_COLUMNS)
 )
+# A message's attachment rows, held for the writer's flush (store/deferred.py): one
+# statement for a batch's files instead of one a message with files. Nothing of the
+# batch reads them back (the mail that carries a file reads the parsed message's list).
+_INSERT_ATTACHMENT = Direct(
+    insert(attachments),
+    ("tenant", "message_id", "position", "filename", "content_type", "size", "sha256",
+     "inline", "content_id"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,13 +213,11 @@ def insert_attachments(
     conn: Connection, tenant: str, message_row: int, items: Sequence[dict[str, Any]]
 ) -> None:
     if items:
-        conn.execute(
-            insert(attachments),
-            [
-                {"tenant": tenant, "message_id": message_row, "position": i, **item}
-                for i, item in enumerate(items)
-            ],
-        )
+        rows = [
+            {"tenant": tenant, "message_id": message_row, "position": i, **item}
+            for i, item in enumerate(items)
+        ]
+        deferred.write(conn, _INSERT_ATTACHMENT, rows)
 
 
 def record_message_id(

@@ -34,6 +34,7 @@ from store.db import Savepoint, create_writer_engine
 from store.direct import Direct
 from store.faults import message_commit
 from store.models import (
+    attachments,
     audit_events,
     blobs,
     bouncing,
@@ -46,6 +47,7 @@ from store.models import (
     tickets,
 )
 from store.writer import Writer
+from tests.mail import make_mail
 from tests.pg_harness import session_cluster, use_postgresql
 from tests.test_stages import CONFIG, NOW, _mail, _raw
 
@@ -537,3 +539,33 @@ def test_a_batchs_small_blobs_are_written_once_each_in_hash_order_at_the_flush(
     assert written[1:] == [sorted(sha[d] for d in small)]  # one statement, each once, sorted
     assert {s for (s,) in conn.execute(select(blobs.c.sha256))} == set(sha.values())
     assert read_in_transaction(conn, hashlib.sha256(b"never").hexdigest(), tmp_path) is None
+
+
+def test_a_held_messages_file_goes_out_in_the_agents_notice_and_its_rows_at_the_flush(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The writer's batch as the pipeline runs it with the database blob store: the
+    message's attachment row and its blobs wait for the flush, and the agents' notice,
+    composed in the same transaction before it, still carries the client's file (read back
+    from the held blob rows)."""
+    manual = b"%PDF-1.4 the printer's manual\n" * 50
+    data = make_mail(attachments=[("manual.pdf", "application/pdf", manual)])
+    parsed = parse(data)
+    store = DatabaseBlobStore(conn.engine)
+    staged = asyncio.run(store.stage([data, *(a.data for a in parsed.attachments)]))
+    raw = _raw(data)
+    msg = Arrival(raw, parsed, staged.shas[0], NOW)
+    named = jobs(AddressIndex(config), raw.envelope.rcpt_tos)
+    with deferred.hold(conn):
+        done = commit_message(
+            conn, config, Templates.of(config), named, msg, lambda c: store.bind(c, staged)
+        )
+        assert done[0].ticket_ref == "ACME-1"
+        assert _count(conn, attachments) == 0 and _count(conn, blobs) == 0  # held
+        deferred.flush(conn)
+    assert [r.filename for r in conn.execute(select(attachments))] == ["manual.pdf"]
+    assert _count(conn, blobs) == 2  # the raw message and the file
+    (body,) = conn.execute(select(outbox.c.body).where(outbox.c.kind == "notice")).scalars()
+    notice = message_from_bytes(body, policy=policy.default)
+    files = [(p.get_filename(), p.get_content()) for p in notice.iter_attachments()]
+    assert ("manual.pdf", manual) in files
