@@ -7,8 +7,9 @@ seven statements a message, each a round trip on PostgreSQL. What a later messag
 the same batch reads of them it asks ``pending`` too (the outbox rate limit, the
 threading lookup of Message-IDs, the participant checks, a relay's recipients, the
 files a notice carries); held here and written just before the commit, the batch pays
-one statement a kind instead of one a message. A held row taken back (an agent's ``#cc remove`` of a participant the batch
-added) is ``cancel``led by an entry of its own, so a savepoint rolled back restores it.
+one statement a kind instead of one a message. A held row taken back (an agent's ``#cc
+remove`` of a participant the batch added) is ``cancel``led by an entry of its own, so a
+savepoint rolled back restores it.
 
 Holding them changes no guarantee: a savepoint rolled back (``store.db.Savepoint``,
 a message rejected by a rule, a reaction that failed) drops the rows added since it
