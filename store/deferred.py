@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from store.direct import Direct
+from store.direct import Direct, together
 
 __all__ = [
     "cancel",
@@ -149,18 +149,20 @@ def cancel(conn: Connection, stmt: Direct, match: Callable[[Mapping[str, Any]], 
 
 
 def flush(conn: Connection) -> None:
-    """Write what is held, one ``executemany`` per statement, in the order first held."""
+    """Write what is held, one ``executemany`` per statement, in the order first held, all
+    in one round trip on PostgreSQL (``store.direct.together``)."""
     held: _Held | None = conn.info.get(_KEY)
     if held is None or not held.entries:
         return
     by_stmt = [(stmt, [held.entries[i][1] for i in held.live(stmt)]) for stmt in held.of]
     keys = dict(held.keys)
     held.truncate(0)
-    for stmt, rows in by_stmt:
-        key = keys.get(stmt)
-        if key is not None:
-            rows = sorted({r[key]: r for r in reversed(rows)}.values(), key=lambda r: r[key])
-        stmt.many(conn, rows)
+    with together(conn):  # one round trip on PostgreSQL, not one a statement
+        for stmt, rows in by_stmt:
+            key = keys.get(stmt)
+            if key is not None:
+                rows = sorted({r[key]: r for r in reversed(rows)}.values(), key=lambda r: r[key])
+            stmt.many(conn, rows)
 
 
 def kept(conn: Connection) -> dict[Any, Any] | None:

@@ -569,3 +569,56 @@ def test_a_held_messages_file_goes_out_in_the_agents_notice_and_its_rows_at_the_
     notice = message_from_bytes(body, policy=policy.default)
     files = [(p.get_filename(), p.get_content()) for p in notice.iter_attachments()]
     assert ("manual.pdf", manual) in files
+
+
+def _held_kinds(conn: Connection, tag: str) -> None:
+    """Rows of three held kinds (audit events, blobs, outbox rows), two of each."""
+    store = DatabaseBlobStore(conn.engine)
+    for i in range(2):
+        repos.add_audit(conn, "acme", "probe", actor="a@x.test", detail={"i": i}, now=NOW)
+        store.bind(conn, asyncio.run(store.stage([f"{tag} {i}".encode()])))
+        _queue(conn, f"<{tag}-{i}@gw.acme.test>")
+
+
+def _queue(conn: Connection, message_id: str) -> None:
+    repos.enqueue_many(conn, "acme", [("ack", None, message_id, "", ["k@client.test"], b"b")],
+                       now=NOW)  # fmt: skip
+
+
+def test_a_flush_says_its_statements_in_one_round_trip_on_postgresql(conn: Connection) -> None:
+    """On PostgreSQL the held rows' statements ride one pipeline: one Sync for the flush,
+    where each ``executemany`` made its own (store/direct.py ``together``). SQLite has no
+    round trips: the same rows, written all the same."""
+    syncs: list[int] = []
+    if use_postgresql():
+        from psycopg import _pipeline_base
+
+        real = _pipeline_base.BasePipeline._enqueue_sync
+
+        def counted(self: Any) -> None:
+            syncs.append(1)
+            real(self)
+
+        _pipeline_base.BasePipeline._enqueue_sync = counted  # type: ignore[method-assign]
+    try:
+        with deferred.hold(conn):
+            repos.find_message(conn, "acme", "<none@x>")  # the transaction begun, as a batch's
+            _held_kinds(conn, "once")
+            deferred.flush(conn)
+    finally:
+        if use_postgresql():
+            _pipeline_base.BasePipeline._enqueue_sync = real  # type: ignore[method-assign]
+    assert _count(conn, audit_events) == 2 and _count(conn, blobs) == 2
+    assert _count(conn, outbox) == 2
+    assert len(syncs) == (1 if use_postgresql() else 0)
+
+
+def test_a_held_row_that_fails_at_the_flush_fails_as_sqlalchemys_error(conn: Connection) -> None:
+    """A flush's error comes back as SQLAlchemy's, with the driver's sqlstate on
+    PostgreSQL, which the writer's retry reads (store/writer.py), also from the pipeline."""
+    with pytest.raises(IntegrityError) as caught, deferred.hold(conn):
+        _held_kinds(conn, "twice")
+        _queue(conn, "<twice-0@gw.acme.test>")  # outbox.message_id is unique
+        deferred.flush(conn)
+    if use_postgresql():
+        assert getattr(caught.value.orig, "sqlstate", None) == "23505"
