@@ -155,11 +155,10 @@ def flush(conn: Connection) -> None:
     if held is None or not held.entries:
         return
     by_stmt = [(stmt, [held.entries[i][1] for i in held.live(stmt)]) for stmt in held.of]
-    keys = dict(held.keys)
     held.truncate(0)
     with together(conn):  # one round trip on PostgreSQL, not one a statement
         for stmt, rows in by_stmt:
-            key = keys.get(stmt)
+            key = held.keys.get(stmt)
             if key is not None:
                 rows = sorted({r[key]: r for r in reversed(rows)}.values(), key=lambda r: r[key])
             stmt.many(conn, rows)

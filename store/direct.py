@@ -186,16 +186,21 @@ class Direct:
                 cursor.execute(c.sql, params)
             return take(cursor)
         except conn.dialect.loaded_dbapi.Error as exc:
-            dialect = conn.dialect
-            gone = dialect.is_disconnect(exc, dbapi_conn, cursor)  # type: ignore[arg-type]
-            if gone:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                c.sql, params, exc, dialect.loaded_dbapi.Error,
-                connection_invalidated=gone, dialect=dialect,
-            ) from exc  # fmt: skip
+            raise _wrapped(conn, exc, c.sql, params, cursor) from exc
         finally:
             cursor.close()
+
+
+def _wrapped(conn: Connection, exc: Exception, sql: str, params: Any, cursor: Any) -> DBAPIError:
+    """The driver's error as SQLAlchemy's (its class by the driver's, the ``sqlstate`` on
+    ``orig``), the connection invalidated if the error says it is gone."""
+    dialect = conn.dialect
+    gone = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)  # type: ignore[arg-type]
+    if gone:
+        conn.invalidate(exc)
+    return DBAPIError.instance(
+        sql, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=gone, dialect=dialect
+    )
 
 
 @contextmanager
@@ -210,18 +215,11 @@ def together(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "postgresql" or pipeline is None:
         yield
         return
-    dbapi = conn.dialect.loaded_dbapi
     try:
         with pipeline():
             yield
-    except dbapi.Error as exc:  # a statement's own error came wrapped already (_call)
-        gone = conn.dialect.is_disconnect(exc, dbapi_conn, None)  # type: ignore[arg-type]
-        if gone:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            "(the batch's held rows)", None, exc, dbapi.Error,
-            connection_invalidated=gone, dialect=conn.dialect,
-        ) from exc  # fmt: skip
+    except conn.dialect.loaded_dbapi.Error as exc:  # a statement's own came wrapped (_call)
+        raise _wrapped(conn, exc, "(the batch's held rows)", None, None) from exc
 
 
 class Family(Generic[K]):
