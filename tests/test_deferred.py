@@ -585,7 +585,9 @@ def _queue(conn: Connection, message_id: str) -> None:
                        now=NOW)  # fmt: skip
 
 
-def test_a_flush_says_its_statements_in_one_round_trip_on_postgresql(conn: Connection) -> None:
+def test_a_flush_says_its_statements_in_one_round_trip_on_postgresql(
+    conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On PostgreSQL the held rows' statements ride one pipeline: one Sync for the flush,
     where each ``executemany`` made its own (store/direct.py ``together``). SQLite has no
     round trips: the same rows, written all the same."""
@@ -599,15 +601,12 @@ def test_a_flush_says_its_statements_in_one_round_trip_on_postgresql(conn: Conne
             syncs.append(1)
             real(self)
 
-        _pipeline_base.BasePipeline._enqueue_sync = counted  # type: ignore[method-assign]
-    try:
-        with deferred.hold(conn):
-            repos.find_message(conn, "acme", "<none@x>")  # the transaction begun, as a batch's
-            _held_kinds(conn, "once")
-            deferred.flush(conn)
-    finally:
-        if use_postgresql():
-            _pipeline_base.BasePipeline._enqueue_sync = real  # type: ignore[method-assign]
+        monkeypatch.setattr(_pipeline_base.BasePipeline, "_enqueue_sync", counted)
+    with deferred.hold(conn):
+        repos.find_message(conn, "acme", "<none@x>")  # the transaction begun, as a batch's
+        _held_kinds(conn, "once")
+        deferred.flush(conn)
+    monkeypatch.undo()
     assert _count(conn, audit_events) == 2 and _count(conn, blobs) == 2
     assert _count(conn, outbox) == 2
     assert len(syncs) == (1 if use_postgresql() else 0)
