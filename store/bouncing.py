@@ -11,14 +11,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, literal, select
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import CompoundSelect, Select
 
 from store import acks, deferred, repos
 from store.db import insert_ignore
 from store.direct import Direct, Family
 from store.models import bouncing, message_ids, messages
+from store.ticket_life import state_of
 
 __all__ = [
     "agents_bouncing",
@@ -49,8 +61,16 @@ _CLEAR_BOUNCING = Direct(
 # Message-IDs its In-Reply-To and References name (routing/threader.py), the tickets
 # they thread to come with it too, a row each (one row of NULLs when none is known),
 # by a statement for each size of ``repos.ids_asked``: that was a read of its own for
-# nearly every reply.
-def _first_look(conn: Connection, size: int = 0) -> Select[Any]:
+# nearly every reply. And the state of the ticket the reply most likely continues (the
+# one its first Message-ID names, In-Reply-To's, else the newest of those known), in
+# rows of their own (``ticket_life.state_of``): the reply's decision needs it, and it
+# was a third read. The threader still picks the ticket; a guess that is not it costs
+# the read it saved (``ticket_life.sender_state``).
+def _nulls(n: int, name: str) -> list[Any]:
+    return [null().label(f"{name}{i}") for i in range(n)]
+
+
+def _first_look(conn: Connection, size: int = 0) -> CompoundSelect | Select[Any]:
     looked = [
         select(messages.c.raw_sha256)
         .where(messages.c.tenant == _TENANT, messages.c.message_key == bindparam("key"))
@@ -65,7 +85,21 @@ def _first_look(conn: Connection, size: int = 0) -> Select[Any]:
         return select(*looked)
     one = select(literal(1).label("one")).subquery("one")
     known = one.outerjoin(message_ids, and_(message_ids.c.tenant == _TENANT, repos.among_ids(size)))
-    return select(*looked, message_ids.c.message_id, message_ids.c.ticket_id).select_from(known)
+    first = message_ids.c.message_id == bindparam("m0")
+    guess = func.coalesce(
+        select(message_ids.c.ticket_id)
+        .where(message_ids.c.tenant == _TENANT, first)
+        .scalar_subquery(),
+        select(func.max(message_ids.c.ticket_id))
+        .where(message_ids.c.tenant == _TENANT, repos.among_ids(size))
+        .scalar_subquery(),
+    )
+    ids = select(literal_column("0"), *looked, message_ids.c.message_id, message_ids.c.ticket_id)
+    state = state_of(guess).subquery("state").c
+    return union_all(
+        ids.add_columns(*_nulls(len(state) - 1, "state")).select_from(known),
+        select(literal_column("1"), *_nulls(len(looked) + 1, "look"), *state),
+    )
 
 
 # By the size of ``repos.ids_asked``; 0: no Message-IDs asked.
@@ -79,22 +113,26 @@ def first_look(
     sender: str,
     ack_since: datetime,
     ids: Sequence[str] = (),
-) -> tuple[str | None, bool, int, dict[str, int] | None]:
+) -> tuple[str | None, bool, int, dict[str, int] | None, tuple[int, list[Any]] | None]:
     """(raw sha256 stored under the dedupe ``key`` or None, ``sender`` bounces, the
     acknowledgements to ``sender`` stored since ``ack_since``: ``acks.acks_held`` adds
     those held for the batch's flush, the stored tickets of ``ids`` or None when not
-    asked: none, or more than ``repos.IDS_AT_ONCE``)."""
+    asked: none, or more than ``repos.IDS_AT_ONCE``, and the guessed ticket's id and
+    ``ticket_life.state_of``'s rows for ``sender``, or None)."""
     values = {"tenant": tenant, "key": key, "sender": sender.lower()}
     values |= acks.parameters(sender, ack_since)
     if not ids or len(ids) > repos.IDS_AT_ONCE:
         row = _FIRST_LOOK[0].first(conn, values)
         assert row is not None  # no FROM: always one row
-        return row[0], bool(row[1]), int(row[2]), None
+        return row[0], bool(row[1]), int(row[2]), None, None
     size, asked = repos.ids_asked(ids)
-    rows = _FIRST_LOOK[size].all(conn, values | asked)
-    first = rows[0]  # the outer join keeps its one row
-    known = {r[3]: r[4] for r in rows if r[3] is not None}
-    return first[0], bool(first[1]), int(first[2]), known
+    rows = _FIRST_LOOK[size].all(conn, values | asked | {"address": sender})
+    looks = [r for r in rows if not r[0]]
+    first = looks[0]  # the outer join keeps its one row
+    known = {r[4]: r[5] for r in looks if r[4] is not None}
+    state = [r[5:] for r in rows if r[0]]
+    guessed = (state[0][0], state) if state else None
+    return first[1], bool(first[2]), int(first[3]), known, guessed
 
 
 def agents_bouncing(conn: Connection, tenant: str, addresses: Sequence[str]) -> set[str]:

@@ -9,12 +9,14 @@ pending ticket nobody answered closes itself (gateway/ops/jobs.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select, true
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import ColumnElement, Select
 
 from store import participants as people
 from store.direct import Direct
@@ -26,6 +28,7 @@ __all__ = [
     "SenderState",
     "pending_due",
     "sender_state",
+    "state_of",
     "stored_copy",
     "thread_after",
     "ticket_state",
@@ -68,47 +71,67 @@ def thread_after(thread: tuple[str, ...], message_id: str | None) -> tuple[str, 
 
 # A follow-up's one read: the state above, whether its sender takes part in the ticket,
 # and the ticket's newest Message-IDs (one row each; one row of NULL when it has none).
-# Each was a statement of its own on the hot path of every reply.
-_RECENT = (
-    select(messages.c.id, messages.c.message_id)
-    .where(
-        messages.c.tenant == bindparam("tenant"),
-        messages.c.ticket_id == bindparam("id"),
-        messages.c.message_id.is_not(None),
-    )
-    .order_by(messages.c.id.desc())
-    .limit(THREAD_IDS)
-    .subquery("recent")
-)
-_SENDER_STATE = Direct(
-    select(
-        tickets.c.status,
-        tickets.c.client_language,
-        exists()
+# Each was a statement of its own on the hot path of every reply. ``ticket`` names the
+# ticket: a bound id, or the first look's guess (store/bouncing.py), which reads this
+# with the reply's dedupe key. The rows: (ticket id, status, language, participant,
+# recent message's row id, its Message-ID), in no order (``_state``'s).
+def state_of(ticket: ColumnElement[Any]) -> Select[Any]:
+    recent = (
+        select(messages.c.id, messages.c.message_id)
         .where(
-            participants.c.tenant == tickets.c.tenant,
-            participants.c.ticket_id == tickets.c.id,
-            participants.c.address == bindparam("address"),
+            messages.c.tenant == bindparam("tenant"),
+            messages.c.ticket_id == ticket,
+            messages.c.message_id.is_not(None),
         )
-        .label("participant"),
-        _RECENT.c.message_id,
+        .order_by(messages.c.id.desc())
+        .limit(THREAD_IDS)
+        .subquery("recent")
     )
-    .select_from(tickets.outerjoin(_RECENT, true()))
-    .where(tickets.c.tenant == bindparam("tenant"), tickets.c.id == bindparam("id"))
-    .order_by(_RECENT.c.id)
-)
+    return (
+        select(
+            tickets.c.id,
+            tickets.c.status,
+            tickets.c.client_language,
+            exists()
+            .where(
+                participants.c.tenant == tickets.c.tenant,
+                participants.c.ticket_id == tickets.c.id,
+                participants.c.address == bindparam("address"),
+            )
+            .label("participant"),
+            recent.c.id.label("recent_id"),
+            recent.c.message_id.label("recent"),
+        )
+        .select_from(tickets.outerjoin(recent, true()))
+        .where(tickets.c.tenant == bindparam("tenant"), tickets.c.id == ticket)
+    )
 
 
-def sender_state(conn: Connection, tenant: str, ticket_id: int, sender: str) -> SenderState | None:
+_SENDER_STATE = Direct(state_of(bindparam("id")))
+
+
+def sender_state(
+    conn: Connection,
+    tenant: str,
+    ticket_id: int,
+    sender: str,
+    read: tuple[int, Sequence[Any]] | None = None,
+) -> SenderState | None:
     """The ticket as ``sender``'s follow-up finds it, participants held for the writer's
-    flush included; None if it is not the tenant's."""
-    rows = _SENDER_STATE.all(conn, {"tenant": tenant, "id": ticket_id, "address": sender})
+    flush included; None if it is not the tenant's. ``read``: a ticket's id and
+    ``state_of``'s rows for it, read already (the first look's guess): taken when it
+    is this ticket, so a reply's usual state costs no statement of its own (a round trip
+    on PostgreSQL)."""
+    if read is not None and read[0] == ticket_id:
+        rows = read[1]
+    else:
+        rows = _SENDER_STATE.all(conn, {"tenant": tenant, "id": ticket_id, "address": sender})
     if not rows:
         return None
-    status, language, participant, _ = rows[0]
+    _, status, language, participant, _, _ = rows[0]
     taking_part = bool(participant) or bool(people.held(conn, tenant, ticket_id, sender))
-    thread = tuple(r[3] for r in rows if r[3] is not None)
-    return SenderState(status, language, taking_part, thread)
+    recent = sorted((r[4], r[5]) for r in rows if r[5] is not None)
+    return SenderState(status, language, taking_part, tuple(mid for _, mid in recent))
 
 
 def ticket_status(conn: Connection, tenant: str, ticket_id: int) -> str | None:

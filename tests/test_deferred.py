@@ -26,7 +26,7 @@ from parsers import parse
 from routing.config import GatewayConfig, load_config
 from routing.tenants import AddressIndex
 from routing.verdicts import Reject
-from store import acks, deferred, repos
+from store import acks, deferred, repos, ticket_life
 from store import participants as people
 from store.blobs_db import DatabaseBlobStore, read_in_transaction
 from store.bouncing import clear_bouncing, first_look, mark_bouncing
@@ -163,7 +163,7 @@ def test_the_acknowledgement_count_takes_the_tagged_forms_and_only_them(
     assert acks.acks_since(conn, "acme", "Kim+zz@Client.test", since) == 4
     # The commit's first read counts the same (nothing is held here).
     for a, n in counts.items():
-        assert first_look(conn, "acme", "<none@x>", a, since) == (None, False, n, None)
+        assert first_look(conn, "acme", "<none@x>", a, since) == (None, False, n, None, None)
     assert first_look(conn, "acme", "<none@x>", "Kim+zz@Client.test", since)[2] == 4
     seen: list[tuple[str, Any]] = []
     event.listen(conn.engine, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
@@ -502,6 +502,57 @@ def test_a_replys_threading_ids_are_read_with_its_first_look(
     many = " ".join(f"<n{i}@x>" for i in range(repos.IDS_AT_ONCE)) + f" {ida}"
     assert reply("Re: four", f"References: {many}\r\n") == a
     assert [s for s in said if s.startswith("SELECT message_ids.message_id")], said
+
+
+def test_a_replys_ticket_state_comes_with_its_first_look(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """The ticket a reply's In-Reply-To names (else the newest of the tickets its
+    Message-IDs name) is read with the first look: its status, the client's language,
+    whether the sender takes part and its newest Message-IDs, the same as the state's own
+    read finds them, and no state read of its own follows. When the threader picks
+    another ticket (In-Reply-To unknown, References naming two), that ticket's state is
+    read as before."""
+    first, second = _mail("Printer"), _mail("Scanner", sender="ann@client.test")
+    a, b = (_commit(config, conn, m)[0].ticket_ref for m in (first, second))
+    ida, idb = parse(first).message_id, parse(second).message_id
+    ticket = {ref: i for i, ref in conn.execute(select(tickets.c.id, tickets.c.ref))}
+    conn.execute(update(tickets).where(tickets.c.ref == a).values(status="closed"))
+    said: list[str] = []
+
+    def listener(*x: Any) -> None:
+        said.append(x[2])
+
+    event.listen(conn.engine, "before_cursor_execute", listener)
+    try:
+        for sender, ref in (("kim@client.test", a), ("nobody@client.test", b)):
+            mid = ida if ref == a else idb
+            looked = first_look(conn, "acme", "<new@x>", sender, NOW, [mid, "<unknown@x>"])
+            guessed = looked[4]
+            assert guessed is not None and guessed[0] == ticket[ref]
+            held = ticket_life.sender_state(conn, "acme", ticket[ref], sender, guessed)
+            read = ticket_life.sender_state(conn, "acme", ticket[ref], sender)
+            assert held == read and read is not None
+            assert read.taking_part == (sender == "kim@client.test")
+            assert read.thread and read.thread[0] == mid
+        said.clear()
+        (answered,) = _commit(config, conn, _mail("Re: Printer", headers=f"In-Reply-To: {ida}\r\n"))
+        assert answered.ticket_ref == a
+        assert not [s for s in said if s.startswith("SELECT tickets.id, tickets.status")], said
+        # the closed ticket's status came with the first look: the client's reply reopens it
+        status = select(tickets.c.status).where(tickets.c.ref == a)
+        assert conn.execute(status).scalar_one() == "open"
+        said.clear()
+        older, newer = sorted((ida, idb), key=lambda m: ticket[a if m == ida else b])
+        (other,) = _commit(
+            config,
+            conn,
+            _mail("Re: both", headers=f"In-Reply-To: <gone@x>\r\nReferences: {newer} {older}\r\n"),
+        )  # the newest References first: ``older``'s ticket, the guess the newest ticket
+        assert other.ticket_ref == (a if older == ida else b)
+        assert [s for s in said if s.startswith("SELECT tickets.id, tickets.status")], said
+    finally:
+        event.remove(conn.engine, "before_cursor_execute", listener)
 
 
 def test_a_batchs_small_blobs_are_written_once_each_in_hash_order_at_the_flush(

@@ -62,7 +62,8 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     key = mid or f"sha256:{raw_sha}"
     since = ack_window_start(config, tenant, msg.now)
     asked = references_asked(msg.parsed.thread_hints)
-    existing, bounces, acks, stored = first_look(conn, tenant.slug, key, msg.sender, since, asked)
+    looked = first_look(conn, tenant.slug, key, msg.sender, since, asked)
+    existing, bounces, acks, stored, guessed = looked
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
@@ -87,7 +88,7 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
         stored=stored,
     )
     state = (
-        ticket_life.sender_state(conn, tenant.slug, match.ticket_id, msg.sender)
+        ticket_life.sender_state(conn, tenant.slug, match.ticket_id, msg.sender, guessed)
         if match.ticket_id is not None
         else None
     )
