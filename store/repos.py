@@ -38,6 +38,7 @@ __all__ = [
     "enqueue_many",
     "find_message",
     "ids_asked",
+    "insert_drawn",
     "new_ticket",
     "now",
     "sent_by_us",
@@ -47,6 +48,7 @@ __all__ = [
     "ticket_exists",
     "ticket_ref",
     "ticket_row",
+    "ticket_values",
     "tickets_for_message_ids",
     "update_ticket",
 ]
@@ -63,20 +65,22 @@ _TICKET_KEYS = ("tenant", "number", "ref", "subject", "status", "queue", "create
 _INSERT_TICKET = Direct(insert(tickets).returning(tickets.c.id), _TICKET_KEYS)
 
 
-def _insert_drawn() -> Insert:
+def insert_drawn(named: str = "") -> Insert:
     """A new ticket on PostgreSQL: its number drawn from the tenant's sequence
     (store/numbering.py) in the INSERT itself, and its ref made of it, one round trip
-    instead of two. ``drawn`` is a one-row subquery, so both read the same ``nextval``."""
-    drawn = select(func.nextval(cast(bindparam("seq", type_=String), REGCLASS)).label("n"))
+    instead of two. ``drawn`` is a one-row subquery, so both read the same ``nextval``.
+    ``named``: the parameters' prefix (``ticket_values``), where the statement is part
+    of a bigger one whose other parameters share a column's name (store/ingest.py)."""
+    drawn = select(func.nextval(cast(bindparam(f"{named}seq", type_=String), REGCLASS)).label("n"))
     n = drawn.subquery("drawn").c.n
     given = [c for c in _TICKET_KEYS if c not in ("number", "ref")]
     # Each value cast to its column's type, strings without a length: a cast to
     # VARCHAR(n) would cut a long value where the INSERT refuses it.
     typed = [
-        cast(bindparam(c), String() if isinstance(t, String) else t)
+        cast(bindparam(f"{named}{c}"), String() if isinstance(t, String) else t)
         for c, t in ((c, tickets.c[c].type) for c in given)
     ]
-    ref = bindparam("prefix", type_=String) + "-" + cast(n, String)
+    ref = bindparam(f"{named}prefix", type_=String) + "-" + cast(n, String)
     return (
         insert(tickets)
         .from_select([*given, "number", "ref"], select(*typed, n, ref))
@@ -84,7 +88,7 @@ def _insert_drawn() -> Insert:
     )
 
 
-_INSERT_DRAWN = Direct(_insert_drawn())
+_INSERT_DRAWN = Direct(insert_drawn())
 _AUDIT_KEYS = ("tenant", "ticket_id", "actor", "action", "detail", "created_at")
 _INSERT_AUDIT = Direct(insert(audit_events), _AUDIT_KEYS)
 _OUTBOX_KEYS = ("tenant", "ticket_id", "kind", "message_id", "mail_from", "rcpt_tos", "body",
@@ -216,6 +220,23 @@ def ticket_exists(conn: Connection, tenant: str, ticket_id: int) -> bool:
     return row.scalar_one_or_none() is not None
 
 
+def ticket_values(
+    tenant: str, subject: str, queue: str, now: datetime, language: str | None, named: str = ""
+) -> dict[str, Any]:
+    """A new ticket's row but its number and ref (``insert_drawn``'s parameters but the
+    sequence and the prefix), each name after ``named``."""
+    values = {
+        "tenant": tenant,
+        "subject": subject,
+        "status": "open",
+        "queue": queue,
+        "created_at": now,
+        "updated_at": now,
+        "client_language": language,
+    }
+    return {f"{named}{k}": v for k, v in values.items()} if named else values
+
+
 def new_ticket(
     conn: Connection,
     tenant: str,
@@ -231,16 +252,7 @@ def new_ticket(
 
     ``language``: the client's, when the first message showed it (outbound/language.py),
     written with the row rather than by an UPDATE after it."""
-    ts = now or _now()
-    values = {
-        "tenant": tenant,
-        "subject": subject,
-        "status": "open",
-        "queue": queue,
-        "created_at": ts,
-        "updated_at": ts,
-        "client_language": language,
-    }
+    values = ticket_values(tenant, subject, queue, now or _now(), language)
     seq = numbering.sequence(conn, tenant)
     if seq is not None:
         drawn = _INSERT_DRAWN.first(conn, {**values, "seq": seq, "prefix": prefix})

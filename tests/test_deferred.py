@@ -6,6 +6,7 @@ them, several messages in one transaction, each in its savepoint."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator
@@ -19,14 +20,14 @@ from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from gateway.intake.commit import commit_message, jobs
-from gateway.intake.decide import Arrival
+from gateway.intake.commit import commit_message, jobs, lookup
+from gateway.intake.decide import Arrival, decide
 from outbound.compose import Templates
 from parsers import parse
 from routing.config import GatewayConfig, load_config
 from routing.tenants import AddressIndex
 from routing.verdicts import Reject
-from store import acks, deferred, repos, ticket_life
+from store import acks, deferred, ingest, repos, ticket_life
 from store import participants as people
 from store.blobs_db import DatabaseBlobStore, read_in_transaction
 from store.bouncing import clear_bouncing, first_look, mark_bouncing
@@ -553,6 +554,62 @@ def test_a_replys_ticket_state_comes_with_its_first_look(
         assert [s for s in said if s.startswith("SELECT tickets.id, tickets.status")], said
     finally:
         event.remove(conn.engine, "before_cursor_execute", listener)
+
+
+def test_a_messages_insert_goes_out_with_its_tickets_on_postgresql(
+    config: GatewayConfig, conn: Connection
+) -> None:
+    """On PostgreSQL a new ticket's INSERT and its first message's are one statement, and
+    so are a follow-up's and its ticket's touch; on SQLite each is its own, as before.
+    Either way the rows are the same: the message in its ticket, the audit event naming
+    the message's row, the ticket touched and its clocks read back; a ticket that is not
+    the tenant's is not touched and leaves the message without a ref."""
+    said: list[str] = []
+
+    def listener(*x: Any) -> None:
+        said.append(x[2])
+
+    event.listen(conn.engine, "before_cursor_execute", listener)
+    try:
+        first = _mail("Printer")
+        (opened,) = _commit(config, conn, first)
+        inserts = [s for s in said if "INSERT INTO messages" in s]
+        together = use_postgresql()
+        assert len(inserts) == 1 and ("INSERT INTO tickets" in inserts[0]) == together, said
+        assert len([s for s in said if "INSERT INTO tickets" in s]) == 1
+        said.clear()
+        reply = _mail("Re: Printer", headers=f"In-Reply-To: {parse(first).message_id}\r\n")
+        (answered,) = _commit(config, conn, reply)
+        inserts = [s for s in said if "INSERT INTO messages" in s]
+        assert len(inserts) == 1 and ("UPDATE tickets" in inserts[0]) == together, said
+        assert len([s for s in said if "UPDATE tickets SET updated_at" in s]) == 1
+    finally:
+        event.remove(conn.engine, "before_cursor_execute", listener)
+    assert opened.ticket_ref == answered.ticket_ref == "ACME-1"
+    (ticket,) = conn.execute(select(tickets.c.id, tickets.c.updated_at)).all()
+    rows = conn.execute(select(messages.c.id, messages.c.ticket_id).order_by(messages.c.id))
+    assert [t for _, t in rows] == [ticket.id, ticket.id]
+    details = conn.execute(select(audit_events.c.detail).order_by(audit_events.c.id)).scalars()
+    assert [d["message"] for d in details] == [
+        i for (i,) in conn.execute(select(messages.c.id).order_by(messages.c.id))
+    ]
+    # a follow-up's write, its ticket another tenant's: nothing touched, no ref
+    _commit(config, conn, _mail("Hello", to="help@globex.test"), "help@globex.test")
+    theirs = conn.execute(select(tickets.c.id).where(tickets.c.tenant == "globex")).scalar_one()
+    stray = _mail("Stray")
+    raw = _raw(stray)
+    (job,) = jobs(AddressIndex(config), raw.envelope.rcpt_tos).values()
+    msg = Arrival(raw, parse(stray), hashlib.sha256(stray).hexdigest(), NOW)
+    made = decide(lookup(conn, config, job, msg), config, job.recipient.tenant, "", msg).ingest
+    assert made is not None
+    plan = dataclasses.replace(made, open=None, ticket_id=theirs)
+    later = NOW + timedelta(hours=1)
+    written = ingest.write(conn, "acme", plan, later)
+    assert (written.ref, written.clocks, written.ticket_id) == (None, None, theirs)
+    where = select(messages.c.tenant).where(messages.c.id == written.message_row)
+    assert conn.execute(where).scalar_one() == "acme"
+    touched = select(tickets.c.updated_at).where(tickets.c.id == theirs)
+    assert conn.execute(touched).scalar_one() != later
 
 
 def test_a_batchs_small_blobs_are_written_once_each_in_hash_order_at_the_flush(
