@@ -61,11 +61,13 @@ _CLEAR_BOUNCING = Direct(
 # Message-IDs its In-Reply-To and References name (routing/threader.py), the tickets
 # they thread to come with it too, a row each (one row of NULLs when none is known),
 # by a statement for each size of ``repos.ids_asked``: that was a read of its own for
-# nearly every reply. And the state of the ticket the reply most likely continues (the
-# one its first Message-ID names, In-Reply-To's, else the newest of those known), in
-# rows of their own (``ticket_life.state_of``): the reply's decision needs it, and it
-# was a third read. The threader still picks the ticket; a guess that is not it costs
-# the read it saved (``ticket_life.sender_state``).
+# nearly every reply. On PostgreSQL also the state of the ticket the reply most likely
+# continues (the one its first Message-ID names, In-Reply-To's, else the newest of those
+# known), in rows of their own (``ticket_life.state_of``): the reply's decision needs
+# it, and it was a third round trip. The threader still picks the ticket; a guess that
+# is not it costs the read it saved (``ticket_life.sender_state``). Not on SQLite,
+# where a statement is a call, not a round trip: the compound statement cost more
+# CPU than the read it saves (``bench.statements``, bench/results/notes/rt25.md).
 def _nulls(n: int, name: str) -> list[Any]:
     return [null().label(f"{name}{i}") for i in range(n)]
 
@@ -85,6 +87,9 @@ def _first_look(conn: Connection, size: int = 0) -> CompoundSelect | Select[Any]
         return select(*looked)
     one = select(literal(1).label("one")).subquery("one")
     known = one.outerjoin(message_ids, and_(message_ids.c.tenant == _TENANT, repos.among_ids(size)))
+    ids = select(literal_column("0"), *looked, message_ids.c.message_id, message_ids.c.ticket_id)
+    if conn.dialect.name != "postgresql":
+        return ids.select_from(known)
     first = message_ids.c.message_id == bindparam("m0")
     guess = func.coalesce(
         select(message_ids.c.ticket_id)
@@ -94,7 +99,6 @@ def _first_look(conn: Connection, size: int = 0) -> CompoundSelect | Select[Any]
         .where(message_ids.c.tenant == _TENANT, repos.among_ids(size))
         .scalar_subquery(),
     )
-    ids = select(literal_column("0"), *looked, message_ids.c.message_id, message_ids.c.ticket_id)
     state = state_of(guess).subquery("state").c
     return union_all(
         ids.add_columns(*_nulls(len(state) - 1, "state")).select_from(known),
@@ -118,7 +122,7 @@ def first_look(
     acknowledgements to ``sender`` stored since ``ack_since``: ``acks.acks_held`` adds
     those held for the batch's flush, the stored tickets of ``ids`` or None when not
     asked: none, or more than ``repos.IDS_AT_ONCE``, and the guessed ticket's id and
-    ``ticket_life.state_of``'s rows for ``sender``, or None)."""
+    ``ticket_life.state_of``'s rows for ``sender``, or None: none known, or SQLite)."""
     values = {"tenant": tenant, "key": key, "sender": sender.lower()}
     values |= acks.parameters(sender, ack_since)
     if not ids or len(ids) > repos.IDS_AT_ONCE:
