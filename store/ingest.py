@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, insert, select, true, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import CTE
 
 from store import clocks, deferred, numbering, repos
 from store import participants as people
@@ -68,7 +69,7 @@ _INSERT_ATTACHMENT = Direct(
 # ticket's INSERT (its number drawn in it) or a follow-up's touch, as data-modifying
 # CTEs. Each was a round trip of the writer's of its own (figure 9). SQLite has no such
 # CTE, and no round trips to save. By the message's columns, as ``_INSERT_MESSAGE``.
-def _message_with(ticket: Any, keys: tuple[str, ...]) -> Any:
+def _message_with(ticket: Any, keys: tuple[str, ...]) -> CTE:
     return (
         insert(messages)
         .values({**{k: bindparam(k) for k in keys}, "ticket_id": ticket})
@@ -195,8 +196,8 @@ def _open(
 ) -> tuple[int | None, int, str]:
     """The new ticket, with its message on PostgreSQL when no UPDATE follows: (the
     message's row id or None when it is still to be written, the ticket's id, ref)."""
-    pg = conn.dialect.name == "postgresql" and not plan.changes and not plan.tags
-    seq = numbering.sequence(conn, tenant) if pg else None
+    alone = conn.dialect.name == "postgresql" and not plan.changes and not plan.tags
+    seq = numbering.sequence(conn, tenant) if alone else None  # no UPDATE follows
     if seq is not None:
         values = repos.ticket_values(tenant, new.subject, new.queue, now, new.language, "t_")
         values |= {"t_seq": seq, "t_prefix": new.prefix}

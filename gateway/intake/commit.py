@@ -62,8 +62,9 @@ def lookup(conn: Connection, config: GatewayConfig, job: Job, msg: Arrival) -> S
     key = mid or f"sha256:{raw_sha}"
     since = ack_window_start(config, tenant, msg.now)
     asked = references_asked(msg.parsed.thread_hints)
-    looked = first_look(conn, tenant.slug, key, msg.sender, since, asked)
-    existing, bounces, acks, stored, guessed = looked
+    existing, bounces, acks, stored, guessed = first_look(
+        conn, tenant.slug, key, msg.sender, since, asked
+    )
     reused = False
     if existing is not None and mid:
         if existing == raw_sha:
