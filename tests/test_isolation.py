@@ -84,6 +84,8 @@ NO_TENANT = {
     "store.repos.now": "no rows",
     "store.repos.ids_asked": "no rows: the values of Message-IDs a statement asks",
     "store.repos.among_ids": "no rows: a condition of statements that filter on the tenant",
+    "store.repos.insert_drawn": "no rows: a statement, the tenant one of its parameters",
+    "store.repos.ticket_values": "no rows: a new ticket's parameters, the tenant among them",
     "store.queries.tenants_in_store": "admin scope: which tenants exist",
     "store.queries.store_status": "admin scope: counts for /status",
     "store.retention.collect_blobs": "blobs are shared by content; it returns no rows",
