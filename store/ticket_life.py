@@ -74,7 +74,7 @@ def thread_after(thread: tuple[str, ...], message_id: str | None) -> tuple[str, 
 # Each was a statement of its own on the hot path of every reply. ``ticket`` names the
 # ticket: a bound id, or the first look's guess (store/bouncing.py), which reads this
 # with the reply's dedupe key. The rows: (ticket id, status, language, participant,
-# recent message's row id, its Message-ID), in no order (``_state``'s).
+# recent message's row id, its Message-ID), in no order (``sender_state`` sorts them).
 def state_of(ticket: ColumnElement[Any]) -> Select[Any]:
     recent = (
         select(messages.c.id, messages.c.message_id)
