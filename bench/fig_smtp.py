@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench import floor
 from bench import postfix as pf
 from bench.common import (
     PY,
@@ -247,6 +248,8 @@ def fig1(count: int, levels: list[int], runs: int, results: Path, profile: bool)
         out["mix"]["left_out_for_scanning"] = len(mails) - len(text_only)
         out["corpus_count"] = count
         out["skipped"] = {"postfix": why_not} if why_not else {}
+        # The least each part could cost on the same mail (bench/floor.py), once a run.
+        out["floor"] = floor.measure([m.data for m in text_only], runs)
         if profile:
             out["profile"] = profile_gateway(load, max(levels), tmp, results)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,7 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
                 files.append((k, per, per / rows))
     prof = f.get("profile", {})
     return {
+        "floor": _floor(f, top),
         "cores": _cores_busy(cells[top]),
         "kinds": kinds,
         "has_postfix": "postfix" in dict(kinds),
@@ -230,6 +232,50 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         "files": files,
         "prof": prof,
         "summ": prof.get("summary") or {},
+    }
+
+
+def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
+    """Figure 1's floor (bench/floor.py) at its top K: each part's least CPU a message,
+    their sum with the bare sink's session and the mails the outbox sent a message, and
+    each of the gateway's processes (and the daemon's threads) beside its part's."""
+    fl = f.get("floor")
+    if not fl:
+        return None
+    gw, sink = f["cells"][top]["gateway"], f["cells"][top]["sink"]
+    queued = [o["backlog"] + o["sent"] for o in gw.get("outbox_at_end") or [] if o]
+    mails = statistics.median(queued) / f["mix"]["messages"] if queued else 1.0
+    parse, store, send = (med(fl.get(p)) or 0.0 for p in ("parse", "store", "send"))
+    session = med(sink.get("server_cpu_us_per_msg")) or 0.0
+    total = session + parse + store + send * mails
+    beside = [
+        (label, med(gw.get(key)), least)
+        for label, key, least in (
+            (
+                "the daemon's event loop against the bare sink's session",
+                "loop_cpu_us_per_msg",
+                session,
+            ),
+            ("its writer thread against the store's", "threads_cpu_us_per_msg", store),
+            ("the parse worker against the parse's", "parse_cpu_us_per_msg", parse),
+            ("the send worker against the sends'", "send_cpu_us_per_msg", send * mails),
+        )
+        if med(gw.get(key)) is not None
+    ]
+    return {
+        "parse": parse,
+        "store": store,
+        "send": send,
+        "session": session,
+        "mails": mails,
+        "total": total,
+        "runs": len(fl["parse"].get("runs") or []),
+        # The most beyond its floor first: where the gateway's own work a message is.
+        "beside": [
+            (label, ours, least, ours / least if least else None)
+            for label, ours, least in sorted(beside, key=lambda b: b[2] - b[1])
+        ],
+        "target_x": 1100 / total if total else None,
     }
 
 
@@ -580,6 +626,7 @@ def _bounds(figs: dict[str, Any]) -> dict[str, Any] | None:
         "blob": sum(v for k, v in tops.items() if "store/blobs.py" in k or "Path.stat" in k),
         "areas": prof.get("areas_inclusive") or {},
         "fig9": _fig9_bounds(figs.get("fig9") or {}),
+        "floor": _floor(figs["fig1"], top),
     }
 
 

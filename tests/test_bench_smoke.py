@@ -48,6 +48,9 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
         assert cell["gateway"]["codes"].get("250", 0) == cell["gateway"]["sent"]
         # the daemon's CPU by thread, as the report says it: the loop and the others
         assert {"loop_cpu_us_per_msg", "threads_cpu_us_per_msg"} <= set(cell["gateway"])
+    # figure 1's floor: each part measured, and said beside the gateway's processes
+    floor = doc["figures"]["fig1"]["floor"]
+    assert all(floor[part]["median"] > 0 for part in ("parse", "store", "send")), floor
     fig9 = doc["figures"]["fig9"]
     assert fig9["skipped"] == {}, fig9["skipped"]  # CI installs PostgreSQL: no silent skip
     for cell in fig9["cells"].values():
@@ -59,6 +62,7 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     assert ours["total"] >= 60 and ours["exact"] > 0, ours
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "The daemon's own by thread" in md
+    assert "The floor (`bench/floor.py`" in md and "against the store's" in md
     assert "SMOKE RUN" in md and "## 8. Web" in md and "## 9. Several gateway instances" in md
 
 
