@@ -1,6 +1,7 @@
 """Statements per message through the commit stages, and their CPU, on figure 1's mix.
 
     python -m bench.statements [--corpus 1000] [--top 20] [--batch 1] [--postgresql]
+                               [--told] [--stages]
 
 Runs ``commit_message`` (look up, decide, write, react) for each text-only corpus
 message on a real SQLite store in memory (``--postgresql``: a database of a private
@@ -13,6 +14,10 @@ counts what goes through SQLAlchemy, and the savepoints said straight to the dri
 (store/db.py) are counted when they are said, before the first statement inside them
 (one that runs none says nothing and is not counted); the CPU is
 ``time.process_time`` around the loop, the language model loaded before.
+``--told``: each message comes with its language told, as the daemon's parse worker
+sends it, so the writer classifies none (without it, as a lone sender's parse in the
+daemon: the writer tells a new ticket's). ``--stages``: the CPU a message of each stage
+apart (look-up, decision, write, reactions and clocks, the held rows' flush, COMMIT).
 Issue 21 used it to count statements before and after (BENCHMARKS.md).
 """
 
@@ -26,22 +31,26 @@ import struct
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.base import RootTransaction
 
 from bench.common import corpus, workdir
+from gateway.intake import commit as commit_stages
 from gateway.intake.commit import commit_message, jobs
 from gateway.intake.decide import Arrival
 from outbound.compose import Templates
 from parsers import parse
 from parsers.types import Envelope, RawMessage
 from routing.config import load_config
-from routing.language import warm
+from routing.language import told, warm
 from routing.tenants import AddressIndex
+from store import ingest
 from store.db import Savepoint, create_writer_engine
 from store.models import metadata
 from tests.test_stages import CONFIG
@@ -80,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
         "--file", action="store_true",
         help="on a SQLite file, not in memory: also counts the WAL's frames (pages written)",
     )  # fmt: skip
+    ap.add_argument("--told", action="store_true", help="the language told before, as a worker")
+    ap.add_argument("--stages", action="store_true", help="the CPU a message of each stage")
     args = ap.parse_args(argv)
     with workdir("statements") as tmp:
         (tmp / "gateway.toml").write_text(CONFIG, encoding="utf-8")
         config = load_config(tmp / "gateway.toml")
         mails = [m for m in corpus(args.corpus, tmp) if not m.scan]
     parsed = [parse(m.data) for m in mails]
+    if args.told:
+        warm()
+        parsed = [told(p) for p in parsed]
     with contextlib.ExitStack() as stack:
+        if args.stages:
+            stack.enter_context(_stage_clocks(_STAGE_CPU))
         engine = create_writer_engine("sqlite://")  # its JSON text too (store/db.py)
         if args.file:
             folder = stack.enter_context(tempfile.TemporaryDirectory())
@@ -96,6 +112,51 @@ def main(argv: list[str] | None = None) -> int:
             engine = _postgresql(stack)
         metadata.create_all(engine)
         return _run(args, config, mails, parsed, engine)
+
+
+_STAGE_CPU: Counter[str] = Counter()  # seconds of CPU by stage (--stages)
+
+
+@contextlib.contextmanager
+def _stage_clocks(cpu: Counter[str]) -> Iterator[None]:
+    """Each stage's function wrapped to add its CPU to ``cpu``, and the COMMIT's; undone
+    after. A stage's own: what a stage inside it took is counted there, not twice."""
+    from store import deferred  # here: an older checkout (bench/ab.py) may not have it
+
+    stages = (
+        (commit_stages, "lookup", "look-up (first look, the ticket's state)"),
+        (commit_stages, "decide", "decision (the plan)"),
+        (ingest, "write", "write (ticket, message, participants, audit)"),
+        (commit_stages, "_react", "reactions and clocks (the outbox rows)"),
+        (deferred, "flush", "the held rows' flush"),
+    )
+    inner: list[float] = []
+
+    def clocked(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def run(*a: Any, **k: Any) -> Any:
+            t0 = time.process_time()
+            inner.append(0.0)
+            try:
+                return fn(*a, **k)
+            finally:
+                took, within = time.process_time() - t0, inner.pop()
+                cpu[label] += took - within
+                if inner:
+                    inner[-1] += took
+
+        return run
+
+    saved = [(mod, name, getattr(mod, name)) for mod, name, _ in stages]
+    do_commit = RootTransaction._do_commit
+    for mod, name, label in stages:
+        setattr(mod, name, clocked(getattr(mod, name), label))
+    RootTransaction._do_commit = clocked(do_commit, "COMMIT")  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+        RootTransaction._do_commit = do_commit  # type: ignore[method-assign]
 
 
 def _postgresql(stack: contextlib.ExitStack) -> Engine:
@@ -144,11 +205,14 @@ def _run(
     trail: list[str] = []  # this message's statements (--trace)
     traced: dict[str, list[str]] = {}
 
+    # Counted by the statement's own text (a compiled statement's SQL is the same string
+    # each time) and shortened for the print at the end: a regex per statement here cost
+    # about as much CPU as the commit stages themselves and doubled the figure below.
     @event.listens_for(engine, "before_cursor_execute")
     def _count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
-        counts[re.sub(r"\s+", " ", statement)[:100]] += 1
+        counts[statement] += 1
         if args.trace:
-            trail.append(re.sub(r"\s+", " ", statement)[:160])
+            trail.append(_short(statement, 160))
 
     # Savepoints go straight to the driver (store/db.py), unseen by the listener: counted
     # as they end, those said (a statement ran inside; before that change, all), a round
@@ -191,6 +255,10 @@ def _run(
         if wal:
             wal = _frames(conn, start=False)
     n = len(mails)
+    shown: Counter[str] = Counter()
+    for statement, c in counts.items():
+        shown[_short(statement, 100)] += c
+    counts = shown
     print(f"{n} messages: {sum(counts.values()) / n:.2f} statements and {cpu / n * 1e6:,.0f} µs "
           f"of CPU per message in the commit stages")  # fmt: skip
     if wal:
@@ -198,6 +266,8 @@ def _run(
               f"{args.batch} a transaction; by table or index:")  # fmt: skip
         for name, c in wal.most_common(args.top):
             print(f"{c / n:6.2f}  {name}")
+    for label, seconds in _STAGE_CPU.most_common():
+        print(f"{seconds / n * 1e6:8,.0f} µs  {label}")
     for statement, c in counts.most_common(args.top):
         print(f"{c / n:6.2f}  {statement}")
     for kind, statements in traced.items():
@@ -205,6 +275,10 @@ def _run(
         for statement in statements:
             print(f"  {statement}")
     return 0
+
+
+def _short(statement: str, width: int) -> str:
+    return re.sub(r"\s+", " ", statement)[:width]
 
 
 if __name__ == "__main__":
