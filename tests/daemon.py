@@ -37,7 +37,7 @@ def worker_pids(pid: int, module: str) -> list[int]:
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         try:
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
+        except OSError:  # reaped, even between the open and the read (ESRCH)
             continue
         if module.encode() in argv:
             found.append(int(child))

@@ -35,7 +35,7 @@ def _pids_of_children(pid: int) -> list[int]:
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except OSError:  # reaped, even between the open and the read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
