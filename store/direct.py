@@ -22,6 +22,7 @@ view (figure 8). Parameters are fixed: no expanding ``IN`` (use ORed equalities)
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -60,7 +61,7 @@ def bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
 
 
 class _Compiled:
-    __slots__ = ("defaults", "names", "positional", "procs", "results", "sql")
+    __slots__ = ("_take", "defaults", "names", "positional", "procs", "results", "sql")
 
     def __init__(self, stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
@@ -74,6 +75,9 @@ class _Compiled:
         self.names: tuple[str, ...] = (
             tuple(compiled.positiontup or ()) if self.positional else tuple(binds)
         )
+        # The positional values in the statement's order, taken in C: the hottest Python
+        # of the writer's statements was a generator over a message row's ~25 names.
+        self._take: Callable[[Mapping[str, Any]], tuple[Any, ...]] = _taker(self.names)
         self.defaults: dict[str, Any] = {}
         self.procs: list[tuple[str, Callable[[Any], Any]]] = []
         for name, bind in binds.items():
@@ -96,8 +100,19 @@ class _Compiled:
         for name, proc in self.procs:
             params[name] = proc(params[name])
         if self.positional:
-            return tuple(params[n] for n in self.names)
+            return self._take(params)
         return params
+
+
+def _taker(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The values of ``names`` from a mapping, as a tuple (``itemgetter`` gives a lone
+    value bare, and wants at least one name)."""
+    if not names:
+        return lambda _values: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda values: (values[name],)
+    return operator.itemgetter(*names)
 
 
 class Direct:
@@ -109,12 +124,15 @@ class Direct:
     INSERT for its keys).
     """
 
-    __slots__ = ("_build", "_by_dialect", "_keys", "keys")
+    __slots__ = ("_build", "_by_dialect", "_keys", "_last", "keys")
 
     def __init__(self, stmt: ClauseElement | _Build, keys: Sequence[str] | None = None) -> None:
         self._build = stmt
         self._keys = tuple(keys) if keys else None
         self._by_dialect: dict[str, _Compiled] = {}
+        # The dialect asked last and its statement: a process has one writer's dialect,
+        # and naming it ("sqlite+pysqlite") on every call cost more than the lookup.
+        self._last: tuple[Dialect, _Compiled] | None = None
         # A SELECT's (or a RETURNING's) column keys: the keys of ``rows``' dicts.
         self.keys: tuple[str, ...] = tuple(c.key for c in getattr(stmt, "exported_columns", ()))
         if len(set(self.keys)) != len(self.keys):
@@ -122,11 +140,15 @@ class Direct:
 
     def _compiled(self, conn: Connection) -> _Compiled:
         dialect = conn.dialect
+        last = self._last
+        if last is not None and last[0] is dialect:
+            return last[1]
         key = f"{dialect.name}+{dialect.driver}"
         found = self._by_dialect.get(key)
         if found is None:
             stmt = self._build if isinstance(self._build, ClauseElement) else self._build(conn)
             found = self._by_dialect[key] = _Compiled(stmt, dialect, self._keys)
+        self._last = (dialect, found)
         return found
 
     def first(self, conn: Connection, values: Mapping[str, Any]) -> tuple[Any, ...] | None:

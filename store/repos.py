@@ -6,6 +6,7 @@ on ``tenant``, including lookups by a primary key that came from outside.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -181,7 +182,14 @@ def ids_asked(ids: Sequence[Any], prefix: str = "m") -> tuple[int, dict[str, Any
     statements, not one per length), and the values of ``<prefix>0``.. (the last
     repeated to fill it)."""
     size = 1 << (len(ids) - 1).bit_length()
-    return size, {f"{prefix}{i}": ids[min(i, len(ids) - 1)] for i in range(size)}
+    values = [*ids, *(ids[-1:] * (size - len(ids)))]
+    return size, dict(zip(_names(prefix, size), values, strict=True))
+
+
+@functools.cache
+def _names(prefix: str, size: int) -> tuple[str, ...]:
+    """``<prefix>0``.. of ``ids_asked``: a handful of sizes, named once."""
+    return tuple(f"{prefix}{i}" for i in range(size))
 
 
 def among_ids(

@@ -223,7 +223,8 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
             reopened=reopens and seen.status == "closed", language=answer_in,
         )  # fmt: skip
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
-    return replace(plan, stored=stored, ingest=ingest, reaction=reaction)
+    # Made anew, not ``replace``d: a replace costs a message as much as the Plan itself.
+    return Plan(stored, match, role, agent, rules, ingest=ingest, reaction=reaction)
 
 
 def _caution(*, unverified: bool, refused: bool, outsider: bool) -> str:
