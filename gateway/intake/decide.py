@@ -223,7 +223,7 @@ def decide(seen: Seen, config: GatewayConfig, tenant: Tenant, recipient: str, ms
             reopened=reopens and seen.status == "closed", language=answer_in,
         )  # fmt: skip
     stored = Stored(slug, None, thread_by, flagged=tuple(flags))
-    # Made anew, not ``replace``d: a replace costs a message as much as the Plan itself.
+    # Made anew, not ``replace``d: ``dataclasses.replace`` costs as much again as the Plan.
     return Plan(stored, match, role, agent, rules, ingest=ingest, reaction=reaction)
 
 
