@@ -206,8 +206,8 @@ def _run(
     traced: dict[str, list[str]] = {}
 
     # Counted by the statement's own text (a compiled statement's SQL is the same string
-    # each time) and shortened for the print at the end: a regex per statement here cost
-    # about as much CPU as the commit stages themselves and doubled the figure below.
+    # each time) and shortened for the print at the end: a regex per statement here added
+    # ~10% to the figure below (bench/results/notes/floor26.md).
     @event.listens_for(engine, "before_cursor_execute")
     def _count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
         counts[statement] += 1
