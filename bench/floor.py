@@ -19,11 +19,11 @@ Each part alone, in this process, its CPU time (user+system, ``time.process_time
   to a bare aiosmtpd sink in its own process; this process's CPU only.
 
 The SMTP session's floor is figure 1's own ceiling: the bare aiosmtpd sink's CPU a
-message, measured with the gateway in the same run. All of it on asyncio's loop, while the
-gateway's processes run uvloop when it is installed: there a send costs ~35% less
-(bench/results/notes/floor26.md), so this floor is the higher one. Figure 1 runs this once per run
-(``bench/fig_smtp.py``); the reading sets each of the gateway's processes beside its
-floor (bench/report.py).
+message, measured with the gateway in the same run. All of it on asyncio's loop, while
+the gateway's processes run uvloop when it is installed: there a send costs ~35% less
+(bench/results/notes/floor26.md), so this floor is the higher one. Figure 1 runs this
+once per run (``bench/fig_smtp.py``); the reading sets each of the gateway's processes
+beside its floor (bench/report.py).
 """
 
 from __future__ import annotations

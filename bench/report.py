@@ -249,7 +249,7 @@ def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
     session = med(sink.get("server_cpu_us_per_msg")) or 0.0
     total = session + parse + store + send * mails
     beside = [
-        (label, med(gw.get(key)), least)
+        (label, ours, least)
         for label, key, least in (
             (
                 "the daemon's event loop against the bare sink's session",
@@ -260,7 +260,7 @@ def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
             ("the parse worker against the parse's", "parse_cpu_us_per_msg", parse),
             ("the send worker against the sends'", "send_cpu_us_per_msg", send * mails),
         )
-        if med(gw.get(key)) is not None
+        if (ours := med(gw.get(key))) is not None
     ]
     return {
         "parse": parse,

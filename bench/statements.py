@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.told:
         warm()
         parsed = [told(p) for p in parsed]
+    stages: Counter[str] = Counter()  # seconds of CPU by stage (--stages)
     with contextlib.ExitStack() as stack:
         if args.stages:
-            stack.enter_context(_stage_clocks(_STAGE_CPU))
+            stack.enter_context(_stage_clocks(stages))
         engine = create_writer_engine("sqlite://")  # its JSON text too (store/db.py)
         if args.file:
             folder = stack.enter_context(tempfile.TemporaryDirectory())
@@ -111,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.postgresql:
             engine = _postgresql(stack)
         metadata.create_all(engine)
-        return _run(args, config, mails, parsed, engine)
-
-
-_STAGE_CPU: Counter[str] = Counter()  # seconds of CPU by stage (--stages)
+        return _run(args, config, mails, parsed, engine, stages)
 
 
 @contextlib.contextmanager
@@ -199,7 +197,12 @@ def _frames(conn: Connection, *, start: bool) -> Counter[str]:
 
 
 def _run(
-    args: argparse.Namespace, config: Any, mails: list[Any], parsed: list[Any], engine: Engine
+    args: argparse.Namespace,
+    config: Any,
+    mails: list[Any],
+    parsed: list[Any],
+    engine: Engine,
+    stages: Counter[str],
 ) -> int:
     counts: Counter[str] = Counter()
     trail: list[str] = []  # this message's statements (--trace)
@@ -266,7 +269,7 @@ def _run(
               f"{args.batch} a transaction; by table or index:")  # fmt: skip
         for name, c in wal.most_common(args.top):
             print(f"{c / n:6.2f}  {name}")
-    for label, seconds in _STAGE_CPU.most_common():
+    for label, seconds in stages.most_common():
         print(f"{seconds / n * 1e6:8,.0f} µs  {label}")
     for statement, c in counts.most_common(args.top):
         print(f"{c / n:6.2f}  {statement}")
