@@ -276,8 +276,8 @@ class Sink:
     message before it parses or stores anything.
     """
 
-    def __init__(self, count: bool = False) -> None:
-        args = [PY, "-m", "bench.sink"] + (["--count"] if count else [])
+    def __init__(self, count: bool = False, loop: str = "asyncio") -> None:
+        args = [PY, "-m", "bench.sink", "--loop", loop] + (["--count"] if count else [])
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line:

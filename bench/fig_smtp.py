@@ -41,14 +41,15 @@ from bench.common import (
     worker_cpu_seconds,
     write_load,
 )
+from gateway.loop import loop_name
 from tests.daemon import Daemon
 from tests.mail import make_mail
 
 
 def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict[str, Any]:
     """One fresh server of ``kind``, one load run at K, the server stopped again."""
-    if kind == "sink":
-        sink = Sink()
+    if kind in ("sink", "sink_uvloop"):
+        sink = Sink(loop="uvloop" if kind == "sink_uvloop" else "asyncio")
         try:
             settle(sink.proc.pid)
             cpu0 = cpu_seconds(sink.proc.pid)
@@ -105,6 +106,12 @@ def _one(kind: str, load: Path, k: int, work: Path, scanner: str | None) -> dict
         outbox_sink.stop()
     res["rows"] = count_rows(work / "var" / "gateway.db")
     return res
+
+
+def gateway_loop() -> str:
+    """The loop the bench's daemons run: ``GATEWAY_TEST_LOOP`` (tests/daemon.py) or
+    ``auto``, as gateway/loop.py resolves it here."""
+    return loop_name(os.environ.get("GATEWAY_TEST_LOOP") or "auto")
 
 
 def _warm(gw: Daemon) -> None:
@@ -213,6 +220,13 @@ def _cells(
             cell[f"ratio_{kind}_sink"] = summary(
                 [g["rate"] / s["rate"] for g, s in zip(by_kind[kind], by_kind["sink"], strict=True)]
             )
+        if "sink_uvloop" in kinds:  # the gateway beside a sink on its own loop
+            cell["ratio_gateway_sink_uvloop"] = summary(
+                [
+                    g["rate"] / s["rate"]
+                    for g, s in zip(by_kind["gateway"], by_kind["sink_uvloop"], strict=True)
+                ]
+            )
         if "postfix" in kinds:
             cell["ratio_gateway_postfix"] = summary(
                 [
@@ -242,14 +256,20 @@ def fig1(count: int, levels: list[int], runs: int, results: Path, profile: bool)
         text_only = [m for m in mails if not m.scan]
         load = write_load(text_only, tmp / "load.pkl")
         why_not = pf.available()
-        kinds = ["sink", "gateway", "gateway_files"] + ([] if why_not else ["postfix"])
+        # The bare sink runs aiosmtpd's default loop (asyncio's), the ceiling issue 21's
+        # targets name; where the gateway runs uvloop, a second sink runs on it, the
+        # like-for-like ceiling (and the floor's SMTP session, bench/floor.py).
+        loop = gateway_loop()
+        sinks = ["sink"] + (["sink_uvloop"] if loop == "uvloop" else [])
+        kinds = sinks + ["gateway", "gateway_files"] + ([] if why_not else ["postfix"])
         out = _cells(load, levels, runs, kinds, None, tmp)
+        out["gateway_loop"] = loop
         out["mix"] = _mix(text_only)
         out["mix"]["left_out_for_scanning"] = len(mails) - len(text_only)
         out["corpus_count"] = count
         out["skipped"] = {"postfix": why_not} if why_not else {}
         # The least each part could cost on the same mail (bench/floor.py), once a run.
-        out["floor"] = floor.measure([m.data for m in text_only], runs)
+        out["floor"] = floor.measure([m.data for m in text_only], runs, loop)
         if profile:
             out["profile"] = profile_gateway(load, max(levels), tmp, results)
     return out

@@ -2,7 +2,7 @@
 pays, measured on the same mail, so each of the gateway's processes can be read beside
 the least its own part could cost.
 
-    python -m bench.floor [--corpus 2000] [--runs 3]
+    python -m bench.floor [--corpus 2000] [--runs 3] [--loop auto]
 
 Each part alone, in this process, its CPU time (user+system, ``time.process_time``):
 
@@ -18,12 +18,14 @@ Each part alone, in this process, its CPU time (user+system, ``time.process_time
 - ``send``: one acknowledgement-sized mail (1.7 kB) over one kept aiosmtplib connection
   to a bare aiosmtpd sink in its own process; this process's CPU only.
 
-The SMTP session's floor is figure 1's own ceiling: the bare aiosmtpd sink's CPU a
-message, measured with the gateway in the same run. All of it on asyncio's loop, while
-the gateway's processes run uvloop when it is installed: there a send costs ~35% less
-(bench/results/notes/floor26.md), so this floor is the higher one. Figure 1 runs this
-once per run (``bench/fig_smtp.py``); the reading sets each of the gateway's processes
-beside its floor (bench/report.py).
+The send runs on the loop the gateway's processes run (``loop``: uvloop when installed,
+gateway/loop.py), the sink too: on asyncio's a send costs ~1.5x as much
+(bench/results/notes/floor26.md), and a floor on another loop than the gateway's would
+read the send worker as under its floor. The SMTP session's floor is figure 1's own
+ceiling on the same loop: the bare aiosmtpd sink's CPU a message, measured with the
+gateway in the same run (its ``sink_uvloop`` kind where the gateway runs uvloop).
+Figure 1 runs this once per run (``bench/fig_smtp.py``); the reading sets each of the
+gateway's processes beside its part's floor (bench/report.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from email.policy import compat32
 from typing import Any
 
 from bench.common import Sink, corpus, summary, workdir
+from gateway.loop import loop_name, run_on
 
 __all__ = ["measure"]
 
@@ -153,26 +156,28 @@ async def _send_floor(port: int, mails: int) -> float:
         return (time.process_time() - c0) / mails * 1e6
 
 
-def send_floor(mails: int) -> float:
-    """µs of CPU a mail of this process, the sink being another."""
-    sink = Sink()
+def send_floor(mails: int, loop: str = "asyncio") -> float:
+    """µs of CPU a mail of this process on ``loop``, the sink (on the same) being another."""
+    sink = Sink(loop=loop)
     try:
-        return asyncio.run(_send_floor(sink.port, mails))
+        return run_on(loop, lambda: _send_floor(sink.port, mails))
     finally:
         sink.stop()
 
 
-def measure(datas: Sequence[bytes], runs: int) -> dict[str, Any]:
-    """Each part's µs of CPU a message, ``runs`` times: summaries by part, and their sum."""
+def measure(datas: Sequence[bytes], runs: int, loop: str = "asyncio") -> dict[str, Any]:
+    """Each part's µs of CPU a message, ``runs`` times, the send on ``loop``: summaries
+    by part."""
     parts: dict[str, list[float]] = {"parse": [], "store": [], "send": []}
     for _ in range(runs):
         parse_us, parsed = parse_floor(datas)
         parts["parse"].append(parse_us)
         with tempfile.TemporaryDirectory() as folder:
             parts["store"].append(store_floor(datas, parsed, folder))
-        parts["send"].append(send_floor(min(len(datas), 1500)))
+        parts["send"].append(send_floor(min(len(datas), 1500), loop))
     out: dict[str, Any] = {name: summary(values) for name, values in parts.items()}
     out["messages"] = len(datas)
+    out["loop"] = loop
     return out
 
 
@@ -180,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.floor")
     ap.add_argument("--corpus", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--loop", default="auto", help="asyncio, uvloop, or auto (the gateway's)")
     args = ap.parse_args(argv)
     with workdir("floor") as tmp:
         datas = [m.data for m in corpus(args.corpus, tmp) if not m.scan]
-    print(json.dumps(measure(datas, args.runs)))
+    print(json.dumps(measure(datas, args.runs, loop_name(args.loop))))
     return 0
 
 

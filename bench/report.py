@@ -181,6 +181,8 @@ def _cores_busy(cell: dict[str, Any]) -> dict[str, Any] | None:
 def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     cells = f["cells"]
     kinds = [("sink", "bare aiosmtpd"), ("gateway", "gateway")]
+    if "sink_uvloop" in next(iter(cells.values())):
+        kinds.insert(1, ("sink_uvloop", "bare aiosmtpd on uvloop"))
     if "gateway_files" in next(iter(cells.values())):
         kinds.append(("gateway_files", "gateway, blobs as files"))
     if "postfix" in next(iter(cells.values())):
@@ -207,7 +209,8 @@ def _fig1(f: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
                 for k, c in cells.items()
                 if c[kind].get("server_cpu_us_per_msg")
             ]
-            for kind in ("gateway", "sink")
+            for kind in ("gateway", "sink", "sink_uvloop")
+            if kind in cells[top]
         },
         # The gateway's CPU a message by process: its own, the parse workers', the send
         # worker's (runs from before the split have only the first).
@@ -242,7 +245,11 @@ def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
     fl = f.get("floor")
     if not fl:
         return None
-    gw, sink = f["cells"][top]["gateway"], f["cells"][top]["sink"]
+    # The session's floor is the sink on the loop the send's floor ran on (the gateway's).
+    loop = fl.get("loop", "asyncio")
+    cell = f["cells"][top]
+    gw = cell["gateway"]
+    sink = cell["sink_uvloop"] if loop == "uvloop" and "sink_uvloop" in cell else cell["sink"]
     queued = [o["backlog"] + o["sent"] for o in gw.get("outbox_at_end") or [] if o]
     mails = statistics.median(queued) / f["mix"]["messages"] if queued else 1.0
     parse, store, send = (med(fl.get(p)) or 0.0 for p in ("parse", "store", "send"))
@@ -269,6 +276,7 @@ def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
         "session": session,
         "mails": mails,
         "total": total,
+        "loop": loop,
         "runs": len(fl["parse"].get("runs") or []),
         # The most beyond its floor first: where the gateway's own work a message is.
         "beside": [

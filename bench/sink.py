@@ -2,7 +2,9 @@
 
 Its own process on 127.0.0.1, port 0; prints the port, then (with --count)
 the number of messages received every 20 ms, for the outbox figure. Stopped
-by its parent with SIGTERM.
+by its parent with SIGTERM. ``--loop uvloop``: the same server on the loop the
+gateway runs when uvloop is installed (gateway/loop.py), so figure 1 can set the
+gateway beside a sink on its own loop too; aiosmtpd's default is asyncio's.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import asyncio
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.loop import run_on
 
 
 class Handler:
@@ -45,4 +49,6 @@ async def main(count: bool) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", action="store_true")
-    asyncio.run(main(ap.parse_args().count))
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = ap.parse_args()
+    run_on(args.loop, lambda: main(args.count))

@@ -51,6 +51,10 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     # figure 1's floor: each part measured, and said beside the gateway's processes
     floor = doc["figures"]["fig1"]["floor"]
     assert all(floor[part]["median"] > 0 for part in ("parse", "store", "send")), floor
+    # ... on the gateway's loop, with a bare sink on that loop too where it is uvloop
+    loop = doc["figures"]["fig1"]["gateway_loop"]
+    assert floor["loop"] == loop
+    assert all(("sink_uvloop" in cell) == (loop == "uvloop") for cell in fig1.values())
     fig9 = doc["figures"]["fig9"]
     assert fig9["skipped"] == {}, fig9["skipped"]  # CI installs PostgreSQL: no silent skip
     for cell in fig9["cells"].values():
