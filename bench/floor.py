@@ -12,9 +12,11 @@ Each part alone, in this process, its CPU time (user+system, ``time.process_time
   own work.
 - ``store``: on a SQLite file (WAL, ``synchronous=FULL``, as the gateway's), 32 messages
   a transaction: the thread looked up by In-Reply-To (one indexed SELECT), a ticket
-  inserted (or, for a reply, its clock updated), the message's row (raw bytes and text)
+  inserted (or, for a reply, its clock updated), the message's row (raw bytes, subject and text)
   and one outbox row for the acknowledgement. Plain ``sqlite3``: no ORM, no rules, no
-  participants, no audit, no dedupe, no reply token.
+  participants, no audit, no dedupe, no reply token. ``store_search``, apart: the same
+  with the agents' search index the gateway keeps (FTS5, filled by a trigger in the
+  message's transaction, store/search.py): a feature's cost, not a floor's.
 - ``send``: one acknowledgement-sized mail (1.7 kB) over one kept aiosmtplib connection
   to a bare aiosmtpd sink in its own process; this process's CPU only.
 
@@ -58,10 +60,20 @@ _SCHEMA = (
     "CREATE TABLE tickets (id INTEGER PRIMARY KEY, tenant TEXT, ref TEXT, subject TEXT, "
     "created_at TEXT, updated_at TEXT)",
     "CREATE TABLE messages (id INTEGER PRIMARY KEY, tenant TEXT, ticket_id INT, "
-    "message_id TEXT, raw BLOB, text TEXT, created_at TEXT)",
+    "message_id TEXT, subject TEXT, raw BLOB, text TEXT, created_at TEXT)",
     "CREATE INDEX messages_by_id ON messages (tenant, message_id)",
     "CREATE TABLE outbox (id INTEGER PRIMARY KEY, tenant TEXT, ticket_id INT, "
     "message_id TEXT UNIQUE, body BLOB, status TEXT, created_at TEXT)",
+)
+# The agents' search index as the gateway keeps it on SQLite (store/search.py: FTS5 over
+# the messages, external content, filled by a trigger in the message's own transaction),
+# over the columns this floor's messages have.
+_SEARCH = (
+    "CREATE VIRTUAL TABLE message_search USING fts5(subject, text, tenant, "
+    "content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER message_search_ai AFTER INSERT ON messages BEGIN "
+    "INSERT INTO message_search(rowid, subject, text, tenant) "
+    "VALUES (new.id, new.subject, new.text, new.tenant); END",
 )
 Parsed = tuple[str, str, str, str]  # Message-ID, In-Reply-To, subject, text
 
@@ -93,13 +105,16 @@ def parse_floor(datas: Sequence[bytes]) -> tuple[float, list[Parsed]]:
     return (time.process_time() - c0) / len(datas) * 1e6, out
 
 
-def store_floor(datas: Sequence[bytes], parsed: Sequence[Parsed], folder: str) -> float:
-    """µs of CPU a message (the COMMITs' fsyncs' own CPU included)."""
-    db = sqlite3.connect(os.path.join(folder, "floor.db"), isolation_level=None)
+def store_floor(
+    datas: Sequence[bytes], parsed: Sequence[Parsed], folder: str, search: bool = False
+) -> float:
+    """µs of CPU a message (the COMMITs' fsyncs' own CPU included); ``search``: with the
+    search index the gateway keeps (not part of the floor: what it adds, apart)."""
+    db = sqlite3.connect(os.path.join(folder, f"floor-{search}.db"), isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        for statement in _SCHEMA:
+        for statement in _SCHEMA + (_SEARCH if search else ()):
             db.execute(statement)
         now = "2026-12-05 10:00:00.000000"
         c0 = time.process_time()
@@ -121,9 +136,9 @@ def store_floor(datas: Sequence[bytes], parsed: Sequence[Parsed], folder: str) -
                     ticket = row[0]
                     db.execute("UPDATE tickets SET updated_at = ? WHERE id = ?", (now, ticket))
                 db.execute(
-                    "INSERT INTO messages (tenant, ticket_id, message_id, raw, text, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    ("acme", ticket, mid, datas[i], text, now),
+                    "INSERT INTO messages (tenant, ticket_id, message_id, subject, raw, text, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ("acme", ticket, mid, subject, datas[i], text, now),
                 )
                 db.execute(
                     "INSERT INTO outbox (tenant, ticket_id, message_id, body, status, created_at) "
@@ -168,12 +183,13 @@ def send_floor(mails: int, loop: str = "asyncio") -> float:
 def measure(datas: Sequence[bytes], runs: int, loop: str = "asyncio") -> dict[str, Any]:
     """Each part's µs of CPU a message, ``runs`` times, the send on ``loop``: summaries
     by part."""
-    parts: dict[str, list[float]] = {"parse": [], "store": [], "send": []}
+    parts: dict[str, list[float]] = {"parse": [], "store": [], "store_search": [], "send": []}
     for _ in range(runs):
         parse_us, parsed = parse_floor(datas)
         parts["parse"].append(parse_us)
         with tempfile.TemporaryDirectory() as folder:
             parts["store"].append(store_floor(datas, parsed, folder))
+            parts["store_search"].append(store_floor(datas, parsed, folder, search=True))
         parts["send"].append(send_floor(min(len(datas), 1500), loop))
     out: dict[str, Any] = {name: summary(values) for name, values in parts.items()}
     out["messages"] = len(datas)

@@ -272,6 +272,8 @@ def _floor(f: dict[str, Any], top: str) -> dict[str, Any] | None:
     return {
         "parse": parse,
         "store": store,
+        # the same store with the search index the gateway keeps (None: a run before it)
+        "store_search": med(fl.get("store_search")),
         "send": send,
         "session": session,
         "mails": mails,

@@ -50,7 +50,7 @@ from parsers.types import Envelope, RawMessage
 from routing.config import load_config
 from routing.language import told, warm
 from routing.tenants import AddressIndex
-from store import ingest
+from store import ingest, search
 from store.db import Savepoint, create_writer_engine
 from store.models import metadata
 from tests.test_stages import CONFIG
@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         "--file", action="store_true",
         help="on a SQLite file, not in memory: also counts the WAL's frames (pages written)",
     )  # fmt: skip
+    ap.add_argument(
+        "--search", action="store_true",
+        help="with the search index the daemon's store has (store/search.py: on SQLite, FTS5 "
+        "kept by triggers on messages; create_all alone makes none)",
+    )  # fmt: skip
     ap.add_argument("--told", action="store_true", help="the language told before, as a worker")
     ap.add_argument("--stages", action="store_true", help="the CPU a message of each stage")
     args = ap.parse_args(argv)
@@ -112,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.postgresql:
             engine = _postgresql(stack)
         metadata.create_all(engine)
+        if args.search:
+            with engine.begin() as conn:
+                search.install(conn)
         return _run(args, config, mails, parsed, engine, stages)
 
 

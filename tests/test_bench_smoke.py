@@ -50,7 +50,8 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
         assert {"loop_cpu_us_per_msg", "threads_cpu_us_per_msg"} <= set(cell["gateway"])
     # figure 1's floor: each part measured, and said beside the gateway's processes
     floor = doc["figures"]["fig1"]["floor"]
-    assert all(floor[part]["median"] > 0 for part in ("parse", "store", "send")), floor
+    parts = ("parse", "store", "store_search", "send")
+    assert all(floor[part]["median"] > 0 for part in parts), floor
     # ... on the gateway's loop, with a bare sink on that loop too where it is uvloop
     loop = doc["figures"]["fig1"]["gateway_loop"]
     assert floor["loop"] == loop
