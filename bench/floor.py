@@ -12,11 +12,11 @@ Each part alone, in this process, its CPU time (user+system, ``time.process_time
   own work.
 - ``store``: on a SQLite file (WAL, ``synchronous=FULL``, as the gateway's), 32 messages
   a transaction: the thread looked up by In-Reply-To (one indexed SELECT), a ticket
-  inserted (or, for a reply, its clock updated), the message's row (raw bytes, subject and text)
-  and one outbox row for the acknowledgement. Plain ``sqlite3``: no ORM, no rules, no
-  participants, no audit, no dedupe, no reply token. ``store_search``, apart: the same
-  with the agents' search index the gateway keeps (FTS5, filled by a trigger in the
-  message's transaction, store/search.py): a feature's cost, not a floor's.
+  inserted (or, for a reply, its clock updated), the message's row (raw bytes, subject
+  and text) and one outbox row for the acknowledgement. Plain ``sqlite3``: no ORM, no
+  rules, no participants, no audit, no dedupe, no reply token. ``store_search``, apart:
+  the same with the agents' search index the gateway keeps (FTS5, filled by a trigger in
+  the message's transaction, store/search.py): a feature's cost, not a floor's.
 - ``send``: one acknowledgement-sized mail (1.7 kB) over one kept aiosmtplib connection
   to a bare aiosmtpd sink in its own process; this process's CPU only.
 
