@@ -217,25 +217,18 @@ def _cells(
                 cell[kind]["rows"] = [x["rows"] for x in rs]
                 cell[kind]["outbox_at_end"] = [x.get("outbox") for x in rs]
         for kind in kinds[1:]:
-            cell[f"ratio_{kind}_sink"] = summary(
-                [g["rate"] / s["rate"] for g, s in zip(by_kind[kind], by_kind["sink"], strict=True)]
-            )
-        if "sink_uvloop" in kinds:  # the gateway beside a sink on its own loop
-            cell["ratio_gateway_sink_uvloop"] = summary(
-                [
-                    g["rate"] / s["rate"]
-                    for g, s in zip(by_kind["gateway"], by_kind["sink_uvloop"], strict=True)
-                ]
-            )
-        if "postfix" in kinds:
-            cell["ratio_gateway_postfix"] = summary(
-                [
-                    g["rate"] / p["rate"]
-                    for g, p in zip(by_kind["gateway"], by_kind["postfix"], strict=True)
-                ]
-            )
+            cell[f"ratio_{kind}_sink"] = _ratio(by_kind[kind], by_kind["sink"])
+        # the gateway beside a sink on its own loop, and beside Postfix
+        for other in ("sink_uvloop", "postfix"):
+            if other in kinds:
+                cell[f"ratio_gateway_{other}"] = _ratio(by_kind["gateway"], by_kind[other])
         cells[k] = cell
     return {"cells": cells, "raw": raw}
+
+
+def _ratio(runs: list[dict[str, Any]], ceilings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median and spread of each run's rate over the ceiling's in the same round."""
+    return summary([r["rate"] / c["rate"] for r, c in zip(runs, ceilings, strict=True)])
 
 
 def _mix(mails: list[Mail]) -> dict[str, Any]:
