@@ -5,8 +5,10 @@ written straight into the mailbox's Maildir (what a delivery agent does; an
 IMAP APPEND per message would take longer than the drain), a fresh gateway
 starts, and the drain rate is counted from its first committed row to an
 empty INBOX. Paired in the same run: the same messages over SMTP, one session
-(K=1), to another fresh gateway; IMAP takes messages one at a time too, so
-that is the fair ceiling. Then, with the gateway in IDLE, M single messages
+(K=1), to another fresh gateway: one sender's messages in order, as a
+mailbox's are (issue 21 names it the ceiling; the drain commits in UID order too,
+but a fetched batch goes through the pipeline at once, gateway/intake/in_order.py,
+so it may pass it). Then, with the gateway in IDLE, M single messages
 are APPENDed one at a time and the time from the APPEND's completion to the
 committed row is measured.
 """

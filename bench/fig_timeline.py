@@ -34,6 +34,7 @@ ORDER = [
     "auth",
     "model",
     "staged",
+    "turn",
     "batch_begin",
     "work_start",
     "work_end",

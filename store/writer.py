@@ -157,6 +157,12 @@ class Writer:
     async def submit(self, work: Work[T], *, durable: bool = True) -> T:
         """Run ``work`` inside a committed transaction; return its result. ``durable``
         False: the commit need not wait for the disk (see the module's docstring)."""
+        return await self.enqueue(work, durable=durable)
+
+    def enqueue(self, work: Work[T], *, durable: bool = True) -> asyncio.Future[T]:
+        """``submit`` in two steps: ``work`` is queued when this returns, and the future
+        it returns gives its result. Units queued one after another run in that order
+        (gateway/intake/in_order.py)."""
         if not durable:
             work = _NoWait(work)
         if self._closing:
@@ -164,7 +170,7 @@ class Writer:
         self.start()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._inbox.put((work, fut))
-        return await fut
+        return fut
 
     async def close(self) -> None:
         """Stop taking work, finish what is queued."""

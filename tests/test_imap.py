@@ -193,6 +193,62 @@ def test_backlog_drains_with_a_fetch_and_a_move_per_batch(tmp_path: Path, imap: 
         d.kill()
 
 
+def test_a_thread_drained_in_one_batch_commits_in_folder_order(
+    tmp_path: Path,
+    imap: Dovecot,
+    clamd_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """A batch's messages go through the pipeline at once (gateway/intake/imap_drain.py),
+    but commit in UID order: a reply behind an original that takes longer (a big
+    attachment, parsed in a worker and scanned by clamd) still finds the original's
+    ticket, and the reply to the reply finds it too. Between them, others' mail."""
+    scanner: Clamd = clamd_factory()
+    pdf = b"%PDF-1.4 " + uuid.uuid4().bytes * 100_000  # 1.6 MB
+    thread = [
+        make_mail(
+            sender="carol@client.test",
+            subject="Scanner broken",
+            message_id="<root-7@client.test>",
+            attachments=[("scan.pdf", "application/pdf", pdf)],
+        ),
+        make_mail(
+            sender="carol@client.test",
+            subject="Re: Scanner broken",
+            body="It smokes now.",
+            message_id="<re-7@client.test>",
+            headers={"In-Reply-To": "<root-7@client.test>"},
+        ),
+        make_mail(
+            sender="carol@client.test",
+            subject="Re: Re: Scanner broken",
+            body="And it stopped.",
+            message_id="<rere-7@client.test>",
+            headers={"In-Reply-To": "<re-7@client.test>"},
+        ),
+    ]
+    for i, mail in enumerate(thread):
+        imap.save(USER, mail)
+        imap.save(USER, make_mail(sender=f"o{i}@client.test", subject=f"other {i}"))
+    d = _daemon(tmp_path, imap, scanner=scanner.address)
+    try:
+        d.start()
+        assert _wait(
+            lambda: _status(d).get("committed") == 6 and imap.count(USER, "Processed") == 6,
+            timeout=60,
+        ), d.log_text()
+        rows = d.query(
+            "SELECT m.message_id, t.ref FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+            "WHERE m.from_addr = 'carol@client.test' ORDER BY m.id"
+        )
+        assert [r[0] for r in rows] == ["<root-7@client.test>", "<re-7@client.test>",
+                                        "<rere-7@client.test>"]  # fmt: skip
+        assert len({r[1] for r in rows}) == 1, rows
+        assert d.query("SELECT count(*) FROM tickets")[0][0] == 4
+        assert _status(d)["commands"]["FETCH BODY"] == 1  # one batch
+    finally:
+        d.kill()
+
+
 def test_uidvalidity_change_resyncs_without_duplicates(gateway: Daemon, imap: Dovecot) -> None:
     imap.save(USER, make_mail(sender="u1@client.test"))
     gateway.start()

@@ -1,9 +1,11 @@
 """Draining a mailbox's folder in batches: bodies prefetched, messages moved after commit.
 
-One drain pass offers every message in the folder to the pipeline, in UID
-order and one at a time (a reply must find the ticket its predecessor made,
-as on one SMTP session). What would leave the pipeline waiting on the
-server is taken off its path:
+One drain pass offers every message in the folder to the pipeline, committed in
+UID order (a reply must find the ticket its predecessor made, as on one SMTP
+session), a fetched batch at once: each message's commit is queued after its
+predecessor's (gateway/intake/in_order.py), and the rest of their ways (parse,
+scan, DNS) run side by side, so a batch's commits share the writer's transactions.
+What would leave the pipeline waiting on the server is taken off its path:
 
 - Bodies come in batches: one ``UID FETCH <set> (UID BODY.PEEK[])`` of up to
   ``FETCH_COUNT`` messages or ``FETCH_BYTES`` bytes (sizes known beforehand,
@@ -35,6 +37,7 @@ import structlog
 from sqlalchemy.engine import Connection
 
 from gateway.intake.imap_wire import bodies, consume, sizes, uid_set
+from gateway.intake.in_order import InOrder, Turn
 from gateway.intake.replies import ImapAction, imap_action, quarantine, reject
 from parsers.types import Envelope, RawMessage
 from routing.verdicts import Defer, Outcome, Reason, Reject
@@ -119,10 +122,9 @@ class Drain:
                 nxt = chain.then(lambda: self._fetch_batch(todo)) if todo else None
                 done: list[int] = []
                 aside: list[tuple[int, str]] = []
-                for uid in batch:
-                    if not await self._offer(uid, size[uid], data.pop(uid, None), done, aside):
-                        deferred += 1
-                    w.state.backlog -= 1
+                deferred += await self._offer_all(batch, size, data, done, aside)
+                done.sort()
+                aside.sort()
                 if done or aside:
                     if done:
                         crash_point(IMAP_AFTER_COMMIT_BEFORE_MOVE)
@@ -226,6 +228,31 @@ class Drain:
 
     # -- the pipeline side ------------------------------------------------------------------
 
+    async def _offer_all(
+        self,
+        batch: list[int],
+        size: dict[int, int],
+        data: dict[int, bytes],
+        done: list[int],
+        aside: list[tuple[int, str]],
+    ) -> int:
+        """The batch through the pipeline at once, committed in UID order; how many stay."""
+        order = InOrder()
+        offers = [
+            asyncio.ensure_future(
+                self._offer(uid, size[uid], data.pop(uid, None), done, aside, order.turn())
+            )
+            for uid in batch
+        ]
+        try:
+            left = await asyncio.gather(*offers)
+        except BaseException:  # the session is lost, or the drain cancelled: none goes on
+            for offer in offers:
+                offer.cancel()
+            await asyncio.gather(*offers, return_exceptions=True)
+            raise
+        return left.count(False)
+
     async def _offer(
         self,
         uid: int,
@@ -233,17 +260,22 @@ class Drain:
         data: bytes | None,
         done: list[int],
         aside: list[tuple[int, str]],
+        turn: Turn,
     ) -> bool:
         """Put the message through the pipeline; True when it is to leave the folder."""
         w = self.w
         outcome: Outcome
-        if size > w.max_size:
-            outcome = reject(Reason.TOO_BIG_TO_FETCH, size)
-        elif data is None:  # expunged by another client meanwhile, or an answer we misread
-            log.warning("imap.no_body", tenant=w.tenant.slug, mailbox=w.box.key, uid=uid)
-            return False  # offered again on the next pass, if it is still there
-        else:
-            outcome = await w.pipeline.process(self._raw(data))
+        try:
+            if size > w.max_size:
+                outcome = reject(Reason.TOO_BIG_TO_FETCH, size)
+            elif data is None:  # expunged by another client meanwhile, or an answer misread
+                log.warning("imap.no_body", tenant=w.tenant.slug, mailbox=w.box.key, uid=uid)
+                return False  # offered again on the next pass, if it is still there
+            else:
+                outcome = await w.pipeline.process(self._raw(data), turn=turn)
+        finally:
+            turn.passed()
+            w.state.backlog -= 1
         action = imap_action(outcome)
         if action is ImapAction.DONE:
             done.append(uid)

@@ -26,6 +26,7 @@ from gateway.intake.auth import Authenticator, trusted_id
 from gateway.intake.big_mail import BigMail
 from gateway.intake.commit import Job, commit_message, jobs
 from gateway.intake.decide import Arrival
+from gateway.intake.in_order import Turn
 from gateway.intake.parse_pool import ParsePool
 from gateway.intake.replies import defer, outcome_for_exception, queue_id, reject
 from gateway.intake.scan import Scanner
@@ -95,9 +96,11 @@ class Pipeline:
         self.templates = Templates.of(config)
         self.auth = Authenticator(config)
 
-    async def process(self, raw: RawMessage, helo: str = "") -> Outcome:
+    async def process(self, raw: RawMessage, helo: str = "", turn: Turn | None = None) -> Outcome:
         """Never raises: every fault is an Outcome (a timeout is a Defer). ``helo``: the
-        client's EHLO name, for SPF's HELO check (SMTP only)."""
+        client's EHLO name, for SPF's HELO check (SMTP only). ``turn``: the commit is
+        queued only after those ahead of it (gateway/intake/in_order.py: a mailbox's
+        drain), all else runs at once; passed however the message ends."""
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
@@ -109,8 +112,9 @@ class Pipeline:
         outcome: Outcome
         self.in_flight += 1
         try:
-            async with asyncio.timeout(config.smtp.pipeline_timeout):
-                outcome = await self._process(raw, config, named, limits, trace, now, helo)
+            async with asyncio.timeout(config.smtp.pipeline_timeout) as deadline:
+                order = (turn, deadline) if turn is not None else None
+                outcome = await self._process(raw, config, named, limits, trace, now, helo, order)
         except Exception as exc:  # every fault is an answer, never a traceback
             outcome = outcome_for_exception(exc)
             trace.error = type(exc).__name__
@@ -118,6 +122,8 @@ class Pipeline:
                 log.warning("pipeline_fault", error=type(exc).__name__, detail=str(exc)[:200])
         finally:
             self.in_flight -= 1
+            if turn is not None:
+                turn.passed()
         if isinstance(outcome, Reject):
             trace.rule = outcome.rule
             if outcome.tenant is not None:
@@ -164,6 +170,7 @@ class Pipeline:
         trace: Trace,
         now: datetime,
         helo: str = "",
+        order: tuple[Turn, asyncio.Timeout] | None = None,
     ) -> Outcome:
         templates, auth = self.templates, self.auth
         if not named:
@@ -222,7 +229,14 @@ class Pipeline:
                 finally:
                     trace.mark("work_end")
 
-            stored = await self.writer.submit(message_commit(work))
+            if order is not None:
+                turn, deadline = order
+                await turn.reached(deadline)
+                trace.mark("turn")
+            pending = self.writer.enqueue(message_commit(work))
+            if order is not None:
+                order[0].passed()
+            stored = await pending
             if trace.stages is not None:
                 ours = [b for b in self.writer.recent_batches if b[0] == batch[0]]
                 for begun, committed in ours:  # none if 32 batches have ended since
