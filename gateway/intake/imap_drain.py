@@ -11,12 +11,12 @@ What would leave the pipeline waiting on the server is taken off its path:
   ``FETCH_COUNT`` messages or ``FETCH_BYTES`` bytes (sizes known beforehand,
   ``SIZE_CHUNK`` at a time), and the next batch is fetched while the current
   one goes through the pipeline; at most two batches are held.
-- A batch's committed messages leave the folder in one ``UID MOVE`` (or
-  ``UID COPY`` + ``UID STORE \\Deleted`` + ``UID EXPUNGE``) and the position
-  is saved once, after the whole batch was committed and never before: a
-  crash between the commits and the MOVE leaves the batch where it was, and
-  the next session's pipeline recognises each message again (dedupe by
-  Message-ID and content) and moves it then.
+- Committed messages leave the folder together, in one ``UID MOVE`` (or
+  ``UID COPY`` + ``UID STORE \\Deleted`` + ``UID EXPUNGE``) of several batches'
+  (``MOVE_COUNT``, ``MOVE_AFTER``), and the position is saved after it, never
+  before their commits: a crash between the commits and the MOVE leaves them
+  where they were, and the next session's pipeline recognises each message
+  again (dedupe by Message-ID and content) and moves it then.
 
 IMAP commands stay strictly one after the other on the connection (a chain
 of tasks, each awaiting the one before); only the pipeline runs beside them.
@@ -47,11 +47,18 @@ from store.faults import IMAP_AFTER_COMMIT_BEFORE_MOVE, crash_point
 if TYPE_CHECKING:
     from gateway.intake.imap import MailboxWorker
 
-__all__ = ["FETCH_BYTES", "FETCH_COUNT", "SIZE_CHUNK", "Drain"]
+__all__ = ["FETCH_BYTES", "FETCH_COUNT", "MOVE_AFTER", "MOVE_COUNT", "SIZE_CHUNK", "Drain"]
 
 log = structlog.get_logger("gateway.imap")
 
 FETCH_COUNT = 32  # bodies in one UID FETCH
+# Committed messages leave the folder together, in one UID MOVE of up to this many (a
+# pass's last batch at once, and none waits longer than MOVE_AFTER seconds): Dovecot
+# rewrites a Maildir folder's UID list and index on every expunge, so a MOVE costs it
+# about the folder's size; a 50,000-message backlog drained at 172 msg/s with Dovecot
+# at 0.8 of a core, moving 32 at a time (bench/results/s28/).
+MOVE_COUNT = 512
+MOVE_AFTER = 2.0
 FETCH_BYTES = 8 << 20  # ... and their sizes together at most (one bigger message goes alone)
 SIZE_CHUNK = 500  # UIDs whose sizes one FETCH asks for
 
@@ -112,6 +119,10 @@ class Drain:
         deferred = batches = 0
         started = time.perf_counter()
         waited = 0.0  # the pipeline idle, waiting on the server: what prefetch is to hide
+        # Committed (or set aside) and still in the folder: moved out together (MOVE_COUNT).
+        moving: list[int] = []
+        setting_aside: list[tuple[int, str]] = []
+        gathered_since = time.monotonic()
         try:
             nxt = chain.then(lambda: self._fetch_batch(todo)) if todo else None
             while nxt is not None:
@@ -123,12 +134,20 @@ class Drain:
                 done: list[int] = []
                 aside: list[tuple[int, str]] = []
                 deferred += await self._offer_all(batch, size, data, done, aside)
-                done.sort()
-                aside.sort()
-                if done or aside:
-                    if done:
+                moving += done
+                setting_aside += aside
+                due = (
+                    nxt is None
+                    or len(moving) + len(setting_aside) >= MOVE_COUNT
+                    or time.monotonic() - gathered_since >= MOVE_AFTER
+                )
+                if due and (moving or setting_aside):
+                    if moving:
                         crash_point(IMAP_AFTER_COMMIT_BEFORE_MOVE)
-                    chain.then(lambda d=done, a=aside: self._settle(d, a))
+                    d, a = sorted(moving), sorted(setting_aside)
+                    chain.then(lambda d=d, a=a: self._settle(d, a))
+                    moving, setting_aside = [], []
+                    gathered_since = time.monotonic()
             t0 = time.perf_counter()
             await chain.finish()
             waited += time.perf_counter() - t0
