@@ -52,15 +52,16 @@ __all__ = ["FETCH_BYTES", "FETCH_COUNT", "MOVE_AFTER", "MOVE_COUNT", "SIZE_CHUNK
 log = structlog.get_logger("gateway.imap")
 
 FETCH_COUNT = 32  # bodies in one UID FETCH
-# Committed messages leave the folder together, in one UID MOVE of up to this many (a
-# pass's last batch at once, and none waits longer than MOVE_AFTER seconds): Dovecot
-# rewrites a Maildir folder's UID list and index on every expunge, so a MOVE costs it
-# about the folder's size; a 50,000-message backlog drained at 172 msg/s with Dovecot
-# at 0.8 of a core, moving 32 at a time (bench/results/s28/).
-MOVE_COUNT = 512
-MOVE_AFTER = 2.0
 FETCH_BYTES = 8 << 20  # ... and their sizes together at most (one bigger message goes alone)
 SIZE_CHUNK = 500  # UIDs whose sizes one FETCH asks for
+# Committed messages leave the folder together, in one UID MOVE of up to this many (at
+# a pass's end at once, and none waits longer than MOVE_AFTER seconds): Dovecot
+# rewrites a Maildir folder's UID list and index on every expunge, so a MOVE costs it
+# about the folder's size: a 50,000-message backlog drained at 172 msg/s with Dovecot
+# at 0.8 of a core moving 32 at a time, at 389 with it at 0.1 moving up to 512
+# (bench/results/s28/backlog_bound.py.txt).
+MOVE_COUNT = 512
+MOVE_AFTER = 2.0
 
 
 class _Chain:
