@@ -132,11 +132,7 @@ class Drain:
                 waited += time.perf_counter() - t0
                 batches += 1
                 nxt = chain.then(lambda: self._fetch_batch(todo)) if todo else None
-                done: list[int] = []
-                aside: list[tuple[int, str]] = []
-                deferred += await self._offer_all(batch, size, data, done, aside)
-                moving += done
-                setting_aside += aside
+                deferred += await self._offer_all(batch, size, data, moving, setting_aside)
                 due = (
                     nxt is None
                     or len(moving) + len(setting_aside) >= MOVE_COUNT
@@ -256,7 +252,9 @@ class Drain:
         done: list[int],
         aside: list[tuple[int, str]],
     ) -> int:
-        """The batch through the pipeline at once, committed in UID order; how many stay."""
+        """The batch through the pipeline at once, committed in UID order; how many stay.
+        What leaves the folder is added to ``done`` and ``aside``, which gather until the
+        next move."""
         order = InOrder()
         offers = [
             asyncio.ensure_future(
