@@ -11,8 +11,6 @@ import pytest
 
 from gateway.intake.in_order import InOrder
 from gateway.intake.pipeline import Pipeline
-from parsers import parse
-from parsers.types import Envelope, RawMessage
 from routing.config import GatewayConfig, load_config
 from routing.verdicts import Accepted
 from store.blobs import FileBlobStore
@@ -20,6 +18,7 @@ from store.db import create_writer_engine
 from store.models import metadata
 from store.writer import Writer
 from tests.mail import make_mail
+from tests.test_stages import _raw
 
 CONFIG = """
 [gateway]
@@ -136,16 +135,12 @@ def test_a_reply_drained_beside_its_slower_original_threads_into_its_ticket(
 
     monkeypatch.setattr(pipeline, "_parse", slow_original)
 
-    def raw(data: bytes) -> RawMessage:
-        sender = parse(data).from_addr
-        return RawMessage(Envelope(mail_from=sender, rcpt_tos=("support@acme.test",)), data, "imap")
-
     async def go() -> list[object]:
         order = InOrder() if in_order else None
         try:
             return await asyncio.gather(
                 *(
-                    pipeline.process(raw(d), turn=order.turn() if order else None)
+                    pipeline.process(_raw(d, source="imap"), turn=order.turn() if order else None)
                     for d in (original, reply)
                 )
             )
