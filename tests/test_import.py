@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from gateway.ops.sources import Entry, import_order
+from gateway.ops.sources import Entry, import_order, index, open_source
 from parsers.addresses import msg_ids, normalise_msg_id
 from tests.clamd_harness import EICAR, Clamd
 from tests.corpus import generate
@@ -144,6 +144,35 @@ def test_every_reply_lands_in_the_ticket_of_the_message_it_names(
             wrong.append(mid)
     assert checked > 700  # In-Reply-To, References-only, tag+References and forged replies
     assert not wrong, wrong[:5]
+
+
+def test_ticket_numbers_follow_the_import_order(
+    corpus_mbox: tuple[Path, list[bytes]], imported: dict[str, Any]
+) -> None:
+    """A window of messages goes through the pipeline at once, yet each commit waits for
+    the one before it: the tickets are numbered in the order their first messages have
+    in the import (by date, parents first), as when they went one at a time."""
+    path, _ = corpus_mbox
+    source = open_source(path)
+    try:
+        order = import_order(list(index(source, source.locators())))
+        heads = [source.head(e.locator).decode("latin-1") for e in order]
+    finally:
+        source.close()
+    position: dict[str | None, int] = {}
+    repeated = set()
+    for i, head in enumerate(heads):
+        mid = normalise_msg_id(_fields(head).get("message-id"))
+        if mid in position:
+            repeated.add(mid)  # its two copies' places are told apart by nothing here
+        position.setdefault(mid, i)
+    opened = imported["daemon"].query(
+        "SELECT t.number, m.message_id FROM tickets t JOIN messages m ON m.ticket_id = t.id"
+        " WHERE m.thread_by = 'new' ORDER BY t.number"
+    )
+    places = [position[r["message_id"]] for r in opened if r["message_id"] not in repeated]
+    assert len(places) > 900
+    assert places == sorted(places)
 
 
 def test_history_emails_no_one(imported: dict[str, Any]) -> None:
