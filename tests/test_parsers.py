@@ -241,3 +241,38 @@ def test_an_alternatives_html_is_rendered_only_when_it_is_the_text(
     only_html = parse(_alternative(None, html))
     assert rendered == [html]
     assert only_html.text == "The toner is empty.\n\nKim\n"
+
+
+# --- a message's header alone (parsers.mime.head_of) ---------------------------------
+
+_HEAD_CASES = [
+    b"From: a@example.com\r\nSubject: crlf\r\n\r\nbody\r\n\r\nmore\r\n",
+    b"From: a@example.com\nSubject: lf\n\nbody\n\nmore\n",
+    b"From: a@example.com\nSubject: mixed\n\r\nbody\n",
+    b"From: a@example.com\r\nSubject: no body\r\n",
+    b"From: a@example.com\r\nSubject: header only, ends in its empty line\r\n\r\n",
+    b"\r\nFrom: not-a-header@example.com\r\n\r\nbody",  # an empty header
+    b"Subject: folded\r\n over two lines\r\nX-8bit: caf\xc3\xa9\r\n\r\nbody",
+    b"X-Long: " + b"a" * 70000 + b"\r\n\r\nbody",  # longer than the limit
+    b"Subject: " + b"b" * 65520 + b"\r\n\r\nbody",  # its empty line across the limit
+]
+
+
+@pytest.mark.parametrize(
+    "data",
+    _HEAD_CASES
+    + [p.read_bytes() for p in FIXTURES + sorted((ROOT / "fixtures" / "real").glob("*.eml"))],
+)
+def test_head_of_parses_to_the_same_header_as_the_message_cut_at_the_limit(data: bytes) -> None:
+    """Return-Path, Delivered-To and a front MTA's results are read from ``head_of``:
+    the header fields must be what the header parser read from the whole first 64 KiB."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from parsers.mime import head_of
+
+    def fields(raw: bytes) -> list[tuple[str, str]]:
+        return [(k, str(v)) for k, v in BytesHeaderParser(policy=compat32).parsebytes(raw).items()]
+
+    assert fields(head_of(data)) == fields(data[:65536])
+    assert len(head_of(data)) <= 65536

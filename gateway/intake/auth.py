@@ -27,6 +27,7 @@ import dns.rdatatype
 import dns.resolver
 import spf
 
+from parsers.mime import head_of
 from parsers.types import RawMessage
 from routing.auth import (
     NONE,
@@ -149,7 +150,7 @@ class Authenticator:
             return NONE
         from_domain = from_addr.rpartition("@")[2].lower() if "@" in from_addr else ""
         if trusted:
-            head = BytesHeaderParser().parsebytes(raw.data[:262144])
+            head = BytesHeaderParser().parsebytes(head_of(raw.data, 262144))
             found = trusted_verdict(head, trusted, from_domain)
             return found if found is not None else NONE
         if self.resolver is None:

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection
 from gateway.intake.imap_wire import bodies, consume, sizes, uid_set
 from gateway.intake.in_order import InOrder, Turn
 from gateway.intake.replies import ImapAction, imap_action, quarantine, reject
+from parsers.mime import head_of
 from parsers.types import Envelope, RawMessage
 from routing.verdicts import Defer, Outcome, Reason, Reject
 from store import imap_state, repos
@@ -313,7 +314,7 @@ class Drain:
     def _raw(self, data: bytes) -> RawMessage:
         """The envelope IMAP lost: Return-Path as sender, Delivered-To (plus-token kept) if ours."""
         box = self.w.box
-        head = BytesHeaderParser().parsebytes(data[:65536])
+        head = BytesHeaderParser().parsebytes(head_of(data))
         sender = getaddresses([str(head.get("Return-Path", "") or head.get("From", ""))])
         rcpt = box.address
         for value in head.get_all("Delivered-To") or []:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from parsers.addresses import msg_ids, normalise_msg_id
+from parsers.mime import head_of
 
 __all__ = [
     "Entry",
@@ -191,7 +192,7 @@ def import_order(entries: list[Entry]) -> list[Entry]:
 
 def envelope_sender(data: bytes) -> str:
     """Return-Path, else From: what the MTA said or would have said (``<>`` for a bounce)."""
-    head = BytesHeaderParser(policy=compat32).parsebytes(data[:65536])
+    head = BytesHeaderParser(policy=compat32).parsebytes(head_of(data))
     rp = head.get("Return-Path")
     if rp is not None:
         return parseaddr(str(rp))[1]
