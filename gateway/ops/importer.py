@@ -242,11 +242,13 @@ async def run_import(
     order = import_order(entries)
     progress.phase("importing", len(order))
     # The daemon's parse workers ([gateway] parse_workers): with a window in flight the
-    # import is no longer one core's work (the loop and the writer share one GIL).
+    # import is no longer one core's work (the loop and the writer share one GIL). Not
+    # for a window's worth or less: starting them (~0.7 s) would cost more than they save.
+    workers = config.parse_workers if len(order) > WINDOW else 0
     tell = language.wanted(config.tenants)
     async with (
         open_services(config) as services,
-        parse_pool(config.parse_workers, language=tell) as pool,
+        parse_pool(workers, language=tell) as pool,
     ):
         services.pipeline.parse_pool = pool
         run = _Run(source, rcpt, services.pipeline.process, summary, progress)
