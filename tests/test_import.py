@@ -246,6 +246,35 @@ def test_maildir_is_imported_parents_first(tmp_path: Path, clamd: Clamd) -> None
     assert len({r[0] for r in d.query("SELECT ticket_id FROM messages")}) == 1
 
 
+def test_a_reference_cycle_in_one_window_is_imported_not_waited_on(tmp_path: Path) -> None:
+    """Forged or broken headers: two messages each naming the other. ``import_order`` cuts
+    the cycle; in one window, neither may wait for the other's outcome (each would, for
+    ever, and the import would hang)."""
+    a = _dated(
+        make_mail(
+            message_id="<cycle-a@client.test>", headers={"References": "<cycle-b@client.test>"}
+        ),
+        "Wed, 06 Mar 2024 09:00:00 +0000",
+    )
+    b = _dated(
+        make_mail(
+            subject="Re: Printer jammed",
+            message_id="<cycle-b@client.test>",
+            headers={"In-Reply-To": "<cycle-a@client.test>"},
+        ),
+        "Wed, 06 Mar 2024 10:00:00 +0000",
+    )
+    path = tmp_path / "cycle.mbox"
+    box = mailbox.mbox(path, create=True)
+    for data in (a, b):
+        box.add(data)
+    box.close()
+    d = Daemon(tmp_path / "gw")
+    code, s, stderr = _import(d, path)  # a hang is the CLI's timeout: a failure
+    assert code == 0, stderr
+    assert (s["messages_read"], s["tickets_opened"], s["replies_threaded"]) == (2, 1, 1), s
+
+
 def test_eml_folder_is_read_recursively_and_refusals_are_counted_by_reason(
     tmp_path: Path, clamd: Clamd
 ) -> None:

@@ -301,7 +301,11 @@ class _Run:
                     await done
                     held_bytes -= n
                     self.progress.advance()
-                task = asyncio.ensure_future(self.one(entry, data, turns.turn()))
+                # Its parents in flight, taken now: only those ahead of it in the order.
+                # Asked inside ``one``, a reference cycle (each message naming the other,
+                # cut by ``import_order``) would have each wait on the other, for ever.
+                parents = [f for p in entry.parents if (f := self.running.get(p)) is not None]
+                task = asyncio.ensure_future(self.one(entry, data, parents, turns.turn()))
                 self.running[entry.position] = task
                 task.add_done_callback(lambda _t, at=entry.position: self.running.pop(at, None))
                 flying.append((task, size))
@@ -315,14 +319,19 @@ class _Run:
             await asyncio.gather(*(t for t, _ in flying), return_exceptions=True)
             raise
 
-    async def one(self, entry: Entry, data: bytes | OSError | KeyError, turn: Turn) -> None:
+    async def one(
+        self,
+        entry: Entry,
+        data: bytes | OSError | KeyError,
+        parents: list[asyncio.Future[None]],
+        turn: Turn,
+    ) -> None:
         """A message whose parent was deferred is deferred too: imported now, it would open
         a ticket of its own, and the rerun that brings the parent could no longer move it
-        (it would be a duplicate by then). A parent still in flight is waited for: only
-        its outcome says."""
+        (it would be a duplicate by then). A parent still in flight (``parents``) is
+        waited for: only its outcome says."""
         try:
             self.summary.read += 1
-            parents = [f for p in entry.parents if (f := self.running.get(p)) is not None]
             if parents:
                 await asyncio.wait(parents)
             if any(p in self.held for p in entry.parents):
