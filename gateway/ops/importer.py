@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from gateway.clock import system_clock
+from gateway.intake.big_mail import BUDGET as BIG_MAIL_BUDGET
 from gateway.intake.in_order import InOrder, Turn
 from gateway.intake.parse_pool import parse_pool
 from gateway.ops.sources import Entry, MailSource, envelope_sender, import_order, index
@@ -34,9 +35,11 @@ __all__ = ["OPEN_SINCE", "BarProgress", "Progress", "Summary", "open_since", "ru
 OPEN_SINCE = "30d"  # the default of --open-since: a month-old conversation is over
 
 # Messages in the pipeline at once, and their raw bytes: enough for the writer to commit
-# them together and for scans to overlap; a mailbox of big mail holds ~64 MiB, not all.
+# them together and for scans to overlap. The bytes no more than big mail's budget
+# (gateway/intake/big_mail.py): a message waiting for its parent starts late, and must
+# not find that budget held by a later message, which waits for this one's commit.
 WINDOW = 32
-WINDOW_BYTES = 64 * 1024 * 1024
+WINDOW_BYTES = BIG_MAIL_BUDGET
 
 WAITS_FOR_PARENT = "waits for a deferred message it answers"
 
