@@ -8,7 +8,8 @@ order queued, and a later unit of a batch sees what an earlier one wrote or held
 before it, so a drained batch's parses, scans, DNS checks and blob staging run
 together, and its commits share the writer's transactions and fsyncs as concurrent
 SMTP sessions' do, instead of one transaction, one fsync and one wake-up a message
-(figure 4 of BENCHMARKS.md).
+(figure 4 of BENCHMARKS.md). ``gateway import`` runs its window of a mailbox's history
+the same way, in the import's order (gateway/ops/importer.py).
 
 A turn passes when its message's commit is queued, or when the message ends without
 one (refused, deferred, a fault), but never before the turn ahead of it: a message

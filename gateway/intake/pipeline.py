@@ -100,7 +100,7 @@ class Pipeline:
         """Never raises: every fault is an Outcome (a timeout is a Defer). ``helo``: the
         client's EHLO name, for SPF's HELO check (SMTP only). ``turn``: the commit is
         queued only after those ahead of it (gateway/intake/in_order.py: a mailbox's
-        drain), all else runs at once; passed however the message ends."""
+        drain, an import's window), all else runs at once; passed however it ends."""
         started = time.perf_counter()
         now = self.clock()  # the message's one time: rules, rows, audit, mail
         config, limits = self.config, self.limits
