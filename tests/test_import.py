@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -54,6 +55,16 @@ def _rows(d: Daemon) -> dict[str, int]:
     return {t: d.query(f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
 
+def _mbox(path: Path, mails: Iterable[bytes]) -> Path:
+    """``mails`` as the mbox at ``path``, written anew (mbox appends to a file there)."""
+    path.unlink(missing_ok=True)
+    box = mailbox.mbox(path, create=True)
+    for data in mails:
+        box.add(data)
+    box.close()
+    return path
+
+
 def _dated(data: bytes, date: str) -> bytes:
     return data.replace(b"Date: Mon, 04 Mar 2024 08:06:00 +0000", f"Date: {date}".encode())
 
@@ -69,12 +80,7 @@ def corpus_mbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[by
     exp = generate(out, count=2000, seed=7)
     raws = [TAG.sub(b"unknown", (out / m["file"]).read_bytes()) for m in exp["messages"]]
     random.Random(7).shuffle(raws)
-    path = out / "support.mbox"
-    box = mailbox.mbox(path, create=True)
-    for raw in raws:
-        box.add(raw)
-    box.close()
-    return path, raws
+    return _mbox(out / "support.mbox", raws), raws
 
 
 @pytest.fixture(scope="module")
@@ -264,11 +270,7 @@ def test_a_reference_cycle_in_one_window_is_imported_not_waited_on(tmp_path: Pat
         ),
         "Wed, 06 Mar 2024 10:00:00 +0000",
     )
-    path = tmp_path / "cycle.mbox"
-    box = mailbox.mbox(path, create=True)
-    for data in (a, b):
-        box.add(data)
-    box.close()
+    path = _mbox(tmp_path / "cycle.mbox", (a, b))
     d = Daemon(tmp_path / "gw")
     code, s, stderr = _import(d, path)  # a hang is the CLI's timeout: a failure
     assert code == 0, stderr
@@ -345,11 +347,7 @@ def test_deferred_messages_exit_75_and_a_rerun_finishes(tmp_path: Path, clamd: C
         "Thu, 07 Mar 2024 10:00:00 +0000",
     )
     plain = make_mail(subject="Unrelated")
-    path = tmp_path / "box.mbox"
-    box = mailbox.mbox(path, create=True)
-    for data in (root, reply, plain):
-        box.add(data)
-    box.close()
+    path = _mbox(tmp_path / "box.mbox", (root, reply, plain))
 
     down = Daemon(tmp_path / "gw")  # scanner address where nothing answers
     code, s, stderr = _import(down, path)
@@ -383,13 +381,7 @@ def _history(tmp_path: Path) -> Path:
                recent),
         _dated(make_mail(subject="New", message_id="<new@client.test>"), older),
     ]  # fmt: skip
-    path = tmp_path / "history.mbox"
-    path.unlink(missing_ok=True)  # mbox appends: each call writes the three anew
-    box = mailbox.mbox(path, create=True)
-    for data in mails:
-        box.add(data)
-    box.close()
-    return path
+    return _mbox(tmp_path / "history.mbox", mails)  # each call writes the three anew
 
 
 def _tickets(d: Daemon) -> dict[str, tuple[str, str]]:
