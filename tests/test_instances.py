@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, select, text
@@ -42,6 +41,7 @@ from store.writer import Work, Writer
 from tests.daemon import Daemon
 from tests.pg_harness import session_cluster, use_postgresql
 from tests.test_migrations import _migrate
+from tests.test_retention_plan import _plan, _record
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -245,26 +245,20 @@ def test_a_claim_reads_the_due_rows_in_order_from_the_index_whatever_the_backlog
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE outbox")
-    seen: list[tuple[str, Any]] = []
-    event.listen(engine, "before_cursor_execute", lambda *a: seen.append((a[2], a[3])))
+    seen = _record(engine)
     with engine.begin() as conn:
         assert len(claim(conn, T0 + timedelta(hours=1), 32, "a", 60)) == 32
     reads = [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
     assert reads
     with engine.begin() as conn:
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         for sql, params in reads:
+            plan = _plan(conn, sql, params)
             if engine.dialect.name == "postgresql":
-                cur.execute(f"EXPLAIN {sql}", params)
-                plan = "\n".join(str(r[0]) for r in cur.fetchall())
                 assert "Index Scan using ix_outbox_status_next_attempt_at" in plan, plan
                 assert "Bitmap" not in plan, plan
             else:
-                cur.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-                plan = "\n".join(str(r[-1]) for r in cur.fetchall())
                 assert "USING INDEX ix_outbox_status_next_attempt_at" in plan, plan
                 assert "TEMP B-TREE" not in plan and "MULTI-INDEX OR" not in plan, plan
-        cur.close()
 
 
 def test_retries_are_marked_in_one_statement_each_row_its_own_and_only_if_still_ours(
