@@ -17,7 +17,8 @@ XK-4471-B."), which py3langid tells right. On the 112 golden replies the pair is
 as often as py3langid alone, and a call costs about a quarter of its CPU
 (bench/results/notes/lang31.md).
 
-The model costs about 2 s, 0.5 s of CPU and 100 MiB (numpy and its tables) to load, so
+py3langid's model costs about 2 s, 0.5 s of CPU and 100 MiB (numpy and its tables) to
+load (CLD2's tables are compiled into its library: nothing to load), so
 a process loads it only when its config may need it (``wanted``: tenants that offer
 several languages or test ``language``), never for one whose tenants offer one. With
 parse workers, each worker loads it at its start and tells the language with the parse
@@ -149,7 +150,8 @@ _CLD2_ISO = {"iw": "he", "jw": "jv", "in": "id"}
 def _cld2(text: str) -> str | None:
     """CLD2's language for ``text`` when it says it is sure, else None (then py3langid)."""
     try:
-        reliable, _bytes, details = pycld2.detect(text)
+        # Plain text: by default CLD2 skips what looks like markup ("<12345>").
+        reliable, _bytes, details = pycld2.detect(text, isPlainText=True)
     except (pycld2.error, ValueError):  # what it cannot read (a lone surrogate, bytes
         return None  # CLD2 calls invalid UTF-8): the other one can
     if not reliable or not details:
