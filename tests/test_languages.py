@@ -22,7 +22,7 @@ from outbound.texts import BUILTIN, CLIENT_TEMPLATES
 from parsers import parse
 from parsers.types import ParsedMessage
 from routing.config import LANGUAGES, Tenant
-from routing.language import answer_language, detect
+from routing.language import _cld2, answer_language, detect
 from tests.daemon import Daemon
 from tests.mail import make_mail
 from tests.smtp_sink import Received, Sink
@@ -74,8 +74,6 @@ def test_english_with_a_few_foreign_words_is_english() -> None:
 
 
 def test_a_reply_too_short_for_cld2_is_told_by_py3langid() -> None:
-    from routing.language import _cld2
-
     short = "Hallo,\n\ndie Seriennummer lautet XK-4471-B.\n\nGruß\nAnna"
     assert _cld2(short) is None  # not sure: the fallback tells it
     assert detect(_parsed(short)) == "de"
