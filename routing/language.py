@@ -145,6 +145,7 @@ def _classifier() -> Callable[[str], tuple[str, float]]:
 # CLD2's codes that are not ISO 639 (the retired ones it keeps), and those that name no
 # language (a script alone, "xx-Latn"; "un" unknown; "zz*" its internal ones).
 _CLD2_ISO = {"iw": "he", "jw": "jv", "in": "id"}
+_CLD2_NONE = ("un", "xx", "xxx")
 
 
 def _cld2(text: str) -> str | None:
@@ -156,11 +157,10 @@ def _cld2(text: str) -> str | None:
         return None  # CLD2 calls invalid UTF-8): the other one can
     if not reliable or not details:
         return None
-    code = details[0][1].split("-")[0].lower()
-    code = _CLD2_ISO.get(code, code)
-    if code in ("un", "xx", "xxx") or code.startswith("zz") or not _CODE.fullmatch(code):
+    code = _primary(details[0][1])
+    if code is None or code in _CLD2_NONE or code.startswith("zz"):
         return None
-    return code
+    return _CLD2_ISO.get(code, code)
 
 
 def _declared(parsed: ParsedMessage) -> str | None:
@@ -168,10 +168,16 @@ def _declared(parsed: ParsedMessage) -> str | None:
     for name, value in parsed.headers:
         if name != "content-language":
             continue
-        code = value.split(",")[0].strip().split("-")[0].lower()
-        if _CODE.fullmatch(code):
+        code = _primary(value.split(",")[0])
+        if code is not None:
             return code
     return None
+
+
+def _primary(tag: str) -> str | None:
+    """A language tag's primary subtag, lower-cased ("de-CH" -> "de"), if it is a code."""
+    code = tag.strip().split("-")[0].lower()
+    return code if _CODE.fullmatch(code) else None
 
 
 def _sample(parsed: ParsedMessage) -> str:
