@@ -5,18 +5,20 @@ Like the repositories, every function is scoped by tenant.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from store.models import attachments, audit_events, messages, participants, tickets
+from store.models import attachments, audit_events, messages, outbox, participants, tickets
 
 __all__ = [
     "audit_trail",
     "list_tickets",
+    "outbox_status",
     "status_history",
+    "store_status",
     "tenants_in_store",
     "ticket_detail",
     "ticket_queued_as",
@@ -250,21 +252,9 @@ async def ticket_detail(
 
 
 async def store_status(engine: AsyncEngine) -> dict[str, Any]:
-    """Outbox depth and oldest waiting mail, tickets per tenant: for /status and /metrics."""
-    from datetime import UTC, datetime
-
-    from sqlalchemy import func
-
-    from store.models import outbox, tickets
-
+    """Outbox depth and oldest waiting mail, tickets per tenant and status: for /status."""
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(func.count(), func.min(outbox.c.created_at)).where(
-                    outbox.c.status.in_(("pending", "sending"))
-                )
-            )
-        ).one()
+        waiting = await _outbox_waiting(conn)
         per_tenant = (
             await conn.execute(
                 select(tickets.c.tenant, tickets.c.status, func.count()).group_by(
@@ -272,18 +262,37 @@ async def store_status(engine: AsyncEngine) -> dict[str, Any]:
                 )
             )
         ).all()
-    oldest = row[1]
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
     counts: dict[str, dict[str, int]] = {}
     for tenant, status, n in per_tenant:
         counts.setdefault(tenant, {})[status] = int(n)
+    return {"outbox": waiting, "tenants": counts}
+
+
+async def outbox_status(engine: AsyncEngine) -> dict[str, Any]:
+    """Outbox depth and oldest waiting mail, for /metrics' gauges on each scrape.
+
+    Not the tickets' counts: they read every ticket's index entry (closed ones pile up
+    for ever: ~0.1 s a count at 1,000,000 on SQLite), and no gauge shows them. The
+    outbox's read is as large as what waits in it.
+    """
+    async with engine.connect() as conn:
+        return await _outbox_waiting(conn)
+
+
+async def _outbox_waiting(conn: AsyncConnection) -> dict[str, Any]:
+    row = (
+        await conn.execute(
+            select(func.count(), func.min(outbox.c.created_at)).where(
+                outbox.c.status.in_(("pending", "sending"))
+            )
+        )
+    ).one()
+    oldest = row[1]
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
     return {
-        "outbox": {
-            "pending": int(row[0]),
-            "oldest_age_seconds": (
-                round((datetime.now(UTC) - oldest).total_seconds(), 1) if oldest else None
-            ),
-        },
-        "tenants": counts,
+        "pending": int(row[0]),
+        "oldest_age_seconds": (
+            round((datetime.now(UTC) - oldest).total_seconds(), 1) if oldest else None
+        ),
     }

@@ -88,6 +88,7 @@ NO_TENANT = {
     "store.repos.ticket_values": "no rows: a new ticket's parameters, the tenant among them",
     "store.queries.tenants_in_store": "admin scope: which tenants exist",
     "store.queries.store_status": "admin scope: counts for /status",
+    "store.queries.outbox_status": "admin scope: the outbox's depth for /metrics",
     "store.retention.collect_blobs": "blobs are shared by content; it returns no rows",
     "store.retention.find_orphans": "blobs are shared by content; it returns no rows",
     "store.privacy.unlocked_audit": "no rows",

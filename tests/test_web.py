@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import urllib.error
@@ -9,9 +10,14 @@ import urllib.request
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import bcrypt
+from sqlalchemy import event
 
+from routing.config import load_config
+from store.db import create_engine
+from store.queries import outbox_status, store_status
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -59,8 +65,32 @@ def test_health_status_and_metrics(daemon: Daemon) -> None:
     assert 'gateway_messages_total{code="554",result="rejected",source="smtp"}' in text
     assert 'gateway_tickets_opened_total{tenant="acme"}' in text
     assert 'gateway_scan_verdicts_total{verdict="infected"}' in text
-    assert "gateway_outbox_pending" in text
+    pending = status["outbox"]["pending"]  # nothing sends it: the gauge says the same
+    assert f"gateway_outbox_pending {float(pending)}" in text, text
     assert "gateway_big_mail_waiting 0.0" in text and "gateway_big_mail_held_bytes 0.0" in text
+
+
+def test_metrics_read_the_outbox_and_no_ticket(daemon: Daemon) -> None:
+    """A scrape's gauges read what waits in the outbox, not every ticket's index entry
+    (the counts /status shows, ~0.1 s at 1,000,000 tickets: closed ones never leave)."""
+    who = f"m{uuid.uuid4().hex[:8]}@client.test"
+    assert daemon.send(make_mail(sender=who), sender=who)[0] == 250  # a ticket, an ack
+    said: list[str] = []
+
+    async def read() -> tuple[dict[str, Any], dict[str, Any]]:
+        engine = create_engine(load_config(daemon.config).database_url)
+        try:
+            everything = await store_status(engine)
+            event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: said.append(a[2]))
+            return await outbox_status(engine), everything
+        finally:
+            await engine.dispose()
+
+    gauges, everything = asyncio.run(read())
+    assert said and not [s for s in said if "tickets" in s.lower()], said
+    assert everything["tenants"]["acme"]["open"] >= 1  # /status still counts them
+    assert gauges["pending"] == everything["outbox"]["pending"] >= 1
+    assert gauges["oldest_age_seconds"] is not None and gauges["oldest_age_seconds"] >= 0
 
 
 def test_admin_password_guards_status_and_metrics(tmp_path: Path, clamd: Clamd) -> None:

@@ -50,7 +50,7 @@ from outbound.sla_watch import start_sla
 from routing import language
 from routing.config import GatewayConfig, ImapMailbox, load_config
 from routing.errors import ConfigError
-from store.queries import store_status
+from store.queries import outbox_status, store_status
 
 __all__ = ["EX_SOFTWARE", "Daemon", "run_daemon"]
 
@@ -368,9 +368,9 @@ class Daemon:
 
     async def refresh_gauges(self) -> None:
         """The gauges ``/metrics`` reads, refreshed when it is scraped."""
-        store = await store_status(self.services.engine)
-        metrics.OUTBOX_PENDING.set(store["outbox"]["pending"])
-        metrics.OUTBOX_OLDEST.set(store["outbox"]["oldest_age_seconds"] or 0)
+        waiting = await outbox_status(self.services.engine)
+        metrics.OUTBOX_PENDING.set(waiting["pending"])
+        metrics.OUTBOX_OLDEST.set(waiting["oldest_age_seconds"] or 0)
         big = self.services.pipeline.big_mail
         metrics.BIG_MAIL_WAITING.set(big.waiting)
         metrics.BIG_MAIL_HELD.set(big.held)
