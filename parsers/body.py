@@ -60,6 +60,9 @@ _EXT = {
     "image/webp": ".webp",
     **dict.fromkeys(_REPORT, ".txt"),
 }
+# A multipart whose parts cannot be found is read as plain text up to this size;
+# a larger one is kept as a file (a lost boundary around base64, not prose).
+_BROKEN_AS_TEXT = 256 * 1024
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")  # "C:" left of a Windows path
 _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
@@ -167,7 +170,13 @@ def _visit(
                     acc.attachments.append(_enclosed(inner, acc.leaves, name))
         return
     acc.leaves += 1
-    if _is_body(part, ctype):
+    if ctype.startswith("multipart/"):  # no parts, even by parsers/broken_multipart.py
+        raw = _decoded(part, defects)
+        if len(raw) <= _BROKEN_AS_TEXT:  # what a mail client shows of it: its text
+            defects.append("multipart-read-as-text")
+            acc.texts.append(("plain", _text_of(part, defects, raw)))
+            return
+    elif _is_body(part, ctype):
         text = _text_of(part, defects)
         if ctype == "text/html":
             acc.add_html(text)
@@ -253,8 +262,9 @@ def _decoded(part: Message, defects: list[str]) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
-def _text_of(part: Message, defects: list[str]) -> str:
-    raw = _decoded(part, defects)
+def _text_of(part: Message, defects: list[str], raw: bytes | None = None) -> str:
+    if raw is None:
+        raw = _decoded(part, defects)
     charset = part.get_param("charset")
     if isinstance(charset, tuple):  # RFC 2231-encoded parameter
         charset = charset[2]

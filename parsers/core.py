@@ -15,6 +15,7 @@ from email.message import Message
 from parsers.addresses import normalise_msg_id, parse_address, parse_address_list, split_list
 from parsers.autoreply import classify
 from parsers.body import walk
+from parsers.broken_multipart import mend
 from parsers.dates import iso_date
 from parsers.errors import ParseError, Unreadable
 from parsers.header_index import HeaderIndex
@@ -44,7 +45,7 @@ def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
         raise Unreadable("empty message")
     prescan(data, limits or _DEFAULT_LIMITS)
     try:
-        return _parse(data, [])
+        return _parse(data, [], limits or _DEFAULT_LIMITS)
     except ParseError:
         raise
     except RecursionError as exc:  # cannot happen within the limits; never crash intake
@@ -56,8 +57,9 @@ def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
             raise Unreadable(f"unreadable message: {type(exc).__name__}") from exc2
 
 
-def _parse(data: bytes, defects: list[str]) -> ParsedMessage:
+def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
     msg = parse_tree(_skip_leading_junk(data, defects))
+    mend(msg, defects, limits, len(data))
     decode_raw_headers(msg, defects)
     if not msg.keys() and not str(msg.get_payload() or "").strip():
         raise Unreadable("no headers and no body")

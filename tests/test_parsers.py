@@ -56,6 +56,40 @@ def test_limits_are_the_configured_ones() -> None:
     assert "bottom" not in parsed.text and parsed.text.strip() == "hi"
 
 
+def _headless(body: str) -> bytes:
+    """A mail whose multipart type names no boundary: its parts are all in ``body``."""
+    head = "From: a@client.test\r\nSubject: s\r\nContent-Type: multipart/mixed\r\n\r\n"
+    return (head + body).encode()
+
+
+def test_mending_a_multipart_keeps_to_the_limits() -> None:
+    """parsers/broken_multipart.py parses a body again with the boundary its parts use:
+    the parts it finds count against the message's limits, and so does nesting."""
+    parts = "".join(f"--x\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n" for i in range(50))
+    mended = parse(_headless(parts + "--x--\r\n"))
+    assert "multipart-boundary-mended" in mended.defects
+    assert "part 0" in mended.text and "part 49" in mended.text and "--x" not in mended.text
+    refused = parse(_headless(parts + "--x--\r\n"), limits=Limits(max_parts=20))
+    assert "multipart-not-mended" in refused.defects  # read as the text it is instead
+    assert "part 49" in refused.text and not refused.attachments
+    nest = "".join(
+        f"--b{i}\r\nContent-Type: multipart/mixed; boundary=b{i + 1}\r\n\r\n" for i in range(10)
+    )
+    deep = parse(_headless(nest + "--b10\r\nContent-Type: text/plain\r\n\r\nbottom\r\n"))
+    assert deep.text.strip() == "bottom"
+    with_room = Limits(max_mime_depth=5)
+    assert "multipart-not-mended" in parse(_headless(nest), limits=with_room).defects
+
+
+def test_mending_parses_a_body_again_at_most_twice() -> None:
+    """Multiparts with no boundary, each inside the last: each would be parsed again
+    with everything inside it, the square of the message. Twice its size, then no more."""
+    chain = "".join(f"--m{i}\r\nContent-Type: multipart/mixed\r\n\r\n" for i in range(40))
+    parsed = parse(_headless(chain + "--m40\r\nContent-Type: text/plain\r\n\r\nend\r\n"))
+    assert parsed.defects.count("multipart-boundary-mended") <= 2
+    assert "multipart-not-mended" in parsed.defects
+
+
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])
 def test_fixtures_parse_clean(path: Path) -> None:
     parsed = parse(path.read_bytes())

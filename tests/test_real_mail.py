@@ -161,6 +161,36 @@ EXPECT: dict[str, dict[str, Any]] = {
             ("MDNPart3.txt", "text/rfc822-headers"),
         ],
     },
+    # Multiparts whose parts the parser cannot find (parsers/broken_multipart.py): a
+    # client shows their text, not a file named part-1.bin.
+    "multipart-boundary-unindented.eml": {  # boundary= on an unindented line: header ends
+        "from": "shop@orders.example.test",
+        "text": ["the invoice for order 100234 charges the shipping twice.", "Grüße, Anna"],
+        "not_text": ["Content-Type", "b2_5f9c2d1e8a7b4", "boundary="],
+        "html": ["charges the shipping twice."],
+        "attachments": [("invoice-100234.pdf", "application/pdf")],
+        "defects": {"multipart-boundary-mended", "NoBoundaryInMultipartDefect"},
+    },
+    "multipart-boundary-mismatch.eml": {  # the header names one boundary, the parts another
+        "text": ["The part arrived broken, photo attached. Señor Ruiz"],
+        "not_text": ["Content-Type", "Multipart_Boundary"],
+        "html": None,
+        "attachments": [("broken-part.jpg", "image/jpeg")],
+        "defects": {"multipart-boundary-mended", "StartBoundaryNotFoundDefect"},
+    },
+    "multipart-no-boundary.eml": {  # a contact form: a multipart type over plain text
+        "subject": "Kontaktformular: Drucker",
+        "text": ["Name: Jürgen Müller\nE-Mail: j.mueller@client.test\nNachricht: Der Drucker"],
+        "html": None,
+        "attachments": [],
+        "defects": {"multipart-read-as-text"},
+    },
+    "multipart-boundary-not-found.eml": {  # "--Dana" then no part header: a signature
+        "text": ["the VPN drops every hour", "--Dana\nContent: not a header"],
+        "html": None,
+        "attachments": [],
+        "defects": {"multipart-read-as-text", "StartBoundaryNotFoundDefect"},
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],

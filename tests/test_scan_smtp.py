@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.intake.pipeline import needs_scan
+from parsers import parse
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -67,6 +69,24 @@ def _inline_base64(who: str, data: bytes) -> bytes:
     )
 
 
+def _boundary_unindented(who: str, data: bytes) -> bytes:
+    """A script's mail: ``boundary=`` on a line of its own ends the header, so the parts
+    are found only by their delimiter lines (parsers/broken_multipart.py)."""
+    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: {who}\r\nTo: support@acme.test\r\nSubject: the file\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed;\r\nboundary="u"\r\n\r\n'
+            "--u\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
+            '--u\r\nContent-Type: application/octet-stream; name="tool.com"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + body
+        + b"--u--\r\n"
+    )
+
+
 def _infected(who: str) -> dict[str, bytes]:
     inner = make_mail(
         sender="someone@else.test",
@@ -82,6 +102,7 @@ def _infected(who: str) -> dict[str, bytes]:
         ),
         "forwarded": _forwarded(who, inner),
         "inline-base64": _inline_base64(who, EICAR),
+        "boundary-unindented": _boundary_unindented(who, EICAR),
     }
 
 
@@ -114,7 +135,9 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
     assert daemon.blob(sha) == pdf
 
 
-@pytest.mark.parametrize("variant", ["plain", "zipped", "forwarded", "inline-base64"])
+@pytest.mark.parametrize(
+    "variant", ["plain", "zipped", "forwarded", "inline-base64", "boundary-unindented"]
+)
 def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
     daemon: Daemon, variant: str
 ) -> None:
@@ -138,6 +161,19 @@ def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
     detail = json.loads(events[0]["detail"])
     assert events[0]["tenant"] == "acme"
     assert detail["signature"].startswith(SIGNATURE) and detail["sha256"] == raw_sha
+
+
+def test_a_multipart_read_as_text_is_scanned_like_one_with_a_file() -> None:
+    """Parts no delimiter line shows are read as text (parsers/body.py); clamd, or a
+    mail client, may still split them another way and find a file: scanned first."""
+    head = f"From: {_who()}\r\nTo: support@acme.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+    unsplit = parse(
+        (head + 'Content-Type: multipart/mixed; boundary="gone"\r\n\r\nHello.\r\n').encode()
+    )
+    assert "multipart-read-as-text" in unsplit.defects and not unsplit.attachments
+    assert needs_scan(unsplit)
+    plain = parse((head + "Content-Type: text/plain\r\n\r\nHello.\r\n").encode())
+    assert not needs_scan(plain)
 
 
 def test_infected_mail_to_two_tenants_is_audited_in_each(daemon: Daemon) -> None:

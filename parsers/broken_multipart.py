@@ -1,0 +1,103 @@
+"""Multiparts whose parts the parser cannot find, read as a mail client reads them.
+
+A ``multipart/*`` entity needs a ``boundary`` parameter, and its parts start at lines
+of ``--`` and that boundary (RFC 2046 5.1.1). Mail that breaks this is not rare, and
+much of it comes from the web forms, shop systems and scripts that write to support
+addresses:
+
+- the parameter is on a continuation line that is not indented (``boundary=...`` at
+  the start of a line), so the header ends there: the parameter is lost and the rest
+  of the mail, parts and all, is the body;
+- the parameter names one boundary and the parts use another (a script that made two);
+- there is no parameter at all, and the body is plain text under a multipart type.
+
+The stdlib then keeps the whole body as one string under the multipart type; read
+as a file it became an attachment named ``part-1.bin`` and the ticket showed no text.
+``mend`` finds the boundary the parts do use: a line of ``--`` and a token that is
+at once followed by a ``Content-*`` header, as every part written by a MIME library
+starts; the body is parsed again with it, within what is left of the message's
+limits. What has no such line stays broken; parsers/body.py reads it as plain text,
+which is what it is, or keeps it as a file when it is too large to be prose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from email.errors import NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect
+from email.message import Message
+
+from parsers.errors import StructureTooDeep
+from parsers.limits import Limits, prescan
+from parsers.mime import parse_tree
+
+__all__ = ["mend"]
+
+_UNSPLIT = (NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect)
+
+# A delimiter line (RFC 2046: a boundary is 1-70 characters) that opens a part: the
+# next line is a MIME header. A sign-off such as "--Anna" is followed by none.
+_OPENING = re.compile(r'^--([^\s"\\]{1,70}?)[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)', re.I | re.M)
+
+
+def mend(msg: Message, defects: list[str], limits: Limits, size: int) -> None:
+    """Give every multipart of ``msg`` whose parts were not found the parts its body
+    holds, found by their delimiter lines; the rest is left as it is.
+
+    ``size``: the raw message's. The bodies parsed again come to at most twice that in
+    all (a multipart mended inside a mended one is parsed twice; a deeper chain would
+    cost the square of the message), and the parts they add stay within ``limits``.
+    """
+    if msg.defects or msg.is_multipart():  # else one whole part: most mail, nothing to do
+        _mend(msg, defects, limits, 0, _Budget(parts=limits.max_parts, octets=2 * size))
+
+
+@dataclasses.dataclass(slots=True)
+class _Budget:
+    parts: int
+    octets: int
+
+
+def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget) -> None:
+    if part.is_multipart():
+        for child in part.get_payload():
+            if isinstance(child, Message):
+                _mend(child, defects, limits, depth + 1, left)
+        return
+    # The parser marks the multiparts whose parts it could not find (and no other part
+    # with these): no header is read for the other leaves, nearly every one.
+    if not part.defects or not any(isinstance(d, _UNSPLIT) for d in part.defects):
+        return
+    # The body as parsed (get_payload() would decode an 8-bit one with its charset).
+    payload = getattr(part, "_payload", None)
+    if not isinstance(payload, str):
+        return
+    found = _OPENING.search(payload)
+    if found is None:
+        return
+    boundary = found.group(1)
+    # The body again, under a header that names the boundary the parts use. Bytes as
+    # the parser read them (surrogate escapes back to the 8-bit bytes they stood for).
+    body = payload.encode("ascii", "surrogateescape")
+    data = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode() + body
+    room = dataclasses.replace(
+        limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
+    )
+    try:
+        if len(data) > left.octets:
+            raise StructureTooDeep("mended multiparts over twice the message")
+        prescan(data, room)
+    except StructureTooDeep:  # the whole message's limits, counted across mends
+        defects.append("multipart-not-mended")
+        return
+    tree = parse_tree(data)
+    parts = tree.get_payload()
+    if not isinstance(parts, list) or not parts:
+        return
+    left.octets -= len(data)
+    left.parts -= sum(1 for _ in tree.walk())
+    part.set_payload(parts)
+    part.set_param("boundary", boundary)
+    defects.append("multipart-boundary-mended")
+    for child in parts:
+        _mend(child, defects, limits, depth + 1, left)
