@@ -16,11 +16,13 @@ attachment is also kept whole as its .eml.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 
+from parsers import uuencoded
 from parsers.mime import decode_bytes, decode_words, decoded_payload
 from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
@@ -63,6 +65,9 @@ _EXT = {
 # A multipart whose parts cannot be found is read as plain text up to this size;
 # a larger one is kept as a file (a lost boundary around base64, not prose).
 _BROKEN_AS_TEXT = 256 * 1024
+# A uuencoded file's type, by its name: Python's own table, not the machine's
+# /etc/mime.types, so that every machine reads the same mail the same way.
+_TYPES = mimetypes.MimeTypes(filenames=())
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")  # "C:" left of a Windows path
 _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
@@ -174,7 +179,7 @@ def _visit(
         raw = _decoded(part, defects)
         if len(raw) <= _BROKEN_AS_TEXT:  # what a mail client shows of it: its text
             defects.append("multipart-read-as-text")
-            acc.texts.append(("plain", _text_of(part, defects, raw)))
+            acc.texts.append(("plain", _plain(_text_of(part, defects, raw), acc, defects)))
             return
     elif _is_body(part, ctype):
         text = _text_of(part, defects)
@@ -182,9 +187,33 @@ def _visit(
             acc.add_html(text)
             acc.texts.append(("html", text))
         else:
-            acc.texts.append(("plain", text))
+            acc.texts.append(("plain", _plain(text, acc, defects)))
         return
     acc.attachments.append(_attachment(part, ctype, acc.leaves, in_related, defects, acc))
+
+
+def _plain(text: str, acc: Walk, defects: list[str]) -> str:
+    """A plain-text body without the files uuencoded into it, which become attachments
+    (parsers/uuencoded.py), named as ``_filename`` names a part's."""
+    text, files = uuencoded.split(text)
+    for name, data in files:
+        defects.append("uuencoded-file")
+        acc.leaves += 1
+        shown = _display_name(name)
+        ctype = _TYPES.guess_type(shown, strict=False)[0] if shown else None
+        ctype = ctype or "application/octet-stream"
+        acc.attachments.append(
+            Attachment(
+                filename=shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}",
+                content_type=ctype,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                inline=False,
+                content_id=None,
+                data=data,
+            )
+        )
+    return text
 
 
 def _alternative(
@@ -315,9 +344,14 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
     if isinstance(name, str) and name:
         from parsers.mime import header_text
 
-        name = decode_words(header_text(name, defects), defects)
-        name = _UNSAFE.sub("", name).replace("\\", "/").rsplit("/", 1)[-1]
-        name = _DRIVE.sub("", name).strip()
-        if name.strip("."):
-            return name[:255]
+        shown = _display_name(decode_words(header_text(name, defects), defects))
+        if shown:
+            return shown
     return f"part-{index}{_EXT.get(ctype, '.bin')}"
+
+
+def _display_name(name: str) -> str:
+    """A file name as written, to show: control characters and any path left out."""
+    name = _UNSAFE.sub("", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = _DRIVE.sub("", name).strip()
+    return name[:255] if name.strip(".") else ""

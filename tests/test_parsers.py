@@ -7,6 +7,8 @@ one per known hostile input (named there); the small real ones are in fixtures/.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from pathlib import Path
@@ -88,6 +90,31 @@ def test_mending_parses_a_body_again_at_most_twice() -> None:
     parsed = parse(_headless(chain + "--m40\r\nContent-Type: text/plain\r\n\r\nend\r\n"))
     assert parsed.defects.count("multipart-boundary-mended") <= 2
     assert "multipart-not-mended" in parsed.defects
+
+
+def _text_mail(body: str) -> bytes:
+    head = "From: a@client.test\r\nSubject: s\r\nContent-Type: text/plain\r\n\r\n"
+    return (head + body.replace("\n", "\r\n")).encode()
+
+
+def test_uuencoded_files_in_a_text_are_files_and_only_whole_blocks_are() -> None:
+    """parsers/uuencoded.py: a block that decodes line by line is a file; prose that
+    only looks like one stays text."""
+    data = bytes(range(256)) * 3
+    uu = "".join(binascii.b2a_uu(data[i : i + 45]).decode() for i in range(0, len(data), 45))
+    b64 = base64.encodebytes(b"second file").decode()
+    parsed = parse(_text_mail(
+        f"Two files.\nbegin 600 C:\\tmp\\dump.bin\n{uu}`\nend\nbetween\n"
+        f"begin-base64 644 notes.txt\n{b64}====\nafter\n"
+    ))  # fmt: skip
+    assert [(a.filename, a.content_type, a.data) for a in parsed.attachments] == [
+        ("dump.bin", "application/octet-stream", data),
+        ("notes.txt", "text/plain", b"second file"),
+    ]
+    assert parsed.text == "Two files.\nbetween\nafter\n"
+    prose = "We begin 644 steps early.\nbegin 644 plan.txt\nthis is not uuencoded at all\nend\n"
+    kept = parse(_text_mail(prose))
+    assert kept.text == prose and not kept.attachments and "uuencoded-file" not in kept.defects
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])

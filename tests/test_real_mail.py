@@ -191,6 +191,13 @@ EXPECT: dict[str, dict[str, Any]] = {
         "attachments": [],
         "defects": {"multipart-read-as-text", "StartBoundaryNotFoundDefect"},
     },
+    "uuencoded-cron-log.eml": {  # `... | uuencode`: a file inside the text, as before MIME
+        "from": "root@db01.client.test",
+        "text": ["The nightly backup of db01 failed. Its log follows.", "nightly-backup on db01"],
+        "not_text": ["begin 644", "M1&5C"],
+        "attachments": [("backup-2026-12-01.log", "application/octet-stream")],
+        "defects": {"uuencoded-file"},
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],

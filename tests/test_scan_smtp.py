@@ -8,6 +8,7 @@ down, frozen or too small defers or refuses, and never lets anything in unscanne
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 import json
@@ -87,6 +88,19 @@ def _boundary_unindented(who: str, data: bytes) -> bytes:
     )
 
 
+def _uuencoded(who: str, data: bytes) -> bytes:
+    """A plain-text mail with a file uuencoded into it (parsers/uuencoded.py)."""
+    lines = "".join(
+        binascii.b2a_uu(data[i : i + 45]).decode().replace("\n", "\r\n")
+        for i in range(0, len(data), 45)
+    )
+    return (
+        f"From: {who}\r\nTo: support@acme.test\r\nSubject: the tool\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nContent-Type: text/plain\r\n\r\n"
+        f"Here it is.\r\nbegin 755 tool.com\r\n{lines}`\r\nend\r\n"
+    ).encode()
+
+
 def _infected(who: str) -> dict[str, bytes]:
     inner = make_mail(
         sender="someone@else.test",
@@ -103,6 +117,7 @@ def _infected(who: str) -> dict[str, bytes]:
         "forwarded": _forwarded(who, inner),
         "inline-base64": _inline_base64(who, EICAR),
         "boundary-unindented": _boundary_unindented(who, EICAR),
+        "uuencoded": _uuencoded(who, EICAR),
     }
 
 
@@ -136,7 +151,8 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
 
 
 @pytest.mark.parametrize(
-    "variant", ["plain", "zipped", "forwarded", "inline-base64", "boundary-unindented"]
+    "variant",
+    ["plain", "zipped", "forwarded", "inline-base64", "boundary-unindented", "uuencoded"],
 )
 def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
     daemon: Daemon, variant: str
