@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 
-from parsers import uuencoded
+from parsers import tnef, uuencoded
 from parsers.mime import decode_bytes, decode_words, decoded_payload
 from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
@@ -65,8 +65,8 @@ _EXT = {
 # A multipart whose parts cannot be found is read as plain text up to this size;
 # a larger one is kept as a file (a lost boundary around base64, not prose).
 _BROKEN_AS_TEXT = 256 * 1024
-# A uuencoded file's type, by its name: Python's own table, not the machine's
-# /etc/mime.types, so that every machine reads the same mail the same way.
+# A file's type by its name (uuencoded, or in a winmail.dat that gives none): Python's
+# own table, not the machine's /etc/mime.types, so every machine reads mail the same.
 _TYPES = mimetypes.MimeTypes(filenames=())
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")  # "C:" left of a Windows path
@@ -88,6 +88,8 @@ class Walk:
     part_types: set[str] = field(default_factory=set)
     related_cids: set[str] = field(default_factory=set)
     leaves: int = 0
+    # The plain body a winmail.dat carried: the text only when the mail has no other.
+    tnef_text: str | None = None
 
     def absorb(self, other: Walk, *, texts: bool, html: bool = True) -> None:
         if texts:
@@ -100,6 +102,7 @@ class Walk:
         self.part_types |= other.part_types
         self.related_cids |= other.related_cids
         self.leaves = max(self.leaves, other.leaves)
+        self.tnef_text = self.tnef_text or other.tnef_text
 
     def add_html(self, html: str | None) -> None:
         if html is not None:
@@ -110,6 +113,8 @@ def walk(msg: Message, defects: list[str]) -> Walk:
     """Collect bodies and attachments of ``msg``; HTML bodies stay markup (``Walk.texts``)."""
     acc = Walk()
     _visit(msg, acc, defects, in_related=False, in_report=False)
+    if acc.tnef_text and not any(text.strip() for _, text in acc.texts):
+        acc.texts.append(("plain", acc.tnef_text))
     return acc
 
 
@@ -189,30 +194,64 @@ def _visit(
         else:
             acc.texts.append(("plain", _plain(text, acc, defects)))
         return
+    if _tnef(part, ctype, acc, defects):
+        return
     acc.attachments.append(_attachment(part, ctype, acc.leaves, in_related, defects, acc))
+
+
+def _tnef(part: Message, ctype: str, acc: Walk, defects: list[str]) -> bool:
+    """Outlook's winmail.dat read as the files inside it (parsers/tnef.py); False to
+    keep it as it is, one file, when it is not one or does not read whole."""
+    if ctype not in tnef.TYPES:
+        if ctype != "application/octet-stream":
+            return False
+        name = part.get_param("name") or part.get_param("filename", header="content-disposition")
+        if not isinstance(name, str) or name.strip('"').lower() != "winmail.dat":
+            return False  # a relay that relabelled it keeps the name
+    data = _decoded(part, defects)
+    found = tnef.read(data)
+    if found is None:
+        defects.append("tnef-unread")
+        return False
+    defects.append("tnef-read")
+    acc.part_types.add("application/ms-tnef")  # scanned whole too (needs_scan)
+    for f in found.files:
+        _file(acc, f.name, f.data, f.mime_type, f.content_id)
+    if found.body and found.body.strip():
+        acc.tnef_text = acc.tnef_text or found.body.replace("\r\n", "\n")
+    return True
+
+
+def _file(
+    acc: Walk, name: str, data: bytes, ctype: str | None = None, cid: str | None = None
+) -> None:
+    """A file found inside a part (uuencoded, in a winmail.dat) as an attachment: named
+    as ``_filename`` names a part's, typed by what it says or else by its name."""
+    acc.leaves += 1
+    shown = _display_name(name)
+    if not ctype or ctype.count("/") != 1 or not ctype.isascii():
+        ctype = _TYPES.guess_type(shown, strict=False)[0] if shown else None
+    ctype = (ctype or "application/octet-stream").strip().lower()
+    acc.attachments.append(
+        Attachment(
+            filename=shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}",
+            content_type=ctype,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            inline=False,
+            content_id=cid.strip("<>") if cid else None,
+            data=data,
+        )
+    )
 
 
 def _plain(text: str, acc: Walk, defects: list[str]) -> str:
     """A plain-text body without the files uuencoded into it, which become attachments
-    (parsers/uuencoded.py), named as ``_filename`` names a part's."""
+    (parsers/uuencoded.py)."""
     text, files = uuencoded.split(text)
     for name, data in files:
         defects.append("uuencoded-file")
-        acc.leaves += 1
-        shown = _display_name(name)
-        ctype = _TYPES.guess_type(shown, strict=False)[0] if shown else None
-        ctype = ctype or "application/octet-stream"
-        acc.attachments.append(
-            Attachment(
-                filename=shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}",
-                content_type=ctype,
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-                inline=False,
-                content_id=None,
-                data=data,
-            )
-        )
+        _file(acc, name, data)
     return text
 
 

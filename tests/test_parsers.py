@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from parsers import HeaderTooLarge, Limits, ParsedMessage, ParseError, StructureTooDeep, parse
 from tests import parser_fixtures as hostile
+from tests import tnef_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures").glob("*.eml"))
@@ -115,6 +117,51 @@ def test_uuencoded_files_in_a_text_are_files_and_only_whole_blocks_are() -> None
     prose = "We begin 644 steps early.\nbegin 644 plan.txt\nthis is not uuencoded at all\nend\n"
     kept = parse(_text_mail(prose))
     assert kept.text == prose and not kept.attachments and "uuencoded-file" not in kept.defects
+
+
+def _winmail(data: bytes, ctype: str = "application/ms-tnef") -> bytes:
+    return (
+        "From: a@client.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        f'--b\r\nContent-Type: {ctype}; name="winmail.dat"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(data).decode()
+        + "--b--\r\n"
+    ).encode()
+
+
+def test_a_winmail_dat_that_does_not_read_whole_stays_one_file() -> None:
+    """parsers/tnef.py checks every count and length against the bytes left: a lie
+    (tnefparse loops over one, bench/results/s32/tnef_dos.py.txt) leaves the stream as
+    the attachment it came as, and no file of it is half read."""
+    good = tnef_stream.stream([("a.txt", b"first", None), ("b.txt", b"second", None)])
+    lying_count = tnef_stream.attribute(
+        1, tnef_stream.MAPI_PROPS, struct.pack("<I", 0xFFFFFFFF) + b"\x03\x00\x00\x10" + bytes(4)
+    )
+    lying_values = tnef_stream.attribute(
+        2,
+        tnef_stream.ATTACHMENT,
+        struct.pack("<IHHII", 1, 0x1102, 0x3701, 0x7FFFFFFF, 8) + bytes(8),
+    )
+    hostile = {
+        "count": good + lying_count,
+        "values": good + lying_values,
+        "truncated": good[:-7],
+        "length": good[:6] + struct.pack("<BII", 1, 0x9003, 0xFFFFFFF0) + bytes(16),
+        "level": good + tnef_stream.attribute(7, 0x8000, b"x"),
+        "not-tnef": b"MZ\x90\x00" + bytes(60),
+    }
+    for name, data in hostile.items():
+        parsed = parse(_winmail(data))
+        assert [(a.filename, a.data) for a in parsed.attachments] == [("winmail.dat", data)], name
+        assert "tnef-unread" in parsed.defects, name
+    read = parse(_winmail(good, "application/octet-stream"))  # relabelled on the way
+    assert [(a.filename, a.data) for a in read.attachments] == [
+        ("a.txt", b"first"),
+        ("b.txt", b"second"),
+    ]
+    assert read.text.strip() == "See attached."
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])

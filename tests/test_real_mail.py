@@ -198,6 +198,23 @@ EXPECT: dict[str, dict[str, Any]] = {
         "attachments": [("backup-2026-12-01.log", "application/octet-stream")],
         "defects": {"uuencoded-file"},
     },
+    # Outlook's winmail.dat (parsers/tnef.py; the streams built to [MS-OXTNEF] by
+    # tests/tnef_stream.py): the files inside it, not one file nobody can open.
+    "outlook-winmail-dat.eml": {
+        "name": "Jürgen Müller",
+        "text": ["anbei unser Angebot und die Bestellliste für den Toner."],
+        "html": None,
+        "attachments": [
+            ("Angebot März 2026.pdf", "application/pdf"),
+            ("Bestellliste.csv", "text/csv"),
+        ],
+        "defects": {"tnef-read"},
+    },
+    "exchange-tnef-only.eml": {  # the whole mail a TNEF stream: its plain body is the text
+        "text": ["der Drucker meldet den angehängten Fehler."],
+        "attachments": [("Fehlermeldung.txt", "text/plain")],
+        "defects": {"tnef-read"},
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],

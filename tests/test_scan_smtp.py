@@ -22,6 +22,7 @@ import pytest
 
 from gateway.intake.pipeline import needs_scan
 from parsers import parse
+from tests import tnef_stream
 from tests.clamd_harness import EICAR, Clamd
 from tests.daemon import Daemon
 from tests.mail import make_mail
@@ -101,6 +102,23 @@ def _uuencoded(who: str, data: bytes) -> bytes:
     ).encode()
 
 
+def _winmail(who: str, data: bytes) -> bytes:
+    """Outlook's way: the file inside a winmail.dat (parsers/tnef.py)."""
+    return _winmail_mail(who, tnef_stream.stream([("tool.com", data, None)]))
+
+
+def _winmail_mail(who: str, stream: bytes) -> bytes:
+    body = base64.encodebytes(stream).decode()
+    return (
+        f"From: {who}\r\nTo: support@acme.test\r\nSubject: the tool\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="w"\r\n\r\n'
+        "--w\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
+        '--w\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{body}--w--\r\n"
+    ).encode()
+
+
 def _infected(who: str) -> dict[str, bytes]:
     inner = make_mail(
         sender="someone@else.test",
@@ -118,6 +136,7 @@ def _infected(who: str) -> dict[str, bytes]:
         "inline-base64": _inline_base64(who, EICAR),
         "boundary-unindented": _boundary_unindented(who, EICAR),
         "uuencoded": _uuencoded(who, EICAR),
+        "winmail-dat": _winmail(who, EICAR),
     }
 
 
@@ -152,7 +171,15 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
 
 @pytest.mark.parametrize(
     "variant",
-    ["plain", "zipped", "forwarded", "inline-base64", "boundary-unindented", "uuencoded"],
+    [
+        "plain",
+        "zipped",
+        "forwarded",
+        "inline-base64",
+        "boundary-unindented",
+        "uuencoded",
+        "winmail-dat",
+    ],
 )
 def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
     daemon: Daemon, variant: str
@@ -190,6 +217,14 @@ def test_a_multipart_read_as_text_is_scanned_like_one_with_a_file() -> None:
     assert needs_scan(unsplit)
     plain = parse((head + "Content-Type: text/plain\r\n\r\nHello.\r\n").encode())
     assert not needs_scan(plain)
+
+
+def test_a_winmail_dat_without_files_is_still_scanned() -> None:
+    """Read whole, a winmail.dat with no file (Outlook's rich text only) leaves no
+    attachment; clamd still sees the mail, which it reads its own way."""
+    only_rtf = parse(_winmail_mail(_who(), tnef_stream.stream([])))
+    assert not only_rtf.attachments and "tnef-read" in only_rtf.defects
+    assert needs_scan(only_rtf)
 
 
 def test_infected_mail_to_two_tenants_is_audited_in_each(daemon: Daemon) -> None:

@@ -406,6 +406,7 @@ def needs_scan(parsed: ParsedMessage) -> bool:
     return (
         bool(parsed.attachments)
         or any(t.startswith("message/") and t not in _REPORT_TYPES for t in parsed.content_types)
+        or "application/ms-tnef" in parsed.content_types  # read as its files, whole or not
         or "multipart-read-as-text" in parsed.defects
     )
 
