@@ -11,6 +11,11 @@ logic (``dsn``, thread hints): like every attachment they reach clamd before
 anything is stored. An enclosed message's HTML is never the ticket's HTML;
 its text and attachments count (a forwarded mail), and one forwarded as an
 attachment is also kept whole as its .eml.
+
+Files that travel inside another part are taken out as the attachments mail clients
+show: uuencoded into a plain-text body (parsers/uuencoded.py), inside Outlook's
+winmail.dat (parsers/tnef.py). A multipart whose parts even parsers/broken_multipart.py
+could not find is read as the text it is.
 """
 
 from __future__ import annotations
@@ -201,7 +206,7 @@ def _visit(
 
 def _tnef(part: Message, ctype: str, acc: Walk, defects: list[str]) -> bool:
     """Outlook's winmail.dat read as the files inside it (parsers/tnef.py); False to
-    keep it as it is, one file, when it is not one or does not read whole."""
+    keep it as it came too: it is not one, or did not read whole."""
     if ctype not in tnef.TYPES:
         if ctype != "application/octet-stream":
             return False
@@ -213,13 +218,13 @@ def _tnef(part: Message, ctype: str, acc: Walk, defects: list[str]) -> bool:
     if found is None:
         defects.append("tnef-unread")
         return False
-    defects.append("tnef-read")
+    defects.append("tnef-read" if found.whole else "tnef-partly-read")
     acc.part_types.add("application/ms-tnef")  # scanned whole too (needs_scan)
     for f in found.files:
         _file(acc, f.name, f.data, f.mime_type, f.content_id)
     if found.body and found.body.strip():
         acc.tnef_text = acc.tnef_text or found.body.replace("\r\n", "\n")
-    return True
+    return found.whole  # else kept too, as it came
 
 
 def _file(
@@ -229,9 +234,10 @@ def _file(
     as ``_filename`` names a part's, typed by what it says or else by its name."""
     acc.leaves += 1
     shown = _display_name(name)
-    if not ctype or ctype.count("/") != 1 or not ctype.isascii():
-        ctype = _TYPES.guess_type(shown, strict=False)[0] if shown else None
-    ctype = (ctype or "application/octet-stream").strip().lower()
+    ctype = (ctype or "").split(";", 1)[0].strip().lower()  # a MIME tag may carry parameters
+    if ctype.count("/") != 1 or not ctype.isascii():
+        ctype = (_TYPES.guess_type(shown, strict=False)[0] if shown else None) or ""
+    ctype = ctype or "application/octet-stream"
     acc.attachments.append(
         Attachment(
             filename=shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}",

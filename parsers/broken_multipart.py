@@ -27,7 +27,7 @@ import re
 from email.errors import NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect
 from email.message import Message
 
-from parsers.errors import StructureTooDeep
+from parsers.errors import ParseError, StructureTooDeep
 from parsers.limits import Limits, prescan
 from parsers.mime import parse_tree
 
@@ -78,7 +78,10 @@ def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _
     boundary = found.group(1)
     # The body again, under a header that names the boundary the parts use. Bytes as
     # the parser read them (surrogate escapes back to the 8-bit bytes they stood for).
-    body = payload.encode("ascii", "surrogateescape")
+    try:
+        body = payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # not as the parser read it: leave it
+        return
     data = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode() + body
     room = dataclasses.replace(
         limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
@@ -87,8 +90,8 @@ def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _
         if len(data) > left.octets:
             raise StructureTooDeep("mended multiparts over twice the message")
         prescan(data, room)
-    except StructureTooDeep:  # the whole message's limits, counted across mends
-        defects.append("multipart-not-mended")
+    except ParseError:  # the whole message's limits, counted across mends: left unsplit,
+        defects.append("multipart-not-mended")  # read as text or kept as a file
         return
     tree = parse_tree(data)
     parts = tree.get_payload()

@@ -43,9 +43,10 @@ def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
     data = bytes(data)
     if not data.strip():
         raise Unreadable("empty message")
-    prescan(data, limits or _DEFAULT_LIMITS)
+    limits = limits or _DEFAULT_LIMITS
+    prescan(data, limits)
     try:
-        return _parse(data, [], limits or _DEFAULT_LIMITS)
+        return _parse(data, [], limits)
     except ParseError:
         raise
     except RecursionError as exc:  # cannot happen within the limits; never crash intake

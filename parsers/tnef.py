@@ -12,8 +12,11 @@ Read here, not with a TNEF library: the one on PyPI (tnefparse) loops over count
 taken from the data (four billion times for a four-byte lie) and copies the rest of
 the stream for every attribute, so a few kilobytes of hostile TNEF hold a parse for
 hours. This reader only takes what it needs (file names, types, data, the plain
-body), checks every length and count against the bytes left, and gives up on the
-first one that does not fit: the stream then stays a ``winmail.dat`` attachment.
+body) and checks every length and count against the bytes left. An attribute whose
+frame does not fit ends the reading: the files read before it are taken, and the
+stream is kept beside them as the ``winmail.dat`` it came as (so is one that holds an
+embedded message); a property list inside a sound frame that does not read is passed
+over.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ _PR_ATTACH_CONTENT_ID = 0x3712
 _FIXED = {0x0002: 2, 0x0003: 4, 0x0004: 4, 0x0005: 8, 0x0006: 8, 0x0007: 8, 0x000A: 4,
           0x000B: 2, 0x0014: 8, 0x0040: 8, 0x0048: 16, 0x0001: 0}  # fmt: skip
 _STRING8, _UNICODE, _OBJECT, _BINARY = 0x001E, 0x001F, 0x000D, 0x0102
-_VARIABLE = {_STRING8, _UNICODE, _OBJECT, _BINARY}
+_VARIABLE = {_STRING8, _UNICODE, _OBJECT, _BINARY, 0x00FB}  # 0x00FB: PtypServerId
 _MULTI = 0x1000
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -68,23 +71,42 @@ class TnefFile:
 class TnefMessage:
     files: list[TnefFile] = field(default_factory=list)
     body: str | None = None  # the plain text, when the stream carries it
+    whole: bool = True  # False: read up to a frame that did not fit, or an embedded message
 
 
 def read(data: bytes) -> TnefMessage | None:
-    """The files and plain body of a TNEF stream, or None if it does not read whole."""
+    """The files and plain body of a TNEF stream (``whole`` False when some of it could
+    not be read: the files before that point are whole), or None if it is not one."""
     if not data.startswith(SIGNATURE):
         return None
-    try:
-        return _read(memoryview(data))
-    except (_Bad, struct.error, UnicodeDecodeError, LookupError):
-        return None
-
-
-def _read(view: memoryview) -> TnefMessage:
     out = TnefMessage()
+    pending: list[dict[str, object]] = []
+    try:
+        _read(memoryview(data), out, pending)
+    except (_Bad, struct.error, UnicodeDecodeError, LookupError):
+        out.whole = False
+    for a in pending:
+        if a.get("embedded") and "data" not in a:
+            out.whole = False  # a message or OLE object inside: the stream stays too
+        if "data" not in a:
+            continue  # a rendering without a file (an OLE picture's place)
+        name = str(a.get("name") or a.get("title") or "")
+        mime = a.get("type")
+        cid = a.get("cid")
+        out.files.append(
+            TnefFile(
+                name=name,
+                data=a["data"],  # type: ignore[arg-type]
+                mime_type=mime if isinstance(mime, str) and mime else None,
+                content_id=cid if isinstance(cid, str) and cid else None,
+            )
+        )
+    return out
+
+
+def _read(view: memoryview, out: TnefMessage, pending: list[dict[str, object]]) -> None:
     codepage = "cp1252"
     current: dict[str, object] | None = None
-    pending: list[dict[str, object]] = []
     pos = 6  # signature, key
     end = len(view)
     while pos < end:
@@ -104,7 +126,7 @@ def _read(view: memoryview) -> TnefMessage:
             elif attr_id == _BODY:
                 out.body = _text(bytes(value), codepage)
             elif attr_id == _MSG_PROPS:
-                for prop_id, kind, raw in _props(value):
+                for prop_id, kind, raw in _props_or_none(value):
                     if prop_id == _PR_BODY and kind in (_STRING8, _UNICODE):
                         out.body = _string(raw, kind, codepage)
         elif level == _ATTACHMENT:
@@ -118,7 +140,7 @@ def _read(view: memoryview) -> TnefMessage:
             elif attr_id == _ATTACH_TITLE:
                 current.setdefault("title", _text(bytes(value), codepage))
             elif attr_id == _ATTACHMENT_PROPS:
-                for prop_id, kind, raw in _props(value):
+                for prop_id, kind, raw in _props_or_none(value):
                     if prop_id == _PR_ATTACH_LONG_FILENAME and kind in (_STRING8, _UNICODE):
                         current["name"] = _string(raw, kind, codepage)
                     elif prop_id == _PR_ATTACH_MIME_TAG and kind in (_STRING8, _UNICODE):
@@ -131,23 +153,16 @@ def _read(view: memoryview) -> TnefMessage:
                         current["embedded"] = True  # a message or OLE object: kept whole
         else:
             raise _Bad(f"level {level}")
-    for a in pending:
-        if a.get("embedded") and "data" not in a:
-            raise _Bad("an embedded message or object")  # the stream stays one file
-        if "data" not in a:
-            continue  # a rendering without a file (an OLE picture's place)
-        name = str(a.get("name") or a.get("title") or "")
-        mime = a.get("type")
-        cid = a.get("cid")
-        out.files.append(
-            TnefFile(
-                name=name,
-                data=a["data"],  # type: ignore[arg-type]
-                mime_type=mime if isinstance(mime, str) and mime else None,
-                content_id=cid if isinstance(cid, str) and cid else None,
-            )
-        )
-    return out
+
+
+def _props_or_none(view: memoryview) -> list[tuple[int, int, memoryview]]:
+    """A property list, or none when it does not read (a type this reader does not know,
+    a count past its end): the attribute's frame around it held, so the stream goes on,
+    and a file keeps the 8.3 name of its attAttachTitle."""
+    try:
+        return _props(view)
+    except (_Bad, struct.error):
+        return []
 
 
 def _props(view: memoryview) -> list[tuple[int, int, memoryview]]:

@@ -21,8 +21,7 @@ __all__ = ["MAX_FILES", "split"]
 MAX_FILES = 100  # blocks taken from one text; past that the rest stays text
 
 _BEGIN = re.compile(r"^begin(-base64)? ([0-7]{3,4}) ([^\n]*?)[ \t]*\n", re.M)
-_UU_END = re.compile(r"^end[ \t]*$", re.M)
-_B64_END = re.compile(r"^====[ \t]*$", re.M)
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def split(text: str) -> tuple[str, list[tuple[str, bytes]]]:
@@ -33,47 +32,63 @@ def split(text: str) -> tuple[str, list[tuple[str, bytes]]]:
     kept: list[str] = []
     pos = 0
     for begin in _BEGIN.finditer(text):
-        if begin.start() < pos or len(files) >= MAX_FILES:
-            continue
-        b64 = begin.group(1) is not None
-        end = (_B64_END if b64 else _UU_END).search(text, begin.end())
         name = begin.group(3).strip()
-        if end is None or not name:
+        if begin.start() < pos or len(files) >= MAX_FILES or not name:
             continue
-        data = _decode(text[begin.end() : end.start()], b64)
-        if data is None:
+        block = _block(text, begin.end(), begin.group(1) is not None)
+        if block is None:
             continue
+        data, end = block
         files.append((name, data))
         kept.append(text[pos : begin.start()])
-        pos = end.end() + 1 if text[end.end() : end.end() + 1] == "\n" else end.end()
+        pos = end
     if not files:
         return text, []
     kept.append(text[pos:])
     return "".join(kept), files
 
 
-def _decode(block: str, b64: bool) -> bytes | None:
-    """The bytes of a block's data lines, or None unless every line is valid."""
-    lines = block.splitlines()
-    if not block.isascii() or not lines:
+def _block(text: str, start: int, b64: bool) -> tuple[bytes, int] | None:
+    """(the bytes, where the text goes on after the closing line) of the block whose
+    data starts at ``start``, or None at its first line that is not data: a line is
+    read once, so no text costs more than its length however many "begin" it holds."""
+    out = bytearray()
+    pos, last_empty = start, False
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        after = len(text) if nl < 0 else nl + 1
+        line = text[pos:after].rstrip("\r\n")
+        pos = after
+        if b64:
+            if line.rstrip() == "====":
+                return bytes(out), pos
+            if not _BASE64_LINE.fullmatch(line) or len(line) % 4:
+                return None
+            out += binascii.a2b_base64(line)
+            continue
+        if line.rstrip() == "end":
+            return (bytes(out), pos) if last_empty else None  # a zero-length line ends the data
+        data = _uu_line(line)
+        if data is None:
+            return None
+        last_empty = not data
+        out += data
+    return None
+
+
+def _uu_line(line: str) -> bytes | None:
+    """One uuencoded line's bytes, or None unless it is one: its first character counts
+    its bytes (0-45), the rest are that many bytes' characters (a trailing one more, as
+    some encoders write), all between space and backquote."""
+    if not line or not line.isascii():
+        return b"" if not line else None  # " " trimmed away by a relay: zero bytes
+    count = (ord(line[0]) - 32) & 63
+    chars = -(-count // 3) * 4
+    if count > 45 or len(line) - 1 not in (chars, chars + 1):
+        return None
+    if any(not 32 <= ord(c) <= 96 for c in line):
         return None
     try:
-        if b64:
-            return binascii.a2b_base64("".join(lines), strict_mode=True)
-        out = bytearray()
-        while lines and not lines[-1].strip():
-            lines.pop()  # the last, empty line (" ", which a relay may have trimmed)
-        for line in lines:
-            line = line.rstrip("\r")
-            if not line:
-                return None  # none inside a block
-            try:
-                out += binascii.a2b_uu(line)
-            except binascii.Error:
-                # Some encoders pad a line past its length byte: decode what it counts,
-                # as the stdlib's uu module did.
-                count = (((ord(line[0]) - 32) & 63) * 4 + 5) // 3
-                out += binascii.a2b_uu(line[:count])
-        return bytes(out)
-    except (binascii.Error, ValueError):
+        return binascii.a2b_uu(line[: chars + 1])
+    except binascii.Error:
         return None

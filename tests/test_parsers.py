@@ -83,6 +83,9 @@ def test_mending_a_multipart_keeps_to_the_limits() -> None:
     assert deep.text.strip() == "bottom"
     with_room = Limits(max_mime_depth=5)
     assert "multipart-not-mended" in parse(_headless(nest), limits=with_room).defects
+    big_header = f"--x\r\nContent-Type: text/plain\r\nX-Pad: {'p' * 2048}\r\n\r\nhi\r\n--x--\r\n"
+    kept = parse(_headless(big_header), limits=Limits(max_header_bytes=1024))
+    assert "multipart-not-mended" in kept.defects  # the message is not refused for it
 
 
 def test_mending_parses_a_body_again_at_most_twice() -> None:
@@ -117,6 +120,8 @@ def test_uuencoded_files_in_a_text_are_files_and_only_whole_blocks_are() -> None
     prose = "We begin 644 steps early.\nbegin 644 plan.txt\nthis is not uuencoded at all\nend\n"
     kept = parse(_text_mail(prose))
     assert kept.text == prose and not kept.attachments and "uuencoded-file" not in kept.defects
+    many = "begin 644 a.bin\n" * 20_000 + "end\n"  # each line read once, not once a begin
+    assert not parse(_text_mail(many)).attachments
 
 
 def _winmail(data: bytes, ctype: str = "application/ms-tnef") -> bytes:
@@ -132,9 +137,10 @@ def _winmail(data: bytes, ctype: str = "application/ms-tnef") -> bytes:
 
 
 def test_a_winmail_dat_that_does_not_read_whole_stays_one_file() -> None:
-    """parsers/tnef.py checks every count and length against the bytes left: a lie
-    (tnefparse loops over one, bench/results/s32/tnef_dos.py.txt) leaves the stream as
-    the attachment it came as, and no file of it is half read."""
+    """parsers/tnef.py checks every count and length against the bytes left (tnefparse
+    loops over a count it is given, bench/results/s32/tnef_dos.py.txt): a property list
+    that lies is passed over; a frame that does not fit ends the reading, the files
+    before it are taken and the stream is kept too; no file is half read."""
     good = tnef_stream.stream([("a.txt", b"first", None), ("b.txt", b"second", None)])
     lying_count = tnef_stream.attribute(
         1, tnef_stream.MAPI_PROPS, struct.pack("<I", 0xFFFFFFFF) + b"\x03\x00\x00\x10" + bytes(4)
@@ -144,18 +150,31 @@ def test_a_winmail_dat_that_does_not_read_whole_stays_one_file() -> None:
         tnef_stream.ATTACHMENT,
         struct.pack("<IHHII", 1, 0x1102, 0x3701, 0x7FFFFFFF, 8) + bytes(8),
     )
-    hostile = {
-        "count": good + lying_count,
-        "values": good + lying_values,
-        "truncated": good[:-7],
-        "length": good[:6] + struct.pack("<BII", 1, 0x9003, 0xFFFFFFF0) + bytes(16),
-        "level": good + tnef_stream.attribute(7, 0x8000, b"x"),
-        "not-tnef": b"MZ\x90\x00" + bytes(60),
+    for name, data in {"count": good + lying_count, "values": good + lying_values}.items():
+        parsed = parse(_winmail(data))  # a lying property list is passed over, unread
+        assert [(a.filename, a.data) for a in parsed.attachments] == [
+            ("a.txt", b"first"),
+            ("b.txt", b"second"),
+        ], name
+    one = tnef_stream.stream([("a.txt", b"first", None)])
+    hostile = {  # a frame that does not fit: the files before it, and the stream as it came
+        "truncated": (one + good[len(one) :][:40], [("a.txt", b"first")]),
+        "length": (
+            one + struct.pack("<BII", 1, 0x9003, 0xFFFFFFF0) + bytes(16),
+            [("a.txt", b"first")],
+        ),
+        "level": (one + tnef_stream.attribute(7, 0x8000, b"x"), [("a.txt", b"first")]),
+        "first": (good[:6] + bytes(30), []),
     }
-    for name, data in hostile.items():
+    for name, (data, files) in hostile.items():
         parsed = parse(_winmail(data))
-        assert [(a.filename, a.data) for a in parsed.attachments] == [("winmail.dat", data)], name
-        assert "tnef-unread" in parsed.defects, name
+        got = [(a.filename, a.data) for a in parsed.attachments]
+        assert got == [*files, ("winmail.dat", data)], name
+        assert "tnef-partly-read" in parsed.defects, name
+    not_tnef = b"MZ\x90\x00" + bytes(60)
+    parsed = parse(_winmail(not_tnef))
+    assert [(a.filename, a.data) for a in parsed.attachments] == [("winmail.dat", not_tnef)]
+    assert "tnef-unread" in parsed.defects
     read = parse(_winmail(good, "application/octet-stream"))  # relabelled on the way
     assert [(a.filename, a.data) for a in read.attachments] == [
         ("a.txt", b"first"),

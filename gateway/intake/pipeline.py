@@ -400,9 +400,9 @@ def _store_clock() -> datetime:
 
 def needs_scan(parsed: ParsedMessage) -> bool:
     """Any attachment (inline included) or enclosed message means clamd must see it first.
-    So does a multipart whose parts were not found, read as text (parsers/body.py): a
-    reader that splits it another way (clamd does, a mail client may) could find a file
-    in it."""
+    So does a winmail.dat, read or not, and a multipart whose parts were not found, read
+    as text (parsers/body.py): a reader that splits them another way (clamd does, a
+    mail client may) could find a file in them."""
     return (
         bool(parsed.attachments)
         or any(t.startswith("message/") and t not in _REPORT_TYPES for t in parsed.content_types)
