@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from parsers import tnef, uuencoded
+from parsers.flowed import unflow
 from parsers.mime import decode_bytes, decode_words, decoded_payload
 from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
@@ -348,7 +349,17 @@ def _text_of(part: Message, defects: list[str], raw: bytes | None = None) -> str
     text = decode_bytes(raw, str(charset) if charset else None, defects)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _is_flowed(part):  # RFC 3676: the soft breaks joined, as mail clients show it
+        text = unflow(text, delsp=str(part.get_param("delsp") or "").lower() == "yes")
     return text
+
+
+def _is_flowed(part: Message) -> bool:
+    value = part.get("content-type")
+    if value is None or "flowed" not in str(value).lower():  # most mail: no param parsing
+        return False
+    fmt = part.get_param("format")
+    return part.get_content_type() == "text/plain" and str(fmt or "").lower() == "flowed"
 
 
 def _attachment(

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import HeaderTooLarge, Limits, ParsedMessage, ParseError, StructureTooDeep, parse
+from parsers.flowed import unflow
 from tests import parser_fixtures as hostile
 from tests import tnef_stream
 
@@ -181,6 +182,21 @@ def test_a_winmail_dat_that_does_not_read_whole_stays_one_file() -> None:
         ("b.txt", b"second"),
     ]
     assert read.text.strip() == "See attached."
+
+
+def test_flowed_text_joins_soft_breaks_by_quote_depth() -> None:
+    """RFC 3676: a line ending in a space flows into the next of the same quote depth;
+    a stuffed space goes; "-- " stays the signature separator; delsp=yes drops the
+    space it added before a break."""
+    text = (
+        "One para \ngraph.\n \n From here, stuffed.\n> quoted \n> on.\n>> deeper \n"
+        "> back\n-- \nsig\n"
+    )
+    assert unflow(text, delsp=False) == (
+        "One para graph.\n\nFrom here, stuffed.\n> quoted on.\n>> deeper \n> back\n-- \nsig\n"
+    )
+    assert unflow("プリン \nター\n", delsp=True) == "プリンター\n"
+    assert unflow("no soft breaks\nat all\n", delsp=False) == "no soft breaks\nat all\n"
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.name for p in FIXTURES])

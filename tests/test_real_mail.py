@@ -215,6 +215,23 @@ EXPECT: dict[str, dict[str, Any]] = {
         "attachments": [("Fehlermeldung.txt", "text/plain")],
         "defects": {"tnef-read"},
     },
+    # format=flowed (RFC 3676, parsers/flowed.py): soft breaks joined as clients show them
+    "thunderbird-flowed-reply.eml": {
+        "text": [
+            "aber seit heute früh zeigt der Drucker",
+            "Am 01.12.26 um 10:14 schrieb Carl from ACME Support via Acme Support Desk:\n",
+            "> Bitte installieren Sie den Treiber 5.2 von unserer Download-Seite und starten",
+            ">\n>> Der Drucker im dritten Stock druckt nur leere Seiten.",
+            "\n-- \nAnna Berger\n",
+        ],
+        "not_text": ["heute\nfrüh"],
+        "html": None,
+    },
+    "iphone-flowed-delsp.eml": {  # delsp=yes: the space before a soft break was not typed
+        "name": "山田太郎",
+        "text": ["印刷ができません。至急対応をお願いします。"],
+        "not_text": ["できませ\n", "できませ ん"],
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],
@@ -290,6 +307,15 @@ def test_gateway_parse(name: str) -> None:
             "attachments": [(a["filename"], a["content_type"]) for a in obj["attachments"]],
             "defects": obj["defects"],
         },
+    )
+
+
+def test_a_flowed_reply_is_the_paragraph_its_writer_typed() -> None:
+    p = parse((REAL / "thunderbird-flowed-reply.eml").read_bytes())
+    assert p.reply_text == (
+        "Hallo Carl,\n\ndanke, der neue Treiber hat einen Tag lang geholfen, aber seit heute "
+        "früh zeigt der Drucker im dritten Stock wieder den Fehler 0x4F und druckt nur leere "
+        "Seiten.\n\nViele Grüße\nAnna"
     )
 
 
