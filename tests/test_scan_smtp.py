@@ -41,13 +41,20 @@ def _zip(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _head(who: str, subject: str, content_type: str) -> str:
+    """A test mail's header from ``who``, ending with its blank line."""
+    return (
+        f"From: {who}\r\nTo: support@acme.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+
+
 def _forwarded(who: str, inner: bytes) -> bytes:
     return (
         (
-            f"From: {who}\r\nTo: support@acme.test\r\nSubject: Fwd: look at this\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
-            "--outer\r\nContent-Type: text/plain\r\n\r\nSee the forwarded mail.\r\n"
+            _head(who, "Fwd: look at this", 'multipart/mixed; boundary="outer"')
+            + "--outer\r\nContent-Type: text/plain\r\n\r\nSee the forwarded mail.\r\n"
             "--outer\r\nContent-Type: message/rfc822\r\n\r\n"
         ).encode()
         + inner
@@ -56,37 +63,32 @@ def _forwarded(who: str, inner: bytes) -> bytes:
 
 
 def _inline_base64(who: str, data: bytes) -> bytes:
-    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return (
-        (
-            f"From: {who}\r\nTo: support@acme.test\r\nSubject: inline part\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/related; boundary="r"\r\n\r\n'
-            '--r\r\nContent-Type: text/html\r\n\r\n<p>picture: <img src="cid:p1@x"></p>\r\n'
-            "--r\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\n"
-            "Content-ID: <p1@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        ).encode()
-        + body
-        + b"--r--\r\n"
+    return _base64_last(
+        _head(who, "inline part", 'multipart/related; boundary="r"')
+        + '--r\r\nContent-Type: text/html\r\n\r\n<p>picture: <img src="cid:p1@x"></p>\r\n'
+        "--r\r\nContent-Type: image/png\r\nContent-Disposition: inline\r\n"
+        "Content-ID: <p1@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        data,
+        "--r--\r\n",
     )
 
 
 def _boundary_unindented(who: str, data: bytes) -> bytes:
     """A script's mail: ``boundary=`` on a line of its own ends the header, so the parts
     are found only by their delimiter lines (parsers/broken_multipart.py)."""
-    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return (
-        (
-            f"From: {who}\r\nTo: support@acme.test\r\nSubject: the file\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/mixed;\r\nboundary="u"\r\n\r\n'
-            "--u\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
-            '--u\r\nContent-Type: application/octet-stream; name="tool.com"\r\n'
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-        ).encode()
-        + body
-        + b"--u--\r\n"
+    return _base64_last(
+        _head(who, "the file", 'multipart/mixed;\r\nboundary="u"')
+        + "--u\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
+        '--u\r\nContent-Type: application/octet-stream; name="tool.com"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n",
+        data,
+        "--u--\r\n",
     )
+
+
+def _base64_last(mail: str, data: bytes, closing: str) -> bytes:
+    """``mail`` up to its last part's blank line, then ``data`` in base64, ``closing``."""
+    return mail.encode() + base64.encodebytes(data).replace(b"\n", b"\r\n") + closing.encode()
 
 
 def _uuencoded(who: str, data: bytes) -> bytes:
@@ -95,11 +97,8 @@ def _uuencoded(who: str, data: bytes) -> bytes:
         binascii.b2a_uu(data[i : i + 45]).decode().replace("\n", "\r\n")
         for i in range(0, len(data), 45)
     )
-    return (
-        f"From: {who}\r\nTo: support@acme.test\r\nSubject: the tool\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nContent-Type: text/plain\r\n\r\n"
-        f"Here it is.\r\nbegin 755 tool.com\r\n{lines}`\r\nend\r\n"
-    ).encode()
+    head = _head(who, "the tool", "text/plain")
+    return f"{head}Here it is.\r\nbegin 755 tool.com\r\n{lines}`\r\nend\r\n".encode()
 
 
 def _winmail(who: str, data: bytes) -> bytes:
@@ -110,10 +109,8 @@ def _winmail(who: str, data: bytes) -> bytes:
 def _winmail_mail(who: str, stream: bytes) -> bytes:
     body = base64.encodebytes(stream).decode()
     return (
-        f"From: {who}\r\nTo: support@acme.test\r\nSubject: the tool\r\n"
-        f"Message-ID: <{uuid.uuid4().hex}@client.test>\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/mixed; boundary="w"\r\n\r\n'
-        "--w\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
+        _head(who, "the tool", 'multipart/mixed; boundary="w"')
+        + "--w\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n"
         '--w\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\n'
         f"Content-Transfer-Encoding: base64\r\n\r\n{body}--w--\r\n"
     ).encode()
@@ -209,13 +206,12 @@ def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
 def test_a_multipart_read_as_text_is_scanned_like_one_with_a_file() -> None:
     """Parts no delimiter line shows are read as text (parsers/body.py); clamd, or a
     mail client, may still split them another way and find a file: scanned first."""
-    head = f"From: {_who()}\r\nTo: support@acme.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
     unsplit = parse(
-        (head + 'Content-Type: multipart/mixed; boundary="gone"\r\n\r\nHello.\r\n').encode()
+        (_head(_who(), "s", 'multipart/mixed; boundary="gone"') + "Hello.\r\n").encode()
     )
     assert "multipart-read-as-text" in unsplit.defects and not unsplit.attachments
     assert needs_scan(unsplit)
-    plain = parse((head + "Content-Type: text/plain\r\n\r\nHello.\r\n").encode())
+    plain = parse((_head(_who(), "s", "text/plain") + "Hello.\r\n").encode())
     assert not needs_scan(plain)
 
 
