@@ -95,16 +95,8 @@ class Cluster:
         shutil.chown(self.dir, "postgres")
         binary = pg_bin()
         self._as_postgres(
-            str(binary / "initdb"),
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
+            str(binary / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--no-sync",
         )
         opts = [
             f"-p {self.port}",
@@ -116,17 +108,8 @@ class Cluster:
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         opts += [f"-c {name}={value}" for name, value in self.settings.items()]
         self._as_postgres(
-            str(binary / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            " ".join(opts),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "-t",
-            str(int(START_TIMEOUT)),
-            "start",
+            str(binary / "pg_ctl"), "-D", str(self.data), "-o", " ".join(opts),
+            "-l", str(self.dir / "log"), "-w", "-t", str(int(START_TIMEOUT)), "start",
         )
         return self
 

@@ -181,9 +181,9 @@ def test_restore_into_a_fresh_database(pg_archive: dict[str, Any], tmp_path: Pat
     finally:
         target.stop()
     # Never over data: the same database from another (empty) data directory is refused.
-    again = Daemon(tmp_path / "again", env=target.env, database_url=target.database_url).cli(
-        "restore", path
-    )
+    again = Daemon(
+        tmp_path / "again", env=target.env, database_url=target.database_url
+    ).cli("restore", path)
     assert again.returncode == 73, again.stderr
     assert "already holds tickets" in _one_line(again)
 
@@ -267,17 +267,8 @@ def test_the_password_reaches_pg_dump_in_the_environment_only(
         cfg = source.home / "reader.toml"  # the source's config, data directory and all
         cfg.write_text(source.config.read_text().replace(source.database_url, database_url))
         return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "backup",
-                "--out",
-                str(tmp_path),
-                "--json",
-                "--config",
-                str(cfg),
-            ],
+            [sys.executable, "-m", "gateway", "backup", "--out", str(tmp_path), "--json",
+             "--config", str(cfg)],
             cwd=source.home,
             env=source.env,
             capture_output=True,

@@ -78,7 +78,6 @@ def test_a_waiter_cancelled_leaves_its_place_and_one_given_its_turn_passes_it_on
         log: list[str] = []
         holder = asyncio.ensure_future(_hold(big, 2 * MiB, "holder", log, gate))
         await asyncio.sleep(0)
-
         # Does not fit beside the holder and waits; the one behind it would fit but keeps
         # its place in the line. The first one's timeout strikes: the one behind it goes.
         async def impatient() -> None:

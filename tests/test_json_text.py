@@ -29,7 +29,7 @@ VALUES: list[Any] = [
     ["billing", "vip"],
     {"to": ["kim@client.test"], "n": 3, "ok": True, "none": None},
     ["café", "Grüße"],  # non-ASCII: escaped, as text stored before was
-    {"detail": 'line\nbreak "quoted" \\ tab\t'},
+    {"detail": "line\nbreak \"quoted\" \\ tab\t"},
     [2**70],  # past orjson's 64 bits
     {1: "an int key"},  # the standard library writes it as "1"
     [],

@@ -46,8 +46,9 @@ def test_mail_queued_one_at_a_time_is_claimed_at_most_once_per_gather(
         (home / "var").mkdir(parents=True)
         (home / "gateway.toml").write_text(
             '[gateway]\ndata_dir = "var"\nhostname = "gw.test"\n'
-            "[outbound]\npoll_interval = 30.0\n"
-            '[[tenants]]\nslug = "acme"\naddresses = ["support@acme.test"]\n' + sink.account(home),
+            '[outbound]\npoll_interval = 30.0\n'
+            '[[tenants]]\nslug = "acme"\naddresses = ["support@acme.test"]\n'
+            + sink.account(home),
             encoding="utf-8",
         )
         config = load_config(home / "gateway.toml")

@@ -97,12 +97,12 @@ def test_purge_dry_run_daemon_and_command(tmp_path: Path, clamd: Clamd, blobs: s
     try:
         erin, frank = "erin@client.test", "frank@client.test"
         closed = _ref(
-            d,
+        d,
             _send(
                 d,
                 make_mail(sender=erin, attachments=[("c.pdf", "application/pdf", FILE)]),
                 erin,
-            ),
+            )
         )
         kept = _ref(d, _send(d, make_mail(sender=frank, subject="Still open"), frank))
         _send(d, make_mail(sender="gina@client.test", to="help@globex.test"),

@@ -134,7 +134,9 @@ def _the_backlog_shows_no_clock(d: Daemon) -> None:
 def test_many_alerts_are_one_digest_per_agent(tmp_path: Path) -> None:
     clock = tmp_path / "clock"
     clock.write_text("0")
-    d = Daemon(tmp_path / "gw", acme_extra=SLA, env={"GATEWAY_TEST_CLOCK_FILE": str(clock)}).start()
+    d = Daemon(
+        tmp_path / "gw", acme_extra=SLA, env={"GATEWAY_TEST_CLOCK_FILE": str(clock)}
+    ).start()
     try:
         _open(d, 6, "burst")
         clock.write_text(str(35 * 60))  # all six within 30 minutes of their target

@@ -779,7 +779,8 @@ def test_big_mail_takes_turns_from_its_parse_to_its_commit_and_small_mail_does_n
     pipeline.big_mail = BigMail(budget=3 << 20, floor=1 << 20)
     line = b"The printer still prints every page twice, with a grey stripe.\r\n"
     big = [
-        _mail(f"Log {i}").replace(b"Please help", line * 24_000 + b"Please help") for i in range(6)
+        _mail(f"Log {i}").replace(b"Please help", line * 24_000 + b"Please help")
+        for i in range(6)
     ]
     assert all(1.4 * 2**20 < len(b) < 1.5 * 2**20 for b in big)  # two fit in 3 MiB
     parsing: list[int] = []
