@@ -80,33 +80,37 @@ def read(data: bytes) -> TnefMessage | None:
     if not data.startswith(SIGNATURE):
         return None
     out = TnefMessage()
-    pending: list[dict[str, object]] = []
+    pending: list[_Pending] = []
     try:
         _read(memoryview(data), out, pending)
     except (_Bad, struct.error, UnicodeDecodeError, LookupError):
         out.whole = False
     for a in pending:
-        if a.get("embedded") and "data" not in a:
+        if a.embedded and a.data is None:
             out.whole = False  # a message or OLE object inside: the stream stays too
-        if "data" not in a:
+        if a.data is None:
             continue  # a rendering without a file (an OLE picture's place)
-        name = str(a.get("name") or a.get("title") or "")
-        mime = a.get("type")
-        cid = a.get("cid")
         out.files.append(
-            TnefFile(
-                name=name,
-                data=a["data"],  # type: ignore[arg-type]
-                mime_type=mime if isinstance(mime, str) and mime else None,
-                content_id=cid if isinstance(cid, str) and cid else None,
-            )
+            TnefFile(a.name or a.title or "", a.data, a.mime_type or None, a.content_id or None)
         )
     return out
 
 
-def _read(view: memoryview, out: TnefMessage, pending: list[dict[str, object]]) -> None:
+@dataclass(slots=True)
+class _Pending:
+    """An attachment as its attributes come, in any order."""
+
+    data: bytes | None = None
+    title: str | None = None  # the 8.3 name of attAttachTitle
+    name: str | None = None  # the long name, a MAPI property
+    mime_type: str | None = None
+    content_id: str | None = None
+    embedded: bool = False
+
+
+def _read(view: memoryview, out: TnefMessage, pending: list[_Pending]) -> None:
     codepage = "cp1252"
-    current: dict[str, object] | None = None
+    current: _Pending | None = None
     pos = 6  # signature, key
     end = len(view)
     while pos < end:
@@ -131,26 +135,27 @@ def _read(view: memoryview, out: TnefMessage, pending: list[dict[str, object]]) 
                         out.body = _string(raw, kind, codepage)
         elif level == _ATTACHMENT:
             if attr_id == _ATTACH_REND_DATA:
-                current = {}
+                current = _Pending()
                 pending.append(current)
             elif current is None:
                 raise _Bad("an attachment's attribute before its start")
             elif attr_id == _ATTACH_DATA:
-                current["data"] = bytes(value)
+                current.data = bytes(value)
             elif attr_id == _ATTACH_TITLE:
-                current.setdefault("title", _text(bytes(value), codepage))
+                if current.title is None:  # the first one
+                    current.title = _text(bytes(value), codepage)
             elif attr_id == _ATTACHMENT_PROPS:
                 for prop_id, kind, raw in _props_or_none(value):
                     if prop_id == _PR_ATTACH_LONG_FILENAME and kind in (_STRING8, _UNICODE):
-                        current["name"] = _string(raw, kind, codepage)
+                        current.name = _string(raw, kind, codepage)
                     elif prop_id == _PR_ATTACH_MIME_TAG and kind in (_STRING8, _UNICODE):
-                        current["type"] = _string(raw, kind, codepage)
+                        current.mime_type = _string(raw, kind, codepage)
                     elif prop_id == _PR_ATTACH_CONTENT_ID and kind in (_STRING8, _UNICODE):
-                        current["cid"] = _string(raw, kind, codepage)
+                        current.content_id = _string(raw, kind, codepage)
                     elif prop_id == _PR_ATTACH_DATA and kind == _BINARY:
-                        current.setdefault("data", bytes(raw))
+                        current.data = current.data if current.data is not None else bytes(raw)
                     elif prop_id == _PR_ATTACH_DATA and kind == _OBJECT:
-                        current["embedded"] = True  # a message or OLE object: kept whole
+                        current.embedded = True  # a message or OLE object: kept whole
         else:
             raise _Bad(f"level {level}")
 
