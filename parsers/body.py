@@ -211,8 +211,11 @@ def _tnef(part: Message, ctype: str, acc: Walk, defects: list[str]) -> bool:
     if ctype not in tnef.TYPES:
         if ctype != "application/octet-stream":
             return False
-        name = part.get_param("name") or part.get_param("filename", header="content-disposition")
-        if not isinstance(name, str) or name.strip('"').lower() != "winmail.dat":
+        try:  # as _filename reads it (its defect is _filename's to record)
+            name = part.get_filename()
+        except Exception:
+            return False
+        if not isinstance(name, str) or name.strip().lower() != "winmail.dat":
             return False  # a relay that relabelled it keeps the name
     data = _decoded(part, defects)
     found = tnef.read(data)
@@ -239,17 +242,8 @@ def _file(
     if ctype.count("/") != 1 or not ctype.isascii():
         ctype = (_TYPES.guess_type(shown, strict=False)[0] if shown else None) or ""
     ctype = ctype or "application/octet-stream"
-    acc.attachments.append(
-        Attachment(
-            filename=shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}",
-            content_type=ctype,
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            inline=False,
-            content_id=cid.strip("<>") if cid else None,
-            data=data,
-        )
-    )
+    name = shown or f"part-{acc.leaves}{_EXT.get(ctype, '.bin')}"
+    acc.attachments.append(_made(name, ctype, data, cid=cid.strip("<>") if cid else None))
 
 
 def _plain(text: str, acc: Walk, defects: list[str]) -> str:
@@ -287,15 +281,7 @@ def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment
         data = inner.as_bytes()
     except Exception:  # a header the generator cannot write back: keep what it can
         data = str(inner).encode("utf-8", "surrogateescape")
-    return Attachment(
-        filename=name or f"part-{index}.eml",
-        content_type="message/rfc822",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        inline=False,
-        content_id=None,
-        data=data,
-    )
+    return _made(name or f"part-{index}.eml", "message/rfc822", data)
 
 
 def _forward_header(inner: Message, defects: list[str]) -> str:
@@ -370,12 +356,25 @@ def _attachment(
     if cid and in_related:
         acc.related_cids.add(cid)
     disposition = (part.get_content_disposition() or "").lower()
+    return _made(
+        _filename(part, ctype, index, defects),
+        ctype,
+        data,
+        inline=disposition == "inline" or bool(cid and in_related),
+        cid=cid,
+    )
+
+
+def _made(
+    filename: str, ctype: str, data: bytes, *, inline: bool = False, cid: str | None = None
+) -> Attachment:
+    """An attachment of ``data``: its size and digest are the bytes'."""
     return Attachment(
-        filename=_filename(part, ctype, index, defects),
+        filename=filename,
         content_type=ctype,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        inline=disposition == "inline" or bool(cid and in_related),
+        inline=inline,
         content_id=cid,
         data=data,
     )
