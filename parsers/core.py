@@ -24,7 +24,7 @@ from parsers.html_quotes import strip_html_quote
 from parsers.legacy_headers import decode_raw_headers
 from parsers.limits import Limits, prescan
 from parsers.mime import decode_bytes, decode_words, header_text, parse_tree
-from parsers.quotes import reply_text
+from parsers.quotes import is_forward, read_reply
 from parsers.thread_hints import build_hints
 from parsers.types import Attachment, ParsedMessage
 
@@ -140,6 +140,9 @@ def _assemble(
     auto = heads.get("Auto-Submitted")
     clean = _Cleaner(defects)
     text = clean(text)
+    reply, forwarded = read_reply(text, forward=is_forward(subject))
+    if forwarded:  # the forwarded mail is what the sender wants read, in HTML too
+        html_reply = html
     fields = dict(  # in this order: the cleaner notes its defects as it goes
         message_id=message_id,
         subject=clean(subject),
@@ -151,7 +154,7 @@ def _assemble(
         date=_date(header_text(heads.get("Date"), defects), defects),
         kind=kind,
         text=text,
-        reply_text=clean(reply_text(text)),
+        reply_text=clean(reply),
         html=clean(html) if html is not None else None,
         attachments=tuple(
             a if a.filename == clean(a.filename) else _rename(a, clean) for a in attachments

@@ -101,6 +101,17 @@ FORWARD = re.compile(
     r"|Początek\s+przekazywanej\s+wiadomości|Начало\s+переадресованного\s+сообщения)",
     _I,
 )
+# A subject that says the mail is a forward: the prefixes mail clients put before the
+# forwarded mail's subject, in their locales. Outlook writes its history separator (or
+# header block) above a forwarded mail exactly as above a quoted one; only this tells
+# them apart. "Fwd"/"Fw" everywhere, WG de, TR fr, RV es, I it, Doorst nl, ENC pt,
+# VB sv, VS da/no, VL fi, PD pl, PŘ cs, TOV hu, İLT tr, Пересл ru, 转发/轉寄 zh, 転送 ja,
+# 전달 ko; a counter some clients add ("Fwd[2]:") allowed.
+FORWARD_SUBJECT = re.compile(
+    r"^\s*(?:fwd?|wg|tr|rv|i|doorst|enc|vb|vs|vl|pd|př|tov|i̇lt|ilt|пересл|переслать"
+    r"|转发|轉寄|転送|전달)\s*(?:\[\d+\])?\s*[:：]",
+    _I,
+)
 FORWARD_HINTS = (
     "forward", "weitergeleitet", "transféré", "réexpédié", "reenviado", "inoltrat",
     "doorgestuurd", "encaminhada", "vidarebefordrat", "przekazan", "пересылаем",

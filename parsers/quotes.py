@@ -8,24 +8,45 @@ between. The marks themselves are in ``parsers.quote_marks``. Text that only
 looks like a mark stays: an attribution must carry a date or an address, or
 be followed by a quote; a rule line must have a header block under it; a
 header block needs more than one of its keys. Forwarded mail is kept whole:
-it is what the sender wants read.
+it is what the sender wants read. Outlook marks a forwarded mail with the same
+separator or header block as a quoted one; a forward's subject ("FW:", "WG:",
+...) tells them apart.
 """
 
 from __future__ import annotations
 
 from parsers import quote_marks as qm
 
-__all__ = ["reply_text", "split_reply"]
+__all__ = ["is_forward", "read_reply", "reply_text", "split_reply"]
 
 
-def reply_text(text: str) -> str:
+def is_forward(subject: str) -> bool:
+    """Whether a subject says its mail forwards another ("Fwd:", Outlook's "FW:", ...)."""
+    return qm.FORWARD_SUBJECT.match(subject) is not None
+
+
+def reply_text(text: str, *, forward: bool = False) -> str:
     """``text`` without quoted history and signature; the whole text if nothing is left.
 
     A forwarded mail below the new text is kept whole (its own quotes and
-    signature included); the sender's signature above it still goes.
+    signature included); the sender's signature above it still goes. With
+    ``forward`` (the subject says so: ``is_forward``) the first mark of history
+    of any kind opens the forwarded mail.
     """
+    return read_reply(text, forward=forward)[0]
+
+
+def read_reply(text: str, *, forward: bool = False) -> tuple[str, bool]:
+    """(``reply_text``, whether it keeps a forwarded mail): a forward's HTML is kept
+    whole too, where the HTML quote markers (Gmail's, Apple's) would cut it."""
     lines = text.split("\n")
-    cut, forward = _history_start(lines)
+    cut, forward_at = _history_start(lines)
+    if forward and forward_at is None and cut < len(lines):
+        cut, forward_at = len(lines), cut
+    return _reply(lines, cut, forward_at) or text.strip(), forward_at is not None
+
+
+def _reply(lines: list[str], cut: int, forward: int | None) -> str:
     head = lines[: cut if forward is None else forward]
     forwarded = lines[forward:] if forward is not None else []
     if ">" in "\n".join(head):  # one C-level scan instead of a strip per line
@@ -39,8 +60,7 @@ def reply_text(text: str) -> str:
         head.pop()
         _trim(head)
     kept = [*head, "", *forwarded] if head and forwarded else head + forwarded
-    result = "\n".join(ln.rstrip() for ln in kept).strip()
-    return result if result else text.strip()
+    return "\n".join(ln.rstrip() for ln in kept).strip()
 
 
 def _trim(lines: list[str]) -> None:
@@ -48,13 +68,14 @@ def _trim(lines: list[str]) -> None:
         lines.pop()
 
 
-def split_reply(text: str) -> tuple[str, str]:
+def split_reply(text: str, subject: str = "") -> tuple[str, str]:
     """(what the sender wrote this time, the rest: quotes and signature), for folding.
 
     The rest is ``text`` with the reply's lines taken out in order, so quotes
-    answered in between and the history below both land in it.
+    answered in between and the history below both land in it. ``subject`` is
+    the mail's: a forward's is read as ``reply_text`` reads it.
     """
-    reply = reply_text(text)
+    reply = reply_text(text, forward=is_forward(subject))
     want = [ln.strip() for ln in reply.split("\n")]
     rest: list[str] = []
     j = 0

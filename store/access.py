@@ -88,6 +88,7 @@ _CLIENT_THREAD = Direct(
         messages.c.sender_role,
         messages.c.date,
         messages.c.created_at,
+        messages.c.subject,
         messages.c.text,
         messages.c.reply_text,
         *FILE_COLUMNS[1:],
@@ -110,7 +111,7 @@ _CLIENT_THREAD = Direct(
     )
     .order_by(messages.c.id, attachments.c.position)
 )
-_MESSAGE_KEYS = _CLIENT_THREAD.keys[:8]  # the file's columns follow
+_MESSAGE_KEYS = _CLIENT_THREAD.keys[: -len(FILE_COLUMNS[1:])]  # the file's columns follow
 # The ticket page's first read: the session and, when it is live, the ticket its
 # client may see, in one statement (a row without a ticket: the session alone).
 _SESSION_TICKET = Direct(

@@ -138,6 +138,7 @@ def desk_ticket(conn: Connection, tenant: str, ref: str) -> dict[str, Any] | Non
                 messages.c.direction,
                 messages.c.date,
                 messages.c.created_at,
+                messages.c.subject,
                 messages.c.text,
                 messages.c.reply_text,
                 messages.c.flags,

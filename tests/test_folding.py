@@ -63,3 +63,31 @@ def test_tickets_show_folds_and_quoted_shows_all(daemon: Daemon) -> None:
     whole = daemon.cli("tickets", "show", ref, "--quoted").stdout.decode()
     assert REPLY in whole and "> Please send us the serial number" in whole
     assert "folded" not in whole
+
+
+FORWARD = (
+    "Please take this one.\n\n-----Original Message-----\nFrom: Bob <bob@client.test>\n"
+    "Sent: Friday, December 4, 2026 10:00 AM\nTo: Dana <dana@client.test>\n"
+    "Subject: printer broken\n\nOur printer on floor 3 prints blank pages since Monday.\n"
+)
+
+
+def test_a_forwarded_mail_is_shown_not_folded(site: Daemon) -> None:  # noqa: F811
+    """Outlook's separator above a forwarded mail is the one above a quote: the subject's
+    "FW:" tells the page and `tickets show` that the mail below it is to be read."""
+    dana = "dana@client.test"
+    mail = make_mail(sender=dana, subject="FW: printer broken", body=FORWARD)
+    code, text = site.send(mail, sender=dana)
+    assert code == 250, text
+    ref = site.ref(text)
+    b = Browser(site)
+    assert _request_link(b, dana)[0] == 200
+    assert _sign_in(b, _link(site, dana))[0] == 303
+    code, page, _ = b.get(f"/t/acme/tickets/{ref}")
+    assert code == 200
+    shown = re.search(r'<div class="message-text">(.*?)</div>', page, re.DOTALL)
+    assert shown, page
+    assert "prints blank pages since Monday" in htmllib.unescape(shown.group(1))
+    assert "message-quoted" not in page
+    out = site.cli("tickets", "show", ref).stdout.decode()
+    assert "prints blank pages since Monday" in out and "folded" not in out

@@ -12,6 +12,7 @@ attached message. tests/test_real_intake.py sends each through SMTP too.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,19 @@ EXPECT: dict[str, dict[str, Any]] = {
         "text": ["印刷ができません。至急対応をお願いします。"],
         "not_text": ["できませ\n", "できませ ん"],
     },
+    # Forwards into the desk (parsers/quotes.py): the forwarded mail is what the sender
+    # wants read, below Outlook's header block (WG:) as below Gmail's "Forwarded message".
+    "outlook-forward-de.eml": {
+        "name": "Jürgen Müller",
+        "subject": "WG: Drucker im 3. Stock defekt",
+        "text": ["bitte kümmert euch darum", "druckt seit Montag nur leere Seiten"],
+        "html": ["bitte kümmert euch darum", "druckt seit Montag nur leere Seiten"],
+    },
+    "gmail-forward.eml": {
+        "from": "ana.lopez@gmail.com",
+        "text": ["Can you take it?", "charged twice for invoice 2026-118"],
+        "html": ["Can you take it?", "charged twice for invoice 2026-118"],
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],
@@ -317,6 +331,28 @@ def test_a_flowed_reply_is_the_paragraph_its_writer_typed() -> None:
         "früh zeigt der Drucker im dritten Stock wieder den Fehler 0x4F und druckt nur leere "
         "Seiten.\n\nViele Grüße\nAnna"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "own", "forwarded"),
+    [
+        ("outlook-forward-de.eml", "bitte kümmert euch darum", "druckt seit Montag nur leere"),
+        ("gmail-forward.eml", "Can you take it?", "charged twice for invoice 2026-118"),
+    ],
+)
+def test_a_forward_keeps_the_mail_it_forwards(name: str, own: str, forwarded: str) -> None:
+    """The agents' notice sends reply_text and html_reply: both carry the customer's mail.
+
+    Outlook's header block alone is a quote; its "WG:" says forward. Gmail's HTML puts
+    the forwarded mail in the same gmail_quote div as a quote."""
+    raw = (REAL / name).read_bytes()
+    p = parse(raw)
+    for shown in (p.reply_text, p.html_reply or ""):
+        assert own in shown and forwarded in shown, (name, shown)
+    reply = parse(re.sub(rb"\nSubject: (?:WG|Fwd): ", b"\nSubject: AW: ", raw, count=1))
+    if name.startswith("outlook"):  # the same mail as a reply: the history is folded
+        assert own in reply.reply_text and forwarded not in reply.reply_text
+        assert forwarded not in (reply.html_reply or "")
 
 
 def test_returned_message_is_kept_whole() -> None:

@@ -340,20 +340,20 @@ def _print_ticket(d: dict[str, Any], *, quoted: bool = False) -> None:
                 f"sha256 {a['sha256']})"
             )
         print()
-        print(_message_text(m.get("text") or "", quoted=quoted))
+        print(_message_text(m.get("text") or "", m.get("subject") or "", quoted=quoted))
     for p in d.get("problems", []):
         what = p["detail"].get("reaction") or p["detail"].get("kind") or "-"
         why = p["detail"].get("error") or p["detail"].get("reason") or ""
         print(f"\n!!! {p['action']} ({what}) {p['created_at']}: {why}")
 
 
-def _message_text(text: str, *, quoted: bool) -> str:
+def _message_text(text: str, subject: str, *, quoted: bool) -> str:
     """What the sender wrote this time, and a line counting the quoted lines folded away."""
     if quoted:
         return text.rstrip()
     from parsers.quotes import split_reply
 
-    reply, rest = split_reply(text)
+    reply, rest = split_reply(text, subject)
     folded = sum(1 for ln in rest.split("\n") if ln.strip())
     if not folded:
         return reply

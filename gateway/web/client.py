@@ -25,7 +25,10 @@ from store import access, repos
 __all__ = ["ClientSite", "fold_quotes"]
 
 # What a message shows on the ticket page (with its files): the render cache's key.
-_SHOWN = ("id", "from_addr", "from_name", "sender_role", "date", "created_at", "text", "reply_text")
+_SHOWN = (
+    "id", "from_addr", "from_name", "sender_role", "date", "created_at",
+    "subject", "text", "reply_text",
+)  # fmt: skip
 
 
 class ClientSite(SignIn):
@@ -189,7 +192,7 @@ def fold_quotes(message: dict[str, Any]) -> dict[str, str]:
         return {"text": _agent_text(message), "quoted": ""}
     from parsers.quotes import split_reply
 
-    text, quoted = split_reply(message["text"] or "")
+    text, quoted = split_reply(message["text"] or "", message.get("subject") or "")
     return {"text": text, "quoted": quoted}
 
 
