@@ -74,6 +74,10 @@ _VOID = {
     "wbr",
 }
 _SPACE = re.compile(r"[ \t\r\n\f\v\xa0]+")
+# A paragraph without margins is a line, as a mail client draws it: Outlook (Word) writes
+# every line as <p class="MsoNormal"> (margin:0 in its style sheet) and a blank line as
+# one holding only &nbsp;; Outlook on the web writes the margins inline.
+_ZERO = re.compile(r"0*(?:\.0*)?(?:[a-z]{2}|%)?", re.IGNORECASE)
 # Converting multi-megabyte HTML is slow in pure Python; beyond this the rest
 # is still kept (sanitised) in ``html``, only the text view is cut.
 MAX_HTML_TEXT = 2 * 1024 * 1024
@@ -87,6 +91,7 @@ class _TextParser(HTMLParser):
         self.skip = 0
         self.pre = 0
         self.quote = 0
+        self.line_p = False  # inside a <p> drawn as a line (_is_line)
 
     def _flush(self) -> None:
         line = "".join(self.cur)
@@ -110,6 +115,10 @@ class _TextParser(HTMLParser):
             return
         if tag in _BREAK:
             self._flush()
+        elif tag == "p" and _is_line(attrs):
+            if self.cur:
+                self._flush()
+            self.line_p = True
         elif tag in _PARA:
             self._para()
             if tag == "blockquote":
@@ -127,6 +136,9 @@ class _TextParser(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP:
             self.skip = max(0, self.skip - 1)
+        elif tag == "p" and self.line_p:
+            self._flush()  # an empty one too: Outlook's blank line
+            self.line_p = False
         elif tag in _PARA:
             if tag == "blockquote":
                 self._para()
@@ -167,6 +179,34 @@ class _TextParser(HTMLParser):
         while out and out[-1] == "":
             out.pop()
         return "\n".join(out) + ("\n" if out else "")
+
+
+def _is_line(attrs: list[tuple[str, str | None]]) -> bool:
+    for name, value in attrs:
+        if not value:
+            continue
+        if name == "class" and value.lstrip().startswith("Mso"):
+            return True
+        if name == "style" and "margin" in value.lower():
+            return _no_margin(value)
+    return False
+
+
+def _no_margin(style: str) -> bool:
+    """Whether a style sets the top and bottom margins to zero (shorthand or longhand)."""
+    top = bottom = ""
+    for decl in style.lower().split(";"):
+        key, _, value = decl.partition(":")
+        key, values = key.strip(), value.replace("!important", "").split()
+        if not values:
+            continue
+        if key == "margin":
+            top, bottom = values[0], values[2] if len(values) > 2 else values[0]
+        elif key == "margin-top":
+            top = values[0]
+        elif key == "margin-bottom":
+            bottom = values[0]
+    return bool(top and bottom) and all(_ZERO.fullmatch(v) for v in (top, bottom))
 
 
 def html_to_text(markup: str, defects: list[str]) -> str:

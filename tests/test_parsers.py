@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from parsers import HeaderTooLarge, Limits, ParsedMessage, ParseError, StructureTooDeep, parse
 from parsers.flowed import unflow
+from parsers.html import html_to_text
 from tests import parser_fixtures as hostile
 from tests import tnef_stream
 
@@ -419,3 +420,22 @@ def test_head_of_parses_to_the_same_header_as_the_message_cut_at_the_limit(data:
 
     assert fields(head_of(data)) == fields(data[:65536])
     assert len(head_of(data)) <= 65536
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        # Outlook on the web: the margins inline
+        ('<p style="margin-top:0;margin-bottom:0">Hi,</p>'
+         '<p style="margin-top:0px;margin-bottom:0px">the VPN drops.</p>',
+         "Hi,\nthe VPN drops.\n"),
+        ('<p style="margin:0cm">a</p><p style="margin: 0 0 0 36pt">b</p>', "a\nb\n"),
+        ('<p style="margin: 0 0 1em 0">a</p><p style="margin:0.5em">b</p>', "a\n\nb\n"),
+        ("<p>Thunderbird's</p><p>paragraphs</p>", "Thunderbird's\n\nparagraphs\n"),
+        # Word: a blank line is a paragraph holding only &nbsp;
+        ('<p class="MsoNormal">a<o:p></o:p></p><p class="MsoNormal"><o:p>&nbsp;</o:p></p>'
+         '<p class="MsoNormal">b</p><p class="MsoListParagraph">c</p>', "a\n\nb\nc\n"),
+    ],
+)  # fmt: skip
+def test_a_paragraph_without_margins_is_a_line(markup: str, text: str) -> None:
+    assert html_to_text(markup, []) == text

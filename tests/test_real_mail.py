@@ -22,6 +22,7 @@ import pytest
 
 from parsers import parse
 from parsers.detect import detect_codec
+from parsers.html import html_to_text
 from parsers.legacy_headers import decode_raw_headers
 from parsers.mime import iso2022jp_ms, parse_tree
 
@@ -458,3 +459,12 @@ def test_iso2022jp_as_outlook_writes_it() -> None:
     assert iso2022jp_ms(b"\x1b$B-!-j\x1b(B ok") == "①㈱ ok"  # NEC row 13 (CP50220)
     assert iso2022jp_ms(b"\x1b$B-\x1b(B") is None  # half a character: not ISO-2022-JP
     assert iso2022jp_ms("Grüße".encode()) is None
+
+
+def test_outlooks_html_reads_as_the_text_outlook_wrote_beside_it() -> None:
+    """Word's HTML draws every line as a <p class="MsoNormal"> without margins and a
+    blank line as one holding &nbsp;: an HTML-only mail must not turn each line into a
+    paragraph. Outlook's own text/plain alternative is the answer to compare with."""
+    tree = parse_tree((REAL / "outlook-forward-de.eml").read_bytes())
+    plain, markup = (p.get_payload(decode=True).decode("iso-8859-1") for p in tree.get_payload())
+    assert html_to_text(markup.replace("\r\n", "\n"), []) == plain.replace("\r\n", "\n")
