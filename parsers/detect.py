@@ -6,7 +6,8 @@ mislabelled mail really is); then what charset-normalizer recognises among the
 multi-byte charsets, which it tells apart reliably; else cp1251 or KOI8-R for
 text that is Cyrillic by its shape; else windows-1252, what clients assume (as
 WHATWG does). On a few bytes of Latin text charset-normalizer guesses wildly
-(cp857 for German), so no single-byte guess of it is taken.
+(cp857 for German), so no single-byte guess of it is taken, nor a multi-byte one
+that reads a few Latin letters as a couple of Han characters.
 """
 
 from __future__ import annotations
@@ -49,8 +50,23 @@ def detect_codec(raw: bytes) -> str:
             continue
         if codec == "cp932" and not _FULL_WIDTH.search(str(match)):
             continue  # only half-width katakana: 8-bit single-byte text, not Japanese
+        if not _mostly_wide(str(match)):
+            continue
         return codec
     return _cyrillic(raw) or "cp1252"
+
+
+_WIDE = re.compile(r"[^\x00-\u024f\s]")
+
+
+def _mostly_wide(text: str) -> bool:
+    """Whether a multi-byte reading is CJK text and not a few Latin letters paired up.
+
+    Four 8-bit letters in an English line ("äöüß ad asd") read as two Han characters
+    in Big5, and charset-normalizer takes that on so few bytes; CJK mail has more
+    of its own characters than that, or is made of little else."""
+    wide = len(_WIDE.findall(text))
+    return wide >= 8 or wide * 4 >= len(text) - sum(map(str.isspace, text))
 
 
 _HIGH = re.compile(rb"[\xc0-\xff]")

@@ -255,6 +255,11 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
     if codec is None:
         defects.append(f"unknown-charset:{_label(charset)}")
         return _detected(raw)
+    if codec == "ascii" and b"\x1b$" in raw:  # ISO-2022-JP sent without its label
+        text = iso2022jp_ms(raw)
+        if text is not None:
+            defects.append(f"charset-mismatch:{_label(charset)}")
+            return text
     if codec in _LATIN and not raw.isascii():
         try:
             text = raw.decode("utf-8")
@@ -311,8 +316,11 @@ def iso2022jp_ms(raw: bytes) -> str | None:
             mode = piece.lstrip(b"$") if piece.startswith(b"(") else b"$B"
             continue
         if mode == b"$B":
-            if len(piece) % 2 and piece.endswith((b"\n", b"\r")):
-                piece, tail = piece[:-1], piece[-1:]
+            # A line break ends two-byte mode: RFC 1468 wants ESC ( B before it, and
+            # mailers that leave it out are read as every mail client reads them.
+            ends = [k for k in (piece.find(b"\n"), piece.find(b"\r")) if k >= 0]
+            if ends:
+                piece, tail = piece[: min(ends)], piece[min(ends) :]
             else:
                 tail = b""
             if len(piece) % 2:

@@ -445,6 +445,8 @@ def test_html_only_reply_keeps_only_the_new_text(client: str) -> None:
         ("Принтер сломался, помогите", "cp1251", "cp1251"),  # Cyrillic by its shape
         ("Принтер сломался, помогите", "koi8_r", "koi8_r"),  # and by where lower case lies
         ("Привіт, принтер не працює", "cp1251", "cp1251"),
+        # four Latin letters in a row are two Han characters in Big5: not taken on so few
+        ("äöüß ad asd\r\n\r\n-Martin\r\n", "cp1252", "cp1252"),
     ],
 )
 def test_detect_codec(text: str, encoding: str, codec: str) -> None:
@@ -459,6 +461,17 @@ def test_iso2022jp_as_outlook_writes_it() -> None:
     assert iso2022jp_ms(b"\x1b$B-!-j\x1b(B ok") == "①㈱ ok"  # NEC row 13 (CP50220)
     assert iso2022jp_ms(b"\x1b$B-\x1b(B") is None  # half a character: not ISO-2022-JP
     assert iso2022jp_ms("Grüße".encode()) is None
+    # no ESC ( B before a line break (RFC 1468 wants one): the break ends two-byte mode
+    assert iso2022jp_ms(b"\x1b$B$3$l\n\x1b$BFs9TL\\\x1b(B") == "これ\n二行目"
+
+
+def test_iso2022jp_without_its_label_is_read_as_iso2022jp() -> None:
+    """7-bit, so it decodes as ASCII and would show its escape sequences."""
+    head = "From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n"
+    body = "プリンターが壊れました。\n山田"
+    p = parse(head.encode() + body.encode("iso2022_jp"))
+    assert p.text.rstrip("\n") == body and "\x1b" not in p.text
+    assert "charset-mismatch:none" in p.defects
 
 
 def test_outlooks_html_reads_as_the_text_outlook_wrote_beside_it() -> None:
