@@ -92,7 +92,6 @@ class Walk:
     returned: list[Message] = field(default_factory=list)  # headers of enclosed messages
     dsn: list[tuple[str, str, str]] = field(default_factory=list)  # (recipient, action, status)
     part_types: set[str] = field(default_factory=set)
-    related_cids: set[str] = field(default_factory=set)
     leaves: int = 0
     # The plain body a winmail.dat carried: the text only when the mail has no other.
     tnef_text: str | None = None
@@ -106,7 +105,6 @@ class Walk:
         self.returned.extend(other.returned)
         self.dsn.extend(other.dsn)
         self.part_types |= other.part_types
-        self.related_cids |= other.related_cids
         self.leaves = max(self.leaves, other.leaves)
         self.tnef_text = self.tnef_text or other.tnef_text
 
@@ -164,7 +162,7 @@ def _visit(
         elif ctype in ("message/delivery-status", "message/global-delivery-status"):
             acc.dsn.extend(delivery_status(part))
         acc.leaves += 1
-        acc.attachments.append(_attachment(part, ctype, acc.leaves, False, defects, acc))
+        acc.attachments.append(_attachment(part, ctype, acc.leaves, False, defects))
         return
     if ctype.startswith("message/") and isinstance(payload, list):
         for inner in payload:  # forwarded or returned message
@@ -202,7 +200,7 @@ def _visit(
         return
     if _tnef(part, ctype, acc, defects):
         return
-    acc.attachments.append(_attachment(part, ctype, acc.leaves, in_related, defects, acc))
+    acc.attachments.append(_attachment(part, ctype, acc.leaves, in_related, defects))
 
 
 def _tnef(part: Message, ctype: str, acc: Walk, defects: list[str]) -> bool:
@@ -349,12 +347,12 @@ def _is_flowed(part: Message) -> bool:
 
 
 def _attachment(
-    part: Message, ctype: str, index: int, in_related: bool, defects: list[str], acc: Walk
+    part: Message, ctype: str, index: int, in_related: bool, defects: list[str]
 ) -> Attachment:
+    """A part that is not a body. Inline as its headers say; the HTML, once read, has the
+    last word for a part with a Content-ID (``parsers.core``)."""
     data = _decoded(part, defects)
     cid = _content_id(part)
-    if cid and in_related:
-        acc.related_cids.add(cid)
     disposition = (part.get_content_disposition() or "").lower()
     return _made(
         _filename(part, ctype, index, defects),

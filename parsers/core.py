@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from email.message import Message
+from urllib.parse import unquote
 
 from parsers.addresses import normalise_msg_id, parse_address, parse_address_list, split_list
 from parsers.autoreply import classify
@@ -75,7 +76,8 @@ def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
             html_reply = sanitise(stripped)
     attachments = found.attachments
     if found.html is not None and any(a.content_id for a in attachments):
-        attachments = [_mark_referenced(a, found.html) for a in attachments]
+        shown = {unquote(c).lower() for c in _CID_URL.findall(found.html)}
+        attachments = [_as_shown(a, shown) for a in attachments]
     return _assemble(
         msg,
         defects,
@@ -89,11 +91,18 @@ def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
     )
 
 
-def _mark_referenced(att: Attachment, html: str) -> Attachment:
-    """A part whose Content-ID the HTML shows (cid:) is inline even outside multipart/related."""
-    if att.inline or not att.content_id or f"cid:{att.content_id}" not in html:
-        return att
-    return replace(att, inline=True)
+# A cid: URL (RFC 2392) in the HTML: the Content-ID it shows, URL-encoded.
+_CID_URL = re.compile(r"\bcid:([^\s\"'<>()]+)", re.IGNORECASE)
+
+
+def _as_shown(att: Attachment, shown: set[str]) -> Attachment:
+    """A part with a Content-ID is inline when the HTML shows it (cid:), and only then.
+
+    Outside multipart/related too; and a part inside it that the HTML never shows (an
+    Apple Mail attachment with a Content-ID, a sender's image whose cid the HTML does not
+    name) is a file to list and send on as one, or the agents' mail clients hide it."""
+    inline = att.content_id is not None and att.content_id.lower() in shown
+    return att if att.inline == inline else replace(att, inline=inline)
 
 
 def _assemble(

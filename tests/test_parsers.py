@@ -439,3 +439,40 @@ def test_head_of_parses_to_the_same_header_as_the_message_cut_at_the_limit(data:
 )  # fmt: skip
 def test_a_paragraph_without_margins_is_a_line(markup: str, text: str) -> None:
     assert html_to_text(markup, []) == text
+
+
+def _related(html: str, *parts: str) -> bytes:
+    head = (
+        "From: a@b.test\r\nTo: s@acme.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/related; boundary="r"\r\n\r\n'
+        f"--r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+    )
+    return (head + "".join(f"--r\r\n{p}\r\n" for p in parts) + "--r--\r\n").encode()
+
+
+def _image(name: str, cid: str, disposition: str = "") -> str:
+    return (
+        f'Content-Type: image/jpeg; name="{name}"\r\nContent-ID: <{cid}>\r\n{disposition}'
+        "Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"
+    )
+
+
+def test_a_part_with_a_content_id_is_inline_only_when_the_html_shows_it() -> None:
+    """Apple Mail gives attachments a Content-ID inside multipart/related; a sender's
+    image may carry a cid its HTML does not name. Sent on as inline, an unshown part is
+    hidden by the agents' mail clients: it is a file."""
+    p = parse(
+        _related(
+            '<p>See <img src="CID:logo%40acme">.</p>',
+            _image("logo.jpg", "logo@acme"),  # shown: the URL's case and %-encoding aside
+            _image("photo.jpg", "photo@home", "Content-Disposition: attachment\r\n"),
+            _image("scan.jpg", "scan@home"),  # named by no cid: URL
+            _image("sig.jpg", "sig@home", "Content-Disposition: inline\r\n"),
+        )
+    )
+    assert [(a.filename, a.inline) for a in p.attachments] == [
+        ("logo.jpg", True),
+        ("photo.jpg", False),
+        ("scan.jpg", False),
+        ("sig.jpg", False),
+    ]
