@@ -54,6 +54,7 @@ _CTE = {
     "uue",
     "x-uue",
 }
+_UUENCODE = {"x-uuencode", "uuencode", "uue", "x-uue"}
 _EXT = {
     "application/pdf": ".pdf",
     "image/png": ".png",
@@ -306,6 +307,11 @@ def _decoded(part: Message, defects: list[str]) -> bytes:
     cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
     if cte not in _CTE:
         defects.append("unknown-cte")
+    if cte in _UUENCODE and isinstance(part.get_payload(), str):
+        data = uuencoded.body(part.get_payload())
+        if data is not None:
+            return data
+        defects.append("bad-transfer-encoding")
     try:
         data = decoded_payload(part)
     except Exception:  # uu decoding and friends can still raise
@@ -390,7 +396,7 @@ def _content_id(part: Message) -> str | None:
 def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
     """Display name only: decoded, path components and control characters removed."""
     try:
-        name = part.get_filename()
+        name = _rfc2231_name(part, defects) or part.get_filename()
     except Exception:  # malformed RFC 2231 continuations
         defects.append("bad-filename")
         name = None
@@ -401,6 +407,20 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
         if shown:
             return shown
     return f"part-{index}{_EXT.get(ctype, '.bin')}"
+
+
+def _rfc2231_name(part: Message, defects: list[str]) -> str | None:
+    """An RFC 2231 name (``filename*=``) read as ``decode_bytes`` reads a body, so a wrong
+    label reads as its writer meant: ``us-ascii''W%F6lbung`` (some mailers label every
+    name so) got U+FFFD for each 8-bit byte from the stdlib, and UTF-8 bytes labelled
+    Latin-1 came out as "Ã¼". None for a name that is not one (``get_filename`` reads it)."""
+    raw = part.get_param("filename", None, "content-disposition")
+    if raw is None:
+        raw = part.get_param("name", None)
+    if not isinstance(raw, tuple):
+        return None
+    charset, _, value = raw
+    return decode_bytes(value.encode("raw-unicode-escape"), charset or "us-ascii", defects)
 
 
 def _display_name(name: str) -> str:

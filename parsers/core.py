@@ -60,7 +60,7 @@ def parse(data: bytes, *, limits: Limits | None = None) -> ParsedMessage:
 
 
 def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
-    msg = parse_tree(_skip_leading_junk(data, defects))
+    msg = parse_tree(_indent_stray_lines(_skip_leading_junk(data, defects), defects))
     mend(msg, defects, limits, len(data))
     decode_raw_headers(msg, defects)
     if not msg.keys() and not str(msg.get_payload() or "").strip():
@@ -206,6 +206,45 @@ _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 _KNOWN = re.compile(
     rb"^(?:from|to|subject|date|received|return-path|message-id|mime-version):", re.IGNORECASE
 )
+
+
+# In a header: a line that is no field, no continuation and not the blank line after.
+_STRAY = re.compile(rb"\n(?![ \t]|[!-9;-~]+:|\r?\n|\r?$)")
+_FIELD_NEXT = re.compile(
+    rb"^(?:from|to|cc|subject|date|received|return-path|message-id|mime-version|reply-to"
+    rb"|delivered-to|content-[a-z-]+|x-[a-z0-9-]+|dkim-signature|arc-[a-z-]+"
+    rb"|authentication-results|in-reply-to|references):",
+    re.IGNORECASE,
+)
+
+
+def _indent_stray_lines(data: bytes, defects: list[str]) -> bytes:
+    """Read a field's unindented next line as its continuation, when fields follow it.
+
+    PHP mailers and spam filters wrap a long field (``Received: from x`` then ``by y
+    with ESMTP``) without indenting; the stdlib ends the header at such a line, and
+    sender, subject and the body's type become body text. A line with no field after
+    it within five lines is where the body begins (a header without its blank line):
+    the rest is left as it is.
+    """
+    blank = re.search(rb"\n\r?\n", data)
+    end = blank.start() if blank else min(len(data), 65536)
+    if _STRAY.search(data, 0, end) is None:  # nearly all mail: one C-level scan
+        return data
+    lines = data[:end].split(b"\n")
+    fixed = 0
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if line[:1] in (b" ", b"\t") or _HEADER_LINE.match(line) or not line.strip():
+            continue
+        if not any(_FIELD_NEXT.match(x) for x in lines[i + 1 : i + 6]):
+            break
+        lines[i] = b" " + line
+        fixed += 1
+    if not fixed:
+        return data
+    defects.append("header-line-not-indented")
+    return b"\n".join(lines) + data[end:]
 
 
 def _skip_leading_junk(data: bytes, defects: list[str]) -> bytes:

@@ -57,7 +57,7 @@ KEYWORD_HINTS = (
 # Separators alone on a line: "-----Original Message-----" and its translations.
 SEPARATOR = re.compile(
     r"^\s*(?:-{2,}|_{2,}|={2,}|─{2,})?\s*(?:"
-    r"Original\s+Message|Original-?Nachricht|Ursprüngliche\s+Nachricht|Message\s+d'origine"
+    r"Original\s+Message|Original[-\s]?Nachricht|Ursprüngliche\s+Nachricht|Message\s+d'origine"
     r"|Mensaje\s+original|Oorspronkelijk\s+bericht|Messaggio\s+originale"
     r"|Mensagem\s+original|Ursprungligt\s+meddelande|Original\s+meddelelse"
     r"|Opprinnelig\s+melding|Wiadomość\s+oryginalna|Исходное\s+сообщение"

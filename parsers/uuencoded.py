@@ -16,7 +16,7 @@ from __future__ import annotations
 import binascii
 import re
 
-__all__ = ["MAX_FILES", "split"]
+__all__ = ["MAX_FILES", "body", "split"]
 
 MAX_FILES = 100  # blocks taken from one text; past that the rest stays text
 
@@ -46,6 +46,25 @@ def split(text: str) -> tuple[str, list[tuple[str, bytes]]]:
         return text, []
     kept.append(text[pos:])
     return "".join(kept), files
+
+
+def body(text: str) -> bytes | None:
+    """The bytes of a part sent ``Content-Transfer-Encoding: x-uuencode``, or None unless
+    every line decodes. Some mailers write the ``begin`` and ``end`` lines around the data,
+    others (Outlook Express for some files) the data alone, which the stdlib passes
+    through undecoded: the agent got the encoded text as the file."""
+    lines = text.replace("\r\n", "\n").strip("\n").split("\n")
+    if lines and _BEGIN.match(lines[0] + "\n"):
+        lines = lines[1:]
+    if lines and lines[-1].rstrip() == "end":
+        lines = lines[:-1]
+    out = bytearray()
+    for line in lines:
+        data = _uu_line(line)
+        if data is None:
+            return None
+        out += data
+    return bytes(out)
 
 
 def _block(text: str, start: int, b64: bool) -> tuple[bytes, int] | None:

@@ -476,3 +476,44 @@ def test_a_part_with_a_content_id_is_inline_only_when_the_html_shows_it() -> Non
         ("scan.jpg", False),
         ("sig.jpg", False),
     ]
+
+
+def _mixed(*parts: str) -> bytes:
+    head = (
+        "From: a@b.test\r\nTo: s@acme.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n'
+        "\r\nSee the file.\r\n"
+    )
+    return (head + "".join(f"--m\r\n{p}\r\n" for p in parts) + "--m--\r\n").encode("latin-1")
+
+
+@pytest.mark.parametrize("begin", ["begin 644 hello.txt\r\n", ""])
+def test_an_x_uuencode_part_is_decoded_with_or_without_its_begin_line(begin: str) -> None:
+    """Without ``begin``/``end`` the stdlib passed the encoded text through as the file."""
+    end = "`\r\nend\r\n" if begin else ""
+    p = parse(
+        _mixed(
+            'Content-Type: application/octet-stream; name="hello.txt"\r\n'
+            f"Content-Transfer-Encoding: x-uuencode\r\n\r\n{begin},2&5L;&\\@6F%M;6%D\r\n{end}"
+        )
+    )
+    assert [(a.filename, a.data) for a in p.attachments] == [("hello.txt", b"Hello Zammad")]
+
+
+@pytest.mark.parametrize(
+    ("param", "name"),
+    [
+        ("filename*=us-ascii''W%F6lbung.jpg", "Wölbung.jpg"),  # 8-bit under an ASCII label
+        ("filename*=iso-8859-1''%C3%BCbersicht.pdf", "übersicht.pdf"),  # UTF-8 labelled Latin-1
+        ("filename*=utf-8''%E8%AB%8B%E6%B1%82.pdf", "請求.pdf"),
+        ("filename*0*=utf-8''%C3%A9t; filename*1=\"%C3%A9.pdf\"", "ét%C3%A9.pdf"),  # *1 not encoded
+    ],
+)
+def test_an_rfc2231_file_name_is_read_as_its_writer_meant(param: str, name: str) -> None:
+    p = parse(
+        _mixed(
+            f"Content-Type: image/jpeg\r\nContent-Disposition: attachment; {param}\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"
+        )
+    )
+    assert [a.filename for a in p.attachments] == [name]

@@ -247,6 +247,16 @@ EXPECT: dict[str, dict[str, Any]] = {
         "text": ["Can you take it?", "charged twice for invoice 2026-118"],
         "html": ["Can you take it?", "charged twice for invoice 2026-118"],
     },
+    # A PHP form's mail through a spam filter: fields wrapped without indenting the next
+    # line. The stdlib ends the header at "by mx..."; sender and subject were lost.
+    "header-unindented-continuation.eml": {
+        "from": "formular@client.test",
+        "name": "Webformular",
+        "subject": "Kontaktformular: tiskarna",
+        "text": ["Dobrý den, tiskárna ve třetím patře tiskne jen prázdné stránky."],
+        "not_text": ["by mx.client.test", "Content-Type"],
+        "defects": {"header-line-not-indented"},
+    },
     "attached-message.eml": {
         "html": None,
         "text": ["See the attached offer.", "Our offer: 3 printers."],
