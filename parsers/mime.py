@@ -152,8 +152,11 @@ _FORBIDDEN = {
     "oem",
     "utf_7_imap",
 }
-# Where a label is routinely used for its superset, retry with the superset
-# before giving up (WHATWG does the same for latin-1 and Shift_JIS).
+# Where a label is routinely used for its superset, decode with the superset first
+# and with the label's own codec only when that fails, as WHATWG decodes these labels
+# (browsers and webmail do): latin-1's 0x80-0x9F are Windows' quotes, dashes and the
+# euro sign, not C1 controls; GB2312's A1AA is the em dash "——" (gb2312: U+2015),
+# Shift_JIS's 8160 the wave dash Windows writes (U+FF5E).
 _SUPERSET = {
     "ascii": "utf-8",
     "latin_1": "cp1252",
@@ -268,6 +271,12 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
         else:
             defects.append(f"charset-mismatch:{_label(charset)}")
             return text
+    alt = _SUPERSET.get(codec)
+    if alt and not raw.isascii():
+        try:  # first: where the two differ, the superset is what the writer's system meant
+            return raw.decode(alt)
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode(codec)
     except UnicodeDecodeError:
@@ -275,12 +284,6 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
     except Exception:  # a codec's own bug must not stop parsing
         defects.append(f"unknown-charset:{_label(charset)}")
         return _detected(raw)
-    alt = _SUPERSET.get(codec)
-    if alt:
-        try:
-            return raw.decode(alt)
-        except UnicodeDecodeError:
-            pass
     if codec.startswith("iso2022_jp"):
         text = iso2022jp_ms(raw)
         if text is not None:

@@ -24,7 +24,7 @@ from parsers import parse
 from parsers.detect import detect_codec
 from parsers.html import html_to_text
 from parsers.legacy_headers import decode_raw_headers
-from parsers.mime import iso2022jp_ms, parse_tree
+from parsers.mime import decode_bytes, iso2022jp_ms, parse_tree
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real"
 
@@ -491,3 +491,20 @@ def test_outlooks_html_reads_as_the_text_outlook_wrote_beside_it() -> None:
     tree = parse_tree((REAL / "outlook-forward-de.eml").read_bytes())
     plain, markup = (p.get_payload(decode=True).decode("iso-8859-1") for p in tree.get_payload())
     assert html_to_text(markup.replace("\r\n", "\n"), []) == plain.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize(
+    ("raw", "label", "text"),
+    [
+        (b"\xc3\xc0\xb9\xfa\xa1\xaa\xa1\xaa50", "gb2312", "美国——50"),  # em dash, not U+2015
+        (b"\x93Hi\x94 \x80 5", "iso-8859-1", "“Hi” € 5"),  # Windows' bytes, not C1 controls
+        (b"\x82\xa0\x81\x60", "shift_jis", "あ～"),  # the wave dash Windows writes
+        (b"caf\xe9 \x81", "iso-8859-1", "café \x81"),  # not windows-1252: the label's own
+    ],
+)
+def test_a_label_is_read_as_its_superset_first(raw: bytes, label: str, text: str) -> None:
+    """As WHATWG decodes these labels, and so the browsers and webmail the mail was
+    written in: where the two differ, the writer's system meant the superset."""
+    defects: list[str] = []
+    assert decode_bytes(raw, label, defects) == text
+    assert defects == []
