@@ -65,14 +65,29 @@ def _header_codec(raw: bytes, msg: Message) -> str:
             return "utf_8"
         except UnicodeDecodeError:
             pass
+    single: str | None = None
     for part in msg.walk():
         label = part.get_param("charset")
         codec = codec_name(label if isinstance(label, str) else None)
         if codec and codec not in ("ascii", "utf_8"):
             codec = superset(codec)
+            if _SINGLE_BYTE.match(codec):
+                single = single or codec
+                continue
             try:
                 raw.decode(codec)
                 return codec
             except (UnicodeDecodeError, LookupError):
                 continue
-    return detect_codec(raw)
+    detected = detect_codec(raw)
+    if single is None or detected not in _SINGLE_BYTE_GUESSES:
+        return detected
+    return single
+
+
+# A single-byte label decodes any bytes, so it is no evidence against the multi-byte
+# charset detection finds: a filter's report part in iso-8859-1 around a Chinese mail
+# whose raw GBK subject read as Latin-1 was "×ª·¢£º". Only detection's own single-byte
+# fallbacks give way to such a label.
+_SINGLE_BYTE = re.compile(r"^(?:latin_1|iso8859_\d+|cp125\d|cp874|koi8_[a-z]+|mac_[a-z]+)$")
+_SINGLE_BYTE_GUESSES = {"cp1252", "cp1251", "koi8_r"}

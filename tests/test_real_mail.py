@@ -412,6 +412,27 @@ def test_header_charset_without_a_hint_from_the_body(raw: bytes, expected: str) 
     assert defects == ["header-8bit-not-utf8"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "label", "expected"),
+    [
+        ("转发：整体提升企业服务水平".encode("gbk"), "iso-8859-1", "转发：整体提升企业服务水平"),
+        ("Jürgen Müller, Büro".encode("latin-1"), "iso-8859-1", "Jürgen Müller, Büro"),
+        ("Привет, принтер".encode("koi8_r"), "koi8-r", "Привет, принтер"),
+    ],
+)
+def test_a_single_byte_label_gives_way_to_a_multi_byte_header(
+    raw: bytes, label: str, expected: str
+) -> None:
+    """A Latin-1 label decodes any bytes (a spam filter's report part around a Chinese
+    mail): detection's multi-byte finding wins over it, its own single-byte guess not."""
+    msg = parse_tree(
+        b"Subject: " + raw + b'\nContent-Type: multipart/mixed; boundary="b"\n\n--b\n'
+        b"Content-Type: text/plain; charset=" + label.encode() + b"\n\nx\n--b--\n"
+    )
+    decode_raw_headers(msg, [])
+    assert msg["Subject"] == expected
+
+
 _HTML_REPLIES = {
     # Gmail: the attribution in div.gmail_attr (with U+202F before AM), the quote a blockquote.
     "gmail": '<div dir="ltr">Serial is XK-4471-B</div><br><div class="gmail_quote">'
