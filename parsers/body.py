@@ -275,12 +275,25 @@ def _alternative(
 
 
 def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment:
-    """An enclosed message as one .eml attachment, its bytes as the parser read them."""
+    """An enclosed message as one .eml attachment, its bytes as the parser read them.
+
+    Without a file name of its own it is named by its subject, as Thunderbird, Outlook
+    and Apple Mail name it ("Invoice 118.eml"), not "part-4.eml"."""
     try:
         data = inner.as_bytes()
     except Exception:  # a header the generator cannot write back: keep what it can
         data = str(inner).encode("utf-8", "surrogateescape")
-    return _made(name or f"part-{index}.eml", "message/rfc822", data)
+    if name is None or name == f"part-{index}.eml":
+        name = _subject_name(inner) or f"part-{index}.eml"
+    return _made(name, "message/rfc822", data)
+
+
+def _subject_name(inner: Message) -> str:
+    from parsers.mime import header_text
+
+    subject = decode_words(header_text(inner.get("Subject"), []), [])
+    subject = " ".join(subject.replace("/", "-").replace("\\", "-").split())[:120].strip(". ")
+    return f"{_display_name(subject)}.eml" if _display_name(subject) else ""
 
 
 def _forward_header(inner: Message, defects: list[str]) -> str:

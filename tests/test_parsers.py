@@ -517,3 +517,20 @@ def test_an_rfc2231_file_name_is_read_as_its_writer_meant(param: str, name: str)
         )
     )
     assert [a.filename for a in p.attachments] == [name]
+
+
+@pytest.mark.parametrize(
+    ("head", "name"),
+    [
+        ("", "Invoice 118-2026 =- paid.eml"),  # its subject, a path's slashes made dashes
+        ('; filename="original.eml"', "original.eml"),  # a name of its own first
+    ],
+)
+def test_an_attached_message_is_named_by_its_subject(head: str, name: str) -> None:
+    p = parse(
+        _mixed(
+            f"Content-Type: message/rfc822\r\nContent-Disposition: attachment{head}\r\n\r\n"
+            "From: c@d.test\r\nSubject: =?utf-8?q?Invoice_118/2026_=3D/_paid?=\r\n\r\nold\r\n"
+        )
+    )
+    assert [a.filename for a in p.attachments] == [name]

@@ -128,7 +128,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "not_text": ["We fixed the printer", "Reporting-MTA"],
         "attachments": [
             ("part-2.txt", "message/delivery-status"),
-            ("part-5.eml", "message/rfc822"),
+            ("Re: [ACME-7] Printer.eml", "message/rfc822"),  # named by its subject
         ],
     },
     "bounce-exchange.eml": {  # Exchange Online's NDR: its own HTML, the returned headers only
@@ -150,7 +150,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "attachments": [
             ("icon.png", "image/png"),
             ("part-4.txt", "message/delivery-status"),
-            ("part-7.eml", "message/rfc822"),
+            ("[ACME-9] Login.eml", "message/rfc822"),
         ],
     },
     "mdn-read-receipt.eml": {  # Thunderbird's read receipt: a robot's mail, no answer
