@@ -43,14 +43,31 @@ def read_reply(text: str, *, forward: bool = False) -> tuple[str, bool]:
     cut, forward_at = _history_start(lines)
     if forward and forward_at is None and cut < len(lines):
         cut, forward_at = len(lines), cut
-    return _reply(lines, cut, forward_at) or text.strip(), forward_at is not None
+    reply = _reply(lines, cut, forward_at)
+    if not reply and forward_at is None:
+        reply = _below_quote(lines, cut)
+    return reply or text.strip(), forward_at is not None
+
+
+def _below_quote(lines: list[str], cut: int) -> str:
+    """A reply written below the quote it answers (bottom-posting, as Thunderbird users
+    and mailing lists write): an attribution at the top, its ``>`` lines, then the new
+    text. Read as the interleaved reply it is: without the quote and the attribution;
+    "" when the history is not an attribution over ``>`` lines or nothing follows it."""
+    for q in range(cut, min(cut + 5, len(lines))):  # the attribution's lines, a blank
+        if lines[q].lstrip().startswith(">"):
+            break
+    else:
+        return ""
+    below = lines[q:]
+    return _reply(below, len(below), None)
 
 
 def _reply(lines: list[str], cut: int, forward: int | None) -> str:
     head = lines[: cut if forward is None else forward]
     forwarded = lines[forward:] if forward is not None else []
     if ">" in "\n".join(head):  # one C-level scan instead of a strip per line
-        head = [ln for ln in head if not ln.lstrip().startswith(">")]
+        head = _unquoted(head)
     for i, ln in enumerate(head):
         if qm.SIGNATURE.match(ln) and any(x.strip() for x in head[:i]):
             head = head[:i]
@@ -61,6 +78,20 @@ def _reply(lines: list[str], cut: int, forward: int | None) -> str:
         _trim(head)
     kept = [*head, "", *forwarded] if head and forwarded else head + forwarded
     return "\n".join(ln.rstrip() for ln in kept).strip()
+
+
+def _unquoted(lines: list[str]) -> list[str]:
+    """``lines`` without the ``>`` lines a reply answers between, and without the second
+    of the two blank lines that stood around such a quote."""
+    kept: list[str] = []
+    dropped = False
+    for ln in lines:
+        if ln.lstrip().startswith(">"):
+            dropped = True
+        elif ln.strip() or not (dropped and kept and not kept[-1].strip()):
+            kept.append(ln)
+            dropped = dropped and not ln.strip()
+    return kept
 
 
 def _trim(lines: list[str]) -> None:
