@@ -419,7 +419,15 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
         shown = _display_name(decode_words(header_text(name, defects), defects))
         if shown:
             return shown
-    return f"part-{index}{_EXT.get(ctype, '.bin')}"
+    ext = _EXT.get(ctype, ".bin")
+    described = part.get("Content-Description") if ctype != "message/rfc822" else None
+    if described is not None:  # Postfix's "Delivery report": a name to show, as Zammad does
+        from parsers.mime import header_text
+
+        shown = _display_name(" ".join(decode_words(header_text(described, []), []).split()))
+        if shown and len(shown) <= 80:
+            return shown if shown.lower().endswith(ext) else f"{shown}{ext}"
+    return f"part-{index}{ext}"
 
 
 def _rfc2231_name(part: Message, defects: list[str]) -> str | None:

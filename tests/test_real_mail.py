@@ -127,7 +127,7 @@ EXPECT: dict[str, dict[str, Any]] = {
         "text": ["could not\nbe delivered", "550 5.1.1 User unknown"],
         "not_text": ["We fixed the printer", "Reporting-MTA"],
         "attachments": [
-            ("part-2.txt", "message/delivery-status"),
+            ("Delivery report.txt", "message/delivery-status"),  # its Content-Description
             ("Re: [ACME-7] Printer.eml", "message/rfc822"),  # named by its subject
         ],
     },
