@@ -76,6 +76,7 @@ _BROKEN_AS_TEXT = 256 * 1024
 # own table, not the machine's /etc/mime.types, so every machine reads mail the same.
 _TYPES = mimetypes.MimeTypes(filenames=())
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_BREAKS = re.compile(r"[\t\r\n]+")
 _DRIVE = re.compile(r"^[A-Za-z]:")  # "C:" left of a Windows path
 _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]{1,40})", re.I)
 
@@ -267,11 +268,29 @@ def _alternative(
         acc.leaves = sub.leaves
         subs.append(sub)
     chosen = next((s for s in subs if any(k == "plain" for k, _ in s.texts)), None)
+    rich = next((s for s in subs if s.html is not None), None)  # one rendering of the HTML
+    if chosen is not None and rich is not None and rich is not chosen and _stub(chosen):
+        chosen = rich  # the plain part only says to read the HTML: the HTML is the text
     if chosen is None:
         chosen = next((s for s in subs if s.texts), None)
-    rich = next((s for s in subs if s.html is not None), None)  # one rendering of the HTML
     for sub in subs:
         acc.absorb(sub, texts=sub is chosen, html=sub is rich)
+
+
+# What mailers put in the plain part of a mail written in HTML: "This is an HTML
+# message. Please use an HTML capable mail program", "view this newsletter in your
+# browser". Read only in a short plain part beside an HTML one.
+_STUB = re.compile(
+    r"HTML[- ](?:capable|compatible|enabled|fähig)|\bHTML[- ](?:message|newsletter|e-?mail)\b"
+    r"|(?:not|n't)\s+(?:support|display|show)\w*\s+HTML|(?:could|can)\s+be\s+(?:read|viewed)\s+here"
+    r"|in\s+(?:your|a|einem|ihrem)\s+(?:web\s*)?browser|\bweb\s*version\b",
+    re.IGNORECASE,
+)
+
+
+def _stub(sub: Walk) -> bool:
+    plain = "\n".join(t for k, t in sub.texts if k == "plain")
+    return len(plain) < 400 and _STUB.search(plain) is not None
 
 
 def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment:
@@ -445,7 +464,8 @@ def _rfc2231_name(part: Message, defects: list[str]) -> str | None:
 
 
 def _display_name(name: str) -> str:
-    """A file name as written, to show: control characters and any path left out."""
-    name = _UNSAFE.sub("", name).replace("\\", "/").rsplit("/", 1)[-1]
+    """A file name as written, to show: control characters and any path left out; a line
+    break (a name wrapped inside its encoded word) a space, so words do not run together."""
+    name = _UNSAFE.sub("", _BREAKS.sub(" ", name)).replace("\\", "/").rsplit("/", 1)[-1]
     name = _DRIVE.sub("", name).strip()
     return name[:255] if name.strip(".") else ""

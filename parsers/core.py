@@ -223,8 +223,9 @@ def _indent_stray_lines(data: bytes, defects: list[str]) -> bytes:
 
     PHP mailers and spam filters wrap a long field (``Received: from x`` then ``by y
     with ESMTP``) without indenting; the stdlib ends the header at such a line, and
-    sender, subject and the body's type become body text. A line with no field after
-    it within five lines is where the body begins (a header without its blank line):
+    sender, subject and the body's type become body text. A line that no known field
+    follows (before a blank line, within 24 lines: a DKIM signature's wrapped value
+    runs to a dozen) is where the body begins, in a header without its blank line:
     the rest is left as it is.
     """
     blank = re.search(rb"\n\r?\n", data)
@@ -237,7 +238,7 @@ def _indent_stray_lines(data: bytes, defects: list[str]) -> bytes:
         line = lines[i]
         if line[:1] in (b" ", b"\t") or _HEADER_LINE.match(line) or not line.strip():
             continue
-        if not any(_FIELD_NEXT.match(x) for x in lines[i + 1 : i + 6]):
+        if not _field_follows(lines, i + 1):
             break
         lines[i] = b" " + line
         fixed += 1
@@ -245,6 +246,15 @@ def _indent_stray_lines(data: bytes, defects: list[str]) -> bytes:
         return data
     defects.append("header-line-not-indented")
     return b"\n".join(lines) + data[end:]
+
+
+def _field_follows(lines: list[bytes], start: int) -> bool:
+    for line in lines[start : start + 24]:
+        if not line.strip():
+            return False
+        if _FIELD_NEXT.match(line):
+            return True
+    return False
 
 
 def _skip_leading_junk(data: bytes, defects: list[str]) -> bytes:

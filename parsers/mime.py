@@ -239,7 +239,9 @@ def codec_name(charset: str | None) -> str | None:
         if not getattr(info, "_is_text_encoding", True) or name in _FORBIDDEN:
             name = None
     except (LookupError, ValueError, TypeError):
-        name = None
+        # "x-mac-cyrillic", "x-gbk": an unregistered x- label for a charset Python
+        # knows by its plain name
+        name = codec_name(key[2:]) if key.startswith("x-") and len(key) > 2 else None
     if len(_codec_cache) < 512:
         _codec_cache[key] = name
     return name
@@ -289,7 +291,24 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
         if text is not None:
             return text
     defects.append(f"charset-mismatch:{_label(charset)}")
+    if codec in _JAPANESE_LABELS:  # a Japanese label on another Japanese encoding's bytes
+        for other in ("utf_8", "euc_jp", "cp932"):
+            try:
+                text = raw.decode(other)
+            except UnicodeDecodeError:
+                continue
+            if _KANA.search(text):
+                return text
     return _detected(raw)
+
+
+# Japanese mail labelled with one Japanese charset and written in another (an
+# "ISO-2022-JP" label on EUC-JP or Shift_JIS bytes) is read as Japanese before
+# detection, which on a few lines may read EUC-JP as Chinese. Kana is the proof.
+_JAPANESE_LABELS = {"iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004",
+                    "iso2022_jp_3", "iso2022_jp_ext", "shift_jis", "cp932", "euc_jp",
+                    "euc_jis_2004", "shift_jis_2004"}  # fmt: skip
+_KANA = re.compile(r"[\u3041-\u3096\u30a1-\u30fa]")
 
 
 _ISO2022 = re.compile(rb"\x1b(\$@|\$B|\(B|\(J|\(I)")

@@ -534,3 +534,67 @@ def test_an_attached_message_is_named_by_its_subject(head: str, name: str) -> No
         )
     )
     assert [a.filename for a in p.attachments] == [name]
+
+
+def test_a_long_field_wrapped_without_indent_stays_in_the_header() -> None:
+    """A list archive's copy: a DKIM signature's value wrapped over a dozen unindented
+    lines, the fields after it. The body starts at the blank line, as clients read it."""
+    signature = "\r\n".join(
+        ["DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;", "d=gmail.com; s=20120113;"]
+        + [f"b={'A' * 60}{i}" for i in range(10)]
+    )
+    raw = (
+        f"Return-Path: <a@b.test>\r\n{signature}\r\nMIME-Version: 1.0\r\n"
+        "From: Ferenc <ferenc@b.test>\r\nSubject: Re: [RFC] constructors\r\n"
+        "Content-Type: text/plain\r\n\r\n+1 from me.\r\n"
+    ).encode()
+    p = parse(raw)
+    assert (p.from_addr, p.subject, p.text.strip()) == (
+        "ferenc@b.test",
+        "Re: [RFC] constructors",
+        "+1 from me.",
+    )
+    assert "header-line-not-indented" in p.defects
+
+
+def test_a_header_without_its_blank_line_keeps_its_body() -> None:
+    """A line no field follows is where the body starts: it is not folded into the header."""
+    p = parse(b"From: a@b.test\r\nSubject: hi\r\nHello,\r\nthe printer jams.\r\n")
+    assert p.subject == "hi" and "the printer jams." in p.text
+
+
+def test_a_file_name_wrapped_in_its_encoded_word_keeps_its_words_apart() -> None:
+    word = "=?UTF-8?b?S29udG91dHNrcmlmdCBmb3IgMTUwNi4xNC45MDQ2NgpCZWRyaWZ0c2tvbnRvLnBkZg==?="
+    p = parse(
+        _mixed(
+            f'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="{word}"'
+            "\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK"
+        )
+    )
+    assert [a.filename for a in p.attachments] == [
+        "Kontoutskrift for 1506.14.90466 Bedriftskonto.pdf"
+    ]
+
+
+def _alternative_mail(plain: str, html: str) -> bytes:
+    return (
+        "From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="a"\r\n\r\n'
+        f"--a\r\nContent-Type: text/plain\r\n\r\n{plain}\r\n"
+        f"--a\r\nContent-Type: text/html\r\n\r\n{html}\r\n--a--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("plain", "shown"),
+    [
+        ("This is an HTML message. Please use an HTML capable mail program to read it.", True),
+        ("Your mail program cannot display HTML: view this e-mail in your browser.", True),
+        ("HTML newsletter could be read here: http://news.example.test/42", True),
+        ("The printer jams on every second page.", False),  # a plain part of its own
+    ],
+)
+def test_a_plain_part_that_only_points_to_the_html_gives_way_to_it(plain: str, shown: bool) -> None:
+    p = parse(_alternative_mail(plain, "<p>Hello Anna,</p><p>the part ships <b>Monday</b>.</p>"))
+    assert ("the part ships Monday." in p.text) is shown
+    assert (plain in p.text) is not shown

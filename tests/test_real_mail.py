@@ -529,3 +529,25 @@ def test_a_label_is_read_as_its_superset_first(raw: bytes, label: str, text: str
     defects: list[str] = []
     assert decode_bytes(raw, label, defects) == text
     assert defects == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "label", "text"),
+    [
+        (
+            "在庫データを添付いたします。".encode("euc_jp"),
+            "iso-2022-jp",
+            "在庫データを添付いたします。",
+        ),
+        (
+            "在庫データを添付いたします。".encode("cp932"),
+            "iso-2022-jp",
+            "在庫データを添付いたします。",
+        ),
+        ("Уважаемый коллега".encode("mac_cyrillic"), "x-mac-cyrillic", "Уважаемый коллега"),
+    ],
+)
+def test_a_label_of_the_right_family_is_followed(raw: bytes, label: str, text: str) -> None:
+    """A Japanese label on another Japanese encoding's 8-bit bytes is read as Japanese (on a
+    line detection reads EUC-JP as Chinese); an unregistered "x-" label as its charset."""
+    assert decode_bytes(raw, label, []) == text
