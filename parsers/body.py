@@ -59,6 +59,7 @@ _EXT = {
     "application/pdf": ".pdf",
     "image/png": ".png",
     "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",  # not registered, and common
     "image/gif": ".gif",
     "text/plain": ".txt",
     "text/html": ".html",
@@ -198,7 +199,7 @@ def _visit(
             acc.add_html(text)
             acc.texts.append(("html", text))
         else:
-            acc.texts.append(("plain", _plain(text, acc, defects)))
+            acc.texts.append(("plain", _plain(_unenriched(text, ctype), acc, defects)))
         return
     if _tnef(part, ctype, acc, defects):
         return
@@ -327,12 +328,31 @@ def _forward_header(inner: Message, defects: list[str]) -> str:
 
 
 def _is_body(part: Message, ctype: str) -> bool:
-    if ctype not in ("text/plain", "text/html"):
+    if ctype not in _BODY_TYPES:
         return False
     disposition = part.get_content_disposition()
     if disposition is None and "name" not in str(part.get("content-type", "")).lower():
         return True  # no header that could name a file: get_filename's two parses spared
     return (disposition or "").lower() != "attachment" and not part.get_filename()
+
+
+# text/enriched (RFC 1896) and its forerunner text/richtext: Apple Mail and Eudora
+# sent them beside the plain text of a styled mail. Bodies, not files: read as text.
+_BODY_TYPES = {"text/plain", "text/html", "text/enriched", "text/richtext"}
+_ENRICHED_PARAM = re.compile(r"<param>.*?</param>", re.IGNORECASE | re.DOTALL)
+_ENRICHED_COMMAND = re.compile(r"</?[A-Za-z0-9-]{1,60}>")
+_ENRICHED_BREAKS = re.compile(r"\n(\n*)")
+
+
+def _unenriched(text: str, ctype: str) -> str:
+    """The text of text/enriched: formatting commands and their parameters dropped, "<<"
+    a "<", a lone line break a space and n+1 of them n (RFC 1896's rules)."""
+    if ctype == "text/plain":
+        return text
+    text = _ENRICHED_COMMAND.sub("", _ENRICHED_PARAM.sub("", text.replace("<<", "\x00")))
+    if ctype == "text/enriched":
+        text = _ENRICHED_BREAKS.sub(lambda m: m.group(1) or " ", text.replace("\r\n", "\n"))
+    return text.replace("\x00", "<")
 
 
 def _decoded(part: Message, defects: list[str]) -> bytes:
@@ -438,7 +458,12 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
         shown = _display_name(decode_words(header_text(name, defects), defects))
         if shown:
             return shown
-    ext = _EXT.get(ctype, ".bin")
+    ext = _EXT.get(ctype) or _TYPES.guess_extension(ctype, strict=False) or ".bin"
+    located = _located_name(part)
+    if located:
+        return located
+    if ctype in _SIGNATURE_NAMES:
+        return _SIGNATURE_NAMES[ctype]
     described = part.get("Content-Description") if ctype != "message/rfc822" else None
     if described is not None:  # Postfix's "Delivery report": a name to show, as Zammad does
         from parsers.mime import header_text
@@ -447,6 +472,29 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
         if shown and len(shown) <= 80:
             return shown if shown.lower().endswith(ext) else f"{shown}{ext}"
     return f"part-{index}{ext}"
+
+
+# What Thunderbird and Outlook call a signature part that has no name of its own.
+_SIGNATURE_NAMES = {
+    "application/pgp-signature": "signature.asc",
+    "application/pkcs7-signature": "smime.p7s",
+    "application/x-pkcs7-signature": "smime.p7s",
+}
+
+
+def _located_name(part: Message) -> str:
+    """The file name in a Content-Location (RFC 2557: Apple Mail, Outlook's saved pages),
+    which clients fall back to: "Photo25.jpg", or a URL's last path segment with a dot."""
+    location = part.get("Content-Location")
+    if location is None:
+        return ""
+    value = "".join(str(location).split()).strip("\"'<>")
+    segment = value.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if "." not in segment.strip("."):
+        return ""
+    from urllib.parse import unquote
+
+    return _display_name(unquote(segment))
 
 
 def _rfc2231_name(part: Message, defects: list[str]) -> str | None:

@@ -35,9 +35,15 @@ __all__ = ["mend"]
 
 _UNSPLIT = (NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect)
 
-# A delimiter line (RFC 2046: a boundary is 1-70 characters) that opens a part: the
-# next line is a MIME header. A sign-off such as "--Anna" is followed by none.
-_OPENING = re.compile(r'^--([^\s"\\]{1,70}?)[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)', re.I | re.M)
+# A delimiter line (RFC 2046: a boundary is 1-70 characters, spaces allowed inside)
+# that opens a part: the next line is a MIME header. A sign-off such as "--Anna" is
+# followed by none. A space inside: Outlook Express folded its long boundary parameter
+# inside the quotes ("----=_NextPart" CRLF " _000_..."), which compat32 keeps with the
+# line break, while the parts' lines have the space.
+_OPENING = re.compile(
+    r'^--([^\s"\\](?:[^\r\n"\\]{0,68}[^\s"\\])?)[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)',
+    re.I | re.M,
+)
 
 
 def mend(msg: Message, defects: list[str], limits: Limits, size: int) -> None:
@@ -58,11 +64,61 @@ class _Budget:
     octets: int
 
 
+# A MIME header that begins a body: an enclosed message whose header has a blank line
+# before its Content-Type (Exchange writes it so into messages forwarded as attachments).
+_HEADER_IN_BODY = re.compile(
+    r"(?:[ \t]*\r?\n)?((?:content-type|mime-version)[ \t]*:[^\n]*\n"
+    r"(?:(?:[!-9;-~]+:|[ \t])[^\n]*\n)*)\r?\n",
+    re.I,
+)
+
+
+def _header_in_body(
+    part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget
+) -> None:
+    """An enclosed message with no Content-Type whose body opens with MIME fields and a
+    blank line: those fields are its header's, as Outlook shows it (its text, not the
+    fields, boundary lines and base64 of its parts as text)."""
+    payload = getattr(part, "_payload", None)
+    if not isinstance(payload, str) or not payload[:300].lstrip().lower().startswith(
+        ("content-type:", "mime-version:")
+    ):
+        return
+    found = _HEADER_IN_BODY.match(payload)
+    if found is None:
+        return
+    try:
+        data = (found.group(1) + "\n" + payload[found.end() :]).encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return
+    room = dataclasses.replace(
+        limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
+    )
+    try:
+        if len(data) > left.octets:
+            raise StructureTooDeep("mended parts over twice the message")
+        prescan(data, room)
+    except ParseError:
+        defects.append("multipart-not-mended")
+        return
+    tree = parse_tree(data)
+    left.octets -= len(data)
+    left.parts -= sum(1 for _ in tree.walk())
+    for name, value in tree.raw_items():
+        part[name] = value
+    part.set_payload(tree.get_payload())
+    defects.append("header-in-body-mended")
+    _mend(part, defects, limits, depth, left)
+
+
 def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget) -> None:
     if part.is_multipart():
         for child in part.get_payload():
             if isinstance(child, Message):
                 _mend(child, defects, limits, depth + 1, left)
+        return
+    if depth and "content-type" not in part:
+        _header_in_body(part, defects, limits, depth, left)
         return
     # The parser marks the multiparts whose parts it could not find (and no other part
     # with these): no header is read for the other leaves, nearly every one.

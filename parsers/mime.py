@@ -291,6 +291,8 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
         if text is not None:
             return text
     defects.append(f"charset-mismatch:{_label(charset)}")
+    if codec == "utf_8" and _mostly_utf8(raw):  # a list footer or a cut character in UTF-8
+        return raw.decode("utf-8", "gateway-cp1252")
     if codec in _JAPANESE_LABELS:  # a Japanese label on another Japanese encoding's bytes
         for other in ("utf_8", "euc_jp", "cp932"):
             try:
@@ -300,6 +302,30 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
             if _KANA.search(text):
                 return text
     return _detected(raw)
+
+
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+_HIGH_BYTE = re.compile(rb"[\x80-\xff]")
+
+
+def _mostly_utf8(raw: bytes) -> bool:
+    """Whether UTF-8 text holds a few bytes that are not (a mailing list's Latin-1
+    footer, a character cut at a line's end): then it is read as UTF-8 with those bytes
+    as windows-1252, not all of it in a guessed charset ("GrÃ¼ÃŸe" for every letter)."""
+    sequences = _UTF8_SEQUENCE.findall(raw)
+    in_sequences = sum(map(len, sequences))
+    return bool(sequences) and in_sequences >= len(_HIGH_BYTE.findall(raw)) - in_sequences
+
+
+def _as_cp1252(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    return err.object[err.start : err.end].decode("cp1252", "replace"), err.end
+
+
+codecs.register_error("gateway-cp1252", _as_cp1252)
 
 
 # Japanese mail labelled with one Japanese charset and written in another (an

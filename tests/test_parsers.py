@@ -598,3 +598,79 @@ def test_a_plain_part_that_only_points_to_the_html_gives_way_to_it(plain: str, s
     p = parse(_alternative_mail(plain, "<p>Hello Anna,</p><p>the part ships <b>Monday</b>.</p>"))
     assert ("the part ships Monday." in p.text) is shown
     assert (plain in p.text) is not shown
+
+
+def test_a_boundary_folded_inside_its_quotes_still_finds_the_parts() -> None:
+    """Outlook 2000 folded its long boundary parameter inside the quotes; the parts'
+    delimiter lines hold the space the fold left. Before: the whole mail as text."""
+    raw = (
+        b"From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n"
+        b'    boundary="----=_NextPart\r\n _000_0002_01BFC036.AE309650"\r\n\r\n'
+        b"This is a multi-part message in MIME format.\r\n\r\n"
+        b"------=_NextPart _000_0002_01BFC036.AE309650\r\nContent-Type: text/plain\r\n\r\n"
+        b"The Hare and the Tortoise\r\n\r\n"
+        b"------=_NextPart _000_0002_01BFC036.AE309650\r\n"
+        b'Content-Type: image/png; name="redball.png"\r\nContent-Transfer-Encoding: base64\r\n'
+        b"\r\niVBORw0KGgo=\r\n\r\n------=_NextPart _000_0002_01BFC036.AE309650--\r\n"
+    )
+    p = parse(raw)
+    assert p.text.strip() == "The Hare and the Tortoise"
+    assert [a.filename for a in p.attachments] == ["redball.png"]
+
+
+def test_an_attached_message_whose_header_has_a_blank_line_before_its_type() -> None:
+    """Exchange writes a blank line into the header of a message forwarded as an
+    attachment: its Content-Type and parts were read as text, base64 and all."""
+    inner = (
+        "From: Microsoft <foo@example.test>\r\nSubject: Updates to our terms of use\r\n"
+        "X-Message-Delivery: Vj0xLjE7dXM9MDs=\r\n\r\n"
+        'Content-Type: multipart/alternative;\r\n\tboundary="_000_dd32_"\r\nMIME-Version: 1.0\r\n'
+        "\r\n--_000_dd32_\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\ndGhpcyBpcyBhIHRlc3QK\r\n\r\n--_000_dd32_--\r\n"
+    )
+    p = parse(
+        _mixed(f"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n{inner}")
+    )
+    assert "this is a test" in p.text
+    assert "dGhpcyBpcyBhIHRlc3QK" not in p.text and "_000_dd32_" not in p.text
+    assert [a.filename for a in p.attachments] == ["Updates to our terms of use.eml"]
+    assert "header-in-body-mended" in p.defects
+
+
+def test_utf8_with_a_few_stray_bytes_stays_utf8() -> None:
+    """A mailing list's Latin-1 footer under a UTF-8 mail: the stray byte is read alone,
+    not the whole text in a guessed charset ("GrÃ¼ÃŸe" for every letter)."""
+    raw = "Grüße aus München.\n-- \nList: ".encode() + b"caf\xe9\n"
+    head = b"From: a@b.test\r\nSubject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    p = parse(head + raw)
+    assert p.text == "Grüße aus München.\n-- \nList: café\n"
+    assert "charset-mismatch:utf-8" in p.defects
+
+
+def test_text_enriched_is_a_body_not_a_file() -> None:
+    p = parse(
+        _alternative_mail("Hello Anna", "<p>Hello Anna</p>").replace(b"text/html", b"text/enriched")
+    )
+    assert p.attachments == () and p.text.strip() == "Hello Anna"
+    alone = b"From: a@b.test\r\nSubject: x\r\nContent-Type: text/enriched\r\n\r\n"
+    p = parse(alone + b"<bold>Hello</bold> <<you>\r\nsame line\r\n\r\nnew paragraph\r\n")
+    assert p.text == "Hello <you> same line\nnew paragraph "
+
+
+@pytest.mark.parametrize(
+    ("headers", "name"),
+    [
+        ("Content-Type: image/jpeg\r\nContent-Location: Photo25.jpg", "Photo25.jpg"),
+        (
+            "Content-Type: image/jpg\r\nContent-Location: http://x.test/a/some%20file.jpg?x=1",
+            "some file.jpg",
+        ),
+        ("Content-Type: image/jpg", "part-2.jpg"),
+        ("Content-Type: application/pgp-signature", "signature.asc"),
+        ("Content-Type: application/pkcs7-signature", "smime.p7s"),
+        ("Content-Type: application/msword", "part-2.doc"),
+    ],
+)
+def test_a_part_without_a_file_name_is_named_as_clients_name_it(headers: str, name: str) -> None:
+    p = parse(_mixed(f"{headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"))
+    assert [a.filename for a in p.attachments] == [name]
