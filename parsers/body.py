@@ -268,10 +268,14 @@ def _alternative(
         visit(child, sub)
         acc.leaves = sub.leaves
         subs.append(sub)
-    chosen = next((s for s in subs if any(k == "plain" for k, _ in s.texts)), None)
+    # An empty alternative (a plain part with nothing in it, or the empty tail a missing
+    # closing delimiter leaves) is never the one shown over one that has text.
+    chosen = next((s for s in subs if any(k == "plain" and t.strip() for k, t in s.texts)), None)
     rich = next((s for s in subs if s.html is not None), None)  # one rendering of the HTML
     if chosen is not None and rich is not None and rich is not chosen and _stub(chosen):
         chosen = rich  # the plain part only says to read the HTML: the HTML is the text
+    if chosen is None:
+        chosen = next((s for s in subs if any(t.strip() for _, t in s.texts)), None)
     if chosen is None:
         chosen = next((s for s in subs if s.texts), None)
     for sub in subs:

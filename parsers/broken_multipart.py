@@ -18,10 +18,15 @@ at once followed by a ``Content-*`` header, as every part written by a MIME libr
 starts; the body is parsed again with it, within what is left of the message's
 limits. What has no such line stays broken; parsers/body.py reads it as plain text,
 which is what it is, or keeps it as a file when it is too large to be prose.
+
+Two more breaks in the same walk, mended the same way (parsed again within the limits):
+an enclosed message whose header has a blank line before its Content-Type (Exchange,
+forwarding a message as an attachment), and a message/rfc822 part sent base64.
 """
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import re
 from email.errors import NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect
@@ -91,19 +96,9 @@ def _header_in_body(
         data = (found.group(1) + "\n" + payload[found.end() :]).encode("ascii", "surrogateescape")
     except UnicodeEncodeError:
         return
-    room = dataclasses.replace(
-        limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
-    )
-    try:
-        if len(data) > left.octets:
-            raise StructureTooDeep("mended parts over twice the message")
-        prescan(data, room)
-    except ParseError:
-        defects.append("multipart-not-mended")
+    tree = _reparsed(data, defects, limits, depth, left)
+    if tree is None:
         return
-    tree = parse_tree(data)
-    left.octets -= len(data)
-    left.parts -= sum(1 for _ in tree.walk())
     for name, value in tree.raw_items():
         part[name] = value
     part.set_payload(tree.get_payload())
@@ -111,8 +106,57 @@ def _header_in_body(
     _mend(part, defects, limits, depth, left)
 
 
+def _encoded_message(
+    part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget
+) -> None:
+    """A message/rfc822 part sent base64 (RFC 2046 forbids it; mailers do it): the parser
+    read the base64 as a message without a header, and its text was the base64. The
+    decoded bytes are the message, as Thunderbird reads them."""
+    inner = part.get_payload()[0] if part.get_payload() else None
+    payload = getattr(inner, "_payload", None)
+    if not isinstance(inner, Message) or inner.keys() or not isinstance(payload, str):
+        return
+    try:
+        data = binascii.a2b_base64(payload.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError):
+        return
+    tree = _reparsed(data, defects, limits, depth, left)
+    if tree is None:
+        return
+    part.set_payload([tree])
+    part.replace_header("Content-Transfer-Encoding", "8bit")
+    defects.append("encoded-message-decoded")
+    _mend(tree, defects, limits, depth + 1, left)
+
+
+def _reparsed(
+    data: bytes, defects: list[str], limits: Limits, depth: int, left: _Budget
+) -> Message | None:
+    """``data`` parsed, within what is left of the message's limits (its depth, its
+    parts, twice its octets across every mend), or None: the part is left as it is."""
+    room = dataclasses.replace(
+        limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
+    )
+    try:
+        if len(data) > left.octets:
+            raise StructureTooDeep("mended parts over twice the message")
+        prescan(data, room)
+    except ParseError:  # the whole message's limits, counted across mends: left unsplit,
+        defects.append("multipart-not-mended")  # read as text or kept as a file
+        return None
+    tree = parse_tree(data)
+    left.octets -= len(data)
+    left.parts -= sum(1 for _ in tree.walk())
+    return tree
+
+
 def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget) -> None:
     if part.is_multipart():
+        if part.get_content_type() == "message/rfc822" and str(
+            part.get("content-transfer-encoding", "")
+        ).strip().lower() == "base64":
+            _encoded_message(part, defects, limits, depth, left)
+            return
         for child in part.get_payload():
             if isinstance(child, Message):
                 _mend(child, defects, limits, depth + 1, left)
@@ -139,22 +183,10 @@ def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _
     except UnicodeEncodeError:  # not as the parser read it: leave it
         return
     data = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode() + body
-    room = dataclasses.replace(
-        limits, max_mime_depth=limits.max_mime_depth - depth, max_parts=left.parts
-    )
-    try:
-        if len(data) > left.octets:
-            raise StructureTooDeep("mended multiparts over twice the message")
-        prescan(data, room)
-    except ParseError:  # the whole message's limits, counted across mends: left unsplit,
-        defects.append("multipart-not-mended")  # read as text or kept as a file
-        return
-    tree = parse_tree(data)
-    parts = tree.get_payload()
+    tree = _reparsed(data, defects, limits, depth, left)
+    parts = tree.get_payload() if tree is not None else None
     if not isinstance(parts, list) or not parts:
         return
-    left.octets -= len(data)
-    left.parts -= sum(1 for _ in tree.walk())
     part.set_payload(parts)
     part.set_param("boundary", boundary)
     defects.append("multipart-boundary-mended")

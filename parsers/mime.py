@@ -198,7 +198,10 @@ def decoded_payload(part: Message) -> bytes | None:
     and joins them before decoding: 43 MiB at the peak for a 9.5 MB body. The same
     bytes go to the same ``decode_b`` here with the line ends dropped in one pass."""
     payload = getattr(part, "_payload", None)  # what get_payload(decode=True) decodes
-    cte = str(part.get("content-transfer-encoding", "")).lower()  # as compat32 reads it
+    written = str(part.get("content-transfer-encoding", ""))
+    cte = written.strip().lower()
+    if cte != written.lower():  # "quoted-printable   ": compat32 compares it as written
+        part.replace_header("Content-Transfer-Encoding", cte)
     if cte != "base64" or not isinstance(payload, str) or not payload.isascii():
         return part.get_payload(decode=True)  # type: ignore[no-any-return]
     joined = payload.encode("ascii").translate(None, b"\r\n")

@@ -674,3 +674,40 @@ def test_text_enriched_is_a_body_not_a_file() -> None:
 def test_a_part_without_a_file_name_is_named_as_clients_name_it(headers: str, name: str) -> None:
     p = parse(_mixed(f"{headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"))
     assert [a.filename for a in p.attachments] == [name]
+
+
+@pytest.mark.parametrize(
+    ("cte", "body", "text"),
+    [
+        ("quoted-printable              ", "Move =E2=99=9A to =E2=99=9B", "Move ♚ to ♛"),
+        ("base64\t", "TW92ZSDimZo=", "Move ♚"),
+    ],
+)
+def test_a_transfer_encoding_with_trailing_blanks_is_decoded(
+    cte: str, body: str, text: str
+) -> None:
+    """The stdlib compares the field as written: "base64 " left the body encoded."""
+    raw = (
+        "From: a@b.test\r\nSubject: x\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: {cte}\r\n\r\n{body}\r\n"
+    ).encode()
+    assert parse(raw).text.strip() == text
+
+
+def test_a_message_part_sent_base64_is_read_as_the_message() -> None:
+    """RFC 2046 forbids it, mailers do it: its text was the base64."""
+    inner = "Subject: inner\nFrom: c@d.test\n\ninner body\n"
+    encoded = base64.b64encode(inner.encode()).decode()
+    p = parse(
+        _mixed(
+            f"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}"
+        )
+    )
+    assert "inner body" in p.text and encoded not in p.text
+    assert "encoded-message-decoded" in p.defects
+
+
+def test_an_empty_plain_alternative_does_not_hide_the_html() -> None:
+    """A missing closing delimiter leaves an empty last part; a plain part may be empty."""
+    p = parse(_alternative_mail("", "<p>HTML Body</p>"))
+    assert p.text.strip() == "HTML Body"
