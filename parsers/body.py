@@ -178,7 +178,7 @@ def _visit(
                     acc.leaves = sub.leaves + 1
                     acc.attachments.append(_enclosed(inner, acc.leaves))
                     continue
-                if sub.texts:  # a forwarded mail's text is part of the body
+                if any(t.strip() for _, t in sub.texts):  # a forwarded mail's text: the body
                     acc.texts.append(("plain", _forward_header(inner, defects)))
                 acc.absorb(sub, texts=True, html=False)
                 if (part.get_content_disposition() or "").lower() == "attachment":

@@ -711,3 +711,8 @@ def test_an_empty_plain_alternative_does_not_hide_the_html() -> None:
     """A missing closing delimiter leaves an empty last part; a plain part may be empty."""
     p = parse(_alternative_mail("", "<p>HTML Body</p>"))
     assert p.text.strip() == "HTML Body"
+
+
+def test_an_empty_forwarded_message_adds_no_forward_header() -> None:
+    p = parse(_mixed("Content-Type: message/rfc822\r\n\r\n"))
+    assert "Forwarded message" not in p.text and p.text.strip() == "See the file."
