@@ -141,6 +141,8 @@ def _visit(
     # an 8-bit body with its charset for nothing (the body is read by _decoded).
     payload = part.get_payload() if part.is_multipart() else None
     if ctype.startswith("multipart/") and isinstance(payload, list):
+        if part.epilogue and not part.epilogue.isspace():
+            defects.append("multipart-epilogue")  # no client shows it; the scan reads it
         if ctype == "multipart/alternative":
             _alternative(
                 payload,

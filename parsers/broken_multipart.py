@@ -150,6 +150,39 @@ def _reparsed(
     return tree
 
 
+def _epilogue_parts(
+    part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget
+) -> None:
+    """Parts after a multipart's closing line: an inner multipart that reused its outer
+    boundary (iPhone mail through some gateways, Outlook Express for Mac) closed the
+    outer one early, and the parts after it, a file among them, landed in the epilogue,
+    where nothing shows them and no scan reads them. Mail clients show them: so do we."""
+    boundary = part.get_boundary()
+    epilogue = part.epilogue or ""
+    if not boundary:
+        return
+    found = re.search(
+        rf"^--{re.escape(boundary)}[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)", epilogue, re.I | re.M
+    )
+    if found is None:
+        return
+    try:
+        body = epilogue[found.start() :].encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return
+    data = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'.encode() + body
+    tree = _reparsed(data, defects, limits, depth, left)
+    parts = tree.get_payload() if tree is not None else None
+    if not isinstance(parts, list) or not parts:
+        return
+    for child in parts:
+        part.attach(child)
+    part.epilogue = epilogue[: found.start()]
+    defects.append("epilogue-parts-mended")
+    for child in parts:
+        _mend(child, defects, limits, depth + 1, left)
+
+
 def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget) -> None:
     if part.is_multipart():
         if part.get_content_type() == "message/rfc822" and str(
@@ -160,6 +193,8 @@ def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _
         for child in part.get_payload():
             if isinstance(child, Message):
                 _mend(child, defects, limits, depth + 1, left)
+        if part.epilogue and "--" in part.epilogue:
+            _epilogue_parts(part, defects, limits, depth, left)
         return
     if depth and "content-type" not in part:
         _header_in_body(part, defects, limits, depth, left)

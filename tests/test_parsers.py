@@ -716,3 +716,21 @@ def test_an_empty_plain_alternative_does_not_hide_the_html() -> None:
 def test_an_empty_forwarded_message_adds_no_forward_header() -> None:
     p = parse(_mixed("Content-Type: message/rfc822\r\n\r\n"))
     assert "Forwarded message" not in p.text and p.text.strip() == "See the file."
+
+
+def test_parts_after_an_early_closing_line_are_not_lost() -> None:
+    """An inner multipart that reuses its outer boundary closes the outer one early: the
+    parts after it, a file among them, were in the epilogue, neither shown nor scanned."""
+    raw = (
+        b"From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b'--B\r\nContent-Type: multipart/alternative; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nSee the zip.\r\n"
+        b"--B\r\nContent-Type: text/html\r\n\r\n<p>See the zip.</p>\r\n--B--\r\n\r\n"
+        b'--B\r\nContent-Type: application/zip; name="x.zip"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"\r\nUEsDBAo=\r\n--B--\r\n"
+    )
+    p = parse(raw)
+    assert [(a.filename, a.data) for a in p.attachments] == [("x.zip", b"PK\x03\x04\n")]
+    assert "See the zip." in p.text and "epilogue-parts-mended" in p.defects

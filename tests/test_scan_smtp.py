@@ -86,6 +86,20 @@ def _boundary_unindented(who: str, data: bytes) -> bytes:
     )
 
 
+def _after_early_close(who: str, data: bytes) -> bytes:
+    """A part after the closing line (where an inner multipart that reused the outer
+    boundary closes the outer one early): it was in the epilogue, which no part and no
+    scan read, and stored unscanned (parsers/broken_multipart.py)."""
+    return _base64_last(
+        _head(who, "the file", 'multipart/mixed; boundary="B"')
+        + "--B\r\nContent-Type: text/plain\r\n\r\nHere it is.\r\n--B--\r\n\r\n"
+        '--B\r\nContent-Type: application/octet-stream; name="tool.com"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n",
+        data,
+        "--B--\r\n",
+    )
+
+
 def _base64_last(mail: str, data: bytes, closing: str) -> bytes:
     """``mail`` up to its last part's blank line, then ``data`` in base64, ``closing``."""
     return mail.encode() + base64.encodebytes(data).replace(b"\n", b"\r\n") + closing.encode()
@@ -134,6 +148,7 @@ def _infected(who: str) -> dict[str, bytes]:
         "boundary-unindented": _boundary_unindented(who, EICAR),
         "uuencoded": _uuencoded(who, EICAR),
         "winmail-dat": _winmail(who, EICAR),
+        "after-early-close": _after_early_close(who, EICAR),
     }
 
 
@@ -176,6 +191,7 @@ def test_clean_attachment_is_stored_byte_exact(daemon: Daemon) -> None:
         "boundary-unindented",
         "uuencoded",
         "winmail-dat",
+        "after-early-close",
     ],
 )
 def test_infected_mail_is_refused_and_leaves_only_an_audit_event(
@@ -213,6 +229,16 @@ def test_a_multipart_read_as_text_is_scanned_like_one_with_a_file() -> None:
     assert needs_scan(unsplit)
     plain = parse((_head(_who(), "s", "text/plain") + "Hello.\r\n").encode())
     assert not needs_scan(plain)
+
+
+def test_text_after_a_multiparts_closing_line_is_scanned() -> None:
+    """No part holds it and no client shows it, but it is stored with the raw mail."""
+    head = _head(_who(), "s", 'multipart/mixed; boundary="B"')
+    body = "--B\r\nContent-Type: text/plain\r\n\r\nHello.\r\n--B--\r\n"
+    tail = parse((head + body + "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR\r\n").encode())
+    assert not tail.attachments and "multipart-epilogue" in tail.defects
+    assert needs_scan(tail)
+    assert not needs_scan(parse((head + body + "\r\n\r\n").encode()))
 
 
 def test_a_winmail_dat_without_files_is_still_scanned() -> None:

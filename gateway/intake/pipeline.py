@@ -400,14 +400,16 @@ def _store_clock() -> datetime:
 
 def needs_scan(parsed: ParsedMessage) -> bool:
     """Any attachment (inline included) or enclosed message means clamd must see it first.
-    So does a winmail.dat, read or not, and a multipart whose parts were not found, read
-    as text (parsers/body.py): a reader that splits them another way (clamd does, a
-    mail client may) could find a file in them."""
+    So does a winmail.dat, read or not, a multipart whose parts were not found, read
+    as text (parsers/body.py), and text after a multipart's closing line, which no part
+    holds: a reader that splits them another way (clamd does, a mail client may) could
+    find a file in them."""
     return (
         bool(parsed.attachments)
         or any(t.startswith("message/") and t not in _REPORT_TYPES for t in parsed.content_types)
         or "application/ms-tnef" in parsed.content_types  # read as its files, whole or not
         or "multipart-read-as-text" in parsed.defects
+        or "multipart-epilogue" in parsed.defects
     )
 
 
