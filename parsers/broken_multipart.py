@@ -129,6 +129,29 @@ def _encoded_message(
     _mend(tree, defects, limits, depth + 1, left)
 
 
+def _parts(
+    ctype: str,
+    boundary: str,
+    body: str,
+    defects: list[str],
+    limits: Limits,
+    depth: int,
+    left: _Budget,
+) -> list[Message] | None:
+    """The parts of ``body`` parsed again under a header that names the boundary they
+    use, or None. Bytes as the parser read them (surrogate escapes back to the 8-bit
+    bytes they stood for)."""
+    try:
+        data = f'Content-Type: {ctype}; boundary="{boundary}"\n\n'.encode() + body.encode(
+            "ascii", "surrogateescape"
+        )
+    except UnicodeEncodeError:  # not as the parser read it: leave it
+        return None
+    tree = _reparsed(data, defects, limits, depth, left)
+    parts = tree.get_payload() if tree is not None else None
+    return parts if isinstance(parts, list) and parts else None
+
+
 def _reparsed(
     data: bytes, defects: list[str], limits: Limits, depth: int, left: _Budget
 ) -> Message | None:
@@ -166,14 +189,10 @@ def _epilogue_parts(
     )
     if found is None:
         return
-    try:
-        body = epilogue[found.start() :].encode("ascii", "surrogateescape")
-    except UnicodeEncodeError:
-        return
-    data = f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'.encode() + body
-    tree = _reparsed(data, defects, limits, depth, left)
-    parts = tree.get_payload() if tree is not None else None
-    if not isinstance(parts, list) or not parts:
+    parts = _parts(
+        "multipart/mixed", boundary, epilogue[found.start() :], defects, limits, depth, left
+    )
+    if not parts:
         return
     for child in parts:
         part.attach(child)
@@ -185,9 +204,10 @@ def _epilogue_parts(
 
 def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _Budget) -> None:
     if part.is_multipart():
-        if part.get_content_type() == "message/rfc822" and str(
-            part.get("content-transfer-encoding", "")
-        ).strip().lower() == "base64":
+        if (
+            part.get_content_type() == "message/rfc822"
+            and str(part.get("content-transfer-encoding", "")).strip().lower() == "base64"
+        ):
             _encoded_message(part, defects, limits, depth, left)
             return
         for child in part.get_payload():
@@ -211,16 +231,8 @@ def _mend(part: Message, defects: list[str], limits: Limits, depth: int, left: _
     if found is None:
         return
     boundary = found.group(1)
-    # The body again, under a header that names the boundary the parts use. Bytes as
-    # the parser read them (surrogate escapes back to the 8-bit bytes they stood for).
-    try:
-        body = payload.encode("ascii", "surrogateescape")
-    except UnicodeEncodeError:  # not as the parser read it: leave it
-        return
-    data = f'Content-Type: {part.get_content_type()}; boundary="{boundary}"\n\n'.encode() + body
-    tree = _reparsed(data, defects, limits, depth, left)
-    parts = tree.get_payload() if tree is not None else None
-    if not isinstance(parts, list) or not parts:
+    parts = _parts(part.get_content_type(), boundary, payload, defects, limits, depth, left)
+    if not parts:
         return
     part.set_payload(parts)
     part.set_param("boundary", boundary)

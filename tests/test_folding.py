@@ -30,16 +30,21 @@ BODY = (
 )
 
 
-def test_client_page_folds_the_quoted_history(site: Daemon) -> None:  # noqa: F811
-    anna = "anna@client.test"
-    code, text = site.send(make_mail(sender=anna, subject="Printer", body=BODY), sender=anna)
+def _client_page(site: Daemon, who: str, subject: str, body: str) -> tuple[str, str]:  # noqa: F811
+    """(ref, the ticket page its client sees) of a new ticket from ``who``."""
+    code, text = site.send(make_mail(sender=who, subject=subject, body=body), sender=who)
     assert code == 250, text
     ref = site.ref(text)
     b = Browser(site)
-    assert _request_link(b, anna)[0] == 200
-    assert _sign_in(b, _link(site, anna))[0] == 303
+    assert _request_link(b, who)[0] == 200
+    assert _sign_in(b, _link(site, who))[0] == 303
     code, page, _ = b.get(f"/t/acme/tickets/{ref}")
     assert code == 200
+    return ref, page
+
+
+def test_client_page_folds_the_quoted_history(site: Daemon) -> None:  # noqa: F811
+    _, page = _client_page(site, "anna@client.test", "Printer", BODY)
     shown = re.search(r'<div class="message-text">(.*?)</div>', page, re.DOTALL)
     assert shown and htmllib.unescape(shown.group(1)) == f"Hello,\n\n{REPLY}\n\nAnna"
     folded = re.search(r'<details class="message-quoted">(.*?)</details>', page, re.DOTALL)
@@ -75,16 +80,7 @@ FORWARD = (
 def test_a_forwarded_mail_is_shown_not_folded(site: Daemon) -> None:  # noqa: F811
     """Outlook's separator above a forwarded mail is the one above a quote: the subject's
     "FW:" tells the page and `tickets show` that the mail below it is to be read."""
-    dana = "dana@client.test"
-    mail = make_mail(sender=dana, subject="FW: printer broken", body=FORWARD)
-    code, text = site.send(mail, sender=dana)
-    assert code == 250, text
-    ref = site.ref(text)
-    b = Browser(site)
-    assert _request_link(b, dana)[0] == 200
-    assert _sign_in(b, _link(site, dana))[0] == 303
-    code, page, _ = b.get(f"/t/acme/tickets/{ref}")
-    assert code == 200
+    ref, page = _client_page(site, "dana@client.test", "FW: printer broken", FORWARD)
     shown = re.search(r'<div class="message-text">(.*?)</div>', page, re.DOTALL)
     assert shown, page
     assert "prints blank pages since Monday" in htmllib.unescape(shown.group(1))

@@ -478,6 +478,11 @@ def test_a_part_with_a_content_id_is_inline_only_when_the_html_shows_it() -> Non
     ]
 
 
+def _names(part: str) -> list[str]:
+    """The file names the parser gives a mail whose second part is ``part``."""
+    return [a.filename for a in parse(_mixed(part)).attachments]
+
+
 def _mixed(*parts: str) -> bytes:
     head = (
         "From: a@b.test\r\nTo: s@acme.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
@@ -510,13 +515,10 @@ def test_an_x_uuencode_part_is_decoded_with_or_without_its_begin_line(begin: str
     ],
 )
 def test_an_rfc2231_file_name_is_read_as_its_writer_meant(param: str, name: str) -> None:
-    p = parse(
-        _mixed(
-            f"Content-Type: image/jpeg\r\nContent-Disposition: attachment; {param}\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"
-        )
-    )
-    assert [a.filename for a in p.attachments] == [name]
+    assert _names(
+        f"Content-Type: image/jpeg\r\nContent-Disposition: attachment; {param}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"
+    ) == [name]
 
 
 @pytest.mark.parametrize(
@@ -527,13 +529,10 @@ def test_an_rfc2231_file_name_is_read_as_its_writer_meant(param: str, name: str)
     ],
 )
 def test_an_attached_message_is_named_by_its_subject(head: str, name: str) -> None:
-    p = parse(
-        _mixed(
-            f"Content-Type: message/rfc822\r\nContent-Disposition: attachment{head}\r\n\r\n"
-            "From: c@d.test\r\nSubject: =?utf-8?q?Invoice_118/2026_=3D/_paid?=\r\n\r\nold\r\n"
-        )
-    )
-    assert [a.filename for a in p.attachments] == [name]
+    assert _names(
+        f"Content-Type: message/rfc822\r\nContent-Disposition: attachment{head}\r\n\r\n"
+        "From: c@d.test\r\nSubject: =?utf-8?q?Invoice_118/2026_=3D/_paid?=\r\n\r\nold\r\n"
+    ) == [name]
 
 
 def test_a_long_field_wrapped_without_indent_stays_in_the_header() -> None:
@@ -565,15 +564,10 @@ def test_a_header_without_its_blank_line_keeps_its_body() -> None:
 
 def test_a_file_name_wrapped_in_its_encoded_word_keeps_its_words_apart() -> None:
     word = "=?UTF-8?b?S29udG91dHNrcmlmdCBmb3IgMTUwNi4xNC45MDQ2NgpCZWRyaWZ0c2tvbnRvLnBkZg==?="
-    p = parse(
-        _mixed(
-            f'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="{word}"'
-            "\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK"
-        )
-    )
-    assert [a.filename for a in p.attachments] == [
-        "Kontoutskrift for 1506.14.90466 Bedriftskonto.pdf"
-    ]
+    assert _names(
+        f'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="{word}"'
+        "\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK"
+    ) == ["Kontoutskrift for 1506.14.90466 Bedriftskonto.pdf"]
 
 
 def _alternative_mail(plain: str, html: str) -> bytes:
@@ -672,8 +666,7 @@ def test_text_enriched_is_a_body_not_a_file() -> None:
     ],
 )
 def test_a_part_without_a_file_name_is_named_as_clients_name_it(headers: str, name: str) -> None:
-    p = parse(_mixed(f"{headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ"))
-    assert [a.filename for a in p.attachments] == [name]
+    assert _names(f"{headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ") == [name]
 
 
 @pytest.mark.parametrize(
