@@ -73,7 +73,9 @@ def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
     if found.html is not None:
         stripped = strip_html_quote(found.html)
         if len(stripped) != len(found.html):
-            html_reply = sanitise(stripped)
+            # Nothing above the quote: a reply below it (Thunderbird's default), which
+            # the HTML cut would lose whole; the text (reply_text) carries it alone.
+            html_reply = sanitise(stripped) if _shows_text(stripped) else None
     attachments = found.attachments
     if found.html is not None and any(a.content_id for a in attachments):
         shown = {unquote(c).lower() for c in _CID_URL.findall(found.html)}
@@ -89,6 +91,13 @@ def _parse(data: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
         html_reply=html_reply,
         dsn=tuple(found.dsn),
     )
+
+
+_MARKUP = re.compile(r"<[^>]*>|&nbsp;|&#160;|&#xa0;|\s", re.IGNORECASE)
+
+
+def _shows_text(markup: str) -> bool:
+    return bool(_MARKUP.sub("", markup))
 
 
 # A cid: URL (RFC 2392) in the HTML: the Content-ID it shows, URL-encoded.

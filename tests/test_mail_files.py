@@ -177,11 +177,17 @@ def test_files_travel_both_ways_byte_exact(gateway: Daemon, account: Sink) -> No
 
     # A quote the text shows but no HTML marker does (a client we do not know):
     # the HTML could carry the notice, so the client gets the text alone. HTML with
-    # no quote at all goes as it is.
+    # no quote at all goes as it is. An answer below the quote (Thunderbird's default):
+    # the HTML cut at its marker holds nothing, so the text alone, without the quote.
     for n_relay, (plain, markup) in enumerate(
         [
             (f"Any news?\n\nOn Mon, Carol wrote:\n{quoted}\n", "<p>Any news?</p><p>QUOTED</p>"),
             ("One more thing.\n", "<p>One more <i>thing</i>.</p>"),
+            (
+                f"On Mon, Carol wrote:\n{quoted}\n\nBottom answer.\n",
+                '<div class="moz-cite-prefix">On Mon, Carol wrote:<br></div>'
+                '<blockquote type="cite">QUOTED</blockquote><p>Bottom <i>answer</i>.</p>',
+            ),
         ],
         start=2,
     ):
@@ -196,8 +202,11 @@ def test_files_travel_both_ways_byte_exact(gateway: Daemon, account: Sink) -> No
         html_part = last.get_body(("html",))
         if n_relay == 2:
             assert html_part is None and "QUOTED" not in str(last)
-        else:
+        elif n_relay == 3:
             assert html_part is not None and "<i>thing</i>" in html_part.get_content()
+        else:
+            assert html_part is None and "QUOTED" not in str(last)
+            assert "Bottom answer." in last.get_body(("plain",)).get_content()
 
 
 def test_every_mail_is_readable_raw_and_the_link_works(gateway: Daemon, account: Sink) -> None:

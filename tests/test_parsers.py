@@ -727,3 +727,17 @@ def test_parts_after_an_early_closing_line_are_not_lost() -> None:
     p = parse(raw)
     assert [(a.filename, a.data) for a in p.attachments] == [("x.zip", b"PK\x03\x04\n")]
     assert "See the zip." in p.text and "epilogue-parts-mended" in p.defects
+
+
+def test_an_html_reply_below_its_quote_is_sent_as_text() -> None:
+    """Thunderbird's default: the answer below the quote. Cut at the quote's marker the
+    HTML holds nothing, and the notice's or relay's HTML part would be empty."""
+    p = parse(
+        _alternative_mail(
+            "Am 04.12.26 um 10:15 schrieb ACME Support:\r\n> Which model?\r\n\r\nA LaserJet.",
+            '<div class="moz-cite-prefix">Am 04.12.26 um 10:15 schrieb ACME Support:<br></div>'
+            '<blockquote type="cite">Which model?</blockquote><p>A LaserJet.</p>',
+        )
+    )
+    assert p.reply_text == "A LaserJet." and p.html_reply is None
+    assert p.html is not None and "A LaserJet." in p.html
