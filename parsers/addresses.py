@@ -146,16 +146,21 @@ def split_list(value: str) -> list[str]:
     masked = _masked(value)
     if masked != value:
         return [p.translate(_UNMASK) for p in split_list(masked)]
-    if "," not in value and ";" not in value:
+    if "," not in value and ";" not in value and value.count("<") < 2:
         return [value] if value.strip() else []  # one mailbox: nothing to split on
     if '"' not in value and "(" not in value and "<" not in value:
         return [p for p in _SEPARATORS.split(value) if p.strip()]
     parts: list[str] = []
     buf: list[str] = []
-    quote = angle = False
+    quote = angle = closed = False
     depth = 0
     esc = False
     for ch in value:
+        if closed and not ch.isspace():  # what follows a mailbox's <address>
+            closed = False
+            if ch not in ",;(":  # another mailbox with no comma before it
+                parts.append("".join(buf))
+                buf = []
         if esc:
             esc = False
         elif ch == "\\" and (quote or depth):
@@ -173,7 +178,7 @@ def split_list(value: str) -> list[str]:
         elif ch == "<":
             angle = True
         elif ch == ">":
-            angle = False
+            closed, angle = angle, False
         elif ch in ",;" and not angle:
             parts.append("".join(buf))
             buf = []

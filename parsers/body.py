@@ -134,6 +134,8 @@ def _visit(
     in_report: bool,
 ) -> None:
     ctype = part.get_content_type()
+    if " " in ctype or "\t" in ctype:  # "application/pdf name=x.pdf": no ";" before it
+        ctype = ctype.split()[0]
     acc.part_types.add(ctype)
     for d in part.defects:
         defects.append(type(d).__name__)

@@ -63,10 +63,11 @@ def _mostly_wide(text: str) -> bool:
     """Whether a multi-byte reading is CJK text and not a few Latin letters paired up.
 
     Four 8-bit letters in an English line ("äöüß ad asd") read as two Han characters
-    in Big5, and charset-normalizer takes that on so few bytes; CJK mail has more
-    of its own characters than that, or is made of little else."""
+    in Big5, and charset-normalizer takes that on so few bytes; CJK text has more of
+    its own characters than that (a file name: "新建 文本文档.txt" in a header full of
+    ASCII), or is made of little else ("谢谢")."""
     wide = len(_WIDE.findall(text))
-    return wide >= 8 or wide * 4 >= len(text) - sum(map(str.isspace, text))
+    return wide >= 4 or wide * 4 >= len(text) - sum(map(str.isspace, text))
 
 
 _HIGH = re.compile(rb"[\xc0-\xff]")

@@ -8,10 +8,11 @@ charset, or raw ISO-2022-JP escape sequences, without encoded words.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from email.message import Message
 
 from parsers.detect import detect_codec
-from parsers.mime import codec_name, iso2022jp_ms, superset
+from parsers.mime import codec_name, iso2022jp_ms, mostly_utf8, superset
 
 __all__ = ["decode_raw_headers"]
 
@@ -36,7 +37,7 @@ def decode_raw_headers(msg: Message, defects: list[str]) -> None:
     for name, value in items:
         if _needs_decoding(value):
             data = value.encode("ascii", "surrogateescape")
-            value = _iso2022jp(data) if b"\x1b" in data else data.decode(codec, "replace")
+            value = _iso2022jp(data) if b"\x1b" in data else data.decode(codec, _ERRORS[codec])
         msg.set_raw(name, value)
     if codec != "utf_8":
         defects.append("header-8bit-not-utf8")
@@ -64,7 +65,8 @@ def _header_codec(raw: bytes, msg: Message) -> str:
             raw.decode("utf-8")
             return "utf_8"
         except UnicodeDecodeError:
-            pass
+            if mostly_utf8(raw):  # a character cut at the end of a field: UTF-8 still
+                return "utf_8"
     single: str | None = None
     for part in msg.walk():
         label = part.get_param("charset")
@@ -91,3 +93,5 @@ def _header_codec(raw: bytes, msg: Message) -> str:
 # fallbacks give way to such a label.
 _SINGLE_BYTE = re.compile(r"^(?:latin_1|iso8859_\d+|cp125\d|cp874|koi8_[a-z]+|mac_[a-z]+)$")
 _SINGLE_BYTE_GUESSES = {"cp1252", "cp1251", "koi8_r"}
+# UTF-8 header bytes that do not all decode keep the ones that do (parsers.mime).
+_ERRORS: defaultdict[str, str] = defaultdict(lambda: "replace", utf_8="gateway-cp1252")

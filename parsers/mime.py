@@ -24,6 +24,7 @@ import re
 import sys
 from email._encoded_words import decode_b
 from email._policybase import Compat32
+from email.errors import InvalidBase64LengthDefect
 from email.feedparser import FeedParser
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -117,9 +118,12 @@ __all__ = [
     "head_of",
     "header_text",
     "iso2022jp_ms",
+    "mostly_utf8",
     "parse_header_block",
     "parse_tree",
+    "repaired_base64",
     "superset",
+    "written_as_text",
 ]
 
 
@@ -202,13 +206,45 @@ def decoded_payload(part: Message) -> bytes | None:
     cte = written.strip().lower()
     if cte != written.lower():  # "quoted-printable   ": compat32 compares it as written
         part.replace_header("Content-Transfer-Encoding", cte)
-    if cte != "base64" or not isinstance(payload, str) or not payload.isascii():
+    if cte != "base64" or not isinstance(payload, str):
         return part.get_payload(decode=True)  # type: ignore[no-any-return]
-    joined = payload.encode("ascii").translate(None, b"\r\n")
-    value, defects = decode_b(joined)
-    for defect in defects:
-        part.policy.handle_defect(part, defect)
+    if payload.isascii():
+        joined = payload.encode("ascii").translate(None, b"\r\n")
+        value, defects = decode_b(joined)
+        for defect in defects:
+            part.policy.handle_defect(part, defect)
+    else:  # 8-bit bytes in base64 (text never encoded, or junk a relay let in)
+        joined = payload.encode("ascii", "surrogateescape")
+        value = part.get_payload(decode=True)
+        defects = list(part.defects)
+    if defects and written_as_text(payload):
+        return payload.encode("ascii", "surrogateescape")
+    if any(isinstance(d, InvalidBase64LengthDefect) for d in defects):
+        return repaired_base64(joined)
     return bytes(value)
+
+
+_WORDS = re.compile(r"[A-Za-z][ \t]+[A-Za-z]")
+_NOT_ALPHABET = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def written_as_text(payload: str) -> bool:
+    """Whether a body labelled base64 is text its mailer never encoded: most of its
+    lines hold words and spaces, which no base64 line does. The stdlib decodes it into
+    garbage, or, when that fails, hands it back with its line ends dropped and the
+    words run together; it is read as written instead."""
+    lines = [ln for ln in payload[:8192].splitlines() if ln.strip()]
+    return bool(lines) and 4 * sum(1 for ln in lines if _WORDS.search(ln)) >= 3 * len(lines)
+
+
+def repaired_base64(raw: bytes) -> bytes:
+    """Base64 one character too long (a stray character, junk a relay let in), decoded
+    as forgiving decoders (Thunderbird's, flanker's) decode it: the characters outside
+    the alphabet dropped, the last one left over dropped. The stdlib gives up on it and
+    hands back the base64 itself, which was shown as the text or stored as the file."""
+    cleaned = _NOT_ALPHABET.sub(b"", raw)
+    cleaned = cleaned[: len(cleaned) - (len(cleaned) % 4 == 1)]
+    return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
 
 
 def head_of(data: bytes, limit: int = 65536) -> bytes:
@@ -294,7 +330,7 @@ def decode_bytes(raw: bytes, charset: str | None, defects: list[str]) -> str:
         if text is not None:
             return text
     defects.append(f"charset-mismatch:{_label(charset)}")
-    if codec == "utf_8" and _mostly_utf8(raw):  # a list footer or a cut character in UTF-8
+    if codec == "utf_8" and mostly_utf8(raw):  # a list footer or a cut character in UTF-8
         return raw.decode("utf-8", "gateway-cp1252")
     if codec in _JAPANESE_LABELS:  # a Japanese label on another Japanese encoding's bytes
         for other in ("utf_8", "euc_jp", "cp932"):
@@ -313,13 +349,25 @@ _UTF8_SEQUENCE = re.compile(
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 
 
-def _mostly_utf8(raw: bytes) -> bool:
-    """Whether UTF-8 text holds a few bytes that are not (a mailing list's Latin-1
-    footer, a character cut at a line's end): then it is read as UTF-8 with those bytes
-    as windows-1252, not all of it in a guessed charset ("GrÃ¼ÃŸe" for every letter)."""
+def mostly_utf8(raw: bytes) -> bool:
+    """Whether UTF-8 text holds bytes that are not (a mailing list's Latin-1 footer, a
+    character cut at a line's end, a relay's damage to the base64 it came in): then it
+    is read as UTF-8 with those bytes as windows-1252, not all of it in a guessed
+    charset ("GrÃ¼ÃŸe" for every letter). Text in another charset forms valid UTF-8
+    sequences only by chance: GBK's pairs do, one in twelve or so, beside as many
+    bytes that do not; so the valid must outnumber the rest two to one, or run long
+    before the first byte that breaks them."""
     sequences = _UTF8_SEQUENCE.findall(raw)
     in_sequences = sum(map(len, sequences))
-    return bool(sequences) and in_sequences >= len(_HIGH_BYTE.findall(raw)) - in_sequences
+    if not sequences:
+        return False
+    if in_sequences >= 2 * (len(_HIGH_BYTE.findall(raw)) - in_sequences):
+        return True
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError as err:
+        return len(_UTF8_SEQUENCE.findall(raw, 0, err.start)) >= 8
 
 
 def _as_cp1252(err: UnicodeError) -> tuple[str, int]:
@@ -419,7 +467,9 @@ def header_text(value: str | None, defects: list[str]) -> str:
         try:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
-            value = raw.decode("cp1252", "replace")
+            # A name Yahoo cut in the middle of its last character is still UTF-8;
+            # Outlook Express wrote its locale's charset (GBK "新建 文本文档.txt").
+            value = raw.decode("utf-8", "gateway-cp1252") if mostly_utf8(raw) else _detected(raw)
             defects.append("header-8bit-not-utf8")
     return _FOLD.sub("", value)
 

@@ -551,3 +551,40 @@ def test_a_label_of_the_right_family_is_followed(raw: bytes, label: str, text: s
     """A Japanese label on another Japanese encoding's 8-bit bytes is read as Japanese (on a
     line detection reads EUC-JP as Chinese); an unregistered "x-" label as its charset."""
     assert decode_bytes(raw, label, []) == text
+
+
+def test_utf8_cut_in_the_middle_of_a_character_stays_utf8() -> None:
+    """Yahoo cut a long raw UTF-8 file name in the middle of its last character: the
+    rest of the name is still UTF-8, in a part's header as in the message's."""
+    name = "Картинка с очень длинным именем".encode()[:-1]
+    head = (
+        b"From: a@b.test\r\nSubject: " + "Привет, мир".encode()[:-1] + b"\r\nMIME-Version: 1.0\r\n"
+    )
+    raw = (
+        head + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n--b\r\n"
+        b'Content-Type: image/png; name="' + name + b'"\r\nContent-Transfer-Encoding: base64\r\n'
+        b"\r\niVBORw0KGgo=\r\n--b--\r\n"
+    )
+    p = parse(raw)
+    assert p.subject.startswith("Привет, ми")
+    assert p.attachments[0].filename.startswith("Картинка с очень длинным имене")
+
+
+def test_gbk_labelled_utf8_is_not_read_as_utf8_with_stray_bytes() -> None:
+    """GBK's byte pairs form a valid UTF-8 sequence now and then, beside as many bytes
+    that do not: not "mostly UTF-8"; detection reads it as the GBK it is."""
+    text = "您好，三楼的打印机卡纸了，请尽快派人来修理。这台打印机从周一开始就一直有问题。"
+    assert decode_bytes(text.encode("gbk"), "utf-8", []) == text
+
+
+def test_a_gbk_file_name_from_outlook_express() -> None:
+    """No charset anywhere: Outlook Express on Chinese Windows wrote the raw GBK bytes of
+    "New Text Document.txt"; a header full of ASCII around them."""
+    raw = (
+        b"From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: application/octet-stream;\r\n\tname="'
+        + "新建 文本文档.txt".encode("gbk")
+        + b'"\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n'
+    )
+    assert parse(raw).attachments[0].filename == "新建 文本文档.txt"
