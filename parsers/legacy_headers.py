@@ -8,7 +8,6 @@ charset, or raw ISO-2022-JP escape sequences, without encoded words.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from email.message import Message
 
 from parsers.detect import detect_codec
@@ -37,7 +36,10 @@ def decode_raw_headers(msg: Message, defects: list[str]) -> None:
     for name, value in items:
         if _needs_decoding(value):
             data = value.encode("ascii", "surrogateescape")
-            value = _iso2022jp(data) if b"\x1b" in data else data.decode(codec, _ERRORS[codec])
+            if b"\x1b" in data:
+                value = _iso2022jp(data)
+            else:  # UTF-8 bytes that do not all decode keep the ones that do
+                value = data.decode(codec, "gateway-cp1252" if codec == "utf_8" else "replace")
         msg.set_raw(name, value)
     if codec != "utf_8":
         defects.append("header-8bit-not-utf8")
@@ -93,5 +95,3 @@ def _header_codec(raw: bytes, msg: Message) -> str:
 # fallbacks give way to such a label.
 _SINGLE_BYTE = re.compile(r"^(?:latin_1|iso8859_\d+|cp125\d|cp874|koi8_[a-z]+|mac_[a-z]+)$")
 _SINGLE_BYTE_GUESSES = {"cp1252", "cp1251", "koi8_r"}
-# UTF-8 header bytes that do not all decode keep the ones that do (parsers.mime).
-_ERRORS: defaultdict[str, str] = defaultdict(lambda: "replace", utf_8="gateway-cp1252")

@@ -209,23 +209,22 @@ def decoded_payload(part: Message) -> bytes | None:
     if cte != "base64" or not isinstance(payload, str):
         return part.get_payload(decode=True)  # type: ignore[no-any-return]
     if payload.isascii():
-        joined = payload.encode("ascii").translate(None, b"\r\n")
-        value, defects = decode_b(joined)
+        value, defects = decode_b(payload.encode("ascii").translate(None, b"\r\n"))
         for defect in defects:
             part.policy.handle_defect(part, defect)
     else:  # 8-bit bytes in base64 (text never encoded, or junk a relay let in)
-        joined = payload.encode("ascii", "surrogateescape")
         value = part.get_payload(decode=True)
         defects = list(part.defects)
-    if defects and written_as_text(payload):
-        return payload.encode("ascii", "surrogateescape")
-    if any(isinstance(d, InvalidBase64LengthDefect) for d in defects):
-        return repaired_base64(joined)
+    if defects:
+        raw = payload.encode("ascii", "surrogateescape")
+        if written_as_text(payload):
+            return raw
+        if any(isinstance(d, InvalidBase64LengthDefect) for d in defects):
+            return repaired_base64(raw)
     return bytes(value)
 
 
 _WORDS = re.compile(r"[A-Za-z][ \t]+[A-Za-z]")
-_NOT_ALPHABET = re.compile(rb"[^A-Za-z0-9+/]")
 
 
 def written_as_text(payload: str) -> bool:
@@ -241,8 +240,9 @@ def repaired_base64(raw: bytes) -> bytes:
     """Base64 one character too long (a stray character, junk a relay let in), decoded
     as forgiving decoders (Thunderbird's, flanker's) decode it: the characters outside
     the alphabet dropped, the last one left over dropped. The stdlib gives up on it and
-    hands back the base64 itself, which was shown as the text or stored as the file."""
-    cleaned = _NOT_ALPHABET.sub(b"", raw)
+    hands back the base64 itself, which was shown as the text or stored as the file.
+    An encoded word's base64 is read the same way (``_word_bytes``)."""
+    cleaned = _NOT_B64.sub(b"", raw)
     cleaned = cleaned[: len(cleaned) - (len(cleaned) % 4 == 1)]
     return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
 
@@ -528,6 +528,5 @@ def _word_bytes(enc: str, payload: str, defects: list[str]) -> bytes:
         return _Q_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), data.replace(b"_", b" "))
     data = _NOT_B64.sub(b"", data)
     if len(data) % 4 == 1:  # one stray character can never decode
-        data = data[:-1]
         defects.append("bad-encoded-word")
-    return base64.b64decode(data + b"=" * (-len(data) % 4))
+    return repaired_base64(data)
