@@ -26,10 +26,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
+from urllib.parse import unquote
 
 from parsers import tnef, uuencoded
 from parsers.flowed import unflow
-from parsers.mime import decode_bytes, decode_words, decoded_payload
+from parsers.mime import decode_bytes, decode_words, decoded_payload, header_text
 from parsers.report import delivery_status, returned_headers
 from parsers.types import Attachment
 
@@ -317,16 +318,17 @@ def _enclosed(inner: Message, index: int, name: str | None = None) -> Attachment
 
 
 def _subject_name(inner: Message) -> str:
-    from parsers.mime import header_text
+    subject = _header_words(inner.get("Subject")).replace("/", "-").replace("\\", "-")
+    shown = _display_name(subject[:120].strip(". "))
+    return f"{shown}.eml" if shown else ""
 
-    subject = decode_words(header_text(inner.get("Subject"), []), [])
-    subject = " ".join(subject.replace("/", "-").replace("\\", "-").split())[:120].strip(". ")
-    return f"{_display_name(subject)}.eml" if _display_name(subject) else ""
+
+def _header_words(value: str | None) -> str:
+    """A header's value decoded, its runs of blanks one space: a name to show."""
+    return " ".join(decode_words(header_text(value, []), []).split())
 
 
 def _forward_header(inner: Message, defects: list[str]) -> str:
-    from parsers.mime import header_text
-
     lines = ["---------- Forwarded message ----------"]
     for name in ("From", "Date", "Subject", "To"):
         value = inner.get(name)
@@ -461,22 +463,18 @@ def _filename(part: Message, ctype: str, index: int, defects: list[str]) -> str:
         defects.append("bad-filename")
         name = None
     if isinstance(name, str) and name:
-        from parsers.mime import header_text
-
         shown = _display_name(decode_words(header_text(name, defects), defects))
         if shown:
             return shown
-    ext = _EXT.get(ctype) or _TYPES.guess_extension(ctype, strict=False) or ".bin"
     located = _located_name(part)
     if located:
         return located
     if ctype in _SIGNATURE_NAMES:
         return _SIGNATURE_NAMES[ctype]
+    ext = _EXT.get(ctype) or _TYPES.guess_extension(ctype, strict=False) or ".bin"
     described = part.get("Content-Description") if ctype != "message/rfc822" else None
     if described is not None:  # Postfix's "Delivery report": a name to show, as Zammad does
-        from parsers.mime import header_text
-
-        shown = _display_name(" ".join(decode_words(header_text(described, []), []).split()))
+        shown = _display_name(_header_words(described))
         if shown and len(shown) <= 80:
             return shown if shown.lower().endswith(ext) else f"{shown}{ext}"
     return f"part-{index}{ext}"
@@ -500,8 +498,6 @@ def _located_name(part: Message) -> str:
     segment = value.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     if "." not in segment.strip("."):
         return ""
-    from urllib.parse import unquote
-
     return _display_name(unquote(segment))
 
 

@@ -45,10 +45,8 @@ _UNSPLIT = (NoBoundaryInMultipartDefect, StartBoundaryNotFoundDefect)
 # followed by none. A space inside: Outlook Express folded its long boundary parameter
 # inside the quotes ("----=_NextPart" CRLF " _000_..."), which compat32 keeps with the
 # line break, while the parts' lines have the space.
-_OPENING = re.compile(
-    r'^--([^\s"\\](?:[^\r\n"\\]{0,68}[^\s"\\])?)[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)',
-    re.I | re.M,
-)
+_OPENS_PART = r"[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)"  # the rest of the line, a header next
+_OPENING = re.compile(r'^--([^\s"\\](?:[^\r\n"\\]{0,68}[^\s"\\])?)' + _OPENS_PART, re.I | re.M)
 
 
 def mend(msg: Message, defects: list[str], limits: Limits, size: int) -> None:
@@ -184,9 +182,7 @@ def _epilogue_parts(
     epilogue = part.epilogue or ""
     if not boundary:
         return
-    found = re.search(
-        rf"^--{re.escape(boundary)}[ \t]*\r?\n(?=content-[a-z0-9-]+[ \t]*:)", epilogue, re.I | re.M
-    )
+    found = re.search(rf"^--{re.escape(boundary)}{_OPENS_PART}", epilogue, re.I | re.M)
     if found is None:
         return
     parts = _parts(
